@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from ..service import Nestor
+
+
+@dataclass
+class Ctx:
+    home: Path
+    netns: str | None
+    debug: bool
+    _service: Nestor | None = field(default=None, repr=False)
+
+    @property
+    def service(self) -> Nestor:
+        if self._service is None:
+            self._service = Nestor(self.home, self.netns)
+        return self._service
+
+
+pass_ctx = click.make_pass_decorator(Ctx)

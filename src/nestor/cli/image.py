@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import click
+
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json, progress, table
+
+
+@click.group()
+def image() -> None:
+    """Guest images built from Debian packages."""
+
+
+@image.command("build")
+@click.argument("name", type=click.Choice(["appliance", "nested-host"]))
+@click.option("--force", is_flag=True, help="rebuild even if cached")
+@pass_ctx
+def build(ctx: Ctx, name: str, force: bool) -> None:
+    """Build (or reuse) an image."""
+    path = ctx.service.image_build(name, progress, force=force)
+    click.echo(f"image {name}: {path}")
+
+
+@image.command("list")
+@OUTPUT
+@pass_ctx
+def list_(ctx: Ctx, output: str) -> None:
+    """The images and whether they are built."""
+    rows = ctx.service.image_list()
+    if output == "json":
+        emit_json(rows)
+    else:
+        table(rows, ["name", "built", "path"])

@@ -1,0 +1,54 @@
+"""Rendering for people (rich tables) and programs (-o json)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
+                      help="output format")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str = "none") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if not rows:
+        click.echo(empty)
+        return
+    out = Table(box=None, pad_edge=False)
+    for column in columns:
+        out.add_column(column.upper().replace("_", " "))
+    for row in rows:
+        out.add_row(*(_cell(row.get(column)) for column in columns))
+    Console(file=sys.stdout, soft_wrap=True).print(out)
+
+
+def fields(data: dict[str, Any]) -> None:
+    width = max(len(k) for k in data) + 1
+    for key, value in data.items():
+        click.echo(f"{(key.replace('_', ' ') + ':').ljust(width + 1)} {_cell(value)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def progress(message: str) -> None:
+    click.echo(f"… {message}", err=True)

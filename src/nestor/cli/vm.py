@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import InvalidInput, StateError
+from ..model import BootSource, parse_size
+from . import console as serial_console
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json, fields, table, warn
+
+ON_OFF = click.Choice(["on", "off"])
+
+
+@click.group()
+def vm() -> None:
+    """Virtual machines."""
+
+
+@vm.command("new")
+@click.argument("name")
+@click.option("--vcpus", type=int, default=1, show_default=True)
+@click.option("--memory", default="512M", show_default=True, help="e.g. 512M, 2G")
+@click.option("--image", default=None, help="appliance | nested-host (default: appliance)")
+@click.option("--kernel", type=click.Path(path_type=Path), default=None)
+@click.option("--initrd", type=click.Path(path_type=Path), default=None)
+@click.option("--append", default="", help="extra kernel command line")
+@click.option("--run", "run_script", type=click.Path(path_type=Path), default=None,
+              help="appliance: a shell script the guest runs once userspace is up")
+@click.option("--expose-virtualization-extensions", "--nested", "nested", is_flag=True,
+              help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
+@click.option("--config-version", default=None, help="VM configuration version (default: current)")
+@pass_ctx
+def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
+        initrd: Path | None, append: str, run_script: Path | None, nested: bool,
+        config_version: str | None) -> None:
+    """Define a new VM (it starts Off)."""
+    if kernel and image:
+        raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
+    if initrd and not kernel:
+        raise InvalidInput("--initrd needs --kernel", hint="add --kernel FILE")
+    boot = BootSource(
+        image=None if kernel else (image or "appliance"),
+        kernel=str(kernel) if kernel else None,
+        initrd=str(initrd) if initrd else None,
+        append=append,
+        run_script=str(run_script) if run_script else None,
+    )
+    kwargs = {"config_version": config_version} if config_version else {}
+    config, warnings = ctx.service.vm_new(name, vcpus=vcpus, memory=parse_size(memory), nested=nested,
+                                          boot=boot, **kwargs)
+    for message in warnings:
+        warn(message)
+    click.echo(f"vm '{config.name}' created")
+
+
+@vm.command("list")
+@OUTPUT
+@pass_ctx
+def list_(ctx: Ctx, output: str) -> None:
+    """All VMs with their observed state."""
+    infos = ctx.service.vm_list()
+    if output == "json":
+        emit_json([i.to_json() for i in infos])
+    else:
+        table([i.to_json() for i in infos], ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
+              empty="no VMs")
+
+
+@vm.command("show")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def show(ctx: Ctx, name: str, output: str) -> None:
+    """One VM in detail."""
+    info = ctx.service.vm_show(name)
+    data = info.to_json()
+    if output == "json":
+        emit_json(data)
+        return
+    data["hypervisor running inside"] = data.pop("hypervisor_running")
+    fields(data)
+
+
+@vm.command("start")
+@click.argument("name")
+@pass_ctx
+def start(ctx: Ctx, name: str) -> None:
+    """Start a VM (QEMU runs detached)."""
+    info = ctx.service.vm_start(name)
+    click.echo(f"vm '{name}' started (pid {info.pid}, {info.accelerator}, -cpu {info.cpu_model})")
+
+
+@vm.command("stop")
+@click.argument("name")
+@click.option("--turn-off", is_flag=True, help="stop at once, like pulling the plug")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="seconds to wait for the guest before a hard stop")
+@pass_ctx
+def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
+    """Shut a VM down (ACPI power button), or turn it off."""
+    how = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    click.echo(f"vm '{name}' {how}")
+
+
+@vm.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="turn the VM off first if it runs")
+@pass_ctx
+def remove(ctx: Ctx, name: str, force: bool) -> None:
+    """Delete a VM and its files."""
+    ctx.service.vm_remove(name, force=force)
+    click.echo(f"vm '{name}' removed")
+
+
+@vm.command("set-processor")
+@click.argument("name")
+@click.option("--count", type=int, default=None, help="number of vCPUs")
+@click.option("--expose-virtualization-extensions", "--nested", "nested", type=ON_OFF, default=None)
+@pass_ctx
+def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
+    """Change vCPUs or nesting (seed: only while the VM is off)."""
+    if count is None and nested is None:
+        raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
+    warnings = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
+    for message in warnings:
+        warn(message)
+    click.echo(f"vm '{name}' processor updated")
+
+
+@vm.command("upgrade")
+@click.argument("name")
+@pass_ctx
+def upgrade(ctx: Ctx, name: str) -> None:
+    """Raise the VM configuration version to the current one."""
+    version = ctx.service.vm_upgrade(name)
+    click.echo(f"vm '{name}' is at configuration version {version}")
+
+
+@vm.command("log")
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True)
+@pass_ctx
+def log(ctx: Ctx, name: str, follow: bool) -> None:
+    """The VM's serial console output."""
+    files = ctx.service.vm_paths(name)
+    path = files.serial_log
+    if not path.exists():
+        if not follow:
+            return
+        while not path.exists():
+            time.sleep(0.2)
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                click.echo(chunk.decode(errors="replace"), nl=False)
+                continue
+            if not follow:
+                return
+            time.sleep(0.2)
+
+
+@vm.command("console")
+@click.argument("name")
+@pass_ctx
+def console(ctx: Ctx, name: str) -> None:
+    """Attach to the serial console (Ctrl-] detaches)."""
+    files = ctx.service.vm_paths(name)
+    if not files.serial_sock.exists():
+        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+    serial_console.attach(files.serial_sock)

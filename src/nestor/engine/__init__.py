@@ -1,0 +1,1 @@
+"""QEMU: argv builders (pure), process supervision, typed QMP and guest-agent facades."""

@@ -1,0 +1,171 @@
+"""A typed, synchronous facade over `qemu.qmp`: one method per QMP command nestor uses.
+
+qemu.qmp is asyncio-based; each Monitor owns a private event loop so callers stay
+synchronous. Every call has a timeout. A dropped connection means we cannot know whether a
+command ran (qemu.qmp's ExecInterruptedError): callers re-observe state instead of assuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from ..errors import EngineError, GuestError
+
+QMP_TIMEOUT = 10.0
+AGENT_TIMEOUT = 10.0
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+class _Session:
+    """A QMP-speaking connection on a private event loop."""
+
+    error: type[EngineError] | type[GuestError] = EngineError
+    greeting = True
+
+    def __init__(self, sock: Path, name: str, timeout: float) -> None:
+        self.sock = sock
+        self.name = name
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._client = QMPClient(name)
+        self._client.await_greeting = self.greeting
+        self._client.negotiate = self.greeting
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout or self.timeout))
+        except TimeoutError as exc:
+            raise self.error(f"vm '{self.name}': no answer on {self.sock.name} within {timeout or self.timeout:.0f} s") from exc
+        except ExecuteError as exc:
+            raise self.error(f"vm '{self.name}': {exc.error_class}: {exc}") from exc
+        except (QMPError, OSError) as exc:
+            raise self.error(f"vm '{self.name}': {self.sock.name}: {exc}") from exc
+
+    def __enter__(self) -> Self:
+        try:
+            self._run(self._client.connect(str(self.sock)))
+        except BaseException:
+            self._loop.close()
+            raise
+        return self
+
+    def __exit__(
+        self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 2.0))
+        except Exception:
+            log.debug("disconnect from %s failed", self.sock, exc_info=True)
+        finally:
+            self._loop.close()
+
+    def execute(self, cmd: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        return self._run(self._client.execute(cmd, args), timeout)
+
+
+class Monitor(_Session):
+    """QEMU's QMP monitor of one VM."""
+
+    def __init__(self, sock: Path, name: str, timeout: float = QMP_TIMEOUT) -> None:
+        super().__init__(sock, name, timeout)
+
+    def status(self) -> str:
+        return str(self.execute("query-status")["status"])
+
+    def powerdown(self) -> None:
+        self.execute("system_powerdown")
+
+    def quit(self) -> None:
+        try:
+            self.execute("quit")
+        except EngineError:
+            pass  # QEMU closes the socket as it exits: the answer may never come
+
+    def pause(self) -> None:
+        self.execute("stop")
+
+    def resume(self) -> None:
+        self.execute("cont")
+
+    def kvm_enabled(self) -> bool:
+        return bool(self.execute("query-kvm")["enabled"])
+
+    def registers(self) -> str:
+        return str(self.execute("human-monitor-command", {"command-line": "info registers -a"}))
+
+    def vcpu_stats(self) -> list[dict[str, Any]]:
+        """KVM's per-vCPU statistics (QEMU >= 7.1); empty under TCG."""
+        result = self.execute("query-stats", {"target": "vcpu"})
+        return list(result)
+
+
+_EFER = re.compile(r"EFER=([0-9a-fA-F]+)")
+_CR4 = re.compile(r"CR4=([0-9a-fA-F]+)")
+EFER_SVME = 1 << 12
+CR4_VMXE = 1 << 13
+
+
+def hypervisor_bits(registers: str) -> list[bool]:
+    """Per vCPU: is EFER.SVME or CR4.VMXE set (a hypervisor has enabled virtualization)."""
+    efers = [int(v, 16) for v in _EFER.findall(registers)]
+    cr4s = [int(v, 16) for v in _CR4.findall(registers)]
+    bits = [bool(e & EFER_SVME) for e in efers]
+    for index, cr4 in enumerate(cr4s):
+        if index < len(bits):
+            bits[index] = bits[index] or bool(cr4 & CR4_VMXE)
+    return bits
+
+
+class Agent(_Session):
+    """The QEMU guest agent (QGA) of one VM; it sends no greeting and needs no negotiation."""
+
+    error = GuestError
+    greeting = False
+
+    def __init__(self, sock: Path, name: str, timeout: float = AGENT_TIMEOUT) -> None:
+        super().__init__(sock, name, timeout)
+
+    def ping(self, timeout: float | None = None) -> None:
+        self.execute("guest-ping", timeout=timeout)
+
+    def shutdown(self) -> None:
+        try:
+            self.execute("guest-shutdown", {"mode": "powerdown"}, timeout=3.0)
+        except GuestError:
+            pass  # the agent may die before it answers
+
+    def exec(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """Run argv in the guest; return (exit code, stdout, stderr)."""
+        args: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
+        if stdin is not None:
+            args["input-data"] = base64.b64encode(stdin).decode()
+        pid = self.execute("guest-exec", args)["pid"]
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            status = self.execute("guest-exec-status", {"pid": pid})
+            if status.get("exited"):
+                break
+            if time.monotonic() > deadline:
+                raise GuestError(
+                    f"vm '{self.name}': '{' '.join(argv)}' did not finish within {timeout:.0f} s",
+                    hint="raise --timeout",
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+        out = base64.b64decode(status.get("out-data", ""))
+        err = base64.b64decode(status.get("err-data", ""))
+        code = int(status.get("exitcode", -status.get("signal", 1) if "signal" in status else 1))
+        return code, out, err

@@ -1,0 +1,1 @@
+"""Read-only facts about the host: CPU, KVM kind, nesting parameters, QEMU."""

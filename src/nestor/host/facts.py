@@ -1,0 +1,131 @@
+"""Probe the host. Nothing here changes anything; every probe is cheap or has a timeout."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+QEMU_BINARY = "qemu-system-x86_64"
+PROBE_TIMEOUT = 10.0
+
+_KVM_CHECK_EXTENSION = 0xAE03
+_KVM_CAP_MAX_VCPUS = 66
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    cpu_vendor: str  # "intel" | "amd" | "unknown"
+    cpu_flags: frozenset[str]
+    kvm_device: bool  # /dev/kvm exists
+    kvm_kind: str  # "hardware" | "pvm" | "absent"
+    kvm_module: str | None  # kvm_intel | kvm_amd | kvm_pvm | None
+    kvm_nested: bool | None  # the nested parameter of kvm_intel/kvm_amd, None if not loaded
+    kvm_max_vcpus: int | None
+    qemu_path: str | None
+    qemu_version: str | None
+    mem_total: int  # bytes
+    tsc_khz: int
+    cpus: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cpu_flags"] = sorted(f for f in self.cpu_flags if f in ("vmx", "svm", "ept", "npt", "hypervisor"))
+        return data
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def parse_cpuinfo(text: str) -> tuple[str, frozenset[str], int]:
+    """Vendor, flags and TSC kHz (from 'cpu MHz') of the first CPU in /proc/cpuinfo."""
+    vendor = "unknown"
+    flags: frozenset[str] = frozenset()
+    khz = 0
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "vendor_id" and vendor == "unknown":
+            vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(value, "unknown")
+        elif key == "flags" and not flags:
+            flags = frozenset(value.split())
+        elif key == "cpu MHz" and not khz:
+            khz = int(float(value) * 1000)
+    return vendor, flags, khz
+
+
+def parse_meminfo(text: str) -> int:
+    match = re.search(r"^MemTotal:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def _kvm_kind(modules: Path) -> tuple[str, str | None]:
+    if not Path("/dev/kvm").exists():
+        return "absent", None
+    if (modules / "kvm_pvm").exists():
+        return "pvm", "kvm_pvm"
+    for name in ("kvm_intel", "kvm_amd"):
+        if (modules / name).exists():
+            return "hardware", name
+    return "absent", None
+
+
+def _nested_param(module: str | None, modules: Path) -> bool | None:
+    if module not in ("kvm_intel", "kvm_amd"):
+        return None
+    value = _read(str(modules / module / "parameters" / "nested")).strip()
+    return value in ("1", "Y", "y")
+
+
+def _kvm_max_vcpus() -> int | None:
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        value = fcntl.ioctl(fd, _KVM_CHECK_EXTENSION, _KVM_CAP_MAX_VCPUS)
+        return int(value) if value > 0 else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def qemu_version(path: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version (\d+\.\d+(\.\d+)?)", out)
+    return match.group(1) if match else None
+
+
+def probe(modules: Path = Path("/sys/module")) -> HostFacts:
+    vendor, flags, khz = parse_cpuinfo(_read("/proc/cpuinfo"))
+    kind, module = _kvm_kind(modules)
+    qemu_path = shutil.which(QEMU_BINARY)
+    return HostFacts(
+        cpu_vendor=vendor,
+        cpu_flags=flags,
+        kvm_device=Path("/dev/kvm").exists(),
+        kvm_kind=kind,
+        kvm_module=module,
+        kvm_nested=_nested_param(module, modules),
+        kvm_max_vcpus=_kvm_max_vcpus() if kind == "hardware" else None,
+        qemu_path=qemu_path,
+        qemu_version=qemu_version(qemu_path) if qemu_path else None,
+        mem_total=parse_meminfo(_read("/proc/meminfo")),
+        tsc_khz=khz,
+        cpus=os.cpu_count() or 1,
+    )

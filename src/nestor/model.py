@@ -1,0 +1,105 @@
+"""Pure data and validation: names, sizes, VM configuration and state."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+from .errors import InvalidInput
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+MAX_NAME = 32
+
+# VM configuration versions, in Hyper-V's numbering (the seed's prerequisites):
+# nesting on Intel needs >= 8.0, on AMD (and TCG, which emulates AMD-V) >= 10.0.
+CONFIG_VERSIONS = ("7.0", "8.0", "9.0", "10.0", "11.0")
+CURRENT_CONFIG_VERSION = "11.0"
+
+
+class VMState(enum.StrEnum):
+    """What a VM is doing, observed from its QEMU process and QMP (never stored)."""
+
+    OFF = "off"  # no QEMU process
+    RUNNING = "running"  # QEMU alive, guest running
+    PAUSED = "paused"  # QEMU alive, vCPUs stopped (QMP status not running)
+
+
+def validate_name(name: str, what: str = "vm") -> str:
+    if not name:
+        raise InvalidInput(f"{what} name is empty", hint="give a name such as 'web1'")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(
+            f"{what} name '{name[:40]}…' is too long ({len(name)} characters, at most {MAX_NAME})"
+            if len(name) > 40
+            else f"{what} name '{name}' is too long ({len(name)} characters, at most {MAX_NAME})",
+            hint="use a shorter name",
+        )
+    if not NAME_RE.match(name):
+        raise InvalidInput(
+            f"invalid {what} name '{name}'",
+            hint="use lower-case letters, digits and '-', starting and ending with a letter or digit",
+        )
+    return name
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, what: str = "memory") -> int:
+    """Parse '512M', '2G', '1024' (MiB) into bytes; reject zero, negative and garbage."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise InvalidInput(
+            f"invalid {what} size '{text}'", hint="use a positive size such as 512M or 2G"
+        )
+    number, unit = int(match.group(1)), match.group(2).upper()
+    if number == 0:
+        raise InvalidInput(f"{what} size must be more than zero, not '{text}'", hint="e.g. 512M")
+    return number * _UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    return int(major), int(minor or 0)
+
+
+def validate_config_version(version: str) -> str:
+    if version not in CONFIG_VERSIONS:
+        raise InvalidInput(
+            f"unknown configuration version '{version}'",
+            hint=f"use one of {', '.join(CONFIG_VERSIONS)}",
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class BootSource:
+    """How a VM boots: an image name, or an explicit kernel/initrd/append."""
+
+    image: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    run_script: str | None = None  # appliance only: the script the guest runs
+
+
+@dataclass(frozen=True)
+class VMConfig:
+    """The intent stored for a VM: what the user asked for."""
+
+    name: str
+    vcpus: int = 1
+    memory: int = 512 << 20
+    nested: bool = False
+    config_version: str = CURRENT_CONFIG_VERSION
+    boot: BootSource = field(default_factory=BootSource)
+    id: int = 0

@@ -1,0 +1,1 @@
+"""Pure decisions: facts in, decision and reasons out. No I/O here."""

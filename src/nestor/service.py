@@ -1,0 +1,387 @@
+"""Use cases: the only place that changes the host and the state together.
+
+Front ends (CLI now, REST later) call these methods and get model objects or NestorErrors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .engine import argv as qemu_argv
+from .engine import process
+from .engine.qmp import Monitor, hypervisor_bits
+from .errors import EngineError, InvalidInput, NotFound, StateError, error_context
+from .host import facts as host_facts
+from .images import appliance
+from .model import (
+    CURRENT_CONFIG_VERSION,
+    BootSource,
+    VMConfig,
+    VMState,
+    format_size,
+    validate_config_version,
+    validate_name,
+)
+from .policy import accel as accel_policy
+from .policy import processor as rules
+from .policy.checks import Check, host_checks
+from .state import db
+from .state.lock import vm_lock
+
+Progress = Callable[[str], None]
+IMAGES = ("appliance", "nested-host")
+LAUNCH_FILE = "launch.json"
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """A VM as shown: its stored intent plus what was observed just now."""
+
+    name: str
+    state: str
+    vcpus: int
+    memory: str
+    nested: bool
+    config_version: str
+    image: str | None
+    pid: int | None = None
+    uptime: float | None = None
+    accelerator: str | None = None
+    cpu_model: str | None = None
+    hypervisor_running: bool | None = None
+    hypervisor_detection: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Nestor:
+    def __init__(self, home: Path, netns: str | None = None) -> None:
+        self.home = paths.Home(home)
+        self.netns = netns
+        self._conn = db.connect(self.home.db)
+        self.vms = db.VMRepo(self._conn)
+        self._facts: host_facts.HostFacts | None = None
+
+    # -- host -------------------------------------------------------------------------------
+    @property
+    def facts(self) -> host_facts.HostFacts:
+        if self._facts is None:
+            self._facts = host_facts.probe()
+        return self._facts
+
+    def host_check(self) -> list[Check]:
+        return host_checks(self.facts)
+
+    # -- observation ------------------------------------------------------------------------
+    def _vm_dir(self, config: VMConfig) -> Path:
+        return self.home.vm_dir(config.id)
+
+    def observe(self, config: VMConfig) -> tuple[VMState, int | None]:
+        """Reality, not the database: is QEMU alive, and is the guest running or paused."""
+        vm_dir = self._vm_dir(config)
+        pid = process.live_pid(vm_dir)
+        if pid is None:
+            return VMState.OFF, None
+        try:
+            with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=3.0) as mon:
+                status = mon.status()
+        except EngineError:
+            return VMState.RUNNING, pid  # alive but busy: QMP admits one client at a time
+        return (VMState.RUNNING if status == "running" else VMState.PAUSED), pid
+
+    def _launch(self, config: VMConfig) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self._vm_dir(config) / LAUNCH_FILE).read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def info(self, config: VMConfig, detail: bool = False) -> VMInfo:
+        state, pid = self.observe(config) if detail else self._quick_state(config)
+        info = VMInfo(
+            name=config.name,
+            state=state.value,
+            vcpus=config.vcpus,
+            memory=format_size(config.memory),
+            nested=config.nested,
+            config_version=config.config_version,
+            image=config.boot.image or config.boot.kernel,
+            pid=pid,
+        )
+        if pid is None:
+            return info
+        launch = self._launch(config)
+        start = process.started_at(pid)
+        info = replace(
+            info,
+            uptime=round(time.time() - start, 1) if start else None,
+            accelerator=launch.get("accel"),
+            cpu_model=launch.get("cpu_model"),
+        )
+        if detail:
+            running, how = self.hypervisor_running(config)
+            info = replace(info, hypervisor_running=running, hypervisor_detection=how)
+        return info
+
+    def _quick_state(self, config: VMConfig) -> tuple[VMState, int | None]:
+        """For lists: the process only, no QMP round-trip per VM."""
+        pid = process.live_pid(self._vm_dir(config))
+        return (VMState.OFF, None) if pid is None else (VMState.RUNNING, pid)
+
+    def hypervisor_running(self, config: VMConfig) -> tuple[bool | None, str]:
+        """Seed rule R7's trigger: does a hypervisor run inside this VM right now?
+
+        KVM: QMP query-stats, vCPU guest_mode / nested_run. TCG: EFER.SVME or CR4.VMXE of any
+        vCPU, read through QMP (L1's KVM sets SVME while it has a live VM).
+        """
+        vm_dir = self._vm_dir(config)
+        if process.live_pid(vm_dir) is None:
+            return None, "vm is off"
+        launch = self._launch(config)
+        try:
+            with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=5.0) as mon:
+                if launch.get("accel") == "kvm":
+                    return _from_stats(mon.vcpu_stats())
+                bits = hypervisor_bits(mon.registers())
+        except EngineError as exc:
+            return None, f"unknown: {exc.message}"
+        return any(bits), f"EFER.SVME/CR4.VMXE of {sum(bits)} of {len(bits)} vCPUs set"
+
+    # -- VMs ----------------------------------------------------------------------------------
+    def vm_list(self) -> list[VMInfo]:
+        return [self.info(config) for config in self.vms.all()]
+
+    def vm_show(self, name: str) -> VMInfo:
+        return self.info(self.vms.get(validate_name(name)), detail=True)
+
+    def vm_new(
+        self,
+        name: str,
+        vcpus: int = 1,
+        memory: int = 512 << 20,
+        nested: bool = False,
+        boot: BootSource | None = None,
+        config_version: str = CURRENT_CONFIG_VERSION,
+    ) -> tuple[VMConfig, list[str]]:
+        validate_name(name)
+        validate_config_version(config_version)
+        accel = accel_policy.choose(self.facts)
+        warnings = rules.check_vcpus(vcpus, nested, accel)
+        rules.check_memory(memory, self.facts.mem_total)
+        if nested:
+            rules.check_nesting_version(name, config_version, accel)
+        boot = self._check_boot(boot or BootSource(image="appliance"))
+        config = self.vms.add(
+            VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
+                     config_version=config_version, boot=boot)
+        )
+        vm_dir = self._vm_dir(config)
+        try:
+            if vm_dir.exists():
+                shutil.rmtree(vm_dir)  # left by a crash between mkdir and the insert of a removed VM
+            vm_dir.mkdir(parents=True)
+            if boot.run_script:
+                appliance.make_run_cpio(Path(boot.run_script), vm_dir / paths.RUN_CPIO)
+        except BaseException:
+            self.vms.remove(config.id)
+            shutil.rmtree(vm_dir, ignore_errors=True)
+            raise
+        return config, warnings
+
+    def _check_boot(self, boot: BootSource) -> BootSource:
+        if boot.kernel:
+            kernel = Path(boot.kernel)
+            if not kernel.is_file():
+                raise NotFound(f"kernel file '{boot.kernel}' not found", hint="give an existing file to --kernel")
+            initrd = Path(boot.initrd) if boot.initrd else None
+            if initrd and not initrd.is_file():
+                raise NotFound(f"initrd file '{boot.initrd}' not found", hint="give an existing file to --initrd")
+            return replace(boot, kernel=str(kernel.resolve()), initrd=str(initrd.resolve()) if initrd else None)
+        if boot.image not in IMAGES:
+            raise InvalidInput(f"unknown image '{boot.image}'", hint=f"images: {', '.join(IMAGES)}")
+        if self._image_boot(boot.image) is None:
+            raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
+        if boot.run_script:
+            script = Path(boot.run_script)
+            if not script.is_file():
+                raise NotFound(f"script '{boot.run_script}' not found", hint="give an existing file to --run")
+            boot = replace(boot, run_script=str(script.resolve()))
+        return boot
+
+    def _image_boot(self, image: str) -> appliance.ApplianceImage | None:
+        if image == "appliance":
+            return appliance.load_appliance(self.home.images)
+        return None
+
+    def vm_start(self, name: str) -> VMInfo:
+        config = self.vms.get(validate_name(name))
+        vm_dir = self._vm_dir(config)
+        with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
+            if process.live_pid(vm_dir) is not None:
+                raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
+            accel = accel_policy.choose(self.facts)
+            if config.nested and not accel.nesting_available:
+                raise StateError(
+                    f"vm '{name}' has nested virtualization on, but this host cannot offer it: "
+                    f"{accel.nesting_reason}",
+                    hint="nestor host check",
+                )
+            rules.check_vcpus(config.vcpus, config.nested, accel)
+            spec = self._launch_spec(config, accel)
+            argv = qemu_argv.build(spec)
+            (vm_dir / LAUNCH_FILE).write_text(
+                json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
+                            "netns": self.netns})
+            )
+            process.spawn(argv, vm_dir, self.netns)
+        return self.info(config)
+
+    def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
+        vm_dir = self._vm_dir(config)
+        boot = config.boot
+        append = []
+        if boot.kernel:
+            kernel, initrd = Path(boot.kernel), Path(boot.initrd) if boot.initrd else None
+        else:
+            image = self._image_boot(boot.image or "")
+            if image is None:
+                raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
+            kernel, initrd = image.kernel.vmlinux, image.initrd
+            append += ["console=ttyS0", "panic=-1", f"nestor.hostname={config.name}"]
+            if boot.run_script:
+                initrd = _with_run_cpio(image.initrd, vm_dir)
+        if accel.name == "tcg" and self.facts.tsc_khz:
+            # Without it ~1 boot in 3 hangs in TSC calibration on microvm when the host is busy.
+            append.append(f"tsc_early_khz={self.facts.tsc_khz}")
+        if boot.append:
+            append.append(boot.append)
+        return qemu_argv.LaunchSpec(
+            name=config.name,
+            vm_dir=vm_dir,
+            accel=accel.name,
+            cpu_model=accel.cpu_model(config.nested),
+            vcpus=config.vcpus,
+            memory=config.memory,
+            kernel=kernel,
+            initrd=initrd,
+            append=" ".join(append),
+        )
+
+    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> str:
+        """Graceful: ACPI power button, hard stop after the timeout. Returns how it stopped."""
+        if timeout <= 0:
+            raise InvalidInput(f"timeout must be positive, not {timeout}", hint="e.g. --timeout 30")
+        config = self.vms.get(validate_name(name))
+        vm_dir = self._vm_dir(config)
+        with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
+            pid = process.live_pid(vm_dir)
+            if pid is None:
+                raise StateError(f"vm '{name}' is not running")
+            how = "turned off"
+            if not turn_off:
+                try:
+                    with Monitor(vm_dir / paths.QMP_SOCK, name) as mon:
+                        if mon.status() != "running":
+                            mon.resume()  # a paused guest cannot hear the power button
+                        mon.powerdown()
+                    if process.wait_exit(pid, timeout):
+                        process.clean_runtime_files(vm_dir)
+                        return "shut down"
+                except EngineError:
+                    pass
+                how = f"turned off after {timeout:g} s without a guest shutdown"
+            process.terminate(pid)
+            process.clean_runtime_files(vm_dir)
+            return how
+
+    def vm_remove(self, name: str, force: bool = False) -> None:
+        config = self.vms.get(validate_name(name))
+        vm_dir = self._vm_dir(config)
+        with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
+            pid = process.live_pid(vm_dir)
+            if pid is not None:
+                if not force:
+                    raise StateError(f"vm '{name}' is running", hint=f"stop it first, or nestor vm remove {name} --force")
+                process.terminate(pid)
+            self.vms.remove(config.id)
+            shutil.rmtree(vm_dir, ignore_errors=True)
+
+    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> list[str]:
+        config = self.vms.get(validate_name(name))
+        vm_dir = self._vm_dir(config)
+        with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
+            state, _ = self.observe(config)
+            if nested is not None:
+                rules.check_offline_change(name, state, "nested virtualization")
+            if count is not None:
+                rules.check_offline_change(name, state, "the vCPU count")
+            accel = accel_policy.choose(self.facts)
+            new = replace(
+                config,
+                vcpus=config.vcpus if count is None else count,
+                nested=config.nested if nested is None else nested,
+            )
+            warnings = rules.check_vcpus(new.vcpus, new.nested, accel)
+            if new.nested and not config.nested:
+                rules.check_nesting_version(name, config.config_version, accel)
+            self.vms.update(new)
+            return warnings
+
+    def vm_upgrade(self, name: str) -> str:
+        config = self.vms.get(validate_name(name))
+        vm_dir = self._vm_dir(config)
+        with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
+            state, _ = self.observe(config)
+            rules.check_offline_change(name, state, "the configuration version")
+            self.vms.update(replace(config, config_version=CURRENT_CONFIG_VERSION))
+        return CURRENT_CONFIG_VERSION
+
+    def vm_paths(self, name: str) -> paths.VMFiles:
+        config = self.vms.get(validate_name(name))
+        return paths.VMFiles(self._vm_dir(config))
+
+    # -- images -------------------------------------------------------------------------------
+    def image_build(self, image: str, progress: Progress, force: bool = False) -> Path:
+        if image == "appliance":
+            return appliance.build_appliance(self.home.images, progress, force=force).initrd
+        raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(IMAGES)}")
+
+    def image_list(self) -> list[dict[str, Any]]:
+        rows = []
+        for image in IMAGES:
+            built = self._image_boot(image)
+            rows.append({"name": image, "built": built is not None,
+                         "path": str(self.home.image_dir(image)) if built else None})
+        return rows
+
+
+def _with_run_cpio(initrd: Path, vm_dir: Path) -> Path:
+    """The appliance initrd with the VM's run script appended (the kernel unpacks both)."""
+    combined = vm_dir / paths.INITRD
+    run = vm_dir / paths.RUN_CPIO
+    if not combined.exists() or combined.stat().st_mtime < max(initrd.stat().st_mtime, run.stat().st_mtime):
+        tmp = combined.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            for part in (initrd, run):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        tmp.replace(combined)
+    return combined
+
+
+def _from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:
+    for provider in stats:
+        for entry in provider.get("stats", []):
+            if entry.get("name") in ("guest_mode", "nested_run") and entry.get("value"):
+                return True, f"query-stats {entry['name']} > 0"
+    if not stats:
+        return None, "query-stats returned nothing"
+    return False, "query-stats guest_mode/nested_run are 0"

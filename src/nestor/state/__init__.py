@@ -1,0 +1,1 @@
+"""SQLite state: schema migrations and repositories. The database holds intent only."""

@@ -1,0 +1,127 @@
+"""Open the database, migrate it, and store VM configurations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import Conflict, HostError, NotFound
+from ..model import BootSource, VMConfig
+
+BUSY_TIMEOUT_MS = 10_000
+
+# Each entry moves the schema one version up; PRAGMA user_version records where we are.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE vms (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        vcpus INTEGER NOT NULL,
+        memory INTEGER NOT NULL,
+        nested INTEGER NOT NULL DEFAULT 0,
+        config_version TEXT NOT NULL,
+        image TEXT,
+        kernel TEXT,
+        initrd TEXT,
+        append TEXT NOT NULL DEFAULT '',
+        run_script TEXT,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    """,
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn)
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise HostError(
+            f"cannot use home directory {path.parent}: {exc}",
+            hint="pass a writable directory with --home or NESTOR_HOME",
+        ) from exc
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= len(MIGRATIONS):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]  # re-read under the lock
+        for step in range(version, len(MIGRATIONS)):
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _to_config(row: sqlite3.Row) -> VMConfig:
+    return VMConfig(
+        id=row["id"],
+        name=row["name"],
+        vcpus=row["vcpus"],
+        memory=row["memory"],
+        nested=bool(row["nested"]),
+        config_version=row["config_version"],
+        boot=BootSource(
+            image=row["image"],
+            kernel=row["kernel"],
+            initrd=row["initrd"],
+            append=row["append"],
+            run_script=row["run_script"],
+        ),
+    )
+
+
+class VMRepo:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def add(self, config: VMConfig) -> VMConfig:
+        boot = config.boot
+        try:
+            self.conn.execute(
+                "INSERT INTO vms (name, vcpus, memory, nested, config_version, image, kernel, initrd,"
+                " append, run_script) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (config.name, config.vcpus, config.memory, int(config.nested), config.config_version,
+                 boot.image, boot.kernel, boot.initrd, boot.append, boot.run_script),
+            )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc):
+                raise
+            raise Conflict(f"vm '{config.name}' already exists", hint="choose another name") from exc
+        return self.get(config.name)
+
+    def find(self, name: str) -> VMConfig | None:
+        row = self.conn.execute("SELECT * FROM vms WHERE name = ?", (name,)).fetchone()
+        return _to_config(row) if row else None
+
+    def get(self, name: str) -> VMConfig:
+        config = self.find(name)
+        if config is None:
+            raise NotFound(f"vm '{name}' not found", hint="nestor vm list shows the VMs")
+        return config
+
+    def all(self) -> Iterator[VMConfig]:
+        for row in self.conn.execute("SELECT * FROM vms ORDER BY name"):
+            yield _to_config(row)
+
+    def update(self, config: VMConfig) -> None:
+        self.conn.execute(
+            "UPDATE vms SET vcpus=?, memory=?, nested=?, config_version=? WHERE id=?",
+            (config.vcpus, config.memory, int(config.nested), config.config_version, config.id),
+        )
+
+    def remove(self, vm_id: int) -> None:
+        self.conn.execute("DELETE FROM vms WHERE id = ?", (vm_id,))

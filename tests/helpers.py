@@ -1,0 +1,63 @@
+"""Helpers for tests that drive the real CLI and real QEMU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from nestor import paths
+from nestor.engine import process
+
+# Images are built once and kept between runs (CI runs on the same machine kind; the first run
+# on a fresh machine builds them).
+CACHE = Path(os.environ.get("NESTOR_TEST_CACHE", "/var/cache/nestor-test"))
+
+
+def nestor(home: Path, *args: str, netns: str | None = None, timeout: float = 120,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would."""
+    argv = [sys.executable, "-m", "nestor", "--home", str(home)]
+    if netns:
+        argv += ["--netns", netns]
+    result = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"nestor {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+def reap_home(home: Path) -> list[int]:
+    """End every QEMU started under this home (ours only: live_pid checks the command line)."""
+    killed = []
+    for vm_dir in sorted((home / "vms").glob("*")):
+        pid = process.live_pid(vm_dir)
+        if pid is not None:
+            process.terminate(pid, timeout=3)
+            killed.append(pid)
+    return killed
+
+
+def wait_for_text(path: Path, text: str, timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    content = ""
+    while time.monotonic() < deadline:
+        if path.exists():
+            content = path.read_text(errors="replace")
+            if text in content:
+                return content
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not in {path} after {timeout} s; it has:\n{content[-3000:]}")
+
+
+def vm_dir(home: Path, name: str) -> Path:
+    import json
+
+    out = nestor(home, "vm", "list", "-o", "json").stdout
+    names = [vm["name"] for vm in json.loads(out)]
+    assert name in names
+    from nestor.state import db
+
+    config = db.VMRepo(db.connect(home / paths.DB_NAME)).get(name)
+    return home / "vms" / str(config.id)
