@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from . import bootplan, paths
 from .engine import argv as qemu_argv
 from .engine import process
 from .engine.qmp import Monitor, hypervisor_bits
-from .errors import EngineError, InvalidInput, NotFound, StateError, error_context
+from .errors import EngineError, InvalidInput, StateError, error_context
 from .host import facts as host_facts
 from .images import appliance
 from .model import (
@@ -29,6 +29,7 @@ from .model import (
     validate_config_version,
     validate_name,
 )
+from .netservice import Network
 from .policy import accel as accel_policy
 from .policy import processor as rules
 from .policy.checks import Check, host_checks
@@ -36,7 +37,6 @@ from .state import db
 from .state.lock import vm_lock
 
 Progress = Callable[[str], None]
-IMAGES = ("appliance", "nested-host")
 LAUNCH_FILE = "launch.json"
 
 
@@ -69,6 +69,7 @@ class Nestor:
         self._conn = db.connect(self.home.db)
         self.vms = db.VMRepo(self._conn)
         self._facts: host_facts.HostFacts | None = None
+        self.network = Network(self.home, netns, self._conn)
 
     # -- host -------------------------------------------------------------------------------
     @property
@@ -178,7 +179,7 @@ class Nestor:
         rules.check_memory(memory, self.facts.mem_total)
         if nested:
             rules.check_nesting_version(name, config_version, accel)
-        boot = self._check_boot(boot or BootSource(image="appliance"))
+        boot = bootplan.check(self.home.images, boot or BootSource(image="appliance"))
         config = self.vms.add(
             VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
                      config_version=config_version, boot=boot)
@@ -196,31 +197,6 @@ class Nestor:
             raise
         return config, warnings
 
-    def _check_boot(self, boot: BootSource) -> BootSource:
-        if boot.kernel:
-            kernel = Path(boot.kernel)
-            if not kernel.is_file():
-                raise NotFound(f"kernel file '{boot.kernel}' not found", hint="give an existing file to --kernel")
-            initrd = Path(boot.initrd) if boot.initrd else None
-            if initrd and not initrd.is_file():
-                raise NotFound(f"initrd file '{boot.initrd}' not found", hint="give an existing file to --initrd")
-            return replace(boot, kernel=str(kernel.resolve()), initrd=str(initrd.resolve()) if initrd else None)
-        if boot.image not in IMAGES:
-            raise InvalidInput(f"unknown image '{boot.image}'", hint=f"images: {', '.join(IMAGES)}")
-        if self._image_boot(boot.image) is None:
-            raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-        if boot.run_script:
-            script = Path(boot.run_script)
-            if not script.is_file():
-                raise NotFound(f"script '{boot.run_script}' not found", hint="give an existing file to --run")
-            boot = replace(boot, run_script=str(script.resolve()))
-        return boot
-
-    def _image_boot(self, image: str) -> appliance.ApplianceImage | None:
-        if image == "appliance":
-            return appliance.load_appliance(self.home.images)
-        return None
-
     def vm_start(self, name: str) -> VMInfo:
         config = self.vms.get(validate_name(name))
         vm_dir = self._vm_dir(config)
@@ -235,34 +211,28 @@ class Nestor:
                     hint="nestor host check",
                 )
             rules.check_vcpus(config.vcpus, config.nested, accel)
-            spec = self._launch_spec(config, accel)
+            spec = replace(self._launch_spec(config, accel), nics=self.network.attach(config))
             argv = qemu_argv.build(spec)
             (vm_dir / LAUNCH_FILE).write_text(
                 json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
                             "netns": self.netns})
             )
-            process.spawn(argv, vm_dir, self.netns)
+            try:
+                process.spawn(argv, vm_dir, self.netns)
+            except BaseException:
+                self.network.detach(config)
+                raise
         return self.info(config)
 
     def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
         vm_dir = self._vm_dir(config)
-        boot = config.boot
-        append = []
-        if boot.kernel:
-            kernel, initrd = Path(boot.kernel), Path(boot.initrd) if boot.initrd else None
-        else:
-            image = self._image_boot(boot.image or "")
-            if image is None:
-                raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-            kernel, initrd = image.kernel.vmlinux, image.initrd
-            append += ["console=ttyS0", "panic=-1", f"nestor.hostname={config.name}"]
-            if boot.run_script:
-                initrd = _with_run_cpio(image.initrd, vm_dir)
+        boot = bootplan.plan(self.home.images, config.boot, config.name, vm_dir)
+        append = list(boot.append)
         if accel.name == "tcg" and self.facts.tsc_khz:
             # Without it ~1 boot in 3 hangs in TSC calibration on microvm when the host is busy.
             append.append(f"tsc_early_khz={self.facts.tsc_khz}")
-        if boot.append:
-            append.append(boot.append)
+        if config.boot.append:
+            append.append(config.boot.append)
         return qemu_argv.LaunchSpec(
             name=config.name,
             vm_dir=vm_dir,
@@ -270,9 +240,11 @@ class Nestor:
             cpu_model=accel.cpu_model(config.nested),
             vcpus=config.vcpus,
             memory=config.memory,
-            kernel=kernel,
-            initrd=initrd,
+            kernel=boot.kernel,
+            initrd=boot.initrd,
             append=" ".join(append),
+            disks=boot.disks,
+            agent=boot.agent,
         )
 
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> str:
@@ -293,14 +265,18 @@ class Nestor:
                             mon.resume()  # a paused guest cannot hear the power button
                         mon.powerdown()
                     if process.wait_exit(pid, timeout):
-                        process.clean_runtime_files(vm_dir)
+                        self._stopped(config)
                         return "shut down"
                 except EngineError:
                     pass
                 how = f"turned off after {timeout:g} s without a guest shutdown"
             process.terminate(pid)
-            process.clean_runtime_files(vm_dir)
+            self._stopped(config)
             return how
+
+    def _stopped(self, config: VMConfig) -> None:
+        process.clean_runtime_files(self._vm_dir(config))
+        self.network.detach(config)
 
     def vm_remove(self, name: str, force: bool = False) -> None:
         config = self.vms.get(validate_name(name))
@@ -311,6 +287,8 @@ class Nestor:
                 if not force:
                     raise StateError(f"vm '{name}' is running", hint=f"stop it first, or nestor vm remove {name} --force")
                 process.terminate(pid)
+                self._stopped(config)
+            self.network.forget(config)
             self.vms.remove(config.id)
             shutil.rmtree(vm_dir, ignore_errors=True)
 
@@ -350,31 +328,26 @@ class Nestor:
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> Path:
+        images = self.home.images
         if image == "appliance":
-            return appliance.build_appliance(self.home.images, progress, force=force).initrd
-        raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(IMAGES)}")
+            return appliance.build_appliance(images, progress, force=force).initrd.parent
+        if image == "nested-host":
+            from .images import nested_host
+
+            appliance.build_appliance(images, progress, force=force)
+            built = nested_host.build_nested_host(images, progress, force=force)
+            root = bootplan.source_root()
+            if root is not None:
+                nested_host.build_payload(images, root, progress)
+            return built.rootfs.parent
+        raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(bootplan.IMAGES)}")
 
     def image_list(self) -> list[dict[str, Any]]:
-        rows = []
-        for image in IMAGES:
-            built = self._image_boot(image)
-            rows.append({"name": image, "built": built is not None,
-                         "path": str(self.home.image_dir(image)) if built else None})
-        return rows
-
-
-def _with_run_cpio(initrd: Path, vm_dir: Path) -> Path:
-    """The appliance initrd with the VM's run script appended (the kernel unpacks both)."""
-    combined = vm_dir / paths.INITRD
-    run = vm_dir / paths.RUN_CPIO
-    if not combined.exists() or combined.stat().st_mtime < max(initrd.stat().st_mtime, run.stat().st_mtime):
-        tmp = combined.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            for part in (initrd, run):
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out)
-        tmp.replace(combined)
-    return combined
+        return [
+            {"name": image, "built": bootplan.image_built(self.home.images, image),
+             "path": str(self.home.image_dir(image))}
+            for image in bootplan.IMAGES
+        ]
 
 
 def _from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:

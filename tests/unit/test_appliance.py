@@ -59,8 +59,7 @@ def fake_elf(payload_size: int = 4096) -> bytes:
 
 
 def lz4_legacy(data: bytes) -> bytes:
-    proc = subprocess.run(["lz4", "-l", "-c"], input=data, capture_output=True, check=True,
-                          timeout=60)
+    proc = subprocess.run(["lz4", "-l", "-c"], input=data, capture_output=True, check=True, timeout=60)
     return proc.stdout
 
 
@@ -77,8 +76,15 @@ def test_find_lz4_payloads_lists_every_magic() -> None:
 def test_decompress_vmlinuz_finds_payload_behind_setup_code(tmp_path: Path) -> None:
     elf = fake_elf()
     # A fake magic in the "setup code" first, garbage after the stream (like a bzImage).
-    bzimage = (b"MZ" + b"\0" * 500 + b"\x02\x21\x4c\x18junk" + b"\x90" * 300
-               + lz4_legacy(elf) + struct.pack("<I", len(elf)) + b"\xff" * 64)
+    bzimage = (
+        b"MZ"
+        + b"\0" * 500
+        + b"\x02\x21\x4c\x18junk"
+        + b"\x90" * 300
+        + lz4_legacy(elf)
+        + struct.pack("<I", len(elf))
+        + b"\xff" * 64
+    )
     vmlinuz = tmp_path / "vmlinuz"
     vmlinuz.write_bytes(bzimage)
     out = tmp_path / "vmlinux"
@@ -111,8 +117,11 @@ def test_elf_is_static(tmp_path: Path) -> None:
     path.write_bytes(fake_elf())
     assert elf_is_static(path)
     real_python = Path(os.path.realpath(sys.executable))
-    proc = subprocess.run(["file", "-L", str(real_python)], capture_output=True, text=True,
-                          check=False) if shutil.which("file") else None
+    proc = (
+        subprocess.run(["file", "-L", str(real_python)], capture_output=True, text=True, check=False)
+        if shutil.which("file")
+        else None
+    )
     if proc is not None and "dynamically linked" in proc.stdout:
         assert not elf_is_static(real_python)
 
@@ -123,8 +132,7 @@ def test_elf_is_static(tmp_path: Path) -> None:
 def cpio_list(archive: Path, verbose: bool = False) -> list[str]:
     flags = "-tv" if verbose else "-t"
     with archive.open("rb") as source:
-        proc = subprocess.run(["cpio", flags], stdin=source, capture_output=True, text=True,
-                              check=True, timeout=60)
+        proc = subprocess.run(["cpio", flags], stdin=source, capture_output=True, text=True, check=True, timeout=60)
     return proc.stdout.splitlines()
 
 
@@ -143,8 +151,7 @@ def test_make_run_cpio_is_a_valid_newc_archive(tmp_path: Path) -> None:
     extract = tmp_path / "x"
     extract.mkdir()
     with out.open("rb") as source:
-        subprocess.run(["cpio", "-i", "-d", "--quiet"], stdin=source, cwd=extract, check=True,
-                       timeout=60)
+        subprocess.run(["cpio", "-i", "-d", "--quiet"], stdin=source, cwd=extract, check=True, timeout=60)
     run = extract / "nestor" / "run.sh"
     assert run.read_text() == "echo hello-from-run\n"
     assert run.stat().st_mode & 0o777 == 0o755
@@ -208,8 +215,11 @@ def test_initrd_and_run_cpio_concatenate(tmp_path: Path) -> None:
 
 def test_cmdline_params_static() -> None:
     assert cmdline_params(hostname="web", ip="10.0.2.15/24", gw="10.0.2.2", dns="10.0.2.3") == [
-        "nestor.hostname=web", "nestor.ip=10.0.2.15/24", "nestor.gw=10.0.2.2",
-        "nestor.dns=10.0.2.3"]
+        "nestor.hostname=web",
+        "nestor.ip=10.0.2.15/24",
+        "nestor.gw=10.0.2.2",
+        "nestor.dns=10.0.2.3",
+    ]
 
 
 def test_cmdline_params_dhcp_and_root() -> None:
@@ -220,9 +230,15 @@ def test_cmdline_params_dhcp_and_root() -> None:
     assert "nestor.dhcp=1" not in cmdline_params(ip="10.0.0.2/24", dhcp=True)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"hostname": "two words"}, {"hostname": ""}, {"ip": "10.0.0.1"}, {"dns": 'a"b'},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"hostname": "two words"},
+        {"hostname": ""},
+        {"ip": "10.0.0.1"},
+        {"dns": 'a"b'},
+    ],
+)
 def test_cmdline_params_rejects_bad_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         cmdline_params(**kwargs)
@@ -251,8 +267,9 @@ class FakeRun:
         self.answers = answers
         self.calls: list[list[str]] = []
 
-    def __call__(self, argv: list[str], timeout: float, cwd: Path | None = None,
-                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, argv: list[str], timeout: float, cwd: Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         self.calls.append(list(argv))
         assert timeout > 0
         if argv[:2] == ["apt-get", "update"]:
@@ -281,10 +298,8 @@ def test_resolve_kernel_package_fails_with_hint(monkeypatch: pytest.MonkeyPatch)
     assert err.value.hint is not None and "apt-get update" in err.value.hint
 
 
-def test_apt_download_failure_names_package(monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
-    fake = FakeRun([(100, "", "E: Unable to locate package foo"),
-                    (100, "", "E: Unable to locate package foo")])
+def test_apt_download_failure_names_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = FakeRun([(100, "", "E: Unable to locate package foo"), (100, "", "E: Unable to locate package foo")])
     monkeypatch.setattr(appliance, "_run", fake)
     with pytest.raises(ImageError) as err:
         appliance.apt_download("foo", tmp_path, lambda _line: None)
@@ -320,10 +335,15 @@ def test_resolve_modules_follows_dependencies_and_globs() -> None:
     chosen = resolve_modules(deps, ["kvm_amd", "bridge", "nft_*", "absent_module"])
     assert "kernel/sound/snd.ko" not in chosen
     assert set(chosen) == {
-        "kernel/arch/x86/kvm/kvm.ko", "kernel/arch/x86/kvm/kvm-amd.ko",
-        "kernel/virt/lib/irqbypass.ko", "kernel/net/bridge/bridge.ko", "kernel/net/802/stp.ko",
-        "kernel/net/llc/llc.ko", "kernel/net/netfilter/nft_masq.ko.xz",
-        "kernel/net/netfilter/nf_tables.ko"}
+        "kernel/arch/x86/kvm/kvm.ko",
+        "kernel/arch/x86/kvm/kvm-amd.ko",
+        "kernel/virt/lib/irqbypass.ko",
+        "kernel/net/bridge/bridge.ko",
+        "kernel/net/802/stp.ko",
+        "kernel/net/llc/llc.ko",
+        "kernel/net/netfilter/nft_masq.ko.xz",
+        "kernel/net/netfilter/nf_tables.ko",
+    }
 
 
 def make_kernel_tree(images_dir: Path, version: str = VERSION) -> KernelImage:
@@ -336,8 +356,7 @@ def make_kernel_tree(images_dir: Path, version: str = VERSION) -> KernelImage:
         path.write_bytes(b"module " + relpath.encode())
     (modules / "modules.dep").write_text(MODULES_DEP)
     (modules / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
-    (modules / "modules.alias").write_text(
-        "alias nft-expr-masq nft_masq\nalias sound-service-? snd\n")
+    (modules / "modules.alias").write_text("alias nft-expr-masq nft_masq\nalias sound-service-? snd\n")
     (top / "vmlinux").write_bytes(fake_elf())
     (top / "manifest.json").write_text(json.dumps({"format": 1, "version": version}))
     kernel = load_kernel(images_dir)
@@ -350,8 +369,7 @@ def test_copy_modules_writes_plain_modules_and_dep(tmp_path: Path) -> None:
         pytest.skip("xz not installed")
     kernel = make_kernel_tree(tmp_path / "images")
     xz_module = kernel.modules_dir / "kernel/net/netfilter/nft_masq.ko.xz"
-    packed = subprocess.run(["xz", "-z", "-c"], input=b"the masq module", capture_output=True,
-                            check=True, timeout=60)
+    packed = subprocess.run(["xz", "-z", "-c"], input=b"the masq module", capture_output=True, check=True, timeout=60)
     xz_module.write_bytes(packed.stdout)
     dest = tmp_path / "stage" / "lib" / "modules" / VERSION
     dest.mkdir(parents=True)
@@ -369,6 +387,11 @@ def test_copy_modules_writes_plain_modules_and_dep(tmp_path: Path) -> None:
 # -- cache and layout ---------------------------------------------------------------------------
 
 
+def write_appliance_manifest(top: Path, kernel_version: str = VERSION, recipe: str | None = None) -> None:
+    manifest = {"format": 1, "kernel_version": kernel_version, "recipe": recipe or appliance.appliance_recipe()}
+    (top / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_load_returns_none_when_not_built(tmp_path: Path) -> None:
     assert load_kernel(tmp_path) is None
     assert load_appliance(tmp_path) is None
@@ -379,19 +402,20 @@ def test_load_appliance_checks_kernel_version(tmp_path: Path) -> None:
     top = tmp_path / "appliance"
     top.mkdir()
     (top / "initrd.img").write_bytes(b"070701")
-    (top / "manifest.json").write_text(json.dumps({"format": 1, "kernel_version": VERSION}))
+    write_appliance_manifest(top)
     assert load_appliance(tmp_path) == ApplianceImage(kernel=kernel, initrd=top / "initrd.img")
-    (top / "manifest.json").write_text(json.dumps({"format": 1, "kernel_version": "5.10.0-1"}))
+    write_appliance_manifest(top, kernel_version="5.10.0-1")
+    assert load_appliance(tmp_path) is None
+    write_appliance_manifest(top, recipe="made-by-older-code")
     assert load_appliance(tmp_path) is None
 
 
-def test_build_appliance_reuses_cache_without_subprocesses(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_appliance_reuses_cache_without_subprocesses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_kernel_tree(tmp_path)
     top = tmp_path / "appliance"
     top.mkdir()
     (top / "initrd.img").write_bytes(b"070701")
-    (top / "manifest.json").write_text(json.dumps({"format": 1, "kernel_version": VERSION}))
+    write_appliance_manifest(top)
 
     def no_subprocess(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a cached build must not run anything")
@@ -452,4 +476,5 @@ def test_init_script_syntax(shell: str, tmp_path: Path) -> None:
 def test_inittab_runs_the_stages() -> None:
     assert "::sysinit:/init sysinit" in appliance.INITTAB
     assert "::once:/init run" in appliance.INITTAB
+    assert "::respawn:/init console" in appliance.INITTAB
     assert "::shutdown:/init shutdown" in appliance.INITTAB

@@ -13,6 +13,8 @@ from .. import paths
 from ..errors import NestorError
 from . import host, image, vm
 from .context import Ctx
+from .quickstart import quickstart
+from .tree import tree
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +31,8 @@ def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool) -
 cli.add_command(host.host)
 cli.add_command(vm.vm)
 cli.add_command(image.image)
+cli.add_command(tree)
+cli.add_command(quickstart)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import click
 
+from .. import guest
 from ..errors import InvalidInput, StateError
 from ..model import BootSource, parse_size
 from . import console as serial_console
@@ -142,25 +144,40 @@ def upgrade(ctx: Ctx, name: str) -> None:
 @vm.command("log")
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True)
+@click.option("--until", default=None, help="follow until this text appears, then exit 0")
+@click.option("--timeout", type=float, default=None, help="with --follow/--until: give up after S seconds")
 @pass_ctx
-def log(ctx: Ctx, name: str, follow: bool) -> None:
+def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None) -> None:
     """The VM's serial console output."""
-    files = ctx.service.vm_paths(name)
-    path = files.serial_log
-    if not path.exists():
+    path = ctx.service.vm_paths(name).serial_log
+    follow = follow or until is not None
+    deadline = time.monotonic() + timeout if timeout else None
+    seen = ""
+    while not path.exists():
         if not follow:
             return
-        while not path.exists():
-            time.sleep(0.2)
+        _tick(deadline, until, name)
     with open(path, "rb") as f:
         while True:
             chunk = f.read(65536)
             if chunk:
-                click.echo(chunk.decode(errors="replace"), nl=False)
+                text = chunk.decode(errors="replace")
+                click.echo(text, nl=False)
+                if until is not None:
+                    seen = (seen + text)[-(len(until) + 65536):]
+                    if until in seen:
+                        return
                 continue
             if not follow:
                 return
-            time.sleep(0.2)
+            _tick(deadline, until, name)
+
+
+def _tick(deadline: float | None, until: str | None, name: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        what = f"'{until}'" if until else "more output"
+        raise StateError(f"vm '{name}': no {what} on the console in time", hint="nestor vm log NAME shows what it printed")
+    time.sleep(0.1)
 
 
 @vm.command("console")
@@ -172,3 +189,18 @@ def console(ctx: Ctx, name: str) -> None:
     if not files.serial_sock.exists():
         raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
     serial_console.attach(files.serial_sock)
+
+
+@vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("target")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", type=float, default=guest.EXEC_TIMEOUT, show_default=True)
+@pass_ctx
+def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
+    """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
+    code, out, err = guest.vm_exec(ctx.service, target, list(command), timeout=timeout)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(err)
+    sys.stderr.flush()
+    sys.exit(code)

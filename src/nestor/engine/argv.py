@@ -17,6 +17,13 @@ class Nic:
 
 
 @dataclass(frozen=True)
+class Disk:
+    path: Path
+    format: str = "raw"  # "raw" | "qcow2"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
 class LaunchSpec:
     name: str
     vm_dir: Path
@@ -27,7 +34,7 @@ class LaunchSpec:
     kernel: Path
     initrd: Path | None = None
     append: str = ""
-    disks: tuple[Path, ...] = ()
+    disks: tuple[Disk, ...] = ()
     nics: tuple[Nic, ...] = ()
     agent: bool = True
     balloon: bool = True
@@ -91,8 +98,9 @@ def _balloon(spec: LaunchSpec) -> list[str]:
 def _disks(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, disk in enumerate(spec.disks):
+        mode = "readonly=on" if disk.readonly else "cache=unsafe"
         argv += [
-            "-drive", f"id=disk{index},file={disk},format=raw,if=none,cache=unsafe",
+            "-drive", f"id=disk{index},file={disk.path},format={disk.format},if=none,{mode}",
             "-device", f"virtio-blk-device,drive=disk{index}",
         ]
     return argv

@@ -146,6 +146,14 @@ class Agent(_Session):
         except GuestError:
             pass  # the agent may die before it answers
 
+    def write_file(self, path: str, data: bytes, mode: str = "w") -> None:
+        """Write a file in the guest (guest-file-open/write/close)."""
+        handle = self.execute("guest-file-open", {"path": path, "mode": mode})
+        try:
+            self.execute("guest-file-write", {"handle": handle, "buf-b64": base64.b64encode(data).decode()})
+        finally:
+            self.execute("guest-file-close", {"handle": handle})
+
     def exec(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
         """Run argv in the guest; return (exit code, stdout, stderr)."""
         args: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}

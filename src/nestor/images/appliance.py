@@ -23,6 +23,7 @@ build leaves nothing half-made.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -54,19 +55,45 @@ ELF_MAGIC = b"\x7fELF"
 # Modules the appliance carries (fnmatch patterns on normalised names, '-' -> '_'), plus
 # their dependencies. Names that are built in or absent in a kernel are skipped.
 APPLIANCE_MODULES: tuple[str, ...] = (
-    "virtio_mmio", "virtio_net", "virtio_blk", "virtio_console", "virtio_balloon", "virtio_rng",
-    "9p", "9pnet", "9pnet_virtio",
-    "kvm", "kvm_amd", "kvm_intel", "irqbypass",
-    "bridge", "veth", "macvlan", "tun",
-    "nf_tables", "nft_*", "nf_nat", "nf_conntrack", "nf_reject_ipv4", "nf_reject_ipv6",
-    "ext4", "jbd2", "mbcache", "crc16", "crc32c_generic", "crc32c_intel", "libcrc32c",
-    "af_packet", "button", "evdev",
+    "virtio_mmio",
+    "virtio_net",
+    "virtio_blk",
+    "virtio_console",
+    "virtio_balloon",
+    "virtio_rng",
+    "9p",
+    "9pnet",
+    "9pnet_virtio",
+    "kvm",
+    "kvm_amd",
+    "kvm_intel",
+    "irqbypass",
+    "bridge",
+    "veth",
+    "macvlan",
+    "tun",
+    "nf_tables",
+    "nft_*",
+    "nf_nat",
+    "nf_conntrack",
+    "nf_reject_ipv4",
+    "nf_reject_ipv6",
+    "ext4",
+    "jbd2",
+    "mbcache",
+    "crc16",
+    "crc32c_generic",
+    "crc32c_intel",
+    "libcrc32c",
+    "af_packet",
+    "button",
+    "evdev",
 )
 
 INITTAB = """\
 ::sysinit:/init sysinit
 ::once:/init run
-::respawn:/bin/cttyhack /bin/sh -l
+::respawn:/init console
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/init shutdown
 """
@@ -142,7 +169,7 @@ def build_appliance(images_dir: Path, progress: Progress, force: bool = False) -
         _populate_rootfs(root, busybox, kernel, progress)
         write_newc(root, stage / INITRD)
         shutil.rmtree(root)
-        _write_manifest(stage, {"format": FORMAT, "kernel_version": kernel.version})
+        _write_manifest(stage, {"format": FORMAT, "kernel_version": kernel.version, "recipe": appliance_recipe()})
         _publish(stage, images_dir / APPLIANCE_DIR)
     image = load_appliance(images_dir)
     if image is None:
@@ -180,6 +207,8 @@ def load_appliance(images_dir: Path) -> ApplianceImage | None:
     manifest = _read_manifest(top)
     if manifest is None or manifest.get("kernel_version") != kernel.version:
         return None
+    if manifest.get("recipe") != appliance_recipe():
+        return None  # built by an older nestor (another init script or module list)
     initrd = top / INITRD
     if not initrd.is_file():
         return None
@@ -218,8 +247,7 @@ def cmdline_params(
     switch_root to that ext4 disk instead of acting as an appliance.
     """
     params: list[str] = []
-    for key, value in (("hostname", hostname), ("ip", ip), ("gw", gw), ("dns", dns),
-                       ("root", root)):
+    for key, value in (("hostname", hostname), ("ip", ip), ("gw", gw), ("dns", dns), ("root", root)):
         if value is None:
             continue
         if not value or any(c.isspace() for c in value) or '"' in value:
@@ -237,14 +265,11 @@ def cmdline_params(
 # --------------------------------------------------------------------------------------------
 
 
-def _run(argv: Sequence[str], timeout: float, cwd: Path | None = None,
-         check: bool = True) -> subprocess.CompletedProcess[str]:
+def _run(argv: Sequence[str], timeout: float, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
-        raise ImageError(f"{argv[0]} is not installed",
-                         hint=f"install the package that provides {argv[0]}") from exc
+        raise ImageError(f"{argv[0]} is not installed", hint=f"install the package that provides {argv[0]}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ImageError(f"{' '.join(argv)} timed out after {timeout:.0f} s") from exc
     if check and proc.returncode != 0:
@@ -281,15 +306,15 @@ def resolve_kernel_package(progress: Progress) -> str:
     """The real package behind ``linux-image-cloud-amd64``, e.g. linux-image-6.1.0-28-cloud-amd64."""
     progress(f"resolving {KERNEL_METAPACKAGE}")
     for attempt in range(2):
-        proc = _run(["apt-cache", "depends", KERNEL_METAPACKAGE], timeout=_TIMEOUT_QUICK,
-                    check=False)
+        proc = _run(["apt-cache", "depends", KERNEL_METAPACKAGE], timeout=_TIMEOUT_QUICK, check=False)
         package = parse_depends(proc.stdout) if proc.returncode == 0 else None
         if package is not None:
             return package
         if attempt == 0:
             _apt_update(progress)
-    raise ImageError(f"cannot resolve package {KERNEL_METAPACKAGE}",
-                     hint="check the apt sources (Debian main) and run apt-get update")
+    raise ImageError(
+        f"cannot resolve package {KERNEL_METAPACKAGE}", hint="check the apt sources (Debian main) and run apt-get update"
+    )
 
 
 def apt_download(package: str, dest: Path, progress: Progress) -> Path:
@@ -302,8 +327,9 @@ def apt_download(package: str, dest: Path, progress: Progress) -> Path:
         proc = _run(argv, timeout=_TIMEOUT_DOWNLOAD, cwd=dest, check=False)
     debs = sorted(dest.glob(f"{package}_*.deb"))
     if proc.returncode != 0 or not debs:
-        raise ImageError(f"cannot download package {package}: {_last_line(proc.stderr)}",
-                         hint="check the apt sources and run apt-get update")
+        raise ImageError(
+            f"cannot download package {package}: {_last_line(proc.stderr)}", hint="check the apt sources and run apt-get update"
+        )
     return debs[0]
 
 
@@ -356,8 +382,7 @@ def _modules_root(extracted: Path) -> Path:
 
 def run_depmod(base: Path, version: str) -> None:
     """Generate modules.dep (and friends) for ``base/lib/modules/<version>``."""
-    depmod = shutil.which("depmod") or next(
-        (p for p in ("/sbin/depmod", "/usr/sbin/depmod") if Path(p).exists()), None)
+    depmod = shutil.which("depmod") or next((p for p in ("/sbin/depmod", "/usr/sbin/depmod") if Path(p).exists()), None)
     if depmod is not None:
         _run([depmod, "-b", str(base), version], timeout=_TIMEOUT_QUICK)
     else:
@@ -381,8 +406,9 @@ def decompress_vmlinuz(vmlinuz: Path, out: Path) -> None:
         if lz4_decompress_to(data[offset:], out) and elf_is_complete(out):
             return
     out.unlink(missing_ok=True)
-    raise ImageError(f"no LZ4-compressed ELF kernel found in {vmlinuz.name}",
-                     hint="the kernel package may use another compression")
+    raise ImageError(
+        f"no LZ4-compressed ELF kernel found in {vmlinuz.name}", hint="the kernel package may use another compression"
+    )
 
 
 def lz4_decompress_to(payload: bytes, out: Path) -> bool:
@@ -393,8 +419,9 @@ def lz4_decompress_to(payload: bytes, out: Path) -> bool:
     """
     try:
         with out.open("wb") as sink:
-            subprocess.run(["lz4", "-dc"], input=payload, stdout=sink,
-                           stderr=subprocess.DEVNULL, timeout=_TIMEOUT_QUICK, check=False)
+            subprocess.run(
+                ["lz4", "-dc"], input=payload, stdout=sink, stderr=subprocess.DEVNULL, timeout=_TIMEOUT_QUICK, check=False
+            )
     except FileNotFoundError as exc:
         raise ImageError("lz4 is not installed", hint="apt-get install lz4") from exc
     except subprocess.TimeoutExpired as exc:
@@ -407,7 +434,7 @@ def _elf_program_headers(data: bytes) -> list[tuple[int, int, int]]:
     """(p_type, p_offset, p_filesz) of a 64-bit little-endian ELF; [] if it is not one."""
     if len(data) < 64 or data[:4] != ELF_MAGIC or data[4] != 2 or data[5] != 1:
         return []
-    phoff, = struct.unpack_from("<Q", data, 32)
+    (phoff,) = struct.unpack_from("<Q", data, 32)
     phentsize, phnum = struct.unpack_from("<HH", data, 54)
     headers = []
     for i in range(phnum):
@@ -415,7 +442,7 @@ def _elf_program_headers(data: bytes) -> list[tuple[int, int, int]]:
         if at + 56 > len(data):
             return []
         p_type, _flags, p_offset = struct.unpack_from("<IIQ", data, at)
-        p_filesz, = struct.unpack_from("<Q", data, at + 32)
+        (p_filesz,) = struct.unpack_from("<Q", data, at + 32)
         headers.append((p_type, p_offset, p_filesz))
     return headers
 
@@ -461,8 +488,9 @@ def parse_modules_dep(text: str) -> dict[str, list[str]]:
 def resolve_modules(deps: dict[str, list[str]], patterns: Iterable[str]) -> list[str]:
     """The relpaths of the modules matching ``patterns`` plus all their dependencies."""
     by_name = {module_name(path): path for path in deps}
-    wanted = [path for name, path in sorted(by_name.items())
-              if any(fnmatch.fnmatchcase(name, p.replace("-", "_")) for p in patterns)]
+    wanted = [
+        path for name, path in sorted(by_name.items()) if any(fnmatch.fnmatchcase(name, p.replace("-", "_")) for p in patterns)
+    ]
     chosen: dict[str, None] = {}
     todo = list(wanted)
     while todo:
@@ -485,8 +513,7 @@ def _decompress_module(source: Path, dest: Path) -> None:
         raise ImageError(f"unknown module compression: {source.name}")
     with dest.open("wb") as sink:
         try:
-            proc = subprocess.run([*tool, str(source)], stdout=sink, stderr=subprocess.PIPE,
-                                  timeout=_TIMEOUT_QUICK, check=False)
+            proc = subprocess.run([*tool, str(source)], stdout=sink, stderr=subprocess.PIPE, timeout=_TIMEOUT_QUICK, check=False)
         except FileNotFoundError as exc:
             raise ImageError(f"{tool[0]} is not installed (needed for {source.name})") from exc
     if proc.returncode != 0:
@@ -506,8 +533,7 @@ def copy_modules(kernel: KernelImage, dest_modules: Path, patterns: Iterable[str
         target = dest_modules / _plain_relpath(relpath)
         target.parent.mkdir(parents=True, exist_ok=True)
         _decompress_module(kernel.modules_dir / relpath, target)
-    lines = [f"{_plain_relpath(m)}: {' '.join(_plain_relpath(d) for d in deps[m])}".rstrip()
-             for m in chosen]
+    lines = [f"{_plain_relpath(m)}: {' '.join(_plain_relpath(d) for d in deps[m])}".rstrip() for m in chosen]
     (dest_modules / "modules.dep").write_text("\n".join(lines) + "\n")
     for extra in ("modules.builtin", "modules.order"):
         if (kernel.modules_dir / extra).is_file():
@@ -521,8 +547,11 @@ def _write_filtered_aliases(src: Path, dest: Path, names: set[str]) -> None:
     alias_file = src / "modules.alias"
     if not alias_file.is_file():
         return
-    kept = [line for line in alias_file.read_text().splitlines()
-            if line.startswith("alias ") and line.split()[-1].replace("-", "_") in names]
+    kept = [
+        line
+        for line in alias_file.read_text().splitlines()
+        if line.startswith("alias ") and line.split()[-1].replace("-", "_") in names
+    ]
     (dest / "modules.alias").write_text("\n".join(kept) + "\n")
 
 
@@ -556,9 +585,30 @@ def init_script() -> str:
     return (Path(__file__).parent / "appliance_init.sh").read_text()
 
 
+def appliance_recipe() -> str:
+    """A digest of everything that shapes the initramfs, so a cached one from older code is rebuilt."""
+    parts = [str(FORMAT), init_script(), INITTAB, UDHCPC_SCRIPT, POWER_BUTTON_SCRIPT, PROFILE, *APPLIANCE_MODULES]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
 def _populate_rootfs(root: Path, busybox: Path, kernel: KernelImage, progress: Progress) -> None:
-    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "run", "tmp",
-              "root", "var/log", "usr/share/udhcpc", "etc/acpi/PWRF", "newroot"):
+    for d in (
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "root",
+        "var/log",
+        "usr/share/udhcpc",
+        "etc/acpi/PWRF",
+        "newroot",
+    ):
         (root / d).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(busybox, root / "bin" / "busybox")
     (root / "bin" / "busybox").chmod(0o755)
@@ -606,11 +656,9 @@ class NewcWriter:
         self._ino = 1
         self._size = 0
 
-    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0),
-               nlink: int = 1) -> None:
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0), nlink: int = 1) -> None:
         encoded = name.encode() + b"\0"
-        fields = (self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1],
-                  len(encoded), 0)
+        fields = (self._ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(encoded), 0)
         header = b"070701" + b"".join(b"%08X" % f for f in fields)
         self._ino += 1
         self._put(header + encoded)
@@ -677,8 +725,7 @@ class _Staging:
     def __enter__(self) -> Path:
         self._images_dir.mkdir(parents=True, exist_ok=True)
         _remove_dead_builds(self._images_dir, self._prefix)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{self._prefix}{os.getpid()}-",
-                                          dir=self._images_dir))
+        self.path = Path(tempfile.mkdtemp(prefix=f"{self._prefix}{os.getpid()}-", dir=self._images_dir))
         return self.path
 
     def __exit__(self, *_exc: object) -> None:
@@ -688,7 +735,7 @@ class _Staging:
 
 def _remove_dead_builds(images_dir: Path, prefix: str) -> None:
     for leftover in images_dir.glob(f"{prefix}*"):
-        pid = leftover.name[len(prefix):].split("-", 1)[0]
+        pid = leftover.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
 

@@ -2,10 +2,13 @@
 # /init of the nestor appliance initramfs (busybox only).
 #
 # One script, several roles, chosen by $1:
-#   (none)     PID 1 from the kernel: mount the API filesystems, then either switch_root to
+#   (PID 1)    from the kernel: mount the API filesystems, then either switch_root to
 #              nestor.root=/dev/vdX, or exec busybox init (which reads /etc/inittab).
 #   sysinit    inittab ::sysinit: load modules, hostname, network, acpid, print the boot line.
-#   run        inittab ::once: run /nestor/run.sh if a run.cpio supplied one.
+#   run        inittab ::once: run /nestor/run.sh if a run.cpio supplied one (output on the
+#              console).
+#   console    inittab ::respawn: a shell on the console once Enter is pressed (askfirst
+#              without its prompt, so nothing interleaves with run.sh's output).
 #   shutdown   inittab ::shutdown: stop daemons, sync, unmount.
 #   udhcpc     the udhcpc event script (called by /usr/share/udhcpc/default.script).
 #
@@ -147,9 +150,18 @@ stage_sysinit() {
 
 stage_run() {
     if [ -f /nestor/run.sh ]; then
+        log "running /nestor/run.sh"
         sh /nestor/run.sh
         log "run.sh exited with status $?"
     fi
+}
+
+stage_console() {
+    if ! read -r _; then
+        sleep 5  # no usable console input: do not let init respawn us in a tight loop
+        exit 0
+    fi
+    exec /bin/cttyhack /bin/sh -l
 }
 
 stage_shutdown() {
@@ -195,6 +207,7 @@ fi
 case "$1" in
     sysinit) stage_sysinit ;;
     run) stage_run ;;
+    console) stage_console ;;
     shutdown) stage_shutdown ;;
     udhcpc) shift; stage_udhcpc "$@" ;;
     *) log "unknown stage: $1"; exit 2 ;;

@@ -1,0 +1,57 @@
+"""Shared bits for benchmarks: medians, a results file, a scratch nestor home with cached images."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CACHE_IMAGES = Path(os.environ.get("NESTOR_TEST_CACHE", "/var/cache/nestor-test")) / "images"
+
+
+def scratch_home() -> Path:
+    home = Path(tempfile.mkdtemp(prefix="nestor-bench-"))
+    CACHE_IMAGES.mkdir(parents=True, exist_ok=True)
+    (home / "images").symlink_to(CACHE_IMAGES)
+    return home
+
+
+def nestor(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "nestor", "--home", str(home), *args],
+                          capture_output=True, text=True, check=True, timeout=300)
+
+
+def wait_for(path: Path, text: str, offset: int, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                if text.encode() in f.read():
+                    return time.monotonic()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    raise TimeoutError(f"{text!r} not in {path}")
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
+
+
+def record(name: str, data: dict[str, object]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": name, "when": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(),
+            "cpus": os.cpu_count(), "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(json.dumps(data, indent=2))
+    return path

@@ -1,0 +1,129 @@
+"""What a VM boots from: its image (or explicit kernel) turned into kernel, initrd, disks, append.
+
+Image files are looked up here; per-VM derived files (the initrd with the run script, the
+copy-on-write overlay of the nested-host root disk) are made here, in the VM's directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import paths
+from .engine.argv import Disk
+from .errors import EngineError, InvalidInput, NotFound
+from .images import appliance
+from .model import BootSource
+
+IMAGES = ("appliance", "nested-host")
+OVERLAY = "disk.qcow2"
+OVERLAY_BASE = "disk.base"
+
+
+@dataclass(frozen=True)
+class BootPlan:
+    kernel: Path
+    initrd: Path | None
+    append: list[str] = field(default_factory=list)
+    disks: tuple[Disk, ...] = ()
+    agent: bool = False  # the image runs qemu-guest-agent
+
+
+def source_root() -> Path | None:
+    """The checkout nestor runs from (it has pyproject.toml), if any: the payload for L1s."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "src" / "nestor").is_dir() else None
+
+
+def image_built(images: Path, image: str) -> bool:
+    if image == "appliance":
+        return appliance.load_appliance(images) is not None
+    if image == "nested-host":
+        from .images import nested_host
+
+        return nested_host.load_nested_host(images) is not None and appliance.load_appliance(images) is not None
+    raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(IMAGES)}")
+
+
+def check(images: Path, boot: BootSource) -> BootSource:
+    """Validate a boot source at `vm new`; return it with absolute paths."""
+    if boot.kernel:
+        kernel = Path(boot.kernel)
+        if not kernel.is_file():
+            raise NotFound(f"kernel file '{boot.kernel}' not found", hint="give an existing file to --kernel")
+        initrd = Path(boot.initrd) if boot.initrd else None
+        if initrd and not initrd.is_file():
+            raise NotFound(f"initrd file '{boot.initrd}' not found", hint="give an existing file to --initrd")
+        boot = BootSource(kernel=str(kernel.resolve()), initrd=str(initrd.resolve()) if initrd else None,
+                          append=boot.append, run_script=boot.run_script)
+    elif not image_built(images, boot.image or ""):
+        raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
+    if boot.run_script:
+        if boot.image != "appliance":
+            raise InvalidInput("--run works with the appliance image only", hint="drop --run, or use --image appliance")
+        script = Path(boot.run_script)
+        if not script.is_file():
+            raise NotFound(f"script '{boot.run_script}' not found", hint="give an existing file to --run")
+        boot = BootSource(image=boot.image, append=boot.append, run_script=str(script.resolve()))
+    return boot
+
+
+def plan(images: Path, boot: BootSource, name: str, vm_dir: Path) -> BootPlan:
+    if boot.kernel:
+        return BootPlan(Path(boot.kernel), Path(boot.initrd) if boot.initrd else None)
+    app = appliance.load_appliance(images)
+    if app is None:
+        raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
+    base = ["console=ttyS0", "panic=-1", f"nestor.hostname={name}"]
+    if boot.image == "appliance":
+        initrd = _with_run_cpio(app.initrd, vm_dir) if boot.run_script else app.initrd
+        return BootPlan(app.kernel.vmlinux, initrd, base)
+    from .images import nested_host
+
+    host = nested_host.load_nested_host(images)
+    if host is None:
+        raise NotFound("image 'nested-host' is not built", hint="nestor image build nested-host")
+    root = source_root()
+    if root is None:
+        raise NotFound("nestor's source checkout is not available to make the L1 payload",
+                       hint="run nestor from a checkout (scripts/setup installs it editable)")
+    payload = nested_host.build_payload(images, root, lambda _line: None)
+    overlay = _overlay(host.rootfs, vm_dir)
+    disks = (Disk(overlay, "qcow2"), Disk(payload, readonly=True))
+    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, "nestor.root=/dev/vda"], disks, agent=True)
+
+
+def _overlay(base: Path, vm_dir: Path) -> Path:
+    """A copy-on-write overlay of the shared root disk; remade if the base image changed."""
+    overlay = vm_dir / OVERLAY
+    stamp = vm_dir / OVERLAY_BASE
+    identity = f"{base.resolve()} {base.stat().st_mtime_ns} {base.stat().st_size}"
+    if overlay.exists() and stamp.exists() and stamp.read_text() == identity:
+        return overlay
+    overlay.unlink(missing_ok=True)
+    try:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()), str(overlay)],
+            check=True, capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise EngineError(f"cannot create the overlay disk: {detail.strip()}", hint="apt-get install qemu-utils") from exc
+    stamp.write_text(identity)
+    return overlay
+
+
+def _with_run_cpio(initrd: Path, vm_dir: Path) -> Path:
+    """The appliance initrd with the VM's run script appended (the kernel unpacks both)."""
+    combined = vm_dir / paths.INITRD
+    run = vm_dir / paths.RUN_CPIO
+    if not combined.exists() or combined.stat().st_mtime < max(initrd.stat().st_mtime, run.stat().st_mtime):
+        tmp = combined.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            for part in (initrd, run):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+        tmp.replace(combined)
+    return combined
