@@ -38,3 +38,38 @@ def home(tmp_path: Path, image_store: Path) -> Iterator[Path]:
         reap_home(root)
 
 
+
+
+@pytest.fixture(scope="session")
+def nested_store(image_store: Path) -> Path:
+    """The cached images directory with the nested-host image (mmdebstrap, ~1 min cold) and payload."""
+    from nestor import bootplan
+    from nestor.images import nested_host
+
+    nested_host.build_nested_host(image_store, lambda line: print(f"[image] {line}", file=sys.stderr))
+    root = bootplan.source_root()
+    assert root is not None
+    nested_host.build_payload(image_store, root, lambda line: print(f"[image] {line}", file=sys.stderr))
+    return image_store
+
+
+def _home_with(images: Path, root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "images").symlink_to(images)
+    return root
+
+
+@pytest.fixture(scope="module")
+def l1_home(tmp_path_factory: pytest.TempPathFactory, nested_store: Path) -> Iterator[Path]:
+    """A home with one booted nested-enabled L1 ('l1'), shared by a module's tests."""
+    from nestor.images.nested_host import BOOT_LINE
+    from tests.helpers import nestor, vm_dir, wait_for_text
+
+    home = _home_with(nested_store, tmp_path_factory.mktemp("l1") / "home")
+    try:
+        nestor(home, "vm", "new", "l1", "--image", "nested-host", "--nested", "--memory", "1G", "--vcpus", "2")
+        nestor(home, "vm", "start", "l1")
+        wait_for_text(vm_dir(home, "l1") / "serial.log", BOOT_LINE, timeout=180)
+        yield home
+    finally:
+        reap_home(home)

@@ -14,7 +14,6 @@ from pathlib import Path
 from . import paths
 from .engine.argv import Disk
 from .errors import EngineError, InvalidInput, NotFound
-from .images import appliance
 from .model import BootSource
 
 IMAGES = ("appliance", "nested-host")
@@ -38,6 +37,8 @@ def source_root() -> Path | None:
 
 
 def image_built(images: Path, image: str) -> bool:
+    from .images import appliance
+
     if image == "appliance":
         return appliance.load_appliance(images) is not None
     if image == "nested-host":
@@ -71,6 +72,8 @@ def check(images: Path, boot: BootSource) -> BootSource:
 
 
 def plan(images: Path, boot: BootSource, name: str, vm_dir: Path) -> BootPlan:
+    from .images import appliance
+
     if boot.kernel:
         return BootPlan(Path(boot.kernel), Path(boot.initrd) if boot.initrd else None)
     app = appliance.load_appliance(images)

@@ -103,3 +103,8 @@ class VMConfig:
     config_version: str = CURRENT_CONFIG_VERSION
     boot: BootSource = field(default_factory=BootSource)
     id: int = 0
+    # Memory (nestor/policy/memory.py resolves the defaults): `memory` above is the startup size.
+    dynamic_memory: bool = False
+    memory_minimum: int | None = None  # None: the default for dynamic memory
+    memory_maximum: int | None = None  # None: startup (static) / the default (dynamic)
+    memory_buffer: int = 20  # percent kept free above the guest's demand (dynamic memory)

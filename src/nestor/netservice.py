@@ -1,29 +1,451 @@
-"""Network use cases: switches (bridges), adapters (taps), the MAC guard and NAT.
+"""Network use cases: switches (bridges), adapters (taps), the MAC guard (R8) and NAT (R9).
 
-Placeholder contract; the Nestor service calls these hooks around a VM's lifecycle.
+The Nestor service calls ``attach`` / ``detach`` / ``forget`` around a VM's lifecycle; the
+front ends call the ``switch_*``, ``adapter_*`` and ``nat_*`` methods. Each use case changes the
+host under a :class:`~nestor.net.revert.Reverter`, so a failure half-way leaves nothing behind.
+
+Where things live: a switch's bridge, its adapters' taps, the nft tables and dnsmasq all live in
+the switch's network namespace (``--netns`` when it was made), recorded in the store. QEMU must
+start in that same namespace to open its taps.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import ipaddress
 import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import paths
 from .engine.argv import Nic
-from .model import VMConfig
+from .errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
+from .model import VMConfig, VMState, validate_name
+from .net import addresses, dnsmasq, host, names, netlink, nft
+from .net.lock import net_lock
+from .net.revert import Reverter
+from .net.run import run
+from .net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
+from .state import db
+from .state.lock import vm_lock
+
+BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": a bridge's own fixed MAC
+MAC_ATTEMPTS = 32
+
+StateOf = Callable[[VMConfig], VMState]
+
+
+def _status(observed: netlink.LinkState | None) -> str:
+    if observed is None:
+        return "unknown"  # could not look (no privileges)
+    if not observed.exists:
+        return "missing"
+    return "up" if observed.up else "down"
+
+
+def _where(netns: str | None) -> str:
+    return f"network namespace '{netns}'" if netns else "the root network namespace"
 
 
 class Network:
-    def __init__(self, home: paths.Home, netns: str | None, conn: sqlite3.Connection) -> None:
+    def __init__(self, home: paths.Home, netns: str | None, conn: sqlite3.Connection,
+                 state_of: StateOf | None = None) -> None:
         self.home = home
         self.netns = netns
         self.conn = conn
+        self.store = NetStore(conn)
+        self.vms = db.VMRepo(conn)
+        self.files = names.NetFiles(home.root / "net")
+        self._state_of = state_of
 
+    # -- helpers ------------------------------------------------------------------------------
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return net_lock(self.files.lock)
+
+    def _prepare(self, netns: str | None) -> None:
+        """Before any host change: privileges, then the namespace."""
+        host.require_net_admin()
+        host.require_netns(netns)
+
+    def _vm_state(self, config: VMConfig) -> VMState:
+        return self._state_of(config) if self._state_of else VMState.OFF
+
+    def _require_off(self, config: VMConfig, what: str) -> None:
+        if self._vm_state(config) is not VMState.OFF:
+            raise StateError(
+                f"vm '{config.name}' is running: stop it first ({what} only while the VM is off)",
+                hint=f"nestor vm stop {config.name}",
+            )
+
+    def _apply_guard(self, netns: str | None) -> None:
+        """Render the namespace's whole guard table from the store (counters carried over)."""
+        ports = [nft.GuardPort(tap=a.tap, mac=a.mac, mac_spoofing=a.mac_spoofing, label=f"{a.vm}/{a.name}")
+                 for a in self.store.adapters_in_netns(netns)]
+        counters = nft.read_counters(netns, names.GUARD_FAMILY, names.GUARD_TABLE)
+        nft.apply(netns, nft.render_guard(ports, counters))
+
+    def _apply_nat(self, netns: str | None, exclude: int | None = None) -> None:
+        nets = []
+        for nat in self.store.nats_in_netns(netns):
+            if nat.id != exclude:
+                nets.append(nft.NatNet(name=nat.name, bridge=names.bridge_name(nat.switch_id),
+                                       prefix=ipaddress.IPv4Network(nat.prefix)))
+        nft.apply(netns, nft.render_nat(nets))
+
+    @contextlib.contextmanager
+    def _session_if_present(self, netns: str | None) -> Iterator[Any | None]:
+        """A netlink session, or None when the namespace is gone (and took our links with it)."""
+        try:
+            host.require_netns(netns)
+        except NotFound:
+            yield None
+            return
+        with netlink.session(netns) as ipr:
+            yield ipr
+
+    def _realize_switch(self, ipr: Any, sw: Switch) -> bool:
+        """Make the switch's bridge exist as stored (idempotent). Returns whether it was created."""
+        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(BRIDGE_OUI))
+        if sw.uplink:
+            netlink.enslave(ipr, sw.uplink, sw.bridge, sw.netns)
+        if sw.address:
+            netlink.set_address(ipr, sw.bridge, ipaddress.IPv4Interface(sw.address), None, sw.netns)
+        return created
+
+    # -- switches -----------------------------------------------------------------------------
+    def switch_new(self, name: str, type_: str, uplink: str | None = None) -> Switch:
+        validate_name(name, "switch")
+        if type_ not in SWITCH_TYPES:
+            raise InvalidInput(f"unknown switch type '{type_}'", hint=f"use one of {', '.join(SWITCH_TYPES)}")
+        if type_ == "external" and not uplink:
+            raise InvalidInput("an external switch needs --uplink IFACE", hint="e.g. --uplink eth1")
+        if type_ != "external" and uplink:
+            raise InvalidInput(f"--uplink is only for external switches, not {type_}", hint="drop --uplink")
+        if self.store.find_switch(name):
+            raise Conflict(f"switch '{name}' already exists", hint="choose another name (nestor switch list)")
+        self._prepare(self.netns)
+        with error_context(switch=name), self._lock(), Reverter() as revert:
+            sw = self.store.add_switch(name, type_, self.netns, uplink)
+            revert.add(lambda: self.store.remove_switch(sw.id))
+            with netlink.session(self.netns) as ipr:
+                if netlink.index(ipr, sw.bridge) is not None:
+                    raise Conflict(f"interface '{sw.bridge}' already exists in {_where(self.netns)}",
+                                   hint="another nestor home uses this namespace; use a namespace per home")
+                if uplink:
+                    up = netlink.state(ipr, uplink)
+                    if not up.exists:
+                        netlink.require(ipr, uplink, self.netns)
+                    if up.master:
+                        raise Conflict(f"uplink '{uplink}' is already a port of '{up.master}'",
+                                       hint="choose an interface that is not enslaved")
+                    if uplink == "lo":
+                        raise InvalidInput("the loopback interface cannot be an uplink", hint="e.g. --uplink eth1")
+                self._realize_switch(ipr, sw)
+                revert.add(lambda: self._delete_bridge(sw))
+            revert.success()
+        return sw
+
+    def _delete_bridge(self, sw: Switch) -> None:
+        with self._session_if_present(sw.netns) as ipr:
+            if ipr is not None:
+                if sw.uplink:
+                    netlink.release(ipr, sw.uplink)
+                netlink.delete(ipr, sw.bridge)
+
+    def _observe_switch(self, sw: Switch) -> netlink.LinkState | None:
+        try:
+            with self._session_if_present(sw.netns) as ipr:
+                return netlink.state(ipr, sw.bridge) if ipr is not None else netlink.LinkState(exists=False)
+        except NestorError:
+            return None  # cannot look (no privileges): unknown
+
+    def _switch_row(self, sw: Switch, observed: netlink.LinkState | None) -> dict[str, Any]:
+        nat = self.store.nat_of_switch(sw.id)
+        status = _status(observed)
+        return {
+            "name": sw.name, "type": sw.type, "netns": sw.netns, "bridge": sw.bridge, "address": sw.address,
+            "uplink": sw.uplink, "adapters": len(self.store.adapters_on_switch(sw.id)),
+            "nat": nat.name if nat else None, "state": status,
+        }
+
+    def switch_list(self) -> list[dict[str, Any]]:
+        return [self._switch_row(sw, self._observe_switch(sw)) for sw in self.store.switches()]
+
+    def switch_show(self, name: str) -> dict[str, Any]:
+        sw = self.store.switch(name)
+        observed = self._observe_switch(sw)
+        row = self._switch_row(sw, observed)
+        row["adapters"] = [{"vm": a.vm, "adapter": a.name, "mac": a.mac, "tap": a.tap}
+                           for a in self.store.adapters_on_switch(sw.id)]
+        row["ports"] = observed.ports if observed else None
+        row["host_addresses"] = observed.addresses if observed else None
+        return row
+
+    def switch_set_ip(self, name: str, address: str) -> Switch:
+        sw = self.store.switch(name)
+        iface = addresses.parse_interface(address)
+        if sw.type == "private":
+            raise InvalidInput(f"switch '{name}' is private: the host has no address on it",
+                               hint="use an internal switch (nestor switch new NAME --type internal)")
+        nat = self.store.nat_of_switch(sw.id)
+        if nat and iface.ip not in ipaddress.IPv4Network(nat.prefix):
+            raise InvalidInput(f"address {iface} is outside nat '{nat.name}' prefix {nat.prefix}",
+                               hint=f"use an address in {nat.prefix}")
+        self._prepare(sw.netns)
+        old = ipaddress.IPv4Interface(sw.address) if sw.address else None
+        with error_context(switch=name), self._lock(), netlink.session(sw.netns) as ipr:
+            netlink.require(ipr, sw.bridge, sw.netns)
+            netlink.set_address(ipr, sw.bridge, iface, old, sw.netns)
+            self.store.set_switch_address(sw.id, str(iface))
+        return self.store.switch(name)
+
+    def switch_remove(self, name: str, force: bool = False) -> list[str]:
+        """Delete the switch; with ``force`` also its NAT and adapters. Returns what else went."""
+        sw = self.store.switch(name)
+        users = self.store.adapters_on_switch(sw.id)
+        nat = self.store.nat_of_switch(sw.id)
+        if (users or nat) and not force:
+            parts = []
+            if users:
+                parts.append(f"{len(users)} adapter(s): " + ", ".join(f"{a.vm}/{a.name}" for a in users))
+            if nat:
+                parts.append(f"nat '{nat.name}'")
+            raise Conflict(f"switch '{name}' is in use by " + " and ".join(parts),
+                           hint=f"remove those first, or nestor switch remove {name} --force")
+        host.require_net_admin()
+        removed = []
+        if nat:
+            self.nat_remove(nat.name)
+            removed.append(f"nat '{nat.name}'")
+        with error_context(switch=name), self._lock():
+            for adapter in users:
+                self._delete_tap(adapter)
+                self.store.remove_adapter(adapter.id)
+                removed.append(f"adapter {adapter.vm}/{adapter.name}")
+            if users:
+                self._rerender_guard(sw.netns)
+            self._delete_bridge(sw)
+            self.store.remove_switch(sw.id)
+        return removed
+
+    # -- adapters ------------------------------------------------------------------------------
+    def _new_mac(self) -> str:
+        for _ in range(MAC_ATTEMPTS):
+            mac = addresses.random_mac()
+            if not self.store.mac_in_use(mac):
+                return mac
+        raise Conflict("could not find an unused MAC address", hint="give one with --mac")
+
+    def adapter_add(self, vm: str, switch: str, mac: str | None = None, name: str | None = None) -> Adapter:
+        config = self.vms.get(validate_name(vm))
+        sw = self.store.switch(switch)
+        mac = addresses.validate_mac(mac) if mac else self._new_mac()
+        if self.store.mac_in_use(mac):
+            raise Conflict(f"MAC address {mac} is already used by another adapter", hint="omit --mac to get a generated one")
+        taken = {a.name for a in self.store.adapters_of_vm(config.id)}
+        if name is None:
+            name = next(f"net{i}" for i in range(len(taken) + 1) if f"net{i}" not in taken)
+        validate_name(name, "adapter")
+        with error_context(vm=vm), vm_lock(self.home.vm_dir(config.id) / paths.LOCKFILE, vm):
+            self._require_off(config, "adapters can be added")
+            return self.store.add_adapter(config.id, name, sw, mac)
+
+    def _adapter(self, config: VMConfig, name: str | None) -> Adapter:
+        adapters = self.store.adapters_of_vm(config.id)
+        if name is None:
+            if len(adapters) == 1:
+                return adapters[0]
+            if not adapters:
+                raise NotFound(f"vm '{config.name}' has no network adapter",
+                               hint=f"nestor adapter add {config.name} --switch SW")
+            raise InvalidInput(f"vm '{config.name}' has {len(adapters)} adapters: say which with --name",
+                               hint="adapters: " + ", ".join(a.name for a in adapters))
+        for adapter in adapters:
+            if adapter.name == name:
+                return adapter
+        raise NotFound(f"vm '{config.name}' has no adapter '{name}'", hint=f"nestor adapter list {config.name}")
+
+    def adapter_list(self, vm: str) -> list[dict[str, Any]]:
+        config = self.vms.get(validate_name(vm))
+        adapters = self.store.adapters_of_vm(config.id)
+        counters: dict[str | None, dict[str, tuple[int, int]]] = {}
+        rows = []
+        for a in adapters:
+            if a.netns not in counters:
+                try:
+                    host.require_netns(a.netns)
+                    counters[a.netns] = nft.read_counters(a.netns, names.GUARD_FAMILY, names.GUARD_TABLE)
+                except NestorError:
+                    counters[a.netns] = {}
+            dropped = counters[a.netns].get(names.counter_name(a.tap))
+            rows.append({
+                "name": a.name, "switch": a.switch, "mac": a.mac, "mac_spoofing": a.mac_spoofing,
+                "tap": a.tap, "netns": a.netns,
+                "dropped_frames": dropped[0] if dropped else None,
+                "dropped_bytes": dropped[1] if dropped else None,
+            })
+        return rows
+
+    def adapter_set(self, vm: str, name: str | None, mac_spoofing: bool) -> Adapter:
+        """Seed R8: allowed while the VM runs, and applied at once (the guard is re-rendered)."""
+        config = self.vms.get(validate_name(vm))
+        adapter = self._adapter(config, name)
+        host.require_net_admin()
+        with error_context(vm=vm), self._lock():
+            self.store.set_spoofing(adapter.id, mac_spoofing)
+            try:
+                self._rerender_guard(adapter.netns)
+            except BaseException:
+                self.store.set_spoofing(adapter.id, adapter.mac_spoofing)
+                raise
+        return self._adapter(config, adapter.name)
+
+    def adapter_remove(self, vm: str, name: str) -> None:
+        config = self.vms.get(validate_name(vm))
+        adapter = self._adapter(config, name)
+        with error_context(vm=vm), vm_lock(self.home.vm_dir(config.id) / paths.LOCKFILE, vm):
+            self._require_off(config, "adapters can be removed")
+            with self._lock():
+                self._delete_tap(adapter)
+                self.store.remove_adapter(adapter.id)
+                self._rerender_guard(adapter.netns)
+
+    def _rerender_guard(self, netns: str | None) -> None:
+        try:
+            host.require_netns(netns)
+        except NotFound:
+            return
+        host.require_net_admin()
+        self._apply_guard(netns)
+
+    def _delete_tap(self, adapter: Adapter) -> None:
+        with self._session_if_present(adapter.netns) as ipr:
+            if ipr is not None:
+                netlink.delete(ipr, adapter.tap)
+
+    # -- the VM lifecycle hooks ------------------------------------------------------------------
     def attach(self, config: VMConfig) -> tuple[Nic, ...]:
-        """Before QEMU starts: make the VM's taps (in --netns), apply guards; return its NICs."""
-        return ()
+        """Before QEMU starts: fresh taps on their bridges, the guard applied; the VM's NICs.
+
+        Idempotent: a tap left by a killed QEMU is replaced, a missing bridge is made again.
+        """
+        adapters = self.store.adapters_of_vm(config.id)
+        if not adapters:
+            return ()
+        for a in adapters:
+            if a.netns != self.netns:
+                raise StateError(
+                    f"vm '{config.name}' adapter '{a.name}' is on switch '{a.switch}' in {_where(a.netns)}, "
+                    f"but QEMU would start in {_where(self.netns)}",
+                    hint=f"nestor --netns {a.netns} vm start {config.name}" if a.netns
+                    else f"nestor vm start {config.name} (without --netns)",
+                )
+        self._prepare(self.netns)
+        with self._lock(), netlink.session(self.netns) as ipr, Reverter() as revert:
+            for a in adapters:
+                sw = self.store.switch(a.switch)
+                self._realize_switch(ipr, sw)
+                netlink.fresh_tap(ipr, a.tap, sw.bridge, self.netns)
+                revert.add(functools.partial(netlink.delete, ipr, a.tap))
+            self._apply_guard(self.netns)
+            revert.success()
+        return tuple(Nic(mac=a.mac, tap=a.tap) for a in adapters)
 
     def detach(self, config: VMConfig) -> None:
-        """After QEMU stopped: delete the VM's taps and their guard rules."""
+        """After QEMU stopped: delete the VM's taps (where they were made, whatever --netns says).
+
+        The guard keeps the adapters' rules and counters: they match no interface until the
+        next start, and `adapter list` still shows what was dropped.
+        """
+        adapters = self.store.adapters_of_vm(config.id)
+        if not adapters:
+            return
+        with self._lock():
+            for a in adapters:
+                self._delete_tap(a)
 
     def forget(self, config: VMConfig) -> None:
-        """The VM is being removed: drop its adapters."""
+        """The VM is being removed: its taps, its adapters and their guard rules go."""
+        adapters = self.store.adapters_of_vm(config.id)
+        if not adapters:
+            return
+        self.detach(config)
+        with self._lock():
+            for a in adapters:
+                self.store.remove_adapter(a.id)
+            for netns in {a.netns for a in adapters}:
+                self._rerender_guard(netns)
+
+    # -- NAT -----------------------------------------------------------------------------------
+    def nat_new(self, name: str, switch: str, prefix: str, dhcp: bool = False) -> Nat:
+        validate_name(name, "nat")
+        net = addresses.parse_prefix(prefix)
+        if self.store.find_nat(name):
+            raise Conflict(f"nat '{name}' already exists", hint="choose another name (nestor nat list)")
+        sw = self.store.switch(switch)
+        if sw.type != "internal":
+            raise InvalidInput(f"switch '{switch}' is {sw.type}: a NAT needs an internal switch",
+                               hint="nestor switch new NAME --type internal")
+        first = f"{next(net.hosts())}/{net.prefixlen}"
+        if not sw.address:
+            raise InvalidInput(f"switch '{switch}' has no address: the VMs need it as their gateway",
+                               hint=f"nestor switch set-ip {switch} {first}")
+        gateway = ipaddress.IPv4Interface(sw.address)
+        if gateway.ip not in net:
+            raise InvalidInput(f"switch '{switch}' address {sw.address} is outside the prefix {net}",
+                               hint=f"nestor switch set-ip {switch} {first}, or a prefix that contains it")
+        addresses.check_no_overlap(name, net, ((n.name, ipaddress.IPv4Network(n.prefix)) for n in self.store.nats()))
+        if dhcp:
+            addresses.dhcp_range(net, gateway.ip)  # a range must exist
+        self._prepare(sw.netns)
+        with error_context(nat=name), self._lock(), Reverter() as revert:
+            nat = self.store.add_nat(name, sw, str(net), dhcp)
+            revert.add(lambda: self.store.remove_nat(nat.id))
+            # ip_forward is per network namespace; it stays on when the NAT goes (others may need it).
+            run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], sw.netns)
+            revert.add(lambda: self._apply_nat(sw.netns, exclude=nat.id))
+            self._apply_nat(sw.netns)
+            if dhcp:
+                with netlink.session(sw.netns) as ipr:
+                    netlink.require(ipr, sw.bridge, sw.netns)
+                dnsmasq.start(sw.netns, self._dhcp_config(nat, sw))
+                revert.add(lambda: dnsmasq.stop(self.files.dnsmasq_pid(nat.id)))
+            revert.success()
+        return nat
+
+    def _dhcp_config(self, nat: Nat, sw: Switch) -> dnsmasq.DhcpConfig:
+        return dnsmasq.DhcpConfig(
+            bridge=sw.bridge, prefix=ipaddress.IPv4Network(nat.prefix),
+            gateway=ipaddress.IPv4Interface(sw.address or "").ip,
+            pidfile=self.files.dnsmasq_pid(nat.id), leasefile=self.files.dnsmasq_leases(nat.id),
+            logfile=self.files.dnsmasq_log(nat.id),
+        )
+
+    def nat_list(self) -> list[dict[str, Any]]:
+        rows = []
+        for nat in self.store.nats():
+            sw = self.store.switch(nat.switch)
+            pid = dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) if nat.dhcp else None
+            rows.append({
+                "name": nat.name, "switch": nat.switch, "prefix": nat.prefix,
+                "gateway": str(ipaddress.IPv4Interface(sw.address).ip) if sw.address else None,
+                "netns": nat.netns, "dhcp": nat.dhcp,
+                "dnsmasq": (f"pid {pid}" if pid else "not running") if nat.dhcp else None,
+                "leases": dnsmasq.leases(self.files.dnsmasq_leases(nat.id)) if nat.dhcp else [],
+            })
+        return rows
+
+    def nat_remove(self, name: str) -> None:
+        nat = self.store.nat(name)
+        host.require_net_admin()
+        with error_context(nat=name), self._lock():
+            dnsmasq.stop(self.files.dnsmasq_pid(nat.id))
+            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id)):
+                path.unlink(missing_ok=True)
+            try:
+                host.require_netns(nat.netns)
+                self._apply_nat(nat.netns, exclude=nat.id)
+            except NotFound:
+                pass  # the namespace is gone, and its tables with it
+            self.store.remove_nat(nat.id)

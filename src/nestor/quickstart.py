@@ -81,7 +81,7 @@ class Quickstart:
     def _run(self) -> None:
         with self.step("host check"):
             service = Nestor(self.home)
-            failed = [c for c in service.host_check() if not c.ok and c.name in ("qemu", "nested virtualization")]
+            failed = [c for c in service.host_check()[1] if not c.ok and c.name in ("qemu", "nested virtualization")]
             if failed:
                 raise HostError(f"host check failed: {failed[0].name}: {failed[0].detail}", hint=failed[0].fix)
         with self.step("images"):

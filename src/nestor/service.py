@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from . import bootplan, paths
+from . import memory as memory_uc
 from .engine import argv as qemu_argv
 from .engine import process
 from .engine.qmp import Monitor, hypervisor_bits
 from .errors import EngineError, InvalidInput, StateError, error_context
 from .host import facts as host_facts
-from .images import appliance
 from .model import (
     CURRENT_CONFIG_VERSION,
     BootSource,
@@ -57,6 +57,15 @@ class VMInfo:
     cpu_model: str | None = None
     hypervisor_running: bool | None = None
     hypervisor_detection: str | None = None
+    # memory (nestor/memory.py): `memory` is the startup size
+    dynamic_memory: bool = False
+    memory_minimum: str | None = None
+    memory_maximum: str | None = None
+    memory_buffer: int | None = None
+    memory_room: str | None = None  # QEMU's -m: what a running VM can grow to without a restart
+    memory_assigned: str | None = None
+    memory_demand: str | None = None
+    memory_balancer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,17 +78,18 @@ class Nestor:
         self._conn = db.connect(self.home.db)
         self.vms = db.VMRepo(self._conn)
         self._facts: host_facts.HostFacts | None = None
-        self.network = Network(self.home, netns, self._conn)
+        self.network = Network(self.home, netns, self._conn, lambda config: self.observe(config)[0])
 
     # -- host -------------------------------------------------------------------------------
     @property
     def facts(self) -> host_facts.HostFacts:
         if self._facts is None:
-            self._facts = host_facts.probe()
+            self._facts = host_facts.probe(qemu=False)
         return self._facts
 
-    def host_check(self) -> list[Check]:
-        return host_checks(self.facts)
+    def host_check(self) -> tuple[host_facts.HostFacts, list[Check]]:
+        facts = host_facts.probe()
+        return facts, host_checks(facts)
 
     # -- observation ------------------------------------------------------------------------
     def _vm_dir(self, config: VMConfig) -> Path:
@@ -117,6 +127,7 @@ class Nestor:
             image=config.boot.image or config.boot.kernel,
             pid=pid,
         )
+        info = replace(info, **memory_uc.info_fields(self, config, pid is not None, detail))
         if pid is None:
             return info
         launch = self._launch(config)
@@ -190,6 +201,8 @@ class Nestor:
                 shutil.rmtree(vm_dir)  # left by a crash between mkdir and the insert of a removed VM
             vm_dir.mkdir(parents=True)
             if boot.run_script:
+                from .images import appliance
+
                 appliance.make_run_cpio(Path(boot.run_script), vm_dir / paths.RUN_CPIO)
         except BaseException:
             self.vms.remove(config.id)
@@ -211,7 +224,10 @@ class Nestor:
                     hint="nestor host check",
                 )
             rules.check_vcpus(config.vcpus, config.nested, accel)
+            saved = memory_uc.saved(vm_dir)  # a saved VM resumes: the same room, and -incoming
             spec = replace(self._launch_spec(config, accel), nics=self.network.attach(config))
+            if saved is not None:
+                spec = replace(spec, memory=saved.room, incoming=True)
             argv = qemu_argv.build(spec)
             (vm_dir / LAUNCH_FILE).write_text(
                 json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
@@ -219,6 +235,7 @@ class Nestor:
             )
             try:
                 process.spawn(argv, vm_dir, self.netns)
+                memory_uc.after_spawn(self, config, spec.memory, saved)
             except BaseException:
                 self.network.detach(config)
                 raise
@@ -239,7 +256,7 @@ class Nestor:
             accel=accel.name,
             cpu_model=accel.cpu_model(config.nested),
             vcpus=config.vcpus,
-            memory=config.memory,
+            memory=memory_uc.room(config),
             kernel=boot.kernel,
             initrd=boot.initrd,
             append=" ".join(append),
@@ -276,6 +293,7 @@ class Nestor:
 
     def _stopped(self, config: VMConfig) -> None:
         process.clean_runtime_files(self._vm_dir(config))
+        memory_uc.on_stopped(self._vm_dir(config))
         self.network.detach(config)
 
     def vm_remove(self, name: str, force: bool = False) -> None:
@@ -328,6 +346,8 @@ class Nestor:
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> Path:
+        from .images import appliance
+
         images = self.home.images
         if image == "appliance":
             return appliance.build_appliance(images, progress, force=force).initrd.parent

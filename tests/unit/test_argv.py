@@ -22,7 +22,9 @@ def spec(**kw: object) -> LaunchSpec:
 
 CASES = {
     "tcg_plain": spec(),
-    "tcg_nested_disk_nics": spec(cpu_model="max", disks=(Disk(Path("/h/vms/1/disk.qcow2"), "qcow2"), Disk(Path("/h/images/payload/x.img"), readonly=True)),
+    "tcg_nested_disk_nics": spec(cpu_model="max",
+                                 disks=(Disk(Path("/h/vms/1/disk.qcow2"), "qcow2"),
+                                        Disk(Path("/h/images/payload/x.img"), readonly=True)),
                                  nics=(Nic(mac="52:54:00:12:34:56", tap="nt1a0"), Nic(mac="52:54:00:00:00:01"))),
     "kvm_nested_no_agent": spec(accel="kvm", cpu_model="host", agent=False, balloon=False, initrd=None, append=""),
 }

@@ -4,8 +4,7 @@ import sys
 
 import click
 
-from ..host import facts as host_facts
-from ..policy.checks import host_checks
+from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json
 
 
@@ -16,10 +15,10 @@ def host() -> None:
 
 @host.command("check")
 @OUTPUT
-def check(output: str) -> None:
+@pass_ctx
+def check(ctx: Ctx, output: str) -> None:
     """Prerequisites, accelerator (kvm | tcg and why), nesting ability."""
-    facts = host_facts.probe()
-    checks = host_checks(facts)
+    facts, checks = ctx.service.host_check()
     if output == "json":
         emit_json({"facts": facts.to_json(), "checks": [c.to_json() for c in checks]})
         return
@@ -28,4 +27,5 @@ def check(output: str) -> None:
         click.echo(f"[{mark}] {c.name}: {c.detail}")
         if c.fix:
             click.echo(f"       fix: {c.fix}")
-    sys.stdout.flush()
+    if not all(c.ok for c in checks if c.name in ("qemu", "accelerator")):
+        sys.exit(1)

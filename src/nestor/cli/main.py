@@ -11,7 +11,7 @@ import click
 
 from .. import paths
 from ..errors import NestorError
-from . import host, image, vm
+from . import host, image, net, vm
 from .context import Ctx
 from .quickstart import quickstart
 from .tree import tree
@@ -31,6 +31,9 @@ def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool) -
 cli.add_command(host.host)
 cli.add_command(vm.vm)
 cli.add_command(image.image)
+cli.add_command(net.switch)
+cli.add_command(net.nat)
+cli.add_command(net.adapter)
 cli.add_command(tree)
 cli.add_command(quickstart)
 

@@ -34,10 +34,11 @@ def vm() -> None:
 @click.option("--expose-virtualization-extensions", "--nested", "nested", is_flag=True,
               help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
 @click.option("--config-version", default=None, help="VM configuration version (default: current)")
+@click.option("--switch", "switches", multiple=True, help="connect an adapter to this switch (repeatable)")
 @pass_ctx
 def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
-        config_version: str | None) -> None:
+        config_version: str | None, switches: tuple[str, ...]) -> None:
     """Define a new VM (it starts Off)."""
     if kernel and image:
         raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
@@ -50,11 +51,19 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
         append=append,
         run_script=str(run_script) if run_script else None,
     )
+    for switch in switches:
+        ctx.service.network.store.switch(switch)  # an unknown switch fails before the VM exists
     kwargs = {"config_version": config_version} if config_version else {}
     config, warnings = ctx.service.vm_new(name, vcpus=vcpus, memory=parse_size(memory), nested=nested,
                                           boot=boot, **kwargs)
     for message in warnings:
         warn(message)
+    try:
+        for switch in switches:
+            ctx.service.network.adapter_add(config.name, switch)
+    except BaseException:
+        ctx.service.vm_remove(config.name)
+        raise
     click.echo(f"vm '{config.name}' created")
 
 

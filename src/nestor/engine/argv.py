@@ -39,6 +39,7 @@ class LaunchSpec:
     agent: bool = True
     balloon: bool = True
     sandbox: bool = True
+    incoming: bool = False  # restore a saved VM: wait for `migrate-incoming` (nestor passes an fd)
     qemu: str = "qemu-system-x86_64"
     extra: tuple[str, ...] = field(default=())
 
@@ -114,6 +115,11 @@ def _nics(spec: LaunchSpec) -> list[str]:
     return argv
 
 
+def _incoming(spec: LaunchSpec) -> list[str]:
+    # `defer`, not `exec:`/`file:`: spawn=deny forbids exec, and QEMU 7.2 has no file: URI.
+    return ["-incoming", "defer"] if spec.incoming else []
+
+
 def _sandbox(spec: LaunchSpec) -> list[str]:
     return ["-sandbox", SANDBOX] if spec.sandbox else []
 
@@ -132,6 +138,7 @@ def build(spec: LaunchSpec) -> list[str]:
         *_balloon(spec),
         *_serial(spec),
         *_control(spec),
+        *_incoming(spec),
         *_sandbox(spec),
         *spec.extra,
     ]

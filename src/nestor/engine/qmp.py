@@ -1,23 +1,22 @@
 """A typed, synchronous facade over `qemu.qmp`: one method per QMP command nestor uses.
 
 qemu.qmp is asyncio-based; each Monitor owns a private event loop so callers stay
-synchronous. Every call has a timeout. A dropped connection means we cannot know whether a
+synchronous. qemu.qmp (and asyncio) are imported on first use: `vm list` never needs them.
+Every call has a timeout. A dropped connection means we cannot know whether a
 command ran (qemu.qmp's ExecInterruptedError): callers re-observe state instead of assuming.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-
-from qemu.qmp import ExecuteError, QMPClient, QMPError
 
 from ..errors import EngineError, GuestError
 
@@ -38,12 +37,20 @@ class _Session:
         self.sock = sock
         self.name = name
         self.timeout = timeout
+        import asyncio
+
+        from qemu.qmp import QMPClient
+
         self._loop = asyncio.new_event_loop()
         self._client = QMPClient(name)
         self._client.await_greeting = self.greeting
         self._client.negotiate = self.greeting
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        import asyncio
+
+        from qemu.qmp import ExecuteError, QMPError
+
         try:
             return self._loop.run_until_complete(asyncio.wait_for(coro, timeout or self.timeout))
         except TimeoutError as exc:
@@ -64,6 +71,8 @@ class _Session:
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        import asyncio
+
         try:
             self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 2.0))
         except Exception:
@@ -109,6 +118,69 @@ class Monitor(_Session):
         """KVM's per-vCPU statistics (QEMU >= 7.1); empty under TCG."""
         result = self.execute("query-stats", {"target": "vcpu"})
         return list(result)
+
+    # -- memory: the virtio-balloon device (argv.py names it balloon0) ----------------------------
+    def balloon(self, target: int) -> None:
+        """Ask the guest to give back memory until it has `target` bytes (QMP `balloon`)."""
+        self.execute("balloon", {"value": int(target)})
+
+    def balloon_actual(self) -> int:
+        """The memory the guest has now, in bytes (QMP `query-balloon`)."""
+        return int(self.execute("query-balloon")["actual"])
+
+    def balloon_stats_interval(self) -> int:
+        return int(self.execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats-polling-interval"}))
+
+    def set_balloon_stats_interval(self, seconds: int) -> None:
+        """Have the guest report its memory statistics every `seconds` (0: never).
+
+        Setting it again re-arms QEMU's timer, so callers set it only when it differs."""
+        self.execute("qom-set", {"path": BALLOON_PATH, "property": "guest-stats-polling-interval", "value": seconds})
+
+    def balloon_stats(self) -> BalloonStats:
+        """The guest's last memory report (qom-get guest-stats); last_update 0 means none yet."""
+        raw = self.execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats"})
+        # An unreported statistic is -1, which QEMU prints as a uint64 (2**64 - 1).
+        stats = {str(k): int(v) for k, v in raw.get("stats", {}).items() if 0 <= int(v) < 1 << 62}
+        return BalloonStats(stats=stats, last_update=int(raw.get("last-update", 0)))
+
+    # -- migration to and from a file descriptor (save / restore) ------------------------------
+    def send_fd(self, fd: int, fdname: str) -> None:
+        """Pass an open fd to QEMU over the QMP socket (SCM_RIGHTS), then name it with `getfd`."""
+        try:
+            self._client.send_fd_scm(fd)
+        except OSError as exc:
+            raise EngineError(f"vm '{self.name}': cannot pass a file to QEMU: {exc}") from exc
+        self.execute("getfd", {"fdname": fdname})
+
+    def migrate(self, uri: str) -> None:
+        self.execute("migrate", {"uri": uri})
+
+    def migrate_incoming(self, uri: str) -> None:
+        self.execute("migrate-incoming", {"uri": uri})
+
+    def migration(self) -> dict[str, Any]:
+        """QMP `query-migrate`: {"status": "active" | "completed" | "failed" | ..., ...}."""
+        return dict(self.execute("query-migrate"))
+
+
+BALLOON_PATH = "/machine/peripheral/balloon0"
+
+
+@dataclass(frozen=True)
+class BalloonStats:
+    """The guest's memory report, in bytes (QEMU's stat-* names; absent values are dropped)."""
+
+    stats: dict[str, int]
+    last_update: int  # QEMU's wall-clock seconds of the report; 0: the guest has not reported
+
+    @property
+    def total(self) -> int | None:
+        return self.stats.get("stat-total-memory")
+
+    @property
+    def available(self) -> int | None:
+        return self.stats.get("stat-available-memory", self.stats.get("stat-free-memory"))
 
 
 _EFER = re.compile(r"EFER=([0-9a-fA-F]+)")

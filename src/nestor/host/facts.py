@@ -111,7 +111,8 @@ def qemu_version(path: str) -> str | None:
     return match.group(1) if match else None
 
 
-def probe(modules: Path = Path("/sys/module")) -> HostFacts:
+def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
+    """All facts; qemu=False skips running QEMU for its version (hot paths like `vm start`)."""
     vendor, flags, khz = parse_cpuinfo(_read("/proc/cpuinfo"))
     kind, module = _kvm_kind(modules)
     qemu_path = shutil.which(QEMU_BINARY)
@@ -124,7 +125,7 @@ def probe(modules: Path = Path("/sys/module")) -> HostFacts:
         kvm_nested=_nested_param(module, modules),
         kvm_max_vcpus=_kvm_max_vcpus() if kind == "hardware" else None,
         qemu_path=qemu_path,
-        qemu_version=qemu_version(qemu_path) if qemu_path else None,
+        qemu_version=qemu_version(qemu_path) if qemu_path and qemu else None,
         mem_total=parse_meminfo(_read("/proc/meminfo")),
         tsc_khz=khz,
         cpus=os.cpu_count() or 1,

@@ -29,6 +29,42 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL DEFAULT (julianday('now'))
     );
     """,
+    # Networking (nestor/net/store.py): netns NULL = the root network namespace.
+    """
+    CREATE TABLE switches (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL CHECK (type IN ('internal', 'private', 'external')),
+        netns TEXT,
+        uplink TEXT,
+        address TEXT,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    CREATE TABLE adapters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        switch_id INTEGER NOT NULL REFERENCES switches(id),
+        mac TEXT NOT NULL UNIQUE,
+        mac_spoofing INTEGER NOT NULL DEFAULT 0,
+        netns TEXT,
+        UNIQUE (vm_id, name)
+    );
+    CREATE TABLE nats (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        switch_id INTEGER NOT NULL UNIQUE REFERENCES switches(id),
+        prefix TEXT NOT NULL,
+        dhcp INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+    # Memory (nestor/memory.py): `memory` stays the startup size; NULL min/max = the defaults.
+    """
+    ALTER TABLE vms ADD COLUMN dynamic_memory INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vms ADD COLUMN memory_minimum INTEGER;
+    ALTER TABLE vms ADD COLUMN memory_maximum INTEGER;
+    ALTER TABLE vms ADD COLUMN memory_buffer INTEGER NOT NULL DEFAULT 20;
+    """,
 )
 
 
@@ -81,6 +117,10 @@ def _to_config(row: sqlite3.Row) -> VMConfig:
             append=row["append"],
             run_script=row["run_script"],
         ),
+        dynamic_memory=bool(row["dynamic_memory"]),
+        memory_minimum=row["memory_minimum"],
+        memory_maximum=row["memory_maximum"],
+        memory_buffer=row["memory_buffer"],
     )
 
 
@@ -119,8 +159,10 @@ class VMRepo:
 
     def update(self, config: VMConfig) -> None:
         self.conn.execute(
-            "UPDATE vms SET vcpus=?, memory=?, nested=?, config_version=? WHERE id=?",
-            (config.vcpus, config.memory, int(config.nested), config.config_version, config.id),
+            "UPDATE vms SET vcpus=?, memory=?, nested=?, config_version=?, dynamic_memory=?, memory_minimum=?,"
+            " memory_maximum=?, memory_buffer=? WHERE id=?",
+            (config.vcpus, config.memory, int(config.nested), config.config_version, int(config.dynamic_memory),
+             config.memory_minimum, config.memory_maximum, config.memory_buffer, config.id),
         )
 
     def remove(self, vm_id: int) -> None:

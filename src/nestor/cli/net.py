@@ -1,0 +1,173 @@
+"""switch, adapter and nat: thin commands over nestor.netservice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..net.store import SWITCH_TYPES
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json, fields, table
+
+ON_OFF = click.Choice(["on", "off"])
+
+
+@click.group()
+def switch() -> None:
+    """Virtual switches: Linux bridges (internal, private, external)."""
+
+
+@switch.command("new")
+@click.argument("name")
+@click.option("--type", "type_", type=click.Choice(SWITCH_TYPES), required=True,
+              help="internal: the host has an address on it; private: VMs only; external: bridged to --uplink")
+@click.option("--uplink", default=None, help="external: the interface to enslave")
+@pass_ctx
+def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None) -> None:
+    """Create a switch (a bridge, in --netns if given)."""
+    sw = ctx.service.network.switch_new(name, type_, uplink)
+    click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
+
+
+@switch.command("list")
+@OUTPUT
+@pass_ctx
+def switch_list(ctx: Ctx, output: str) -> None:
+    """All switches, with their observed state."""
+    rows = ctx.service.network.switch_list()
+    if output == "json":
+        emit_json(rows)
+    else:
+        table(rows, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
+              empty="no switches")
+
+
+@switch.command("show")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def switch_show(ctx: Ctx, name: str, output: str) -> None:
+    """One switch in detail."""
+    data = ctx.service.network.switch_show(name)
+    if output == "json":
+        emit_json(data)
+        return
+    shown: dict[str, Any] = dict(data)
+    shown["adapters"] = ", ".join(f"{a['vm']}/{a['adapter']} ({a['mac']})" for a in data["adapters"]) or None
+    shown["ports"] = ", ".join(data["ports"]) if data["ports"] else None
+    shown["host_addresses"] = ", ".join(data["host_addresses"]) if data["host_addresses"] else None
+    fields(shown)
+
+
+@switch.command("remove")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="also remove the adapters and the NAT that use it")
+@pass_ctx
+def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
+    """Delete a switch."""
+    removed = ctx.service.network.switch_remove(name, force=force)
+    also = f" (with {', '.join(removed)})" if removed else ""
+    click.echo(f"switch '{name}' removed{also}")
+
+
+@switch.command("set-ip")
+@click.argument("name")
+@click.argument("address")
+@pass_ctx
+def switch_set_ip(ctx: Ctx, name: str, address: str) -> None:
+    """Give the host ADDR/PREFIX on the switch (seed: New-NetIPAddress)."""
+    sw = ctx.service.network.switch_set_ip(name, address)
+    click.echo(f"switch '{sw.name}' has address {sw.address}")
+
+
+@click.group()
+def adapter() -> None:
+    """Network adapters of VMs (a tap on a switch)."""
+
+
+@adapter.command("add")
+@click.argument("vm")
+@click.option("--switch", "switch_name", required=True, help="the switch to connect to")
+@click.option("--mac", default=None, help="fixed MAC (default: a generated 52:54:00:xx:xx:xx)")
+@click.option("--name", default=None, help="adapter name (default: net0, net1, ...)")
+@pass_ctx
+def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str | None) -> None:
+    """Add an adapter (only while the VM is off)."""
+    a = ctx.service.network.adapter_add(vm, switch_name, mac=mac, name=name)
+    click.echo(f"adapter '{a.name}' added to vm '{a.vm}' (switch {a.switch}, mac {a.mac})")
+
+
+@adapter.command("list")
+@click.argument("vm")
+@OUTPUT
+@pass_ctx
+def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
+    """A VM's adapters, with the frames the MAC guard dropped."""
+    rows = ctx.service.network.adapter_list(vm)
+    if output == "json":
+        emit_json(rows)
+    else:
+        table(rows, ["name", "switch", "mac", "mac_spoofing", "tap", "netns", "dropped_frames"],
+              empty="no adapters")
+
+
+@adapter.command("set")
+@click.argument("vm")
+@click.option("--name", default=None, help="which adapter (needed when the VM has several)")
+@click.option("--mac-spoofing", type=ON_OFF, required=True,
+              help="on: the VM may send with other MACs (seed: Set-VMNetworkAdapter -MacAddressSpoofing)")
+@pass_ctx
+def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str) -> None:
+    """Change MAC spoofing; applies at once, also while the VM runs."""
+    a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
+    click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")
+
+
+@adapter.command("remove")
+@click.argument("vm")
+@click.argument("name")
+@pass_ctx
+def adapter_remove(ctx: Ctx, vm: str, name: str) -> None:
+    """Remove an adapter (only while the VM is off)."""
+    ctx.service.network.adapter_remove(vm, name)
+    click.echo(f"adapter '{name}' removed from vm '{vm}'")
+
+
+@click.group()
+def nat() -> None:
+    """NAT for an internal switch: masquerade, forwarding, optional DHCP + DNS."""
+
+
+@nat.command("new")
+@click.argument("name")
+@click.option("--switch", "switch_name", required=True, help="an internal switch with an address in the prefix")
+@click.option("--prefix", required=True, help="the internal network, e.g. 192.168.100.0/24")
+@click.option("--dhcp", is_flag=True, help="serve DHCP and DNS on the switch (dnsmasq)")
+@pass_ctx
+def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> None:
+    """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
+    n = ctx.service.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
+    click.echo(f"nat '{n.name}' created ({n.prefix} on switch {n.switch}{', dhcp' if n.dhcp else ''})")
+
+
+@nat.command("list")
+@OUTPUT
+@pass_ctx
+def nat_list(ctx: Ctx, output: str) -> None:
+    """All NATs, their dnsmasq and leases."""
+    rows = ctx.service.network.nat_list()
+    if output == "json":
+        emit_json(rows)
+        return
+    shown = [{**r, "leases": len(r["leases"])} for r in rows]
+    table(shown, ["name", "switch", "prefix", "gateway", "netns", "dhcp", "dnsmasq", "leases"], empty="no NATs")
+
+
+@nat.command("remove")
+@click.argument("name")
+@pass_ctx
+def nat_remove(ctx: Ctx, name: str) -> None:
+    """Delete a NAT: its rules and its dnsmasq."""
+    ctx.service.network.nat_remove(name)
+    click.echo(f"nat '{name}' removed")

@@ -1,0 +1,299 @@
+#!/bin/busybox sh
+# /etc/nestor/init.sh of the nestor nested-host (L1) root filesystem.
+#
+# PID 1 is busybox init (/sbin/init -> /bin/busybox), so `poweroff`, `reboot` and the ACPI power
+# button (acpid -> /etc/acpi/PWRF/00000080 -> busybox poweroff) all work. It reads /etc/inittab,
+# which runs this script in several roles, chosen by $1:
+#   sysinit    ::sysinit   mount the API filesystems, hostname, modules (kvm_amd nested=1),
+#                          the payload disk at /opt/nestor, nestor's home, acpid, network.
+#   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
+#   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
+#   console    ::respawn   a login shell on the console once Enter is pressed.
+#   shutdown   ::shutdown  stop daemons, sync, unmount (init then kills the rest and powers off).
+#   udhcpc     the udhcpc event script (/etc/nestor/udhcpc).
+#
+# Kernel command line (read from /proc/cmdline):
+#   nestor.hostname=NAME  nestor.ip=ADDR/PREFIX  nestor.gw=GW  nestor.dns=IP  nestor.dhcp=1
+#   nestor.payload=/dev/vdX (default: the disk labelled nestor-payload, else /dev/vdb)
+#
+# The rootfs has no util-linux mount, procps or acpid: those come from busybox, through the
+# functions below (Debian's dynamic busybox sh does not prefer its applets by itself). iproute2
+# and kmod are called by their full paths (/usr/sbin/ip, /usr/sbin/modprobe), never busybox's.
+
+BOOT_LINE="nestor-nested-host: ready"
+PAYLOAD_DIR=/opt/nestor
+NESTOR_HOME=/var/lib/nestor
+AGENT_PORT_NAME=org.qemu.guest_agent.0
+PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH NESTOR_HOME
+
+IP=/usr/sbin/ip
+MODPROBE=/usr/sbin/modprobe
+BB=/bin/busybox
+
+mount() { $BB mount "$@"; }
+umount() { $BB umount "$@"; }
+acpid() { $BB acpid "$@"; }
+usleep() { $BB usleep "$@"; }
+udhcpc() { $BB udhcpc "$@"; }
+pidof() { $BB pidof "$@"; }
+
+log() {
+    echo "nestor-nested-host: $*" > /dev/console
+}
+
+# Under TCG every new process costs ~60-90 ms, so this script uses shell builtins (read, case,
+# [ ]) wherever it can, and no $(...) in the boot path.
+
+# The kernel command line, parsed once: nestor.KEY=VALUE -> $CMDLINE_KEY
+read_cmdline() {
+    read -r CMDLINE < /proc/cmdline
+    for arg in $CMDLINE; do
+        case "$arg" in
+            nestor.hostname=*) CMDLINE_HOSTNAME="${arg#*=}" ;;
+            nestor.ip=*) CMDLINE_IP="${arg#*=}" ;;
+            nestor.gw=*) CMDLINE_GW="${arg#*=}" ;;
+            nestor.dns=*) CMDLINE_DNS="${arg#*=}" ;;
+            nestor.dhcp=*) CMDLINE_DHCP="${arg#*=}" ;;
+            nestor.payload=*) CMDLINE_PAYLOAD="${arg#*=}" ;;
+        esac
+    done
+}
+
+# is_mounted DIR (a builtin loop over /proc/mounts)
+is_mounted() {
+    while read -r _dev _dir _rest; do
+        [ "$_dir" = "$1" ] && return 0
+    done < /proc/mounts
+    return 1
+}
+
+# mount_once TYPE DIR OPTIONS [SOURCE]
+mount_once() {
+    [ -d "$2" ] || mkdir -p "$2"
+    is_mounted "$2" || mount -t "$1" -o "$3" "${4:-$1}" "$2"
+}
+
+# wait_for PATH TENTHS: poll until PATH exists, at most TENTHS/10 seconds
+wait_for() {
+    n=0
+    while [ ! -e "$1" ] && [ "$n" -lt "$2" ]; do
+        usleep 100000
+        n=$((n + 1))
+    done
+    [ -e "$1" ]
+}
+
+mount_api() {
+    # The initramfs moved /dev, /proc and /sys here before switch_root; mount what is missing.
+    mount_once proc /proc nosuid,nodev,noexec
+    mount_once sysfs /sys nosuid,nodev,noexec
+    mount_once devtmpfs /dev mode=0755,nosuid
+    mount_once devpts /dev/pts gid=5,mode=620,ptmxmode=000
+    mount_once tmpfs /dev/shm nosuid,nodev
+    mount_once tmpfs /run nosuid,nodev,mode=0755
+    mount_once tmpfs /tmp nosuid,nodev,mode=1777
+    [ -d /run/lock ] || mkdir -p /run/lock
+    [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+}
+
+load_modules() {
+    # virtio_mmio first: on microvm it finds the virtio-mmio devices through ACPI.
+    # Few modprobe runs: each process costs ~0.1 s under TCG.
+    $MODPROBE virtio_mmio 2>/dev/null
+    $MODPROBE -a virtio_net virtio_blk virtio_console virtio_balloon virtio_rng button evdev \
+        kvm 2>/dev/null
+    # kvm_amd where the CPU has svm, kvm_intel where it has vmx; the other one fails harmlessly.
+    $MODPROBE kvm_amd nested=1 2>/dev/null || $MODPROBE kvm_intel nested=1 2>/dev/null
+    $MODPROBE -a tun bridge veth macvlan nf_tables nft_chain_nat nft_masq nft_nat nft_ct \
+        nft_reject_inet nft_fib_inet nft_compat nf_nat nf_conntrack 2>/dev/null
+    if [ -e /dev/kvm ]; then
+        nested="?"
+        for f in /sys/module/kvm_amd/parameters/nested /sys/module/kvm_intel/parameters/nested; do
+            [ -r "$f" ] && read -r nested < "$f"
+        done
+        log "kvm loaded (nested=$nested)"
+    else
+        log "warning: no /dev/kvm (the CPU shows no svm/vmx: nesting is off for this VM)"
+    fi
+}
+
+mount_payload() {
+    mkdir -p "$PAYLOAD_DIR"
+    is_mounted "$PAYLOAD_DIR" && return 0
+    dev="$CMDLINE_PAYLOAD"
+    [ -n "$dev" ] || dev=/dev/vdb
+    if ! wait_for "$dev" 50; then
+        log "warning: no payload disk ($dev): nestor is not available"
+        return 1
+    fi
+    if ! mount -t ext4 -o ro "$dev" "$PAYLOAD_DIR"; then
+        log "warning: cannot mount the payload disk $dev"
+        return 1
+    fi
+}
+
+setup_home() {
+    mkdir -p "$NESTOR_HOME"
+    # Images come read-only from the payload; keep a real directory if someone made one.
+    if [ ! -e "$NESTOR_HOME/images" ] || [ -L "$NESTOR_HOME/images" ]; then
+        ln -sfn "$PAYLOAD_DIR/images" "$NESTOR_HOME/images"
+    fi
+}
+
+setup_net() {
+    $IP link set lo up
+    [ -e /sys/class/net/eth0 ] || return 0
+    if [ -n "$CMDLINE_IP" ]; then
+        $IP link set eth0 up
+        $IP addr add "$CMDLINE_IP" dev eth0
+        [ -n "$CMDLINE_GW" ] && $IP route add default via "$CMDLINE_GW" dev eth0
+        [ -n "$CMDLINE_DNS" ] && echo "nameserver $CMDLINE_DNS" > /etc/resolv.conf
+    elif [ "$CMDLINE_DHCP" = "1" ]; then
+        # Stays in the background after the lease, to renew it.
+        udhcpc -i eth0 -t 10 -T 1 -A 2 -n -S -p /run/udhcpc.eth0.pid \
+            -s /etc/nestor/udhcpc || log "dhcp on eth0 failed"
+    else
+        $IP link set eth0 up
+    fi
+}
+
+stage_sysinit() {
+    mount_api
+    read_cmdline
+    echo "${CMDLINE_HOSTNAME:-nestor-l1}" > /proc/sys/kernel/hostname
+    load_modules
+    mount_payload
+    setup_home
+    # The ACPI power button (GED on microvm) -> evdev -> acpid -> /etc/acpi/PWRF/00000080.
+    wait_for /dev/input/event0 20
+    acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
+    setup_net
+}
+
+# find_agent_port: set $port to the /dev/vportNpM whose virtio-ports name is
+# org.qemu.guest_agent.0 (no udev here, so no /dev/virtio-ports/ symlinks)
+find_agent_port() {
+    port=""
+    for f in /sys/class/virtio-ports/*/name; do
+        [ -f "$f" ] || continue
+        read -r name < "$f"
+        if [ "$name" = "$AGENT_PORT_NAME" ]; then
+            d="${f%/name}"
+            port="/dev/${d##*/}"
+            [ -e "$port" ] && return 0
+        fi
+    done
+    port=""
+    return 1
+}
+
+stage_agent() {
+    n=0
+    while ! find_agent_port && [ "$n" -lt 100 ]; do
+        usleep 100000
+        n=$((n + 1))
+    done
+    if [ -z "$port" ]; then
+        log "no virtio-serial port named $AGENT_PORT_NAME: no guest agent"
+        exec sleep 3600  # init respawns us; do not spin
+    fi
+    cd /
+    exec /usr/sbin/qemu-ga -m virtio-serial -p "$port"
+}
+
+# agent_holds_port: a qemu-ga process has the agent's virtio-serial port open (builtins only)
+agent_holds_port() {
+    find_agent_port || return 1
+    for comm in /proc/[0-9]*/comm; do
+        read -r name 2>/dev/null < "$comm" || continue
+        [ "$name" = qemu-ga ] || continue
+        for fd in "${comm%/comm}"/fd/*; do
+            [ "$fd" -ef "$port" ] && return 0
+        done
+    done
+    return 1
+}
+
+stage_ready() {
+    # Wait (at most 10 s) until qemu-ga holds its port, so the agent answers once the line is out.
+    n=0
+    while ! agent_holds_port && [ "$n" -lt 100 ]; do
+        if [ -z "$port" ] && [ "$n" -ge 20 ]; then
+            break  # no agent port at all: this VM has no virtio-serial agent device
+        fi
+        usleep 100000
+        n=$((n + 1))
+    done
+    agent_holds_port || log "warning: the guest agent is not running"
+    read -r up _ < /proc/uptime
+    log "up in $up s (kernel uptime)"
+    echo "$BOOT_LINE" > /dev/console
+}
+
+stage_console() {
+    if ! read -r _; then
+        sleep 5  # no usable console input: do not let init respawn us in a tight loop
+        exit 0
+    fi
+    cd /root 2>/dev/null
+    exec $BB cttyhack /bin/bash -l  # busybox init already made us a session leader
+}
+
+stage_shutdown() {
+    for pidfile in /run/udhcpc.eth0.pid /run/acpid.pid; do
+        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
+    done
+    # L2 QEMUs get SIGTERM from init right after this; give them a moment first.
+    pids="$(pidof qemu-system-x86_64)"
+    if [ -n "$pids" ]; then
+        kill $pids 2>/dev/null
+        n=0
+        while [ -n "$(pidof qemu-system-x86_64)" ] && [ "$n" -lt 30 ]; do
+            usleep 100000
+            n=$((n + 1))
+        done
+    fi
+    sync
+    umount "$PAYLOAD_DIR" 2>/dev/null
+    umount -a -r 2>/dev/null
+    mount -o remount,ro / 2>/dev/null
+    sync
+}
+
+# udhcpc calls its script with the event in $1 and the lease in the environment.
+stage_udhcpc() {
+    case "$1" in
+        deconfig)
+            $IP addr flush dev "$interface"
+            $IP link set "$interface" up
+            ;;
+        bound|renew)
+            $IP addr flush dev "$interface"
+            $IP addr add "$ip/${mask:-24}" dev "$interface"
+            if [ -n "$router" ]; then
+                $IP route del default dev "$interface" 2>/dev/null
+                for r in $router; do
+                    $IP route add default via "$r" dev "$interface" && break
+                done
+            fi
+            : > /etc/resolv.conf
+            [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
+            for d in $dns; do
+                echo "nameserver $d" >> /etc/resolv.conf
+            done
+            log "dhcp: $interface bound to $ip/${mask:-24}"
+            ;;
+    esac
+    return 0
+}
+
+case "$1" in
+    sysinit) stage_sysinit ;;
+    ready) stage_ready ;;
+    agent) stage_agent ;;
+    console) stage_console ;;
+    shutdown) stage_shutdown ;;
+    udhcpc) shift; stage_udhcpc "$@" ;;
+    *) log "unknown stage: $1"; exit 2 ;;
+esac

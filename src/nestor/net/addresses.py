@@ -1,0 +1,98 @@
+"""Pure validation of network input: MAC addresses, ADDR/PREFIX, NAT prefixes, overlaps."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable
+
+from ..errors import Conflict, InvalidInput
+
+MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+QEMU_OUI = "52:54:00"  # QEMU's locally administered prefix
+MAX_NAT_PREFIXLEN = 30  # at least two usable hosts: the switch and one VM
+
+
+def validate_mac(text: str) -> str:
+    """A well-formed unicast MAC that is not all zero, normalised to lower case with ':'."""
+    mac = text.strip().lower()
+    if not MAC_RE.match(mac):
+        raise InvalidInput(f"invalid MAC address '{text}'", hint="use six hex bytes, e.g. 52:54:00:12:34:56")
+    mac = mac.replace("-", ":")
+    octets = [int(part, 16) for part in mac.split(":")]
+    if not any(octets):
+        raise InvalidInput(f"invalid MAC address '{text}': all zero", hint="e.g. 52:54:00:12:34:56")
+    if octets[0] & 1:
+        raise InvalidInput(
+            f"invalid MAC address '{text}': it is a multicast address (lowest bit of the first byte set)",
+            hint="a NIC needs a unicast MAC, e.g. 52:54:00:12:34:56",
+        )
+    return mac
+
+
+def random_mac(oui: str = QEMU_OUI) -> str:
+    return oui + "".join(f":{b:02x}" for b in secrets.token_bytes(3))
+
+
+def parse_interface(text: str) -> ipaddress.IPv4Interface:
+    """ADDR/PREFIX for a switch's host address: IPv4, with a prefix, a host (not the network)."""
+    hint = "use ADDR/PREFIX, e.g. 192.168.100.1/24"
+    if "/" not in text:
+        raise InvalidInput(f"address '{text}' lacks a /PREFIX", hint=hint)
+    try:
+        iface = ipaddress.ip_interface(text.strip())
+    except ValueError:
+        raise InvalidInput(f"invalid address '{text}'", hint=hint) from None
+    if not isinstance(iface, ipaddress.IPv4Interface):
+        raise InvalidInput(f"address '{text}' is not IPv4", hint=hint)
+    net = iface.network
+    if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+        raise InvalidInput(
+            f"address '{text}' is the {'network' if iface.ip == net.network_address else 'broadcast'} "
+            f"address of {net}",
+            hint=f"use a host address, e.g. {next(net.hosts())}/{net.prefixlen}",
+        )
+    return iface
+
+
+def parse_prefix(text: str) -> ipaddress.IPv4Network:
+    """A NAT's internal prefix (CIDR): IPv4, no host bits set, room for the switch and a VM."""
+    hint = "use a network in CIDR form, e.g. 192.168.100.0/24"
+    if "/" not in text:
+        raise InvalidInput(f"prefix '{text}' lacks a /LENGTH", hint=hint)
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise InvalidInput(f"invalid prefix '{text}'", hint=hint) from None
+    if not isinstance(net, ipaddress.IPv4Network):
+        raise InvalidInput(f"prefix '{text}' is not IPv4", hint=hint)
+    if str(net) != text.strip():
+        raise InvalidInput(f"prefix '{text}' has host bits set", hint=f"did you mean {net}?")
+    if net.prefixlen > MAX_NAT_PREFIXLEN or net.prefixlen == 0:
+        raise InvalidInput(f"prefix '{text}' is too {'small' if net.prefixlen else 'large'} for a NAT",
+                           hint=f"use a length between /1 and /{MAX_NAT_PREFIXLEN}, e.g. /24")
+    return net
+
+
+def check_no_overlap(name: str, prefix: ipaddress.IPv4Network,
+                     existing: Iterable[tuple[str, ipaddress.IPv4Network]]) -> None:
+    """Two NATs whose prefixes overlap would make routing and masquerade ambiguous."""
+    for other, other_prefix in existing:
+        if prefix.overlaps(other_prefix):
+            raise Conflict(
+                f"nat '{name}' prefix {prefix} overlaps nat '{other}' ({other_prefix})",
+                hint="choose a prefix that overlaps no other NAT (nestor nat list)",
+            )
+
+
+def dhcp_range(prefix: ipaddress.IPv4Network,
+               gateway: ipaddress.IPv4Address) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """The longest run of host addresses on one side of the gateway (the switch's address)."""
+    first, last = prefix.network_address + 1, prefix.broadcast_address - 1
+    below = int(gateway) - int(first)
+    above = int(last) - int(gateway)
+    if max(below, above) <= 0:
+        raise InvalidInput(f"prefix {prefix} leaves no address to lease besides {gateway}",
+                           hint="use a larger prefix, e.g. /24")
+    return (gateway + 1, last) if above >= below else (first, gateway - 1)

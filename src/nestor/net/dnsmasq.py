@@ -1,0 +1,115 @@
+"""DHCP and DNS for a NAT switch: one detached dnsmasq per NAT, inside the switch's netns.
+
+dnsmasq forks into the background itself; its parent exits only once the child started (or
+with the child's error), so the pidfile exists when ``start`` returns. It is stopped by the PID
+in that pidfile, after /proc/PID/cmdline proves the process is this NAT's dnsmasq.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HostError
+from . import addresses
+from .run import run
+
+LEASE_TIME = "12h"
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class DhcpConfig:
+    bridge: str
+    prefix: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address  # the switch's address: router and DNS server for the VMs
+    pidfile: Path
+    leasefile: Path
+    logfile: Path
+
+
+def argv(cfg: DhcpConfig) -> list[str]:
+    first, last = addresses.dhcp_range(cfg.prefix, cfg.gateway)
+    return [
+        "dnsmasq",
+        "--conf-file=/dev/null",  # never the host's /etc/dnsmasq.conf
+        f"--pid-file={cfg.pidfile}",
+        f"--dhcp-leasefile={cfg.leasefile}",
+        f"--log-facility={cfg.logfile}",
+        "--bind-interfaces",  # listen on this bridge only: other dnsmasqs may serve other switches
+        f"--interface={cfg.bridge}",
+        "--except-interface=lo",
+        f"--dhcp-range={first},{last},{cfg.prefix.netmask},{LEASE_TIME}",
+        f"--dhcp-option=option:router,{cfg.gateway}",
+        f"--dhcp-option=option:dns-server,{cfg.gateway}",
+        "--dhcp-authoritative",
+        "--no-ping",  # measured: a lease in 0.3 s instead of 3.5 s (no ICMP probe before offering)
+        "--log-dhcp",
+    ]
+
+
+def _is_ours(pid: int, pidfile: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].endswith(b"dnsmasq") and f"--pid-file={pidfile}".encode() in cmdline
+
+
+def live_pid(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _is_ours(pid, pidfile) else None
+
+
+def start(netns: str | None, cfg: DhcpConfig) -> int:
+    cfg.pidfile.parent.mkdir(parents=True, exist_ok=True)
+    stop(cfg.pidfile)
+    run(argv(cfg), netns)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        pid = live_pid(cfg.pidfile)
+        if pid is not None:
+            return pid
+        time.sleep(0.05)
+    raise HostError("dnsmasq started but wrote no pidfile", hint=f"see {cfg.logfile}")
+
+
+def stop(pidfile: Path) -> bool:
+    """End this pidfile's dnsmasq (checked by its command line). True if one was running."""
+    pid = live_pid(pidfile)
+    if pid is None:
+        pidfile.unlink(missing_ok=True)
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and _is_ours(pid, pidfile):
+            time.sleep(0.05)
+        if not _is_ours(pid, pidfile):
+            break
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
+def leases(leasefile: Path) -> list[dict[str, str]]:
+    """dnsmasq's lease file: 'expiry mac ip hostname client-id' per line."""
+    try:
+        lines = leasefile.read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 4:
+            found.append({"mac": parts[1], "ip": parts[2], "hostname": parts[3]})
+    return found

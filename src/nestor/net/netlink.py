@@ -1,0 +1,146 @@
+"""Bridges, taps and addresses through pyroute2 (IPRoute, or NetNS inside --netns).
+
+Every function is idempotent: making what exists, or deleting what is gone, is not an error.
+Reality may differ from the store (a killed QEMU leaves its persistent tap; a netns can be
+deleted under us), so callers reconcile through these functions rather than assume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyroute2 import IPRoute, NetlinkError, NetNS
+
+from ..errors import HostError, NotFound
+from . import host
+
+
+@contextlib.contextmanager
+def session(netns: str | None) -> Iterator[Any]:
+    """A netlink socket in ``netns`` (root namespace if None); netlink errors become HostErrors."""
+    host.require_netns(netns)  # NetNS() would otherwise *create* a missing namespace
+    ipr = NetNS(netns) if netns else IPRoute()
+    try:
+        yield ipr
+    except NetlinkError as exc:
+        if exc.code == errno.EPERM:
+            raise HostError("netlink refused the change: CAP_NET_ADMIN is needed",
+                            hint="run nestor as root") from exc
+        raise HostError(f"netlink error: {exc.args[-1] if exc.args else exc}") from exc
+    finally:
+        ipr.close()
+
+
+def index(ipr: Any, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def require(ipr: Any, ifname: str, netns: str | None) -> int:
+    idx = index(ipr, ifname)
+    if idx is None:
+        where = f"network namespace '{netns}'" if netns else "the root network namespace"
+        raise NotFound(f"interface '{ifname}' not found in {where}",
+                       hint="ip link" + (f" (inside: ip -n {netns} link)" if netns else ""))
+    return idx
+
+
+def ensure_bridge(ipr: Any, ifname: str, mac: str) -> bool:
+    """Make the bridge (with a fixed MAC, so it never changes as ports come and go) and set it up.
+
+    A bridge otherwise takes the lowest MAC of its ports: ARP caches of VMs would go stale.
+    Returns whether it was created.
+    """
+    created = index(ipr, ifname) is None
+    if created:
+        ipr.link("add", ifname=ifname, kind="bridge")
+    idx = index(ipr, ifname)
+    if created:
+        ipr.link("set", index=idx, address=mac)
+    ipr.link("set", index=idx, state="up")
+    return created
+
+
+def delete(ipr: Any, ifname: str) -> bool:
+    idx = index(ipr, ifname)
+    if idx is None:
+        return False
+    try:
+        ipr.link("del", index=idx)
+    except NetlinkError as exc:
+        if exc.code != errno.ENODEV:
+            raise
+    return True
+
+
+def enslave(ipr: Any, ifname: str, bridge: str, netns: str | None) -> None:
+    idx = require(ipr, ifname, netns)
+    ipr.link("set", index=idx, master=require(ipr, bridge, netns), state="up")
+
+
+def release(ipr: Any, ifname: str) -> None:
+    idx = index(ipr, ifname)
+    if idx is not None:
+        ipr.link("set", index=idx, master=0)
+
+
+def fresh_tap(ipr: Any, ifname: str, bridge: str, netns: str | None) -> None:
+    """A new persistent tap on ``bridge``, up; one left by a killed QEMU is replaced.
+
+    Recreating (rather than reusing) drops whatever state the old one had: a wrong master, a
+    stale MTU or flags from another QEMU.
+    """
+    delete(ipr, ifname)
+    ipr.link("add", ifname=ifname, kind="tuntap", mode="tap", iff_no_pi=True)
+    enslave(ipr, ifname, bridge, netns)
+
+
+@dataclass(frozen=True)
+class LinkState:
+    exists: bool
+    up: bool = False
+    master: str | None = None
+    addresses: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)
+    rx_packets: int | None = None
+    rx_dropped: int | None = None
+
+
+def state(ipr: Any, ifname: str) -> LinkState:
+    idx = index(ipr, ifname)
+    if idx is None:
+        return LinkState(exists=False)
+    links = list(ipr.get_links())
+    names = {int(lk["index"]): str(lk.get("ifname")) for lk in links}
+    link = next(lk for lk in links if int(lk["index"]) == idx)
+    master = link.get("master")
+    stats = link.get("stats64") or {}
+    return LinkState(
+        exists=True,
+        up=bool(link["flags"] & 1),
+        master=names.get(int(master)) if master else None,
+        addresses=[f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx, family=2)],
+        ports=sorted(names[int(lk["index"])] for lk in links if lk.get("master") == idx),
+        rx_packets=stats.get("rx_packets"),
+        rx_dropped=stats.get("rx_dropped"),
+    )
+
+
+def set_address(ipr: Any, ifname: str, new: ipaddress.IPv4Interface | None,
+                old: ipaddress.IPv4Interface | None, netns: str | None) -> None:
+    """Replace the host address nestor put on ``ifname`` (others are left alone)."""
+    idx = require(ipr, ifname, netns)
+    if old is not None and old != new:
+        with contextlib.suppress(NetlinkError):  # already gone
+            ipr.addr("del", index=idx, address=str(old.ip), prefixlen=old.network.prefixlen)
+    if new is not None:
+        try:
+            ipr.addr("add", index=idx, address=str(new.ip), prefixlen=new.network.prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise

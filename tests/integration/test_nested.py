@@ -1,0 +1,124 @@
+"""L0 → L1 → L2 for real: nested-host image, agent exec, detection, tree (TCG L1, KVM inside it)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
+from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
+from tests.helpers import nestor, vm_dir, wait_for_text
+
+pytestmark = [pytest.mark.vm, pytest.mark.nested]
+
+
+def show(home: Path, name: str) -> dict[str, object]:
+    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
+    return data
+
+
+def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
+    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
+
+
+def test_l1_has_svm_and_its_nestor_uses_kvm(l1_home: Path) -> None:
+    assert int(in_l1(l1_home, "grep", "-c", "-w", "svm", "/proc/cpuinfo")) > 0
+    check = json.loads(in_l1(l1_home, "nestor", "host", "check", "-o", "json"))
+    by_name = {c["name"]: c for c in check["checks"]}
+    assert by_name["accelerator"]["detail"].startswith("kvm"), by_name
+    assert by_name["nested virtualization"]["ok"] is True
+    assert check["facts"]["kvm_kind"] == "hardware" and check["facts"]["kvm_module"] == "kvm_amd"
+
+
+def test_exec_passes_exit_code_and_output(l1_home: Path) -> None:
+    result = nestor(l1_home, "vm", "exec", "l1", "--", "sh", "-c", "echo out; echo err >&2; exit 7", check=False)
+    assert result.returncode == 7 and result.stdout == "out\n" and result.stderr == "err\n"
+
+
+def test_l2_in_l1_detection_and_tree(l1_home: Path) -> None:
+    assert show(l1_home, "l1")["hypervisor_running"] is False
+    in_l1(l1_home, "nestor", "vm", "new", "l2", "--memory", "192M")
+    in_l1(l1_home, "nestor", "vm", "start", "l2")
+    in_l1(l1_home, "nestor", "vm", "log", "l2", "--until", L2_BOOT_LINE, "--timeout", "150")
+    l2 = json.loads(in_l1(l1_home, "nestor", "vm", "show", "l2", "-o", "json"))
+    assert l2["accelerator"] == "kvm" and l2["cpu_model"].startswith("host")
+    shown = show(l1_home, "l1")
+    assert shown["hypervisor_running"] is True, shown
+
+    tree = json.loads(nestor(l1_home, "tree", "-o", "json", timeout=120).stdout)
+    (l1,) = tree["vms"]
+    assert l1["name"] == "l1" and l1["level"] == 1 and l1["reachable"] is True
+    assert [(c["name"], c["level"], c["state"]) for c in l1["children"]] == [("l2", 2, "running")]
+    text = nestor(l1_home, "tree", timeout=120).stdout
+    assert "l2 (L2)" in text
+
+    # A path reaches the deeper level through l1's nestor; l2 (an appliance) has no agent.
+    deeper = nestor(l1_home, "vm", "exec", "l1/l2", "--", "true", check=False, timeout=120)
+    assert deeper.returncode != 0 and "no guest agent" in deeper.stderr
+
+    in_l1(l1_home, "nestor", "vm", "stop", "l2", "--turn-off")
+    deadline = time.monotonic() + 30
+    while show(l1_home, "l1")["hypervisor_running"] and time.monotonic() < deadline:
+        time.sleep(1)
+    assert show(l1_home, "l1")["hypervisor_running"] is False
+
+
+def test_tree_marks_a_silent_level_unreachable(l1_home: Path) -> None:
+    from nestor.engine.qmp import Monitor
+
+    sock = vm_dir(l1_home, "l1") / "qmp.sock"
+    with Monitor(sock, "l1") as mon:
+        mon.pause()
+    try:
+        result = nestor(l1_home, "tree", "-o", "json", "--timeout", "4", timeout=60)
+        (l1,) = json.loads(result.stdout)["vms"]
+        assert l1["reachable"] is False and l1["error"]
+    finally:
+        with Monitor(sock, "l1") as mon:
+            mon.resume()
+
+
+def test_exec_errors(l1_home: Path) -> None:
+    assert "not found" in nestor(l1_home, "vm", "exec", "nope", "--", "true", check=False).stderr
+    result = nestor(l1_home, "vm", "exec", "l1", check=False)
+    assert result.returncode != 0 and result.stderr.startswith("error:")
+
+
+def test_l1_with_nesting_off_has_no_svm(nested_store: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "images").symlink_to(nested_store)
+    try:
+        nestor(home, "vm", "new", "flat", "--image", "nested-host", "--memory", "768M")
+        nestor(home, "vm", "start", "flat")
+        wait_for_text(vm_dir(home, "flat") / "serial.log", L1_BOOT_LINE, timeout=180)
+        result = nestor(home, "vm", "exec", "flat", "--", "grep", "-c", "-w", "svm", "/proc/cpuinfo", check=False)
+        assert result.stdout.strip() == "0"
+        check = json.loads(nestor(home, "vm", "exec", "flat", "--", "nestor", "host", "check", "-o", "json").stdout)
+        by_name = {c["name"]: c for c in check["checks"]}
+        assert by_name["nested virtualization"]["ok"] is False
+        # The nested-host image hears the ACPI power button too.
+        assert "shut down" in nestor(home, "vm", "stop", "flat", "--timeout", "60").stdout
+    finally:
+        from tests.helpers import reap_home
+
+        reap_home(home)
+
+
+def test_quickstart_end_to_end(nested_store: Path, tmp_path: Path) -> None:
+    home = tmp_path / "qs"
+    home.mkdir()
+    (home / "images").symlink_to(nested_store)
+    try:
+        result = nestor(home, "quickstart", "-o", "json", timeout=600)
+        data = json.loads(result.stdout)
+        assert data["ok"] is True
+        (l1,) = data["tree"]["vms"]
+        assert [c["name"] for c in l1["children"]] == ["l2"]
+        assert data["facts"]["hypervisor running in l1 with l2"] is True
+        assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []  # torn down
+    finally:
+        nestor(home, "quickstart", "--teardown", check=False)

@@ -1,0 +1,108 @@
+"""Pure validation of network input: MACs, ADDR/PREFIX, NAT prefixes, overlaps, DHCP ranges."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+
+from nestor.errors import Conflict, InvalidInput
+from nestor.net import addresses, names
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("52:54:00:12:34:56", "52:54:00:12:34:56"),
+    ("52:54:00:AB:cd:EF", "52:54:00:ab:cd:ef"),
+    ("02-00-00-00-00-01", "02:00:00:00:00:01"),
+])
+def test_good_macs(text: str, expected: str) -> None:
+    assert addresses.validate_mac(text) == expected
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("00:00:00:00:00:00", "all zero"),
+    ("01:00:5e:00:00:01", "multicast"),
+    ("ff:ff:ff:ff:ff:ff", "multicast"),
+    ("52:54:00:12:34", "invalid"),
+    ("52:54:00:12:34:5g", "invalid"),
+    ("52:54:00-12:34:56", "invalid"),
+    ("5254.0012.3456", "invalid"),
+    ("", "invalid"),
+])
+def test_bad_macs(text: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        addresses.validate_mac(text)
+    assert why in err.value.message and err.value.hint
+
+
+def test_random_macs_are_qemu_unicast() -> None:
+    macs = {addresses.random_mac() for _ in range(200)}
+    assert len(macs) > 190
+    for mac in macs:
+        assert re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", mac)
+        assert addresses.validate_mac(mac) == mac
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1/24", "192.168.100.1/24", "10.1.2.2/30"])
+def test_good_interface(text: str) -> None:
+    assert str(addresses.parse_interface(text)) == text
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("10.0.0.1", "lacks a /PREFIX"),
+    ("10.0.0.0/24", "network address"),
+    ("10.0.0.255/24", "broadcast address"),
+    ("10.0.0.1/33", "invalid"),
+    ("300.0.0.1/24", "invalid"),
+    ("fd00::1/64", "not IPv4"),
+    ("x/24", "invalid"),
+])
+def test_bad_interface(text: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        addresses.parse_interface(text)
+    assert why in err.value.message
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("192.168.100.1/24", "host bits"),
+    ("192.168.100.0", "lacks"),
+    ("192.168.100.0/31", "too small"),
+    ("0.0.0.0/0", "too large"),
+    ("fd00::/64", "not IPv4"),
+    ("banana/24", "invalid"),
+])
+def test_bad_prefix(text: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as err:
+        addresses.parse_prefix(text)
+    assert why in err.value.message
+
+
+def test_host_bits_hint_names_the_network() -> None:
+    with pytest.raises(InvalidInput) as err:
+        addresses.parse_prefix("192.168.100.1/24")
+    assert err.value.hint == "did you mean 192.168.100.0/24?"
+
+
+def test_overlapping_prefixes() -> None:
+    net = ipaddress.IPv4Network
+    existing = [("a", net("192.168.100.0/24")), ("b", net("10.0.0.0/8"))]
+    addresses.check_no_overlap("c", net("192.168.101.0/24"), existing)
+    for prefix in ("192.168.100.128/25", "192.168.0.0/16", "10.20.0.0/16"):
+        with pytest.raises(Conflict) as err:
+            addresses.check_no_overlap("c", net(prefix), existing)
+        assert "overlaps nat" in err.value.message
+
+
+def test_dhcp_range_skips_the_gateway() -> None:
+    net, ip = ipaddress.IPv4Network, ipaddress.IPv4Address
+    assert addresses.dhcp_range(net("10.0.0.0/24"), ip("10.0.0.1")) == (ip("10.0.0.2"), ip("10.0.0.254"))
+    assert addresses.dhcp_range(net("10.0.0.0/24"), ip("10.0.0.254")) == (ip("10.0.0.1"), ip("10.0.0.253"))
+    assert addresses.dhcp_range(net("10.0.0.0/30"), ip("10.0.0.1")) == (ip("10.0.0.2"), ip("10.0.0.2"))
+
+
+def test_kernel_names_fit_ifnamsiz() -> None:
+    assert names.bridge_name(1) == "nsbr1" and names.tap_name(12) == "nstap12"
+    assert len(names.tap_name(10**9)) <= 15
+    with pytest.raises(ValueError):
+        names.tap_name(10**11)
