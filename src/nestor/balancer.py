@@ -43,7 +43,10 @@ class Balancer:
         self.vm_dir = vm_dir
         self.service = Nestor(vm_dir.parent.parent)
         self.vm_id = int(vm_dir.name)
-        self.last_change: float | None = None
+        # vm start set the balloon to startup just before starting us (memory.json says so)
+        started = memory.read_json(vm_dir / memory.MEMORY_FILE)
+        self.pending: int | None = started.get("target")
+        self.last_change: float | None = time.time() if self.pending else None
         self.last_reason = ""
 
     def config(self) -> VMConfig | None:
@@ -65,10 +68,11 @@ class Balancer:
             stats = mon.balloon_stats()
             mem = rules.GuestMemory(actual=mon.balloon_actual(), total=stats.total, available=stats.available,
                                     reported_at=float(stats.last_update))
-            decision = rules.decide(plan, mem, time.time(), self.last_change, hold)
+            decision = rules.decide(plan, mem, time.time(), self.last_change, hold, self.pending)
             if decision.target is not None:
                 mon.balloon(decision.target)
                 self.last_change = time.time()
+                self.pending = decision.target
         self._report(decision, mem)
         return decision
 

@@ -79,7 +79,7 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path) -> BootPlan:
     app = appliance.load_appliance(images)
     if app is None:
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-    base = ["console=ttyS0", "panic=-1", f"nestor.hostname={name}"]
+    base = ["console=ttyS0", "quiet", "panic=-1", f"nestor.hostname={name}"]
     if boot.image == "appliance":
         initrd = _with_run_cpio(app.initrd, vm_dir) if boot.run_script else app.initrd
         return BootPlan(app.kernel.vmlinux, initrd, base)

@@ -77,7 +77,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
         return data
@@ -86,7 +86,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _running_room(vm_dir: Path, config: VMConfig) -> int:
-    return int(_read_json(vm_dir / MEMORY_FILE).get("room") or room(config))
+    return int(read_json(vm_dir / MEMORY_FILE).get("room") or room(config))
 
 
 # -- start and stop hooks ---------------------------------------------------------------------
@@ -94,14 +94,15 @@ def after_spawn(service: Nestor, config: VMConfig, qemu_room: int, restore: Save
     """QEMU listens: restore a saved VM, set the balloon to startup, start the balancer."""
     vm_dir = service.home.vm_dir(config.id)
     plan = rules.resolve(config)
-    _write_json(vm_dir / MEMORY_FILE, {"room": qemu_room})
+    target = plan.startup if restore is None and qemu_room > plan.startup else None
+    _write_json(vm_dir / MEMORY_FILE, {"room": qemu_room, "target": target})
     if restore is not None:
         _restore(service, config, restore)
     interval = rules.STATS_INTERVAL if plan.dynamic else STATIC_STATS_INTERVAL
     try:
         with Monitor(vm_dir / paths.QMP_SOCK, config.name) as mon:
-            if restore is None and qemu_room > plan.startup:
-                mon.balloon(plan.startup)  # taken back as soon as the guest's driver loads
+            if target is not None:
+                mon.balloon(target)  # taken back as soon as the guest's driver loads
             mon.set_balloon_stats_interval(interval)
     except EngineError as exc:
         log.warning("vm '%s': cannot set up the balloon: %s", config.name, exc.message)
@@ -172,13 +173,13 @@ def info_fields(service: Nestor, config: VMConfig, running: bool, detail: bool) 
         return fields
     fields["memory_room"] = format_size(_running_room(vm_dir, config))
     if plan.dynamic:
-        status = _read_json(vm_dir / BALANCER_STATUS)
+        status = read_json(vm_dir / BALANCER_STATUS)
         alive = balancer_pid(vm_dir) is not None
         fields["memory_balancer"] = (status.get("reason") or "starting") if alive else "not running"
     if detail:
         try:
             with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=3.0) as mon:
-                fields["memory_assigned"] = format_size(mon.balloon_actual())
+                fields["memory_assigned"] = format_size(-(-mon.balloon_actual() // rules.MiB) * rules.MiB)
                 mem = _guest_memory(mon)
         except EngineError:
             return fields  # busy (one QMP client at a time) or the guest has no balloon driver

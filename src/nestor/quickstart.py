@@ -26,6 +26,14 @@ from .service import Nestor
 L1, L2 = "l1", "l2"
 L1_MEMORY, L1_VCPUS = 1 << 30, 2
 L2_MEMORY = "256M"
+SWITCH = "qs0"
+L0_ADDRESS, L1_ADDRESS = "10.77.0.1", "10.77.0.2"
+NAT_SWITCH, NAT_GATEWAY, NAT_PREFIX = "nat0", "192.168.100.1/24", "192.168.100.0/24"
+L2_SCRIPT = "/tmp/l2-ping.sh"
+# Runs in l2 once it is up (after its DHCP lease): the proof that l2 reaches l0 through l1's NAT.
+L2_PING = f"""#!/bin/sh
+if ping -c 3 -W 3 {L0_ADDRESS} >/dev/null; then echo "l2-ping: ok"; else echo "l2-ping: failed"; fi
+"""
 L1_BOOT_TIMEOUT = 180.0
 L2_BOOT_TIMEOUT = 180.0
 Progress = Callable[[str], None]
@@ -91,19 +99,37 @@ class Quickstart:
         with self.step("namespace"):
             _ip("netns", "add", self.netns)
             service = Nestor(self.home, netns=self.netns)
+        with self.step("l0 switch"):
+            service.network.switch_new(SWITCH, "internal")
+            service.network.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
         with self.step("l1 start"):
-            service.vm_new(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True, boot=BootSource(image="nested-host"))
+            service.vm_new(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True,
+                           boot=BootSource(image="nested-host", append=f"nestor.ip={L1_ADDRESS}/24 nestor.gw={L0_ADDRESS}"))
+            service.network.adapter_add(L1, SWITCH)  # MAC spoofing off: the guard is on
             service.vm_start(L1)
         with self.step("l1 boot"):
             self._wait_l1(service)
         self.result.facts["hypervisor running in l1 before l2"] = service.vm_show(L1).hypervisor_running
+        with self.step("l1 NAT network (nestor inside l1)"):
+            self._in_l1(service, "nestor", "switch", "new", NAT_SWITCH, "--type", "internal")
+            self._in_l1(service, "nestor", "switch", "set-ip", NAT_SWITCH, NAT_GATEWAY)
+            self._in_l1(service, "nestor", "nat", "new", NAT_SWITCH, "--switch", NAT_SWITCH, "--prefix", NAT_PREFIX, "--dhcp")
         with self.step("l2 start (nestor inside l1)"):
-            self._in_l1(service, "nestor", "vm", "new", L2, "--memory", L2_MEMORY)
+            with guest.agent(service, L1, timeout=30) as agent:
+                agent.write_file(L2_SCRIPT, L2_PING.encode())
+            self._in_l1(service, "nestor", "vm", "new", L2, "--memory", L2_MEMORY, "--switch", NAT_SWITCH,
+                        "--append", "nestor.dhcp=1", "--run", L2_SCRIPT)
             self._in_l1(service, "nestor", "vm", "start", L2)
         with self.step("l2 boot"):
             self._in_l1(service, "nestor", "vm", "log", L2, "--until", L2_BOOT_LINE,
                         "--timeout", f"{L2_BOOT_TIMEOUT:g}", timeout=L2_BOOT_TIMEOUT + 30)
         self.result.facts["hypervisor running in l1 with l2"] = service.vm_show(L1).hypervisor_running
+        with self.step("l2 pings l0 through l1's NAT"):
+            log = self._in_l1(service, "nestor", "vm", "log", L2, "--until", "l2-ping: ", "--timeout", "60", timeout=90)
+            result = log.rsplit("l2-ping: ", 1)[1].split()[0]
+            self.result.facts["l2 reached l0 through NAT"] = result == "ok"
+            if result != "ok":
+                raise GuestError(f"l2 could not ping {L0_ADDRESS} through l1's NAT", hint="nestor vm exec l1 -- nestor vm log l2")
         with self.step("tree"):
             self.result.tree = guest.tree(service)
 
@@ -132,6 +158,10 @@ class Quickstart:
         service = Nestor(self.home, netns=self.netns)
         try:
             service.vm_remove(L1, force=True)
+        except NotFound:
+            pass
+        try:
+            service.network.switch_remove(SWITCH, force=True)
         except NotFound:
             pass
         if self.netns in _netns_list():

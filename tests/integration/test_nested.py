@@ -119,6 +119,7 @@ def test_quickstart_end_to_end(nested_store: Path, tmp_path: Path) -> None:
         (l1,) = data["tree"]["vms"]
         assert [c["name"] for c in l1["children"]] == ["l2"]
         assert data["facts"]["hypervisor running in l1 with l2"] is True
+        assert data["facts"]["l2 reached l0 through NAT"] is True
         assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []  # torn down
     finally:
         nestor(home, "quickstart", "--teardown", check=False)

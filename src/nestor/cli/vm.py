@@ -213,3 +213,49 @@ def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> No
     sys.stderr.buffer.write(err)
     sys.stderr.flush()
     sys.exit(code)
+
+
+def _size(text: str | None, what: str) -> int | None:
+    return None if text is None else parse_size(text, what)
+
+
+def _buffer(text: str | None) -> int | None:
+    if text is None:
+        return None
+    raw = text.strip().removesuffix("%").strip()
+    if not raw.isdigit():
+        raise InvalidInput(f"invalid memory buffer '{text}'", hint="a whole percent from 5 to 2000, e.g. --buffer 20")
+    return int(raw)
+
+
+@vm.command("set-memory")
+@click.argument("name")
+@click.option("--startup", default=None, help="memory at start (static: the memory), e.g. 512M")
+@click.option("--dynamic", type=ON_OFF, default=None, help="let the balancer move memory between minimum and maximum")
+@click.option("--minimum", default=None, help="dynamic memory: the least the guest keeps")
+@click.option("--maximum", default=None,
+              help="dynamic: the most the guest gets; static: the room a running VM can be resized into")
+@click.option("--buffer", default=None, help="dynamic memory: percent of the guest's demand kept free (5-2000)")
+@pass_ctx
+def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, minimum: str | None,
+               maximum: str | None, buffer: str | None) -> None:
+    """Change a VM's memory (seed: Set-VMMemory); a running VM is resized live unless R7 forbids it."""
+    from .. import memory
+
+    message = memory.set_memory(
+        ctx.service, name,
+        startup=_size(startup, "startup"), dynamic=None if dynamic is None else dynamic == "on",
+        minimum=_size(minimum, "minimum"), maximum=_size(maximum, "maximum"), buffer=_buffer(buffer),
+    )
+    click.echo(message)
+
+
+@vm.command("save")
+@click.argument("name")
+@pass_ctx
+def save(ctx: Ctx, name: str) -> None:
+    """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
+    from .. import memory
+
+    path = memory.save(ctx.service, name)
+    click.echo(f"vm '{name}' saved ({path.stat().st_size >> 20} MiB state)")

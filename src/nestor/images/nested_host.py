@@ -14,10 +14,12 @@ Two disks make an L1 (booted with the appliance kernel and initrd, ``nestor.root
 
 Layout under ``images_dir``::
 
-    nested-host/manifest.json  nested-host/rootfs.img
+    nested-host/manifest.json  nested-host/rootfs-<inputs hash>.img
     payload/<hash>.img          (the newest few are kept)
 
-Both are built beside their final place and renamed into it.
+Both are built beside their final place and renamed into it. Each name carries its hash: an L1
+disk is a qcow2 overlay on the rootfs, and an overlay must never find a different rootfs behind
+the same name after a rebuild (it fails to open the missing old one instead).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from nestor.images.appliance import (
 BOOT_LINE = "nestor-nested-host: ready"
 
 NESTED_HOST_DIR = "nested-host"
-ROOTFS = "rootfs.img"
+ROOTFS_PREFIX = "rootfs-"  # rootfs-<inputs hash>.img: a rebuilt rootfs never poses as the old one
 PAYLOAD_DIR = "payload"
 FORMAT = 1
 PAYLOAD_FORMAT = 1
@@ -186,7 +188,7 @@ def build_nested_host(images_dir: Path, progress: Progress, force: bool = False)
         raise ImageError("building the nested-host image needs root (mmdebstrap --mode=root)",
                          hint="run `nestor image build nested-host` as root")
     started = time.monotonic()
-    inputs = rootfs_inputs(appliance.kernel.version)
+    digest = inputs_hash(rootfs_inputs(appliance.kernel.version))
     with _Staging(images_dir, NESTED_HOST_DIR) as stage:
         rootfs = stage / "rootfs"
         out = stage / "out"
@@ -203,8 +205,8 @@ def build_nested_host(images_dir: Path, progress: Progress, force: bool = False)
         used = _tree_size(rootfs)
         size = rootfs_image_size(used)
         step(f"[4/4] mkfs.ext4 -d ({used / 1e6:.0f} MB used, image {size >> 20} MiB)")
-        make_ext4(rootfs, out / ROOTFS, size, ROOTFS_LABEL, journal=True)
-        _write_manifest(out, {"format": FORMAT, "inputs": inputs_hash(inputs),
+        make_ext4(rootfs, out / rootfs_name(digest), size, ROOTFS_LABEL, journal=True)
+        _write_manifest(out, {"format": FORMAT, "inputs": digest,
                               "kernel_version": appliance.kernel.version,
                               "packages": list(PACKAGES), "used_bytes": used,
                               "size_bytes": size})
@@ -227,9 +229,10 @@ def load_nested_host(images_dir: Path) -> NestedHostImage | None:
     manifest = _read_manifest(top)
     if manifest is None or manifest.get("format") != FORMAT:
         return None
-    if manifest.get("inputs") != inputs_hash(rootfs_inputs(appliance.kernel.version)):
+    digest = inputs_hash(rootfs_inputs(appliance.kernel.version))
+    if manifest.get("inputs") != digest:
         return None
-    rootfs = top / ROOTFS
+    rootfs = top / rootfs_name(digest)
     if not rootfs.is_file():
         return None
     return NestedHostImage(kernel=appliance.kernel, initrd=appliance.initrd, rootfs=rootfs)
@@ -307,6 +310,10 @@ def inputs_hash(inputs: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
+def rootfs_name(digest: str) -> str:
+    return f"{ROOTFS_PREFIX}{digest[:16]}.img"
+
+
 def mmdebstrap_argv(target: Path) -> list[str]:
     return [
         "mmdebstrap", "--mode=root", "--variant=apt",
@@ -371,6 +378,8 @@ def run_mmdebstrap(target: Path, log: Path, progress: Progress) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
     if code != 0:
         detail = mmdebstrap_error(list(tail)) or f"exit status {code}"
         if expired.is_set():

@@ -29,6 +29,7 @@ SHRINK_STEP = 25  # percent of the guest's memory given back per change, at most
 SHRINK_STEP_MIN = 32 * MiB  # ... but at least this much
 HYSTERESIS = 3  # percent of the guest's memory: smaller differences are left alone
 HYSTERESIS_MIN = 8 * MiB
+SETTLE_TIMEOUT = 10.0  # seconds a balloon change may take before the balancer decides anew
 SHRINK_MARGIN = 16 * MiB  # a runtime shrink leaves the guest at least its use plus this
 
 
@@ -69,8 +70,10 @@ def resolve(config: VMConfig) -> MemoryPlan:
 
 def change(config: VMConfig, startup: int | None = None, dynamic: bool | None = None, minimum: int | None = None,
            maximum: int | None = None, buffer: int | None = None) -> VMConfig:
-    """The configuration after `vm set-memory` (not validated yet)."""
-    return replace(
+    """The configuration after `vm set-memory` (not validated yet).
+
+    A static VM's maximum is only room to grow into, so a larger startup raises it."""
+    new = replace(
         config,
         memory=config.memory if startup is None else startup,
         dynamic_memory=config.dynamic_memory if dynamic is None else dynamic,
@@ -78,6 +81,9 @@ def change(config: VMConfig, startup: int | None = None, dynamic: bool | None = 
         memory_maximum=config.memory_maximum if maximum is None else maximum,
         memory_buffer=config.memory_buffer if buffer is None else buffer,
     )
+    if not new.dynamic_memory and maximum is None and new.memory_maximum is not None and new.memory_maximum < new.memory:
+        new = replace(new, memory_maximum=None)
+    return new
 
 
 def check_size(size: int, what: str, host_total: int) -> None:
@@ -235,12 +241,13 @@ class Decision:
 
 
 def decide(plan: MemoryPlan, mem: GuestMemory, now: float, last_change: float | None,
-           hold: str | None = None) -> Decision:
+           hold: str | None = None, pending: int | None = None) -> Decision:
     """One balancer cycle: the guest's report in, a balloon target (or none) out.
 
     `hold` is why memory must stay still (R7: a hypervisor runs inside); `last_change` is the
-    wall-clock time of the last target this balancer set. A report older than that change
-    describes the guest before it, so the balancer waits for the next one.
+    wall-clock time of the last target set (`pending`). A report older than that change
+    describes the guest before it, and a balloon still on its way to `pending` (inflating a
+    few hundred MiB takes seconds under TCG) is left to arrive: the balancer waits for both.
     """
     if hold:
         return Decision(None, f"holding at {format_size(_mib_up(mem.actual))}: {hold}", held=True)
@@ -250,10 +257,12 @@ def decide(plan: MemoryPlan, mem: GuestMemory, now: float, last_change: float | 
     if last_change is not None and mem.reported_at <= last_change:
         return Decision(None, "waiting for a report made after the last change")
     gap = max(HYSTERESIS_MIN, mem.actual * HYSTERESIS // 100)
+    since = now - last_change if last_change is not None else float("inf")
+    if pending is not None and abs(mem.actual - pending) >= gap and since < SETTLE_TIMEOUT:
+        return Decision(None, f"balloon moving to {format_size(pending)} (at {mem.actual >> 20}M)")
     outside = mem.actual < plan.minimum or mem.actual > plan.maximum
     if abs(target - mem.actual) < gap and not outside:
         return Decision(None, f"steady at {format_size(_mib_up(mem.actual))}")
-    since = now - last_change if last_change is not None else float("inf")
     demand = mem.demand or 0
     if target > mem.actual:
         if since < GROW_INTERVAL:
