@@ -71,7 +71,8 @@ def check(images: Path, boot: BootSource) -> BootSource:
     return boot
 
 
-def plan(images: Path, boot: BootSource, name: str, vm_dir: Path) -> BootPlan:
+def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) -> BootPlan:
+    """`level` is the guest's nesting level (this host's + 1), passed as nestor.level=."""
     from .images import appliance
 
     if boot.kernel:
@@ -79,7 +80,7 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path) -> BootPlan:
     app = appliance.load_appliance(images)
     if app is None:
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-    base = ["console=ttyS0", "quiet", "panic=-1", f"nestor.hostname={name}"]
+    base = ["console=ttyS0", "quiet", "panic=-1", f"nestor.hostname={name}", f"nestor.level={level}"]
     if boot.image == "appliance":
         initrd = _with_run_cpio(app.initrd, vm_dir) if boot.run_script else app.initrd
         return BootPlan(app.kernel.vmlinux, initrd, base)

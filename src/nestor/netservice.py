@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import sqlite3
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from . import paths
@@ -403,7 +404,7 @@ class Network:
             nat = self.store.add_nat(name, sw, str(net), dhcp)
             revert.add(lambda: self.store.remove_nat(nat.id))
             # ip_forward is per network namespace; it stays on when the NAT goes (others may need it).
-            run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], sw.netns)
+            _enable_forwarding(sw.netns)
             revert.add(lambda: self._apply_nat(sw.netns, exclude=nat.id))
             self._apply_nat(sw.netns)
             if dhcp:
@@ -449,3 +450,11 @@ class Network:
             except NotFound:
                 pass  # the namespace is gone, and its tables with it
             self.store.remove_nat(nat.id)
+
+
+def _enable_forwarding(netns: str | None) -> None:
+    """net.ipv4.ip_forward=1 in the switch's namespace (the file directly when it is ours)."""
+    if netns is None:
+        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+    else:
+        run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns)

@@ -243,7 +243,7 @@ class Nestor:
 
     def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
         vm_dir = self._vm_dir(config)
-        boot = bootplan.plan(self.home.images, config.boot, config.name, vm_dir)
+        boot = bootplan.plan(self.home.images, config.boot, config.name, vm_dir, self.facts.level + 1)
         append = list(boot.append)
         if accel.name == "tcg" and self.facts.tsc_khz:
             # Without it ~1 boot in 3 hangs in TSC calibration on microvm when the host is busy.

@@ -52,6 +52,10 @@ def test_l2_freezes_memory_and_save_of_l1(l1_home: Path) -> None:
     nestor(home, "vm", "start", "l1")
     wait_for_text(directory / paths.SERIAL_LOG, L1_BOOT_LINE, timeout=180)
     assert memory.balancer_pid(directory) is not None
+    deadline = time.monotonic() + 90
+    while nestor(home, "vm", "exec", "l1", "--timeout", "20", "--", "true", check=False, timeout=60).returncode != 0:
+        assert time.monotonic() < deadline, "l1's guest agent never answered after the restart"
+        time.sleep(2)
 
     in_l1(home, "nestor", "vm", "new", "l2", "--memory", "192M")
     in_l1(home, "nestor", "vm", "start", "l2")

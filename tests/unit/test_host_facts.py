@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from nestor.engine.qmp import hypervisor_bits
-from nestor.host.facts import parse_cpuinfo, parse_meminfo
+from nestor.host.facts import parse_cpuinfo, parse_level, parse_meminfo
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -37,3 +37,9 @@ def test_probe_on_this_machine_is_consistent(tmp_path: Path) -> None:
     facts = probe()
     assert facts.kvm_kind in ("hardware", "pvm", "absent")
     assert (facts.kvm_kind == "absent") or facts.kvm_device
+
+
+def test_parse_level() -> None:
+    assert parse_level("console=ttyS0 nestor.level=2 quiet") == 2
+    assert parse_level("nestor.level=1") == 1
+    assert parse_level("console=ttyS0 xnestor.level=3") == 0

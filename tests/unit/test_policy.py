@@ -85,3 +85,11 @@ def test_memory_cap() -> None:
     rules.check_memory(1 << 30, 2 << 30)
     with pytest.raises(InvalidInput, match="more than the host has"):
         rules.check_memory(3 << 30, 2 << 30)
+
+
+def test_nestor_guest_without_extensions_offers_no_nesting() -> None:
+    inner = replace(PVM, kvm_kind="absent", kvm_module=None, level=1)
+    acc = accel_policy.choose(inner)
+    assert acc.name == "tcg" and not acc.nesting_available and "L1" in acc.nesting_reason
+    check = {c.name: c for c in host_checks(inner)}["nested virtualization"]
+    assert not check.ok and "set-processor" in check.fix

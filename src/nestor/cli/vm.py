@@ -200,7 +200,7 @@ def console(ctx: Ctx, name: str) -> None:
     serial_console.attach(files.serial_sock)
 
 
-@vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@vm.command("exec", context_settings={"ignore_unknown_options": True})
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--timeout", type=float, default=guest.EXEC_TIMEOUT, show_default=True)

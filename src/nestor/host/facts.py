@@ -32,6 +32,8 @@ class HostFacts:
     mem_total: int  # bytes
     tsc_khz: int
     cpus: int
+    level: int = 0  # 0 on a host nestor does not run in; N inside a nestor guest at level N
+
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -100,6 +102,12 @@ def _kvm_max_vcpus() -> int | None:
         os.close(fd)
 
 
+def parse_level(cmdline: str) -> int:
+    """`nestor.level=N` on the kernel command line marks a guest that nestor started at level N."""
+    match = re.search(r"(?:^|\s)nestor\.level=(\d+)", cmdline)
+    return int(match.group(1)) if match else 0
+
+
 def qemu_version(path: str) -> str | None:
     try:
         out = subprocess.run(
@@ -129,4 +137,5 @@ def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
         mem_total=parse_meminfo(_read("/proc/meminfo")),
         tsc_khz=khz,
         cpus=os.cpu_count() or 1,
+        level=parse_level(_read("/proc/cmdline")),
     )

@@ -47,6 +47,15 @@ def choose(facts: HostFacts) -> Accel:
         reason = "/dev/kvm is PVM (kvm_pvm), which emulates ring 0 and cannot run standard kernels"
     else:
         reason = "/dev/kvm is absent"
+    if facts.level > 0:
+        # A nestor guest without VT-x/AMD-V: its host runs it with nesting off (the seed's
+        # "extensions not exposed"). Emulating AMD-V under TCG inside TCG is not offered.
+        return Accel(
+            name="tcg", reason=reason, max_vcpus=TCG_MAX_VCPUS, nesting_available=False,
+            nesting_reason=f"this is a nestor guest (L{facts.level}) whose host does not expose virtualization "
+                           "extensions to it (nested virtualization is off for this VM)",
+            vendor_flag="svm",
+        )
     return Accel(
         name="tcg",
         reason=reason,

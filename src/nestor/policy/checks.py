@@ -65,6 +65,12 @@ def host_checks(facts: HostFacts) -> list[Check]:
     checks.append(Check("nested virtualization", accel.nesting_available,
                         f"available: {accel.nesting_reason}; guests get -cpu {model}"
                         if accel.nesting_available else f"not available: {accel.nesting_reason}",
-                        "" if accel.nesting_available else
-                        f"modprobe -r {facts.kvm_module} && modprobe {facts.kvm_module} nested=1"))
+                        "" if accel.nesting_available else _nesting_fix(facts)))
     return checks
+
+
+def _nesting_fix(facts: HostFacts) -> str:
+    if facts.kvm_module in ("kvm_intel", "kvm_amd"):
+        return f"modprobe -r {facts.kvm_module} && modprobe {facts.kvm_module} nested=1"
+    return ("on the outer host: nestor vm stop THIS-VM && "
+            "nestor vm set-processor THIS-VM --expose-virtualization-extensions on")
