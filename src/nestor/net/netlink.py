@@ -14,20 +14,27 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute, NetlinkError, NetNS
-
 from ..errors import HostError, NotFound
 from . import host
+
+
+def _netlink_error() -> Any:
+    """pyroute2's NetlinkError; pyroute2 is imported on first use (~1 s of start-up under TCG)."""
+    from pyroute2 import NetlinkError
+
+    return NetlinkError
 
 
 @contextlib.contextmanager
 def session(netns: str | None) -> Iterator[Any]:
     """A netlink socket in ``netns`` (root namespace if None); netlink errors become HostErrors."""
     host.require_netns(netns)  # NetNS() would otherwise *create* a missing namespace
+    from pyroute2 import IPRoute, NetNS
+
     ipr = NetNS(netns) if netns else IPRoute()
     try:
         yield ipr
-    except NetlinkError as exc:
+    except _netlink_error() as exc:
         if exc.code == errno.EPERM:
             raise HostError("netlink refused the change: CAP_NET_ADMIN is needed",
                             hint="run nestor as root") from exc
@@ -72,7 +79,7 @@ def delete(ipr: Any, ifname: str) -> bool:
         return False
     try:
         ipr.link("del", index=idx)
-    except NetlinkError as exc:
+    except _netlink_error() as exc:
         if exc.code != errno.ENODEV:
             raise
     return True
@@ -136,11 +143,11 @@ def set_address(ipr: Any, ifname: str, new: ipaddress.IPv4Interface | None,
     """Replace the host address nestor put on ``ifname`` (others are left alone)."""
     idx = require(ipr, ifname, netns)
     if old is not None and old != new:
-        with contextlib.suppress(NetlinkError):  # already gone
+        with contextlib.suppress(_netlink_error()):  # already gone
             ipr.addr("del", index=idx, address=str(old.ip), prefixlen=old.network.prefixlen)
     if new is not None:
         try:
             ipr.addr("add", index=idx, address=str(new.ip), prefixlen=new.network.prefixlen)
-        except NetlinkError as exc:
+        except _netlink_error() as exc:
             if exc.code != errno.EEXIST:
                 raise
