@@ -71,6 +71,21 @@ def saved(vm_dir: Path) -> Saved | None:
                          hint=f"remove {path} to start the VM afresh") from exc
 
 
+def refuse_if_saved(vm_dir: Path, name: str, what: str) -> None:
+    """A saved VM must come back exactly as it was saved: its configuration is frozen."""
+    if (vm_dir / SAVED_STATE).exists():
+        raise StateError(f"vm '{name}' is saved: {what} can only change once it is started or its saved state discarded",
+                         hint=f"nestor vm start {name} resumes it; nestor vm stop {name} --turn-off discards it")
+
+
+def discard_saved(vm_dir: Path) -> bool:
+    """Hyper-V's "Delete Saved State": the VM will boot afresh. True if there was one."""
+    found = (vm_dir / SAVED_STATE).exists()
+    for name in (SAVED_STATE, SAVED_META, SAVING):
+        (vm_dir / name).unlink(missing_ok=True)
+    return found
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
@@ -221,9 +236,7 @@ def set_memory(service: Nestor, name: str, startup: int | None = None, dynamic: 
     with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
         state, _ = service.observe(config)
         if state is VMState.OFF:
-            if (vm_dir / SAVED_STATE).exists():
-                raise StateError(f"vm '{name}' is saved: its memory can only change once it is started or discarded",
-                                 hint=f"nestor vm start {name} resumes it")
+            refuse_if_saved(vm_dir, name, "its memory")
             service.vms.update(new)
             return f"vm '{name}' memory updated"
         if state is VMState.PAUSED:

@@ -273,6 +273,8 @@ class Nestor:
         with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
             pid = process.live_pid(vm_dir)
             if pid is None:
+                if turn_off and memory_uc.discard_saved(vm_dir):
+                    return "turned off: its saved state is discarded"
                 raise StateError(f"vm '{name}' is not running")
             how = "turned off"
             if not turn_off:
@@ -315,6 +317,7 @@ class Nestor:
         vm_dir = self._vm_dir(config)
         with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
             state, _ = self.observe(config)
+            memory_uc.refuse_if_saved(vm_dir, name, "its processor")
             if nested is not None:
                 rules.check_offline_change(name, state, "nested virtualization")
             if count is not None:
@@ -337,6 +340,7 @@ class Nestor:
         with error_context(vm=name), vm_lock(vm_dir / paths.LOCKFILE, name):
             state, _ = self.observe(config)
             rules.check_offline_change(name, state, "the configuration version")
+            memory_uc.refuse_if_saved(vm_dir, name, "its configuration version")
             self.vms.update(replace(config, config_version=CURRENT_CONFIG_VERSION))
         return CURRENT_CONFIG_VERSION
 

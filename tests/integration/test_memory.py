@@ -250,12 +250,20 @@ def test_save_and_restore_continue_the_guest(mhome: Path) -> None:
     assert resumed[0] in (before, before + 1) and resumed == sorted(resumed), resumed  # continues, no restart
     assert BOOT_LINE not in after
 
-    # Saved again, then removed: the state file goes with the VM.
     nestor(mhome, "vm", "save", "c")
     result = nestor(mhome, "vm", "save", "c", check=False)
     assert result.returncode == 5 and "already saved" in result.stderr
     result = nestor(mhome, "vm", "set-memory", "c", "--startup", "300M", check=False)
     assert result.returncode == 5 and "is saved" in result.stderr
+    result = nestor(mhome, "vm", "set-processor", "c", "--count", "2", check=False)
+    assert result.returncode == 5 and "is saved" in result.stderr and show(mhome, "c")["vcpus"] == 1
+    # Turning off a saved VM discards its saved state (Hyper-V's Delete Saved State).
+    assert "discarded" in nestor(mhome, "vm", "stop", "c", "--turn-off").stdout
+    assert show(mhome, "c")["state"] == "off" and not (directory / memory.SAVED_STATE).exists()
+    # Saved again, then removed: the state file goes with the VM.
+    nestor(mhome, "vm", "start", "c")
+    nestor(mhome, "vm", "save", "c")
+    assert (directory / memory.SAVED_STATE).exists()
     nestor(mhome, "vm", "remove", "c")
     assert not directory.exists()
 
