@@ -61,3 +61,16 @@ def vm_dir(home: Path, name: str) -> Path:
 
     config = db.VMRepo(db.connect(home / paths.DB_NAME)).get(name)
     return home / "vms" / str(config.id)
+
+
+def show(home: Path, name: str) -> dict[str, object]:
+    """`nestor vm show NAME -o json`."""
+    import json
+
+    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
+    return data
+
+
+def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
+    """Run argv inside the VM 'l1' through its guest agent; its stdout."""
+    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import paths
+from . import paths, pids
 from .engine import process
 from .engine.qmp import Monitor
 from .errors import EngineError, InvalidInput, StateError, error_context
@@ -134,16 +133,7 @@ def on_stopped(vm_dir: Path) -> None:
 
 def balancer_pid(vm_dir: Path) -> int | None:
     """The live balancer of this VM, checked by its command line (a recycled PID is not ours)."""
-    try:
-        pid = int((vm_dir / BALANCER_PID).read_text().strip())
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, ValueError, IndexError):
-        return None
-    args = [a.decode(errors="replace") for a in raw.split(b"\0")]
-    if state in ("Z", "X") or "nestor.balancer" not in args or str(vm_dir.resolve()) not in args:
-        return None
-    return pid
+    return pids.pid_from(vm_dir / BALANCER_PID, "nestor.balancer", str(vm_dir.resolve()))
 
 
 def start_balancer(vm_dir: Path) -> int:
@@ -163,11 +153,7 @@ def start_balancer(vm_dir: Path) -> int:
 def stop_balancer(vm_dir: Path) -> None:
     pid = balancer_pid(vm_dir)
     if pid is not None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        process.wait_exit(pid, BALANCER_START_TIMEOUT)
+        pids.terminate(pid, BALANCER_START_TIMEOUT)
     (vm_dir / BALANCER_PID).unlink(missing_ok=True)
 
 

@@ -15,7 +15,7 @@ import pytest
 from nestor import paths
 from nestor.engine import process
 from nestor.images.appliance import BOOT_LINE
-from tests.helpers import nestor, vm_dir, wait_for_text
+from tests.helpers import nestor, show, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
 
@@ -37,10 +37,6 @@ def qemus_of(directory: Path) -> list[int]:
             found.append(int(entry.name))
     return found
 
-
-def show(home: Path, name: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
-    return data
 
 
 def boot(home: Path, name: str, *extra: str, script: str = SVM_SCRIPT) -> Path:

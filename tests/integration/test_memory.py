@@ -7,7 +7,6 @@ dynamic test measures are printed (pytest -s) for the record.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from nestor import memory, paths
 from nestor.engine import process
 from nestor.images.appliance import BOOT_LINE
 from nestor.model import parse_size
-from tests.helpers import nestor, reap_home, vm_dir, wait_for_text
+from tests.helpers import nestor, reap_home, show, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
 M = 1 << 20
@@ -36,10 +35,6 @@ def mhome(home: Path) -> Iterator[Path]:
             memory.stop_balancer(directory)
             assert memory.balancer_pid(directory) is None
 
-
-def show(home: Path, name: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
-    return data
 
 
 def assigned(home: Path, name: str) -> int | None:

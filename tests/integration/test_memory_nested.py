@@ -11,7 +11,7 @@ import pytest
 from nestor import memory, paths
 from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
 from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
-from tests.helpers import nestor, vm_dir, wait_for_text
+from tests.helpers import in_l1, nestor, show, vm_dir, wait_for_text
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
 
@@ -19,13 +19,6 @@ R7 = ("a hypervisor is running inside vm 'l1' (nested virtualization); "
       "memory can only change while the VM is off")
 
 
-def show(home: Path, name: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
-    return data
-
-
-def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
-    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
 
 
 def wait_detected(home: Path, running: bool, timeout: float = 60) -> None:

@@ -10,18 +10,11 @@ import pytest
 
 from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
 from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
-from tests.helpers import nestor, vm_dir, wait_for_text
+from tests.helpers import in_l1, nestor, show, vm_dir, wait_for_text
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
 
 
-def show(home: Path, name: str) -> dict[str, object]:
-    data: dict[str, object] = json.loads(nestor(home, "vm", "show", name, "-o", "json").stdout)
-    return data
-
-
-def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
-    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
 
 
 def test_l1_has_svm_and_its_nestor_uses_kvm(l1_home: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nestor.images.nested_host import BOOT_LINE
-from tests.helpers import nestor, reap_home, vm_dir, wait_for_text
+from tests.helpers import in_l1, nestor, reap_home, vm_dir, wait_for_text
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
 
@@ -51,9 +51,6 @@ def net_l1(tmp_path_factory: pytest.TempPathFactory, nested_store: Path) -> Iter
         nestor(home, "switch", "remove", "sw", "--force", netns=ns, check=False)
         subprocess.run(["ip", "netns", "del", ns], timeout=30, check=False)
 
-
-def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
-    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
 
 
 def put_script(home: Path, path: str, text: str) -> None:

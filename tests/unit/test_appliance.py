@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nestor.errors import ImageError
-from nestor.images import appliance
+from nestor.images import appliance, publish
 from nestor.images.appliance import (
     BOOT_LINE,
     ApplianceImage,
@@ -435,7 +435,7 @@ def test_publish_replaces_old_tree(tmp_path: Path) -> None:
     stage = tmp_path / ".kernel-build-1-x"
     stage.mkdir()
     (stage / "new").write_text("new")
-    appliance._publish(stage, final)
+    publish.publish(stage, final)
     assert (final / "new").is_file()
     assert not (final / "old").exists()
     assert not stage.exists()
@@ -445,7 +445,7 @@ def test_publish_replaces_old_tree(tmp_path: Path) -> None:
 def test_staging_removes_dead_leftovers(tmp_path: Path) -> None:
     dead = tmp_path / ".kernel-build-999999999-abc"
     dead.mkdir()
-    with appliance._Staging(tmp_path, "kernel") as stage:
+    with publish.Staging(tmp_path, "kernel") as stage:
         assert stage.is_dir()
         assert not dead.exists()
     assert not stage.exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nestor.errors import ImageError
-from nestor.images import appliance, nested_host
+from nestor.images import appliance, nested_host, publish
 from nestor.images.nested_host import (
     BOOT_LINE,
     DEFAULT_DEPENDENCIES,
@@ -68,11 +68,11 @@ def make_appliance(images_dir: Path, version: str = VERSION) -> appliance.Applia
     (modules / "kernel").mkdir()
     (modules / "kernel" / "virtio_mmio.ko").write_bytes(b"\0" * 64)
     (kernel / appliance.VMLINUX).write_bytes(b"\x7fELF fake vmlinux")
-    (kernel / appliance.MANIFEST).write_text(json.dumps({"format": appliance.FORMAT, "version": version}))
+    (kernel / publish.MANIFEST).write_text(json.dumps({"format": appliance.FORMAT, "version": version}))
     top = images_dir / appliance.APPLIANCE_DIR
     top.mkdir(parents=True)
     (top / appliance.INITRD).write_bytes(b"070701 fake initrd")
-    (top / appliance.MANIFEST).write_text(json.dumps(
+    (top / publish.MANIFEST).write_text(json.dumps(
         {"format": appliance.FORMAT, "kernel_version": version, "recipe": appliance.appliance_recipe()}))
     image = appliance.load_appliance(images_dir)
     assert image is not None, "the fake appliance must look built"
@@ -136,7 +136,7 @@ def write_nested_manifest(images_dir: Path, inputs: str) -> Path:
     """Write the manifest; return the rootfs path it names."""
     top = images_dir / nested_host.NESTED_HOST_DIR
     top.mkdir(parents=True, exist_ok=True)
-    (top / appliance.MANIFEST).write_text(json.dumps({"format": nested_host.FORMAT, "inputs": inputs}))
+    (top / publish.MANIFEST).write_text(json.dumps({"format": nested_host.FORMAT, "inputs": inputs}))
     return top / nested_host.rootfs_name(inputs)
 
 
@@ -156,7 +156,7 @@ def test_load_nested_host_rejects_stale_inputs(tmp_path: Path) -> None:
     rootfs = write_nested_manifest(tmp_path, inputs_hash(rootfs_inputs("6.1.0-1-cloud-amd64")))
     rootfs.write_bytes(b"")
     assert load_nested_host(tmp_path) is None
-    (rootfs.parent / appliance.MANIFEST).write_text("{not json")
+    (rootfs.parent / publish.MANIFEST).write_text("{not json")
     assert load_nested_host(tmp_path) is None
 
 

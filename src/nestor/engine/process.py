@@ -8,59 +8,22 @@ mistaken for our QEMU.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 from .. import paths
 from ..errors import EngineError
+from ..pids import EXIT_TIMEOUT, pid_from, started_at, terminate, wait_exit
 
 START_TIMEOUT = 15.0
-EXIT_TIMEOUT = 10.0
 
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+__all__ = ["EXIT_TIMEOUT", "clean_runtime_files", "live_pid", "spawn", "started_at", "terminate", "wait_exit"]
 
 
 def live_pid(vm_dir: Path) -> int | None:
-    """The PID of this VM's QEMU if it is alive, else None (zombies count as dead)."""
-    try:
-        pid = int((vm_dir / paths.PIDFILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    state = _proc_state(pid)
-    if state is None or state in ("Z", "X"):
-        return None
-    marker = str(vm_dir / paths.QMP_SOCK)
-    if not any(marker in arg for arg in _cmdline(pid)):
-        return None  # the PID was recycled by something else
-    return pid
-
-
-def started_at(pid: int) -> float | None:
-    """Wall-clock start time of a process, from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return time.time() - uptime + ticks / os.sysconf("SC_CLK_TCK")
+    """The PID of this VM's QEMU if it is alive, else None."""
+    return pid_from(vm_dir / paths.PIDFILE, str(vm_dir / paths.QMP_SOCK))
 
 
 def clean_runtime_files(vm_dir: Path) -> None:
@@ -110,31 +73,3 @@ def last_line(path: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def wait_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = _proc_state(pid)
-        if state is None or state in ("Z", "X"):
-            _reap(pid)
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: init reaps it
-
-
-def terminate(pid: int, timeout: float = EXIT_TIMEOUT) -> None:
-    """SIGTERM, then SIGKILL: the hard stop. Only ever called on a PID live_pid() vouched for."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        if wait_exit(pid, timeout if sig == signal.SIGTERM else EXIT_TIMEOUT):
-            return
-    raise EngineError(f"QEMU pid {pid} did not exit after SIGKILL")

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import json
 import os
 import re
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,13 +36,14 @@ from pathlib import Path
 
 from nestor.errors import ImageError
 
+from . import publish
+
 BOOT_LINE = "nestor-appliance: userspace up"
 
 KERNEL_METAPACKAGE = "linux-image-cloud-amd64"
 BUSYBOX_PACKAGE = "busybox-static"
 KERNEL_DIR = "kernel"
 APPLIANCE_DIR = "appliance"
-MANIFEST = "manifest.json"
 VMLINUX = "vmlinux"
 INITRD = "initrd.img"
 FORMAT = 1
@@ -137,12 +136,12 @@ def build_kernel(images_dir: Path, progress: Progress, force: bool = False) -> K
             return cached
     started = time.monotonic()
     images_dir.mkdir(parents=True, exist_ok=True)
-    with _Staging(images_dir, KERNEL_DIR) as stage:
+    with publish.Staging(images_dir, KERNEL_DIR) as stage:
         package = resolve_kernel_package(progress)
         deb = apt_download(package, stage, progress)
         version = _build_kernel_tree(deb, stage, progress)
         _write_manifest(stage, {"format": FORMAT, "version": version, "package": deb.name})
-        _publish(stage, images_dir / KERNEL_DIR)
+        publish.publish(stage, images_dir / KERNEL_DIR)
     kernel = load_kernel(images_dir)
     if kernel is None:
         raise ImageError("the kernel image vanished right after it was built")
@@ -162,7 +161,7 @@ def build_appliance(images_dir: Path, progress: Progress, force: bool = False) -
             progress(f"appliance: cached ({cached.initrd})")
             return cached
     started = time.monotonic()
-    with _Staging(images_dir, APPLIANCE_DIR) as stage:
+    with publish.Staging(images_dir, APPLIANCE_DIR) as stage:
         busybox = find_static_busybox(stage, progress)
         progress("building initramfs")
         root = stage / "root"
@@ -170,7 +169,7 @@ def build_appliance(images_dir: Path, progress: Progress, force: bool = False) -
         write_newc(root, stage / INITRD)
         shutil.rmtree(root)
         _write_manifest(stage, {"format": FORMAT, "kernel_version": kernel.version, "recipe": appliance_recipe()})
-        _publish(stage, images_dir / APPLIANCE_DIR)
+        publish.publish(stage, images_dir / APPLIANCE_DIR)
     image = load_appliance(images_dir)
     if image is None:
         raise ImageError("the appliance image vanished right after it was built")
@@ -706,80 +705,10 @@ def write_newc(root: Path, out: Path) -> None:
     out.write_bytes(writer.finish())
 
 
-# --------------------------------------------------------------------------------------------
-# Atomic publication
-# --------------------------------------------------------------------------------------------
-
-
-class _Staging:
-    """A temp dir ``images_dir/.<name>-build-<pid>-XXXX``, removed on exit (also on error).
-
-    Leftovers of builds whose process died (SIGKILL, power loss) are removed on entry.
-    """
-
-    def __init__(self, images_dir: Path, name: str) -> None:
-        self._images_dir = images_dir
-        self._prefix = f".{name}-build-"
-        self.path: Path | None = None
-
-    def __enter__(self) -> Path:
-        self._images_dir.mkdir(parents=True, exist_ok=True)
-        _remove_dead_builds(self._images_dir, self._prefix)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{self._prefix}{os.getpid()}-", dir=self._images_dir))
-        return self.path
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.path is not None and self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _remove_dead_builds(images_dir: Path, prefix: str) -> None:
-    for leftover in images_dir.glob(f"{prefix}*"):
-        pid = leftover.name[len(prefix) :].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _publish(stage: Path, final: Path) -> None:
-    """Rename ``stage`` to ``final``, replacing an older ``final`` (its removal is not atomic,
-    but the new tree only appears complete)."""
-    stage.chmod(0o755)
-    old: Path | None = None
-    if final.exists():
-        old = final.with_name(f".{final.name}-old-{os.getpid()}-{time.monotonic_ns()}")
-        final.rename(old)
-    try:
-        stage.rename(final)
-    except OSError:
-        if old is not None and not final.exists():
-            old.rename(final)
-            old = None
-        if not final.exists():
-            raise
-        # Someone else published concurrently: keep theirs.
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _read_manifest(top: Path) -> dict[str, object] | None:
+    data = publish.read_manifest(top)
+    return data if data is not None and data.get("format") == FORMAT else None
 
 
 def _write_manifest(stage: Path, data: dict[str, object]) -> None:
-    (stage / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _read_manifest(top: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((top / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return None
-    return data
+    publish.write_manifest(stage, data)

@@ -25,7 +25,6 @@ the same name after a rebuild (it fails to open the missing old one instead).
 from __future__ import annotations
 
 import compileall
-import contextlib
 import hashlib
 import importlib.metadata as metadata
 import json
@@ -48,7 +47,6 @@ from nestor.images.appliance import (
     APPLIANCE_DIR,
     INITRD,
     KERNEL_DIR,
-    MANIFEST,
     VMLINUX,
     ApplianceImage,
     KernelImage,
@@ -56,6 +54,9 @@ from nestor.images.appliance import (
     load_appliance,
     run_depmod,
 )
+
+from . import publish
+from .publish import MANIFEST
 
 BOOT_LINE = "nestor-nested-host: ready"
 
@@ -189,7 +190,7 @@ def build_nested_host(images_dir: Path, progress: Progress, force: bool = False)
                          hint="run `nestor image build nested-host` as root")
     started = time.monotonic()
     digest = inputs_hash(rootfs_inputs(appliance.kernel.version))
-    with _Staging(images_dir, NESTED_HOST_DIR) as stage:
+    with publish.Staging(images_dir, NESTED_HOST_DIR) as stage:
         rootfs = stage / "rootfs"
         out = stage / "out"
         out.mkdir()
@@ -206,11 +207,11 @@ def build_nested_host(images_dir: Path, progress: Progress, force: bool = False)
         size = rootfs_image_size(used)
         step(f"[4/4] mkfs.ext4 -d ({used / 1e6:.0f} MB used, image {size >> 20} MiB)")
         make_ext4(rootfs, out / rootfs_name(digest), size, ROOTFS_LABEL, journal=True)
-        _write_manifest(out, {"format": FORMAT, "inputs": digest,
+        publish.write_manifest(out, {"format": FORMAT, "inputs": digest,
                               "kernel_version": appliance.kernel.version,
                               "packages": list(PACKAGES), "used_bytes": used,
                               "size_bytes": size})
-        _publish(out, images_dir / NESTED_HOST_DIR)
+        publish.publish(out, images_dir / NESTED_HOST_DIR)
         step("removing the build tree")
     image = load_nested_host(images_dir)
     if image is None:
@@ -226,7 +227,7 @@ def load_nested_host(images_dir: Path) -> NestedHostImage | None:
     if appliance is None:
         return None
     top = images_dir / NESTED_HOST_DIR
-    manifest = _read_manifest(top)
+    manifest = publish.read_manifest(top)
     if manifest is None or manifest.get("format") != FORMAT:
         return None
     digest = inputs_hash(rootfs_inputs(appliance.kernel.version))
@@ -727,70 +728,3 @@ def _tree_size(root: Path) -> int:
 def _describe_size(image: Path) -> str:
     st = image.stat()
     return f"{st.st_size >> 20} MiB, {st.st_blocks * 512 / 1e6:.0f} MB allocated"
-
-
-class _Staging:
-    """A temp dir ``images_dir/.<name>-build-<pid>-XXXX``, removed on exit (also on error).
-
-    Leftovers of builds whose process died are removed on entry.
-    """
-
-    def __init__(self, images_dir: Path, name: str) -> None:
-        self._images_dir = images_dir
-        self._prefix = f".{name}-build-"
-        self.path: Path | None = None
-
-    def __enter__(self) -> Path:
-        self._images_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self._images_dir.glob(f"{self._prefix}*"):
-            pid = leftover.name[len(self._prefix):].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
-                shutil.rmtree(leftover, ignore_errors=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{self._prefix}{os.getpid()}-", dir=self._images_dir))
-        self.path.chmod(0o755)  # apt downloads as _apt, which must reach the rootfs below it
-        return self.path
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.path is not None and self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _publish(stage: Path, final: Path) -> None:
-    """Rename ``stage`` to ``final``, replacing an older ``final``."""
-    stage.chmod(0o755)
-    old: Path | None = None
-    if final.exists():
-        old = final.with_name(f".{final.name}-old-{os.getpid()}-{time.monotonic_ns()}")
-        final.rename(old)
-    try:
-        stage.rename(final)
-    except OSError:
-        if old is not None and not final.exists():
-            old.rename(final)
-            old = None
-        if not final.exists():
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_manifest(top: Path, data: dict[str, object]) -> None:
-    (top / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def _read_manifest(top: Path) -> dict[str, object] | None:
-    with contextlib.suppress(OSError, ValueError):
-        data = json.loads((top / MANIFEST).read_text())
-        if isinstance(data, dict):
-            return data
-    return None

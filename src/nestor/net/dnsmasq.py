@@ -8,12 +8,11 @@ in that pidfile, after /proc/PID/cmdline proves the process is this NAT's dnsmas
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import pids
 from ..errors import HostError
 from . import addresses
 from .run import run
@@ -52,20 +51,9 @@ def argv(cfg: DhcpConfig) -> list[str]:
     ]
 
 
-def _is_ours(pid: int, pidfile: Path) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return bool(cmdline) and cmdline[0].endswith(b"dnsmasq") and f"--pid-file={pidfile}".encode() in cmdline
-
-
 def live_pid(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _is_ours(pid, pidfile) else None
+    """This pidfile's dnsmasq, checked by its command line (a recycled PID is not ours)."""
+    return pids.pid_from(pidfile, f"--pid-file={pidfile}")
 
 
 def start(netns: str | None, cfg: DhcpConfig) -> int:
@@ -87,16 +75,7 @@ def stop(pidfile: Path) -> bool:
     if pid is None:
         pidfile.unlink(missing_ok=True)
         return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and _is_ours(pid, pidfile):
-            time.sleep(0.05)
-        if not _is_ours(pid, pidfile):
-            break
+    pids.terminate(pid, STOP_TIMEOUT)
     pidfile.unlink(missing_ok=True)
     return True
 

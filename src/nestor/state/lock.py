@@ -1,4 +1,4 @@
-"""Per-VM lock: two lifecycle commands on one VM never interleave (flock dies with its holder)."""
+"""File locks: two commands that change the same thing never interleave (flock dies with its holder)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ LOCK_TIMEOUT = 60.0
 
 
 @contextlib.contextmanager
-def vm_lock(path: Path, name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def file_lock(path: Path, busy: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold an exclusive flock on `path`; after `timeout` s of waiting raise Conflict(busy)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
@@ -26,11 +27,13 @@ def vm_lock(path: Path, name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[No
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise Conflict(
-                        f"vm '{name}' is busy: another nestor command holds its lock",
-                        hint="wait for it to finish and try again",
-                    ) from None
+                    raise Conflict(busy, hint="wait for it to finish and try again") from None
                 time.sleep(0.05)
         yield
     finally:
         os.close(fd)
+
+
+def vm_lock(path: Path, name: str, timeout: float = LOCK_TIMEOUT) -> contextlib.AbstractContextManager[None]:
+    """Per-VM lock: lifecycle commands on one VM run one at a time."""
+    return file_lock(path, f"vm '{name}' is busy: another nestor command holds its lock", timeout)
