@@ -175,8 +175,12 @@ def info_fields(service: Nestor, config: VMConfig, running: bool, detail: bool) 
     fields["memory_room"] = format_size(_running_room(vm_dir, config))
     if plan.dynamic:
         status = read_json(vm_dir / BALANCER_STATUS)
-        alive = balancer_pid(vm_dir) is not None
-        fields["memory_balancer"] = (status.get("reason") or "starting") if alive else "not running"
+        if balancer_pid(vm_dir) is None:
+            # Reconcile: a nestor killed between spawning QEMU and starting the balancer (or a
+            # balancer that died) leaves a dynamic VM unbalanced; the next command restarts it.
+            start_balancer(vm_dir)
+            status = {"reason": "restarted"}
+        fields["memory_balancer"] = status.get("reason") or "starting"
     if detail:
         try:
             with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=3.0) as mon:

@@ -157,3 +157,13 @@ def test_concurrent_starts_make_one_qemu(home: Path) -> None:
     assert codes[0] == 0 and codes[1] != 0, results
     assert any("already running" in err for _, err in results), results
     assert len(qemus_of(directory)) == 1
+
+
+def test_console_takes_input_and_gives_output(home: Path) -> None:
+    boot(home, "con")
+    result = subprocess.run([sys.executable, "-m", "nestor", "--home", str(home), "vm", "console", "con"],
+                            input="\necho console-$((6 * 7))\n", capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "console-42" in result.stdout, result.stdout
+    result = nestor(home, "vm", "console", "nope", check=False)
+    assert result.returncode == 3 and result.stderr.startswith("error: ")

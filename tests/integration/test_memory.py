@@ -7,7 +7,9 @@ dynamic test measures are printed (pytest -s) for the record.
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,3 +300,14 @@ def test_unknown_vm_and_save_of_off_vm(mhome: Path) -> None:
     assert result.returncode == 5 and "not running" in result.stderr
     result = nestor(mhome, "vm", "save", "nope", check=False)
     assert result.returncode == 3
+
+
+def test_a_lost_balancer_is_restarted_by_the_next_command(mhome: Path) -> None:
+    directory = boot(mhome, "lost", "#!/bin/sh\ntrue\n", "--dynamic", "on", "--minimum", "128M", "--maximum", "512M")
+    pid = memory.balancer_pid(directory)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # as if it died, or nestor died before starting it
+    process.wait_exit(pid, 10)
+    assert memory.balancer_pid(directory) is None
+    assert show(mhome, "lost")["memory_balancer"] == "restarted"
+    assert memory.balancer_pid(directory) not in (None, pid)

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import StateError
 
 DETACH = b"\x1d"  # Ctrl-]
+QUIET_AFTER_EOF = 1.0  # piped input: after stdin ends, leave once the guest is quiet this long
 
 
 @contextlib.contextmanager
@@ -43,7 +44,9 @@ def attach(path: Path) -> None:
     with _raw(stdin), sock:
         while True:
             readers = [sock] + ([stdin] if stdin_open else [])
-            ready, _, _ = select.select(readers, [], [])
+            ready, _, _ = select.select(readers, [], [], None if stdin_open else QUIET_AFTER_EOF)
+            if not ready:
+                return
             if sock in ready:
                 data = sock.recv(65536)
                 if not data:
