@@ -112,6 +112,8 @@ def after_spawn(service: Nestor, config: VMConfig, qemu_room: int, restore: Save
     _write_json(vm_dir / MEMORY_FILE, {"room": qemu_room, "target": target})
     if restore is not None:
         _restore(service, config, restore)
+    if target is None and not plan.dynamic:
+        return  # static, no headroom: nothing to set; stats are armed when a resize needs them
     interval = rules.STATS_INTERVAL if plan.dynamic else STATIC_STATS_INTERVAL
     try:
         with Monitor(vm_dir / paths.QMP_SOCK, config.name) as mon:

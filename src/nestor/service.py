@@ -5,13 +5,14 @@ Front ends (CLI now, REST later) call these methods and get model objects or Nes
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bootplan, paths
 from . import memory as memory_uc
@@ -29,12 +30,14 @@ from .model import (
     validate_config_version,
     validate_name,
 )
-from .netservice import Network
 from .policy import accel as accel_policy
 from .policy import processor as rules
 from .policy.checks import Check, host_checks
 from .state import db
 from .state.lock import vm_lock
+
+if TYPE_CHECKING:
+    from .netservice import Network
 
 Progress = Callable[[str], None]
 LAUNCH_FILE = "launch.json"
@@ -68,7 +71,7 @@ class VMInfo:
     memory_balancer: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # flat: no dataclasses.asdict deep copy (vm list of 1,000 VMs)
 
 
 class Nestor:
@@ -78,7 +81,12 @@ class Nestor:
         self._conn = db.connect(self.home.db)
         self.vms = db.VMRepo(self._conn)
         self._facts: host_facts.HostFacts | None = None
-        self.network = Network(self.home, netns, self._conn, lambda config: self.observe(config)[0])
+
+    @functools.cached_property
+    def network(self) -> Network:
+        from .netservice import Network
+
+        return Network(self.home, self.netns, self._conn, lambda config: self.observe(config)[0])
 
     # -- host -------------------------------------------------------------------------------
     @property
@@ -117,31 +125,26 @@ class Nestor:
 
     def info(self, config: VMConfig, detail: bool = False) -> VMInfo:
         state, pid = self.observe(config) if detail else self._quick_state(config)
-        info = VMInfo(
-            name=config.name,
-            state=state.value,
-            vcpus=config.vcpus,
-            memory=format_size(config.memory),
-            nested=config.nested,
-            config_version=config.config_version,
-            image=config.boot.image or config.boot.kernel,
-            pid=pid,
-        )
-        info = replace(info, **memory_uc.info_fields(self, config, pid is not None, detail))
-        if pid is None:
-            return info
-        launch = self._launch(config)
-        start = process.started_at(pid)
-        info = replace(
-            info,
-            uptime=round(time.time() - start, 1) if start else None,
-            accelerator=launch.get("accel"),
-            cpu_model=launch.get("cpu_model"),
-        )
-        if detail:
-            running, how = self.hypervisor_running(config)
-            info = replace(info, hypervisor_running=running, hypervisor_detection=how)
-        return info
+        fields: dict[str, Any] = {
+            "name": config.name,
+            "state": state.value,
+            "vcpus": config.vcpus,
+            "memory": format_size(config.memory),
+            "nested": config.nested,
+            "config_version": config.config_version,
+            "image": config.boot.image or config.boot.kernel,
+            "pid": pid,
+        }
+        fields.update(memory_uc.info_fields(self, config, pid is not None, detail))
+        if pid is not None:
+            launch = self._launch(config)
+            start = process.started_at(pid)
+            fields["uptime"] = round(time.time() - start, 1) if start else None
+            fields["accelerator"] = launch.get("accel")
+            fields["cpu_model"] = launch.get("cpu_model")
+            if detail:
+                fields["hypervisor_running"], fields["hypervisor_detection"] = self.hypervisor_running(config)
+        return VMInfo(**fields)
 
     def _quick_state(self, config: VMConfig) -> tuple[VMState, int | None]:
         """For lists: the process only, no QMP round-trip per VM."""

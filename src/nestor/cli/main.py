@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -11,13 +12,35 @@ import click
 
 from .. import paths
 from ..errors import NestorError
-from . import host, image, net, vm
 from .context import Ctx
-from .quickstart import quickstart
-from .tree import tree
+
+# Each command group is imported only when it runs: `vm list` should not pay for the network,
+# image or quickstart code (under TCG in an L1, every import costs).
+COMMANDS = {
+    "host": "host:host",
+    "vm": "vm:vm",
+    "image": "image:image",
+    "switch": "net:switch",
+    "nat": "net:nat",
+    "adapter": "net:adapter",
+    "tree": "tree:tree",
+    "quickstart": "quickstart:quickstart",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", type=click.Path(path_type=Path), default=None,
               help="state directory (default: $NESTOR_HOME, /var/lib/nestor as root)")
 @click.option("--netns", default=None, help="network namespace for bridges, taps, nft and QEMU")
@@ -27,15 +50,6 @@ def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool) -
     """nestor: virtual machines that run their own hypervisor."""
     ctx.obj = Ctx(home=home or paths.default_home(), netns=netns, debug=debug)
 
-
-cli.add_command(host.host)
-cli.add_command(vm.vm)
-cli.add_command(image.image)
-cli.add_command(net.switch)
-cli.add_command(net.nat)
-cli.add_command(net.adapter)
-cli.add_command(tree)
-cli.add_command(quickstart)
 
 
 def main(argv: list[str] | None = None) -> None:

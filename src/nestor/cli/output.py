@@ -14,7 +14,9 @@ OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), de
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    # Indented for a person at a terminal; compact (the C encoder, ~5x faster) for programs.
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(data, indent=indent, default=str))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str = "none") -> None:
