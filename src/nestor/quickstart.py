@@ -77,13 +77,17 @@ class Quickstart:
         try:
             self._run()
             self.result.ok = True
-        except NestorError as exc:
-            self.result.error = exc.message
-            raise
-        finally:
+        except BaseException as exc:  # also Ctrl-C: leave nothing behind unless asked to
+            self.result.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             if not keep:
-                with self.step("teardown"):
+                try:
                     self.teardown()
+                except NestorError as cleanup:
+                    self.progress(f"teardown after the failure failed too: {cleanup.message}")
+            raise
+        if not keep:
+            with self.step("teardown"):
+                self.teardown()
         return self.result
 
     def _run(self) -> None:

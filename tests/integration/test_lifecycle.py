@@ -167,3 +167,17 @@ def test_console_takes_input_and_gives_output(home: Path) -> None:
     assert "console-42" in result.stdout, result.stdout
     result = nestor(home, "vm", "console", "nope", check=False)
     assert result.returncode == 3 and result.stderr.startswith("error: ")
+
+
+def test_boot_any_kernel_with_kernel_initrd_append(home: Path, image_store: Path) -> None:
+    from nestor.images.appliance import load_appliance
+
+    image = load_appliance(image_store)
+    assert image is not None
+    nestor(home, "vm", "new", "raw", "--kernel", str(image.kernel.vmlinux), "--initrd", str(image.initrd),
+           "--append", "console=ttyS0 nestor.hostname=custom-kernel", "--memory", "256M")
+    nestor(home, "vm", "start", "raw")
+    wait_for_text(vm_dir(home, "raw") / paths.SERIAL_LOG, BOOT_LINE)
+    assert "nestor.hostname=custom-kernel" in " ".join(json.loads(
+        (vm_dir(home, "raw") / "launch.json").read_text())["argv"])
+    assert show(home, "raw")["image"] == str(image.kernel.vmlinux)
