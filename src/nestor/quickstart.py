@@ -7,8 +7,6 @@ agent, starts l2. Everything network-related lives in a namespace named after th
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +19,8 @@ from .engine import process
 from .errors import GuestError, HostError, NestorError, NotFound
 from .images.appliance import BOOT_LINE as L2_BOOT_LINE
 from .model import BootSource
+from .net.host import NETNS_DIR
+from .net.run import run
 from .service import Nestor
 
 L1, L2 = "l1", "l2"
@@ -101,7 +101,7 @@ class Quickstart:
         with self.step("clean leftovers"):
             self.teardown()
         with self.step("namespace"):
-            _ip("netns", "add", self.netns)
+            run(["ip", "netns", "add", self.netns])
             service = Nestor(self.home, netns=self.netns)
         with self.step("l0 switch"):
             service.network.switch_new(SWITCH, "internal")
@@ -168,21 +168,5 @@ class Quickstart:
             service.network.switch_remove(SWITCH, force=True)
         except NotFound:
             pass
-        if self.netns in _netns_list():
-            _ip("netns", "delete", self.netns)
-
-
-def _netns_list() -> list[str]:
-    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, timeout=10, check=False).stdout
-    try:
-        return [entry["name"] for entry in json.loads(out or "[]")]
-    except (ValueError, KeyError, TypeError):
-        return []
-
-
-def _ip(*args: str) -> None:
-    result = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-    if result.returncode != 0:
-        raise HostError(f"ip {' '.join(args)}: {result.stderr.strip()}", hint="nestor needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-
-
+        if (NETNS_DIR / self.netns).exists():
+            run(["ip", "netns", "delete", self.netns])
