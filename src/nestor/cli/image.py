@@ -3,7 +3,7 @@ from __future__ import annotations
 import click
 
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json, progress, table
+from .output import OUTPUT, progress, rows_out
 
 
 @click.group()
@@ -27,7 +27,4 @@ def build(ctx: Ctx, name: str, force: bool) -> None:
 def list_(ctx: Ctx, output: str) -> None:
     """The images and whether they are built."""
     rows = ctx.service.image_list()
-    if output == "json":
-        emit_json(rows)
-    else:
-        table(rows, ["name", "built", "path"])
+    rows_out(rows, output, ["name", "built", "path"])

@@ -8,7 +8,7 @@ import click
 
 from ..net.store import SWITCH_TYPES
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json, fields, table
+from .output import OUTPUT, emit_json, fields, rows_out, table
 
 ON_OFF = click.Choice(["on", "off"])
 
@@ -36,11 +36,8 @@ def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None) -> None:
 def switch_list(ctx: Ctx, output: str) -> None:
     """All switches, with their observed state."""
     rows = ctx.service.network.switch_list()
-    if output == "json":
-        emit_json(rows)
-    else:
-        table(rows, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
-              empty="no switches")
+    rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
+             empty="no switches")
 
 
 @switch.command("show")
@@ -105,11 +102,8 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
     rows = ctx.service.network.adapter_list(vm)
-    if output == "json":
-        emit_json(rows)
-    else:
-        table(rows, ["name", "switch", "mac", "mac_spoofing", "tap", "netns", "dropped_frames"],
-              empty="no adapters")
+    rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "tap", "netns", "dropped_frames"],
+             empty="no adapters")
 
 
 @adapter.command("set")

@@ -19,6 +19,14 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=indent, default=str))
 
 
+def rows_out(rows: Sequence[dict[str, Any]], output: str, columns: Sequence[str], empty: str = "none") -> None:
+    """A list command's output: every field as JSON, or the given columns as a table."""
+    if output == "json":
+        emit_json(list(rows))
+    else:
+        table(rows, columns, empty)
+
+
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str = "none") -> None:
     from rich.console import Console
     from rich.table import Table

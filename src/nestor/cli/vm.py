@@ -11,7 +11,7 @@ from ..errors import InvalidInput, StateError
 from ..model import BootSource, parse_size
 from . import console as serial_console
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json, fields, table, warn
+from .output import OUTPUT, emit_json, fields, rows_out, warn
 
 ON_OFF = click.Choice(["on", "off"])
 
@@ -73,11 +73,8 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
 def list_(ctx: Ctx, output: str) -> None:
     """All VMs with their observed state."""
     infos = ctx.service.vm_list()
-    if output == "json":
-        emit_json([i.to_json() for i in infos])
-    else:
-        table([i.to_json() for i in infos], ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
-              empty="no VMs")
+    rows_out([i.to_json() for i in infos], output, ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
+             empty="no VMs")
 
 
 @vm.command("show")
