@@ -80,7 +80,7 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
     app = appliance.load_appliance(images)
     if app is None:
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-    base = ["console=ttyS0", "quiet", "panic=-1", f"nestor.hostname={name}", f"nestor.level={level}"]
+    base = ["console=ttyS0", "quiet", "panic=-1", *appliance.cmdline_params(hostname=name), f"nestor.level={level}"]
     if boot.image == "appliance":
         initrd = _with_run_cpio(app.initrd, vm_dir) if boot.run_script else app.initrd
         return BootPlan(app.kernel.vmlinux, initrd, base)
@@ -96,7 +96,7 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
     payload = nested_host.build_payload(images, root, lambda _line: None)
     overlay = _overlay(host.rootfs, vm_dir)
     disks = (Disk(overlay, "qcow2"), Disk(payload, readonly=True))
-    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, "nestor.root=/dev/vda"], disks, agent=True)
+    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *appliance.cmdline_params(root="/dev/vda")], disks, agent=True)
 
 
 def _overlay(base: Path, vm_dir: Path) -> Path:

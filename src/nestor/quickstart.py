@@ -18,6 +18,7 @@ from . import guest
 from .engine import process
 from .errors import GuestError, HostError, NestorError, NotFound
 from .images.appliance import BOOT_LINE as L2_BOOT_LINE
+from .images.appliance import cmdline_params
 from .model import BootSource
 from .net.host import NETNS_DIR
 from .net.run import run
@@ -28,6 +29,7 @@ L1_MEMORY, L1_VCPUS = 1 << 30, 2
 L2_MEMORY = "256M"
 SWITCH = "qs0"
 L0_ADDRESS, L1_ADDRESS = "10.77.0.1", "10.77.0.2"
+L1_APPEND = " ".join(cmdline_params(ip=f"{L1_ADDRESS}/24", gw=L0_ADDRESS))
 NAT_SWITCH, NAT_GATEWAY, NAT_PREFIX = "nat0", "192.168.100.1/24", "192.168.100.0/24"
 L2_SCRIPT = "/tmp/l2-ping.sh"
 # Runs in l2 once it is up (after its DHCP lease): the proof that l2 reaches l0 through l1's NAT.
@@ -108,7 +110,7 @@ class Quickstart:
             service.network.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
         with self.step("l1 start"):
             service.vm_new(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True,
-                           boot=BootSource(image="nested-host", append=f"nestor.ip={L1_ADDRESS}/24 nestor.gw={L0_ADDRESS}"))
+                           boot=BootSource(image="nested-host", append=L1_APPEND))
             service.network.adapter_add(L1, SWITCH)  # MAC spoofing off: the guard is on
             service.vm_start(L1)
         with self.step("l1 boot"):

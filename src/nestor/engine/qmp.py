@@ -108,9 +108,6 @@ class Monitor(_Session):
     def resume(self) -> None:
         self.execute("cont")
 
-    def kvm_enabled(self) -> bool:
-        return bool(self.execute("query-kvm")["enabled"])
-
     def registers(self) -> str:
         return str(self.execute("human-monitor-command", {"command-line": "info registers -a"}))
 
@@ -211,12 +208,6 @@ class Agent(_Session):
 
     def ping(self, timeout: float | None = None) -> None:
         self.execute("guest-ping", timeout=timeout)
-
-    def shutdown(self) -> None:
-        try:
-            self.execute("guest-shutdown", {"mode": "powerdown"}, timeout=3.0)
-        except GuestError:
-            pass  # the agent may die before it answers
 
     def write_file(self, path: str, data: bytes, mode: str = "w") -> None:
         """Write a file in the guest (guest-file-open/write/close)."""
