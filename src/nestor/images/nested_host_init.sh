@@ -8,6 +8,8 @@
 #                          the payload disk at /opt/nestor, nestor's home, acpid, network.
 #   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
 #   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
+#   api        ::respawn   nestor serve: this level's API, reached by the host over the
+#                          virtio-serial port org.nestor.api.0 (the host's channel).
 #   console    ::respawn   a login shell on the console once Enter is pressed.
 #   shutdown   ::shutdown  stop daemons, sync, unmount (init then kills the rest and powers off).
 #   udhcpc     the udhcpc event script (/etc/nestor/udhcpc).
@@ -231,6 +233,21 @@ stage_ready() {
     echo "$BOOT_LINE" > /dev/console
 }
 
+stage_api() {
+    api_port=/dev/virtio-ports/org.nestor.api.0
+    n=0
+    while [ ! -e "$api_port" ] && [ "$n" -lt 50 ]; do
+        usleep 100000
+        n=$((n + 1))
+    done
+    if [ ! -e "$api_port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
+        log "no API channel port or no nestor payload: no nestor serve"
+        exec sleep 3600  # init respawns us; do not spin
+    fi
+    cd /
+    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$api_port" >> /var/log/nestor-serve.log 2>&1
+}
+
 stage_console() {
     if ! read -r _; then
         sleep 5  # no usable console input: do not let init respawn us in a tight loop
@@ -292,6 +309,7 @@ case "$1" in
     sysinit) stage_sysinit ;;
     ready) stage_ready ;;
     agent) stage_agent ;;
+    api) stage_api ;;
     console) stage_console ;;
     shutdown) stage_shutdown ;;
     udhcpc) shift; stage_udhcpc "$@" ;;
