@@ -6,7 +6,9 @@ copy-on-write overlay of the nested-host root disk) are made here, in the VM's d
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +16,14 @@ from pathlib import Path
 from . import paths
 from .engine.argv import Disk
 from .errors import EngineError, InvalidInput, NotFound
-from .model import BootSource
+from .files import FILE_MODE, open_private, write_private
+from .model import BootSource, shown, validate_text
 
 IMAGES = ("appliance", "nested-host")
+MAX_RUN_SCRIPT = 16 << 20  # --run: copied into the VM's initrd, so read whole into memory
+MAX_KERNEL = 256 << 20
+MAX_INITRD = 1 << 30
+MAX_PATH = 1024
 OVERLAY = "disk.qcow2"
 OVERLAY_BASE = "disk.base"
 
@@ -51,24 +58,40 @@ def image_built(images: Path, image: str) -> bool:
 def check(images: Path, boot: BootSource) -> BootSource:
     """Validate a boot source at `vm new`; return it with absolute paths."""
     if boot.kernel:
-        kernel = Path(boot.kernel)
-        if not kernel.is_file():
-            raise NotFound(f"kernel file '{boot.kernel}' not found", hint="give an existing file to --kernel")
-        initrd = Path(boot.initrd) if boot.initrd else None
-        if initrd and not initrd.is_file():
-            raise NotFound(f"initrd file '{boot.initrd}' not found", hint="give an existing file to --initrd")
-        boot = BootSource(kernel=str(kernel.resolve()), initrd=str(initrd.resolve()) if initrd else None,
+        kernel = _input_file(boot.kernel, "--kernel", "kernel file", MAX_KERNEL)
+        initrd = _input_file(boot.initrd, "--initrd", "initrd file", MAX_INITRD) if boot.initrd else None
+        boot = BootSource(kernel=str(kernel), initrd=str(initrd) if initrd else None,
                           append=boot.append, run_script=boot.run_script)
     elif not image_built(images, boot.image or ""):
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
     if boot.run_script:
         if boot.image != "appliance":
             raise InvalidInput("--run works with the appliance image only", hint="drop --run, or use --image appliance")
-        script = Path(boot.run_script)
-        if not script.is_file():
-            raise NotFound(f"script '{boot.run_script}' not found", hint="give an existing file to --run")
-        boot = BootSource(image=boot.image, append=boot.append, run_script=str(script.resolve()))
+        script = _input_file(boot.run_script, "--run", "script", MAX_RUN_SCRIPT)
+        boot = BootSource(image=boot.image, append=boot.append, run_script=str(script))
     return boot
+
+
+def _input_file(given: str, option: str, what: str, limit: int) -> Path:
+    """A user's file for QEMU or the guest: a regular file (not a device, FIFO or directory) no
+    bigger than `limit`, named by a path QEMU's option syntax cannot misread. Absolute."""
+    validate_text(given, f"{option} path", MAX_PATH)
+    if "," in given:
+        raise InvalidInput(f"{option} path {shown(given)} contains ','",
+                           hint="QEMU reads ',' as an option separator: rename the file")
+    path = Path(given).resolve()
+    try:
+        st = path.stat()
+    except OSError:
+        raise NotFound(f"{what} {shown(given)} not found", hint=f"give an existing file to {option}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidInput(f"{what} {shown(given)} is not a regular file", hint=f"give a regular file to {option}")
+    if st.st_size > limit:
+        raise InvalidInput(f"{what} {shown(given)} is too big ({st.st_size >> 20} MiB, at most {limit >> 20} MiB)",
+                           hint=f"give a smaller file to {option}")
+    if "," in str(path):
+        raise InvalidInput(f"{option} path {path} contains ','", hint="QEMU reads ',' as an option separator")
+    return path
 
 
 def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) -> BootPlan:
@@ -115,7 +138,8 @@ def _overlay(base: Path, vm_dir: Path) -> Path:
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         raise EngineError(f"cannot create the overlay disk: {detail.strip()}", hint="apt-get install qemu-utils") from exc
-    stamp.write_text(identity)
+    os.chmod(overlay, FILE_MODE)  # the L1's disk: the guest's data, root's alone
+    write_private(stamp, identity)
     return overlay
 
 
@@ -125,7 +149,7 @@ def _with_run_cpio(initrd: Path, vm_dir: Path) -> Path:
     run = vm_dir / paths.RUN_CPIO
     if not combined.exists() or combined.stat().st_mtime < max(initrd.stat().st_mtime, run.stat().st_mtime):
         tmp = combined.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
+        with os.fdopen(open_private(tmp), "wb") as out:
             for part in (initrd, run):
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out)

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 
 from .errors import InvalidInput
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")  # always fullmatch: `$` lets "web\n" through
 MAX_NAME = 32
+# ip-netns(8) names are file names under /run/netns; nestor takes a safe subset of them.
+NETNS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_APPEND = 2048  # bytes of extra kernel command line (Linux's COMMAND_LINE_SIZE is 2048 on x86)
 
 # VM configuration versions, in Hyper-V's numbering (the seed's prerequisites):
 # nesting on Intel needs >= 8.0, on AMD (and TCG, which emulates AMD-V) >= 10.0.
@@ -31,41 +34,68 @@ def validate_name(name: str, what: str = "vm") -> str:
         raise InvalidInput(f"{what} name is empty", hint="give a name such as 'web1'")
     if len(name) > MAX_NAME:
         raise InvalidInput(
-            f"{what} name '{name[:40]}…' is too long ({len(name)} characters, at most {MAX_NAME})"
-            if len(name) > 40
-            else f"{what} name '{name}' is too long ({len(name)} characters, at most {MAX_NAME})",
+            f"{what} name {shown(name)} is too long ({len(name)} characters, at most {MAX_NAME})",
             hint="use a shorter name",
         )
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InvalidInput(
-            f"invalid {what} name '{name}'",
+            f"invalid {what} name {shown(name)}",
             hint="use lower-case letters, digits and '-', starting and ending with a letter or digit",
         )
     return name
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# '512M', '512MB', '512MiB', '2g', '1024' (no unit: MiB), '512B' (bytes). ASCII digits only.
+_SIZE_RE = re.compile(r" *([0-9]{1,15}) *(?:([KMGT])(?:i?B)?|(B))? *", re.IGNORECASE | re.ASCII)
+_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def parse_size(text: str, what: str = "memory") -> int:
-    """Parse '512M', '2G', '1024' (MiB) into bytes; reject zero, negative and garbage."""
-    match = _SIZE_RE.match(text)
+    """The one size parser: '512M', '2G', '1024' (MiB), '512B' (bytes) into bytes.
+
+    Zero, negative and garbage are refused here; whether a size is big enough for its use is
+    the caller's rule (policy/memory.check_size for memory)."""
+    match = _SIZE_RE.fullmatch(text)
     if not match:
         raise InvalidInput(
-            f"invalid {what} size '{text}'", hint="use a positive size such as 512M or 2G"
+            f"invalid {what} size {shown(text)}", hint="use a positive size such as 512M or 2G"
         )
-    number, unit = int(match.group(1)), match.group(2).upper()
+    number, unit = int(match.group(1)), (match.group(2) or match.group(3) or "").upper()
     if number == 0:
         raise InvalidInput(f"{what} size must be more than zero, not '{text}'", hint="e.g. 512M")
     return number * _UNITS[unit]
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """User input quoted for an error line: control characters escaped, length bounded."""
+    body = text if len(text) <= limit else text[:limit] + "…"
+    return repr(body) if not body.isprintable() or "'" in body else f"'{body}'"
+
+
+def validate_text(text: str, what: str, limit: int) -> str:
+    """Free text bound for a kernel command line, QEMU, nft or dnsmasq: printable and bounded."""
+    if len(text.encode()) > limit:
+        raise InvalidInput(f"{what} is too long ({len(text.encode())} bytes, at most {limit})",
+                           hint=f"shorten the {what}")
+    bad = next((ch for ch in text if not ch.isprintable()), None)
+    if bad is not None:
+        raise InvalidInput(f"{what} contains the control character {bad!r}", hint="remove it")
+    return text
+
+
+def validate_netns(netns: str) -> str:
+    """--netns: a name `ip netns add` accepts, in nestor's safe subset (no '/', no control characters)."""
+    if not NETNS_RE.fullmatch(netns) or netns in (".", ".."):
+        raise InvalidInput(f"invalid network namespace name {shown(netns)}",
+                           hint="use letters, digits, '.', '_' and '-' (at most 64), e.g. --netns nt-web")
+    return netns
 
 
 def format_size(size: int) -> str:
     for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
         if size % factor == 0:
             return f"{size // factor}{unit}"
-    return str(size)
+    return f"{size}B"
 
 
 def version_tuple(version: str) -> tuple[int, int]:

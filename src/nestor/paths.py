@@ -31,6 +31,43 @@ BALANCER_STATUS = "balancer.json"  # the balancer's last decision, for `vm show`
 RUN_DIR = Path(os.environ.get("NESTOR_RUN_DIR", "/run/nestor"))
 
 
+SUN_PATH_MAX = 107  # bytes of a unix socket path (sun_path is 108 with its NUL)
+MAX_VM_ID_DIGITS = 7  # VM ids nestor plans socket room for (vms/9999999/)
+CREATING_HINT = "check --home / NESTOR_HOME; commands that create things (vm new, switch new, image build) make a new home"
+
+
+def max_home_bytes() -> int:
+    """The longest home whose VM sockets (HOME/vms/ID/serial.sock) still fit a unix socket path."""
+    longest = max(len(name) for name in (QMP_SOCK, SERIAL_SOCK, QGA_SOCK, API_SOCK))
+    return SUN_PATH_MAX - len("/vms/") - MAX_VM_ID_DIGITS - 1 - longest
+
+
+def check_home(given: str | Path) -> Path:
+    """A usable home path, made absolute (a relative home is taken from the current directory,
+    once, so QEMU, the daemon and every path nestor stores agree on it). Refused: empty, control
+    characters, ',' (QEMU reads it as an option separator in -chardev path=...) and paths too
+    long for the VMs' unix sockets."""
+    from .errors import InvalidInput
+    from .model import shown
+
+    text = str(given)
+    if not text:
+        raise InvalidInput("the home directory path is empty", hint="give a directory, e.g. --home /var/lib/nestor")
+    if not text.isprintable():
+        raise InvalidInput(f"the home directory path {shown(text)} contains control characters",
+                           hint="use a plain directory path")
+    root = Path(os.path.abspath(text))
+    if "," in str(root):
+        raise InvalidInput(f"the home directory path {shown(str(root), 80)} contains ','",
+                           hint="QEMU reads ',' as an option separator: use a path without it")
+    size = len(os.fsencode(str(root)))
+    if size > max_home_bytes():
+        raise InvalidInput(f"the home directory path is too long ({size} bytes, at most {max_home_bytes()}): "
+                           "the VMs' unix sockets live under it",
+                           hint="use a shorter path, e.g. /var/lib/nestor")
+    return root
+
+
 def default_home() -> Path:
     env = os.environ.get("NESTOR_HOME")
     if env:

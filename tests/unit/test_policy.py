@@ -82,9 +82,16 @@ def test_r6_vcpus() -> None:
 
 
 def test_memory_cap() -> None:
-    rules.check_memory(1 << 30, 2 << 30)
+    from nestor.policy import memory as memory_rules
+
+    memory_rules.check_size(1 << 30, "startup", 2 << 30)
     with pytest.raises(InvalidInput, match="more than the host has"):
-        rules.check_memory(3 << 30, 2 << 30)
+        memory_rules.check_size(3 << 30, "startup", 2 << 30)
+    for tiny in (1, 1 << 10, 1000 << 10, 31 << 20):  # `vm new --memory 1`, 1K, 1000K: too small, with the reason
+        with pytest.raises(InvalidInput, match="too small"):
+            memory_rules.check_size(tiny, "startup", 2 << 30, option="--memory")
+    with pytest.raises(InvalidInput, match="whole number of MiB"):
+        memory_rules.check_size((64 << 20) + 1, "startup", 2 << 30)
 
 
 def test_nestor_guest_without_extensions_offers_no_nesting() -> None:

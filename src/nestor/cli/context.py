@@ -18,8 +18,14 @@ class Ctx:
     @property
     def service(self) -> Service:
         if self._service is None:
-            self._service = Service(self.home, self.netns)
+            command = click.get_current_context().command_path.split()[1:]
+            self._service = Service(self.home, self.netns, create=" ".join(command) in CREATING)
         return self._service
+
+
+# The commands that may make a new home; every other one refuses a home that does not exist
+# (a mistyped --home must not leave an empty home behind).
+CREATING = frozenset({"vm new", "switch new", "nat new", "image build", "quickstart", "serve"})
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

@@ -6,12 +6,12 @@ import importlib
 import os
 import sys
 import traceback
-from pathlib import Path
 
 import click
 
 from .. import paths
 from ..errors import NestorError
+from ..model import validate_netns
 from .context import Ctx
 
 # Each command group is imported only when it runs: `vm list` should not pay for the network,
@@ -43,14 +43,15 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", type=click.Path(path_type=Path), default=None,
+@click.option("--home", default=None,
               help="state directory (default: $NESTOR_HOME, /var/lib/nestor as root)")
 @click.option("--netns", default=None, help="network namespace for bridges, taps, nft and QEMU")
 @click.option("--debug", is_flag=True, help="show tracebacks")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool) -> None:
     """nestor: virtual machines that run their own hypervisor."""
-    ctx.obj = Ctx(home=home or paths.default_home(), netns=netns, debug=debug)
+    root = paths.check_home(paths.default_home() if home is None else home)
+    ctx.obj = Ctx(home=root, netns=None if netns is None else validate_netns(netns), debug=debug)
 
 
 

@@ -30,6 +30,7 @@ def rows_out(rows: Sequence[dict[str, Any]], output: str, columns: Sequence[str]
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str = "none") -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     if not rows:
         click.echo(empty)
@@ -38,7 +39,8 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], empty: str = "
     for column in columns:
         out.add_column(column.upper().replace("_", " "))
     for row in rows:
-        out.add_row(*(_cell(row.get(column)) for column in columns))
+        # Text, not str: a cell is data, never rich markup (a path holding "[/]" must print as is).
+        out.add_row(*(Text(_cell(row.get(column))) for column in columns))
     Console(file=sys.stdout, soft_wrap=True).print(out)
 
 
@@ -53,7 +55,9 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    text = str(value)
+    # Stored values may predate validation or come from a guest: never send a terminal escape.
+    return text if text.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def warn(message: str) -> None:

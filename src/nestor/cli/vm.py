@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import click
 
 from ..errors import InvalidInput
-from ..model import format_size, parse_size
+from ..model import format_size, parse_size, shown
 from ..service import guests
 from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
@@ -174,8 +175,8 @@ def _buffer(text: str | None) -> int | None:
     if text is None:
         return None
     raw = text.strip().removesuffix("%").strip()
-    if not raw.isdigit():
-        raise InvalidInput(f"invalid memory buffer '{text}'", hint="a whole percent from 5 to 2000, e.g. --buffer 20")
+    if not re.fullmatch(r"[0-9]{1,6}", raw):  # not str.isdigit: it takes '²' and int() does not
+        raise InvalidInput(f"invalid memory buffer {shown(text)}", hint="a whole percent from 5 to 2000, e.g. --buffer 20")
     return int(raw)
 
 

@@ -8,12 +8,14 @@ mistaken for our QEMU.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 
 from .. import paths
 from ..errors import EngineError
+from ..files import open_private
 from ..pids import EXIT_TIMEOUT, pid_from, started_at, terminate, wait_exit
 
 START_TIMEOUT = 15.0
@@ -37,7 +39,9 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip netns exec execs: the PID is QEMU's
     log_path = vm_dir / paths.QEMU_LOG
-    with open(log_path, "ab") as log:
+    # QEMU appends to serial.log (chardev logfile, logappend=on): made here, so it is 0600.
+    os.close(open_private(vm_dir / paths.SERIAL_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         try:
             proc = subprocess.Popen(
                 argv,

@@ -220,16 +220,20 @@ def make_run_cpio(script: Path, out: Path) -> None:
 
     It is meant to be concatenated after the appliance initrd (the kernel unpacks both).
     """
+    from ..bootplan import MAX_RUN_SCRIPT
+    from ..files import write_private
+
     try:
-        data = script.read_bytes()
+        with open(script, "rb") as f:  # bounded: the file may have grown since `vm new` checked it
+            data = f.read(MAX_RUN_SCRIPT + 1)
     except OSError as exc:
         raise ImageError(f"cannot read the run script {script}: {exc.strerror}") from exc
+    if len(data) > MAX_RUN_SCRIPT:
+        raise ImageError(f"the run script {script} is bigger than {MAX_RUN_SCRIPT >> 20} MiB")
     writer = NewcWriter()
     writer.directory("nestor", 0o755)
     writer.file("nestor/run.sh", data, 0o755)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(writer.finish())
-    os.replace(tmp, out)
+    write_private(out, writer.finish())  # a copy of a user's file, possibly a secret: 0600
 
 
 def cmdline_params(

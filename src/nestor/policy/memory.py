@@ -86,12 +86,15 @@ def change(config: VMConfig, startup: int | None = None, dynamic: bool | None = 
     return new
 
 
-def check_size(size: int, what: str, host_total: int) -> None:
-    if size % MiB:
-        raise InvalidInput(f"{what} memory {size} bytes is not a whole number of MiB", hint="e.g. 512M or 2G")
+def check_size(size: int, what: str, host_total: int, option: str | None = None) -> None:
+    """The one memory-size rule (vm new and set-memory): at least MIN_SIZE, whole MiB, within the host."""
+    option = option or f"--{what}"
     if size < MIN_SIZE:
         raise InvalidInput(f"{what} memory {format_size(size)} is too small (at least {format_size(MIN_SIZE)})",
-                           hint=f"e.g. --{what} 256M")
+                           hint=f"e.g. {option} 256M")
+    if size % MiB:
+        raise InvalidInput(f"{what} memory {format_size(size)} is not a whole number of MiB",
+                           hint=f"e.g. {option} 512M or 2G")
     if host_total and size > host_total:
         raise InvalidInput(
             f"{what} memory {format_size(size)} is more than the host has ({host_total >> 20}M)",

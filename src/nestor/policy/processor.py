@@ -50,11 +50,3 @@ def check_vcpus(count: int, nested: bool, accel: Accel) -> list[str]:
             f"{NESTED_VCPU_ADVICE} vCPUs for an L1 that runs a hypervisor"
         ]
     return []
-
-
-def check_memory(size: int, host_total: int) -> None:
-    if host_total and size > host_total:
-        raise InvalidInput(
-            f"memory {size >> 20}M is more than the host has ({host_total >> 20}M)",
-            hint="give the VM less memory",
-        )

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import paths
+from .. import files, paths
 from ..engine import process
 from ..engine.qmp import Monitor, hypervisor_bits
-from ..errors import EngineError
+from ..errors import EngineError, HostError, NotFound
 from ..host import facts as host_facts
-from ..model import VMConfig, VMState
+from ..model import VMConfig, VMState, validate_netns
 from ..state import db
 
 if TYPE_CHECKING:
@@ -33,10 +34,20 @@ if TYPE_CHECKING:
 
 
 class Core:
-    def __init__(self, home: Path, netns: str | None = None) -> None:
-        self.home = paths.Home(home)
+    def __init__(self, home: Path, netns: str | None = None, create: bool = True) -> None:
+        """`create`: a missing home is made (commands that create things); otherwise refused,
+        so a mistyped --home never leaves an empty home behind."""
+        root = paths.check_home(home)
+        if netns is not None:
+            validate_netns(netns)
+        if not create and not root.is_dir():
+            raise NotFound(f"cannot use home directory {root}: it does not exist", hint=paths.CREATING_HINT)
+        self.home = paths.Home(root)
         self.netns = netns
+        _prepare_home(root)
         self.conn: sqlite3.Connection = db.connect(self.home.db)
+        for suffix in ("", "-wal", "-shm"):
+            files.tighten(self.home.db.with_name(self.home.db.name + suffix))
         self.vms = db.VMRepo(self.conn)
         self._facts: host_facts.HostFacts | None = None
 
@@ -119,3 +130,19 @@ def from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:
     if not seen:
         return None, "query-stats has no guest_mode"
     return False, "query-stats guest_mode = 0 on every vCPU"
+
+
+def _prepare_home(root: Path) -> None:
+    """Home 0700, whatever the umask; a home left looser (an older nestor's 0755 with 0644 files)
+    is tightened once, everything in it, before it is used."""
+    try:
+        loose = root.is_dir() and root.stat().st_mode & 0o777 != files.DIR_MODE
+        files.private_dir(root)
+        if loose:
+            for top, dirs, names in os.walk(root):
+                dirs[:] = [d for d in dirs if not (top == str(root) and d in ("images", "cache"))]
+                for name in (*dirs, *names):
+                    files.tighten(Path(top) / name)
+    except OSError as exc:
+        raise HostError(f"cannot use home directory {root}: {exc.strerror or exc}",
+                        hint="pass a writable directory with --home or NESTOR_HOME") from exc

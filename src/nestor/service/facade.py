@@ -39,8 +39,9 @@ LOG_POLL = 0.1
 
 
 class Service:
-    def __init__(self, home: Path, netns: str | None = None) -> None:
-        self.core = Core(home, netns)
+    def __init__(self, home: Path, netns: str | None = None, create: bool = True) -> None:
+        """`create=False` (read-only and changing commands): a missing home is refused, not made."""
+        self.core = Core(home, netns, create)
         self._vms = VMs(self.core)
 
     @property

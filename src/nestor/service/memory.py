@@ -21,6 +21,7 @@ from .. import paths
 from ..engine import process
 from ..engine.qmp import Monitor
 from ..errors import EngineError, InvalidInput, StateError, error_context
+from ..files import write_private
 from ..model import VMConfig, VMState, validate_name
 from ..policy import memory as rules
 from ..state.lock import vm_lock
@@ -80,9 +81,7 @@ def discard_saved(files: paths.VMFiles) -> bool:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    write_private(path, json.dumps(data))
 
 
 def read_json(path: Path) -> dict[str, Any]:

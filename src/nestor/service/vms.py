@@ -18,9 +18,20 @@ from ..engine import argv as qemu_argv
 from ..engine import process
 from ..engine.qmp import Monitor
 from ..errors import EngineError, InvalidInput, StateError, error_context
-from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, VMState, validate_config_version, validate_name
+from ..files import private_dir, write_private
+from ..model import (
+    CURRENT_CONFIG_VERSION,
+    MAX_APPEND,
+    BootSource,
+    VMConfig,
+    VMState,
+    validate_config_version,
+    validate_name,
+    validate_text,
+)
 from ..net.revert import Reverter
 from ..policy import accel as accel_policy
+from ..policy import memory as memory_rules
 from ..policy import processor as rules
 from ..state.lock import vm_lock
 from . import memory
@@ -74,7 +85,8 @@ class VMs:
         config_version = validate_config_version(spec.config_version or CURRENT_CONFIG_VERSION)
         accel = accel_policy.choose(core.facts)
         warnings = rules.check_vcpus(spec.vcpus, spec.nested, accel)
-        rules.check_memory(spec.memory, core.facts.mem_total)
+        memory_rules.check_size(spec.memory, "VM", core.facts.mem_total, option="--memory")
+        validate_text(spec.append, "--append", MAX_APPEND)  # it reaches the kernel command line
         if spec.nested:
             rules.check_nesting_version(name, config_version, accel)
         for switch in spec.switches:
@@ -89,7 +101,8 @@ class VMs:
             vm_dir = core.vm_dir(config)
             if vm_dir.exists():
                 shutil.rmtree(vm_dir)  # left by a crash between mkdir and the insert of a removed VM
-            vm_dir.mkdir(parents=True)
+            private_dir(core.home.vms)
+            private_dir(vm_dir, parents=False)
             revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
             if boot.run_script:
                 from ..images import appliance
@@ -123,8 +136,8 @@ class VMs:
             if saved is not None:
                 spec = replace(spec, memory=saved.room, incoming=True)
             argv = qemu_argv.build(spec)
-            files.launch.write_text(json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
-                                                "netns": core.netns}))
+            write_private(files.launch, json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
+                                                    "netns": core.netns}))
             pid = process.spawn(argv, files.dir, core.netns)
             revert.add(lambda: _end(pid, files.dir))
             memory.after_spawn(core, config, spec.memory, saved)

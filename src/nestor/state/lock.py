@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import Conflict
+from ..files import private_dir
 
 LOCK_TIMEOUT = 60.0
 
@@ -17,7 +18,7 @@ LOCK_TIMEOUT = 60.0
 @contextlib.contextmanager
 def file_lock(path: Path, busy: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """Hold an exclusive flock on `path`; after `timeout` s of waiting raise Conflict(busy)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + timeout
