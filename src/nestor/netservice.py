@@ -28,6 +28,7 @@ from .net.lock import net_lock
 from .net.revert import Reverter
 from .net.run import run
 from .net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
+from .service.memory import refuse_if_saved
 from .state import db
 from .state.lock import vm_lock
 
@@ -250,6 +251,7 @@ class Network:
         validate_name(name, "adapter")
         with error_context(vm=vm), vm_lock(paths.VMFiles(self.home.vm_dir(config.id)).lock, vm):
             self._require_off(config, "adapters can be added")
+            refuse_if_saved(paths.VMFiles(self.home.vm_dir(config.id)), vm, "its adapters")  # a restore needs the same NICs
             return self.store.add_adapter(config.id, name, sw, mac)
 
     def _adapter(self, config: VMConfig, name: str | None) -> Adapter:
@@ -307,6 +309,7 @@ class Network:
         adapter = self._adapter(config, name)
         with error_context(vm=vm), vm_lock(paths.VMFiles(self.home.vm_dir(config.id)).lock, vm):
             self._require_off(config, "adapters can be removed")
+            refuse_if_saved(paths.VMFiles(self.home.vm_dir(config.id)), vm, "its adapters")  # a restore needs the same NICs
             with self._lock():
                 self._delete_tap(adapter)
                 self.store.remove_adapter(adapter.id)
