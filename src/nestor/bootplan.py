@@ -57,6 +57,8 @@ def image_built(images: Path, image: str) -> bool:
 
 def check(images: Path, boot: BootSource) -> BootSource:
     """Validate a boot source at `vm new`; return it with absolute paths."""
+    if boot.run_script and boot.image != "appliance":
+        raise InvalidInput("--run works with the appliance image only", hint="drop --run, or use --image appliance")
     if boot.kernel:
         kernel = _input_file(boot.kernel, "--kernel", "kernel file", MAX_KERNEL)
         initrd = _input_file(boot.initrd, "--initrd", "initrd file", MAX_INITRD) if boot.initrd else None
@@ -65,8 +67,6 @@ def check(images: Path, boot: BootSource) -> BootSource:
     elif not image_built(images, boot.image or ""):
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
     if boot.run_script:
-        if boot.image != "appliance":
-            raise InvalidInput("--run works with the appliance image only", hint="drop --run, or use --image appliance")
         script = _input_file(boot.run_script, "--run", "script", MAX_RUN_SCRIPT)
         boot = BootSource(image=boot.image, append=boot.append, run_script=str(script))
     return boot

@@ -55,6 +55,13 @@ def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool) ->
 
 
 
+def one_line(text: str) -> str:
+    """An error is one line whatever it quotes: control characters (a newline in a name, a
+    terminal escape) are shown escaped, never sent to the terminal."""
+    return text if text.isprintable() else "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -63,15 +70,15 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         where = "".join(f" ({k} {v})" for k, v in exc.context.items() if v not in exc.message)
-        click.echo(f"error: {exc.message}{where}", err=True)
+        click.echo(f"error: {one_line(exc.message + where)}", err=True)
         if exc.hint:
-            click.echo(f"hint: {exc.hint}", err=True)
+            click.echo(f"hint: {one_line(exc.hint)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "nestor"
         click.echo(f"hint: {command} --help", err=True)
         sys.exit(exc.exit_code)
@@ -82,6 +89,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line for the user, the traceback with --debug
         if debug:
             traceback.print_exc()
-        click.echo(f"error: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(f"error: internal error: {type(exc).__name__}: {one_line(str(exc))}", err=True)
         click.echo("hint: run again with --debug for the traceback, and report it", err=True)
         sys.exit(70)

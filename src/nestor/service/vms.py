@@ -25,6 +25,7 @@ from ..model import (
     BootSource,
     VMConfig,
     VMState,
+    shown,
     validate_config_version,
     validate_name,
     validate_text,
@@ -82,7 +83,10 @@ class VMs:
             raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
         if spec.initrd and not spec.kernel:
             raise InvalidInput("--initrd needs --kernel", hint="add --kernel FILE")
-        config_version = validate_config_version(spec.config_version or CURRENT_CONFIG_VERSION)
+        config_version = validate_config_version(CURRENT_CONFIG_VERSION if spec.config_version is None
+                                                 else spec.config_version)
+        if spec.image is not None and spec.image not in bootplan.IMAGES:
+            raise InvalidInput(f"unknown image {shown(spec.image)}", hint=f"images: {', '.join(bootplan.IMAGES)}")
         accel = accel_policy.choose(core.facts)
         warnings = rules.check_vcpus(spec.vcpus, spec.nested, accel)
         memory_rules.check_size(spec.memory, "VM", core.facts.mem_total, option="--memory")
@@ -181,7 +185,7 @@ class VMs:
             if pid is None:
                 if turn_off and memory.discard_saved(files):
                     return StopResult(name, StopHow.DISCARDED, timeout)
-                raise StateError(f"vm '{name}' is not running")
+                raise StateError(f"vm '{name}' is not running", hint=f"nestor vm show {name}")
             if not turn_off:
                 try:
                     with Monitor(files.qmp_sock, name) as mon:
