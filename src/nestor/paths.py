@@ -9,7 +9,8 @@ from pathlib import Path
 DB_NAME = "nestor.db"
 QMP_SOCK = "qmp.sock"
 SERIAL_SOCK = "serial.sock"
-SERIAL_LOG = "serial.log"
+SERIAL_LOG = "serial.log"  # the console's output, capped and rotated to serial.log.1 (engine/seriallog.py)
+SERIAL_PIPE = "serial.pipe"  # QEMU's chardev logfile: a FIFO the log pump reads
 QGA_SOCK = "qga.sock"
 PIDFILE = "qemu.pid"
 QEMU_LOG = "qemu.log"

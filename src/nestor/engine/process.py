@@ -17,6 +17,7 @@ from .. import paths
 from ..errors import EngineError
 from ..files import open_private
 from ..pids import EXIT_TIMEOUT, pid_from, started_at, terminate, wait_exit
+from . import seriallog
 
 START_TIMEOUT = 15.0
 
@@ -39,8 +40,14 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip netns exec execs: the PID is QEMU's
     log_path = vm_dir / paths.QEMU_LOG
-    # QEMU appends to serial.log (chardev logfile, logappend=on): made here, so it is 0600.
-    os.close(open_private(vm_dir / paths.SERIAL_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND))
+    keep = seriallog.start(vm_dir, vm_dir / paths.SERIAL_PIPE)
+    try:
+        return _spawn(argv, vm_dir, log_path)
+    finally:
+        seriallog.started(keep)
+
+
+def _spawn(argv: list[str], vm_dir: Path, log_path: Path) -> int:
     with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         try:
             proc = subprocess.Popen(

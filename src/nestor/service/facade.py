@@ -6,6 +6,7 @@ NestorError. Front ends hold no rule and no rollback of their own.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,21 +134,25 @@ class Service:
             if not follow:
                 return
             tick()
-        with open(path, "rb") as f:
-            if tail is not None:
-                f.seek(max(0, path.stat().st_size - tail))
-            while True:
-                chunk = f.read(LOG_CHUNK)
-                if chunk:
-                    yield chunk
-                    if needle is not None:
-                        seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
-                        if needle in seen:
-                            return
-                    continue
-                if not follow:
-                    return
-                tick()
+        while True:  # once per file: the log pump may rotate serial.log while we follow it
+            with open(path, "rb") as f:
+                if tail is not None:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
+                    tail = None
+                while True:
+                    chunk = f.read(LOG_CHUNK)
+                    if chunk:
+                        yield chunk
+                        if needle is not None:
+                            seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
+                            if needle in seen:
+                                return
+                        continue
+                    if not follow:
+                        return
+                    if _rotated(path, f.fileno()):
+                        break  # moved to serial.log.1: go on with the new serial.log
+                    tick()
 
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
         return guests.tree(self.core, timeout, level=self.core.facts.level)
@@ -176,3 +181,10 @@ class Service:
 
     def image_list(self) -> list[ImageInfo]:
         return [self._image(image) for image in bootplan.IMAGES]
+
+
+def _rotated(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
