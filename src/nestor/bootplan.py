@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import paths
 from .engine.argv import Disk
-from .errors import EngineError, InvalidInput, NotFound
+from .errors import EngineError, InvalidInput, NotFound, StateError
 from .files import FILE_MODE, open_private, write_private
 from .model import BootSource, shown, validate_text
 
@@ -117,30 +117,53 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
         raise NotFound("nestor's source checkout is not available to make the L1 payload",
                        hint="run nestor from a checkout (scripts/setup installs it editable)")
     payload = nested_host.build_payload(images, root, lambda _line: None)
-    overlay = _overlay(host.rootfs, vm_dir)
+    overlay = _overlay(host.rootfs, vm_dir, name)
     disks = (Disk(overlay, "qcow2"), Disk(payload, readonly=True))
     return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *appliance.cmdline_params(root="/dev/vda")], disks, agent=True)
 
 
-def _overlay(base: Path, vm_dir: Path) -> Path:
-    """A copy-on-write overlay of the shared root disk; remade if the base image changed."""
+def _overlay(base: Path, vm_dir: Path, name: str) -> Path:
+    """A copy-on-write overlay of the shared root disk, made at the first start.
+
+    The overlay holds the guest's data: it is never deleted implicitly. If the base image changed
+    since (a rebuilt image, a moved home) the start is refused with a hint to `vm reset-disk`.
+    The stamp is written before the overlay appears (a kill in between leaves only a .tmp)."""
     overlay = vm_dir / OVERLAY
     stamp = vm_dir / OVERLAY_BASE
     identity = f"{base.resolve()} {base.stat().st_mtime_ns} {base.stat().st_size}"
-    if overlay.exists() and stamp.exists() and stamp.read_text() == identity:
+    if overlay.exists():
+        try:
+            made_from = stamp.read_text()
+        except OSError:
+            made_from = "(unknown: no record)"
+        if made_from != identity:
+            raise StateError(
+                f"vm '{name}': its disk is an overlay of another nested-host image ({made_from.split(' ')[0]}) "
+                f"than the current one ({base.resolve()}); nestor does not delete a disk implicitly",
+                hint=f"nestor vm reset-disk {name} discards the VM's disk and starts from the current image")
         return overlay
-    overlay.unlink(missing_ok=True)
+    tmp = vm_dir / (OVERLAY + ".tmp")
+    tmp.unlink(missing_ok=True)
     try:
         subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()), str(overlay)],
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()), str(tmp)],
             check=True, capture_output=True, text=True, timeout=60,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         raise EngineError(f"cannot create the overlay disk: {detail.strip()}", hint="apt-get install qemu-utils") from exc
-    os.chmod(overlay, FILE_MODE)  # the L1's disk: the guest's data, root's alone
+    os.chmod(tmp, FILE_MODE)  # the L1's disk: the guest's data, root's alone
     write_private(stamp, identity)
+    tmp.replace(overlay)
     return overlay
+
+
+def reset_disk(vm_dir: Path) -> bool:
+    """Discard a VM's overlay disk (the next start makes a fresh one). True if there was one."""
+    found = (vm_dir / OVERLAY).exists()
+    for name in (OVERLAY, OVERLAY + ".tmp", OVERLAY_BASE):
+        (vm_dir / name).unlink(missing_ok=True)
+    return found
 
 
 def _with_run_cpio(initrd: Path, vm_dir: Path) -> Path:

@@ -25,6 +25,7 @@ API_PORT = "org.nestor.api.0"  # its virtio-serial port name (/dev/virtio-ports/
 SAVED_STATE = "saved.state"  # the guest's state (QEMU's migration stream), while the VM is saved
 SAVED_META = "saved.json"  # what restore needs to start the same QEMU: the memory room
 SAVING = "saved.state.part"  # being written; never restored
+RESTORING = "saved.state.restoring"  # loaded into QEMU, about to run on; never restored
 MEMORY_FILE = "memory.json"  # the room the running QEMU was started with
 BALANCER_STATUS = "balancer.json"  # the balancer's last decision, for `vm show`
 
@@ -183,6 +184,10 @@ class VMFiles:
     @property
     def saving(self) -> Path:
         return self.dir / SAVING
+
+    @property
+    def restoring(self) -> Path:
+        return self.dir / RESTORING
 
     @property
     def memory(self) -> Path:

@@ -131,6 +131,18 @@ def upgrade(ctx: Ctx, name: str) -> None:
     click.echo(f"vm '{name}' is at configuration version {info.config_version}")
 
 
+@vm.command("reset-disk")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask: the VM's disk and all data on it are deleted")
+@pass_ctx
+def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
+    """Discard an Off VM's disk; its next start begins afresh from the current image."""
+    if not yes and not click.confirm(f"delete the disk of vm '{name}' and all data on it?", default=False):
+        raise click.exceptions.Abort()
+    found = ctx.service.vm_reset_disk(name)
+    click.echo(f"vm '{name}': disk {'discarded; the next start makes a fresh one' if found else 'was not made yet'}")
+
+
 @vm.command("log")
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True)

@@ -9,8 +9,11 @@ command ran (qemu.qmp's ExecInterruptedError): callers re-observe state instead 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
+import secrets
+import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -198,13 +201,72 @@ def hypervisor_bits(registers: str) -> list[bool]:
 
 
 class Agent(_Session):
-    """The QEMU guest agent (QGA) of one VM; it sends no greeting and needs no negotiation."""
+    """The QEMU guest agent (QGA) of one VM; it sends no greeting and needs no negotiation.
+
+    The agent's channel is a byte stream that outlives its clients: a client killed half-way
+    leaves a partial request in the agent's parser or an unread answer in the pipe, which the
+    next client would take for its own. So every connection first resynchronises as QGA
+    documents: a 0xFF byte (the agent drops any partial input), then `guest-sync-delimited`
+    with a fresh id, whose answer is preceded by 0xFF; everything before it is stale.
+    """
 
     error = GuestError
     greeting = False
+    SYNC_TIMEOUT = 5.0
 
     def __init__(self, sock: Path, name: str, timeout: float = AGENT_TIMEOUT) -> None:
         super().__init__(sock, name, timeout)
+
+    def __enter__(self) -> Self:
+        try:
+            raw = self._synced_socket()
+            self._run(self._client.connect(raw))
+        except BaseException:
+            self._loop.close()
+            raise
+        return self
+
+    def _synced_socket(self) -> socket.socket:
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            raw.settimeout(min(self.timeout, self.SYNC_TIMEOUT))
+            raw.connect(str(self.sock))
+            token = secrets.randbelow(1 << 31)
+            raw.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode()
+                        + b"\n")
+            buffer = b""
+            while True:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    raise GuestError(f"vm '{self.name}': the guest agent closed the connection")
+                buffer += chunk
+                while True:
+                    start = buffer.find(b"\xff")  # never in JSON (UTF-8): only the sync's sentinel
+                    if start < 0:
+                        buffer = b""  # all stale: an older client's answers
+                        break
+                    end = buffer.find(b"\n", start)
+                    if end < 0:
+                        buffer = buffer[start:][: 1 << 16]  # the answer is still coming
+                        break
+                    try:
+                        answer = json.loads(buffer[start + 1:end])
+                    except ValueError:
+                        answer = None
+                    if isinstance(answer, dict) and answer.get("return") == token:
+                        raw.settimeout(None)
+                        return raw
+                    buffer = buffer[end + 1:]  # an older client's sync: keep looking
+        except TimeoutError as exc:
+            raw.close()
+            raise GuestError(f"vm '{self.name}': the guest agent did not answer guest-sync-delimited",
+                             hint="is qemu-guest-agent running in the guest?") from exc
+        except OSError as exc:
+            raw.close()
+            raise GuestError(f"vm '{self.name}': {self.sock.name}: {exc}") from exc
+        except BaseException:
+            raw.close()
+            raise
 
     def ping(self, timeout: float | None = None) -> None:
         self.execute("guest-ping", timeout=timeout)

@@ -91,6 +91,10 @@ class Service:
     def vm_save(self, name: str) -> SaveResult:
         return memory.save(self.core, name, self._vms.stopped)
 
+    def vm_reset_disk(self, name: str) -> bool:
+        """Discard an Off VM's disk; True if it had one (the next start makes a fresh one)."""
+        return self._vms.reset_disk(name)
+
     def vm_upgrade(self, name: str) -> VMInfo:
         return self._vms.upgrade(name)
 

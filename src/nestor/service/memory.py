@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import paths
+from .. import faults, paths
 from ..engine import process
 from ..engine.qmp import Monitor
 from ..errors import EngineError, InvalidInput, StateError, error_context
-from ..files import write_private
+from ..files import open_private, write_private
 from ..model import VMConfig, VMState, validate_name
 from ..policy import memory as rules
 from ..state.lock import vm_lock
@@ -43,6 +44,24 @@ log.addHandler(logging.NullHandler())
 class Saved:
     path: Path
     room: int  # QEMU's -m when it was saved; restore must use the same
+    pin: dict[str, Any] | None = None  # the QEMU it came from (binary, machine shape); None: an older nestor's
+
+
+# The options that shape the machine a saved state can be loaded into (paths and the kernel
+# command line do not matter once the guest runs).
+MACHINE_OPTIONS = ("-machine", "-M", "-cpu", "-smp", "-m", "-device", "-object", "-accel")
+
+
+def qemu_pin(argv: list[str]) -> dict[str, Any]:
+    """What a saved state is pinned to: the QEMU binary (path, size, mtime) and the machine."""
+    binary = next((arg for arg in argv if "qemu-system" in arg), argv[0] if argv else "")
+    try:
+        st = os.stat(binary if os.path.isabs(binary) else (shutil.which(binary) or binary))
+        identity = f"{binary} {st.st_size} {st.st_mtime_ns}"
+    except OSError:
+        identity = binary
+    shape = [f"{argv[i]} {argv[i + 1]}" for i in range(len(argv) - 1) if argv[i] in MACHINE_OPTIONS]
+    return {"binary": identity, "machine": shape}
 
 
 def room(config: VMConfig) -> int:
@@ -50,15 +69,35 @@ def room(config: VMConfig) -> int:
 
 
 def saved(files: paths.VMFiles) -> Saved | None:
+    """The VM's saved state, if it has a valid one.
+
+    Only `saved.state` is ever restored: it appears (by rename) once the QEMU that wrote it has
+    exited, and is renamed away before a restored guest runs again. `saved.state.part` (a save
+    killed half-way) and `saved.state.restoring` (a restore killed before or after `cont`) are
+    never valid: the first is an unfinished save, the second's guest may have run on."""
+    for stale in (files.saving, files.restoring):
+        stale.unlink(missing_ok=True)
     path = files.saved_state
     if not path.exists():
         return None
     try:
         meta = json.loads(files.saved_meta.read_text())
-        return Saved(path, int(meta["room"]))
+        return Saved(path, int(meta["room"]), meta.get("pin"))
     except (OSError, ValueError, KeyError) as exc:
         raise StateError(f"saved state {path} has no readable {paths.SAVED_META}: {exc}",
-                         hint=f"remove {path} to start the VM afresh") from exc
+                         hint=f"nestor vm stop {files.dir.name} --turn-off discards it") from exc
+
+
+def check_pin(name: str, state: Saved, argv: list[str]) -> None:
+    """A saved state loads only into the QEMU and machine it came from."""
+    if state.pin is None:
+        return
+    now = qemu_pin(argv)
+    for key, what in (("binary", "the QEMU binary"), ("machine", "the virtual machine's devices")):
+        if state.pin.get(key) != now[key]:
+            raise StateError(
+                f"vm '{name}' was saved by another QEMU: {what} changed since, so its saved state cannot be restored",
+                hint=f"nestor vm stop {name} --turn-off discards the saved state (the VM then boots afresh)")
 
 
 def is_saved(files: paths.VMFiles) -> bool:
@@ -75,7 +114,7 @@ def refuse_if_saved(files: paths.VMFiles, name: str, what: str) -> None:
 def discard_saved(files: paths.VMFiles) -> bool:
     """Hyper-V's "Delete Saved State": the VM will boot afresh. True if there was one."""
     found = is_saved(files)
-    for path in (files.saved_state, files.saved_meta, files.saving):
+    for path in (files.saved_state, files.saved_meta, files.saving, files.restoring):
         path.unlink(missing_ok=True)
     return found
 
@@ -249,8 +288,9 @@ def save(core: Core, name: str, stopped: Callable[[VMConfig], None]) -> SaveResu
             running, how = core.hypervisor_running(config)
             rules.check_save(name, running, how)
         qemu_room = running_room(files, config)
+        pin = qemu_pin(list(core.launch(config).get("argv") or []))
         part = files.saving
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = open_private(part)
         try:
             with Monitor(files.qmp_sock, name) as mon:
                 was_running = mon.status() == "running"
@@ -264,16 +304,19 @@ def save(core: Core, name: str, stopped: Callable[[VMConfig], None]) -> SaveResu
                     if was_running:
                         mon.resume()
                     raise
-                write_json(files.saved_meta, {"room": qemu_room, "saved_at": time.time()})
-                part.replace(files.saved_state)
+                faults.point("vm-save:after-migrate")
                 mon.quit()
+            # Valid only once the QEMU it came from has exited: until then the guest could go on.
+            if not process.wait_exit(pid, process.EXIT_TIMEOUT):
+                process.terminate(pid)
+            faults.point("vm-save:after-exit")
+            write_json(files.saved_meta, {"room": qemu_room, "saved_at": time.time(), "pin": pin})
+            part.replace(files.saved_state)
         except BaseException:
             part.unlink(missing_ok=True)
             raise
         finally:
             os.close(fd)
-        if not process.wait_exit(pid, process.EXIT_TIMEOUT):
-            process.terminate(pid)
         stopped(config)
     return SaveResult(name, str(files.saved_state), files.saved_state.stat().st_size)
 
@@ -307,7 +350,14 @@ def _restore(core: Core, config: VMConfig, state: Saved) -> None:
                 mon.send_fd(fd, RESTORE_FD)
                 mon.migrate_incoming(f"fd:{RESTORE_FD}")
                 _wait_migration(mon, config.name, "restore")
-                mon.resume()
+                # Invalid before the guest runs again: from `cont` on, the disk moves past it.
+                state.path.replace(files.restoring)
+                faults.point("vm-restore:before-cont")
+                try:
+                    mon.resume()
+                except BaseException:
+                    files.restoring.replace(state.path)  # the guest did not run: the state is still good
+                    raise
         finally:
             os.close(fd)
     except BaseException:
@@ -316,5 +366,5 @@ def _restore(core: Core, config: VMConfig, state: Saved) -> None:
             process.terminate(pid)
         process.clean_runtime_files(files.dir)
         raise
-    state.path.unlink()
+    files.restoring.unlink(missing_ok=True)
     files.saved_meta.unlink(missing_ok=True)

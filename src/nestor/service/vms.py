@@ -7,17 +7,18 @@ lifecycle steps on one VM hold its lock.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import bootplan
+from .. import bootplan, faults
 from ..engine import argv as qemu_argv
 from ..engine import process
 from ..engine.qmp import Monitor
-from ..errors import EngineError, InvalidInput, StateError, error_context
+from ..errors import EngineError, InvalidInput, NestorError, StateError, error_context
 from ..files import private_dir, write_private
 from ..model import (
     CURRENT_CONFIG_VERSION,
@@ -38,6 +39,9 @@ from ..state.lock import vm_lock
 from . import memory
 from .core import Core
 from .types import NewVM, ProcessorResult, StopHow, StopResult, VMInfo, VMSpec
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
 
 
 class VMs:
@@ -70,10 +74,29 @@ class VMs:
         return VMInfo(**fields)
 
     def list(self) -> list[VMInfo]:
-        return [self.info(config) for config in self.core.vms.all()]
+        configs = list(self.core.vms.all())
+        for config in configs:
+            self.reconcile(config)
+        return [self.info(config) for config in configs]
 
     def show(self, name: str) -> VMInfo:
-        return self.info(self.core.vms.get(validate_name(name)), detail=True)
+        config = self.core.vms.get(validate_name(name))
+        self.reconcile(config)
+        return self.info(config, detail=True)
+
+    def reconcile(self, config: VMConfig) -> None:
+        """A QEMU that ended without nestor (the guest powered itself off, QEMU crashed, or nestor
+        was killed): its runtime files, the balancer's state and its taps are cleaned up by the
+        next command that looks at the VM. launch.json marks a VM nestor has not seen stop."""
+        files = self.core.files(config)
+        if not files.launch.exists() or process.live_pid(files.dir) is not None:
+            return
+        try:
+            with vm_lock(files.lock, config.name, timeout=0):  # busy: a command is starting or stopping it
+                if files.launch.exists() and process.live_pid(files.dir) is None:
+                    self.stopped(config)
+        except NestorError as exc:
+            log.info("vm '%s': not reconciled now: %s", config.name, exc.message)
 
     # -- new ----------------------------------------------------------------------------------
     def new(self, spec: VMSpec) -> NewVM:
@@ -98,31 +121,50 @@ class VMs:
         boot = BootSource(image=None if spec.kernel else (spec.image or "appliance"), kernel=spec.kernel,
                           initrd=spec.initrd, append=spec.append, run_script=spec.run_script)
         boot = bootplan.check(core.home.images, boot)
+        # One transaction: the row (and its adapters) become visible only once the directory and its
+        # files exist. A kill before COMMIT leaves no row (SQLite rolls back); the id is then reused
+        # and the next `vm new` clears the orphaned directory.
         with Reverter() as revert:
+            core.conn.execute("BEGIN IMMEDIATE")
+            revert.add(lambda: core.conn.execute("ROLLBACK"))
             config = core.vms.add(VMConfig(name=name, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested,
                                            config_version=config_version, boot=boot))
-            revert.add(lambda: core.vms.remove(config.id))
+            faults.point("vm-new:after-insert")
             vm_dir = core.vm_dir(config)
+            self._sweep_orphans()
             if vm_dir.exists():
-                shutil.rmtree(vm_dir)  # left by a crash between mkdir and the insert of a removed VM
+                shutil.rmtree(vm_dir)  # left by a `vm new` killed before its commit
             private_dir(core.home.vms)
             private_dir(vm_dir, parents=False)
             revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
+            faults.point("vm-new:after-mkdir")
             if boot.run_script:
                 from ..images import appliance
 
                 appliance.make_run_cpio(Path(boot.run_script), core.files(config).run_cpio)
-            revert.add(lambda: core.network.forget(config))
             for switch in spec.switches:
-                core.network.adapter_add(config.name, switch)
+                core.network.adapter_add(config.name, switch)  # rows only: taps are made at start
+            faults.point("vm-new:before-commit")
+            core.conn.execute("COMMIT")
             revert.success()
         return NewVM(self.info(config), warnings)
+
+    def _sweep_orphans(self) -> None:
+        """VM directories without a row (a `vm remove` killed after deleting the row) and without
+        a live QEMU. Called inside `vm new`'s write transaction, so no other `vm new` is half-way."""
+        if not self.core.home.vms.is_dir():
+            return
+        ids = {str(config.id) for config in self.core.vms.all()}
+        for vm_dir in self.core.home.vms.iterdir():
+            if vm_dir.name not in ids and vm_dir.is_dir() and process.live_pid(vm_dir) is None:
+                shutil.rmtree(vm_dir, ignore_errors=True)
 
     # -- start --------------------------------------------------------------------------------
     def start(self, name: str) -> VMInfo:
         core = self.core
         config = core.vms.get(validate_name(name))
         files = core.files(config)
+        self.reconcile(config)
         with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert:
             if process.live_pid(files.dir) is not None:
                 raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
@@ -135,15 +177,21 @@ class VMs:
                 )
             rules.check_vcpus(config.vcpus, config.nested, accel)
             saved = memory.saved(files)  # a saved VM resumes: the same room, and -incoming
+            write_private(files.launch, "{}")  # from here on, a kill leaves work for `reconcile`
+            revert.add(lambda: files.launch.unlink(missing_ok=True))
             spec = replace(self._launch_spec(config, accel), nics=core.network.attach(config))
             revert.add(lambda: core.network.detach(config))
+            faults.point("vm-start:after-attach")
             if saved is not None:
                 spec = replace(spec, memory=saved.room, incoming=True)
             argv = qemu_argv.build(spec)
+            if saved is not None:
+                memory.check_pin(name, saved, argv)
             write_private(files.launch, json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
                                                     "netns": core.netns}))
             pid = process.spawn(argv, files.dir, core.netns)
             revert.add(lambda: _end(pid, files.dir))
+            faults.point("vm-start:after-spawn")
             memory.after_spawn(core, config, spec.memory, saved)
             revert.success()
         return self.info(config)
@@ -180,6 +228,7 @@ class VMs:
         core = self.core
         config = core.vms.get(validate_name(name))
         files = core.files(config)
+        self.reconcile(config)
         with error_context(vm=name), vm_lock(files.lock, name):
             pid = process.live_pid(files.dir)
             if pid is None:
@@ -193,11 +242,13 @@ class VMs:
                             mon.resume()  # a paused guest cannot hear the power button
                         mon.powerdown()
                     if process.wait_exit(pid, timeout):
+                        faults.point("vm-stop:after-exit")
                         self.stopped(config)
                         return StopResult(name, StopHow.SHUT_DOWN, timeout)
                 except EngineError:
                     pass
             process.terminate(pid)
+            faults.point("vm-stop:after-exit")
             self.stopped(config)
             return StopResult(name, StopHow.TURNED_OFF if turn_off else StopHow.TIMED_OUT, timeout)
 
@@ -207,6 +258,7 @@ class VMs:
         process.clean_runtime_files(files.dir)
         memory.on_stopped(files)
         self.core.network.detach(config)
+        files.launch.unlink(missing_ok=True)  # last: while it is there, the next command reconciles
 
     def remove(self, name: str, force: bool = False) -> None:
         core = self.core
@@ -220,8 +272,26 @@ class VMs:
                 process.terminate(pid)
                 self.stopped(config)
             core.network.forget(config)
+            faults.point("vm-remove:after-forget")
             core.vms.remove(config.id)
+            faults.point("vm-remove:after-row")
             shutil.rmtree(files.dir, ignore_errors=True)
+
+    def reset_disk(self, name: str) -> bool:
+        """Discard an Off VM's own disk (the nested-host overlay): its next start begins afresh
+        from the current image. Explicit only: nestor never deletes a disk on its own."""
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            if process.live_pid(files.dir) is not None:
+                raise StateError(f"vm '{name}' is running: its disk can only be reset while it is off",
+                                 hint=f"nestor vm stop {name}")
+            memory.refuse_if_saved(files, name, "its disk")
+            if config.boot.image != "nested-host":
+                raise InvalidInput(f"vm '{name}' has no disk of its own to reset (it boots {config.boot.image or 'a kernel'})",
+                                   hint="only nested-host VMs have a disk")
+            return bootplan.reset_disk(files.dir)
 
     # -- settings -----------------------------------------------------------------------------
     def set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
