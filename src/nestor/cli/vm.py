@@ -171,7 +171,10 @@ def console(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
     """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
-    result = ctx.service.vm_exec(target, list(command), timeout=timeout)
+    argv = list(command)
+    if argv[:1] == ["--"]:  # `vm exec l1 -- CMD`: the separator is not part of the command
+        argv = argv[1:]
+    result = ctx.service.vm_exec(target, argv, timeout=timeout)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)
