@@ -74,7 +74,7 @@ def _cases(tmp: Path) -> list[Case]:
                      ("vm", "set-memory", name, "--startup", "256M"), ("switch", "show", name),
                      ("switch", "remove", name), ("switch", "set-ip", name, "10.9.9.1/24"), ("adapter", "list", name),
                      ("adapter", "set", name, "--mac-spoofing", "on"), ("adapter", "remove", "off1", name),
-                     ("nat", "remove", name), ("token", "new", name)):
+                     ("nat", "remove", name), ("token", "new", name), ("vm", "reset-disk", name, "--yes")):
             cases.append(c(*args))
     cases.append(c("vm", "new", "v", "--switch", "bad\nsw", expect="switch"))
     cases.append(c("vm", "exec", "off1/a\nb", "true", expect="name"))
@@ -176,6 +176,11 @@ def _cases(tmp: Path) -> list[Case]:
         c("nat", "remove", "nope", expect="not found"),
         c("adapter", "remove", "off1", "net9", expect="no adapter"),
         c("adapter", "set", "off1", "--name", "net9", "--mac-spoofing", "on", expect="no adapter"),
+        c("vm", "reset-disk", "run1", "--yes", expect="running"),
+        c("vm", "reset-disk", "saved1", "--yes", expect="saved"),
+        c("vm", "reset-disk", "off1", "--yes", expect="no disk"),
+        c("vm", "reset-disk", "nope", "--yes", expect="not found"),
+        c("vm", "reset-disk", "off1", expect="aborted"),  # asks first; no answer on a pipe
     ]
     # -- unknown things and usage -------------------------------------------------------------------
     cases += [

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)
+        click.echo("hint: nothing was changed", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         click.echo(f"error: {one_line(exc.format_message())}", err=True)
