@@ -75,7 +75,7 @@ def watch_states(core: Core, runtime: Runtime, stop: threading.Event) -> None:
     last: dict[str, str] = {}
     while not stop.wait(WATCH_INTERVAL):
         try:
-            now = {info.name: info.state.value for info in vms.list()}
+            now = {info.name: info.state.value for info in vms.list_all()}
         except Exception:
             log.exception("state watch failed")
             continue
@@ -100,6 +100,11 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     try:
         settings = Settings(home, netns)
         runtime = Runtime(settings)
+        from ..service.vms import VMs
+
+        cleaned = VMs(Core(home, netns)).reconcile()
+        if cleaned:
+            log.info("reconciled VMs whose QEMU had gone: %s", ", ".join(cleaned))
         sock_path = sock_path or home_paths.api_socket
         listener = bind_unix(sock_path)
         app = create_app(settings, runtime)

@@ -62,7 +62,7 @@ class Service:
 
     # -- VMs ----------------------------------------------------------------------------------
     def vm_list(self) -> list[VMInfo]:
-        return self._vms.list()
+        return self._vms.list_all()
 
     def vm_show(self, name: str) -> VMInfo:
         return self._vms.show(name)
