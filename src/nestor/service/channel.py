@@ -143,6 +143,23 @@ def client(core: Core, name: str, timeout: float) -> Iterator[Any]:
             yield api
 
 
+def wait_ready(core: Core, name: str, timeout: float) -> None:
+    """Wait until the nestor inside VM `name` answers on its channel (it starts after boot)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with client(core, name, timeout=5.0) as api:
+                api.vm_list()
+            return
+        except GuestError:
+            if time.monotonic() > deadline:
+                raise
+            if process.live_pid(core.vm_dir(core.vms.get(name))) is None:
+                raise GuestError(f"vm '{name}' stopped while its nestor was starting",
+                                 hint=f"nestor vm log {name}") from None
+            time.sleep(0.2)
+
+
 # -- guest side --------------------------------------------------------------------------------
 def serve_channel(port: Path, api_socket: Path, stop: threading.Event) -> None:
     """Forward framed requests from the virtio-serial `port` to the local API, one at a time."""
