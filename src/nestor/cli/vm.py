@@ -157,8 +157,16 @@ def console(ctx: Ctx, name: str) -> None:
 @click.option("--timeout", type=float, default=guests.EXEC_TIMEOUT, show_default=True)
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
-    """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
-    result = ctx.service.vm_exec(target, list(command), timeout=timeout)
+    """Run CMD in the guest through its agent; TARGET may be a path like l1/l2.
+
+    Options go before TARGET; everything after it (after an optional `--`) is the guest's
+    command, so `nestor vm exec l1 df -h` runs `df -h` in l1."""
+    argv = list(command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise InvalidInput("no command given", hint="nestor vm exec [--timeout S] NAME -- CMD [ARG...]")
+    result = ctx.service.vm_exec(target, argv, timeout=timeout)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import bootplan
 from ..errors import InvalidInput, StateError
@@ -33,6 +34,9 @@ from .types import (
 )
 from .vms import VMs
 
+if TYPE_CHECKING:
+    from ..netservice import Network
+
 Progress = Callable[[str], None]
 LOG_CHUNK = 65536
 LOG_POLL = 0.1
@@ -48,7 +52,8 @@ class Service:
         return self.core.home.root
 
     @property
-    def network(self):  # type: ignore[no-untyped-def]  # netservice.Network, typed there
+    def network(self) -> Network:
+        """Switches, adapters and NAT (nestor.netservice)."""
         return self.core.network
 
     # -- host ---------------------------------------------------------------------------------
