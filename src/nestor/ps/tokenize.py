@@ -96,8 +96,8 @@ class _Scanner:
         return ch
 
     def newline_follows(self) -> bool:
-        """After a backtick: only spaces up to the end of the line (a line continuation)?"""
-        i = self.pos
+        """At a backtick: only spaces after it up to the end of the line (a line continuation)?"""
+        i = self.pos + 1
         while i < len(self.text) and self.text[i] in SPACE:
             i += 1
         return i >= len(self.text) or self.text[i] in NEWLINES
