@@ -178,7 +178,7 @@ def test_seed_lines_verbatim_match_native_commands(homes: Callable[[], Home]) ->
 def test_seed_as_one_script_on_stdin(homes: Callable[[], Home]) -> None:
     """The whole seed, filled, as a script on stdin, ends where the line-by-line run ends."""
     home = homes()
-    script = "\n".join([f"New-VMSwitch -Name Lan -SwitchType Private",
+    script = "\n".join(["New-VMSwitch -Name Lan -SwitchType Private",
                         f"New-VM -Name {VM} -MemoryStartupBytes 256MB -SwitchName Lan",
                         *(fill(line) for line in seed_lines()),
                         f"Get-VMNetworkAdapter -VMName {VM}"]) + "\n"

@@ -234,6 +234,12 @@ def test_seed_address_pipeline() -> None:
                         "AddressFamily": "IPv4", "PrefixLength": 24}
 
 
+def test_a_gateway_other_than_the_address_is_a_guest_line() -> None:
+    message = refused('Get-NetAdapter "vEthernet (VmNat)" | New-NetIPAddress -IPAddress 192.168.100.2 '
+                      "-DefaultGateway 192.168.100.1 -AddressFamily IPv4 -PrefixLength 24")
+    assert "-DefaultGateway 192.168.100.1 is not -IPAddress 192.168.100.2" in message
+
+
 def test_pipeline_continues_after_a_newline() -> None:
     (item,) = plan("Get-VM web |\n  Stop-VM -TurnOff")
     assert [c.name for c in item.statement.commands] == ["Get-VM", "Stop-VM"]

@@ -355,6 +355,14 @@ def get_netadapter(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObj
 def _check_new_ip(cmd: Command) -> None:
     if "PrefixLength" not in cmd.args:
         raise InvalidInput(f"New-NetIPAddress: give -PrefixLength ({cmd.token.where})", hint="e.g. -PrefixLength 24")
+    gateway, address = cmd.get("DefaultGateway"), cmd.args["IPAddress"]
+    if gateway is not None and gateway != address:
+        # On the host, the switch's own address is the guests' gateway: a different gateway means
+        # this line is a guest's configuration, and running it here would move the host away.
+        raise InvalidInput(f"New-NetIPAddress: -DefaultGateway {gateway} is not -IPAddress {address}: on the host "
+                           f"the switch's address is the guests' gateway ({cmd.token.where})",
+                           hint=f"on the host give -IPAddress {gateway} (the gateway the guests use); "
+                           "a guest sets its own address and gateway inside the guest")
 
 
 def new_netipaddress(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
@@ -363,13 +371,9 @@ def new_netipaddress(s: Session, cmd: Command, obj: PSObject | None) -> list[PSO
     sw = s.service.network.switch_set_ip(switch, f"{address}/{length}")
     s.note(f"switch '{switch}' has address {sw.address}")
     gateway = cmd.get("DefaultGateway")
-    if gateway is not None:
-        if gateway == address:
-            s.note(f"note: -DefaultGateway {gateway} is for the guests: it is the switch's own address, which "
-                   "guests on the NAT use as their gateway; the host's routes are left as they are")
-        else:
-            s.note(f"note: -DefaultGateway {gateway} is not applied: on the host New-NetIPAddress only sets the "
-                   f"address; guests on switch '{switch}' reach the NAT through the switch's address {address}")
+    if gateway is not None:  # equal to the address (checked when the script was planned)
+        s.note(f"note: -DefaultGateway {gateway} is the guests' gateway, the switch's own address; on the host "
+               "New-NetIPAddress only sets the address (the host's routes are left as they are)")
     return [ob.ipaddress_obj(str(address), length, switch)]
 
 
