@@ -209,9 +209,11 @@ def test_a_bad_script_changes_nothing(homes: Callable[[], Home]) -> None:
 
 
 def test_daily_cmdlets_on_a_booted_vm(homes: Callable[[], Home]) -> None:
-    """New-VM, Start-VM, Get-VM, the R2 guard, Stop-VM -TurnOff, Remove-VM: a real boot (TCG here)."""
+    """New-VM, Start-VM, Get-VM, the R2 guard, MAC spoofing live, Stop-VM -TurnOff, Remove-VM:
+    a real boot (TCG here), its tap in the test's namespace."""
     home = homes()
-    ps(home, "New-VM -Name Daily -MemoryStartupBytes 256MB -Generation 1")
+    ps(home, "New-VMSwitch -Name Lan -SwitchType Private")
+    ps(home, "New-VM -Name Daily -MemoryStartupBytes 256MB -SwitchName Lan -Generation 1")
     ps(home, "Set-VMProcessor Daily -Count 2; Set-VMMemory Daily -StartupBytes 192MB")
     ps(home, "Get-VM Daily | Start-VM")
     wait_for_text(vm_dir(home[0], "daily") / paths.SERIAL_LOG, BOOT_LINE)
@@ -221,6 +223,15 @@ def test_daily_cmdlets_on_a_booted_vm(homes: Callable[[], Home]) -> None:
     assert table[0].split()[:3] == ["Name", "State", "CPUs"] and table[2].split()[:3] == ["daily", "Running", "2"]
     refused = ps(home, "Set-VMProcessor -VMName Daily -ExposeVirtualizationExtensions $true", check=False)
     assert refused.returncode == 5 and "stop it first" in refused.stderr
+    # The seed's spoofing line applies while the VM runs (R8): the guard's drop rule on its tap goes.
+    (adapter,) = as_json(home, "adapter", "list", "daily")  # type: ignore[misc]
+    rule = f'iifname "{adapter["tap"]}" ether saddr != {adapter["mac"]}'
+    assert rule in sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", "nestor_guard").stdout
+    ps(home, "Get-VMNetworkAdapter -VMName <VMName> | Set-VMNetworkAdapter -MacAddressSpoofing On".replace("<VMName>", "Daily"))
+    (adapter,) = as_json(home, "adapter", "list", "daily")  # type: ignore[misc]
+    assert adapter["mac_spoofing"] is True
+    guard = sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", "nestor_guard").stdout
+    assert adapter["tap"] in guard and rule not in guard  # the tap's counter stays, its rule is gone
     ps(home, "Stop-VM Daily -TurnOff")
     (vm,) = json.loads(ps(home, "Get-VM daily", "-o", "json").stdout)
     assert vm["State"] == "Off"

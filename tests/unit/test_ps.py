@@ -280,6 +280,20 @@ def test_netsh_refusals() -> None:
     assert "'Ethernet' is not an adapter nestor ps knows" in info.value.message
 
 
+def test_dns_servers_are_kept_per_switch_and_bridge(tmp_path: Path) -> None:
+    from nestor.ps import dns
+
+    one_, two = ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv4Address("192.0.2.2")
+    assert dns.add(tmp_path, "vmnat", "nsbr2", one_) == ["192.0.2.1"]
+    assert dns.add(tmp_path, "vmnat", "nsbr2", two, index=1) == ["192.0.2.2", "192.0.2.1"]
+    assert dns.add(tmp_path, "vmnat", "nsbr2", two) == ["192.0.2.1", "192.0.2.2"]  # moved, not doubled
+    assert dns.servers(tmp_path, "vmnat", "nsbr2") == ["192.0.2.1", "192.0.2.2"]
+    assert dns.servers(tmp_path, "vmnat", "nsbr7") == []  # a new switch of the same name starts empty
+    assert dns.replace(tmp_path, "vmnat", "nsbr2", [two, two]) == ["192.0.2.2"]
+    dns.forget(tmp_path, "vmnat")
+    assert dns.servers(tmp_path, "vmnat", "nsbr2") == []
+
+
 # -- the seed, as written --------------------------------------------------------------------------------
 def seed_commands() -> list[str]:
     """Every command line in the seed: a line that starts with a cmdlet or Netsh."""

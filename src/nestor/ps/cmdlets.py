@@ -331,6 +331,7 @@ def get_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObjec
 def remove_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     name = cmd.args["Name"] if obj is None else str(obj.props.get("SwitchName") or obj["Name"])
     s.service.network.switch_remove(name)
+    dns.forget(s.service.home, name)
     s.note(f"switch '{name}' removed")
     return []
 

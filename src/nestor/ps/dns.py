@@ -65,3 +65,10 @@ def replace(home: Path, switch: str, bridge: str, new: list[ipaddress.IPv4Addres
     data[switch] = {"bridge": bridge, "servers": listed}
     _save(home, data)
     return listed
+
+
+def forget(home: Path, switch: str) -> None:
+    """The switch is gone (Remove-VMSwitch): drop its servers."""
+    data = _load(home)
+    if data.pop(switch, None) is not None:
+        _save(home, data)
