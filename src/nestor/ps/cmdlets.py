@@ -12,6 +12,7 @@ parsed, with the nestor command to use instead, so a script that names one chang
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import ipaddress
 import re
@@ -536,6 +537,19 @@ def get_dnsclientserveraddress(s: Session, cmd: Command, obj: PSObject | None) -
     return out
 
 
+# -- formatting ------------------------------------------------------------------------------------
+def format_list(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return [dataclasses.replace(obj, view="list")] if obj is not None else []
+
+
+def format_table(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return [dataclasses.replace(obj, view="table")] if obj is not None else []
+
+
+def out_null(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return []
+
+
 # -- the table -----------------------------------------------------------------------------------
 def _sig(name: str, native: str, *params: Param, unsupported: dict[str, str] | None = None,
          raw: Callable[[list[Token]], Any] | None = None) -> Signature:
@@ -657,6 +671,9 @@ CMDLETS: tuple[Cmdlet, ...] = (
                 Param("ServerAddresses", ipv4, required=True),
                 unsupported={"ResetServerAddresses": "not in nestor ps", "InterfaceIndex": "use -InterfaceAlias"}),
            set_dnsclientserveraddress, ("netadapter",)),
+    Cmdlet(_sig("Format-List", "-o json (every property)"), format_list, ("*",), "formatted"),
+    Cmdlet(_sig("Format-Table", "(the default view)"), format_table, ("*",), "formatted"),
+    Cmdlet(_sig("Out-Null", "(no output)"), out_null, ("*",)),
     Cmdlet(_sig("Get-DnsClientServerAddress", "(nestor ps only; see docs/ps.md)",
                 Param("InterfaceAlias", text, aliases=("ifAlias",), position=0, pipeline=True),
                 Param("AddressFamily", _address_family)),
@@ -665,6 +682,8 @@ CMDLETS: tuple[Cmdlet, ...] = (
 
 BY_NAME = {c.name.lower(): c for c in CMDLETS}
 BY_NAME["netsh.exe"] = BY_NAME["netsh"]
+BY_NAME["fl"] = BY_NAME["format-list"]
+BY_NAME["ft"] = BY_NAME["format-table"]
 
 CHECKPOINTS = "checkpoints are not available in nestor yet"
 NOT_OFFERED: dict[str, tuple[str, str]] = {
@@ -708,7 +727,10 @@ def cmdlet_for(token: Token) -> Cmdlet:
     if key in BY_NAME:
         return BY_NAME[key]
     if key in NOT_OFFERED:
-        message, hint = NOT_OFFERED[key]
-        raise InvalidInput(f"{token.text}: {message} ({token.where})", hint=hint)
+        message, instead = NOT_OFFERED[key]
+        if message == CHECKPOINTS:
+            raise InvalidInput(f"{token.text}: {message} ({token.where})", hint=instead)
+        raise InvalidInput(f"{token.text}: {message} ({token.where}); the nestor command: {instead}",
+                           hint="nestor ps --cmdlets lists the cmdlets nestor ps accepts")
     raise InvalidInput(f"'{token.text}' is not a cmdlet nestor ps accepts ({token.where})",
                        hint="nestor ps --cmdlets lists them with their nestor commands; nestor --help lists the rest")

@@ -23,6 +23,7 @@ class PSObject:
     kind: str  # vm | processor | memory | adapter | switch | netadapter | nat | ipaddress | dns
     type_name: str  # PowerShell's type, e.g. VirtualMachine
     props: dict[str, Any]
+    view: str = "table"  # table | list (Format-List: every property, one per line)
 
     def __getitem__(self, key: str) -> Any:
         return self.props[key]
@@ -165,11 +166,14 @@ def render(objects: Sequence[PSObject]) -> str:
     blocks: list[str] = []
     i = 0
     while i < len(objects):
-        kind = objects[i].kind
+        kind, view = objects[i].kind, objects[i].view
         run = []
-        while i < len(objects) and objects[i].kind == kind:
+        while i < len(objects) and (objects[i].kind, objects[i].view) == (kind, view):
             run.append(objects[i])
             i += 1
+        if view == "list":
+            blocks += [_list(o) for o in run]
+            continue
         columns = COLUMNS[kind]
         cells = [[_cell(get(o.props)) for _, get in columns] for o in run]
         widths = [max(len(h), *(len(row[c]) for row in cells)) for c, (h, _) in enumerate(columns)]
@@ -178,6 +182,11 @@ def render(objects: Sequence[PSObject]) -> str:
         lines += [" ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _list(obj: PSObject) -> str:
+    width = max(len(k) for k in obj.props)
+    return "\n".join(f"{k.ljust(width)} : {_cell(v)}" for k, v in obj.props.items())
 
 
 def to_json(objects: Sequence[PSObject]) -> list[dict[str, Any]]:

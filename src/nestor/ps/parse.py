@@ -156,7 +156,8 @@ class Signature:
                 return p
         for known, hint in self.unsupported.items():
             if key == known.lower():
-                raise InvalidInput(f"{self.name}: parameter -{known} is not supported ({token.where})", hint=hint)
+                raise InvalidInput(f"{self.name}: parameter -{known} is not supported ({token.where}); "
+                                   f"the nestor command: {self.command}", hint=hint)
         matches = [p for p in self.params
                    if any(n.lower().startswith(key) for n in (p.name, *p.aliases))]
         if len(matches) == 1:
@@ -166,8 +167,19 @@ class Signature:
             raise InvalidInput(f"{self.name}: parameter -{typed} is ambiguous: {names} ({token.where})",
                                hint="write more of the name")
         accepted = " ".join(f"-{p.name}" for p in self.params)
-        raise InvalidInput(f"{self.name}: parameter -{typed} is not supported ({token.where})",
-                           hint=f"{self.name} accepts {accepted or 'no parameters'}; or use {self.native}")
+        raise InvalidInput(f"{self.name}: parameter -{typed} is not supported ({token.where}); "
+                           f"the nestor command: {self.command}",
+                           hint=f"{self.name} accepts {accepted or 'no parameters'}; or: {self.native}")
+
+    @property
+    def command(self) -> str:
+        """The native command without its arguments: 'nestor vm set-processor'."""
+        words = []
+        for word in self.native.split():
+            if not word.islower() or word.startswith(("-", "[", "(")):
+                break
+            words.append(word)
+        return " ".join(words) or self.native
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def plan(script: str) -> list[Planned]:
                 raise InvalidInput(f"{before.name} writes no objects to the pipeline{extra} ({cmd.token.where})",
                                    hint=f"add -Passthru to {before.name}" if before.passthru
                                    else "run the commands as separate statements")
-            if writes not in cmdlet.accepts:
+            if "*" not in cmdlet.accepts and writes not in cmdlet.accepts:
                 raise InvalidInput(f"{cmdlet.name} cannot take the objects of {before.name} from the pipeline "
                                    f"({cmd.token.where})", hint=f"give {cmdlet.name} its parameters instead")
             given = [p.name for p in cmdlet.signature.params if p.pipeline and p.name in cmd.args]
@@ -70,7 +70,8 @@ def _pipeline(session: Session, item: Planned) -> list[PSObject]:
     objects = item.cmdlets[0].run(session, commands[0], None)
     for cmd, cmdlet in zip(commands[1:], item.cmdlets[1:], strict=True):
         if not objects:
-            session.note(f"note: the pipeline is empty: {cmdlet.name} did not run")
+            if "*" not in cmdlet.accepts:  # formatting nothing is not worth a note
+                session.note(f"note: the pipeline is empty: {cmdlet.name} did not run")
             return []
         out: list[PSObject] = []
         for obj in objects:
