@@ -12,7 +12,7 @@ import pytest
 
 from nestor.errors import InvalidInput, NestorError
 from nestor.ps import plan
-from nestor.ps.cmdlets import NetshDns
+from nestor.ps.network import NetshDns
 from nestor.ps.objects import PSObject, render, to_json
 from nestor.ps.tokenize import Kind, tokenize
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from ..errors import InvalidInput, NestorError
 from ..service import Service
-from .cmdlets import BY_NAME, Cmdlet, Note, Session, lookup
+from .cmdlets import BY_NAME, Cmdlet, lookup
 from .objects import PSObject
 from .parse import Statement, parse
+from .session import Note, Session
 
 
 @dataclass(frozen=True)
