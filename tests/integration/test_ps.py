@@ -175,23 +175,29 @@ def test_seed_lines_verbatim_match_native_commands(homes: Callable[[], Home]) ->
                     "ServerAddresses": [DNS], "SwitchName": "vmnat"}]
 
 
-def test_seed_as_one_script_on_stdin(homes: Callable[[], Home]) -> None:
-    """The whole seed, filled, as a script on stdin, ends where the line-by-line run ends."""
-    home = homes()
-    script = "\n".join(["New-VMSwitch -Name Lan -SwitchType Private",
-                        f"New-VM -Name {VM} -MemoryStartupBytes 256MB -SwitchName Lan",
-                        *(fill(line) for line in seed_lines()),
-                        f"Get-VMNetworkAdapter -VMName {VM}"]) + "\n"
-    argv = [sys.executable, "-m", "nestor", "--home", str(home[0]), "--netns", home[1], "ps", "-o", "json"]
-    result = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=120, check=False)
+def test_seed_as_one_script_on_stdin_and_from_a_windows_file(homes: Callable[[], Home], tmp_path: Path) -> None:
+    """The whole seed, filled, as one script: on stdin, and as a .ps1 file saved the Windows way
+    (UTF-8 with a BOM, CRLF line ends). Both end in the same state."""
+    lines = ["New-VMSwitch -Name Lan -SwitchType Private",
+             f"New-VM -Name {VM} -MemoryStartupBytes 256MB -SwitchName Lan",
+             *(fill(line) for line in seed_lines()),
+             f"Get-VMNetworkAdapter -VMName {VM}"]
+    on_stdin, from_file = homes(), homes()
+    argv = [sys.executable, "-m", "nestor", "--home", str(on_stdin[0]), "--netns", on_stdin[1], "ps", "-o", "json"]
+    result = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert [o["Type"] for o in out] == ["VMSwitch", "VirtualMachine", "VMSwitch", "NetNat", "NetIPAddress",
                                        "NetIPAddress", "VMNetworkAdapter"]
     assert out[-1]["MacAddressSpoofing"] == "On" and out[-1]["VMName"] == "nest1"
-    final = state(home)
+    final = state(on_stdin)
     assert final["vm"]["nested"] is False  # type: ignore[index]  # the seed enables, then disables
     assert [(n["name"], n["switch"], n["prefix"]) for n in final["nats"]] == [("localnat", "vmnat", PREFIX)]  # type: ignore[attr-defined]
+
+    script = tmp_path / "seed.ps1"
+    script.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    nestor(from_file[0], "ps", str(script), netns=from_file[1])
+    assert state(from_file) == final
 
 
 def test_a_bad_script_changes_nothing(homes: Callable[[], Home]) -> None:
