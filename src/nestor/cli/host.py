@@ -10,7 +10,7 @@ from .output import OUTPUT, emit_json
 
 @click.group()
 def host() -> None:
-    """The host's prerequisites."""
+    """This host's prerequisites, and the libvirt hosts nestor runs VMs on."""
 
 
 @host.command("check")
@@ -29,3 +29,9 @@ def check(ctx: Ctx, output: str) -> None:
             click.echo(f"       fix: {c.fix}")
     if not all(c.ok for c in checks if c.name in ("qemu", "accelerator")):
         sys.exit(1)
+
+
+# libvirt hosts (issue 12): add, list, show, remove live in cli/hosts.py.
+from .hosts import register_host_commands  # noqa: E402
+
+register_host_commands(host)

@@ -17,10 +17,23 @@ from .output import OUTPUT, emit_json
 def tree(ctx: Ctx, output: str, timeout: float) -> None:
     """Every VM on every level (L0→L1→L2…), through the guest agents."""
     data = guest.tree(ctx.service, timeout=timeout)
+    data["hosts"] = _libvirt_hosts(ctx)  # libvirt hosts (issue 12), each with its VMs
     if output == "json":
         emit_json(data)
         return
     print_tree(data)
+    if data["hosts"]:
+        from .hosts import print_hosts_tree
+
+        print_hosts_tree(data["hosts"])
+
+
+def _libvirt_hosts(ctx: Ctx) -> list[dict[str, Any]]:
+    from . import hosts as hosts_cli
+
+    if not hosts_cli._db(ctx.home).execute("SELECT 1 FROM hosts LIMIT 1").fetchone():
+        return []  # no libvirt hosts: do not load the binding (tree runs inside every L1)
+    return hosts_cli.service(ctx).tree()
 
 
 def print_tree(data: dict[str, Any]) -> None:

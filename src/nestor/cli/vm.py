@@ -10,6 +10,7 @@ from .. import guest
 from ..errors import InvalidInput, StateError
 from ..model import BootSource, parse_size
 from . import console as serial_console
+from . import hosts as hosts_cli
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, fields, rows_out, warn
 
@@ -35,11 +36,24 @@ def vm() -> None:
               help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
 @click.option("--config-version", default=None, help="VM configuration version (default: current)")
 @click.option("--switch", "switches", multiple=True, help="connect an adapter to this switch (repeatable)")
+@click.option("--host", "host", default=None,
+              help="a libvirt host (nestor host list), or 'auto': the most free memory among those that fit")
+@click.option("--maximum", default=None, help="with --host: the memory the VM can grow to while running")
+@click.option("--disk", default=None, help="with --host: a disk image file on that host")
+@click.option("--network", default=None, help="with --host: a libvirt network on that host (MAC guard: clean-traffic)")
 @pass_ctx
 def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
-        config_version: str | None, switches: tuple[str, ...]) -> None:
+        config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
+        disk: str | None, network: str | None) -> None:
     """Define a new VM (it starts Off)."""
+    if host is not None:  # a VM on a libvirt host (cli/hosts.py)
+        if image or kernel or initrd or append or run_script or config_version or switches:
+            raise InvalidInput("--host cannot be combined with --image/--kernel/--initrd/--append/--run/"
+                               "--config-version/--switch", hint="on a libvirt host use --disk and --network")
+        return hosts_cli.vm_new(ctx, name, host, vcpus, parse_size(memory), nested, maximum, disk, network)
+    if maximum or disk or network:
+        raise InvalidInput("--maximum, --disk and --network need --host", hint="nestor vm new NAME --host H …")
     if kernel and image:
         raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
     if initrd and not kernel:
@@ -73,8 +87,13 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
 def list_(ctx: Ctx, output: str) -> None:
     """All VMs with their observed state."""
     infos = ctx.service.vm_list()
-    rows_out([i.to_json() for i in infos], output, ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
-             empty="no VMs")
+    rows = [i.to_json() for i in infos]
+    columns = ["name", "state", "vcpus", "memory", "nested", "image", "pid"]
+    remote = hosts_cli.vm_rows(ctx)  # VMs on libvirt hosts
+    if remote:
+        rows = sorted(rows + remote, key=lambda row: str(row["name"]))
+        columns.append("host")
+    rows_out(rows, output, columns, empty="no VMs")
 
 
 @vm.command("show")
@@ -83,6 +102,8 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
     """One VM in detail."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_show(ctx, name, output)
     info = ctx.service.vm_show(name)
     data = info.to_json()
     if output == "json":
@@ -97,6 +118,8 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def start(ctx: Ctx, name: str) -> None:
     """Start a VM (QEMU runs detached)."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_start(ctx, name)
     info = ctx.service.vm_start(name)
     click.echo(f"vm '{name}' started (pid {info.pid}, {info.accelerator}, -cpu {info.cpu_model})")
 
@@ -109,6 +132,8 @@ def start(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
     """Shut a VM down (ACPI power button), or turn it off."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_stop(ctx, name, turn_off, timeout)
     how = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
     click.echo(f"vm '{name}' {how}")
 
@@ -119,6 +144,8 @@ def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a VM and its files."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_remove(ctx, name, force)
     ctx.service.vm_remove(name, force=force)
     click.echo(f"vm '{name}' removed")
 
@@ -132,6 +159,8 @@ def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) ->
     """Change vCPUs or nesting (seed: only while the VM is off)."""
     if count is None and nested is None:
         raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_set_processor(ctx, name, count, None if nested is None else nested == "on")
     warnings = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
     for message in warnings:
         warn(message)
@@ -237,6 +266,8 @@ def _buffer(text: str | None) -> int | None:
 def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, minimum: str | None,
                maximum: str | None, buffer: str | None) -> None:
     """Change a VM's memory (seed: Set-VMMemory); a running VM is resized live unless R7 forbids it."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_set_memory(ctx, name, startup, any(v is not None for v in (dynamic, minimum, maximum, buffer)))
     from .. import memory
 
     message = memory.set_memory(
@@ -252,7 +283,13 @@ def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, mi
 @pass_ctx
 def save(ctx: Ctx, name: str) -> None:
     """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
+    if hosts_cli.remote_vm(ctx, name):
+        return hosts_cli.vm_save(ctx, name)
     from .. import memory
 
     path = memory.save(ctx.service, name)
     click.echo(f"vm '{name}' saved ({path.stat().st_size >> 20} MiB state)")
+
+
+# VMs on libvirt hosts (issue 12): `vm move` lives in cli/hosts.py.
+vm.add_command(hosts_cli.move)

@@ -103,7 +103,10 @@ class Hosts:
 
     def engine(self, host: Host) -> LibvirtHost:
         if host.uri not in self._engines:
-            self._engines[host.uri] = LibvirtHost(host.name, host.uri, self.detector)
+            engine = LibvirtHost(host.name, host.uri, self.detector)
+            self._engines[host.uri] = engine
+            if host.uri.startswith("test:"):
+                self._reconcile(engine, host)
         engine = self._engines[host.uri]
         engine.name = host.name
         return engine
@@ -216,6 +219,20 @@ class Hosts:
             self.vms.remove(vm.id)
             raise
         return vm, chosen, warnings
+
+    def _reconcile(self, engine: LibvirtHost, host: Host) -> None:
+        """A test driver's state lives in its connection: define nestor's VMs it does not have.
+
+        (A real host keeps its domains; one that lost a VM shows it as missing until `vm start`.)"""
+        vms = self.vms.on_host(host.id)
+        if not vms:
+            return
+        present = {d.uuid for d in engine.domains()}
+        caps = None
+        for vm in vms:
+            if vm.uuid not in present:
+                caps = caps or engine.caps()
+                engine.define(self.spec(vm, caps))
 
     def _ensure_defined(self, vm: RemoteVM, host: Host) -> LibvirtHost:
         engine = self.engine(host)

@@ -156,6 +156,8 @@ class VMRepo:
 
     def add(self, config: VMConfig) -> VMConfig:
         boot = config.boot
+        if self.conn.execute("SELECT 1 FROM remote_vms WHERE name = ?", (config.name,)).fetchone():
+            raise Conflict(f"vm '{config.name}' already exists (on a libvirt host)", hint="choose another name")
         try:
             self.conn.execute(
                 "INSERT INTO vms (name, vcpus, memory, nested, config_version, image, kernel, initrd,"
