@@ -49,6 +49,7 @@ class HostCaps:
     free_memory_source: str  # "libvirt" | "estimated: total - running VMs"
     vms: int
     cpu: CpuCaps
+    domain_type: str = "kvm"  # the <domain type> this driver accepts (kvm | qemu | test)
     libvirt_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

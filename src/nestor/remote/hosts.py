@@ -112,12 +112,16 @@ class Hosts:
         return engine
 
     # -- hosts -------------------------------------------------------------------------------------
-    def view(self, host: Host) -> HostView:
+    def _probe(self, host: Host) -> tuple[HostCaps | None, str | None]:
+        """Capabilities read from libvirt now (threads: no SQLite in here)."""
         try:
-            caps = self.engine(host).caps()
+            return self.engine(host).caps(), None
         except NestorError as exc:
-            return HostView(host.name, host.uri, False, exc.message, None, self.vms.count_on(host.id))
-        return HostView(host.name, host.uri, True, None, caps, self.vms.count_on(host.id))
+            return None, exc.message
+
+    def view(self, host: Host) -> HostView:
+        caps, error = self._probe(host)
+        return HostView(host.name, host.uri, caps is not None, error, caps, self.vms.count_on(host.id))
 
     def add(self, name: str, uri: str) -> HostView:
         validate_name(name, "host")
@@ -131,15 +135,19 @@ class Hosts:
 
     def host_list(self) -> list[HostView]:
         hosts = self.hosts.all()
-        if len(hosts) <= 1:
-            return [self.view(h) for h in hosts]
-        for host in hosts:  # open connections here: connect() is not for many threads at once
+        counts = self.vms.counts()
+        for host in hosts:  # connections (and a test host's reconcile) here; probes in parallel below
             try:
                 self.engine(host)
             except NestorError:
                 pass
-        with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(hosts))) as pool:
-            return list(pool.map(self.view, hosts))
+        if len(hosts) > 1:
+            with ThreadPoolExecutor(max_workers=min(PROBE_WORKERS, len(hosts))) as pool:
+                probes = list(pool.map(self._probe, hosts))
+        else:
+            probes = [self._probe(h) for h in hosts]
+        return [HostView(h.name, h.uri, caps is not None, error, caps, counts.get(h.id, 0))
+                for h, (caps, error) in zip(hosts, probes, strict=True)]
 
     def show(self, name: str) -> tuple[HostView, list[RemoteVMInfo]]:
         host = self.hosts.get(validate_name(name, "host"))
@@ -178,7 +186,7 @@ class Hosts:
         return vm, self.hosts.by_id(vm.host_id)
 
     def spec(self, vm: RemoteVM, caps: HostCaps) -> domxml.DomainSpec:
-        virt = caps.cpu.virt_type
+        virt = caps.domain_type
         nics: tuple[domxml.Nic, ...] = ()
         if vm.network:
             nics = (domxml.Nic(vm.mac or random_mac(), network=vm.network, mac_guard=not vm.mac_spoofing),)

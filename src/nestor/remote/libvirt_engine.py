@@ -177,6 +177,7 @@ class LibvirtHost:
             driver=self.conn.getType(), hostname=hostname, arch=info[0], cpus=int(info[2]),
             memory_total=total, free_memory=free, free_memory_source=source, vms=len(domains), cpu=cpu,
             libvirt_version=f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}",
+            domain_type=virt_type,
         )
 
     # -- domains --------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class LibvirtHost:
         try:
             if dom.isActive():
                 dom.destroy()
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)  # nestor makes no UEFI (NVRAM) domains
         except libvirt.libvirtError as exc:
             raise _error(self.name, f"cannot remove vm '{name}'", exc) from exc
 
@@ -271,10 +272,10 @@ class LibvirtHost:
     def set_memory(self, uuid: str, name: str, size: int) -> None:
         dom = self.domain(uuid, name)
         try:
-            flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            # Two calls: the test driver refuses LIVE|CONFIG together (the qemu driver takes both).
             if dom.isActive():
-                flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-            dom.setMemoryFlags(size // KiB, flags)
+                dom.setMemoryFlags(size // KiB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.setMemoryFlags(size // KiB, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
             raise _error(self.name, f"cannot set the memory of vm '{name}'", exc) from exc
 

@@ -107,6 +107,10 @@ class RemoteVMRepo:
     def count_on(self, host_id: int) -> int:
         return int(self.conn.execute("SELECT count(*) FROM remote_vms WHERE host_id = ?", (host_id,)).fetchone()[0])
 
+    def counts(self) -> dict[int, int]:
+        """nestor's VMs per host id."""
+        return {r[0]: r[1] for r in self.conn.execute("SELECT host_id, count(*) FROM remote_vms GROUP BY host_id")}
+
     def all(self) -> Iterator[RemoteVM]:
         for row in self.conn.execute("SELECT * FROM remote_vms ORDER BY name"):
             yield _vm(row)
