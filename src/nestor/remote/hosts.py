@@ -235,7 +235,7 @@ class Hosts:
         vms = self.vms.on_host(host.id)
         if not vms:
             return
-        present = {d.uuid for d in engine.domains()}
+        present = engine.states()
         caps = None
         for vm in vms:
             if vm.uuid not in present:
@@ -248,7 +248,9 @@ class Hosts:
             engine.define(self.spec(vm, engine.caps()))
         return engine
 
-    def info(self, vm: RemoteVM, host: Host | None = None, detail: bool = False) -> RemoteVMInfo:
+    def info(self, vm: RemoteVM, host: Host | None = None, detail: bool = False,
+             states: dict[str, str] | None = None) -> RemoteVMInfo:
+        """`states`: the host's domain states read once for a whole list (a missing UUID: missing)."""
         host = host or self.hosts.by_id(vm.host_id)
         fields: dict[str, Any] = {
             "name": vm.name, "host": host.name, "vcpus": vm.vcpus, "memory": format_size(vm.memory),
@@ -256,7 +258,7 @@ class Hosts:
         }
         try:
             engine = self.engine(host)
-            state = engine.state(vm.uuid)
+            state = states.get(vm.uuid, MISSING) if states is not None else engine.state(vm.uuid)
         except NestorError as exc:
             return RemoteVMInfo(state=f"unknown ({exc.message})", **fields)
         if detail and state in ("running", "paused"):
@@ -269,8 +271,27 @@ class Hosts:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = False, "nesting is off"
         return RemoteVMInfo(state=state, **fields)
 
+    def _host_states(self, host: Host) -> dict[str, str] | str:
+        """A host's domain states in one call, or why they cannot be read."""
+        try:
+            return self.engine(host).states()
+        except NestorError as exc:
+            return exc.message
+
     def vm_list(self) -> list[RemoteVMInfo]:
-        return [self.info(vm) for vm in self.vms.all()]
+        """Every VM on every host: one libvirt call per host, not per VM."""
+        hosts = {h.id: h for h in self.hosts.all()}
+        states = {host_id: self._host_states(host) for host_id, host in hosts.items()}
+        result = []
+        for vm in self.vms.all():
+            known = states[vm.host_id]
+            if isinstance(known, str):
+                result.append(RemoteVMInfo(vm.name, hosts[vm.host_id].name, f"unknown ({known})", vm.vcpus,
+                                           format_size(vm.memory), vm.nested, format_size(vm.memory_maximum),
+                                           vm.mac_spoofing))
+            else:
+                result.append(self.info(vm, hosts[vm.host_id], states=known))
+        return result
 
     def vm_show(self, name: str) -> RemoteVMInfo:
         vm, host = self.get_vm(name)
@@ -406,9 +427,10 @@ class Hosts:
             host = self.hosts.get(view.name)
             node: dict[str, Any] = {"host": view.name, "uri": view.uri, "level": 0, "reachable": view.reachable,
                                     "error": view.error, "vms": []}
-            if view.reachable:
+            known = self._host_states(host) if view.reachable else {}
+            if isinstance(known, dict):
                 for vm in self.vms.on_host(host.id):
-                    info = self.info(vm, host)
+                    info = self.info(vm, host, states=known)
                     node["vms"].append({"name": vm.name, "level": 1, "state": info.state, "vcpus": vm.vcpus,
                                         "memory": info.memory, "nested": vm.nested, "children": []})
             result.append(node)

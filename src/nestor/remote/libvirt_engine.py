@@ -126,6 +126,7 @@ class LibvirtHost:
         self.uri = uri
         self.detector = detector
         self.conn = connect(uri)
+        self._cpu: caps_mod.CpuCaps | None = None  # domain capabilities change only with the host's software
 
     # -- capabilities ---------------------------------------------------------------------------
     def cpu_caps(self, virt_type: str, arch: str) -> caps_mod.CpuCaps:
@@ -162,20 +163,24 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise _error(self.name, "cannot read capabilities", exc) from exc
         virt_type = caps_mod.best_virt_type(host["domain_types"])
-        cpu = self.cpu_caps(virt_type, "x86_64" if virt_type != "test" else host["arch"])
+        if self._cpu is None:
+            self._cpu = self.cpu_caps(virt_type, "x86_64" if virt_type != "test" else host["arch"])
+        cpu = self._cpu
         if cpu.vendor is None and host["vendor"]:
             cpu = caps_mod.CpuCaps(cpu.virt_type, host["vendor"], cpu.model, cpu.modes, cpu.nesting,
                                    cpu.nesting_flag or caps_mod.NESTING_FLAGS.get(host["vendor"]), cpu.nesting_reason)
         total = int(info[1]) << 20
-        domains = self.domains()
         if host["numa_cells"]:
+            count = len(self.states())
             free, source = int(self.conn.getFreeMemory()), "libvirt"
         else:  # the test driver from a file has no NUMA cells and reports 0 free
+            domains = self.domains()
+            count = len(domains)
             used = sum(d.memory for d in domains if d.state in ("running", "paused"))
             free, source = max(0, total - used), "estimated: total - running VMs"
         return caps_mod.HostCaps(
             driver=self.conn.getType(), hostname=hostname, arch=info[0], cpus=int(info[2]),
-            memory_total=total, free_memory=free, free_memory_source=source, vms=len(domains), cpu=cpu,
+            memory_total=total, free_memory=free, free_memory_source=source, vms=count, cpu=cpu,
             libvirt_version=f"{version // 1000000}.{version // 1000 % 1000}.{version % 1000}",
             domain_type=virt_type,
         )
@@ -191,6 +196,14 @@ class LibvirtHost:
             return result
         except libvirt.libvirtError as exc:
             raise _error(self.name, "cannot list domains", exc) from exc
+
+    def states(self) -> dict[str, str]:
+        """Every domain's state by UUID, in one call (virConnectGetAllDomainStats, state group)."""
+        try:
+            records = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, "cannot list domains", exc) from exc
+        return {dom.UUIDString(): STATES.get(stats.get("state.state", 0), "unknown") for dom, stats in records}
 
     def _lookup(self, uuid: str) -> Any | None:
         try:
