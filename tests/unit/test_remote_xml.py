@@ -65,6 +65,11 @@ CASES = {
     "tcg_nested": (domxml.DomainSpec(
         name="l1", uuid="00000000-0000-0000-0000-000000000002", virt_type="qemu", vcpus=2, memory=1 << 30,
         current_memory=1 << 30, cpu=domxml.cpu_plan(_cpu("tcg"), True), nested=True, agent=False)),
+    "tcg_kernel_boot_serial_file": (domxml.DomainSpec(
+        name="app", uuid="00000000-0000-0000-0000-000000000003", virt_type="qemu", vcpus=1, memory=256 << 20,
+        current_memory=256 << 20, cpu=domxml.cpu_plan(_cpu("tcg"), False), nested=False, machine="q35",
+        kernel="/srv/vmlinux", initrd="/srv/initrd.img", append="console=ttyS0 quiet",
+        serial_log="/srv/app-serial.log")),
 }
 
 

@@ -112,10 +112,11 @@ def register_host_commands(group: click.Group) -> None:
 
 # -- vm, for VMs on libvirt hosts -------------------------------------------------------------------
 def vm_new(ctx: Ctx, name: str, host: str, vcpus: int, memory: int, nested: bool, maximum: str | None,
-           disk: str | None, network: str | None) -> None:
+           disk: str | None, network: str | None, kernel: str | None, initrd: str | None, append: str | None) -> None:
     vm, chosen, warnings = service(ctx).vm_new(
         name, host, vcpus=vcpus, memory=memory, nested=nested,
-        maximum=parse_size(maximum, "maximum") if maximum else None, disk=disk, network=network)
+        maximum=parse_size(maximum, "maximum") if maximum else None, disk=disk, network=network,
+        kernel=kernel, initrd=initrd, append=append)
     for message in warnings:
         warn(message)
     if chosen is not None:

@@ -48,10 +48,11 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
         disk: str | None, network: str | None) -> None:
     """Define a new VM (it starts Off)."""
     if host is not None:  # a VM on a libvirt host (cli/hosts.py)
-        if image or kernel or initrd or append or run_script or config_version or switches:
-            raise InvalidInput("--host cannot be combined with --image/--kernel/--initrd/--append/--run/"
-                               "--config-version/--switch", hint="on a libvirt host use --disk and --network")
-        return hosts_cli.vm_new(ctx, name, host, vcpus, parse_size(memory), nested, maximum, disk, network)
+        if image or run_script or config_version or switches:
+            raise InvalidInput("--host cannot be combined with --image/--run/--config-version/--switch",
+                               hint="on a libvirt host use --disk, --kernel/--initrd/--append (its files) and --network")
+        return hosts_cli.vm_new(ctx, name, host, vcpus, parse_size(memory), nested, maximum, disk, network,
+                                str(kernel) if kernel else None, str(initrd) if initrd else None, append or None)
     if maximum or disk or network:
         raise InvalidInput("--maximum, --disk and --network need --host", hint="nestor vm new NAME --host H …")
     if kernel and image:

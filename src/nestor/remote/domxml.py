@@ -53,6 +53,10 @@ class DomainSpec:
     arch: str | None = "x86_64"
     machine: str | None = None
     disk: str | None = None  # a qcow2/raw file on that host
+    kernel: str | None = None  # direct kernel boot (files on that host)
+    initrd: str | None = None
+    append: str | None = None
+    serial_log: str | None = None  # the serial console into this file on that host (else a pty)
     nics: tuple[Nic, ...] = ()
     agent: bool = True  # a virtio-serial channel for qemu-guest-agent
 
@@ -98,7 +102,14 @@ def render(spec: DomainSpec) -> str:
     os_ = _sub(dom, "os")
     attrs = {k: v for k, v in (("arch", spec.arch), ("machine", spec.machine)) if v}
     _sub(os_, "type", "hvm", **attrs)
-    _sub(os_, "boot", dev="hd")
+    if spec.kernel:
+        _sub(os_, "kernel", spec.kernel)
+        if spec.initrd:
+            _sub(os_, "initrd", spec.initrd)
+        if spec.append:
+            _sub(os_, "cmdline", spec.append)
+    else:
+        _sub(os_, "boot", dev="hd")
     if spec.virt_type != "test":
         features = _sub(dom, "features")
         _sub(features, "acpi")
@@ -133,9 +144,14 @@ def render(spec: DomainSpec) -> str:
         if nic.mac_guard:
             _sub(iface, "filterref", filter=MAC_GUARD_FILTER)
     if spec.virt_type != "test":
-        serial = _sub(devices, "serial", type="pty")
+        if spec.serial_log:
+            serial = _sub(devices, "serial", type="file")
+            _sub(serial, "source", path=spec.serial_log)
+        else:
+            serial = _sub(devices, "serial", type="pty")
         _sub(serial, "target", port="0")
-        _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
+        if not spec.serial_log:
+            _sub(_sub(devices, "console", type="pty"), "target", type="serial", port="0")
         if spec.agent:
             channel = _sub(devices, "channel", type="unix")
             _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")

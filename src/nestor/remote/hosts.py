@@ -194,13 +194,16 @@ class Hosts:
             name=vm.name, uuid=vm.uuid, virt_type=virt, vcpus=vm.vcpus, memory=vm.memory_maximum,
             current_memory=vm.memory, cpu=domxml.cpu_plan(caps.cpu, vm.nested), nested=vm.nested,
             arch=None if virt == "test" else "x86_64", machine=None if virt == "test" else "q35",
-            disk=vm.disk, nics=nics,
+            disk=vm.disk, kernel=vm.kernel, initrd=vm.initrd, append=vm.append, nics=nics,
         )
 
     def vm_new(self, name: str, host: str, vcpus: int = 1, memory: int = 512 * MiB, nested: bool = False,
                maximum: int | None = None, disk: str | None = None, network: str | None = None,
+               kernel: str | None = None, initrd: str | None = None, append: str | None = None,
                ) -> tuple[RemoteVM, placement.Placement | None, list[str]]:
         validate_name(name)
+        if (initrd or append) and not kernel:
+            raise InvalidInput("--initrd and --append need --kernel", hint="add --kernel FILE (a path on that host)")
         maximum = maximum or memory
         if maximum < memory:
             raise InvalidInput(f"startup memory {format_size(memory)} is more than maximum memory "
@@ -217,7 +220,8 @@ class Hosts:
                              hint="nestor host list shows which hosts can, or use --host auto")
         warnings = rules.check_vcpus(vcpus, nested, accel_for(caps))
         vm = RemoteVM(name=name, host_id=target.id, uuid=str(uuidlib.uuid4()), vcpus=vcpus, memory=memory,
-                      memory_maximum=maximum, nested=nested, disk=disk, network=network,
+                      memory_maximum=maximum, nested=nested, disk=disk, kernel=kernel, initrd=initrd,
+                      append=append, network=network,
                       mac=random_mac() if network else None)
         spec = self.spec(vm, caps)  # before the insert: a bad spec changes nothing
         vm = self.vms.add(vm)

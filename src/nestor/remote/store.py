@@ -28,6 +28,9 @@ class RemoteVM:
     memory_maximum: int  # the room (libvirt's <memory>)
     nested: bool = False
     disk: str | None = None
+    kernel: str | None = None  # direct kernel boot: files on that host
+    initrd: str | None = None
+    append: str | None = None
     network: str | None = None
     mac: str | None = None
     mac_spoofing: bool = False
@@ -73,7 +76,8 @@ class HostRepo:
 def _vm(row: sqlite3.Row) -> RemoteVM:
     return RemoteVM(name=row["name"], host_id=row["host_id"], uuid=row["uuid"], vcpus=row["vcpus"],
                     memory=row["memory"], memory_maximum=row["memory_maximum"], nested=bool(row["nested"]),
-                    disk=row["disk"], network=row["network"], mac=row["mac"],
+                    disk=row["disk"], kernel=row["kernel"], initrd=row["initrd"], append=row["append"],
+                    network=row["network"], mac=row["mac"],
                     mac_spoofing=bool(row["mac_spoofing"]), id=row["id"])
 
 
@@ -86,10 +90,10 @@ class RemoteVMRepo:
             raise Conflict(f"vm '{vm.name}' already exists (on this host)", hint="choose another name")
         try:
             self.conn.execute(
-                "INSERT INTO remote_vms (name, host_id, uuid, vcpus, memory, memory_maximum, nested, disk, network,"
-                " mac, mac_spoofing) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO remote_vms (name, host_id, uuid, vcpus, memory, memory_maximum, nested, disk, kernel,"
+                " initrd, append, network, mac, mac_spoofing) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (vm.name, vm.host_id, vm.uuid, vm.vcpus, vm.memory, vm.memory_maximum, int(vm.nested), vm.disk,
-                 vm.network, vm.mac, int(vm.mac_spoofing)),
+                 vm.kernel, vm.initrd, vm.append, vm.network, vm.mac, int(vm.mac_spoofing)),
             )
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"vm '{vm.name}' already exists", hint="choose another name") from exc
