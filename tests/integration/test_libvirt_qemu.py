@@ -258,7 +258,9 @@ def test_live_move_between_two_libvirtds(daemons: Daemons, tmp_path: Path, image
     detector_answer.clear()  # the real detector: EFER.SVME of the running appliance is clear
 
     lines: list[str] = []
+    started = time.monotonic()
     message = hosts.vm_move("app", "b", lines.append)
+    print(f"live move: {time.monotonic() - started:.2f} s, progress lines: {lines}")
     assert message == "vm 'app' moved to host 'b' (live)"
     assert "live, persist-dest, undefine-source" in lines[0]
     vm, host = hosts.get_vm("app")
