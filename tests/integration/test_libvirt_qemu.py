@@ -4,8 +4,9 @@ prove the rendered domain XML, the CPU mapping of the toggle, the monitor-based 
 detection, the balloon, managed save, the lifecycle, and a live migration with nestor's flags,
 against libvirt itself rather than its test driver.
 
-Not covered: a hypervisor actually running inside a libvirt domain (that needs the nested-host
-image booted by libvirt; the refusal is covered with the detector seam), ssh/TLS transports.
+A hypervisor really runs inside a libvirt domain in the last test: the appliance's KVM (AMD-V
+emulated by TCG) with one live VM made by a 20-line C program (data/mkvm.c), not a full L2.
+Not covered: ssh/TLS transports.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import IO
 
 import pytest
 
-from nestor.errors import PolicyError
+from nestor.errors import PolicyError, StateError
 from nestor.remote import libvirt_engine
 from nestor.remote.hosts import Hosts
 from nestor.state import db
@@ -273,3 +274,91 @@ def test_live_move_between_two_libvirtds(daemons: Daemons, tmp_path: Path, image
     assert since and 0 not in since and since[0] > before, (before, after)
     assert since == list(range(since[0], since[0] + len(since))), f"the counter skipped: {since}"
     assert "-incoming" in qemu_cmdline(uri_b, "app")  # the QEMU on b is the migration's destination
+
+
+def _appliance_files(daemons: Daemons, image_store: Path, tmp_path: Path, script: str,
+                     extra: dict[str, Path] | None = None) -> Path:
+    """vmlinux and an initrd with /nestor/run.sh (and extra files), where the libvirtds can read them."""
+    from nestor.images import appliance
+    from nestor.images.cpio import NewcWriter
+
+    app = appliance.load_appliance(image_store)
+    assert app is not None
+    files = daemons.top / "images"
+    files.mkdir(exist_ok=True)
+    shutil.copy(app.kernel.vmlinux, files / "vmlinux")
+    writer = NewcWriter()
+    writer.directory("nestor", 0o755)
+    writer.file("nestor/run.sh", script.encode(), 0o755)
+    for name, path in (extra or {}).items():
+        writer.file(f"nestor/{name}", path.read_bytes(), 0o755)
+    (files / "initrd.img").write_bytes(app.initrd.read_bytes() + writer.finish())
+    for path in (files, *files.iterdir()):
+        shutil.chown(path, "nobody", "nogroup")
+    return files
+
+
+def _wait_text(path: Path, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    tail = path.read_text(errors="replace")[-3000:] if path.exists() else "no file"
+    raise AssertionError(f"{text!r} not in {path} after {timeout} s: {tail}")
+
+
+def test_a_hypervisor_running_inside_is_seen_through_libvirt(daemons: Daemons, tmp_path: Path,
+                                                             image_store: Path) -> None:
+    """R7 and R12-R14 on a libvirt VM with the real detector: EFER.SVME read over libvirt."""
+    if shutil.which("gcc") is None:
+        pytest.skip("needs gcc and libc6-dev (scripts/setup installs them)")
+    from dataclasses import replace
+
+    from nestor.remote import domxml
+
+    mkvm = tmp_path / "mkvm"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(mkvm), str(Path(__file__).parent / "data" / "mkvm.c")],
+                   check=True, timeout=120)
+    script = ("grep -qw svm /proc/cpuinfo && echo 'svm: visible'\n"
+              "[ -c /dev/kvm ] && echo 'kvm: ready, no VM yet'\n"
+              "sleep 12\n"
+              "exec /nestor/mkvm\n")
+    files = _appliance_files(daemons, image_store, tmp_path, script, {"mkvm": mkvm})
+    uri_a, uri_b = daemons.start("a"), daemons.start("b")
+    hosts = Hosts(db.connect(tmp_path / "nestor.db"))  # the real detector
+    hosts.add("a", uri_a)
+    hosts.add("b", uri_b)
+    hosts.vm_new("l1", "a", memory=256 * M, maximum=384 * M, nested=True, kernel=str(files / "vmlinux"),
+                 initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1")
+    vm, host = hosts.get_vm("l1")
+    serial = daemons.top / "l1-serial.log"
+    engine = hosts.engine(host)
+    engine.conn.defineXML(domxml.render(replace(hosts.spec(vm, engine.caps()), serial_log=str(serial))))
+    hosts.vm_start("l1")
+
+    _wait_text(serial, "kvm: ready, no VM yet", timeout=120)
+    assert "svm: visible" in serial.read_text(errors="replace")
+    quiet = hosts.vm_show("l1")
+    assert quiet.hypervisor_running is False, quiet  # kvm_amd loaded, no VM: EFER.SVME clear
+
+    _wait_text(serial, "mkvm: a VM is live", timeout=60)
+    busy = hosts.vm_show("l1")
+    assert busy.hypervisor_running is True, busy
+    assert busy.hypervisor_detection is not None and "through libvirt" in busy.hypervisor_detection
+    dom = engine.domain(vm.uuid, "l1")
+    import libvirt
+
+    before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    with pytest.raises(PolicyError, match=r"memory not changed \(rule R7\)"):
+        hosts.vm_set_memory("l1", 320 * M)
+    with pytest.raises(PolicyError, match=r"cannot be saved \(rules R12-R14\)"):
+        hosts.vm_save("l1")
+    with pytest.raises(PolicyError, match=r"cannot be moved \(rules R12-R14\)"):
+        hosts.vm_move("l1", "b", lambda line: None)
+    assert dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == before and dom.hasManagedSaveImage(0) == 0
+    assert hosts.get_vm("l1")[1].name == "a" and hosts.engine(hosts.hosts.get("b")).states() == {}
+    assert hosts.vm_show("l1").state == "running"
+    with pytest.raises(StateError):
+        hosts.vm_remove("l1")  # running: refused without --force
+    hosts.vm_remove("l1", force=True)
