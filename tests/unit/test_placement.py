@@ -62,6 +62,12 @@ def test_move_rule() -> None:
     migration_rules.check_move("l1", "a", "b", None, "vm is off", vm_running=False)  # off: definition only
 
 
+def test_vendor_extension_must_match_for_a_live_move() -> None:
+    with pytest.raises(StateError, match="cannot be moved live"):
+        migration_rules.check_same_extension("l1", "b", "svm", "vmx")
+    migration_rules.check_same_extension("l1", "b", "svm", "svm")
+
+
 def test_migration_flags_are_libvirts() -> None:
     import libvirt
 

@@ -161,6 +161,14 @@ def test_move_refused_while_a_hypervisor_runs(svc: Hosts, detector: Detector) ->
     assert host.name == "a" and lines == []
 
 
+def test_running_nested_vm_keeps_its_vendor(svc: Hosts, tmp_path: Path) -> None:
+    svc.vm_new("l1", "a", nested=True)  # AMD: svm
+    svc.vm_start("l1")
+    with pytest.raises(StateError, match="runs with svm exposed; host 'b' offers vmx"):
+        svc.vm_move("l1", "b", lambda line: None)
+    assert svc.get_vm("l1")[1].name == "a"
+
+
 def test_live_move_on_the_test_driver_fails_cleanly(svc: Hosts) -> None:
     """libvirt's test driver does not implement migration: nestor reports it, the VM stays."""
     svc.vm_new("web", "a")

@@ -23,3 +23,12 @@ def check_move(name: str, source: str, dest: str, running: bool | None, how: str
     if running is None:
         raise StateError(f"vm '{name}': cannot tell whether a hypervisor runs inside ({how}); not moved",
                          hint=f"stop '{name}' and move it off, or try again")
+
+
+def check_same_extension(name: str, dest: str, source_flag: str | None, dest_flag: str | None) -> None:
+    """A running nested VM keeps its CPU across a live move: svm cannot turn into vmx."""
+    if source_flag and dest_flag and source_flag != dest_flag:
+        raise StateError(
+            f"vm '{name}' runs with {source_flag} exposed; host '{dest}' offers {dest_flag}, so it cannot be moved live",
+            hint=f"stop '{name}' and move it off (nestor re-plans its CPU for the new host), or pick a host with {source_flag}",
+        )

@@ -407,6 +407,9 @@ class Hosts:
             if vm.nested and not caps.cpu.nesting:
                 raise StateError(f"host '{dest.name}' cannot offer nested virtualization: {caps.cpu.nesting_reason}",
                                  hint="nestor host list shows which hosts can")
+            if running and vm.nested:
+                migration_rules.check_same_extension(name, dest.name, engine.caps().cpu.nesting_flag,
+                                                     caps.cpu.nesting_flag)
             plan = migration.plan(name, running)
             progress(f"moving vm '{name}' from '{source.name}' to '{dest.name}' "
                      f"({', '.join(migration.flag_names(plan.flags))})")
