@@ -170,7 +170,7 @@ def test_nestor_vms_on_a_real_libvirtd(daemons: Daemons, tmp_path: Path) -> None
     assert shown.state == "running"
     assert shown.hypervisor_running is False  # read through libvirt's monitor passthrough
     assert shown.hypervisor_detection is not None and "of 1 vCPUs set" in shown.hypervisor_detection
-    assert shown.memory_assigned == "512M"  # the balloon, before the guest has a driver
+    assert shown.memory_assigned == 512 * M  # the balloon, before the guest has a driver
 
     import libvirt
 

@@ -91,9 +91,9 @@ def test_bad_input_changes_nothing(home: Path) -> None:
     assert refused(home, "host", "remove", "nope")[0] == 3
     assert "cannot offer nested" in refused(home, "vm", "new", "l1", "--host", "c", "--nested")[1]
     assert refused(home, "vm", "new", "l1", "--host", "nope")[0] == 3
-    assert "--host cannot be combined" in refused(home, "vm", "new", "l1", "--host", "a", "--image", "appliance")[1]
+    assert "takes no --image" in refused(home, "vm", "new", "l1", "--host", "a", "--image", "appliance")[1]
     assert "need --kernel" in refused(home, "vm", "new", "l1", "--host", "a", "--append", "quiet")[1]
-    assert "need --host" in refused(home, "vm", "new", "l1", "--disk", "/x.qcow2")[1]
+    assert "are for a VM on a libvirt host" in refused(home, "vm", "new", "l1", "--disk", "/x.qcow2")[1]
     assert "no host can take" in refused(home, "vm", "new", "big", "--host", "auto", "--nested", "--memory", "20G")[1]
     nestor(home, "vm", "new", "web", "--host", "a")
     assert refused(home, "vm", "move", "web", "--host", "nope")[0] == 3

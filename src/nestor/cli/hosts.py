@@ -1,52 +1,31 @@
-"""`nestor host add|list|show|remove` and the VM commands for VMs on libvirt hosts.
-
-cli/host.py and cli/vm.py hand over to these functions; the use cases are nestor.remote.hosts.
-"""
+"""`nestor host add|list|show|remove` (libvirt hosts) and `nestor vm move`, over the service facade."""
 
 from __future__ import annotations
 
-import functools
-import sqlite3
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import click
 
-from .. import paths
-from ..errors import HostError, InvalidInput
-from ..model import format_size, parse_size
+from ..model import format_size
+from ..service.types import HostInfo, to_json
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json, fields, progress, rows_out, warn
-
-if TYPE_CHECKING:
-    from ..remote.hosts import Hosts
+from .output import OUTPUT, emit_json, fields, progress, rows_out
 
 HOST_COLUMNS = ["name", "uri", "reachable", "vendor", "nesting", "free_memory", "vms", "error"]
 
 
-@functools.cache
-def _db(home: Path) -> sqlite3.Connection:
-    from ..state import db
-
-    return db.connect(paths.Home(home).db)
+def _size(value: int | None) -> str | None:
+    return None if value is None else format_size(value // (1 << 20) << 20) if value else "0"
 
 
-def service(ctx: Ctx) -> Hosts:
-    try:
-        from ..remote.hosts import Hosts
-    except ImportError as exc:  # the `libvirt` extra is not installed (an L1's payload has no binding)
-        raise HostError(f"the libvirt Python binding is not installed ({exc})",
-                        hint="bash scripts/setup installs it (pip install -e '.[libvirt]')") from exc
-    return Hosts(_db(ctx.home))
+def row(info: HostInfo) -> dict[str, Any]:
+    return {
+        "name": info.name, "uri": info.uri, "reachable": info.reachable, "vendor": info.vendor,
+        "nesting": None if info.nesting is None else (info.nesting_flag if info.nesting else "no"),
+        "free_memory": _size(info.free_memory), "vms": info.vms, "error": info.error,
+    }
 
 
-def remote_vm(ctx: Ctx, name: str) -> bool:
-    """Is NAME a VM on a libvirt host (so the VM commands hand it to this module)?"""
-    row = _db(ctx.home).execute("SELECT 1 FROM remote_vms WHERE name = ?", (name,)).fetchone()
-    return row is not None
-
-
-# -- host ------------------------------------------------------------------------------------------
 @click.command("add")
 @click.argument("name")
 @click.argument("uri")
@@ -54,13 +33,13 @@ def remote_vm(ctx: Ctx, name: str) -> bool:
 @pass_ctx
 def add(ctx: Ctx, name: str, uri: str, output: str) -> None:
     """Register a libvirt host (qemu+ssh://HOST/system, qemu+tcp://…, qemu+tls://…, test:///default)."""
-    view = service(ctx).add(name, uri)
+    info = ctx.service.host_add(name, uri)
     if output == "json":
-        emit_json(view.to_json())
+        emit_json(to_json(info))
         return
-    row = view.row()
-    click.echo(f"host '{name}' added: {row['vendor'] or 'vendor unknown'}, nesting {row['nesting']}, "
-               f"{row['free_memory']} free, {row['vms']} VM(s)")
+    shown = row(info)
+    click.echo(f"host '{name}' added: {shown['vendor'] or 'vendor unknown'}, nesting {shown['nesting']}, "
+               f"{shown['free_memory']} free, {shown['vms']} VM(s)")
 
 
 @click.command("list")
@@ -68,11 +47,11 @@ def add(ctx: Ctx, name: str, uri: str, output: str) -> None:
 @pass_ctx
 def list_(ctx: Ctx, output: str) -> None:
     """The libvirt hosts with what each can offer (read from libvirt now)."""
-    views = service(ctx).host_list()
+    infos = ctx.service.host_list()
     if output == "json":
-        emit_json([v.to_json() for v in views])
+        emit_json(to_json(infos))
         return
-    rows_out([v.row() for v in views], output, HOST_COLUMNS, empty="no libvirt hosts (nestor host add NAME URI)")
+    rows_out([row(i) for i in infos], output, HOST_COLUMNS, empty="no libvirt hosts (nestor host add NAME URI)")
 
 
 @click.command("show")
@@ -81,18 +60,15 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
     """One libvirt host: capabilities, nesting and why, memory, nestor's VMs on it."""
-    view, vms = service(ctx).show(name)
-    data = view.to_json()
-    data["nestor_vm_names"] = [vm.name for vm in vms]
+    info = ctx.service.host_show(name)
+    data: dict[str, Any] = to_json(info)
     if output == "json":
-        data["vm_details"] = [vm.to_json() for vm in vms]
         emit_json(data)
         return
     for key in ("memory_total", "free_memory"):
-        if isinstance(data.get(key), int):
-            data[key] = format_size(data[key] // (1 << 20) << 20)
-    data["cpu_modes"] = ", ".join(data.get("cpu_modes") or []) or None
-    data["nestor_vm_names"] = ", ".join(data["nestor_vm_names"]) or None
+        data[key] = _size(data[key])
+    data["cpu_modes"] = ", ".join(data["cpu_modes"]) or None
+    data["vm_names"] = ", ".join(data["vm_names"]) or None
     fields(data)
 
 
@@ -101,7 +77,7 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str) -> None:
     """Forget a libvirt host (refused while nestor has VMs on it)."""
-    service(ctx).remove(name)
+    ctx.service.host_remove(name)
     click.echo(f"host '{name}' removed")
 
 
@@ -110,86 +86,11 @@ def register_host_commands(group: click.Group) -> None:
         group.add_command(command)
 
 
-# -- vm, for VMs on libvirt hosts -------------------------------------------------------------------
-def vm_new(ctx: Ctx, name: str, host: str, vcpus: int, memory: int, nested: bool, maximum: str | None,
-           disk: str | None, network: str | None, kernel: str | None, initrd: str | None, append: str | None) -> None:
-    vm, chosen, warnings = service(ctx).vm_new(
-        name, host, vcpus=vcpus, memory=memory, nested=nested,
-        maximum=parse_size(maximum, "maximum") if maximum else None, disk=disk, network=network,
-        kernel=kernel, initrd=initrd, append=append)
-    for message in warnings:
-        warn(message)
-    if chosen is not None:
-        click.echo(f"placed on host '{chosen.host}': {chosen.reason}")
-    click.echo(f"vm '{vm.name}' created on host '{chosen.host if chosen else host}'")
-
-
-def vm_rows(ctx: Ctx) -> list[dict[str, object]]:
-    if not _db(ctx.home).execute("SELECT 1 FROM remote_vms LIMIT 1").fetchone():
-        return []  # none: do not load the binding
-    return [info.to_json() for info in service(ctx).vm_list()]
-
-
-def vm_show(ctx: Ctx, name: str, output: str) -> None:
-    data = service(ctx).vm_show(name).to_json()
-    if output == "json":
-        emit_json(data)
-        return
-    data["hypervisor running inside"] = data.pop("hypervisor_running")
-    fields(data)
-
-
-def vm_start(ctx: Ctx, name: str) -> None:
-    info = service(ctx).vm_start(name)
-    click.echo(f"vm '{name}' started on host '{info.host}' ({info.state})")
-
-
-def vm_stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
-    click.echo(f"vm '{name}' {service(ctx).vm_stop(name, turn_off=turn_off, timeout=timeout)}")
-
-
-def vm_remove(ctx: Ctx, name: str, force: bool) -> None:
-    service(ctx).vm_remove(name, force=force)
-    click.echo(f"vm '{name}' removed")
-
-
-def vm_set_processor(ctx: Ctx, name: str, count: int | None, nested: bool | None) -> None:
-    for message in service(ctx).vm_set_processor(name, count=count, nested=nested):
-        warn(message)
-    click.echo(f"vm '{name}' processor updated")
-
-
-def vm_set_memory(ctx: Ctx, name: str, startup: str | None, others: bool) -> None:
-    if others or startup is None:
-        raise InvalidInput(f"vm '{name}' is on a libvirt host: only --startup can be set there",
-                           hint=f"nestor vm set-memory {name} --startup SIZE")
-    click.echo(service(ctx).vm_set_memory(name, parse_size(startup, "startup")))
-
-
-def vm_save(ctx: Ctx, name: str) -> None:
-    service(ctx).vm_save(name)
-    click.echo(f"vm '{name}' saved (libvirt managed save; nestor vm start {name} resumes it)")
-
-
 @click.command("move")
 @click.argument("name")
 @click.option("--host", "host", required=True, help="the libvirt host to move the VM to")
 @pass_ctx
 def move(ctx: Ctx, name: str, host: str) -> None:
     """Live-migrate a VM to another libvirt host (refused while a hypervisor runs inside it)."""
-    click.echo(service(ctx).vm_move(name, host, progress))
-
-
-def print_hosts_tree(nodes: list[dict[str, object]]) -> None:
-    for node in nodes:
-        state = "" if node["reachable"] else f"  unreachable: {node['error']}"
-        click.echo(f"{node['host']} (L0, libvirt {node['uri']}){state}")
-        vms = node["vms"]
-        assert isinstance(vms, list)
-        for index, vm in enumerate(vms):
-            last = index == len(vms) - 1
-            parts = [f"{vm['name']} (L1)", vm["state"], f"{vm['vcpus']} vCPU", vm["memory"]]
-            if vm["nested"]:
-                parts.append("nested")
-            click.echo(f"{'└── ' if last else '├── '}{'  '.join(parts)}")
-
+    result = ctx.service.vm_move(name, host, progress)
+    click.echo(f"vm '{name}' moved to host '{result.dest}'" + (" (live)" if result.live else ""))

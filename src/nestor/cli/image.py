@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import click
 
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, progress, rows_out
 
@@ -17,8 +18,8 @@ def image() -> None:
 @pass_ctx
 def build(ctx: Ctx, name: str, force: bool) -> None:
     """Build (or reuse) an image."""
-    path = ctx.service.image_build(name, progress, force=force)
-    click.echo(f"image {name}: {path}")
+    info = ctx.service.image_build(name, progress, force=force)
+    click.echo(f"image {name}: {info.path}")
 
 
 @image.command("list")
@@ -26,5 +27,5 @@ def build(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def list_(ctx: Ctx, output: str) -> None:
     """The images and whether they are built."""
-    rows = ctx.service.image_list()
+    rows = [to_json(i) for i in ctx.service.image_list()]
     rows_out(rows, output, ["name", "built", "path"])

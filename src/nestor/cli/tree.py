@@ -4,40 +4,32 @@ from typing import Any
 
 import click
 
-from .. import guest
+from ..service import guests
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json
 
 
 @click.command("tree")
 @OUTPUT
-@click.option("--timeout", type=float, default=guest.TREE_TIMEOUT, show_default=True,
+@click.option("--timeout", type=float, default=guests.TREE_TIMEOUT, show_default=True,
               help="seconds to wait for each nested level")
 @pass_ctx
 def tree(ctx: Ctx, output: str, timeout: float) -> None:
     """Every VM on every level (L0→L1→L2…), through the guest agents."""
-    data = guest.tree(ctx.service, timeout=timeout)
-    data["hosts"] = _libvirt_hosts(ctx)  # libvirt hosts (issue 12), each with its VMs
+    data = to_json(ctx.service.tree(timeout=timeout))
     if output == "json":
         emit_json(data)
         return
     print_tree(data)
-    if data["hosts"]:
-        from .hosts import print_hosts_tree
-
-        print_hosts_tree(data["hosts"])
-
-
-def _libvirt_hosts(ctx: Ctx) -> list[dict[str, Any]]:
-    from . import hosts as hosts_cli
-
-    if not hosts_cli._db(ctx.home).execute("SELECT 1 FROM hosts LIMIT 1").fetchone():
-        return []  # no libvirt hosts: do not load the binding (tree runs inside every L1)
-    return hosts_cli.service(ctx).tree()
+    for host in data.get("hosts", []):  # libvirt hosts (issue 12), then their VMs
+        state = "" if host["reachable"] else f"  unreachable: {host['error']}"
+        click.echo(f"{host['host']} (L{host['level']}, libvirt {host['uri']}){state}")
+        _print(host["vms"], "")
 
 
 def print_tree(data: dict[str, Any]) -> None:
-    click.echo(f"{data['host']} (L0)")
+    click.echo(f"{data['host']} (L{data.get('level', 0)})")
     _print(data["vms"], "")
 
 

@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import click
 
-from .. import guest
-from ..errors import InvalidInput, StateError
-from ..model import BootSource, parse_size
+from ..errors import InvalidInput
+from ..model import format_size, parse_size
+from ..service import guests
+from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
-from . import hosts as hosts_cli
+from . import present
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, fields, rows_out, warn
 
@@ -46,40 +46,19 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
         config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
         disk: str | None, network: str | None) -> None:
-    """Define a new VM (it starts Off)."""
-    if host is not None:  # a VM on a libvirt host (cli/hosts.py)
-        if image or run_script or config_version or switches:
-            raise InvalidInput("--host cannot be combined with --image/--run/--config-version/--switch",
-                               hint="on a libvirt host use --disk, --kernel/--initrd/--append (its files) and --network")
-        return hosts_cli.vm_new(ctx, name, host, vcpus, parse_size(memory), nested, maximum, disk, network,
-                                str(kernel) if kernel else None, str(initrd) if initrd else None, append or None)
-    if maximum or disk or network:
-        raise InvalidInput("--maximum, --disk and --network need --host", hint="nestor vm new NAME --host H …")
-    if kernel and image:
-        raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
-    if initrd and not kernel:
-        raise InvalidInput("--initrd needs --kernel", hint="add --kernel FILE")
-    boot = BootSource(
-        image=None if kernel else (image or "appliance"),
-        kernel=str(kernel) if kernel else None,
-        initrd=str(initrd) if initrd else None,
-        append=append,
-        run_script=str(run_script) if run_script else None,
-    )
-    for switch in switches:
-        ctx.service.network.store.switch(switch)  # an unknown switch fails before the VM exists
-    kwargs = {"config_version": config_version} if config_version else {}
-    config, warnings = ctx.service.vm_new(name, vcpus=vcpus, memory=parse_size(memory), nested=nested,
-                                          boot=boot, **kwargs)
-    for message in warnings:
+    """Define a new VM (it starts Off), here or on a libvirt host (--host)."""
+    result = ctx.service.vm_new(VMSpec(
+        name=name, vcpus=vcpus, memory=parse_size(memory), nested=nested, image=image,
+        kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None, append=append,
+        run_script=str(run_script) if run_script else None, config_version=config_version, switches=switches,
+        host=host, maximum=_size(maximum, "maximum"), disk=disk, network=network,
+    ))
+    for message in result.warnings:
         warn(message)
-    try:
-        for switch in switches:
-            ctx.service.network.adapter_add(config.name, switch)
-    except BaseException:
-        ctx.service.vm_remove(config.name)
-        raise
-    click.echo(f"vm '{config.name}' created")
+    if result.placement:
+        click.echo(result.placement)
+    where = f" on host '{result.vm.host}'" if result.vm.host else ""
+    click.echo(f"vm '{result.vm.name}' created{where}")
 
 
 @vm.command("list")
@@ -88,13 +67,10 @@ def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel:
 def list_(ctx: Ctx, output: str) -> None:
     """All VMs with their observed state."""
     infos = ctx.service.vm_list()
-    rows = [i.to_json() for i in infos]
     columns = ["name", "state", "vcpus", "memory", "nested", "image", "pid"]
-    remote = hosts_cli.vm_rows(ctx)  # VMs on libvirt hosts
-    if remote:
-        rows = sorted(rows + remote, key=lambda row: str(row["name"]))
-        columns.append("host")
-    rows_out(rows, output, columns, empty="no VMs")
+    if any(info.host for info in infos):
+        columns.append("host")  # VMs on libvirt hosts
+    rows_out([present.vm(i) for i in infos], output, columns, empty="no VMs")
 
 
 @vm.command("show")
@@ -103,10 +79,7 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
     """One VM in detail."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_show(ctx, name, output)
-    info = ctx.service.vm_show(name)
-    data = info.to_json()
+    data = present.vm(ctx.service.vm_show(name))
     if output == "json":
         emit_json(data)
         return
@@ -119,9 +92,10 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def start(ctx: Ctx, name: str) -> None:
     """Start a VM (QEMU runs detached)."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_start(ctx, name)
     info = ctx.service.vm_start(name)
+    if info.host:
+        click.echo(f"vm '{name}' started on host '{info.host}'")
+        return
     click.echo(f"vm '{name}' started (pid {info.pid}, {info.accelerator}, -cpu {info.cpu_model})")
 
 
@@ -133,9 +107,9 @@ def start(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
     """Shut a VM down (ACPI power button), or turn it off."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_stop(ctx, name, turn_off, timeout)
-    how = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    result = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    how = {"turned off after the timeout": f"turned off after {timeout:g} s without a guest shutdown",
+           "saved state discarded": "turned off: its saved state is discarded"}.get(result.how.value, result.how.value)
     click.echo(f"vm '{name}' {how}")
 
 
@@ -145,8 +119,6 @@ def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a VM and its files."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_remove(ctx, name, force)
     ctx.service.vm_remove(name, force=force)
     click.echo(f"vm '{name}' removed")
 
@@ -158,12 +130,8 @@ def remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
     """Change vCPUs or nesting (seed: only while the VM is off)."""
-    if count is None and nested is None:
-        raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_set_processor(ctx, name, count, None if nested is None else nested == "on")
-    warnings = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
-    for message in warnings:
+    result = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
+    for message in result.warnings:
         warn(message)
     click.echo(f"vm '{name}' processor updated")
 
@@ -173,8 +141,8 @@ def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) ->
 @pass_ctx
 def upgrade(ctx: Ctx, name: str) -> None:
     """Raise the VM configuration version to the current one."""
-    version = ctx.service.vm_upgrade(name)
-    click.echo(f"vm '{name}' is at configuration version {version}")
+    info = ctx.service.vm_upgrade(name)
+    click.echo(f"vm '{name}' is at configuration version {info.config_version}")
 
 
 @vm.command("log")
@@ -185,35 +153,9 @@ def upgrade(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None) -> None:
     """The VM's serial console output."""
-    path = ctx.service.vm_paths(name).serial_log
-    follow = follow or until is not None
-    deadline = time.monotonic() + timeout if timeout else None
-    seen = ""
-    while not path.exists():
-        if not follow:
-            return
-        _tick(deadline, until, name)
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                text = chunk.decode(errors="replace")
-                click.echo(text, nl=False)
-                if until is not None:
-                    seen = (seen + text)[-(len(until) + 65536):]
-                    if until in seen:
-                        return
-                continue
-            if not follow:
-                return
-            _tick(deadline, until, name)
-
-
-def _tick(deadline: float | None, until: str | None, name: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        what = f"'{until}'" if until else "more output"
-        raise StateError(f"vm '{name}': no {what} on the console in time", hint="nestor vm log NAME shows what it printed")
-    time.sleep(0.1)
+    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
 
 
 @vm.command("console")
@@ -221,25 +163,22 @@ def _tick(deadline: float | None, until: str | None, name: str) -> None:
 @pass_ctx
 def console(ctx: Ctx, name: str) -> None:
     """Attach to the serial console (Ctrl-] detaches)."""
-    files = ctx.service.vm_paths(name)
-    if not files.serial_sock.exists():
-        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
-    serial_console.attach(files.serial_sock)
+    serial_console.attach(ctx.service.vm_console_socket(name))
 
 
-@vm.command("exec", context_settings={"ignore_unknown_options": True})
+@vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--timeout", type=float, default=guest.EXEC_TIMEOUT, show_default=True)
+@click.option("--timeout", type=float, default=guests.EXEC_TIMEOUT, show_default=True)
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
     """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
-    code, out, err = guest.vm_exec(ctx.service, target, list(command), timeout=timeout)
-    sys.stdout.buffer.write(out)
+    result = ctx.service.vm_exec(target, list(command), timeout=timeout)
+    sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
-    sys.stderr.buffer.write(err)
+    sys.stderr.buffer.write(result.stderr)
     sys.stderr.flush()
-    sys.exit(code)
+    sys.exit(result.code if 0 <= result.code <= 255 else 255)
 
 
 def _size(text: str | None, what: str) -> int | None:
@@ -267,16 +206,17 @@ def _buffer(text: str | None) -> int | None:
 def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, minimum: str | None,
                maximum: str | None, buffer: str | None) -> None:
     """Change a VM's memory (seed: Set-VMMemory); a running VM is resized live unless R7 forbids it."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_set_memory(ctx, name, startup, any(v is not None for v in (dynamic, minimum, maximum, buffer)))
-    from .. import memory
-
-    message = memory.set_memory(
-        ctx.service, name,
+    result = ctx.service.vm_set_memory(name, MemoryChange(
         startup=_size(startup, "startup"), dynamic=None if dynamic is None else dynamic == "on",
         minimum=_size(minimum, "minimum"), maximum=_size(maximum, "maximum"), buffer=_buffer(buffer),
-    )
-    click.echo(message)
+    ))
+    if result.outcome is MemoryOutcome.RESIZED and result.target is not None:
+        click.echo(f"vm '{name}' memory is now {format_size(result.target)}")
+    elif result.outcome is MemoryOutcome.RESIZING and result.target is not None and result.actual is not None:
+        click.echo(f"vm '{name}' memory set to {format_size(result.target)}; the guest has "
+                   f"{result.actual >> 20}M so far and keeps moving toward it")
+    else:
+        click.echo(f"vm '{name}' memory updated")
 
 
 @vm.command("save")
@@ -284,13 +224,14 @@ def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, mi
 @pass_ctx
 def save(ctx: Ctx, name: str) -> None:
     """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
-    if hosts_cli.remote_vm(ctx, name):
-        return hosts_cli.vm_save(ctx, name)
-    from .. import memory
-
-    path = memory.save(ctx.service, name)
-    click.echo(f"vm '{name}' saved ({path.stat().st_size >> 20} MiB state)")
+    result = ctx.service.vm_save(name)
+    if not result.size:  # a VM on a libvirt host: libvirt keeps the state there
+        click.echo(f"vm '{name}' saved ({result.path}; nestor vm start {name} resumes it)")
+        return
+    click.echo(f"vm '{name}' saved ({result.size >> 20} MiB state)")
 
 
 # VMs on libvirt hosts (issue 12): `vm move` lives in cli/hosts.py.
-vm.add_command(hosts_cli.move)
+from .hosts import move  # noqa: E402
+
+vm.add_command(move)

@@ -65,18 +65,21 @@ class HostView:
 
 @dataclass(frozen=True)
 class RemoteVMInfo:
+    """Sizes in bytes; `state` is libvirt's word (running, paused, off, missing, crashed, …)."""
+
     name: str
     host: str
     state: str
     vcpus: int
-    memory: str
+    memory: int
     nested: bool
-    memory_maximum: str
+    memory_maximum: int
     mac_spoofing: bool
+    saved: bool = False  # a libvirt managed save that `vm start` resumes
     hypervisor_running: bool | None = None
     hypervisor_detection: str | None = None
-    memory_assigned: str | None = None
-    memory_available: str | None = None
+    memory_assigned: int | None = None
+    memory_available: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -257,18 +260,20 @@ class Hosts:
         """`states`: the host's domain states read once for a whole list (a missing UUID: missing)."""
         host = host or self.hosts.by_id(vm.host_id)
         fields: dict[str, Any] = {
-            "name": vm.name, "host": host.name, "vcpus": vm.vcpus, "memory": format_size(vm.memory),
-            "nested": vm.nested, "memory_maximum": format_size(vm.memory_maximum), "mac_spoofing": vm.mac_spoofing,
+            "name": vm.name, "host": host.name, "vcpus": vm.vcpus, "memory": vm.memory,
+            "nested": vm.nested, "memory_maximum": vm.memory_maximum, "mac_spoofing": vm.mac_spoofing,
         }
         try:
             engine = self.engine(host)
             state = states.get(vm.uuid, MISSING) if states is not None else engine.state(vm.uuid)
         except NestorError as exc:
             return RemoteVMInfo(state=f"unknown ({exc.message})", **fields)
+        if detail and state == "off":
+            fields["saved"] = engine.has_saved_state(vm.uuid)
         if detail and state in ("running", "paused"):
             reading = engine.memory(vm.uuid, vm.name)
-            fields["memory_assigned"] = format_size(reading.actual) if reading.actual else None
-            fields["memory_available"] = format_size(reading.available) if reading.available else None
+            fields["memory_assigned"] = reading.actual
+            fields["memory_available"] = reading.available
             if vm.nested:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = engine.hypervisor_running(vm.uuid, vm.name)
             else:
@@ -291,8 +296,7 @@ class Hosts:
             known = states[vm.host_id]
             if isinstance(known, str):
                 result.append(RemoteVMInfo(vm.name, hosts[vm.host_id].name, f"unknown ({known})", vm.vcpus,
-                                           format_size(vm.memory), vm.nested, format_size(vm.memory_maximum),
-                                           vm.mac_spoofing))
+                                           vm.memory, vm.nested, vm.memory_maximum, vm.mac_spoofing))
             else:
                 result.append(self.info(vm, hosts[vm.host_id], states=known))
         return result
@@ -439,6 +443,6 @@ class Hosts:
                 for vm in self.vms.on_host(host.id):
                     info = self.info(vm, host, states=known)
                     node["vms"].append({"name": vm.name, "level": 1, "state": info.state, "vcpus": vm.vcpus,
-                                        "memory": info.memory, "nested": vm.nested, "children": []})
+                                        "memory": format_size(vm.memory), "nested": vm.nested, "children": []})
             result.append(node)
         return result

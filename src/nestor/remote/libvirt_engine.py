@@ -298,6 +298,13 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise _error(self.name, f"cannot save vm '{name}'", exc) from exc
 
+    def has_saved_state(self, uuid: str) -> bool:
+        dom = self._lookup(uuid)
+        try:
+            return bool(dom is not None and dom.hasManagedSaveImage(0))
+        except libvirt.libvirtError:
+            return False
+
     def hypervisor_running(self, uuid: str, name: str) -> tuple[bool | None, str]:
         dom = self.domain(uuid, name)
         try:
