@@ -79,17 +79,30 @@ def disconnect_all() -> None:
 
 
 def registers_detector(dom: Any) -> tuple[bool | None, str]:
-    """Seed rule R7's trigger through libvirt: EFER.SVME / CR4.VMXE of the vCPUs.
+    """Seed rule R7's trigger through libvirt, read as nestor reads its own QEMUs.
 
-    The same signal nestor reads from its own QEMUs (FACTS.md), asked through libvirt's QEMU
-    monitor passthrough (HMP `info registers -a`; libvirt marks the domain tainted for it)."""
+    KVM domains: QMP `query-stats` vCPU `guest_mode` (a vCPU in an L2 right now; registers
+    would show the L2's state then). TCG domains: EFER.SVME / CR4.VMXE of the vCPUs (HMP `info
+    registers -a`; FACTS.md). Both through libvirt's QEMU monitor passthrough, which libvirt
+    records as a taint of the domain."""
+    import json
+
     import libvirt_qemu
 
     try:
+        if ET.fromstring(dom.XMLDesc(0)).get("type") == "kvm":
+            from ..service.core import from_stats
+
+            reply = libvirt_qemu.qemuMonitorCommand(dom, json.dumps({"execute": "query-stats",
+                                                                     "arguments": {"target": "vcpu"}}), 0)
+            running, how = from_stats(list(json.loads(reply).get("return", [])))
+            return running, f"{how} (through libvirt)"
         text = libvirt_qemu.qemuMonitorCommand(dom, "info registers -a",
                                                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
     except libvirt.libvirtError as exc:
         return None, f"unknown: {exc.get_error_message()}"
+    except ValueError as exc:
+        return None, f"unknown: the monitor's answer is not JSON ({exc})"
     bits = hypervisor_bits(str(text))
     if not bits:
         return None, "unknown: no vCPU registers in the monitor's answer"
