@@ -61,7 +61,9 @@ def test_hosts_show_capabilities(svc: Hosts) -> None:
 
 
 def test_add_refuses_duplicates_and_unreachable(svc: Hosts, tmp_path: Path) -> None:
-    with pytest.raises(StateError, match="already exists"):
+    from nestor.errors import Conflict
+
+    with pytest.raises(Conflict, match="already exists"):
         svc.add("a", "test:///default")
     (tmp_path / "broken.xml").write_text("<nope/>")
     with pytest.raises(EngineError, match="cannot connect"):
@@ -86,6 +88,9 @@ def test_nested_refused_where_it_cannot_be_offered(svc: Hosts) -> None:
     assert svc.vms.find("l1") is None
     with pytest.raises(PolicyError, match="no host can take"):
         svc.vm_new("big", AUTO, memory=40 * G, nested=True)
+    with pytest.raises(InvalidInput, match="more than host 'a' has"):
+        svc.vm_new("big", "a", memory=20 * G)
+    assert svc.vms.find("big") is None
 
 
 def test_lifecycle_and_remove_refused_while_vms(svc: Hosts) -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..errors import EngineError, InvalidInput, NestorError, NotFound, StateError, error_context
+from ..errors import Conflict, EngineError, InvalidInput, NestorError, NotFound, StateError, error_context
 from ..model import VMState, format_size, validate_name
 from ..policy import memory as memory_rules
 from ..policy import migration as migration_rules
@@ -131,7 +131,7 @@ class Hosts:
         uri_mod.validate(uri)
         existing = self.hosts.find(name)
         if existing is not None:
-            raise StateError(f"host '{name}' already exists ({existing.uri})", hint="choose another name")
+            raise Conflict(f"host '{name}' already exists ({existing.uri})", hint="choose another name")
         caps = LibvirtHost(name, uri, self.detector).caps()  # unreachable: an error, nothing stored
         host = self.hosts.add(Host(name, uri))
         return HostView(host.name, host.uri, True, None, caps, 0)
@@ -212,6 +212,7 @@ class Hosts:
             raise InvalidInput(f"startup memory {format_size(memory)} is more than maximum memory "
                                f"{format_size(maximum)}", hint="minimum <= startup <= maximum")
         memory_rules.check_size(memory, "startup", 0)
+        memory_rules.check_size(maximum, "maximum", 0)
         chosen: placement.Placement | None = None
         if host == AUTO:
             chosen = placement.place(self.candidates(), maximum, nested)
@@ -222,6 +223,9 @@ class Hosts:
             raise StateError(f"host '{target.name}' cannot offer nested virtualization: {caps.cpu.nesting_reason}",
                              hint="nestor host list shows which hosts can, or use --host auto")
         warnings = rules.check_vcpus(vcpus, nested, accel_for(caps))
+        if maximum > caps.memory_total:
+            raise InvalidInput(f"memory {format_size(maximum)} is more than host '{target.name}' has "
+                               f"({caps.memory_total >> 20}M)", hint="give the VM less memory, or use --host auto")
         vm = RemoteVM(name=name, host_id=target.id, uuid=str(uuidlib.uuid4()), vcpus=vcpus, memory=memory,
                       memory_maximum=maximum, nested=nested, disk=disk, kernel=kernel, initrd=initrd,
                       append=append, network=network,
