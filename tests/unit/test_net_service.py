@@ -54,7 +54,7 @@ def test_switch_new_bad_input(net: Network, args: tuple[str, ...], error: type[E
 def test_adapters_only_while_off_and_macs_unique(net: Network) -> None:
     sw = net.store.add_switch("sw", "internal", "nt-unit", None)
     a = net.adapter_add("web", "sw")
-    assert a.name == "net0" and a.mac.startswith("52:54:00:") and a.netns == "nt-unit" and a.tap == f"nstap{a.id}"
+    assert a.name == "net0" and a.mac.startswith("52:54:00:") and a.netns == "nt-unit" and a.tap == f"nst{net.tag}-{a.id}"
     with pytest.raises(Conflict):
         net.adapter_add("web", "sw", mac=a.mac)
     with pytest.raises(Conflict):

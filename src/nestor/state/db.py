@@ -65,6 +65,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE vms ADD COLUMN memory_maximum INTEGER;
     ALTER TABLE vms ADD COLUMN memory_buffer INTEGER NOT NULL DEFAULT 20;
     """,
+    # Network hardening (nestor/net/store.py): the router and DHCP guards, on by default (also
+    # for adapters made before); an external switch's moved uplink configuration (JSON).
+    """
+    ALTER TABLE adapters ADD COLUMN router_guard INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE adapters ADD COLUMN dhcp_guard INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE switches ADD COLUMN moved TEXT;
+    """,
 )
 
 
