@@ -192,8 +192,8 @@ class Network:
                     if uplink == "lo":
                         raise InvalidInput("the loopback interface cannot be an uplink", hint="e.g. --uplink eth1")
                     sw = self._take_uplink(ipr, sw, move_addresses, revert)
+                revert.add(lambda: self._delete_bridge(sw))  # before: making it may fail half-way
                 self._realize_switch(ipr, sw)
-                revert.add(lambda: self._delete_bridge(sw))
             revert.success()
         return sw
 
@@ -290,13 +290,6 @@ class Network:
         default routes, which overlap everything), each with how to name it in an error."""
         own = old.network if old else None
         taken = []
-        for route in netlink.routes_of(ipr):
-            if route.family != netlink.AF_INET or route.dst_len == 0:
-                continue
-            net = ipaddress.IPv4Network(f"{route.dst}/{route.dst_len}", strict=False)
-            if route.device == sw.bridge and net == own:
-                continue
-            taken.append((route.describe(), net))
         for link in ipr.get_links():
             idx, ifname = int(link["index"]), str(link.get("ifname"))
             for family, address, prefixlen in netlink.addresses_of(ipr, idx):
@@ -306,6 +299,13 @@ class Network:
                 if ifname == sw.bridge and iface == old:
                     continue
                 taken.append((f"address {iface} on {ifname}", iface.network))
+        for route in netlink.routes_of(ipr):
+            if route.family != netlink.AF_INET or route.dst_len == 0:
+                continue
+            net = ipaddress.IPv4Network(f"{route.dst}/{route.dst_len}", strict=False)
+            if route.device == sw.bridge and net == own:
+                continue
+            taken.append((route.describe(), net))
         return taken
 
     def switch_remove(self, name: str, force: bool = False) -> list[str]:

@@ -37,6 +37,10 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def netns(home: Path) -> Iterator[NewNetns]:
+    yield from netns_maker(home)
+
+
+def netns_maker(home: Path) -> Iterator[NewNetns]:
     """Makes test namespaces on demand; afterwards ends our QEMUs and dnsmasqs, deletes them."""
     made: list[str] = []
 

@@ -174,6 +174,7 @@ class Route:
     gateway: str | None
     priority: int | None
     device: str | None = None
+    proto: int = 3  # RTPROT_BOOT, what `ip route add` gives by default; kept when moved
 
     def describe(self) -> str:
         target = f"{self.dst}/{self.dst_len}" if self.dst else "default"
@@ -214,7 +215,7 @@ def routes_of(ipr: Any, idx: int | None = None, movable_only: bool = False) -> l
             dst = r.get_attr("RTA_DST")
             found.append(Route(family=family, dst=str(dst) if dst else "", dst_len=int(r["dst_len"]),
                                gateway=r.get_attr("RTA_GATEWAY"), priority=r.get_attr("RTA_PRIORITY"),
-                               device=names.get(int(oif)) if oif else None))
+                               device=names.get(int(oif)) if oif else None, proto=int(r["proto"])))
     return found
 
 
@@ -232,7 +233,8 @@ def del_address(ipr: Any, idx: int, address: str, prefixlen: int) -> None:
 
 
 def add_route(ipr: Any, idx: int, route: Route) -> None:
-    spec: dict[str, Any] = {"family": route.family, "oif": idx, "dst_len": route.dst_len, "table": RT_TABLE_MAIN}
+    spec: dict[str, Any] = {"family": route.family, "oif": idx, "dst_len": route.dst_len, "table": RT_TABLE_MAIN,
+                            "proto": route.proto}
     if route.dst:
         spec["dst"] = route.dst
     if route.gateway:
