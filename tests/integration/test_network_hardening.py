@@ -298,7 +298,7 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
 
         send()
         got = counters(ns, home)
-        for kind in ("mac", "arp", "nd", "router", "dhcp"):
+        for kind in names.GUARD_KINDS:
             assert got[names.counter_name(kind, tap)] > 0, (kind, got)
         assert host_view(ns) == before
         neigh = sh("ip", "-n", ns, "neigh").stdout

@@ -72,6 +72,8 @@ def frames() -> list[tuple[str, bytes]]:
     arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, forged, socket.inet_aton(fake_ip), b"\0" * 6,
                       socket.inet_aton(host_ip))
     out.append(("arp", eth(bcast, mine, 0x0806, arp)))
+    # 2b. the same ARP inside an 802.1Q tag (VLAN 5), where an ARP rule would not look
+    out.append(("vlan", eth(bcast, mine, 0x8100, struct.pack("!HH", 5, 0x0806) + arp)))
     # 3. neighbour solicitation and advertisement with a forged link-layer address option
     target = "fe80::dead"
     ns = struct.pack("!BBHI", 135, 0, 0, 0) + socket.inet_pton(AF6, target) + bytes([1, 1]) + forged
