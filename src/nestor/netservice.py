@@ -406,9 +406,10 @@ class Network:
             raise InvalidInput("nothing to change",
                                hint="give --mac-spoofing, --router-guard and/or --dhcp-guard (on|off)")
         config = self.vms.get(validate_name(vm))
+        self._adapter(config, name)  # bad input first, before privileges
         host.require_net_admin()
         with error_context(vm=vm), self._lock():
-            adapter = self._adapter(config, name)  # read under the lock: write only what changed
+            adapter = self._adapter(config, name)  # read again under the lock: write only what changed
             self.store.set_guards(
                 adapter.id,
                 adapter.mac_spoofing if mac_spoofing is None else mac_spoofing,

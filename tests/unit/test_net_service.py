@@ -128,3 +128,46 @@ def test_has_net_admin_reads_cap_eff(tmp_path: Path) -> None:
     assert host.has_net_admin(status)
     status.write_text("Name:\tx\nCapEff:\t0000000000000000\n")
     assert not host.has_net_admin(status)
+
+
+def test_adapter_guards_default_on_and_set_needs_something(net: Network) -> None:
+    net.store.add_switch("sw", "internal", "nt-unit", None)
+    a = net.adapter_add("web", "sw")
+    assert a.router_guard and a.dhcp_guard and not a.mac_spoofing
+    row = net.adapter_list("web")[0]
+    assert row["router_guard"] is True and row["dhcp_guard"] is True and row["tap"] == f"nst{net.tag}-{a.id}"
+    with pytest.raises(InvalidInput) as err:
+        net.adapter_set("web", None)
+    assert "nothing to change" in err.value.message and "--router-guard" in (err.value.hint or "")
+
+
+def test_guard_migration_turns_the_guards_on_for_old_adapters(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "nestor.db")
+    columns = {r["name"]: r["dflt_value"] for r in conn.execute("PRAGMA table_info(adapters)")}
+    assert columns["router_guard"] == "1" and columns["dhcp_guard"] == "1"
+    assert "moved" in {r["name"] for r in conn.execute("PRAGMA table_info(switches)")}
+
+
+def test_two_homes_get_different_names(tmp_path: Path) -> None:
+    nets = []
+    for name in ("a", "b"):
+        home = paths.Home(tmp_path / name)
+        conn = db.connect(home.db)
+        nets.append(Network(home, "nt-unit", conn))
+        nets[-1].store.add_switch("sw", "internal", "nt-unit", None)
+    first, second = (n.store.switch("sw").bridge for n in nets)
+    assert first != second and first.endswith("-1") and second.endswith("-1")
+
+
+def test_uplink_config_round_trips() -> None:
+    from nestor.net import netlink, uplink
+
+    cfg = uplink.UplinkConfig(
+        addresses=((2, "192.0.2.10", 24), (10, "2001:db8::10", 64)),
+        routes=(netlink.Route(family=2, dst="", dst_len=0, gateway="192.0.2.1", priority=None, device="eth0",
+                              proto=4),),
+    )
+    back = uplink.loads(uplink.dumps(cfg))
+    assert back.addresses == cfg.addresses and back.routes[0].gateway == "192.0.2.1" and back.routes[0].proto == 4
+    assert back.routes[0].device is None  # the route goes back onto whatever device it is given
+    assert "192.0.2.10/24" in cfg.describe() and "route default via 192.0.2.1" in cfg.describe()
