@@ -261,6 +261,9 @@ def test_nat_is_reconciled_by_nat_commands_and_vm_start(home: Path, netns: NewNe
     break_nat()
     cli(home, ns, "vm", "start", "v")
     assert_nat_back()
+    cli(home, ns, "vm", "remove", "v", "--force")
+    cli(home, ns, "nat", "remove", "out")
+    assert sysctl(ns, "net.ipv4.ip_forward") == "0"  # as found, even after the reconciles
 
 
 # -- 2 and 8. a hostile guest -----------------------------------------------------------------------

@@ -45,10 +45,11 @@ def test_missing_netns_hints_ip_netns_add(net: Network, monkeypatch: pytest.Monk
     (("sw", "external"), InvalidInput),  # no --uplink
     (("sw", "internal", "eth1"), InvalidInput),  # --uplink on internal
     (("Bad Name", "internal"), InvalidInput),
+    (("sw", "internal", None, True), InvalidInput),  # --move-addresses on internal
 ])
-def test_switch_new_bad_input(net: Network, args: tuple[str, ...], error: type[Exception]) -> None:
+def test_switch_new_bad_input(net: Network, args: tuple[object, ...], error: type[Exception]) -> None:
     with pytest.raises(error):
-        net.switch_new(*args)
+        net.switch_new(*args)  # type: ignore[arg-type]
 
 
 def test_adapters_only_while_off_and_macs_unique(net: Network) -> None:
