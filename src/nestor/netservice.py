@@ -194,6 +194,8 @@ class Network:
                     sw = self._take_uplink(ipr, sw, move_addresses, revert)
                 revert.add(lambda: self._delete_bridge(sw))  # before: making it may fail half-way
                 self._realize_switch(ipr, sw)
+            if self.store.nats_in_netns(self.netns):
+                self._apply_nat(self.netns)  # the new switch joins the forward chain's drop
             revert.success()
         return sw
 
@@ -262,6 +264,7 @@ class Network:
                            for a in self.store.adapters_on_switch(sw.id)]
         row["ports"] = observed.ports if observed else None
         row["host_addresses"] = observed.addresses if observed else None
+        row["moved_from_uplink"] = uplinkcfg.loads(sw.moved).describe() if sw.moved else None
         return row
 
     def switch_set_ip(self, name: str, address: str) -> Switch:
@@ -335,6 +338,8 @@ class Network:
                 self._rerender_guard(sw.netns)
             self._delete_bridge(sw)
             self.store.remove_switch(sw.id)
+            if self.store.nats_in_netns(sw.netns):
+                self._rerender_nat(sw.netns)
         return removed
 
     # -- adapters ------------------------------------------------------------------------------
@@ -440,6 +445,13 @@ class Network:
             return
         host.require_net_admin()
         self._apply_guard(netns)
+
+    def _rerender_nat(self, netns: str | None) -> None:
+        try:
+            host.require_netns(netns)
+        except NotFound:
+            return
+        self._apply_nat(netns)
 
     def _delete_tap(self, adapter: Adapter) -> None:
         with self._session_if_present(adapter.netns) as ipr:

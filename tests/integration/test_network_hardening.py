@@ -145,7 +145,9 @@ def test_uplink_with_addresses_needs_move_addresses_and_gets_them_back(home: Pat
     assert host_view(ns) == before and as_json(home, ns, "switch", "list") == []
 
     cli(home, ns, "switch", "new", "ext", "--type", "external", "--uplink", "phys0", "--move-addresses")
-    bridge = as_json(home, ns, "switch", "show", "ext")["bridge"]  # type: ignore[index]
+    shown = as_json(home, ns, "switch", "show", "ext")
+    bridge = shown["bridge"]  # type: ignore[index]
+    assert "192.0.2.10/24" in shown["moved_from_uplink"]  # type: ignore[index]
     moved = host_view(ns)
     on_bridge = {a[1] for a in moved["addresses"] if a[0] == bridge}  # type: ignore[union-attr, index]
     assert {"192.0.2.10", "2001:db8:5::10"} <= on_bridge
@@ -326,3 +328,29 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
         reap_home(home)
         nestor(home, "switch", "remove", "lan", "--force", netns=ns, check=False)
         sh("ip", "netns", "del", ns)
+
+
+def test_nothing_is_routed_into_a_switch_without_nat(home: Path, netns: NewNetns) -> None:
+    """With forwarding on for a NAT, an outside host that routes to an internal switch's VM
+    through our host still cannot reach it; the NAT switch's own VMs get out."""
+    ns, outside = netns(), netns()
+    iso, nat, up = subnet(), subnet(), subnet()
+    sh("ip", "-n", ns, "link", "add", "up0", "type", "veth", "peer", "name", "up1", "netns", outside)
+    sh("ip", "-n", ns, "addr", "add", f"172.31.{up}.1/24", "dev", "up0")
+    sh("ip", "-n", ns, "link", "set", "up0", "up")
+    sh("ip", "-n", outside, "addr", "add", f"172.31.{up}.2/24", "dev", "up1")
+    sh("ip", "-n", outside, "link", "set", "up1", "up")
+    sh("ip", "-n", outside, "link", "set", "lo", "up")
+    assert sh("ip", "-n", outside, "route", "add", f"10.{iso}.0.0/24", "via", f"172.31.{up}.1").returncode == 0
+    cli(home, ns, "switch", "new", "natsw", "--type", "internal")
+    cli(home, ns, "switch", "set-ip", "natsw", f"192.168.{nat}.1/24")
+    cli(home, ns, "nat", "new", "out", "--switch", "natsw", "--prefix", f"192.168.{nat}.0/24")
+    cli(home, ns, "switch", "new", "iso", "--type", "internal")
+    cli(home, ns, "switch", "set-ip", "iso", f"10.{iso}.0.1/24")
+    assert sysctl(ns, "net.ipv4.ip_forward") == "1"
+    boot(home, ns, "i", "echo up\n", f"nestor.ip=10.{iso}.0.2/24 nestor.gw=10.{iso}.0.1", "iso")
+    assert reachable(ns, f"10.{iso}.0.2")  # the VM answers its host ...
+    assert reachable(outside, f"172.31.{up}.1")  # ... the outside reaches the host ...
+    assert not reachable(outside, f"10.{iso}.0.2")  # ... but is not routed into the switch
+    drop = nsexec(ns, "nft", "list", "chain", "inet", names.nat_table(tag(home)), "forward").stdout
+    assert f'oifname {{ "{names.bridge_name(tag(home), 1)}"' in drop, drop
