@@ -354,3 +354,21 @@ def test_nothing_is_routed_into_a_switch_without_nat(home: Path, netns: NewNetns
     assert not reachable(outside, f"10.{iso}.0.2")  # ... but is not routed into the switch
     drop = nsexec(ns, "nft", "list", "chain", "inet", names.nat_table(tag(home)), "forward").stdout
     assert f'oifname {{ "{names.bridge_name(tag(home), 1)}"' in drop, drop
+    cli(home, ns, "vm", "remove", "i", "--force")
+    cli(home, ns, "nat", "remove", "out")
+    assert sysctl(ns, "net.ipv4.ip_forward") == "0"
+    assert "nestor_ip_forward_was" not in nsexec(ns, "nft", "list", "tables").stdout  # the record went too
+
+
+@pytest.mark.parametrize("found", ["0", "1"])
+def test_nat_remove_restores_ip_forward_as_found(home: Path, netns: NewNetns, found: str) -> None:
+    ns, net = netns(), subnet()
+    nsexec(ns, "sysctl", "-q", "-w", f"net.ipv4.ip_forward={found}")
+    cli(home, ns, "switch", "new", "sw", "--type", "internal")
+    cli(home, ns, "switch", "set-ip", "sw", f"192.168.{net}.1/24")
+    cli(home, ns, "nat", "new", "out", "--switch", "sw", "--prefix", f"192.168.{net}.0/24")
+    assert sysctl(ns, "net.ipv4.ip_forward") == "1"
+    assert f"nestor_ip_forward_was_{found}" in nsexec(ns, "nft", "list", "tables").stdout
+    cli(home, ns, "nat", "remove", "out")
+    assert sysctl(ns, "net.ipv4.ip_forward") == found
+    assert "nestor_ip_forward_was" not in nsexec(ns, "nft", "list", "tables").stdout
