@@ -431,7 +431,7 @@ pages.vm = () => {
   const lifecycle = (path, data) => (e) => act(e.target, async () => {
     const result = await operation(await api("POST", `/vms/${name}/${path}`, data));
     await refresh();
-    if (path === "start") connectConsole();
+    if (path === "start") { connectConsole(); setTimeout(loadLog, 3000); }
     return result;
   });
   $("start").addEventListener("click", lifecycle("start"));
@@ -486,7 +486,9 @@ pages.vm = () => {
     try {
       const text = await api("GET", `/vms/${name}/log?tail=16384`);
       const pre = $("bootlog");
-      pre.textContent = typeof text === "string" ? text : JSON.stringify(text);
+      // terminal control sequences (cursor queries, colours) are for terminals, not for this view
+      pre.textContent = (typeof text === "string" ? text : JSON.stringify(text))
+        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "").replace(/\n{3,}/g, "\n\n");
       pre.scrollTop = pre.scrollHeight;
     } catch (err) { $("bootlog").textContent = `(${err.message})`; }
   };
@@ -517,7 +519,7 @@ function drawChart(canvas, samples, limit) {
     ctx.fillText(bytes(Math.round(top * (1 - i / 4))), 2, y + 4);
   }
   if (!samples.length) { ctx.fillText("starts when the VM runs", w / 2 - 60, h / 2); return; }
-  const x = (i) => pad + 20 + (w - pad - 24) * (i / Math.max(119, samples.length - 1));
+  const x = (i) => pad + 20 + (w - pad - 24) * (i / Math.max(29, samples.length - 1));
   const y = (v) => pad / 2 + (h - pad) * (1 - v / top);
   for (const [key, color] of [["assigned", "#2f6fde"], ["demand", "#e0822a"]]) {
     ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
