@@ -6,8 +6,8 @@ VMs boot under QEMU in a test network namespace. Every page is screenshotted int
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -151,6 +151,10 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     assert api.put("/v1/switches/natsw/address", json={"address": f"192.168.{net}.1/24"}).status_code == 200
     assert api.post("/v1/nats", json={"name": "lan", "switch": "natsw", "prefix": f"192.168.{net}.0/24",
                                       "dhcp": True}).status_code == 201
+    # A second VM on it that asks for DHCP (through the API: the form has no kernel command line), for a lease.
+    assert api.post("/v1/vms", json={"name": "leaser", "memory": 128 << 20, "switches": ["natsw"],
+                                     "append": "nestor.dhcp=1"}).status_code == 201
+    assert api.post("/v1/vms/leaser/start").status_code == 202
 
     # Create from the form.
     page.goto(f"{served.url}/ui/vms/new")
@@ -168,6 +172,15 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     assert (vm["state"], vm["vcpus"], vm["memory"], vm["nested"]) == ("off", 1, 256 << 20, False)
     page.wait_for_selector("#adapters tbody tr[data-adapter]")
     assert "natsw" in page.inner_text("#adapters")
+    # The same name again: the API's refusal, message and hint, shows on the form.
+    page.goto(f"{served.url}/ui/vms/new")
+    page.wait_for_selector("select[name=image] option[value=appliance]", state="attached")
+    page.fill("input[name=name]", "web")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "already exists" in page.inner_text("#error .message") and page.inner_text("#error .hint").startswith("hint: ")
+    page.goto(f"{served.url}/ui/vms/web")
+    page.wait_for_selector("#vm-state[data-state=off]")
 
     # Off: the nesting toggle is live and the seed's reason is not shown.
     assert page.get_attribute("#nesting", "aria-disabled") == "false"
@@ -196,6 +209,14 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     assert not page.is_checked("#nesting")
     assert api.get("/v1/vms/web").json()["nested"] is False
 
+    # MAC spoofing: the guard's toggle, applied while the VM runs (seed R8).
+    page.check("#adapters input.spoofing")
+    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('allowed')")
+    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is True
+    page.uncheck("#adapters input.spoofing")
+    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('guarded')")
+    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is False
+
     # The memory chart has samples of assigned memory and demand.
     wait_until(lambda: "assigned" in page.inner_text("#memory-now"), 15, "memory samples")
     page.wait_for_timeout(2500)
@@ -206,11 +227,13 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     # The other pages, with this VM running.
     for path, name, ready in [("/ui/", "overview", ".tree li[data-vm=web] .state.running"),
                               ("/ui/vms", "vms", "#vms tr[data-vm=web]"),
-                              ("/ui/networks", "networks", "section[data-nat=lan]")]:
+                              ("/ui/networks", "networks", "section[data-nat=lan] .leases td:has-text('192.168.')")]:
         page.goto(served.url + path)
         page.wait_for_selector(ready, timeout=20_000)
         page.wait_for_selector("#live.on", timeout=10_000)
         shot(page, name)
+    leaser_mac = api.get("/v1/vms/leaser/adapters").json()[0]["mac"]
+    assert leaser_mac in page.inner_text("section[data-nat=lan] .leases")
     page.goto(served.url + "/ui/")
     page.wait_for_selector(".tree li[data-vm=web]")
     tree = page.inner_text(".tree")

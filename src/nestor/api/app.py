@@ -19,8 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import NestorError
 from .. import ui
+from ..errors import NestorError
 from ..service import Service
 from . import routes
 

@@ -9,8 +9,9 @@ Tokens: when the app requires one (TCP with TLS), every /ui page needs the `nest
 to hold a valid token, else it redirects to /ui/login. The login page's script checks the token
 against the API and stores it in that cookie (SameSite=Strict, Secure over TLS); the script then
 sends it as `Authorization: Bearer` to /v1 and as `?token=` on the console websocket. The API
-itself never accepts the cookie, so another site cannot make the browser act (no CSRF). Static files (scripts, styles, vendored libraries) hold no data
-and are served without a token so the login page can load them.
+itself never accepts the cookie, so another site cannot make the browser act (no CSRF). Static
+files (scripts, styles, vendored libraries) hold no data and are served without a token so the
+login page can load them.
 """
 
 from __future__ import annotations

@@ -303,7 +303,7 @@ pages.networks = () => {
         el("dl", { class: "facts" }, el("dt", {}, "Prefix"), el("dd", {}, n.prefix), el("dt", {}, "Switch"), el("dd", {}, n.switch),
           el("dt", {}, "Gateway"), el("dd", {}, n.gateway || "–"), el("dt", {}, "DHCP"), el("dd", {}, n.dhcp ? `on (${n.dnsmasq})` : "off")),
         n.dhcp ? el("table", { class: "grid leases" }, el("thead", {}, el("tr", {}, el("th", {}, "MAC"), el("th", {}, "IP"), el("th", {}, "Hostname"))),
-          el("tbody", {}, n.leases.length ? n.leases.map((l) => el("tr", {}, el("td", {}, l.mac), el("td", {}, l.ip), el("td", {}, l.hostname)))
+          el("tbody", {}, n.leases.length ? n.leases.map((l) => el("tr", {}, el("td", {}, l.mac), el("td", {}, l.ip), el("td", {}, l.hostname === "*" ? "–" : l.hostname)))
             : el("tr", {}, el("td", { colspan: 3, class: "muted" }, "No DHCP leases yet.")))) : null))
         : [el("p", { class: "muted" }, "No NAT networks.")]));
     } catch (err) { showError(err); }
@@ -423,8 +423,9 @@ pages.vm = () => {
         el("td", {}, el("label", { class: "check" }, el("input", { type: "checkbox", class: "spoofing", checked: a.mac_spoofing,
           onchange: (e) => act(null, async () => {
             try { await api("PATCH", `/vms/${name}/adapters/${a.name}`, { mac_spoofing: e.target.checked }); } finally { loadAdapters(); }
-          }) }), a.mac_spoofing ? " on" : " off (guarded)")),
-        el("td", {}, a.dropped_frames === null ? "–" : `${a.dropped_frames} frames`))), 5, "No network adapters.");
+          }) }), a.mac_spoofing ? "allowed" : "guarded"),
+          a.mac_spoofing || a.dropped_frames === null ? null : el("div", { class: "muted guard" }, `${a.dropped_frames} spoofed frames dropped`)))),
+      4, "No network adapters.");
     } catch (err) { showError(err); }
   };
 
