@@ -325,3 +325,35 @@ def test_image_build_shows_live_progress(tmp_path: Path, image_store: Path, brow
     finally:
         context.close()
         server.stop()
+
+
+@pytest.mark.nested
+@pytest.mark.timeout(900)
+def test_tree_shows_l2_under_l1_after_quickstart_keep(nested_store: Path, tmp_path: Path, browser: Any) -> None:
+    """`nestor quickstart --keep` leaves l1 (a nested host) running l2; the Overview shows l2 under l1."""
+    from nestor.quickstart import netns_for
+    from tests.helpers import nestor
+
+    home = tmp_path / "qs"
+    home.mkdir()
+    (home / "images").symlink_to(nested_store)
+    server: Served | None = None
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        nestor(home, "quickstart", "--keep", timeout=600)
+        server = Served(create_app(Settings(home, netns=netns_for(home))))
+        page = context.new_page()
+        page.goto(f"{server.url}/ui/")
+        l1 = page.locator(".tree li[data-vm=l1][data-level='1']")
+        l1.locator("li[data-vm=l2][data-level='2']").wait_for(timeout=90_000)
+        assert "nesting on" in l1.locator(":scope > .row").inner_text()
+        page.wait_for_selector("#live.on")
+        l1.locator(":scope > .row .badge.hv").wait_for(timeout=60_000)  # l2 runs: l1's hypervisor is busy
+        assert "running" in l1.locator("li[data-vm=l2] .state").inner_text()
+        shot(page, "overview-nested")
+    finally:
+        context.close()
+        if server is not None:
+            server.stop()
+        nestor(home, "quickstart", "--teardown", check=False, timeout=300)
+        reap_home(home)

@@ -16,21 +16,23 @@ login page can load them.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
+
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
 
 __all__ = ["COOKIE", "PREFIX", "register", "serves"]
 
 PREFIX = "/ui"
 COOKIE = "nestor_token"
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 PAGES = [("overview", "Overview", f"{PREFIX}/"), ("vms", "VMs", f"{PREFIX}/vms"), ("new", "Create VM", f"{PREFIX}/vms/new"),
@@ -61,9 +63,17 @@ def _gate(request: Request) -> Response | None:
     return RedirectResponse(f"{PREFIX}/login?next={quote(target, safe='')}", status_code=303)
 
 
+@functools.cache
+def _templates() -> Jinja2Templates:
+    """Loaded on the first page, not at import: an L1's daemon starts under TCG, where imports cost."""
+    from fastapi.templating import Jinja2Templates
+
+    return Jinja2Templates(directory=str(HERE / "templates"))
+
+
 def _page(request: Request, template: str, page: str, **context: Any) -> HTMLResponse:
     settings = request.app.state.settings
-    return templates.TemplateResponse(request, template, {
+    return _templates().TemplateResponse(request, template, {
         "pages": PAGES, "page": page, "prefix": PREFIX, "require_token": settings.require_token, **context})
 
 
