@@ -182,6 +182,12 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     page.goto(f"{served.url}/ui/vms/web")
     page.wait_for_selector("#vm-state[data-state=off]")
 
+    # Memory settings from the page (the VM is off: any change is allowed).
+    page.fill("#memory-form input[name=startup]", "288")
+    page.click("#memory-form button[type=submit]")
+    page.wait_for_selector("#memory-settings dd:has-text('288 MiB')")
+    assert api.get("/v1/vms/web").json()["memory"] == 288 << 20
+
     # Off: the nesting toggle is live and the seed's reason is not shown.
     assert page.get_attribute("#nesting", "aria-disabled") == "false"
     assert page.is_hidden("#nesting-reason")
@@ -199,6 +205,14 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     wait_until(lambda: "ui-42" in terminal_text(page), 30, "the guest's answer in the browser terminal")
     assert re.search(r"^ui-42\s*$", terminal_text(page), re.M), terminal_text(page)
 
+    # MAC spoofing: the guard's toggle, applied while the VM runs (seed R8).
+    page.check("#adapters input.spoofing")
+    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('allowed')")
+    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is True
+    page.uncheck("#adapters input.spoofing")
+    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('guarded')")
+    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is False
+
     # Nesting while it runs: the toggle shows the seed's reason, and a click gets the API's refusal (R2).
     assert page.get_attribute("#nesting", "aria-disabled") == "true"
     assert "R2" in page.inner_text("#nesting-reason")
@@ -208,14 +222,6 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     assert "[R2]" in error and "stop it first" in error and "hint: nestor vm stop web" in error, error
     assert not page.is_checked("#nesting")
     assert api.get("/v1/vms/web").json()["nested"] is False
-
-    # MAC spoofing: the guard's toggle, applied while the VM runs (seed R8).
-    page.check("#adapters input.spoofing")
-    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('allowed')")
-    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is True
-    page.uncheck("#adapters input.spoofing")
-    page.wait_for_selector("#adapters tr[data-adapter=net0]:has-text('guarded')")
-    assert api.get("/v1/vms/web/adapters").json()[0]["mac_spoofing"] is False
 
     # The memory chart has samples of assigned memory and demand.
     wait_until(lambda: "assigned" in page.inner_text("#memory-now"), 15, "memory samples")

@@ -364,6 +364,7 @@ pages.vm = () => {
   const $ = (id) => document.getElementById(id);
   let vm = null;
   const samples = [];
+  let memoryEdited = false;
 
   const render = (info) => {
     vm = info;
@@ -403,6 +404,16 @@ pages.vm = () => {
     hold.hidden = !info.memory_balancer;
     hold.classList.toggle("held", Boolean(held));
     hold.textContent = info.memory_balancer ? `${held ? "Held (R7)" : "Balancer"}: ${info.memory_balancer}` : "";
+    const mf = $("memory-form");
+    if (!memoryEdited) {
+      const mib = (v) => (v === null || v === undefined ? "" : Math.round(v / 1048576));
+      mf.startup.value = mib(info.memory);
+      mf.dynamic.checked = info.dynamic_memory;
+      mf.minimum.value = mib(info.memory_minimum);
+      mf.maximum.value = mib(info.memory_maximum);
+      mf.buffer.value = info.memory_buffer ?? "";
+    }
+    for (const field of ["minimum", "maximum", "buffer"]) mf[field].disabled = !mf.dynamic.checked;
     if (running && (info.memory_assigned || info.memory_demand)) {
       samples.push({ t: Date.now(), assigned: info.memory_assigned, demand: info.memory_demand });
       if (samples.length > 120) samples.shift();
@@ -442,6 +453,25 @@ pages.vm = () => {
   $("processor-form").addEventListener("submit", (e) => {
     e.preventDefault();
     act(e.submitter, async () => render((await api("PATCH", `/vms/${name}/processor`, { count: Number(e.target.vcpus.value) })).vm));
+  });
+  $("memory-form").addEventListener("input", () => { memoryEdited = true; });
+  $("memory-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = e.target;
+    const change = {};
+    const mib = (input) => Number(input.value) * 1048576;
+    if (f.startup.value && mib(f.startup) !== vm.memory) change.startup = mib(f.startup);
+    if (f.dynamic.checked !== vm.dynamic_memory) change.dynamic = f.dynamic.checked;
+    if (f.dynamic.checked) {
+      if (f.minimum.value && mib(f.minimum) !== vm.memory_minimum) change.minimum = mib(f.minimum);
+      if (f.maximum.value && mib(f.maximum) !== vm.memory_maximum) change.maximum = mib(f.maximum);
+      if (f.buffer.value && Number(f.buffer.value) !== vm.memory_buffer) change.buffer = Number(f.buffer.value);
+    }
+    act(e.submitter, async () => {
+      await api("PATCH", `/vms/${name}/memory`, change);
+      memoryEdited = false;
+      await refresh();
+    });
   });
   // The toggle stays clickable while the VM runs (aria-disabled, with the reason beside it): a click
   // asks the API, whose refusal (rule R2, message and hint) is what the page shows.
