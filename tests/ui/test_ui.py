@@ -256,6 +256,20 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     page.wait_for_function("document.getElementById('nesting').checked")
     assert api.get("/v1/vms/web").json()["nested"] is True
 
+    # The overview follows the event stream: a start and a stop made elsewhere show up without a reload
+    # (sooner than its 15 s fallback poll).
+    page.goto(f"{served.url}/ui/")
+    page.wait_for_selector("#live.on")
+    row = page.locator(".tree li[data-vm=web] > .row")
+    row.locator(".state.off").wait_for()
+    op = api.post("/v1/vms/web/start").json()
+    assert api.get(f"/v1/operations/{op['id']}", params={"wait": 60}).json()["status"] == "success"
+    row.locator(".state.running").wait_for(timeout=5_000)
+    assert "nesting on" in row.inner_text()
+    op = api.post("/v1/vms/web/stop", json={"turn_off": True}).json()
+    assert api.get(f"/v1/operations/{op['id']}", params={"wait": 60}).json()["status"] == "success"
+    row.locator(".state.off").wait_for(timeout=5_000)
+
 
 def test_tokens_guard_pages_api_and_console(ui_home: tuple[Path, str], page: Any) -> None:
     home, ns = ui_home
