@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -46,15 +47,16 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 class Served:
     """uvicorn serving APP on 127.0.0.1 (a free port) in a thread; stop() ends it."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, tls: tuple[Path, Path] | None = None) -> None:
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.sock.getsockname()[1]}"
+        cert, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="wsproto",
-                                                    timeout_graceful_shutdown=2))
+                                                    timeout_graceful_shutdown=2, ssl_certfile=cert, ssl_keyfile=key))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
@@ -271,16 +273,31 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     row.locator(".state.off").wait_for(timeout=5_000)
 
 
-def test_tokens_guard_pages_api_and_console(ui_home: tuple[Path, str], page: Any) -> None:
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (openssl comes with ca-certificates)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    result = sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+    assert result.returncode == 0, result.stderr
+    return cert, key
+
+
+def test_tokens_guard_pages_api_and_console_over_tls(ui_home: tuple[Path, str], browser: Any, tmp_path: Path) -> None:
     home, ns = ui_home
-    server = Served(create_app(Settings(home, netns=ns, require_token=True)))
+    cert, key = self_signed(tmp_path)
+    server = Served(create_app(Settings(home, netns=ns, require_token=True)), tls=(cert, key))
+    context = browser.new_context(viewport=VIEWPORT, ignore_https_errors=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    web = httpx.Client(verify=ssl.create_default_context(cafile=str(cert)), timeout=30)
     try:
         url = server.url
         token = tokens.new(home, f"ui{secrets.token_hex(3)}")
         # Without a token: pages redirect to the login page, the API and the websocket refuse.
-        assert httpx.get(f"{url}/ui/vms").status_code == 303
-        assert httpx.get(f"{url}/ui/vms", cookies={"nestor_token": "wrong"}).status_code == 303
-        assert httpx.get(f"{url}/v1/vms").status_code == 401
+        assert web.get(f"{url}/ui/vms").status_code == 303
+        assert web.get(f"{url}/ui/vms", headers={"Cookie": "nestor_token=wrong"}).status_code == 303
+        assert web.get(f"{url}/v1/vms").status_code == 401
         page.goto(f"{url}/ui/vms")
         assert "/ui/login" in page.url
         shot(page, "login")
@@ -290,20 +307,22 @@ def test_tokens_guard_pages_api_and_console(ui_home: tuple[Path, str], page: Any
         assert "valid bearer token" in page.inner_text("#error")
         assert "/ui/login" in page.url
         # With the token: back to the page asked for, and its data comes from the API with the bearer token.
-        made = httpx.post(f"{url}/v1/vms", json={"name": "guarded", "memory": 128 << 20},
-                          headers={"Authorization": f"Bearer {token}"})
+        made = web.post(f"{url}/v1/vms", json={"name": "guarded", "memory": 128 << 20},
+                        headers={"Authorization": f"Bearer {token}"})
         assert made.status_code == 201, made.text
         page.fill("input[name=token]", token)
         page.click("button[type=submit]")
         page.wait_for_url(f"{url}/ui/vms")
         page.wait_for_selector("#vms tr[data-vm=guarded]")
         page.wait_for_selector("#live.on")
+        (cookie,) = [c for c in context.cookies() if c["name"] == "nestor_token"]
+        assert cookie["value"] == token and cookie["secure"] and cookie["sameSite"] == "Strict"
         # The console websocket: refused without the token, accepted with it (the VM is off: the API says so).
         # (The API closes before accepting: the browser sees a failed handshake, never an open socket.)
         opened = page.evaluate("""(url) => new Promise((done) => {
             let opened = false; const ws = new WebSocket(url);
             ws.onopen = () => { opened = true; }; ws.onclose = () => done(opened); })""",
-                               url.replace("http", "ws") + "/v1/vms/guarded/console")
+                               url.replace("https", "wss") + "/v1/vms/guarded/console")
         assert opened is False
         page.goto(f"{url}/ui/vms/guarded")
         page.click("#console-connect")
@@ -315,8 +334,10 @@ def test_tokens_guard_pages_api_and_console(ui_home: tuple[Path, str], page: Any
         page.goto(f"{url}/ui/")
         assert "/ui/login" in page.url
     finally:
-        page.goto("about:blank")  # ends the page's event stream before the server stops
+        context.close()  # ends the page's event stream before the server stops
+        web.close()
         server.stop()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def test_image_build_shows_live_progress(tmp_path: Path, image_store: Path, browser: Any) -> None:
