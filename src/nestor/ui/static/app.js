@@ -526,7 +526,7 @@ pages.vm = () => {
   $("log-refresh").addEventListener("click", loadLog);
 
   onEvent((event) => {
-    if (event.vm === name || (event.operation && event.vm === name)) {
+    if (event.vm === name) {  // lifecycle events and the end of this VM's operations
       refresh();
       loadAdapters();
     }
