@@ -29,10 +29,12 @@ import httpx
 from .errors import EngineError, NestorError
 from .service.types import (
     ExecResult,
+    HostInfo,
     HostReport,
     ImageInfo,
     MemoryChange,
     MemoryResult,
+    MoveResult,
     NewVM,
     ProcessorResult,
     SaveResult,
@@ -78,10 +80,10 @@ class Client:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-                 **params: Any) -> Any:
+                 params: dict[str, Any] | None = None) -> Any:
         try:
             response = self._http.request(method, f"/v1{path}", json=body,
-                                          params={k: v for k, v in params.items() if v is not None},
+                                          params={k: v for k, v in (params or {}).items() if v is not None},
                                           timeout=timeout or self.timeout)
         except httpx.HTTPError as exc:
             raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
@@ -102,7 +104,7 @@ class Client:
                 raise EngineError(f"operation {op['id']} ({op['description']}) did not end in time",
                                   hint=f"GET {op['url']}")
             wait = min(left, OPERATION_POLL)
-            op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, wait=round(wait, 1))
+            op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, params={"wait": round(wait, 1)})
         if op["status"] != "success":
             raise NestorError.from_json(op.get("error") or {"message": f"operation {op['status']}"})
         return op["result"]
@@ -122,6 +124,21 @@ class Client:
         body["switches"] = list(spec.switches)
         return from_json(NewVM, self._request("POST", "/vms", body))
 
+    def vm_move(self, name: str, host: str, timeout: float | None = None) -> MoveResult:
+        return from_json(MoveResult, self._operation(self._request("POST", f"/vms/{name}/move", {"host": host}), timeout))
+
+    def host_add(self, name: str, uri: str) -> HostInfo:
+        return from_json(HostInfo, self._request("POST", "/hosts", {"name": name, "uri": uri}))
+
+    def host_list(self) -> list[HostInfo]:
+        return [from_json(HostInfo, h) for h in self._request("GET", "/hosts")]
+
+    def host_show(self, name: str) -> HostInfo:
+        return from_json(HostInfo, self._request("GET", f"/hosts/{name}"))
+
+    def host_remove(self, name: str) -> None:
+        self._request("DELETE", f"/hosts/{name}")
+
     def vm_start(self, name: str, timeout: float | None = None) -> VMInfo:
         return from_json(VMInfo, self._operation(self._request("POST", f"/vms/{name}/start"), timeout))
 
@@ -133,7 +150,7 @@ class Client:
         return from_json(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save"), None))
 
     def vm_remove(self, name: str, force: bool = False) -> None:
-        self._request("DELETE", f"/vms/{name}", force=str(force).lower() if force else None)
+        self._request("DELETE", f"/vms/{name}", params={"force": "true" if force else None})
 
     def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
         return from_json(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor",
@@ -152,14 +169,14 @@ class Client:
     def vm_log(self, name: str, until: str | None = None, timeout: float | None = None,
                tail: int | None = None) -> bytes:
         wait = (timeout or 0) + 15 if until else None
-        data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait, until=until, tail=tail,
-                                    **({"timeout": timeout} if timeout else {}))
+        data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait,
+                                    params={"until": until, "tail": tail, "timeout": timeout})
         return data or b""
 
     def tree(self, timeout: float = 30.0) -> Tree:
         from .service.guests import tree_from_json
 
-        return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, **{"timeout": timeout}))
+        return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, params={"timeout": timeout}))
 
     def image_list(self) -> list[ImageInfo]:
         return [from_json(ImageInfo, v) for v in self._request("GET", "/images")]

@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from ..service import Service
 from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json
@@ -11,7 +12,7 @@ from .output import OUTPUT, emit_json
 
 @click.group()
 def host() -> None:
-    """The host's prerequisites."""
+    """This host's prerequisites, and the libvirt hosts nestor runs VMs on."""
 
 
 @host.command("check")
@@ -19,7 +20,7 @@ def host() -> None:
 @pass_ctx
 def check(ctx: Ctx, output: str) -> None:
     """Prerequisites, accelerator (kvm | tcg and why), nesting ability."""
-    report = ctx.service.host_check()
+    report = Service.host_check()  # no home needed: a missing one is neither refused nor made
     if output == "json":
         emit_json({"facts": report.facts, "checks": [to_json(c) for c in report.checks]})
         return
@@ -30,3 +31,9 @@ def check(ctx: Ctx, output: str) -> None:
             click.echo(f"       fix: {c.fix}")
     if not report.ok:
         sys.exit(1)
+
+
+# libvirt hosts (issue 12): add, list, show, remove live in cli/hosts.py.
+from .hosts import register_host_commands  # noqa: E402
+
+register_host_commands(host)

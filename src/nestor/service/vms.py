@@ -25,7 +25,6 @@ from ..model import (
     MAX_APPEND,
     BootSource,
     VMConfig,
-    VMState,
     shown,
     validate_config_version,
     validate_name,
@@ -73,18 +72,18 @@ class VMs:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = core.hypervisor_running(config)
         return VMInfo(**fields)
 
-    def list(self) -> list[VMInfo]:
+    def list_all(self) -> list[VMInfo]:
         configs = list(self.core.vms.all())
         for config in configs:
-            self.reconcile(config)
+            self.reconcile_vm(config)
         return [self.info(config) for config in configs]
 
     def show(self, name: str) -> VMInfo:
         config = self.core.vms.get(validate_name(name))
-        self.reconcile(config)
+        self.reconcile_vm(config)
         return self.info(config, detail=True)
 
-    def reconcile(self, config: VMConfig) -> None:
+    def reconcile_vm(self, config: VMConfig) -> None:
         """A QEMU that ended without nestor (the guest powered itself off, QEMU crashed, or nestor
         was killed): its runtime files, the balancer's state and its taps are cleaned up by the
         next command that looks at the VM. launch.json marks a VM nestor has not seen stop."""
@@ -164,7 +163,7 @@ class VMs:
         core = self.core
         config = core.vms.get(validate_name(name))
         files = core.files(config)
-        self.reconcile(config)
+        self.reconcile_vm(config)
         with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert:
             if process.live_pid(files.dir) is not None:
                 raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
@@ -228,7 +227,7 @@ class VMs:
         core = self.core
         config = core.vms.get(validate_name(name))
         files = core.files(config)
-        self.reconcile(config)
+        self.reconcile_vm(config)
         with error_context(vm=name), vm_lock(files.lock, name):
             pid = process.live_pid(files.dir)
             if pid is None:
@@ -333,13 +332,19 @@ class VMs:
             core.vms.update(new)
         return self.info(new)
 
-    def require_state(self, name: str, states: tuple[VMState, ...]) -> VMConfig:
-        config = self.core.vms.get(validate_name(name))
-        state = self.info(config).state
-        if state not in states:
-            raise StateError(f"vm '{name}' is {state.value}", hint=f"nestor vm start {name}"
-                             if state in (VMState.OFF, VMState.SAVED) else f"nestor vm show {name}")
-        return config
+    def reconcile(self) -> list[str]:
+        """After a crash or a reboot: every VM whose QEMU is gone loses its runtime files, its
+        balancer state and its taps. Returns the names of the VMs cleaned up."""
+        cleaned = []
+        for config in self.core.vms.all():
+            files = self.core.files(config)
+            if process.live_pid(files.dir) is None and (files.launch.exists() or files.qmp_sock.exists()
+                                                         or files.memory.exists()):
+                with vm_lock(files.lock, config.name):
+                    if process.live_pid(files.dir) is None:
+                        self.stopped(config)
+                        cleaned.append(config.name)
+        return cleaned
 
 
 def _end(pid: int, vm_dir: Path) -> None:
