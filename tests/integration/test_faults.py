@@ -57,9 +57,9 @@ def vms(home: Path, ns: str) -> dict[str, dict[str, object]]:
 
 
 def taps(ns: str) -> list[str]:
-    links = json.loads(subprocess.run(["ip", "-n", ns, "-j", "link", "show"], capture_output=True, text=True,
+    links = json.loads(subprocess.run(["ip", "-n", ns, "-d", "-j", "link", "show"], capture_output=True, text=True,
                                       check=True, timeout=30).stdout)
-    return [link["ifname"] for link in links if "tap" in link["ifname"]]
+    return [link["ifname"] for link in links if link.get("linkinfo", {}).get("info_kind") == "tun"]
 
 
 def qemus(home: Path) -> list[int]:

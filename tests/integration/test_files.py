@@ -81,8 +81,8 @@ def test_an_old_loose_home_is_tightened_on_first_use(tmp_path: Path) -> None:
     vm = home / "vms" / "1"
     for path, loose in ((home, 0o755), (home / "vms", 0o755), (vm, 0o755), (home / paths.DB_NAME, 0o644)):
         os.chmod(path, loose)
-    (vm / paths.LAUNCH).write_text("{}")
-    os.chmod(vm / paths.LAUNCH, 0o644)
+    (vm / paths.QEMU_LOG).write_text("old log\n")
+    os.chmod(vm / paths.QEMU_LOG, 0o644)
     loose_nestor(home, "vm", "list")  # a read-only command tightens too
-    assert [mode(p) for p in (home, home / "vms", vm, home / paths.DB_NAME, vm / paths.LAUNCH)] == [
+    assert [mode(p) for p in (home, home / "vms", vm, home / paths.DB_NAME, vm / paths.QEMU_LOG)] == [
         0o700, 0o700, 0o700, 0o600, 0o600]
