@@ -162,6 +162,8 @@ def _cases(tmp: Path) -> list[Case]:
         c("vm", "exec", "run1", "true", expect="agent"),
         c("vm", "console", "off1", expect="not running"),
         c("vm", "log", "nope", expect="not found"),
+        c("vm", "log", "run1", "--tail", "-1", expect="negative"),
+        c("vm", "log", "run1", "--tail", "x"),
         c("adapter", "add", "run1", "--switch", "sw", expect="running"),
         c("adapter", "remove", "run1", "net0", expect="running"),
         c("adapter", "add", "saved1", "--switch", "sw", expect="saved"),

@@ -61,6 +61,7 @@ def test_private_modes_under_umask_zero_and_a_capped_console(home: Path, tmp_pat
     log, older = directory / paths.SERIAL_LOG, seriallog.rotated(directory / paths.SERIAL_LOG)
     assert older.exists(), "the flood (~400 KB) never rotated the log"
     assert log.stat().st_size <= cap and older.stat().st_size <= cap
+    assert 0 < len(loose_nestor(home, "vm", "log", "f", "--tail", "100").encode()) <= 100  # readers take the tail
     assert mode(home) == 0o700
     for path in (directory, home / "vms", home / "locks"):
         assert mode(path) == 0o700, path

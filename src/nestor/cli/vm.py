@@ -163,10 +163,11 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--until", default=None, help="follow until this text appears, then exit 0")
 @click.option("--timeout", type=float, default=None, help="with --follow/--until: give up after S seconds")
+@click.option("--tail", type=int, default=None, help="start this many bytes before the end")
 @pass_ctx
-def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None) -> None:
-    """The VM's serial console output."""
-    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout):
+def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
+    """The VM's serial console output (the last 2-4 MiB: older output is rotated away)."""
+    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
