@@ -78,10 +78,11 @@ class Client:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
-                 **params: Any) -> Any:
+                 params: dict[str, Any] | None = None) -> Any:
+        """One request; `timeout` is the HTTP client's, `params` the query (None values left out)."""
         try:
             response = self._http.request(method, f"/v1{path}", json=body,
-                                          params={k: v for k, v in params.items() if v is not None},
+                                          params={k: v for k, v in (params or {}).items() if v is not None},
                                           timeout=timeout or self.timeout)
         except httpx.HTTPError as exc:
             raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
@@ -102,7 +103,7 @@ class Client:
                 raise EngineError(f"operation {op['id']} ({op['description']}) did not end in time",
                                   hint=f"GET {op['url']}")
             wait = min(left, OPERATION_POLL)
-            op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, wait=round(wait, 1))
+            op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, params={"wait": round(wait, 1)})
         if op["status"] != "success":
             raise NestorError.from_json(op.get("error") or {"message": f"operation {op['status']}"})
         return op["result"]
@@ -133,7 +134,7 @@ class Client:
         return from_json(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save"), None))
 
     def vm_remove(self, name: str, force: bool = False) -> None:
-        self._request("DELETE", f"/vms/{name}", force=str(force).lower() if force else None)
+        self._request("DELETE", f"/vms/{name}", params={"force": "true" if force else None})
 
     def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
         return from_json(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor",
@@ -152,14 +153,14 @@ class Client:
     def vm_log(self, name: str, until: str | None = None, timeout: float | None = None,
                tail: int | None = None) -> bytes:
         wait = (timeout or 0) + 15 if until else None
-        data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait, until=until, tail=tail,
-                                    **({"timeout": timeout} if timeout else {}))
+        data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait,
+                                    params={"until": until, "tail": tail, "timeout": timeout or None})
         return data or b""
 
     def tree(self, timeout: float = 30.0) -> Tree:
         from .service.guests import tree_from_json
 
-        return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, **{"timeout": timeout}))
+        return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, params={"timeout": timeout}))
 
     def image_list(self) -> list[ImageInfo]:
         return [from_json(ImageInfo, v) for v in self._request("GET", "/images")]

@@ -85,6 +85,9 @@ def test_memory_cap() -> None:
     rules.check_memory(1 << 30, 2 << 30)
     with pytest.raises(InvalidInput, match="more than the host has"):
         rules.check_memory(3 << 30, 2 << 30)
+    for bad in (0, -(1 << 20), 1, 1024, (256 << 20) + 1, 16 << 20):
+        with pytest.raises(InvalidInput, match="whole number of MiB"):
+            rules.check_memory(bad, 2 << 30)
 
 
 def test_nestor_guest_without_extensions_offers_no_nesting() -> None:

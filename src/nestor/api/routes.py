@@ -148,20 +148,29 @@ def vm_remove(request: Request, name: str, force: bool = False) -> Response:
     return Response(status_code=204)
 
 
+def _known(request: Request, name: str) -> None:
+    """404 (or 400) now rather than an operation that fails at once."""
+    with _settings(request).service() as s:
+        s.vm_files(name)
+
+
 @router.post("/vms/{name}/start", status_code=202)
 def vm_start(request: Request, name: str) -> Any:
+    _known(request, name)
     return _runtime(request).operations.submit(f"start vm '{name}'", lambda s, op: s.vm_start(name), vm=name)
 
 
 @router.post("/vms/{name}/stop", status_code=202)
 def vm_stop(request: Request, name: str, body: Stop | None = None) -> Any:
     body = body or Stop()
+    _known(request, name)
     return _runtime(request).operations.submit(
         f"stop vm '{name}'", lambda s, op: s.vm_stop(name, turn_off=body.turn_off, timeout=body.timeout), vm=name)
 
 
 @router.post("/vms/{name}/save", status_code=202)
 def vm_save(request: Request, name: str) -> Any:
+    _known(request, name)
     return _runtime(request).operations.submit(f"save vm '{name}'", lambda s, op: s.vm_save(name), vm=name)
 
 

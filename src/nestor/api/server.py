@@ -72,16 +72,22 @@ def watch_states(core: Core, runtime: Runtime, stop: threading.Event) -> None:
     from ..service.vms import VMs
 
     vms = VMs(core)
-    last: dict[str, str] = {}
-    while not stop.wait(WATCH_INTERVAL):
+
+    def states() -> dict[str, str] | None:
         try:
-            now = {info.name: info.state.value for info in vms.list()}
+            return {info.name: info.state.value for info in vms.list()}
         except Exception:
             log.exception("state watch failed")
+            return None
+
+    last = states() or {}  # the baseline: what ran before the daemon is no event
+    while not stop.wait(WATCH_INTERVAL):
+        now = states()
+        if now is None:
             continue
         for name, state in now.items():
-            if last.get(name) != state and name in last:
-                runtime.events.publish("vm", {"vm": name, "state": state, "was": last[name]})
+            if last.get(name) != state:  # a VM new since the last look reports its state too (was: null)
+                runtime.events.publish("vm", {"vm": name, "state": state, "was": last.get(name)})
         for name in set(last) - set(now):
             runtime.events.publish("vm", {"vm": name, "state": "removed", "was": last[name]})
         last = now
@@ -105,13 +111,21 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         app = create_app(settings, runtime)
         server = uvicorn.Server(uvicorn.Config(app, fd=listener.fileno(), log_level="warning", lifespan="off",
                                                timeout_graceful_shutdown=5))
-        balancer = balancer_mod.Balancer(
-            Core(home, netns),
-            on_decision=lambda vm, d, mem: runtime.events.publish(
-                "balancer", {"vm": vm, "held": d.held, "reason": d.reason, "target": d.target,
-                             "actual": mem.actual, "rule": "R7" if d.held and "R7" in d.reason else None}))
-        threads = [threading.Thread(target=balancer.run, args=(stop,), name="balancer", daemon=True),
-                   threading.Thread(target=watch_states, args=(Core(home, netns), runtime, stop), name="watch",
+        # Each thread makes its own Core: a sqlite connection is only usable in the thread that made it.
+        balancers: list[balancer_mod.Balancer] = []
+        started = time.monotonic()
+
+        def run_balancer() -> None:
+            balancer = balancer_mod.Balancer(
+                Core(home, netns),
+                on_decision=lambda vm, d, mem: runtime.events.publish(
+                    "balancer", {"vm": vm, "held": d.held, "reason": d.reason, "target": d.target,
+                                 "actual": mem.actual, "rule": "R7" if d.held and "R7" in d.reason else None}))
+            balancers.append(balancer)
+            balancer.run(stop)
+
+        threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
+                   threading.Thread(target=lambda: watch_states(Core(home, netns), runtime, stop), name="watch",
                                     daemon=True)]
         if channel is not None:
             from ..service import channel as channel_mod
@@ -121,7 +135,8 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         if on_demand:
             def idle() -> None:
                 while not stop.wait(5.0):
-                    quiet = time.monotonic() - balancer.last_active > IDLE_EXIT
+                    last_active = balancers[0].last_active if balancers else started
+                    quiet = time.monotonic() - last_active > IDLE_EXIT
                     if quiet and runtime.events.subscribers == 0 and not any(
                             op["status"] in ("pending", "running") for op in runtime.operations.list()):
                         log.info("no dynamic VM for %.0f s: exiting", IDLE_EXIT)

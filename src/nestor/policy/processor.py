@@ -53,6 +53,12 @@ def check_vcpus(count: int, nested: bool, accel: Accel) -> list[str]:
 
 
 def check_memory(size: int, host_total: int) -> None:
+    """A new VM's memory: whole MiB, at least MIN_SIZE (as set-memory requires), at most the host's."""
+    from .memory import MIN_SIZE, MiB
+
+    if size % MiB or size < MIN_SIZE:
+        raise InvalidInput(f"memory of {size} bytes: it must be a whole number of MiB, at least {MIN_SIZE >> 20}M",
+                           hint="e.g. --memory 512M")
     if host_total and size > host_total:
         raise InvalidInput(
             f"memory {size >> 20}M is more than the host has ({host_total >> 20}M)",
