@@ -97,8 +97,9 @@ def test_not_found_is_404(api: TestClient) -> None:
                          ("GET", "/v1/operations/nope"), ("DELETE", "/v1/operations/nope"),
                          ("DELETE", "/v1/nats/nope"), ("GET", "/v1/switches/nope"), ("GET", "/v1/vms/ghost/adapters")]:
         error_of(api.request(method, path), 404, "not_found")
-    response = api.get("/v1/no/such/route")
-    assert response.status_code == 404
+    error_of(api.get("/v1/no/such/route"), 404, "not_found")
+    error_of(api.get("/v1/vms/a%2Fb"), 404, "not_found")
+    assert api.put("/v1/vms").status_code == 405 and api.put("/v1/vms").json()["error"]["kind"] == "invalid_input"
 
 
 def test_failed_operation_keeps_its_error(api: TestClient, home: Path) -> None:

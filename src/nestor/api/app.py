@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import NestorError
 from ..service import Service
@@ -75,6 +76,14 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
         body: dict[str, Any] = {"kind": "invalid_input", "message": f"invalid request: {where}: {first.get('msg', 'invalid')}",
                 "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
         return JSONResponse({"error": body}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own answers (no such route, method not allowed) in the one envelope too."""
+        kind = {404: "not_found", 405: "invalid_input"}.get(exc.status_code, "invalid_input")
+        body: dict[str, Any] = {"kind": kind, "message": f"{request.method} {request.url.path}: {exc.detail}",
+                                "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
