@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import NestorError
+from ..errors import NestorError, Unauthorized
 from ..service import Service
 from . import routes
 
@@ -100,10 +100,9 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not tokens.valid(settings.home, token.strip()):
-                body: dict[str, Any] = {"kind": "unauthorized", "message": "a valid bearer token is required",
-                        "hint": "nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'",
-                        "rule": None, "resource": {}}
-                return JSONResponse({"error": body}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                refused = Unauthorized("a valid bearer token is required",
+                                       hint="nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'")
+                return JSONResponse({"error": refused.to_json()}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         response: Response = await call_next(request)
         return response
 
