@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .. import paths
-from ..errors import NestorError
+from ..errors import InvalidInput, NestorError
 from .context import Ctx
 
 # Each command group is imported only when it runs: `vm list` should not pay for the network,
@@ -27,7 +27,10 @@ COMMANDS = {
     "quickstart": "quickstart:quickstart",
     "serve": "serve:serve",
     "token": "serve:token",
+    "remote": "remote:remote",
 }
+# Commands that only make sense on this host: --remote with them is an error, not silently ignored.
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart"}
 
 
 class LazyGroup(click.Group):
@@ -47,10 +50,15 @@ class LazyGroup(click.Group):
               help="state directory (default: $NESTOR_HOME, /var/lib/nestor as root)")
 @click.option("--netns", default=None, help="network namespace for bridges, taps, nft and QEMU")
 @click.option("--debug", is_flag=True, help="show tracebacks")
+@click.option("--remote", default=None, metavar="NAME",
+              help="run the command on a remote host (nestor remote add): vm, tree, host check")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: Path | None, netns: str | None, debug: bool, remote: str | None) -> None:
     """nestor: virtual machines that run their own hypervisor."""
-    ctx.obj = Ctx(home=home or paths.default_home(), netns=netns, debug=debug)
+    if remote is not None and ctx.invoked_subcommand in LOCAL_ONLY:
+        raise InvalidInput(f"'{ctx.invoked_subcommand}' runs on this host only: drop --remote",
+                           hint=f"nestor {ctx.invoked_subcommand} --help")
+    ctx.obj = Ctx(home=home or paths.default_home(), netns=netns, debug=debug, remote=remote)
 
 
 

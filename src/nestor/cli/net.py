@@ -26,7 +26,7 @@ def switch() -> None:
 @pass_ctx
 def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None) -> None:
     """Create a switch (a bridge, in --netns if given)."""
-    sw = ctx.service.network.switch_new(name, type_, uplink)
+    sw = ctx.local.network.switch_new(name, type_, uplink)
     click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
 
 
@@ -35,7 +35,7 @@ def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None) -> None:
 @pass_ctx
 def switch_list(ctx: Ctx, output: str) -> None:
     """All switches, with their observed state."""
-    rows = ctx.service.network.switch_list()
+    rows = ctx.local.network.switch_list()
     rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
              empty="no switches")
 
@@ -46,7 +46,7 @@ def switch_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def switch_show(ctx: Ctx, name: str, output: str) -> None:
     """One switch in detail."""
-    data = ctx.service.network.switch_show(name)
+    data = ctx.local.network.switch_show(name)
     if output == "json":
         emit_json(data)
         return
@@ -63,7 +63,7 @@ def switch_show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a switch."""
-    removed = ctx.service.network.switch_remove(name, force=force)
+    removed = ctx.local.network.switch_remove(name, force=force)
     also = f" (with {', '.join(removed)})" if removed else ""
     click.echo(f"switch '{name}' removed{also}")
 
@@ -74,7 +74,7 @@ def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def switch_set_ip(ctx: Ctx, name: str, address: str) -> None:
     """Give the host ADDR/PREFIX on the switch (seed: New-NetIPAddress)."""
-    sw = ctx.service.network.switch_set_ip(name, address)
+    sw = ctx.local.network.switch_set_ip(name, address)
     click.echo(f"switch '{sw.name}' has address {sw.address}")
 
 
@@ -91,7 +91,7 @@ def adapter() -> None:
 @pass_ctx
 def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str | None) -> None:
     """Add an adapter (only while the VM is off)."""
-    a = ctx.service.network.adapter_add(vm, switch_name, mac=mac, name=name)
+    a = ctx.local.network.adapter_add(vm, switch_name, mac=mac, name=name)
     click.echo(f"adapter '{a.name}' added to vm '{a.vm}' (switch {a.switch}, mac {a.mac})")
 
 
@@ -101,7 +101,7 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 @pass_ctx
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
-    rows = ctx.service.network.adapter_list(vm)
+    rows = ctx.local.network.adapter_list(vm)
     rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "tap", "netns", "dropped_frames"],
              empty="no adapters")
 
@@ -114,7 +114,7 @@ def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
 @pass_ctx
 def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str) -> None:
     """Change MAC spoofing; applies at once, also while the VM runs."""
-    a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
+    a = ctx.local.network.adapter_set(vm, name, mac_spoofing == "on")
     click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")
 
 
@@ -124,7 +124,7 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str) -> None:
 @pass_ctx
 def adapter_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Remove an adapter (only while the VM is off)."""
-    ctx.service.network.adapter_remove(vm, name)
+    ctx.local.network.adapter_remove(vm, name)
     click.echo(f"adapter '{name}' removed from vm '{vm}'")
 
 
@@ -141,7 +141,7 @@ def nat() -> None:
 @pass_ctx
 def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> None:
     """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
-    n = ctx.service.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
+    n = ctx.local.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
     click.echo(f"nat '{n.name}' created ({n.prefix} on switch {n.switch}{', dhcp' if n.dhcp else ''})")
 
 
@@ -150,7 +150,7 @@ def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> N
 @pass_ctx
 def nat_list(ctx: Ctx, output: str) -> None:
     """All NATs, their dnsmasq and leases."""
-    rows = ctx.service.network.nat_list()
+    rows = ctx.local.network.nat_list()
     if output == "json":
         emit_json(rows)
         return
@@ -163,5 +163,5 @@ def nat_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def nat_remove(ctx: Ctx, name: str) -> None:
     """Delete a NAT: its rules and its dnsmasq."""
-    ctx.service.network.nat_remove(name)
+    ctx.local.network.nat_remove(name)
     click.echo(f"nat '{name}' removed")

@@ -138,7 +138,7 @@ def upgrade(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None) -> None:
     """The VM's serial console output."""
-    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout):
+    for chunk in ctx.local.vm_log(name, follow=follow, until=until, timeout=timeout):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
@@ -148,7 +148,7 @@ def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | N
 @pass_ctx
 def console(ctx: Ctx, name: str) -> None:
     """Attach to the serial console (Ctrl-] detaches)."""
-    serial_console.attach(ctx.service.vm_console_socket(name))
+    serial_console.attach(ctx.local.vm_console_socket(name))
 
 
 @vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
