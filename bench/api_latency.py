@@ -13,6 +13,7 @@ Run: .venv/bin/python bench/api_latency.py [--vms 1000] [--requests 200] [--clie
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -122,6 +123,7 @@ def main() -> None:
     sock = run / "api.sock"
     build_appliance(home / "images", lambda line: print(line, file=sys.stderr))
     proc = None
+    loadavg_before = os.getloadavg()[0]  # other work on the machine skews every figure: recorded
     try:
         service = Service(home)
         for index in range(args.vms):
@@ -148,7 +150,8 @@ def main() -> None:
         loaded = load(sock, args.vms, args.clients, args.duration)
         alive = proc.poll() is None
         record("api_latency", {"vms": args.vms, "list": listing, "ratio": ratios, "load": loaded,
-                               "daemon_alive_after_load": alive})
+                               "daemon_alive_after_load": alive, "loadavg_1min_before": round(loadavg_before, 2),
+                               "loadavg_1min_after": round(os.getloadavg()[0], 2)})
         if loaded["errors"] or not alive:
             raise SystemExit("errors under load (see first_errors)")
     finally:
