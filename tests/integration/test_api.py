@@ -170,3 +170,45 @@ def test_error_envelopes(api: tuple[Daemon, Client, httpx.Client]) -> None:
     with pytest.raises(StateError):
         client.vm_stop("dup")
     assert [v.name for v in client.vm_list()] == ["dup"]  # nothing changed by the refused requests
+
+
+def test_image_build_operation_shows_progress(api: tuple[Daemon, Client, httpx.Client]) -> None:
+    daemon, client, raw = api
+    watcher = EventWatcher(daemon.socket)
+    try:
+        response = raw.post("/v1/images/appliance/build", json={"force": False})  # cached: quick
+        assert response.status_code == 202, response.text
+        op = raw.get(response.json()["url"], params={"wait": 120}).json()
+        assert op["status"] == "success" and op["result"]["name"] == "appliance" and op["result"]["built"], op
+        assert any("appliance: cached" in line for line in op["progress"]), op["progress"]
+        watcher.wait_for(type="operation", operation=op["id"], status="success")
+        assert any(e.get("operation") == op["id"] and "kernel" in str(e.get("progress")) for e in watcher.events)
+    finally:
+        watcher.close()
+    assert [i.name for i in client.image_list() if i.built] == ["appliance"]
+
+
+def test_image_build_operation_can_be_cancelled(tmp_path: Path, image_store: Path) -> None:
+    """A build from nothing (apt) cancelled at once: the operation ends `cancelled`, nothing is published."""
+    home = tmp_path / "empty"
+    home.mkdir()
+    run = Path(tempfile.mkdtemp(prefix="nt-api-", dir="/tmp"))
+    daemon = Daemon(home, run / "api.sock")
+    try:
+        daemon.wait_ready()
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://nestor",
+                          timeout=60) as raw:
+            op = raw.post("/v1/images/appliance/build").json()
+            cancel = raw.delete(op["url"])
+            assert cancel.status_code == 202 and cancel.json()["id"] == op["id"], cancel.text
+            ended = raw.get(op["url"], params={"wait": 300}).json()
+            assert ended["status"] == "cancelled", ended
+            assert ended["error"]["kind"] == "cancelled" and not ended["may_cancel"]
+            again = raw.delete(op["url"]).json()  # cancelling an ended operation changes nothing
+            assert again["status"] == "cancelled"
+            images = raw.get("/v1/images").json()
+            assert not any(i["built"] for i in images), images
+    finally:
+        daemon.stop()
+        reap_home(home)
+        shutil.rmtree(run, ignore_errors=True)
