@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from nestor.api import openapi
 from nestor.api.app import Settings, create_app
@@ -159,3 +160,28 @@ def test_no_500(api: TestClient, method: str, path: str, op: dict[str, Any], dat
     if response.status_code >= 400:
         error = response.json()["error"]
         assert error["kind"] and error["message"], response.text
+    model = DOCUMENTED.get((method, path, response.status_code))
+    if model is not None:  # a success is what the document says it is
+        TypeAdapter(model).validate_python(response.json())
+
+
+def _documented() -> dict[tuple[str, str, int], Any]:
+    from fastapi.routing import APIRoute
+
+    from nestor.api.routes import router
+
+    found = {}
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            path = route.path_format.replace("{target:path}", "{target}")
+            for status, response in route.responses.items():
+                if "model" in response and int(status) < 300:
+                    found.update({(m.lower(), path, int(status)): response["model"] for m in route.methods})
+    return found
+
+
+DOCUMENTED = _documented()
+
+
+def test_successes_are_checked_against_the_document() -> None:
+    assert DOCUMENTED[("get", "/v1/vms", 200)] is not None and ("post", "/v1/vms/{name}/start", 202) in DOCUMENTED
