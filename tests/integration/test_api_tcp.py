@@ -99,6 +99,25 @@ def test_tokens_over_tls(remote: Remote) -> None:
     assert remote.token not in (remote.home / tokens.FILE).read_text()
 
 
+def test_events_over_tls(remote: Remote) -> None:
+    """The event stream over TCP needs the token too, and carries what happens on either door."""
+    verify = ssl.create_default_context(cafile=str(remote.ca))
+    with httpx.Client(base_url=remote.url, verify=verify, timeout=30) as http:
+        with http.stream("GET", "/v1/events") as refused:
+            assert refused.status_code == 401
+        seen: list[str] = []
+        with http.stream("GET", "/v1/events", headers={"Authorization": f"Bearer {remote.token}"},
+                         timeout=httpx.Timeout(30, read=60)) as stream:
+            assert stream.status_code == 200
+            with Client(socket=remote.daemon.socket) as local:  # made through the unix socket
+                local.vm_new(VMSpec("evt", memory=256 << 20))
+            for line in stream.iter_lines():
+                seen.append(line)
+                if line.startswith("data: ") and '"evt"' in line and '"created"' in line:
+                    break
+        assert any('"action": "created"' in line for line in seen), seen
+
+
 def test_console_websocket_needs_a_token(remote: Remote) -> None:
     context = ssl.create_default_context(cafile=str(remote.ca))
     base = remote.url.replace("https://", "wss://")
