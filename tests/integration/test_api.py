@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -212,3 +214,14 @@ def test_image_build_operation_can_be_cancelled(tmp_path: Path, image_store: Pat
         daemon.stop()
         reap_home(home)
         shutil.rmtree(run, ignore_errors=True)
+
+
+def test_second_daemon_for_a_home_is_refused(api: tuple[Daemon, Client, httpx.Client], home: Path) -> None:
+    daemon, _client, raw = api
+    other = Path(tempfile.mkdtemp(prefix="nt-api-", dir="/tmp")) / "other.sock"
+    result = subprocess.run([sys.executable, "-m", "nestor", "--home", str(home), "serve", "--socket", str(other)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result
+    assert f"another nestor serve (pid {daemon.proc.pid}) runs for" in result.stderr and "hint: " in result.stderr
+    assert raw.get("/v1/vms").status_code == 200  # the first one is untouched
+    shutil.rmtree(other.parent, ignore_errors=True)

@@ -159,8 +159,12 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     address = parse_listen(listen) if listen else None
     claim = daemon.Claim(home_paths)
     if not claim.acquire():
-        log.info("another nestor serve holds %s: exiting", home)
-        return 0
+        if on_demand:  # the CLI raced another start: that daemon serves
+            log.info("another nestor serve holds %s: exiting", home)
+            return 0
+        pid = daemon.running_pid(home_paths)
+        raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
+                       hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
     stop = threading.Event()
     sockets: list[socket.socket] = []
     try:
