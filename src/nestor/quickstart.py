@@ -22,6 +22,7 @@ from .net.host import NETNS_DIR
 from .net.run import run
 from .service import Service, VMSpec, guests
 from .service.channel import client as l1_api
+from .service.channel import wait_ready
 from .service.types import to_json
 
 L1, L2 = "l1", "l2"
@@ -147,17 +148,7 @@ class Quickstart:
         deadline = time.monotonic() + L1_BOOT_TIMEOUT
         for _ in service.vm_log(L1, until=BOOT_LINE, timeout=L1_BOOT_TIMEOUT):
             pass
-        while True:
-            try:
-                with l1_api(service.core, L1, timeout=5.0) as l1:
-                    l1.vm_list()
-                return
-            except GuestError:
-                if time.monotonic() > deadline:
-                    raise
-                if service.vm_show(L1).state.value != "running":
-                    raise GuestError("l1 stopped while booting", hint="nestor vm log l1") from None
-                time.sleep(0.2)
+        wait_ready(service.core, L1, max(1.0, deadline - time.monotonic()))
 
     def teardown(self) -> None:
         """Remove what a (kept) quickstart left: l1 (l2 dies with it), then the namespace."""

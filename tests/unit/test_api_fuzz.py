@@ -155,13 +155,15 @@ def test_no_500(api: TestClient, method: str, path: str, op: dict[str, Any], dat
     kwargs: dict[str, Any] = {"params": query}
     if body is not None:
         kwargs["json"] = body
-    response = api.request(method.upper(), url, **kwargs)
+    # No redirects: a path value such as "." normalises to another route's URL (307), whose answer
+    # is not this route's to check.
+    response = api.request(method.upper(), url, follow_redirects=False, **kwargs)
     assert response.status_code != 500, f"{method.upper()} {url} {query} {body!r}: {response.text}"
     if response.status_code >= 400:
         error = response.json()["error"]
         assert error["kind"] and error["message"], response.text
     model = DOCUMENTED.get((method, path, response.status_code))
-    if model is not None:  # a success is what the document says it is
+    if model is not None and response.url.raw_path.split(b"?")[0].decode() == url:  # a success is what the document says it is
         TypeAdapter(model).validate_python(response.json())
 
 

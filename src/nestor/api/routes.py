@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import NestorError
 from ..service.types import (
     ExecResult,
+    HostInfo,
     HostReport,
     ImageInfo,
     MemoryChange,
@@ -92,6 +93,19 @@ class VMNew(Body):
     run_script: str | None = None
     config_version: str | None = None
     switches: list[str] = []
+    host: str | None = Field(None, description="a libvirt host, or 'auto' (placement); none: this machine")
+    maximum: int | None = Field(None, description="libvirt host: bytes a running VM can be given")
+    disk: str | None = Field(None, description="libvirt host: a disk image file on that host")
+    network: str | None = Field(None, description="libvirt host: a libvirt network")
+
+
+class HostNew(Body):
+    name: str
+    uri: str
+
+
+class Move(Body):
+    host: str
 
 
 class Stop(Body):
@@ -180,6 +194,39 @@ def host(request: Request) -> Any:
         return _json(s.host_check())
 
 
+# -- libvirt hosts (issue 12) ---------------------------------------------------------------------
+@router.get("/hosts", responses=_doc(list[HostInfo]))
+def host_list(request: Request) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.host_list())
+
+
+@router.post("/hosts", status_code=201, responses=_doc(HostInfo, 201))
+def host_add(request: Request, body: HostNew) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.host_add(body.name, body.uri), 201)
+
+
+@router.get("/hosts/{name}", responses=_doc(HostInfo))
+def host_show(request: Request, name: str) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.host_show(name))
+
+
+@router.delete("/hosts/{name}", status_code=204)
+def host_remove(request: Request, name: str) -> Response:
+    with _settings(request).service() as s:
+        s.host_remove(name)
+    return Response(status_code=204)
+
+
+@router.post("/vms/{name}/move", status_code=202, responses=_doc(OperationOut, 202))
+def vm_move(request: Request, name: str, body: Move) -> Any:
+    _known(request, name)
+    return _runtime(request).operations.submit(
+        f"move vm '{name}' to host '{body.host}'", lambda s, op: s.vm_move(name, body.host, op.progress), vm=name)
+
+
 # -- VMs -----------------------------------------------------------------------------------------
 @router.get("/vms", responses=_doc(list[VMInfo]))
 def vm_list(request: Request) -> Any:
@@ -211,9 +258,9 @@ def vm_remove(request: Request, name: str, force: bool = False) -> Response:
 
 
 def _known(request: Request, name: str) -> None:
-    """404 (or 400) now rather than an operation that fails at once."""
+    """404 (or 400) now rather than an operation that fails at once (a VM here or on a libvirt host)."""
     with _settings(request).service() as s:
-        s.vm_files(name)
+        s.vm_show(name)
 
 
 @router.post("/vms/{name}/start", status_code=202, responses=_doc(OperationOut, 202))

@@ -71,15 +71,15 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def watch_states(core: Core, runtime: Runtime, stop: threading.Event) -> None:
+def watch_states(home: Path, netns: str | None, runtime: Runtime, stop: threading.Event) -> None:
     """Publish `vm` events for every observed state change (CLI-made ones too)."""
     from ..service.vms import VMs
 
-    vms = VMs(core)
+    vms = VMs(Core(home, netns))  # made in this thread: sqlite connections stay in their thread
 
     def states() -> dict[str, str] | None:
         try:
-            return {info.name: info.state.value for info in vms.list()}
+            return {info.name: info.state.value for info in vms.list_all()}
         except Exception:
             log.exception("state watch failed")
             return None
@@ -170,6 +170,11 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     try:
         settings = Settings(home, netns)
         runtime = Runtime(settings)
+        from ..service.vms import VMs
+
+        cleaned = VMs(Core(home, netns)).reconcile()
+        if cleaned:
+            log.info("reconciled VMs whose QEMU had gone: %s", ", ".join(cleaned))
         sock_path = sock_path or home_paths.api_socket
         listener = bind_unix(sock_path)
         sockets.append(listener)
@@ -185,13 +190,12 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             bound = tcp.getsockname()
             log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",
                      bound[0], bound[1], files.ca_cert)
-        # Each thread makes its own Core: a sqlite connection is only usable in the thread that made it.
         balancers: list[balancer_mod.Balancer] = []
         started = time.monotonic()
 
         def run_balancer() -> None:
             balancer = balancer_mod.Balancer(
-                Core(home, netns),
+                Core(home, netns),  # made in this thread: sqlite connections stay in their thread
                 on_decision=lambda vm, d, mem: runtime.events.publish(
                     "balancer", {"vm": vm, "held": d.held, "reason": d.reason, "target": d.target,
                                  "actual": mem.actual, "rule": "R7" if d.held and "R7" in d.reason else None}))
@@ -199,8 +203,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             balancer.run(stop)
 
         threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
-                   threading.Thread(target=lambda: watch_states(Core(home, netns), runtime, stop), name="watch",
-                                    daemon=True)]
+                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
         if channel is not None:
             from ..service import channel as channel_mod
 

@@ -28,9 +28,10 @@ COMMANDS = {
     "serve": "serve:serve",
     "token": "serve:token",
     "remote": "remote:remote",
+    "ps": "ps:ps",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
-LOCAL_ONLY = {"serve", "token", "remote", "quickstart"}
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps"}
 
 
 class LazyGroup(click.Group):

@@ -26,6 +26,7 @@ BOOT_LINE="nestor-nested-host: ready"
 PAYLOAD_DIR=/opt/nestor
 NESTOR_HOME=/var/lib/nestor
 AGENT_PORT_NAME=org.qemu.guest_agent.0
+API_PORT_NAME=org.nestor.api.0
 PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH NESTOR_HOME
 
@@ -173,14 +174,14 @@ stage_sysinit() {
     setup_net
 }
 
-# find_agent_port: set $port to the /dev/vportNpM whose virtio-ports name is
-# org.qemu.guest_agent.0 (no udev here, so no /dev/virtio-ports/ symlinks)
-find_agent_port() {
+# find_port NAME: set $port to the /dev/vportNpM whose virtio-ports name is NAME
+# (no udev here, so no /dev/virtio-ports/ symlinks)
+find_port() {
     port=""
     for f in /sys/class/virtio-ports/*/name; do
         [ -f "$f" ] || continue
         read -r name < "$f"
-        if [ "$name" = "$AGENT_PORT_NAME" ]; then
+        if [ "$name" = "$1" ]; then
             d="${f%/name}"
             port="/dev/${d##*/}"
             [ -e "$port" ] && return 0
@@ -189,6 +190,8 @@ find_agent_port() {
     port=""
     return 1
 }
+
+find_agent_port() { find_port "$AGENT_PORT_NAME"; }
 
 stage_agent() {
     n=0
@@ -234,18 +237,17 @@ stage_ready() {
 }
 
 stage_api() {
-    api_port=/dev/virtio-ports/org.nestor.api.0
     n=0
-    while [ ! -e "$api_port" ] && [ "$n" -lt 50 ]; do
+    while ! find_port "$API_PORT_NAME" && [ "$n" -lt 50 ]; do
         usleep 100000
         n=$((n + 1))
     done
-    if [ ! -e "$api_port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
-        log "no API channel port or no nestor payload: no nestor serve"
+    if [ -z "$port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
+        log "no virtio-serial port named $API_PORT_NAME or no nestor payload: no nestor serve"
         exec sleep 3600  # init respawns us; do not spin
     fi
     cd /
-    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$api_port" >> /var/log/nestor-serve.log 2>&1
+    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> /var/log/nestor-serve.log 2>&1
 }
 
 stage_console() {

@@ -18,7 +18,7 @@ from ..engine import argv as qemu_argv
 from ..engine import process
 from ..engine.qmp import Monitor
 from ..errors import EngineError, InvalidInput, StateError, error_context
-from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, VMState, validate_config_version, validate_name
+from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, validate_config_version, validate_name
 from ..net.revert import Reverter
 from ..policy import accel as accel_policy
 from ..policy import processor as rules
@@ -57,7 +57,7 @@ class VMs:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = core.hypervisor_running(config)
         return VMInfo(**fields)
 
-    def list(self) -> list[VMInfo]:
+    def list_all(self) -> list[VMInfo]:
         return [self.info(config) for config in self.core.vms.all()]
 
     def show(self, name: str) -> VMInfo:
@@ -246,13 +246,18 @@ class VMs:
             core.vms.update(new)
         return self.info(new)
 
-    def require_state(self, name: str, states: tuple[VMState, ...]) -> VMConfig:
-        config = self.core.vms.get(validate_name(name))
-        state = self.info(config).state
-        if state not in states:
-            raise StateError(f"vm '{name}' is {state.value}", hint=f"nestor vm start {name}"
-                             if state in (VMState.OFF, VMState.SAVED) else f"nestor vm show {name}")
-        return config
+    def reconcile(self) -> list[str]:
+        """After a crash or a reboot: every VM whose QEMU is gone loses its runtime files, its
+        balancer state and its taps. Returns the names of the VMs cleaned up."""
+        cleaned = []
+        for config in self.core.vms.all():
+            files = self.core.files(config)
+            if process.live_pid(files.dir) is None and (files.qmp_sock.exists() or files.memory.exists()):
+                with vm_lock(files.lock, config.name):
+                    if process.live_pid(files.dir) is None:
+                        self.stopped(config)
+                        cleaned.append(config.name)
+        return cleaned
 
 
 def _end(pid: int, vm_dir: Path) -> None:
