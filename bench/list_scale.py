@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import record, scratch_home, summary
 
 from nestor.images.appliance import build_appliance
-from nestor.service import Nestor
+from nestor.service import Service, VMSpec
 
 
 def main() -> None:
@@ -27,10 +27,10 @@ def main() -> None:
     home = scratch_home()
     build_appliance(home / "images", lambda line: print(line, file=sys.stderr))
     try:
-        service = Nestor(home)
+        service = Service(home)
         start = time.monotonic()
         for index in range(args.vms):
-            service.vm_new(f"vm{index}", memory=128 << 20)
+            service.vm_new(VMSpec(f"vm{index}", memory=128 << 20))
         define_s = time.monotonic() - start
         argv = [sys.executable, "-m", "nestor", "--home", str(home), "vm", "list", "-o", "json"]
         baseline = [sys.executable, "-c", "pass"]

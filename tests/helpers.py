@@ -78,3 +78,49 @@ def show(home: Path, name: str) -> dict[str, object]:
 def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
     """Run argv inside the VM 'l1' through its guest agent; its stdout."""
     return nestor(home, "vm", "exec", "--timeout", str(timeout), "l1", "--", *argv, timeout=timeout + 30).stdout
+
+
+class Daemon:
+    """`nestor serve` of a home, run as a subprocess the way a user (or systemd) runs it."""
+
+    def __init__(self, home: Path, socket: Path, *extra: str, netns: str | None = None) -> None:
+        self.home = home
+        self.socket = socket
+        argv = [sys.executable, "-m", "nestor", "--home", str(home)]
+        if netns:
+            argv += ["--netns", netns]
+        self.log = home / "serve-test.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([*argv, "serve", "--socket", str(socket), *extra],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import socket
+
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nestor serve exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(self.socket))
+                except OSError:
+                    time.sleep(0.1)
+                    continue
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(self.socket)), base_url="http://nestor") as http:
+                assert http.get("/v1/vms", timeout=30).status_code == 200
+            return
+        raise AssertionError(f"nestor serve did not listen in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int | None:
+        """SIGTERM (by our own PID), then SIGKILL after 10 s; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode

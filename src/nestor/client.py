@@ -18,6 +18,7 @@ the service raises (with kind, rule, hint), so code written against the facade r
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,10 +54,13 @@ OPERATION_POLL = 30.0  # seconds one long-poll of an operation waits
 
 class Client:
     def __init__(self, base_url: str = "http://nestor", *, socket: Path | str | None = None, token: str | None = None,
-                 verify: str | bool = True, transport: httpx.BaseTransport | None = None,
+                 verify: str | Path | bool | ssl.SSLContext = True, transport: httpx.BaseTransport | None = None,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`verify`: True (the system's CAs), a CA file (the daemon's HOME/tls/ca.crt), or an SSLContext."""
         if transport is None and socket is not None:
             transport = httpx.HTTPTransport(uds=str(socket))
+        if isinstance(verify, str | Path):
+            verify = ssl.create_default_context(cafile=str(verify))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self._http = httpx.Client(base_url=base_url, transport=transport, headers=headers, verify=verify,
@@ -81,6 +85,7 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                  params: dict[str, Any] | None = None) -> Any:
+        """One request; `timeout` is the HTTP client's, `params` the query (None values left out)."""
         try:
             response = self._http.request(method, f"/v1{path}", json=body,
                                           params={k: v for k, v in (params or {}).items() if v is not None},
@@ -170,7 +175,7 @@ class Client:
                tail: int | None = None) -> bytes:
         wait = (timeout or 0) + 15 if until else None
         data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait,
-                                    params={"until": until, "tail": tail, "timeout": timeout})
+                                    params={"until": until, "tail": tail, "timeout": timeout or None})
         return data or b""
 
     def tree(self, timeout: float = 30.0) -> Tree:

@@ -16,7 +16,8 @@ the process ``exit_code`` the CLI returns. The API maps ``kind`` to an HTTP stat
      ├── image           ImageError     an image could not be built                  7    500
      ├── engine          EngineError    QEMU failed to start, or QMP failed          8    502
      ├── guest           GuestError     the guest agent failed or timed out          9    502
-     └── cancelled       Cancelled      an operation was cancelled                   10   409
+     ├── cancelled       Cancelled      an operation was cancelled                   10   409
+     └── unauthorized    Unauthorized   no valid bearer token (API over TCP)         11   401
 
 Usage::
 
@@ -101,6 +102,13 @@ class Cancelled(NestorError):
 
     exit_code = 10
     kind = "cancelled"
+
+
+class Unauthorized(NestorError):
+    """The API over TCP refused a request without a valid bearer token."""
+
+    exit_code = 11
+    kind = "unauthorized"
 
 
 class HostError(NestorError):

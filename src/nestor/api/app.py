@@ -18,9 +18,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import ui
-from ..errors import NestorError
+from ..errors import NestorError, Unauthorized
 from ..service import Service
 from . import routes
 
@@ -77,6 +78,14 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
                 "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
         return JSONResponse({"error": body}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own answers (no such route, method not allowed) in the one envelope too."""
+        kind = {404: "not_found", 405: "invalid_input"}.get(exc.status_code, "invalid_input")
+        body: dict[str, Any] = {"kind": kind, "message": f"{request.method} {request.url.path}: {exc.detail}",
+                                "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(Exception)
     async def bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
@@ -92,10 +101,9 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not tokens.valid(settings.home, token.strip()):
-                body: dict[str, Any] = {"kind": "unauthorized", "message": "a valid bearer token is required",
-                        "hint": "nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'",
-                        "rule": None, "resource": {}}
-                return JSONResponse({"error": body}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                refused = Unauthorized("a valid bearer token is required",
+                                       hint="nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'")
+                return JSONResponse({"error": refused.to_json()}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         response: Response = await call_next(request)
         return response
 

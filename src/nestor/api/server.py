@@ -12,6 +12,7 @@ has run for IDLE_EXIT seconds and no client is watching or waiting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import grp
 import logging
@@ -20,11 +21,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from .. import paths
-from ..errors import Conflict, HostError
+from ..errors import Conflict, HostError, InvalidInput
 from ..service import balancer as balancer_mod
 from ..service import daemon
 from ..service.core import Core
@@ -72,31 +76,97 @@ def watch_states(home: Path, netns: str | None, runtime: Runtime, stop: threadin
     from ..service.vms import VMs
 
     vms = VMs(Core(home, netns))  # made in this thread: sqlite connections stay in their thread
-    last: dict[str, str] = {}
-    while not stop.wait(WATCH_INTERVAL):
+
+    def states() -> dict[str, str] | None:
         try:
-            now = {info.name: info.state.value for info in vms.list_all()}
+            return {info.name: info.state.value for info in vms.list_all()}
         except Exception:
             log.exception("state watch failed")
+            return None
+
+    last = states() or {}  # the baseline: what ran before the daemon is no event
+    while not stop.wait(WATCH_INTERVAL):
+        now = states()
+        if now is None:
             continue
         for name, state in now.items():
-            if last.get(name) != state and name in last:
-                runtime.events.publish("vm", {"vm": name, "state": state, "was": last[name]})
+            if last.get(name) != state:  # a VM new since the last look reports its state too (was: null)
+                runtime.events.publish("vm", {"vm": name, "state": state, "was": last.get(name)})
         for name in set(last) - set(now):
             runtime.events.publish("vm", {"vm": name, "state": "removed", "was": last[name]})
         last = now
 
 
-def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, on_demand: bool = False,
-          channel: Path | None = None) -> int:
-    import uvicorn
+def parse_listen(text: str) -> tuple[str, int]:
+    """HOST:PORT, [IPv6]:PORT or :PORT (all addresses) for --listen."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise InvalidInput(f"invalid --listen address '{text}'", hint="give HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
 
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise HostError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                        hint="choose another --listen address or port") from exc
+    sock.listen(128)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """One of several servers in one event loop: the daemon handles the signals, not each server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _server(app: Any, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> uvicorn.Server:
+    return _Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5,
+                                  ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
+
+
+async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    loop = asyncio.get_running_loop()
+
+    def shutdown() -> None:
+        for server, _sock in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown)
+    try:
+        await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, on_demand: bool = False,
+          channel: Path | None = None, listen: str | None = None) -> int:
+    """Run the daemon until SIGTERM. With `listen` (HOST:PORT) the API is also served over TCP with
+    TLS (HOME/tls/, made on first start) by a second server in the same loop: its own app instance,
+    which refuses every request without a valid bearer token; both share the runtime (operations,
+    events)."""
     home_paths = paths.Home(home)
+    address = parse_listen(listen) if listen else None
     claim = daemon.Claim(home_paths)
     if not claim.acquire():
-        log.info("another nestor serve holds %s: exiting", home)
-        return 0
+        if on_demand:  # the CLI raced another start: that daemon serves
+            log.info("another nestor serve holds %s: exiting", home)
+            return 0
+        pid = daemon.running_pid(home_paths)
+        raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
+                       hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
     stop = threading.Event()
+    sockets: list[socket.socket] = []
     try:
         settings = Settings(home, netns)
         runtime = Runtime(settings)
@@ -107,11 +177,21 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             log.info("reconciled VMs whose QEMU had gone: %s", ", ".join(cleaned))
         sock_path = sock_path or home_paths.api_socket
         listener = bind_unix(sock_path)
-        app = create_app(settings, runtime)
-        server = uvicorn.Server(uvicorn.Config(app, fd=listener.fileno(), log_level="warning", lifespan="off",
-                                               timeout_graceful_shutdown=5))
-        started = time.monotonic()
+        sockets.append(listener)
+        servers: list[tuple[uvicorn.Server, socket.socket]] = [(_server(create_app(settings, runtime)), listener)]
+        if address is not None:
+            from . import tls
+
+            files = tls.ensure(home, address[0])
+            tcp = bind_tcp(*address)
+            sockets.append(tcp)
+            tcp_app = create_app(Settings(home, netns, require_token=True), runtime)
+            servers.append((_server(tcp_app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key)), tcp))
+            bound = tcp.getsockname()
+            log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",
+                     bound[0], bound[1], files.ca_cert)
         balancers: list[balancer_mod.Balancer] = []
+        started = time.monotonic()
 
         def run_balancer() -> None:
             balancer = balancer_mod.Balancer(
@@ -137,24 +217,21 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
                     if quiet and runtime.events.subscribers == 0 and not any(
                             op["status"] in ("pending", "running") for op in runtime.operations.list()):
                         log.info("no dynamic VM for %.0f s: exiting", IDLE_EXIT)
-                        server.should_exit = True
+                        for server, _sock in servers:
+                            server.should_exit = True
                         return
             threads.append(threading.Thread(target=idle, name="idle", daemon=True))
         for thread in threads:
             thread.start()
 
-        def terminate(signum: int, frame: FrameType | None) -> None:
-            server.should_exit = True
-
-        signal.signal(signal.SIGTERM, terminate)
         log.info("nestor serve: home %s, socket %s", home, sock_path)
-        server.run()
-        stop.set()
-        listener.close()
-        with contextlib.suppress(FileNotFoundError):
-            if sock_path.is_socket():
-                sock_path.unlink()
+        asyncio.run(_run_all(servers))
         return 0
     finally:
         stop.set()
+        for sock in sockets:
+            sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            if sock_path is not None and sock_path.is_socket() and sockets:
+                sock_path.unlink()
         claim.release()

@@ -33,7 +33,7 @@ def row(info: HostInfo) -> dict[str, Any]:
 @pass_ctx
 def add(ctx: Ctx, name: str, uri: str, output: str) -> None:
     """Register a libvirt host (qemu+ssh://HOST/system, qemu+tcp://…, qemu+tls://…, test:///default)."""
-    info = ctx.service.host_add(name, uri)
+    info = ctx.local.host_add(name, uri)
     if output == "json":
         emit_json(to_json(info))
         return
@@ -47,7 +47,7 @@ def add(ctx: Ctx, name: str, uri: str, output: str) -> None:
 @pass_ctx
 def list_(ctx: Ctx, output: str) -> None:
     """The libvirt hosts with what each can offer (read from libvirt now)."""
-    infos = ctx.service.host_list()
+    infos = ctx.local.host_list()
     if output == "json":
         emit_json(to_json(infos))
         return
@@ -60,7 +60,7 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
     """One libvirt host: capabilities, nesting and why, memory, nestor's VMs on it."""
-    info = ctx.service.host_show(name)
+    info = ctx.local.host_show(name)
     data: dict[str, Any] = to_json(info)
     if output == "json":
         emit_json(data)
@@ -77,7 +77,7 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str) -> None:
     """Forget a libvirt host (refused while nestor has VMs on it)."""
-    ctx.service.host_remove(name)
+    ctx.local.host_remove(name)
     click.echo(f"host '{name}' removed")
 
 
@@ -92,5 +92,5 @@ def register_host_commands(group: click.Group) -> None:
 @pass_ctx
 def move(ctx: Ctx, name: str, host: str) -> None:
     """Live-migrate a VM to another libvirt host (refused while a hypervisor runs inside it)."""
-    result = ctx.service.vm_move(name, host, progress)
+    result = ctx.local.vm_move(name, host, progress)
     click.echo(f"vm '{name}' moved to host '{result.dest}'" + (" (live)" if result.live else ""))

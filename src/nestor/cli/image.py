@@ -18,7 +18,7 @@ def image() -> None:
 @pass_ctx
 def build(ctx: Ctx, name: str, force: bool) -> None:
     """Build (or reuse) an image."""
-    info = ctx.service.image_build(name, progress, force=force)
+    info = ctx.local.image_build(name, progress, force=force)
     click.echo(f"image {name}: {info.path}")
 
 
@@ -27,5 +27,5 @@ def build(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def list_(ctx: Ctx, output: str) -> None:
     """The images and whether they are built."""
-    rows = [to_json(i) for i in ctx.service.image_list()]
+    rows = [to_json(i) for i in ctx.local.image_list()]
     rows_out(rows, output, ["name", "built", "path"])

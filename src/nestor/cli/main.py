@@ -10,7 +10,7 @@ import traceback
 import click
 
 from .. import paths
-from ..errors import NestorError
+from ..errors import InvalidInput, NestorError
 from ..model import validate_netns
 from .context import Ctx
 
@@ -27,8 +27,11 @@ COMMANDS = {
     "quickstart": "quickstart:quickstart",
     "serve": "serve:serve",
     "token": "serve:token",
+    "remote": "remote:remote",
     "ps": "ps:ps",
 }
+# Commands that only make sense on this host: --remote with them is an error, not silently ignored.
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps"}
 
 
 class LazyGroup(click.Group):
@@ -48,11 +51,16 @@ class LazyGroup(click.Group):
               help="state directory (default: $NESTOR_HOME, /var/lib/nestor as root)")
 @click.option("--netns", default=None, help="network namespace for bridges, taps, nft and QEMU")
 @click.option("--debug", is_flag=True, help="show tracebacks")
+@click.option("--remote", default=None, metavar="NAME",
+              help="run the command on a remote host (nestor remote add): vm, tree, host check")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool) -> None:
+def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool, remote: str | None) -> None:
     """nestor: virtual machines that run their own hypervisor."""
+    if remote is not None and ctx.invoked_subcommand in LOCAL_ONLY:
+        raise InvalidInput(f"'{ctx.invoked_subcommand}' runs on this host only: drop --remote",
+                           hint=f"nestor {ctx.invoked_subcommand} --help")
     root = paths.check_home(paths.default_home() if home is None else home)
-    ctx.obj = Ctx(home=root, netns=None if netns is None else validate_netns(netns), debug=debug)
+    ctx.obj = Ctx(home=root, netns=None if netns is None else validate_netns(netns), debug=debug, remote=remote)
 
 
 

@@ -28,7 +28,7 @@ def switch() -> None:
 @pass_ctx
 def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_addresses: bool) -> None:
     """Create a switch (a bridge, in --netns if given)."""
-    sw = ctx.service.network.switch_new(name, type_, uplink, move_addresses=move_addresses)
+    sw = ctx.local.network.switch_new(name, type_, uplink, move_addresses=move_addresses)
     click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
 
 
@@ -37,7 +37,7 @@ def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_address
 @pass_ctx
 def switch_list(ctx: Ctx, output: str) -> None:
     """All switches, with their observed state."""
-    rows = ctx.service.network.switch_list()
+    rows = ctx.local.network.switch_list()
     rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
              empty="no switches")
 
@@ -48,7 +48,7 @@ def switch_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def switch_show(ctx: Ctx, name: str, output: str) -> None:
     """One switch in detail."""
-    data = ctx.service.network.switch_show(name)
+    data = ctx.local.network.switch_show(name)
     if output == "json":
         emit_json(data)
         return
@@ -65,7 +65,7 @@ def switch_show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a switch."""
-    removed = ctx.service.network.switch_remove(name, force=force)
+    removed = ctx.local.network.switch_remove(name, force=force)
     also = f" (with {', '.join(removed)})" if removed else ""
     click.echo(f"switch '{name}' removed{also}")
 
@@ -76,7 +76,7 @@ def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def switch_set_ip(ctx: Ctx, name: str, address: str) -> None:
     """Give the host ADDR/PREFIX on the switch (seed: New-NetIPAddress)."""
-    sw = ctx.service.network.switch_set_ip(name, address)
+    sw = ctx.local.network.switch_set_ip(name, address)
     click.echo(f"switch '{sw.name}' has address {sw.address}")
 
 
@@ -93,7 +93,7 @@ def adapter() -> None:
 @pass_ctx
 def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str | None) -> None:
     """Add an adapter (only while the VM is off)."""
-    a = ctx.service.network.adapter_add(vm, switch_name, mac=mac, name=name)
+    a = ctx.local.network.adapter_add(vm, switch_name, mac=mac, name=name)
     click.echo(f"adapter '{a.name}' added to vm '{a.vm}' (switch {a.switch}, mac {a.mac})")
 
 
@@ -103,7 +103,7 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 @pass_ctx
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
-    rows = ctx.service.network.adapter_list(vm)
+    rows = ctx.local.network.adapter_list(vm)
     rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "router_guard", "dhcp_guard", "tap", "netns",
                             "dropped_frames"], empty="no adapters")
 
@@ -124,7 +124,7 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
     def flag(value: str | None) -> bool | None:
         return None if value is None else value == "on"
 
-    a = ctx.service.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
+    a = ctx.local.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
                                         dhcp_guard=flag(dhcp_guard))
     state = {True: "on", False: "off"}
     click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
@@ -137,7 +137,7 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
 @pass_ctx
 def adapter_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Remove an adapter (only while the VM is off)."""
-    ctx.service.network.adapter_remove(vm, name)
+    ctx.local.network.adapter_remove(vm, name)
     click.echo(f"adapter '{name}' removed from vm '{vm}'")
 
 
@@ -154,7 +154,7 @@ def nat() -> None:
 @pass_ctx
 def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> None:
     """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
-    n = ctx.service.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
+    n = ctx.local.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
     click.echo(f"nat '{n.name}' created ({n.prefix} on switch {n.switch}{', dhcp' if n.dhcp else ''})")
 
 
@@ -163,7 +163,7 @@ def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> N
 @pass_ctx
 def nat_list(ctx: Ctx, output: str) -> None:
     """All NATs, their dnsmasq and leases."""
-    rows = ctx.service.network.nat_list()
+    rows = ctx.local.network.nat_list()
     if output == "json":
         emit_json(rows)
         return
@@ -176,5 +176,5 @@ def nat_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def nat_remove(ctx: Ctx, name: str) -> None:
     """Delete a NAT: its rules and its dnsmasq."""
-    ctx.service.network.nat_remove(name)
+    ctx.local.network.nat_remove(name)
     click.echo(f"nat '{name}' removed")

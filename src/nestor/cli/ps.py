@@ -58,7 +58,7 @@ def ps(ctx: Ctx, file: str | None, command: str | None, list_cmdlets: bool, outp
         click.echo(message, err=True)
 
     collected: list[Any] = []
-    for _statement, objects in execute(ctx.service, script, note):
+    for _statement, objects in execute(ctx.local, script, note):
         if output == "json":
             collected += to_json(objects)
         elif objects:

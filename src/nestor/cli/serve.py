@@ -16,16 +16,19 @@ from .output import OUTPUT, rows_out
 @click.command("serve")
 @click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
               help="unix socket (default: /run/nestor/nestor.sock for the default home)")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="also serve over TCP with TLS (CA under HOME/tls/); every request needs a bearer token")
 @click.option("--on-demand", is_flag=True, help="exit once no dynamic-memory VM has run for a minute")
 @click.option("--channel", type=click.Path(path_type=Path), default=None,
               help="in a nested-host guest: the virtio-serial port of the host's channel")
 @pass_ctx
-def serve(ctx: Ctx, socket_path: Path | None, on_demand: bool, channel: Path | None) -> None:
+def serve(ctx: Ctx, socket_path: Path | None, listen: str | None, on_demand: bool, channel: Path | None) -> None:
     """Run the daemon: the API, events, and the memory balancer of every dynamic VM."""
     from ..api import server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sys.exit(server.serve(ctx.home.resolve(), socket_path, ctx.netns, on_demand=on_demand, channel=channel))
+    sys.exit(server.serve(ctx.home.resolve(), socket_path, ctx.netns, on_demand=on_demand, channel=channel,
+                          listen=listen))
 
 
 @click.group("token")

@@ -154,7 +154,7 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
     """Discard an Off VM's disk; its next start begins afresh from the current image."""
     if not yes and not click.confirm(f"delete the disk of vm '{name}' and all data on it?", default=False):
         raise click.exceptions.Abort()
-    found = ctx.service.vm_reset_disk(name)
+    found = ctx.local.vm_reset_disk(name)
     click.echo(f"vm '{name}': disk {'discarded; the next start makes a fresh one' if found else 'was not made yet'}")
 
 
@@ -167,7 +167,7 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
     """The VM's serial console output (the last 2-4 MiB: older output is rotated away)."""
-    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
+    for chunk in ctx.local.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
 
@@ -177,7 +177,7 @@ def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | N
 @pass_ctx
 def console(ctx: Ctx, name: str) -> None:
     """Attach to the serial console (Ctrl-] detaches)."""
-    serial_console.attach(ctx.service.vm_console_socket(name))
+    serial_console.attach(ctx.local.vm_console_socket(name))
 
 
 @vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -1,0 +1,146 @@
+"""The API's routes in-process (FastAPI's TestClient) on a temporary home: no QEMU is started.
+
+VMs here are defined with a dummy kernel file (a defined VM needs no image); nothing boots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from nestor.api import tokens
+from nestor.api.app import Settings, create_app
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    root = tmp_path / "home"
+    root.mkdir()
+    (tmp_path / "vmlinux").write_bytes(b"not really a kernel")
+    return root
+
+
+@pytest.fixture
+def api(home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(home))) as client:
+        yield client
+
+
+def new_vm(api: TestClient, home: Path, name: str, **extra: Any) -> dict[str, Any]:
+    response = api.post("/v1/vms", json={"name": name, "memory": 256 << 20, "kernel": str(home.parent / "vmlinux"),
+                                         **extra})
+    assert response.status_code == 201, response.text
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def error_of(response: Any, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"kind", "message", "hint", "rule", "resource"}
+    assert error["kind"] == kind and error["message"]
+    return error
+
+
+def test_empty_home_lists(api: TestClient) -> None:
+    for path in ("/v1/vms", "/v1/switches", "/v1/nats", "/v1/operations"):
+        response = api.get(path)
+        assert response.status_code == 200 and response.json() == [], (path, response.text)
+    images = api.get("/v1/images").json()
+    assert {i["name"] for i in images} == {"appliance", "nested-host"} and not any(i["built"] for i in images)
+    assert api.get("/").json()["openapi"] == "/v1/openapi.json"
+    assert api.get("/v1/openapi.json").json()["info"]["title"] == "nestor"
+
+
+def test_define_change_remove(api: TestClient, home: Path) -> None:
+    created = new_vm(api, home, "a", vcpus=2)
+    assert created["vm"]["state"] == "off" and created["vm"]["vcpus"] == 2 and created["vm"]["memory"] == 256 << 20
+    assert [v["name"] for v in api.get("/v1/vms").json()] == ["a"]
+    shown = api.get("/v1/vms/a").json()
+    assert shown["state"] == "off" and shown["pid"] is None and shown["nested"] is False
+    # an off VM's processor may change (R2 only refuses while it runs)
+    changed = api.patch("/v1/vms/a/processor", json={"nested": True, "count": 1})
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["vm"]["nested"] is True and changed.json()["vm"]["vcpus"] == 1
+    memory = api.patch("/v1/vms/a/memory", json={"startup": 512 << 20})
+    assert memory.status_code == 200 and memory.json()["outcome"] == "updated", memory.text
+    assert api.get("/v1/vms/a").json()["memory"] == 512 << 20
+    error_of(api.post("/v1/vms", json={"name": "a", "memory": 256 << 20, "kernel": str(home.parent / "vmlinux")}),
+             409, "conflict")
+    assert api.delete("/v1/vms/a").status_code == 204
+    error_of(api.get("/v1/vms/a"), 404, "not_found")
+    assert api.get("/v1/vms").json() == []
+
+
+def test_invalid_input_is_400_and_changes_nothing(api: TestClient, home: Path) -> None:
+    kernel = str(home.parent / "vmlinux")
+    for body in ({"name": "Bad Name"}, {"name": "x", "vcpus": "many"}, {"name": "x", "colour": "red"}, {},
+                 {"name": "x", "memory": 1, "kernel": kernel}, {"name": "x", "memory": -(1 << 30), "kernel": kernel},
+                 {"name": "x", "vcpus": 0, "kernel": kernel}, {"name": "x", "config_version": "banana", "kernel": kernel},
+                 [1, 2], "name"):
+        error_of(api.post("/v1/vms", json=body), 400, "invalid_input")
+    error_of(api.post("/v1/vms", content=b"{oops", headers={"content-type": "application/json"}), 400, "invalid_input")
+    error_of(api.get("/v1/vms/Bad%20Name"), 400, "invalid_input")
+    error_of(api.get("/v1/tree", params={"timeout": -1}), 400, "invalid_input")
+    error_of(api.get("/v1/operations/x", params={"wait": "soon"}), 400, "invalid_input")
+    assert api.get("/v1/vms").json() == []
+
+
+def test_not_found_is_404(api: TestClient) -> None:
+    for method, path in [("GET", "/v1/vms/ghost"), ("DELETE", "/v1/vms/ghost"), ("POST", "/v1/vms/ghost/start"),
+                         ("POST", "/v1/vms/ghost/stop"), ("POST", "/v1/vms/ghost/save"), ("GET", "/v1/vms/ghost/log"),
+                         ("GET", "/v1/operations/nope"), ("DELETE", "/v1/operations/nope"),
+                         ("DELETE", "/v1/nats/nope"), ("GET", "/v1/switches/nope"), ("GET", "/v1/vms/ghost/adapters")]:
+        error_of(api.request(method, path), 404, "not_found")
+    error_of(api.get("/v1/no/such/route"), 404, "not_found")
+    error_of(api.get("/v1/vms/a%2Fb"), 404, "not_found")
+    assert api.put("/v1/vms").status_code == 405 and api.put("/v1/vms").json()["error"]["kind"] == "invalid_input"
+
+
+def test_failed_operation_keeps_its_error(api: TestClient, home: Path) -> None:
+    new_vm(api, home, "off")
+    response = api.post("/v1/vms/off/stop")
+    assert response.status_code == 202
+    op = response.json()
+    ended = api.get(op["url"], params={"wait": 30}).json()
+    assert ended["status"] == "failure" and ended["error"]["kind"] == "wrong_state" and not ended["may_cancel"]
+    assert [o["id"] for o in api.get("/v1/operations").json()] == [op["id"]]
+
+
+def test_tokens_guard_every_request(home: Path) -> None:
+    good = tokens.new(home, "ci")
+    with TestClient(create_app(Settings(home, require_token=True))) as api:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {good}"},
+                        {"Authorization": "Bearer "}):
+            response = api.get("/v1/vms", headers=headers)
+            error_of(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"] == "Bearer"
+        error_of(api.get("/v1/openapi.json"), 401, "unauthorized")
+        assert api.get("/v1/vms", headers={"Authorization": f"Bearer {good}"}).json() == []
+        tokens.revoke(home, "ci")
+        error_of(api.get("/v1/vms", headers={"Authorization": f"Bearer {good}"}), 401, "unauthorized")
+    assert good not in (home / tokens.FILE).read_text()  # only its hash is stored
+    assert (home / tokens.FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_console_websocket(home: Path) -> None:
+    good = tokens.new(home, "ci")
+    with TestClient(create_app(Settings(home, require_token=True))) as api:
+        with pytest.raises(WebSocketDisconnect) as refused, api.websocket_connect("/v1/vms/a/console") as ws:
+            ws.receive_bytes()
+        assert refused.value.code == 4401
+        with pytest.raises(WebSocketDisconnect) as refused, \
+                api.websocket_connect("/v1/vms/a/console?token=wrong") as ws:
+            ws.receive_bytes()
+        assert refused.value.code == 4401
+        # with the token: an unknown VM is answered with the error, then closed
+        with api.websocket_connect(f"/v1/vms/a/console?token={good}") as ws:
+            assert ws.receive_json()["error"]["kind"] == "not_found"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_bytes()
+            assert closed.value.code == 4404
