@@ -37,6 +37,8 @@ from .state import db
 from .state.lock import vm_lock
 
 if TYPE_CHECKING:
+    from . import guests as guests_mod
+    from .images import debian as debian_mod
     from .netservice import Network
 
 Progress = Callable[[str], None]
@@ -245,6 +247,11 @@ class Nestor:
         return self.info(config)
 
     def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
+        from . import guests
+
+        guest = guests.find(self, config)
+        if guest is not None:  # a disk-image VM: q35 with firmware (nestor/guests.py)
+            return guests.launch_spec(self, config, accel, guest, memory_uc.room(config))
         vm_dir = self._vm_dir(config)
         boot = bootplan.plan(self.home.images, config.boot, config.name, vm_dir, self.facts.level + 1)
         append = list(boot.append)
@@ -375,6 +382,107 @@ class Nestor:
              "path": str(self.home.image_dir(image))}
             for image in bootplan.IMAGES
         ]
+
+    # -- disk-image guests (nestor/guests.py, disks.py, checkpoints.py, images/store.py) ----------
+    def vm_new_guest(self, name: str, vcpus: int, memory: int, nested: bool, config_version: str,
+                     request: guests_mod.GuestRequest) -> tuple[VMConfig, list[str]]:
+        from . import guests
+
+        return guests.create(self, name, vcpus, memory, nested, config_version, request)
+
+    def image_build_debian(self, request: debian_mod.DebianRequest, progress: Progress,
+                           force: bool = False) -> Path:
+        from . import guests
+        from .images import debian
+
+        name = debian.validate(request).image_name
+        in_use = bool(guests.GuestRepo(self._conn).image_users(name))
+        return debian.build_debian(self.home.images, request, progress, force=force, in_use=in_use).path
+
+    def image_import(self, file: Path, name: str | None, progress: Progress) -> Path:
+        from .images import store
+
+        return store.import_image(self.home.images, file, name or _image_name(file), progress).path
+
+    def image_store_list(self) -> list[dict[str, Any]]:
+        from . import guests
+        from .images import store
+
+        repo = guests.GuestRepo(self._conn)
+        rows = []
+        for image in store.all_images(self.home.images):
+            info = store.qemu_img_info(image.path, "qcow2")
+            rows.append({"name": image.name, "built": True, "path": str(image.path), "source": image.source,
+                         "format": info.get("format"), "virtual_size": format_size(int(info.get("virtual-size", 0))),
+                         "allocated": format_size(int(info.get("actual-size", 0))),
+                         "used_by": repo.image_users(image.name)})
+        return rows
+
+    def image_remove(self, name: str) -> None:
+        from . import guests
+        from .images import store
+
+        store.validate_image_name(name)
+        store.remove(self.home.images, name, guests.GuestRepo(self._conn).image_users(name))
+
+    def vm_disk_add(self, vm: str, name: str, size: int) -> dict[str, Any]:
+        from . import disks
+
+        return disks.add(self, vm, name, size)
+
+    def vm_disk_list(self, vm: str) -> list[dict[str, Any]]:
+        from . import disks
+
+        return disks.listing(self, vm)
+
+    def vm_disk_resize(self, vm: str, name: str, size: int) -> dict[str, Any]:
+        from . import disks
+
+        return disks.resize(self, vm, name, size)
+
+    def vm_disk_remove(self, vm: str, name: str) -> None:
+        from . import disks
+
+        disks.remove(self, vm, name)
+
+    def vm_checkpoint_new(self, vm: str, name: str) -> dict[str, Any]:
+        from . import checkpoints
+
+        return checkpoints.new(self, vm, name)
+
+    def vm_checkpoint_list(self, vm: str) -> list[dict[str, Any]]:
+        from . import checkpoints
+
+        return checkpoints.listing(self, vm)
+
+    def vm_checkpoint_apply(self, vm: str, name: str) -> dict[str, Any]:
+        from . import checkpoints
+
+        return checkpoints.apply(self, vm, name)
+
+    def vm_checkpoint_remove(self, vm: str, name: str) -> None:
+        from . import checkpoints
+
+        checkpoints.remove(self, vm, name)
+
+    def vm_ssh_argv(self, vm: str, command: list[str]) -> list[str]:
+        from . import sshaccess
+
+        return sshaccess.ssh_argv(sshaccess.target(self, vm), sshaccess.known_hosts(self), command)
+
+    def adapter_set_address(self, vm: str, adapter: str | None, ip: str | None, gateway: str | None,
+                            dns: str | None, clear: bool = False) -> dict[str, Any]:
+        from . import guests
+
+        return guests.set_address(self, vm, adapter, ip, gateway, dns, clear)
+
+
+def _image_name(file: Path) -> str:
+    """`image import FILE` without --name: the file name without its extensions, as a valid name."""
+    import re
+
+    stem = file.name.split(".")[0].lower()
+    return re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:32] or "imported"
 
 
 def _from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:

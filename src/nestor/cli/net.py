@@ -109,13 +109,30 @@ def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
 @adapter.command("set")
 @click.argument("vm")
 @click.option("--name", default=None, help="which adapter (needed when the VM has several)")
-@click.option("--mac-spoofing", type=ON_OFF, required=True,
+@click.option("--mac-spoofing", type=ON_OFF, default=None,
               help="on: the VM may send with other MACs (seed: Set-VMNetworkAdapter -MacAddressSpoofing)")
+@click.option("--ip", default=None, help="disk-image VMs: static ADDRESS/PREFIX, given to cloud-init")
+@click.option("--gateway", default=None, help="with --ip: the default gateway")
+@click.option("--dns", default=None, help="with --ip: DNS servers, comma-separated")
+@click.option("--dhcp", is_flag=True, help="drop the static address (DHCP again)")
 @pass_ctx
-def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str) -> None:
-    """Change MAC spoofing; applies at once, also while the VM runs."""
-    a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
-    click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")
+def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, ip: str | None,
+                gateway: str | None, dns: str | None, dhcp: bool) -> None:
+    """Change MAC spoofing (at once, also while the VM runs) or the static address (while off)."""
+    from ..errors import InvalidInput
+
+    addressing = ip is not None or gateway is not None or dns is not None or dhcp
+    if mac_spoofing is None and not addressing:
+        raise InvalidInput("nothing to set", hint="give --mac-spoofing on|off, or --ip A/N [--gateway G] [--dns D]")
+    if dhcp and (ip or gateway or dns):
+        raise InvalidInput("--dhcp excludes --ip, --gateway and --dns", hint="give one of them")
+    if addressing:
+        r = ctx.service.adapter_set_address(vm, name, ip, gateway, dns, clear=dhcp)
+        click.echo(f"adapter '{r['adapter']}' of vm '{vm}': " + (f"address {r['ip']}" if r["ip"] else "DHCP")
+                   + (f", gateway {r['gateway']}" if r["gateway"] else "") + (f", dns {','.join(r['dns'])}" if r["dns"] else ""))
+    if mac_spoofing is not None:
+        a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
+        click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")
 
 
 @adapter.command("remove")

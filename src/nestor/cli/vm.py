@@ -3,14 +3,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import guest
 from ..errors import InvalidInput, StateError
-from ..model import BootSource, parse_size
+from ..model import CURRENT_CONFIG_VERSION, BootSource, parse_size
 from . import console as serial_console
 from .context import Ctx, pass_ctx
+from .guest_options import guest_options, guest_request, is_guest_request
 from .output import OUTPUT, emit_json, fields, rows_out, warn
 
 ON_OFF = click.Choice(["on", "off"])
@@ -25,7 +27,8 @@ def vm() -> None:
 @click.argument("name")
 @click.option("--vcpus", type=int, default=1, show_default=True)
 @click.option("--memory", default="512M", show_default=True, help="e.g. 512M, 2G")
-@click.option("--image", default=None, help="appliance | nested-host (default: appliance)")
+@click.option("--image", default=None,
+              help="appliance | nested-host (default: appliance) | an image of `nestor image list`")
 @click.option("--kernel", type=click.Path(path_type=Path), default=None)
 @click.option("--initrd", type=click.Path(path_type=Path), default=None)
 @click.option("--append", default="", help="extra kernel command line")
@@ -35,11 +38,32 @@ def vm() -> None:
               help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
 @click.option("--config-version", default=None, help="VM configuration version (default: current)")
 @click.option("--switch", "switches", multiple=True, help="connect an adapter to this switch (repeatable)")
+@guest_options
 @pass_ctx
-def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
+def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
-        config_version: str | None, switches: tuple[str, ...]) -> None:
+        config_version: str | None, switches: tuple[str, ...], **guest_flags: Any) -> None:
     """Define a new VM (it starts Off)."""
+    request = guest_request(image, guest_flags)
+    if is_guest_request(image, request):
+        if kernel or initrd or run_script or append:
+            raise InvalidInput("--kernel/--initrd/--append/--run are for the appliance; a disk-image VM boots its disk",
+                               hint="drop them, or drop --image/--iso and the guest flags")
+        kwargs = {"config_version": config_version} if config_version else {}
+        for switch in switches:
+            ctx.service.network.store.switch(switch)
+        config, warnings = ctx.service.vm_new_guest(name, vcpus, parse_size(memory), nested,
+                                                    kwargs.get("config_version", CURRENT_CONFIG_VERSION), request)
+        for message in warnings:
+            warn(message)
+        try:
+            for switch in switches:
+                ctx.service.network.adapter_add(config.name, switch)
+        except BaseException:
+            ctx.service.vm_remove(config.name)
+            raise
+        click.echo(f"vm '{config.name}' created (generation {request.generation})")
+        return
     if kernel and image:
         raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
     if initrd and not kernel:
@@ -256,3 +280,9 @@ def save(ctx: Ctx, name: str) -> None:
 
     path = memory.save(ctx.service, name)
     click.echo(f"vm '{name}' saved ({path.stat().st_size >> 20} MiB state)")
+
+
+# Disk-image guests: `vm ssh`, `vm disk …`, `vm checkpoint …` (nestor/cli/guest_commands.py).
+from .guest_commands import register as _register_guest_commands  # noqa: E402
+
+_register_guest_commands(vm)

@@ -1,0 +1,128 @@
+"""`vm ssh`, `vm disk …` and `vm checkpoint …` for disk-image guests; registered on the `vm` group."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from ..model import parse_size
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json, rows_out
+
+
+@click.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def ssh(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
+    """Log in with ssh (or run `-- CMD`): the address from the DHCP lease, the guest agent or --ip."""
+    argv = ctx.service.vm_ssh_argv(name, list(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+@click.group("disk")
+def disk() -> None:
+    """A disk-image VM's disks (qcow2)."""
+
+
+@disk.command("add")
+@click.argument("vm")
+@click.option("--name", required=True, help="the disk's name")
+@click.option("--size", required=True, help="e.g. 10G")
+@pass_ctx
+def disk_add(ctx: Ctx, vm: str, name: str, size: str) -> None:
+    """Add an empty data disk (while the VM is off)."""
+    row = ctx.service.vm_disk_add(vm, name, parse_size(size, "disk"))
+    click.echo(f"disk '{row['name']}' ({row['virtual_size']}) added to vm '{vm}'")
+
+
+@disk.command("list")
+@click.argument("vm")
+@OUTPUT
+@pass_ctx
+def disk_list(ctx: Ctx, vm: str, output: str) -> None:
+    """The VM's disks: virtual and allocated size, the image under the root disk."""
+    rows_out(ctx.service.vm_disk_list(vm), output, ["name", "virtual_size", "allocated", "image", "file"])
+
+
+@disk.command("resize")
+@click.argument("vm")
+@click.argument("name")
+@click.option("--size", required=True, help="the new size (disks only grow)")
+@pass_ctx
+def disk_resize(ctx: Ctx, vm: str, name: str, size: str) -> None:
+    """Grow a disk; a running VM sees the new size at once (QMP block_resize)."""
+    row = ctx.service.vm_disk_resize(vm, name, parse_size(size, "disk"))
+    click.echo(f"disk '{name}' of vm '{vm}' is now {row['virtual_size']} ({row['resized']})")
+
+
+@disk.command("remove")
+@click.argument("vm")
+@click.argument("name")
+@pass_ctx
+def disk_remove(ctx: Ctx, vm: str, name: str) -> None:
+    """Remove a data disk and its file (while the VM is off)."""
+    ctx.service.vm_disk_remove(vm, name)
+    click.echo(f"disk '{name}' removed from vm '{vm}'")
+
+
+@click.group("checkpoint")
+def checkpoint() -> None:
+    """Checkpoints (qcow2 internal snapshots; with memory while the VM runs)."""
+
+
+@checkpoint.command("new")
+@click.argument("vm")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def checkpoint_new(ctx: Ctx, vm: str, name: str, output: str) -> None:
+    """Take a checkpoint (Hyper-V: Checkpoint-VM)."""
+    result = ctx.service.vm_checkpoint_new(vm, name)
+    if output == "json":
+        emit_json(result)
+    else:
+        click.echo(f"checkpoint '{name}' of vm '{vm}' taken in {result['seconds']} s")
+
+
+@checkpoint.command("list")
+@click.argument("vm")
+@OUTPUT
+@pass_ctx
+def checkpoint_list(ctx: Ctx, vm: str, output: str) -> None:
+    """The VM's checkpoints (Hyper-V: Get-VMCheckpoint)."""
+    rows_out(ctx.service.vm_checkpoint_list(vm), output, ["name", "created", "memory", "memory_size"],
+             empty="no checkpoints")
+
+
+@checkpoint.command("apply")
+@click.argument("vm")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def checkpoint_apply(ctx: Ctx, vm: str, name: str, output: str) -> None:
+    """Go back to a checkpoint (Hyper-V: Restore-VMCheckpoint)."""
+    result = ctx.service.vm_checkpoint_apply(vm, name)
+    if output == "json":
+        emit_json(result)
+    else:
+        click.echo(f"vm '{vm}' is back at checkpoint '{name}' ({result['seconds']} s)")
+
+
+@checkpoint.command("remove")
+@click.argument("vm")
+@click.argument("name")
+@pass_ctx
+def checkpoint_remove(ctx: Ctx, vm: str, name: str) -> None:
+    """Delete a checkpoint (Hyper-V: Remove-VMCheckpoint)."""
+    ctx.service.vm_checkpoint_remove(vm, name)
+    click.echo(f"checkpoint '{name}' of vm '{vm}' removed")
+
+
+def register(vm: click.Group) -> None:
+    for command in (ssh, disk, checkpoint):
+        vm.add_command(command)
