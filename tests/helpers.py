@@ -74,3 +74,18 @@ def show(home: Path, name: str) -> dict[str, object]:
 def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
     """Run argv inside the VM 'l1' through its guest agent; its stdout."""
     return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
+
+
+def guest_home(root: Path, images: Path) -> Path:
+    """A home whose image store is its own (imports and removals stay in the test) while the
+    cached built images are shared: images/* and images/store/* are symlinks into the cache."""
+    store = root / "images" / "store"
+    store.mkdir(parents=True)
+    for entry in images.iterdir():
+        if entry.name != "store" and not entry.name.startswith("."):
+            (root / "images" / entry.name).symlink_to(entry)
+    if (images / "store").is_dir():
+        for entry in (images / "store").iterdir():
+            if not entry.name.startswith("."):
+                (store / entry.name).symlink_to(entry)
+    return root

@@ -140,9 +140,9 @@ def row(disk: DiskRow, data: dict[str, Any]) -> dict[str, Any]:
     backing = data.get("full-backing-filename") or data.get("backing-filename")
     return {
         "name": disk.name,
-        "virtual_size": format_size(int(data.get("virtual-size", 0))),
+        "virtual_size": store.human(int(data.get("virtual-size", 0))),
         "virtual_bytes": int(data.get("virtual-size", 0)),
-        "allocated": format_size(int(data.get("actual-size", 0))),
+        "allocated": store.human(int(data.get("actual-size", 0))),
         "allocated_bytes": int(data.get("actual-size", 0)),
         "image": Path(backing).parent.name if backing else None,
         "file": str(disk.file),

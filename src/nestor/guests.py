@@ -218,6 +218,18 @@ def seed_spec(service: Nestor, config: VMConfig, guest: GuestConfig) -> cloudini
         user=guest.user, ssh_keys=keys, user_data=guest.user_data, nics=nics)
 
 
+def cpu_model(accel: accel_policy.Accel, nested: bool) -> str:
+    """The seed's processor rule (``accel.cpu_model``), and under TCG no 5-level paging.
+
+    Measured: with TCG's ``-cpu max`` (which offers LA57) Debian's systemd fails its mount
+    units ("Mount process finished, but there is no mount"), udevd (mount namespacing: EBUSY)
+    and random-seed (fsync: EINVAL); with ``la57=off`` (or ``-cpu EPYC``) it boots cleanly.
+    SVM stays exactly as the rule says.
+    """
+    model = accel.cpu_model(nested)
+    return f"{model},la57=off" if accel.name == "tcg" and model.startswith("max") else model
+
+
 def launch_spec(service: Nestor, config: VMConfig, accel: accel_policy.Accel, guest: GuestConfig,
                 memory: int) -> qemu_argv.LaunchSpec:
     """The q35 machine of a disk-image guest. The processor rules are the same as for microvm
@@ -234,7 +246,7 @@ def launch_spec(service: Nestor, config: VMConfig, accel: accel_policy.Accel, gu
     if guest.image is not None:
         cdroms.append(qemu_argv.Cdrom(cloudinit.write_seed(seed_spec(service, config, guest), vm_dir), "cd-seed"))
     return qemu_argv.LaunchSpec(
-        name=config.name, vm_dir=vm_dir, accel=accel.name, cpu_model=accel.cpu_model(config.nested),
+        name=config.name, vm_dir=vm_dir, accel=accel.name, cpu_model=cpu_model(accel, config.nested),
         vcpus=config.vcpus, memory=memory, kernel=None, disks=drives, cdroms=tuple(cdroms),
         agent=True, machine="q35", firmware=firmware.firmware(guest.generation, guest.secure_boot, vm_dir),
     )

@@ -413,9 +413,11 @@ class Nestor:
         for image in store.all_images(self.home.images):
             info = store.qemu_img_info(image.path, "qcow2")
             rows.append({"name": image.name, "built": True, "path": str(image.path), "source": image.source,
-                         "format": info.get("format"), "virtual_size": format_size(int(info.get("virtual-size", 0))),
-                         "allocated": format_size(int(info.get("actual-size", 0))),
-                         "used_by": repo.image_users(image.name)})
+                         "format": info.get("format"), "virtual_size": store.human(int(info.get("virtual-size", 0))),
+                         "virtual_bytes": int(info.get("virtual-size", 0)),
+                         "allocated": store.human(int(info.get("actual-size", 0))),
+                         "allocated_bytes": int(info.get("actual-size", 0)),
+                         "used_by": ",".join(repo.image_users(image.name)) or None})
         return rows
 
     def image_remove(self, name: str) -> None:

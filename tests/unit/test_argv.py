@@ -87,6 +87,6 @@ def test_q35_passes_nothing_microvm_specific() -> None:
 def test_q35_boot_order_cdrom_first() -> None:
     argv = build(Q35_CASES["q35_gen2_secure_iso"])
     devices = [argv[i + 1] for i, a in enumerate(argv) if a == "-device"]
-    assert any(d.startswith("ide-cd,drive=cd-install") and d.endswith("bootindex=0") for d in devices)
+    assert any(d.startswith("scsi-cd,drive=cd-install") and d.endswith("bootindex=0") for d in devices)
     assert any(d.startswith("virtio-blk-pci,drive=disk-root") and d.endswith("bootindex=1") for d in devices)
     assert "q35,smm=on" in argv

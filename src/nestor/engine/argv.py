@@ -161,12 +161,16 @@ def _disks(spec: LaunchSpec) -> list[str]:
 
 
 def _cdroms(spec: LaunchSpec) -> list[str]:
-    argv: list[str] = []
-    for index, cd in enumerate(spec.cdroms):  # q35's AHCI controller: ide.0 … ide.5
+    """CD-ROMs on virtio-scsi: Debian's cloud kernel has no AHCI (q35's own IDE/SATA), while
+    SeaBIOS, OVMF and installers all know virtio-scsi."""
+    if not spec.cdroms:
+        return []
+    argv = ["-device", f"virtio-scsi-{_bus(spec)},id=scsi0"]
+    for cd in spec.cdroms:
         boot = ",bootindex=0" if cd.boot else ""
         argv += [
             "-drive", f"id={cd.id},file={cd.path},format=raw,if=none,media=cdrom,readonly=on",
-            "-device", f"ide-cd,drive={cd.id},bus=ide.{index}{boot}",
+            "-device", f"scsi-cd,drive={cd.id},bus=scsi0.0{boot}",
         ]
     return argv
 

@@ -38,7 +38,7 @@ from . import publish, store
 from .nested_host import APT_OPTIONS, DPKG_OPTIONS, Progress, _Steps, _tree_size, run_mmdebstrap
 
 FORMAT = 1
-RELEASES = ("bookworm", "trixie")
+RELEASES = ("bookworm",)  # the releases this build is tested with
 DEFAULT_RELEASE = "bookworm"
 DEFAULT_SIZE = 8 << 30
 MIN_SIZE = 2 << 30
@@ -81,6 +81,16 @@ GRUB_DISABLE_OS_PROBER=true
 CLOUD_CFG = """\
 # nestor: the seed is a NoCloud medium (label cidata) made at `nestor vm start`.
 datasource_list: [NoCloud, None]
+# No `locales` package in the image: leave the locale alone (update-locale would fail).
+locale: false
+"""
+# systemd-networkd-wait-online waits for every link, for 2 minutes, and cloud-init waits for it:
+# a VM without an adapter (or with one cable left unplugged) would stall its boot that long.
+WAIT_ONLINE = """\
+# nestor: one configured link is enough; do not stall the boot when there is none.
+[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=20
 """
 BUILD_SCRIPT = f"""\
 #!/bin/sh
@@ -166,6 +176,7 @@ def guest_files() -> dict[str, str]:
     return {
         "etc/default/grub.d/50-nestor.cfg": GRUB_DEFAULTS,
         "etc/cloud/cloud.cfg.d/90-nestor.cfg": CLOUD_CFG,
+        "etc/systemd/system/systemd-networkd-wait-online.service.d/50-nestor.conf": WAIT_ONLINE,
         "etc/hostname": "debian\n",
         BUILD_INIT: BUILD_SCRIPT,
     }

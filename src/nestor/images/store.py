@@ -99,6 +99,15 @@ def remove(images_dir: Path, name: str, users: list[str]) -> None:
     shutil.rmtree(image.path.parent)
 
 
+def human(size: int) -> str:
+    """A size for people: 8G, 1.5G, 481M, 12K."""
+    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
+    return f"{size}B"
+
+
 def describe(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size >> 20} MiB file, {st.st_blocks * 512 / 1e6:.0f} MB allocated"
