@@ -172,7 +172,9 @@ def meta_data(spec: SeedSpec) -> str:
 def user_data(spec: SeedSpec) -> str:
     if spec.user_data is not None:
         return spec.user_data
-    doc: dict[str, Any] = {"hostname": spec.hostname, "ssh_pwauth": False}
+    # No ssh_pwauth: setting it restarts sshd in the middle of the first boot (and the user's
+    # password is locked anyway).
+    doc: dict[str, Any] = {"hostname": spec.hostname}
     if spec.user:
         user: dict[str, Any] = {"name": spec.user, "shell": "/bin/bash", "lock_passwd": True,
                                 "sudo": "ALL=(ALL) NOPASSWD:ALL", "groups": ["sudo"]}

@@ -172,8 +172,6 @@ def create(service: Nestor, name: str, vcpus: int, memory: int, nested: bool, co
     if nested:
         rules.check_nesting_version(name, config_version, accel)
     guest, image, size = validate_request(service, req)
-    if service.vms.find(name) is not None:
-        service.vms.get(name)  # unchanged error path: Conflict from add below
     config = service.vms.add(VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
                                       config_version=config_version, boot=BootSource(image=guest.image)))
     vm_dir = service.home.vm_dir(config.id)

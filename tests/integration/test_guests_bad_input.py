@@ -4,6 +4,7 @@ and nothing changed (no VM, no image, no file). Real CLI, real qemu-img; no VM b
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,10 +45,15 @@ def refused(home: Path, *args: str, code: int | None = None, text: str | None = 
 
 
 def _state(home: Path) -> tuple[object, ...]:
-    vms = json.loads(nestor(home, "vm", "list", "-o", "json").stdout)
-    images = json.loads(nestor(home, "image", "list", "-o", "json").stdout)
-    files = sorted(str(p.relative_to(home)) for p in (home / "vms").rglob("*") if p.name != "lock") if (home / "vms").exists() else []
-    return (vms, [(i["name"], i.get("used_by")) for i in images], files)
+    """Every row and file a guest command could change (read directly: faster than the CLI)."""
+    conn = sqlite3.connect(home / "nestor.db")
+    rows = tuple(sorted(map(tuple, conn.execute(f"SELECT * FROM {table}").fetchall()))
+                 for table in ("vms", "vm_guests", "vm_disks", "adapter_addresses"))
+    conn.close()
+    tree = [p for top in ("vms", "images/store") if (home / top).exists() for p in (home / top).rglob("*")]
+    files = sorted((str(p.relative_to(home)), p.stat().st_size if p.is_file() else 0)
+                   for p in tree if p.name != "lock")
+    return (rows, files)
 
 
 def test_vm_new_bad_guest_flags(ghome: Path, tmp_path: Path) -> None:

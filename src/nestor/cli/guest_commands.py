@@ -17,7 +17,9 @@ from .output import OUTPUT, emit_json, rows_out
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def ssh(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
-    """Log in with ssh (or run `-- CMD`): the address from the DHCP lease, the guest agent or --ip."""
+    """Log in with ssh, or run `-- CMD` (as ssh does, the guest's login shell runs CMD).
+
+    The address comes from the DHCP lease, the guest agent or `adapter set --ip`."""
     argv = ctx.service.vm_ssh_argv(name, list(command))
     sys.stdout.flush()
     sys.stderr.flush()
