@@ -187,24 +187,26 @@ def test_image_in_use_cannot_be_removed(ghome: Path, booted: dict[str, object]) 
     assert {r["name"]: r.get("used_by") for r in rows}["debian-bookworm"] == "g1"
 
 
-def test_imported_raw_image_boots_under_uefi(ghome: Path, debian_store: Path, tmp_path: Path,
+def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_store: Path, tmp_path: Path,
                                              booted: dict[str, object]) -> None:
-    """A raw copy of the Debian image, imported, boots as generation 2 (OVMF, its own NVRAM)."""
+    """A raw copy of the Debian image, imported, boots as generation 2 with secure boot (OVMF
+    with Microsoft's keys, its own NVRAM; shim and GRUB signed by Debian)."""
     raw = tmp_path / "plain.raw"
     assert sh("qemu-img", "convert", "-O", "raw", str(debian_store / "store" / "debian-bookworm" / "disk.qcow2"),
               str(raw), timeout=300).returncode == 0
     nestor(ghome, "image", "import", str(raw), "--name", "plain", timeout=300)
     rows = {r["name"]: r for r in json.loads(nestor(ghome, "image", "list", "-o", "json").stdout)}
     assert rows["plain"]["format"] == "qcow2" and rows["plain"]["virtual_bytes"] == 8 << 30
-    nestor(ghome, "vm", "new", "u1", "--image", "plain", "--generation", "2", "--memory", "1G", "--no-ssh-key")
+    nestor(ghome, "vm", "new", "u1", "--image", "plain", "--generation", "2", "--secure-boot", "--memory", "1G",
+           "--no-ssh-key")
     directory = vm_dir(ghome, "u1")
-    assert (directory / "nvram.fd").stat().st_size == Path("/usr/share/OVMF/OVMF_VARS_4M.fd").stat().st_size
+    assert (directory / "nvram.fd").read_bytes() == Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").read_bytes()
     started = time.monotonic()
     nestor(ghome, "vm", "start", "u1")
     try:
         log = wait_for_text(directory / "serial.log", " login: ", timeout=BOOT_TIMEOUT)
         print(f"[measure] u1 (UEFI) boot to login prompt: {time.monotonic() - started:.1f} s", file=sys.stderr)
-        assert "Linux version" in log
+        assert "Linux version" in log and "secureboot: Secure boot enabled" in log
         launch = json.loads((directory / "launch.json").read_text())
         assert "if=pflash,format=raw,unit=1,file=" + str(directory / "nvram.fd") in launch["argv"]
     finally:
