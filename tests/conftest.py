@@ -70,6 +70,10 @@ def l1_home(tmp_path_factory: pytest.TempPathFactory, nested_store: Path) -> Ite
         nestor(home, "vm", "new", "l1", "--image", "nested-host", "--nested", "--memory", "1G", "--vcpus", "2")
         nestor(home, "vm", "start", "l1")
         wait_for_text(vm_dir(home, "l1") / "serial.log", BOOT_LINE, timeout=180)
+        from nestor.service import channel
+        from nestor.service.core import Core
+
+        channel.wait_ready(Core(home), "l1", timeout=180)  # l1's nestor serve answers
         yield home
     finally:
         reap_home(home)

@@ -29,8 +29,12 @@ def nestor(home: Path, *args: str, netns: str | None = None, timeout: float = 12
 
 
 def reap_home(home: Path) -> list[int]:
-    """End every QEMU started under this home (ours only: live_pid checks the command line)."""
+    """End every QEMU started under this home (ours only: live_pid checks the command line),
+    and the home's daemon if one was started."""
+    from nestor.service import daemon
+
     killed = []
+    daemon.stop(paths.Home(home), timeout=5)
     for vm_dir in sorted((home / "vms").glob("*")):
         pid = process.live_pid(vm_dir)
         if pid is not None:

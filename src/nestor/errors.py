@@ -1,18 +1,22 @@
 """nestor's one error vocabulary.
 
 Every error a front end shows derives from :class:`NestorError`; each carries a one-line
-``message``, an optional ``hint`` and the process ``exit_code`` the CLI returns::
+``message``, an optional ``hint``, a ``kind`` (the API's error code), the ``rule`` of the seed
+that refused (PolicyError only, e.g. "R7"), the ``context`` (resources: ``vm=``, ``switch=``) and
+the process ``exit_code`` the CLI returns. The API maps ``kind`` to an HTTP status::
 
     NestorError
-     ├── InvalidInput        bad user input (name, size, CIDR, ...); nothing changed   exit 2
-     ├── NotFound            unknown VM, image, switch, ...                            exit 3
-     ├── Conflict            the object exists, or is busy (locked by another command)  exit 4
-     ├── StateError          the operation is not allowed in the VM's current state     exit 5
-     │    └── PolicyError    refused by one of the seed's rules (R2, R7, R12-R14)
-     ├── HostError           the host lacks something (a binary, a capability)         exit 6
-     ├── ImageError          an image could not be built (download, tooling)           exit 7
-     ├── EngineError         QEMU failed to start or QMP failed                         exit 8
-     └── GuestError          the guest agent failed or timed out                       exit 9
+     kind             class                                                          exit  HTTP
+     ├── invalid_input   InvalidInput   bad user input (name, size, CIDR, ...)       2    400
+     ├── not_found       NotFound       unknown VM, image, switch, ...               3    404
+     ├── conflict        Conflict       exists already, or busy (locked)             4    409
+     ├── wrong_state     StateError     not allowed in the VM's current state        5    409
+     │    └── policy     PolicyError    refused by a seed rule (R2, R7, R12-R14)     5    422
+     ├── host            HostError      the host lacks something                     6    503
+     ├── image           ImageError     an image could not be built                  7    500
+     ├── engine          EngineError    QEMU failed to start, or QMP failed          8    502
+     ├── guest           GuestError     the guest agent failed or timed out          9    502
+     └── cancelled       Cancelled      an operation was cancelled                   10   409
 
 Usage::
 
@@ -24,55 +28,99 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 
 class NestorError(Exception):
     exit_code = 1
+    kind = "error"
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, rule: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.rule = rule
         self.context: dict[str, str] = {}
 
     def __str__(self) -> str:
         return self.message
 
+    def to_json(self) -> dict[str, Any]:
+        """The API's error envelope body."""
+        return {"kind": self.kind, "message": self.message, "hint": self.hint, "rule": self.rule,
+                "resource": dict(self.context)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NestorError:
+        """Rebuild an error received from the API (client side): same class, same fields."""
+        kind = str(data.get("kind", "error"))
+        err_cls = next((c for c in _all_errors() if c.kind == kind), NestorError)
+        err = err_cls(str(data.get("message", "")), data.get("hint"), data.get("rule"))
+        err.context.update({str(k): str(v) for k, v in (data.get("resource") or {}).items()})
+        return err
+
+
+def _all_errors() -> list[type[NestorError]]:
+    found: list[type[NestorError]] = []
+    todo: list[type[NestorError]] = [NestorError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
 
 class InvalidInput(NestorError):
     exit_code = 2
+    kind = "invalid_input"
 
 
 class NotFound(NestorError):
     exit_code = 3
+    kind = "not_found"
 
 
 class Conflict(NestorError):
     exit_code = 4
+    kind = "conflict"
 
 
 class StateError(NestorError):
     exit_code = 5
+    kind = "wrong_state"
 
 
 class PolicyError(StateError):
-    """Refused by one of the seed's rules; the message names the rule."""
+    """Refused by one of the seed's rules; the message names the rule and ``rule`` holds its id."""
+
+    kind = "policy"
+
+
+class Cancelled(NestorError):
+    """A long operation was cancelled (API: DELETE on the operation)."""
+
+    exit_code = 10
+    kind = "cancelled"
 
 
 class HostError(NestorError):
     exit_code = 6
+    kind = "host"
 
 
 class ImageError(NestorError):
     exit_code = 7
+    kind = "image"
 
 
 class EngineError(NestorError):
     exit_code = 8
+    kind = "engine"
 
 
 class GuestError(NestorError):
     exit_code = 9
+    kind = "guest"
 
 
 @contextlib.contextmanager

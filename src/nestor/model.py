@@ -23,6 +23,7 @@ class VMState(enum.StrEnum):
     OFF = "off"  # no QEMU process
     RUNNING = "running"  # QEMU alive, guest running
     PAUSED = "paused"  # QEMU alive, vCPUs stopped (QMP status not running)
+    SAVED = "saved"  # no QEMU, and a saved state that `vm start` resumes (Hyper-V's Saved)
 
 
 def validate_name(name: str, what: str = "vm") -> str:

@@ -248,7 +248,7 @@ class Network:
         if name is None:
             name = next(f"net{i}" for i in range(len(taken) + 1) if f"net{i}" not in taken)
         validate_name(name, "adapter")
-        with error_context(vm=vm), vm_lock(self.home.vm_dir(config.id) / paths.LOCKFILE, vm):
+        with error_context(vm=vm), vm_lock(paths.VMFiles(self.home.vm_dir(config.id)).lock, vm):
             self._require_off(config, "adapters can be added")
             return self.store.add_adapter(config.id, name, sw, mac)
 
@@ -305,7 +305,7 @@ class Network:
     def adapter_remove(self, vm: str, name: str) -> None:
         config = self.vms.get(validate_name(vm))
         adapter = self._adapter(config, name)
-        with error_context(vm=vm), vm_lock(self.home.vm_dir(config.id) / paths.LOCKFILE, vm):
+        with error_context(vm=vm), vm_lock(paths.VMFiles(self.home.vm_dir(config.id)).lock, vm):
             self._require_off(config, "adapters can be removed")
             with self._lock():
                 self._delete_tap(adapter)

@@ -17,6 +17,18 @@ LOCKFILE = "lock"
 RUN_CPIO = "run.cpio"
 INITRD = "initrd.img"
 DISK = "disk.img"
+LAUNCH = "launch.json"  # how the running QEMU was launched: accelerator, CPU model, argv, netns
+API_SOCK = "api.sock"  # nested-host guests: the host end of the guest's nestor API channel
+API_PORT = "org.nestor.api.0"  # its virtio-serial port name (/dev/virtio-ports/… in the guest)
+# memory (service/memory.py)
+SAVED_STATE = "saved.state"  # the guest's state (QEMU's migration stream), while the VM is saved
+SAVED_META = "saved.json"  # what restore needs to start the same QEMU: the memory room
+SAVING = "saved.state.part"  # being written; never restored
+MEMORY_FILE = "memory.json"  # the room the running QEMU was started with
+BALANCER_STATUS = "balancer.json"  # the balancer's last decision, for `vm show`
+
+# The daemon (`nestor serve`): a unix socket and pidfile per home, under RUN_DIR.
+RUN_DIR = Path(os.environ.get("NESTOR_RUN_DIR", "/run/nestor"))
 
 
 def default_home() -> Path:
@@ -55,6 +67,28 @@ class Home:
     def image_dir(self, name: str) -> Path:
         return self.images / name
 
+    @property
+    def id(self) -> str:
+        """A short identity of this home (its resolved path), for names shared on one host."""
+        import hashlib
+
+        return hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
+
+    @property
+    def api_socket(self) -> Path:
+        """The daemon's default unix socket: /run/nestor/nestor.sock for the default home."""
+        if self.root.resolve() == default_home().resolve():
+            return RUN_DIR / "nestor.sock"
+        return RUN_DIR / f"nestor-{self.id}.sock"
+
+    @property
+    def daemon_pidfile(self) -> Path:
+        return self.root / "serve.pid"
+
+    @property
+    def daemon_log(self) -> Path:
+        return self.root / "serve.log"
+
 
 @dataclass(frozen=True)
 class VMFiles:
@@ -77,3 +111,45 @@ class VMFiles:
     @property
     def qmp_sock(self) -> Path:
         return self.dir / QMP_SOCK
+
+    @property
+    def api_sock(self) -> Path:
+        return self.dir / API_SOCK
+
+    @property
+    def lock(self) -> Path:
+        """Outside the VM's directory: `vm remove` deletes that, and a waiter must not win a lock
+        on a deleted VM (home/locks/vm-ID.lock is never deleted)."""
+        return self.dir.parent.parent / "locks" / f"vm-{self.dir.name}.lock"
+
+    @property
+    def launch(self) -> Path:
+        return self.dir / LAUNCH
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.dir / QEMU_LOG
+
+    @property
+    def run_cpio(self) -> Path:
+        return self.dir / RUN_CPIO
+
+    @property
+    def saved_state(self) -> Path:
+        return self.dir / SAVED_STATE
+
+    @property
+    def saved_meta(self) -> Path:
+        return self.dir / SAVED_META
+
+    @property
+    def saving(self) -> Path:
+        return self.dir / SAVING
+
+    @property
+    def memory(self) -> Path:
+        return self.dir / MEMORY_FILE
+
+    @property
+    def balancer_status(self) -> Path:
+        return self.dir / BALANCER_STATUS

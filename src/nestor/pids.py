@@ -24,7 +24,7 @@ def _proc_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -44,7 +44,7 @@ def pid_from(pidfile: Path, *markers: str) -> int | None:
     state = _proc_state(pid)
     if state is None or state in ("Z", "X"):
         return None
-    args = _cmdline(pid)
+    args = cmdline(pid)
     if not all(any(marker in arg for arg in args) for marker in markers):
         return None
     return pid

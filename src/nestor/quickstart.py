@@ -1,7 +1,8 @@
-"""The main job (DESIGN.md section 5): L0 → L1 (nested-host, nesting on) → L2 (appliance), timed.
+"""The main job: L0 → L1 (nested-host, nesting on) → L2 (appliance), timed.
 
-nestor drives every level: L0's service starts l1; l1's own nestor, reached through the guest
-agent, starts l2. Everything network-related lives in a namespace named after the home.
+nestor drives every level: L0's service starts l1; l1's own nestor, reached through its API
+over the VM's channel (service/channel.py), starts l2. Everything network-related lives in a
+namespace named after the home.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import guest
-from .engine import process
 from .errors import GuestError, HostError, NestorError, NotFound
 from .images.appliance import BOOT_LINE as L2_BOOT_LINE
 from .images.appliance import cmdline_params
-from .model import BootSource
 from .net.host import NETNS_DIR
 from .net.run import run
-from .service import Nestor
+from .service import Service, VMSpec, guests
+from .service.channel import client as l1_api
+from .service.channel import wait_ready
+from .service.types import to_json
 
 L1, L2 = "l1", "l2"
 L1_MEMORY, L1_VCPUS = 1 << 30, 2
-L2_MEMORY = "256M"
+L2_MEMORY = 256 << 20
 SWITCH = "qs0"
 L0_ADDRESS, L1_ADDRESS = "10.77.0.1", "10.77.0.2"
 L1_APPEND = " ".join(cmdline_params(ip=f"{L1_ADDRESS}/24", gw=L0_ADDRESS))
@@ -94,8 +95,8 @@ class Quickstart:
 
     def _run(self) -> None:
         with self.step("host check"):
-            service = Nestor(self.home)
-            failed = [c for c in service.host_check()[1] if not c.ok and c.name in ("qemu", "nested virtualization")]
+            service = Service(self.home)
+            failed = [c for c in service.host_check().checks if not c.ok and c.name in ("qemu", "nested virtualization")]
             if failed:
                 raise HostError(f"host check failed: {failed[0].name}: {failed[0].detail}", hint=failed[0].fix)
         with self.step("images"):
@@ -104,64 +105,54 @@ class Quickstart:
             self.teardown()
         with self.step("namespace"):
             run(["ip", "netns", "add", self.netns])
-            service = Nestor(self.home, netns=self.netns)
+            service = Service(self.home, netns=self.netns)
         with self.step("l0 switch"):
             service.network.switch_new(SWITCH, "internal")
             service.network.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
         with self.step("l1 start"):
-            service.vm_new(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True,
-                           boot=BootSource(image="nested-host", append=L1_APPEND))
-            service.network.adapter_add(L1, SWITCH)  # MAC spoofing off: the guard is on
+            # MAC spoofing off on the adapter: the guard is on
+            service.vm_new(VMSpec(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True, image="nested-host",
+                                  append=L1_APPEND, switches=(SWITCH,)))
             service.vm_start(L1)
         with self.step("l1 boot"):
             self._wait_l1(service)
         self.result.facts["hypervisor running in l1 before l2"] = service.vm_show(L1).hypervisor_running
-        with self.step("l1 NAT network (nestor inside l1)"):
-            self._in_l1(service, "nestor", "switch", "new", NAT_SWITCH, "--type", "internal")
-            self._in_l1(service, "nestor", "switch", "set-ip", NAT_SWITCH, NAT_GATEWAY)
-            self._in_l1(service, "nestor", "nat", "new", NAT_SWITCH, "--switch", NAT_SWITCH, "--prefix", NAT_PREFIX, "--dhcp")
-        with self.step("l2 start (nestor inside l1)"):
-            with guest.agent(service, L1, timeout=30) as agent:
-                agent.write_file(L2_SCRIPT, L2_PING.encode())
-            self._in_l1(service, "nestor", "vm", "new", L2, "--memory", L2_MEMORY, "--switch", NAT_SWITCH,
-                        "--append", "nestor.dhcp=1", "--run", L2_SCRIPT)
-            self._in_l1(service, "nestor", "vm", "start", L2)
-        with self.step("l2 boot"):
-            self._in_l1(service, "nestor", "vm", "log", L2, "--until", L2_BOOT_LINE,
-                        "--timeout", f"{L2_BOOT_TIMEOUT:g}", timeout=L2_BOOT_TIMEOUT + 30)
-        self.result.facts["hypervisor running in l1 with l2"] = service.vm_show(L1).hypervisor_running
-        with self.step("l2 pings l0 through l1's NAT"):
-            log = self._in_l1(service, "nestor", "vm", "log", L2, "--until", "l2-ping: ", "--timeout", "60", timeout=90)
-            result = log.rsplit("l2-ping: ", 1)[1].split()[0]
-            self.result.facts["l2 reached l0 through NAT"] = result == "ok"
-            if result != "ok":
-                raise GuestError(f"l2 could not ping {L0_ADDRESS} through l1's NAT", hint="nestor vm exec l1 -- nestor vm log l2")
+        with l1_api(service.core, L1, timeout=L2_BOOT_TIMEOUT + 30) as l1:
+            with self.step("l1 NAT network (l1's API)"):
+                l1.switch_new(NAT_SWITCH, "internal")
+                l1.switch_set_ip(NAT_SWITCH, NAT_GATEWAY)
+                l1.nat_new(NAT_SWITCH, NAT_SWITCH, NAT_PREFIX, dhcp=True)
+            with self.step("l2 start (l1's API)"):
+                with guests.agent(service.core, L1, timeout=30) as agent:
+                    agent.write_file(L2_SCRIPT, L2_PING.encode())
+                l1.vm_new(VMSpec(L2, memory=L2_MEMORY, switches=(NAT_SWITCH,), append="nestor.dhcp=1",
+                                 run_script=L2_SCRIPT))
+                l1.vm_start(L2)
+            with self.step("l2 boot"):
+                l1.vm_log(L2, until=L2_BOOT_LINE, timeout=L2_BOOT_TIMEOUT)
+            self.result.facts["hypervisor running in l1 with l2"] = service.vm_show(L1).hypervisor_running
+            with self.step("l2 pings l0 through l1's NAT"):
+                log = l1.vm_log(L2, until="l2-ping: ", timeout=60).decode(errors="replace")
+                result = log.rsplit("l2-ping: ", 1)[1].split()[0] if "l2-ping: " in log else "missing"
+                self.result.facts["l2 reached l0 through NAT"] = result == "ok"
+                if result != "ok":
+                    raise GuestError(f"l2 could not ping {L0_ADDRESS} through l1's NAT",
+                                     hint="nestor vm exec l1 -- nestor vm log l2")
         with self.step("tree"):
-            self.result.tree = guest.tree(service)
+            self.result.tree = to_json(service.tree())
 
-    def _wait_l1(self, service: Nestor) -> None:
+    def _wait_l1(self, service: Service) -> None:
+        """l1's boot line on its console, then its nestor API answering over the channel."""
         from .images.nested_host import BOOT_LINE
 
-        files = service.vm_paths(L1)
         deadline = time.monotonic() + L1_BOOT_TIMEOUT
-        while time.monotonic() < deadline:
-            if files.serial_log.exists() and BOOT_LINE in files.serial_log.read_text(errors="replace"):
-                return
-            if process.live_pid(files.dir) is None:
-                raise GuestError("l1 stopped while booting", hint=f"see {files.serial_log}")
-            time.sleep(0.2)
-        raise GuestError(f"l1 did not boot within {L1_BOOT_TIMEOUT:.0f} s", hint=f"see {files.serial_log}")
-
-    def _in_l1(self, service: Nestor, *argv: str, timeout: float = 120.0) -> str:
-        code, out, err = guest.vm_exec(service, L1, list(argv), timeout=timeout)
-        if code != 0:
-            detail = (err or out).decode(errors="replace").strip().splitlines()
-            raise GuestError(f"in l1: {' '.join(argv[:4])}: {detail[-1] if detail else f'exit {code}'}")
-        return out.decode(errors="replace")
+        for _ in service.vm_log(L1, until=BOOT_LINE, timeout=L1_BOOT_TIMEOUT):
+            pass
+        wait_ready(service.core, L1, max(1.0, deadline - time.monotonic()))
 
     def teardown(self) -> None:
         """Remove what a (kept) quickstart left: l1 (l2 dies with it), then the namespace."""
-        service = Nestor(self.home, netns=self.netns)
+        service = Service(self.home, netns=self.netns)
         try:
             service.vm_remove(L1, force=True)
         except NotFound:

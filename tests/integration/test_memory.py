@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from nestor import memory, paths
+from nestor import paths
 from nestor.engine import process
 from nestor.images.appliance import BOOT_LINE
 from nestor.model import parse_size
+from nestor.policy import memory as rules
+from nestor.service import daemon
 from tests.helpers import nestor, reap_home, show, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
@@ -28,14 +30,17 @@ M = 1 << 20
 
 @pytest.fixture
 def mhome(home: Path) -> Iterator[Path]:
-    """`home`, and no balancer left behind either (they also end by themselves with QEMU)."""
+    """`home`, and no daemon (the balancer's host) left behind either."""
     try:
         yield home
     finally:
         reap_home(home)
-        for directory in (home / "vms").glob("*"):
-            memory.stop_balancer(directory)
-            assert memory.balancer_pid(directory) is None
+        assert daemon.running_pid(paths.Home(home)) is None
+
+
+def balancer_pid(home: Path) -> int | None:
+    """The balancer runs in the home's daemon (`nestor serve`, started on demand)."""
+    return daemon.running_pid(paths.Home(home))
 
 
 
@@ -95,7 +100,7 @@ def test_dynamic_memory_follows_demand(mhome: Path) -> None:
     directory = boot(mhome, "d", DYNAMIC_SCRIPT, "--dynamic", "on", "--minimum", "128M", "--maximum", "768M",
                      "--buffer", "100", memory_size="512M")
     log = directory / paths.SERIAL_LOG
-    assert memory.balancer_pid(directory) is not None
+    assert balancer_pid(mhome) is not None
     info = show(mhome, "d")
     assert info["dynamic_memory"] is True and info["memory_room"] == "768M" and info["memory_minimum"] == "128M"
     samples: list[tuple[float, str, int]] = []
@@ -147,19 +152,19 @@ def test_dynamic_memory_follows_demand(mhome: Path) -> None:
     text = log.read_text(errors="replace")
     assert max(memtotals(text, "full")) > min(memtotals(text, "idle")) + 100 * M
     assert max(memtotals(text, "free")[-1:]) < max(memtotals(text, "full"))
-    balancer_log = (directory / memory.BALANCER_LOG).read_text()
-    assert "grow to" in balancer_log and "shrink to" in balancer_log
+    balancer_log = paths.Home(mhome).daemon_log.read_text()
+    assert "vm 'd': grow to" in balancer_log and "vm 'd': shrink to" in balancer_log
     print(f"\n[figures] startup 512M; idle guest down to {idle_level >> 20}M after {idle_done:.1f} s "
           f"(from vm start); peak {peak >> 20}M; freed at {freed_at:.1f} s, below {((peak >> 20) - 100)}M "
           f"{back_at - freed_at:.1f} s later, settled at {settled >> 20}M {settled_at - freed_at:.1f} s after the free; "
           f"QEMU RSS {rss_full >> 20}M full -> {rss_after >> 20}M settled; "
           f"samples {[(round(t, 1), p, v >> 20) for t, p, v in samples]}")
 
-    # The VM stops: the balancer ends with it.
-    balancer = memory.balancer_pid(directory)
+    # The VM stops: the balancer forgets it (its status goes with QEMU).
     nestor(mhome, "vm", "stop", "d", "--turn-off")
-    assert balancer is not None and process.wait_exit(balancer, 5)
-    assert memory.balancer_pid(directory) is None
+    assert not (directory / paths.BALANCER_STATUS).exists()
+    time.sleep(2 * rules.CYCLE + 0.5)
+    assert not (directory / paths.BALANCER_STATUS).exists()
 
 
 RESIZE_SCRIPT = f"""#!/bin/sh
@@ -184,7 +189,7 @@ def test_runtime_resize_static(mhome: Path) -> None:
     log = directory / paths.SERIAL_LOG
     before = wait_memtotal(log, lambda v: v < 256 * M)
     assert show(mhome, "r")["memory_room"] == "512M"
-    assert memory.balancer_pid(directory) is None  # static: no balancer
+    assert balancer_pid(mhome) is None  # static: no balancer, so no daemon was needed
 
     nestor(mhome, "vm", "set-memory", "r", "--startup", "448M")
     grown = wait_memtotal(log, lambda v: v > before + 150 * M)
@@ -225,8 +230,8 @@ def test_save_and_restore_continue_the_guest(mhome: Path) -> None:
     wait_for_text(log, "count 6")
     out = nestor(mhome, "vm", "save", "c").stdout
     assert "saved" in out
-    assert process.live_pid(directory) is None and memory.balancer_pid(directory) is None
-    assert (directory / memory.SAVED_STATE).stat().st_size > 0
+    assert process.live_pid(directory) is None and not (directory / paths.BALANCER_STATUS).exists()
+    assert (directory / paths.SAVED_STATE).stat().st_size > 0
     assert show(mhome, "c")["state"] == "saved"
     text = log.read_text(errors="replace")
     before = counts(text)[-1]
@@ -236,8 +241,8 @@ def test_save_and_restore_continue_the_guest(mhome: Path) -> None:
 
     nestor(mhome, "vm", "start", "c")
     assert show(mhome, "c")["state"] == "running"
-    assert not (directory / memory.SAVED_STATE).exists()
-    assert memory.balancer_pid(directory) is not None  # dynamic memory resumes too
+    assert not (directory / paths.SAVED_STATE).exists()
+    assert balancer_pid(mhome) is not None  # dynamic memory resumes too
     deadline = time.monotonic() + 20
     while len(counts(log.read_text(errors="replace")[len(text):])) < 3:
         assert time.monotonic() < deadline, log.read_text()[-1500:]
@@ -256,11 +261,11 @@ def test_save_and_restore_continue_the_guest(mhome: Path) -> None:
     assert result.returncode == 5 and "is saved" in result.stderr and show(mhome, "c")["vcpus"] == 1
     # Turning off a saved VM discards its saved state (Hyper-V's Delete Saved State).
     assert "discarded" in nestor(mhome, "vm", "stop", "c", "--turn-off").stdout
-    assert show(mhome, "c")["state"] == "off" and not (directory / memory.SAVED_STATE).exists()
+    assert show(mhome, "c")["state"] == "off" and not (directory / paths.SAVED_STATE).exists()
     # Saved again, then removed: the state file goes with the VM.
     nestor(mhome, "vm", "start", "c")
     nestor(mhome, "vm", "save", "c")
-    assert (directory / memory.SAVED_STATE).exists()
+    assert (directory / paths.SAVED_STATE).exists()
     nestor(mhome, "vm", "remove", "c")
     assert not directory.exists()
 
@@ -303,11 +308,11 @@ def test_unknown_vm_and_save_of_off_vm(mhome: Path) -> None:
 
 
 def test_a_lost_balancer_is_restarted_by_the_next_command(mhome: Path) -> None:
-    directory = boot(mhome, "lost", "#!/bin/sh\ntrue\n", "--dynamic", "on", "--minimum", "128M", "--maximum", "512M")
-    pid = memory.balancer_pid(directory)
+    boot(mhome, "lost", "#!/bin/sh\ntrue\n", "--dynamic", "on", "--minimum", "128M", "--maximum", "512M")
+    pid = balancer_pid(mhome)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # as if it died, or nestor died before starting it
     process.wait_exit(pid, 10)
-    assert memory.balancer_pid(directory) is None
+    assert balancer_pid(mhome) is None
     assert show(mhome, "lost")["memory_balancer"] == "restarted"
-    assert memory.balancer_pid(directory) not in (None, pid)
+    assert balancer_pid(mhome) not in (None, pid)

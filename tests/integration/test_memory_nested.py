@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nestor import memory, paths
+from nestor import paths
 from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
 from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
+from nestor.service import daemon
 from tests.helpers import in_l1, nestor, show, vm_dir, wait_for_text
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
@@ -30,7 +31,7 @@ def wait_detected(home: Path, running: bool, timeout: float = 60) -> None:
 
 def balancer_status(directory: Path) -> dict[str, object]:
     try:
-        data: dict[str, object] = json.loads((directory / memory.BALANCER_STATUS).read_text())
+        data: dict[str, object] = json.loads((directory / paths.BALANCER_STATUS).read_text())
         return data
     except (OSError, ValueError):
         return {}
@@ -44,7 +45,7 @@ def test_l2_freezes_memory_and_save_of_l1(l1_home: Path) -> None:
     nestor(home, "vm", "set-memory", "l1", "--dynamic", "on", "--minimum", "512M", "--maximum", "1536M")
     nestor(home, "vm", "start", "l1")
     wait_for_text(directory / paths.SERIAL_LOG, L1_BOOT_LINE, timeout=180)
-    assert memory.balancer_pid(directory) is not None
+    assert daemon.running_pid(paths.Home(home)) is not None
     deadline = time.monotonic() + 90
     while nestor(home, "vm", "exec", "l1", "--timeout", "20", "--", "true", check=False, timeout=60).returncode != 0:
         assert time.monotonic() < deadline, "l1's guest agent never answered after the restart"
@@ -63,7 +64,7 @@ def test_l2_freezes_memory_and_save_of_l1(l1_home: Path) -> None:
     while balancer_status(directory).get("state") != "holding":
         assert time.monotonic() < deadline, balancer_status(directory)
         time.sleep(0.5)
-    assert "a hypervisor is running inside vm 'l1'" in (directory / memory.BALANCER_LOG).read_text()
+    assert "a hypervisor is running inside vm 'l1'" in paths.Home(home).daemon_log.read_text()
     assert show(home, "l1")["memory_buffer"] == 20
 
     in_l1(home, "nestor", "vm", "stop", "l2", "--turn-off")

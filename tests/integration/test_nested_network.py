@@ -54,10 +54,10 @@ def net_l1(tmp_path_factory: pytest.TempPathFactory, nested_store: Path) -> Iter
 
 
 def put_script(home: Path, path: str, text: str) -> None:
-    from nestor import guest
-    from nestor.service import Nestor
+    from nestor.service import guests
+    from nestor.service.core import Core
 
-    with guest.agent(Nestor(home), "l1", timeout=30) as agent:
+    with guests.agent(Core(home), "l1", timeout=30) as agent:
         agent.write_file(path, text.encode())
 
 

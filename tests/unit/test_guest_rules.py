@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from nestor import cloudinit, sshaccess
+from nestor import cloudinit
 from nestor.engine import firmware
 from nestor.errors import InvalidInput, NotFound, PolicyError, StateError
 from nestor.images import debian, store
 from nestor.policy.checkpoints import check_checkpoint
+from nestor.service import ssh as sshaccess
 
 GOOD_QCOW2 = {"format": "qcow2", "virtual-size": 8 << 30, "actual-size": 1 << 20,
               "format-specific": {"type": "qcow2", "data": {"compat": "1.1"}}}

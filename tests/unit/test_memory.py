@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from nestor import memory
+from nestor import paths
 from nestor.engine.argv import LaunchSpec, build
 from nestor.errors import InvalidInput, PolicyError, StateError
 from nestor.model import VMConfig, VMState
 from nestor.policy import memory as rules
-from nestor.service import Nestor
+from nestor.service import memory
+from nestor.service.core import Core
+from nestor.service.types import MemoryChange
 
 M = 1 << 20
 G = 1 << 30
@@ -161,11 +163,11 @@ def test_hold_while_a_hypervisor_runs() -> None:
 
 def test_balancer_cycle_holds_with_fake_detection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The balancer asks service.hypervisor_running and never touches the balloon while it says yes."""
-    from nestor import balancer
+    from nestor.service import balancer
 
-    service = Nestor(tmp_path / "home")
-    config = service.vms.add(cfg(name="l1", nested=True, dynamic_memory=True))
-    vm_dir = service.home.vm_dir(config.id)
+    core = Core(tmp_path / "home")
+    config = core.vms.add(cfg(name="l1", nested=True, dynamic_memory=True))
+    vm_dir = core.home.vm_dir(config.id)
     vm_dir.mkdir(parents=True)
     calls: list[str] = []
 
@@ -194,21 +196,24 @@ def test_balancer_cycle_holds_with_fake_detection(tmp_path: Path, monkeypatch: p
             calls.append(f"balloon {target}")
 
     monkeypatch.setattr(balancer, "Monitor", FakeMonitor)
-    bal = balancer.Balancer(vm_dir)
+    decisions: list[str] = []
+    bal = balancer.Balancer(core, on_decision=lambda vm, d, mem: decisions.append(d.reason))
     running = {"value": True}
-    monkeypatch.setattr(bal.service, "hypervisor_running", lambda c: (running["value"], "fake detection"))
-    decision = bal.cycle(config)
+    monkeypatch.setattr(core, "hypervisor_running", lambda c: (running["value"], "fake detection"))
+    state = balancer._VMState(4242, None, None)
+    decision = bal.visit(config, state)
     assert decision.held and calls == []
-    assert "a hypervisor is running inside vm 'l1'" in (vm_dir / memory.BALANCER_STATUS).read_text()
+    assert "a hypervisor is running inside vm 'l1'" in (vm_dir / paths.BALANCER_STATUS).read_text()
+    assert decisions and "rule R7" in decisions[0]
     running["value"] = False
-    decision = bal.cycle(config)
+    decision = bal.visit(config, state)
     assert not decision.held and calls == [f"balloon {decision.target}"]
 
 
 # -- use cases with a fake detection ----------------------------------------------------------
 @pytest.fixture
-def running_l1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Nestor, dict[str, bool | None]]:
-    service = Nestor(tmp_path / "home")
+def running_l1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Core, dict[str, bool | None]]:
+    service = Core(tmp_path / "home")
     service.vms.add(cfg(name="l1", nested=True))
     (service.home.vm_dir(1)).mkdir(parents=True)
     detected: dict[str, bool | None] = {"running": True}
@@ -218,46 +223,51 @@ def running_l1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Nestor,
     return service, detected
 
 
-def test_set_memory_refused_while_hypervisor_runs(running_l1: tuple[Nestor, dict[str, bool | None]]) -> None:
+def test_set_memory_refused_while_hypervisor_runs(running_l1: tuple[Core, dict[str, bool | None]]) -> None:
     service, _ = running_l1
     with pytest.raises(PolicyError) as info:
-        memory.set_memory(service, "l1", startup=G)
+        memory.set_memory(service, "l1", MemoryChange(startup=G))
     assert "a hypervisor is running inside vm 'l1' (nested virtualization); memory can only change while the VM is off" \
         in info.value.message
     assert service.vms.get("l1").memory == 512 * M
 
 
-def test_save_refused_while_hypervisor_runs(running_l1: tuple[Nestor, dict[str, bool | None]]) -> None:
+def test_save_refused_while_hypervisor_runs(running_l1: tuple[Core, dict[str, bool | None]]) -> None:
     service, _ = running_l1
     with pytest.raises(PolicyError, match="R12-R14"):
-        memory.save(service, "l1")
-    assert not (service.home.vm_dir(1) / memory.SAVED_STATE).exists()
+        memory.save(service, "l1", lambda c: None)
+    assert not (service.home.vm_dir(1) / paths.SAVED_STATE).exists()
 
 
 def test_off_vm_always_changes(tmp_path: Path) -> None:
-    service = Nestor(tmp_path / "home")
-    service.vms.add(cfg(name="l1", nested=True))
-    memory.set_memory(service, "l1", startup=G, dynamic=True, minimum=256 * M, maximum=2 * G, buffer=30)
-    got = service.vms.get("l1")
+    from nestor.service import Service
+
+    service = Service(tmp_path / "home")
+    service.core.vms.add(cfg(name="l1", nested=True))
+    service.vm_set_memory("l1", MemoryChange(startup=G, dynamic=True, minimum=256 * M, maximum=2 * G, buffer=30))
+    got = service.core.vms.get("l1")
     assert (got.memory, got.dynamic_memory, got.memory_minimum, got.memory_maximum, got.memory_buffer) == (
         G, True, 256 * M, 2 * G, 30)
     with pytest.raises(InvalidInput, match="nothing to change"):
-        memory.set_memory(service, "l1")
+        service.vm_set_memory("l1", MemoryChange())
     info = service.vm_show("l1")
-    assert info.dynamic_memory and info.memory_minimum == "256M" and info.memory_buffer == 30
+    assert info.dynamic_memory and info.memory_minimum == 256 * M and info.memory_buffer == 30
 
 
 def test_saved_vm_shows_saved_and_refuses_changes(tmp_path: Path) -> None:
-    service = Nestor(tmp_path / "home")
-    service.vms.add(cfg(name="s"))
-    vm_dir = service.home.vm_dir(1)
+    from nestor.service import Service, VMState
+
+    service = Service(tmp_path / "home")
+    service.core.vms.add(cfg(name="s"))
+    vm_dir = service.core.home.vm_dir(1)
     vm_dir.mkdir(parents=True)
-    (vm_dir / memory.SAVED_STATE).write_bytes(b"x")
-    (vm_dir / memory.SAVED_META).write_text('{"room": 536870912}')
-    assert service.vm_show("s").state == "saved"
-    assert memory.saved(vm_dir) == memory.Saved(vm_dir / memory.SAVED_STATE, 512 * M)
+    files = paths.VMFiles(vm_dir)
+    files.saved_state.write_bytes(b"x")
+    files.saved_meta.write_text('{"room": 536870912}')
+    assert service.vm_show("s").state is VMState.SAVED
+    assert memory.saved(files) == memory.Saved(files.saved_state, 512 * M)
     with pytest.raises(StateError, match="is saved"):
-        memory.set_memory(service, "s", startup=G)
+        service.vm_set_memory("s", MemoryChange(startup=G))
     service.vm_remove("s")
     assert not vm_dir.exists()
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..service import Nestor
+from ..service import Service
 
 
 @dataclass
@@ -13,12 +13,12 @@ class Ctx:
     home: Path
     netns: str | None
     debug: bool
-    _service: Nestor | None = field(default=None, repr=False)
+    _service: Service | None = field(default=None, repr=False)
 
     @property
-    def service(self) -> Nestor:
+    def service(self) -> Service:
         if self._service is None:
-            self._service = Nestor(self.home, self.netns)
+            self._service = Service(self.home, self.netns)
         return self._service
 
 

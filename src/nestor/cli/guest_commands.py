@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import Any
 
 import click
 
 from ..model import parse_size
+from ..service.guest_types import CheckpointInfo, DiskInfo
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, rows_out
+from .present import human_size
+
+
+def _disk_row(disk: DiskInfo, output: str) -> dict[str, Any]:
+    row: dict[str, Any] = to_json(disk)
+    if output != "json":
+        row.update(virtual_size=human_size(disk.virtual_size), allocated=human_size(disk.allocated))
+    return row
+
+
+def _checkpoint_row(cp: CheckpointInfo, output: str) -> dict[str, Any]:
+    row: dict[str, Any] = to_json(cp)
+    if output != "json":
+        row.update(created=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(cp.created)),
+                   memory_size=human_size(cp.memory_size) if cp.memory else None)
+    return row
 
 
 @click.command("ssh", context_settings={"ignore_unknown_options": True})
@@ -38,8 +58,8 @@ def disk() -> None:
 @pass_ctx
 def disk_add(ctx: Ctx, vm: str, name: str, size: str) -> None:
     """Add an empty data disk (while the VM is off)."""
-    row = ctx.service.vm_disk_add(vm, name, parse_size(size, "disk"))
-    click.echo(f"disk '{row['name']}' ({row['virtual_size']}) added to vm '{vm}'")
+    disk = ctx.service.vm_disk_add(vm, name, parse_size(size, "disk"))
+    click.echo(f"disk '{disk.name}' ({human_size(disk.virtual_size)}) added to vm '{vm}'")
 
 
 @disk.command("list")
@@ -48,7 +68,8 @@ def disk_add(ctx: Ctx, vm: str, name: str, size: str) -> None:
 @pass_ctx
 def disk_list(ctx: Ctx, vm: str, output: str) -> None:
     """The VM's disks: virtual and allocated size, the image under the root disk."""
-    rows_out(ctx.service.vm_disk_list(vm), output, ["name", "virtual_size", "allocated", "image", "file"])
+    rows_out([_disk_row(d, output) for d in ctx.service.vm_disk_list(vm)], output,
+             ["name", "virtual_size", "allocated", "image", "file"])
 
 
 @disk.command("resize")
@@ -58,8 +79,9 @@ def disk_list(ctx: Ctx, vm: str, output: str) -> None:
 @pass_ctx
 def disk_resize(ctx: Ctx, vm: str, name: str, size: str) -> None:
     """Grow a disk; a running VM sees the new size at once (QMP block_resize)."""
-    row = ctx.service.vm_disk_resize(vm, name, parse_size(size, "disk"))
-    click.echo(f"disk '{name}' of vm '{vm}' is now {row['virtual_size']} ({row['resized']})")
+    result = ctx.service.vm_disk_resize(vm, name, parse_size(size, "disk"))
+    click.echo(f"disk '{name}' of vm '{vm}' is now {human_size(result.disk.virtual_size)} "
+               f"({'online' if result.online else 'offline'})")
 
 
 @disk.command("remove")
@@ -86,9 +108,9 @@ def checkpoint_new(ctx: Ctx, vm: str, name: str, output: str) -> None:
     """Take a checkpoint (Hyper-V: Checkpoint-VM)."""
     result = ctx.service.vm_checkpoint_new(vm, name)
     if output == "json":
-        emit_json(result)
+        emit_json(to_json(result))
     else:
-        click.echo(f"checkpoint '{name}' of vm '{vm}' taken in {result['seconds']} s")
+        click.echo(f"checkpoint '{name}' of vm '{vm}' taken in {result.seconds} s")
 
 
 @checkpoint.command("list")
@@ -97,8 +119,8 @@ def checkpoint_new(ctx: Ctx, vm: str, name: str, output: str) -> None:
 @pass_ctx
 def checkpoint_list(ctx: Ctx, vm: str, output: str) -> None:
     """The VM's checkpoints (Hyper-V: Get-VMCheckpoint)."""
-    rows_out(ctx.service.vm_checkpoint_list(vm), output, ["name", "created", "memory", "memory_size"],
-             empty="no checkpoints")
+    rows_out([_checkpoint_row(c, output) for c in ctx.service.vm_checkpoint_list(vm)], output,
+             ["name", "created", "memory", "memory_size"], empty="no checkpoints")
 
 
 @checkpoint.command("apply")
@@ -110,9 +132,9 @@ def checkpoint_apply(ctx: Ctx, vm: str, name: str, output: str) -> None:
     """Go back to a checkpoint (Hyper-V: Restore-VMCheckpoint)."""
     result = ctx.service.vm_checkpoint_apply(vm, name)
     if output == "json":
-        emit_json(result)
+        emit_json(to_json(result))
     else:
-        click.echo(f"vm '{vm}' is back at checkpoint '{name}' ({result['seconds']} s)")
+        click.echo(f"vm '{vm}' is back at checkpoint '{name}' ({result.seconds} s)")
 
 
 @checkpoint.command("remove")

@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 
 import click
 
-from ..guests import GuestRequest, is_guest_request
+from ..model import parse_size
+from ..service.diskvms import is_guest_request
+from ..service.guest_types import GuestSpec
 
-__all__ = ["guest_options", "guest_request", "is_guest_request"]
+__all__ = ["guest_options", "guest_spec", "is_guest_request"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,9 +39,10 @@ def guest_options(func: F) -> F:
     return func
 
 
-def guest_request(image: str | None, flags: dict[str, Any]) -> GuestRequest:
-    return GuestRequest(
+def guest_spec(image: str | None, switches: tuple[str, ...], flags: dict[str, Any]) -> GuestSpec:
+    return GuestSpec(
         image=image, generation=flags["generation"], secure_boot=flags["secure_boot"], iso=flags["iso"],
-        disk_size=flags["disk_size"], user=flags["user"], ssh_key=flags["ssh_key"], no_ssh_key=flags["no_ssh_key"],
-        hostname=flags["hostname"], cloud_init=flags["cloud_init"],
+        disk_size=parse_size(flags["disk_size"], "disk") if flags["disk_size"] is not None else None,
+        user=flags["user"], ssh_key=flags["ssh_key"], no_ssh_key=flags["no_ssh_key"],
+        hostname=flags["hostname"], cloud_init=flags["cloud_init"], switches=switches,
     )

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..errors import InvalidInput
+from ..service.guest_types import StoredImageInfo
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, progress, rows_out
+from .present import human_size
 
 
 @click.group()
@@ -34,24 +39,31 @@ def build(ctx: Ctx, name: str, force: bool, release: str | None, packages: str |
             size=parse_size(size, "image") if size else DEFAULT_SIZE,
             name=image_name,
         )
-        path = ctx.service.image_build_debian(request, progress, force=force)
-        click.echo(f"image {request.name or 'debian-' + request.release}: {path}")
+        stored = ctx.service.image_build_debian(request, progress, force=force)
+        click.echo(f"image {stored.name}: {stored.path}")
         return
     if release or packages or size or image_name:
-        from ..errors import InvalidInput
-
         raise InvalidInput("--release, --packages, --size and --name are for `image build debian`",
                            hint=f"nestor image build {name} [--force]")
-    path = ctx.service.image_build(name, progress, force=force)
-    click.echo(f"image {name}: {path}")
+    info = ctx.service.image_build(name, progress, force=force)
+    click.echo(f"image {name}: {info.path}")
+
+
+def _stored_row(image: StoredImageInfo, output: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"built": True, **to_json(image)}
+    if output != "json":
+        row.update(virtual_size=human_size(image.virtual_size), allocated=human_size(image.allocated),
+                   used_by=", ".join(image.used_by) or None)
+    return row
 
 
 @image.command("list")
 @OUTPUT
 @pass_ctx
 def list_(ctx: Ctx, output: str) -> None:
-    """The images: built-in ones, and the store's disk images with their size and users."""
-    rows = [*ctx.service.image_list(), *ctx.service.image_store_list()]
+    """The built-in images, and the store's disk images: format, sizes, the VMs using them."""
+    rows = [to_json(i) for i in ctx.service.image_list()]
+    rows += [_stored_row(i, output) for i in ctx.service.image_store_list()]
     rows_out(rows, output, ["name", "built", "format", "virtual_size", "allocated", "used_by", "path"])
 
 
@@ -60,9 +72,9 @@ def list_(ctx: Ctx, output: str) -> None:
 @click.option("--name", default=None, help="the image's name (default: from the file name)")
 @pass_ctx
 def import_(ctx: Ctx, file: Path, name: str | None) -> None:
-    """Import a qcow2 or raw disk image (stored as qcow2)."""
-    path = ctx.service.image_import(file, name, progress)
-    click.echo(f"image {path.parent.name}: {path}")
+    """Import a qcow2 or raw disk image (checked with qemu-img info, stored as qcow2)."""
+    stored = ctx.service.image_import(file, name, progress)
+    click.echo(f"image {stored.name}: {stored.path} ({human_size(stored.virtual_size)})")
 
 
 @image.command("remove")

@@ -25,6 +25,8 @@ COMMANDS = {
     "adapter": "net:adapter",
     "tree": "tree:tree",
     "quickstart": "quickstart:quickstart",
+    "serve": "serve:serve",
+    "token": "serve:token",
 }
 
 

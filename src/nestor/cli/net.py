@@ -128,8 +128,8 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, i
         raise InvalidInput("--dhcp excludes --ip, --gateway and --dns", hint="give one of them")
     if addressing:
         r = ctx.service.adapter_set_address(vm, name, ip, gateway, dns, clear=dhcp)
-        click.echo(f"adapter '{r['adapter']}' of vm '{vm}': " + (f"address {r['ip']}" if r["ip"] else "DHCP")
-                   + (f", gateway {r['gateway']}" if r["gateway"] else "") + (f", dns {','.join(r['dns'])}" if r["dns"] else ""))
+        click.echo(f"adapter '{r.adapter}' of vm '{vm}': " + (f"address {r.ip}" if r.ip else "DHCP")
+                   + (f", gateway {r.gateway}" if r.gateway else "") + (f", dns {','.join(r.dns)}" if r.dns else ""))
     if mac_spoofing is not None:
         a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
         click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")

@@ -4,19 +4,20 @@ from typing import Any
 
 import click
 
-from .. import guest
+from ..service import guests
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json
 
 
 @click.command("tree")
 @OUTPUT
-@click.option("--timeout", type=float, default=guest.TREE_TIMEOUT, show_default=True,
+@click.option("--timeout", type=float, default=guests.TREE_TIMEOUT, show_default=True,
               help="seconds to wait for each nested level")
 @pass_ctx
 def tree(ctx: Ctx, output: str, timeout: float) -> None:
     """Every VM on every level (L0→L1→L2…), through the guest agents."""
-    data = guest.tree(ctx.service, timeout=timeout)
+    data = to_json(ctx.service.tree(timeout=timeout))
     if output == "json":
         emit_json(data)
         return
@@ -24,7 +25,7 @@ def tree(ctx: Ctx, output: str, timeout: float) -> None:
 
 
 def print_tree(data: dict[str, Any]) -> None:
-    click.echo(f"{data['host']} (L0)")
+    click.echo(f"{data['host']} (L{data.get('level', 0)})")
     _print(data["vms"], "")
 
 

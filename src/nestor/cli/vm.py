@@ -1,18 +1,19 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import guest
-from ..errors import InvalidInput, StateError
-from ..model import CURRENT_CONFIG_VERSION, BootSource, parse_size
+from ..errors import InvalidInput
+from ..model import format_size, parse_size
+from ..service import guests
+from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
+from . import present
 from .context import Ctx, pass_ctx
-from .guest_options import guest_options, guest_request, is_guest_request
+from .guest_options import guest_options, guest_spec, is_guest_request
 from .output import OUTPUT, emit_json, fields, rows_out, warn
 
 ON_OFF = click.Choice(["on", "off"])
@@ -44,51 +45,25 @@ def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kern
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
         config_version: str | None, switches: tuple[str, ...], **guest_flags: Any) -> None:
     """Define a new VM (it starts Off)."""
-    request = guest_request(image, guest_flags)
-    if is_guest_request(image, request):
+    guest = guest_spec(image, switches, guest_flags)
+    if is_guest_request(image, guest):  # a disk-image VM (service/diskvms.py)
         if kernel or initrd or run_script or append:
             raise InvalidInput("--kernel/--initrd/--append/--run are for the appliance; a disk-image VM boots its disk",
                                hint="drop them, or drop --image/--iso and the guest flags")
-        kwargs = {"config_version": config_version} if config_version else {}
-        for switch in switches:
-            ctx.service.network.store.switch(switch)
-        config, warnings = ctx.service.vm_new_guest(name, vcpus, parse_size(memory), nested,
-                                                    kwargs.get("config_version", CURRENT_CONFIG_VERSION), request)
-        for message in warnings:
+        result = ctx.service.vm_new_guest(name, guest, vcpus=vcpus, memory=parse_size(memory), nested=nested,
+                                          config_version=config_version)
+        for message in result.warnings:
             warn(message)
-        try:
-            for switch in switches:
-                ctx.service.network.adapter_add(config.name, switch)
-        except BaseException:
-            ctx.service.vm_remove(config.name)
-            raise
-        click.echo(f"vm '{config.name}' created (generation {request.generation})")
+        click.echo(f"vm '{result.vm.name}' created (generation {guest.generation})")
         return
-    if kernel and image:
-        raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
-    if initrd and not kernel:
-        raise InvalidInput("--initrd needs --kernel", hint="add --kernel FILE")
-    boot = BootSource(
-        image=None if kernel else (image or "appliance"),
-        kernel=str(kernel) if kernel else None,
-        initrd=str(initrd) if initrd else None,
-        append=append,
-        run_script=str(run_script) if run_script else None,
-    )
-    for switch in switches:
-        ctx.service.network.store.switch(switch)  # an unknown switch fails before the VM exists
-    kwargs = {"config_version": config_version} if config_version else {}
-    config, warnings = ctx.service.vm_new(name, vcpus=vcpus, memory=parse_size(memory), nested=nested,
-                                          boot=boot, **kwargs)
-    for message in warnings:
+    result = ctx.service.vm_new(VMSpec(
+        name=name, vcpus=vcpus, memory=parse_size(memory), nested=nested, image=image,
+        kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None, append=append,
+        run_script=str(run_script) if run_script else None, config_version=config_version, switches=switches,
+    ))
+    for message in result.warnings:
         warn(message)
-    try:
-        for switch in switches:
-            ctx.service.network.adapter_add(config.name, switch)
-    except BaseException:
-        ctx.service.vm_remove(config.name)
-        raise
-    click.echo(f"vm '{config.name}' created")
+    click.echo(f"vm '{result.vm.name}' created")
 
 
 @vm.command("list")
@@ -97,7 +72,7 @@ def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kern
 def list_(ctx: Ctx, output: str) -> None:
     """All VMs with their observed state."""
     infos = ctx.service.vm_list()
-    rows_out([i.to_json() for i in infos], output, ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
+    rows_out([present.vm(i) for i in infos], output, ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
              empty="no VMs")
 
 
@@ -107,8 +82,7 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
     """One VM in detail."""
-    info = ctx.service.vm_show(name)
-    data = info.to_json()
+    data = present.vm(ctx.service.vm_show(name))
     if output == "json":
         emit_json(data)
         return
@@ -133,7 +107,9 @@ def start(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
     """Shut a VM down (ACPI power button), or turn it off."""
-    how = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    result = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    how = {"turned off after the timeout": f"turned off after {timeout:g} s without a guest shutdown",
+           "saved state discarded": "turned off: its saved state is discarded"}.get(result.how.value, result.how.value)
     click.echo(f"vm '{name}' {how}")
 
 
@@ -154,10 +130,8 @@ def remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
     """Change vCPUs or nesting (seed: only while the VM is off)."""
-    if count is None and nested is None:
-        raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
-    warnings = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
-    for message in warnings:
+    result = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
+    for message in result.warnings:
         warn(message)
     click.echo(f"vm '{name}' processor updated")
 
@@ -167,8 +141,8 @@ def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) ->
 @pass_ctx
 def upgrade(ctx: Ctx, name: str) -> None:
     """Raise the VM configuration version to the current one."""
-    version = ctx.service.vm_upgrade(name)
-    click.echo(f"vm '{name}' is at configuration version {version}")
+    info = ctx.service.vm_upgrade(name)
+    click.echo(f"vm '{name}' is at configuration version {info.config_version}")
 
 
 @vm.command("log")
@@ -179,35 +153,9 @@ def upgrade(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None) -> None:
     """The VM's serial console output."""
-    path = ctx.service.vm_paths(name).serial_log
-    follow = follow or until is not None
-    deadline = time.monotonic() + timeout if timeout else None
-    seen = ""
-    while not path.exists():
-        if not follow:
-            return
-        _tick(deadline, until, name)
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(65536)
-            if chunk:
-                text = chunk.decode(errors="replace")
-                click.echo(text, nl=False)
-                if until is not None:
-                    seen = (seen + text)[-(len(until) + 65536):]
-                    if until in seen:
-                        return
-                continue
-            if not follow:
-                return
-            _tick(deadline, until, name)
-
-
-def _tick(deadline: float | None, until: str | None, name: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        what = f"'{until}'" if until else "more output"
-        raise StateError(f"vm '{name}': no {what} on the console in time", hint="nestor vm log NAME shows what it printed")
-    time.sleep(0.1)
+    for chunk in ctx.service.vm_log(name, follow=follow, until=until, timeout=timeout):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
 
 
 @vm.command("console")
@@ -215,25 +163,22 @@ def _tick(deadline: float | None, until: str | None, name: str) -> None:
 @pass_ctx
 def console(ctx: Ctx, name: str) -> None:
     """Attach to the serial console (Ctrl-] detaches)."""
-    files = ctx.service.vm_paths(name)
-    if not files.serial_sock.exists():
-        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
-    serial_console.attach(files.serial_sock)
+    serial_console.attach(ctx.service.vm_console_socket(name))
 
 
-@vm.command("exec", context_settings={"ignore_unknown_options": True})
+@vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--timeout", type=float, default=guest.EXEC_TIMEOUT, show_default=True)
+@click.option("--timeout", type=float, default=guests.EXEC_TIMEOUT, show_default=True)
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
     """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
-    code, out, err = guest.vm_exec(ctx.service, target, list(command), timeout=timeout)
-    sys.stdout.buffer.write(out)
+    result = ctx.service.vm_exec(target, list(command), timeout=timeout)
+    sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
-    sys.stderr.buffer.write(err)
+    sys.stderr.buffer.write(result.stderr)
     sys.stderr.flush()
-    sys.exit(code)
+    sys.exit(result.code if 0 <= result.code <= 255 else 255)
 
 
 def _size(text: str | None, what: str) -> int | None:
@@ -261,14 +206,17 @@ def _buffer(text: str | None) -> int | None:
 def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, minimum: str | None,
                maximum: str | None, buffer: str | None) -> None:
     """Change a VM's memory (seed: Set-VMMemory); a running VM is resized live unless R7 forbids it."""
-    from .. import memory
-
-    message = memory.set_memory(
-        ctx.service, name,
+    result = ctx.service.vm_set_memory(name, MemoryChange(
         startup=_size(startup, "startup"), dynamic=None if dynamic is None else dynamic == "on",
         minimum=_size(minimum, "minimum"), maximum=_size(maximum, "maximum"), buffer=_buffer(buffer),
-    )
-    click.echo(message)
+    ))
+    if result.outcome is MemoryOutcome.RESIZED and result.target is not None:
+        click.echo(f"vm '{name}' memory is now {format_size(result.target)}")
+    elif result.outcome is MemoryOutcome.RESIZING and result.target is not None and result.actual is not None:
+        click.echo(f"vm '{name}' memory set to {format_size(result.target)}; the guest has "
+                   f"{result.actual >> 20}M so far and keeps moving toward it")
+    else:
+        click.echo(f"vm '{name}' memory updated")
 
 
 @vm.command("save")
@@ -276,13 +224,11 @@ def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, mi
 @pass_ctx
 def save(ctx: Ctx, name: str) -> None:
     """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
-    from .. import memory
-
-    path = memory.save(ctx.service, name)
-    click.echo(f"vm '{name}' saved ({path.stat().st_size >> 20} MiB state)")
+    result = ctx.service.vm_save(name)
+    click.echo(f"vm '{name}' saved ({result.size >> 20} MiB state)")
 
 
-# Disk-image guests: `vm ssh`, `vm disk …`, `vm checkpoint …` (nestor/cli/guest_commands.py).
+# Disk-image guests: `vm ssh`, `vm disk …`, `vm checkpoint …` (cli/guest_commands.py).
 from .guest_commands import register as _register_guest_commands  # noqa: E402
 
 _register_guest_commands(vm)

@@ -136,6 +136,9 @@ def _agent(spec: LaunchSpec) -> list[str]:
         "-device", f"virtio-serial-{_bus(spec)}",
         "-chardev", f"socket,id=qga0,path={spec.vm_dir / paths.QGA_SOCK},server=on,wait=off",
         "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        # the guest's own nestor API (service/channel.py): framed HTTP requests, host end a unix socket
+        "-chardev", f"socket,id=api0,path={spec.vm_dir / paths.API_SOCK},server=on,wait=off",
+        "-device", f"virtserialport,chardev=api0,name={paths.API_PORT}",
     ]
 
 

@@ -27,7 +27,7 @@ def live_pid(vm_dir: Path) -> int | None:
 
 
 def clean_runtime_files(vm_dir: Path) -> None:
-    for name in (paths.PIDFILE, paths.QMP_SOCK, paths.SERIAL_SOCK, paths.QGA_SOCK):
+    for name in (paths.PIDFILE, paths.QMP_SOCK, paths.SERIAL_SOCK, paths.QGA_SOCK, paths.API_SOCK):
         (vm_dir / name).unlink(missing_ok=True)
 
 

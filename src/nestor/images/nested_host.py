@@ -103,6 +103,7 @@ INITTAB = f"""\
 ::sysinit:{GUEST_INIT} sysinit
 ::once:{GUEST_INIT} ready
 ::respawn:{GUEST_INIT} agent
+::respawn:{GUEST_INIT} api
 ::respawn:{GUEST_INIT} console
 ::ctrlaltdel:/bin/busybox reboot
 ::shutdown:{GUEST_INIT} shutdown

@@ -8,6 +8,8 @@
 #                          the payload disk at /opt/nestor, nestor's home, acpid, network.
 #   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
 #   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
+#   api        ::respawn   nestor serve: this level's API, reached by the host over the
+#                          virtio-serial port org.nestor.api.0 (the host's channel).
 #   console    ::respawn   a login shell on the console once Enter is pressed.
 #   shutdown   ::shutdown  stop daemons, sync, unmount (init then kills the rest and powers off).
 #   udhcpc     the udhcpc event script (/etc/nestor/udhcpc).
@@ -24,6 +26,7 @@ BOOT_LINE="nestor-nested-host: ready"
 PAYLOAD_DIR=/opt/nestor
 NESTOR_HOME=/var/lib/nestor
 AGENT_PORT_NAME=org.qemu.guest_agent.0
+API_PORT_NAME=org.nestor.api.0
 PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH NESTOR_HOME
 
@@ -171,14 +174,14 @@ stage_sysinit() {
     setup_net
 }
 
-# find_agent_port: set $port to the /dev/vportNpM whose virtio-ports name is
-# org.qemu.guest_agent.0 (no udev here, so no /dev/virtio-ports/ symlinks)
-find_agent_port() {
+# find_port NAME: set $port to the /dev/vportNpM whose virtio-ports name is NAME
+# (no udev here, so no /dev/virtio-ports/ symlinks)
+find_port() {
     port=""
     for f in /sys/class/virtio-ports/*/name; do
         [ -f "$f" ] || continue
         read -r name < "$f"
-        if [ "$name" = "$AGENT_PORT_NAME" ]; then
+        if [ "$name" = "$1" ]; then
             d="${f%/name}"
             port="/dev/${d##*/}"
             [ -e "$port" ] && return 0
@@ -187,6 +190,8 @@ find_agent_port() {
     port=""
     return 1
 }
+
+find_agent_port() { find_port "$AGENT_PORT_NAME"; }
 
 stage_agent() {
     n=0
@@ -229,6 +234,20 @@ stage_ready() {
     read -r up _ < /proc/uptime
     log "up in $up s (kernel uptime)"
     echo "$BOOT_LINE" > /dev/console
+}
+
+stage_api() {
+    n=0
+    while ! find_port "$API_PORT_NAME" && [ "$n" -lt 50 ]; do
+        usleep 100000
+        n=$((n + 1))
+    done
+    if [ -z "$port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
+        log "no virtio-serial port named $API_PORT_NAME or no nestor payload: no nestor serve"
+        exec sleep 3600  # init respawns us; do not spin
+    fi
+    cd /
+    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> /var/log/nestor-serve.log 2>&1
 }
 
 stage_console() {
@@ -292,6 +311,7 @@ case "$1" in
     sysinit) stage_sysinit ;;
     ready) stage_ready ;;
     agent) stage_agent ;;
+    api) stage_api ;;
     console) stage_console ;;
     shutdown) stage_shutdown ;;
     udhcpc) shift; stage_udhcpc "$@" ;;

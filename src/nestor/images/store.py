@@ -99,13 +99,12 @@ def remove(images_dir: Path, name: str, users: list[str]) -> None:
     shutil.rmtree(image.path.parent)
 
 
-def human(size: int) -> str:
-    """A size for people: 8G, 1.5G, 481M, 12K."""
-    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
-    return f"{size}B"
+def name_from_file(file: Path) -> str:
+    """`image import FILE` without --name: the file name without its extensions, made valid."""
+    import re
+
+    stem = file.name.split(".")[0].lower()
+    return re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:32].strip("-") or "imported"
 
 
 def describe(path: Path) -> str:

@@ -159,6 +159,7 @@ def check_no_hypervisor(name: str, running: bool | None, how: str) -> None:
             f"vm '{name}' memory not changed (rule R7): a hypervisor is running inside vm '{name}' "
             "(nested virtualization); memory can only change while the VM is off",
             hint=f"stop the VMs inside '{name}', or stop '{name}' and change it then",
+            rule="R7",
         )
     if running is None:
         raise StateError(f"vm '{name}': cannot tell whether a hypervisor runs inside ({how}); memory not changed",
@@ -172,6 +173,7 @@ def check_save(name: str, running: bool | None, how: str) -> None:
             f"vm '{name}' cannot be saved (rules R12-R14): a hypervisor is running inside it; "
             "saving or migrating an AMD L1 while its L2 runs is unsafe",
             hint=f"stop the VMs inside '{name}' first, or stop '{name}'",
+            rule="R12-R14",
         )
     if running is None:
         raise StateError(f"vm '{name}': cannot tell whether a hypervisor runs inside ({how}); not saved",

@@ -16,6 +16,7 @@ def check_offline_change(name: str, state: VMState, what: str) -> None:
         raise PolicyError(
             f"vm '{name}' is {state.value}: stop it first ({what} can only be changed while the VM is off)",
             hint=f"nestor vm stop {name}",
+            rule="R2",
         )
 
 

@@ -14,25 +14,26 @@ running VM are refused (R12-R14, :mod:`nestor.policy.checkpoints`).
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import disks, paths
-from .engine import process
-from .engine.qmp import Monitor
-from .errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
-from .model import VMConfig, format_size, validate_name
-from .policy.checkpoints import check_checkpoint
-from .state.lock import vm_lock
+from .. import paths
+from ..engine import process
+from ..engine.qmp import Monitor
+from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
+from ..model import VMConfig, validate_name
+from ..policy.checkpoints import check_checkpoint
+from ..state.lock import vm_lock
+from . import disks
+from .guest_types import CheckpointInfo, CheckpointResult
 
 if TYPE_CHECKING:
-    from .service import Nestor
+    from .core import Core
 
 JOB_TIMEOUT = 600.0
 
 
-def _disks(service: Nestor, config: VMConfig) -> list[disks.DiskRow]:
-    rows = disks.DiskRepo(service._conn).of_vm(config.id)
+def _disks(core: Core, config: VMConfig) -> list[disks.DiskRow]:
+    rows = disks.DiskRepo(core.conn).of_vm(config.id)
     if not rows:
         raise InvalidInput(f"vm '{config.name}' has no qcow2 disks: checkpoints are for disk-image VMs",
                            hint="make the VM from an image: nestor vm new NAME --image IMAGE")
@@ -43,57 +44,56 @@ def _root(rows: list[disks.DiskRow]) -> disks.DiskRow:
     return next((d for d in rows if d.name == disks.ROOT), rows[0])
 
 
-def listing(service: Nestor, vm: str) -> list[dict[str, Any]]:
-    config = service.vms.get(validate_name(vm))
-    root = _root(_disks(service, config))
+def listing(core: Core, vm: str) -> list[CheckpointInfo]:
+    config = core.vms.get(validate_name(vm))
+    root = _root(_disks(core, config))
     return [_row(snap) for snap in disks.info(root.file).get("snapshots", [])]
 
 
-def _row(snap: dict[str, Any]) -> dict[str, Any]:
+def _row(snap: dict[str, Any]) -> CheckpointInfo:
     vmstate = int(snap.get("vm-state-size", 0))
-    created = datetime.fromtimestamp(int(snap.get("date-sec", 0)), tz=UTC)
-    return {"name": snap.get("name"), "created": created.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "memory": vmstate > 0, "memory_size": format_size(vmstate) if vmstate else None}
+    return CheckpointInfo(name=str(snap.get("name")), created=float(snap.get("date-sec", 0)),
+                          memory=vmstate > 0, memory_size=vmstate)
 
 
-def _find(service: Nestor, config: VMConfig, name: str) -> dict[str, Any] | None:
-    root = _root(_disks(service, config))
+def _find(core: Core, config: VMConfig, name: str) -> dict[str, Any] | None:
+    root = _root(_disks(core, config))
     return next((s for s in disks.info(root.file).get("snapshots", []) if s.get("name") == name), None)
 
 
-def _guard(service: Nestor, config: VMConfig, action: str) -> None:
+def _guard(core: Core, config: VMConfig, action: str) -> None:
     if not config.nested:
         return  # with the extensions hidden nothing can run inside
-    running, how = service.hypervisor_running(config)
+    running, how = core.hypervisor_running(config)
     check_checkpoint(config.name, action, running, how)
 
 
-def new(service: Nestor, vm: str, name: str) -> dict[str, Any]:
+def new(core: Core, vm: str, name: str) -> CheckpointResult:
     validate_name(name, "checkpoint")
-    config = service.vms.get(validate_name(vm))
-    vm_dir = service.home.vm_dir(config.id)
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
-        rows = _disks(service, config)
-        if _find(service, config, name) is not None:
+        rows = _disks(core, config)
+        if _find(core, config, name) is not None:
             raise Conflict(f"vm '{vm}' already has a checkpoint '{name}'", hint="choose another name")
         started = time.monotonic()
         if process.live_pid(vm_dir) is None:
             for d in rows:
                 disks.qemu_img(["snapshot", "-c", name, str(d.file)], f"checkpoint of disk '{d.name}'")
         else:
-            _guard(service, config, "taken")
-            _job(service, config, "snapshot-save", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
+            _guard(core, config, "taken")
+            _job(core, config, "snapshot-save", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
                                                    "devices": [f"n-{d.drive_id}" for d in rows]})
-        return {"vm": vm, "checkpoint": name, "seconds": round(time.monotonic() - started, 2)}
+        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
 
 
-def apply(service: Nestor, vm: str, name: str) -> dict[str, Any]:
+def apply(core: Core, vm: str, name: str) -> CheckpointResult:
     validate_name(name, "checkpoint")
-    config = service.vms.get(validate_name(vm))
-    vm_dir = service.home.vm_dir(config.id)
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
-        rows = _disks(service, config)
-        snap = _find(service, config, name)
+        rows = _disks(core, config)
+        snap = _find(core, config, name)
         if snap is None:
             raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
         with_memory = int(snap.get("vm-state-size", 0)) > 0
@@ -103,8 +103,8 @@ def apply(service: Nestor, vm: str, name: str) -> dict[str, Any]:
             if not with_memory:
                 raise StateError(f"checkpoint '{name}' was taken while vm '{vm}' was off (no memory in it)",
                                  hint=f"stop the VM to apply it: nestor vm stop {vm}")
-            _guard(service, config, "applied")
-            _job(service, config, "snapshot-load", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
+            _guard(core, config, "applied")
+            _job(core, config, "snapshot-load", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
                                                    "devices": [f"n-{d.drive_id}" for d in rows]})
         else:
             if with_memory:
@@ -112,27 +112,27 @@ def apply(service: Nestor, vm: str, name: str) -> dict[str, Any]:
                                  hint=f"nestor vm start {vm}, then apply it")
             for d in rows:
                 disks.qemu_img(["snapshot", "-a", name, str(d.file)], f"applying to disk '{d.name}'")
-        return {"vm": vm, "checkpoint": name, "seconds": round(time.monotonic() - started, 2)}
+        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
 
 
-def remove(service: Nestor, vm: str, name: str) -> None:
+def remove(core: Core, vm: str, name: str) -> None:
     validate_name(name, "checkpoint")
-    config = service.vms.get(validate_name(vm))
-    vm_dir = service.home.vm_dir(config.id)
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
-        rows = _disks(service, config)
-        if _find(service, config, name) is None:
+        rows = _disks(core, config)
+        if _find(core, config, name) is None:
             raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
         if process.live_pid(vm_dir) is None:
             for d in rows:
                 disks.qemu_img(["snapshot", "-d", name, str(d.file)], f"removing from disk '{d.name}'")
         else:
-            _job(service, config, "snapshot-delete", {"tag": name, "devices": [f"n-{d.drive_id}" for d in rows]})
+            _job(core, config, "snapshot-delete", {"tag": name, "devices": [f"n-{d.drive_id}" for d in rows]})
 
 
-def _job(service: Nestor, config: VMConfig, command: str, args: dict[str, Any]) -> None:
+def _job(core: Core, config: VMConfig, command: str, args: dict[str, Any]) -> None:
     """Run one snapshot job to its end; its error becomes an EngineError."""
-    vm_dir = service.home.vm_dir(config.id)
+    vm_dir = core.vm_dir(config)
     job_id = f"{command}-{int(time.time() * 1000)}"
     with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=30.0) as mon:
         mon.execute(command, {"job-id": job_id, **args})

@@ -18,16 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import paths
-from .engine import process
-from .engine.qmp import Monitor
-from .errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
-from .images import store
-from .model import VMConfig, format_size, validate_name
-from .state.lock import vm_lock
+from .. import paths
+from ..engine import process
+from ..engine.qmp import Monitor
+from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
+from ..images import store
+from ..model import VMConfig, format_size, validate_name
+from ..state.lock import vm_lock
+from .guest_types import DiskInfo, DiskResize
 
 if TYPE_CHECKING:
-    from .service import Nestor
+    from .core import Core
 
 ROOT = "root"
 MAX_DISK = 16 << 40
@@ -136,17 +137,11 @@ def check_grow(name: str, current: int, size: int) -> None:
         raise InvalidInput(f"disk '{name}' is already {format_size(current)}", hint="give a larger size")
 
 
-def row(disk: DiskRow, data: dict[str, Any]) -> dict[str, Any]:
+def row(disk: DiskRow, data: dict[str, Any]) -> DiskInfo:
     backing = data.get("full-backing-filename") or data.get("backing-filename")
-    return {
-        "name": disk.name,
-        "virtual_size": store.human(int(data.get("virtual-size", 0))),
-        "virtual_bytes": int(data.get("virtual-size", 0)),
-        "allocated": store.human(int(data.get("actual-size", 0))),
-        "allocated_bytes": int(data.get("actual-size", 0)),
-        "image": Path(backing).parent.name if backing else None,
-        "file": str(disk.file),
-    }
+    return DiskInfo(name=disk.name, virtual_size=int(data.get("virtual-size", 0)),
+                    allocated=int(data.get("actual-size", 0)),
+                    image=Path(backing).parent.name if backing else None, file=str(disk.file))
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,19 +149,19 @@ def row(disk: DiskRow, data: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _guest_vm(service: Nestor, vm: str) -> tuple[VMConfig, Path, DiskRepo]:
-    config = service.vms.get(validate_name(vm))
-    repo = DiskRepo(service._conn)
+def _guest_vm(core: Core, vm: str) -> tuple[VMConfig, Path, DiskRepo]:
+    config = core.vms.get(validate_name(vm))
+    repo = DiskRepo(core.conn)
     if not repo.of_vm(config.id):
         raise InvalidInput(f"vm '{vm}' has no qcow2 disks: `vm disk` is for disk-image VMs",
                            hint="make the VM from an image: nestor vm new NAME --image IMAGE")
-    return config, service.home.vm_dir(config.id), repo
+    return config, core.vm_dir(config), repo
 
 
-def add(service: Nestor, vm: str, name: str, size: int) -> dict[str, Any]:
+def add(core: Core, vm: str, name: str, size: int) -> DiskInfo:
     validate_disk_name(name)
     check_size(size)
-    config, vm_dir, repo = _guest_vm(service, vm)
+    config, vm_dir, repo = _guest_vm(core, vm)
     with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
         if process.live_pid(vm_dir) is not None:
             raise StateError(f"vm '{vm}' is running: disks are added while it is off",
@@ -186,29 +181,29 @@ def add(service: Nestor, vm: str, name: str, size: int) -> dict[str, Any]:
     return row(disk, info(disk.file))
 
 
-def listing(service: Nestor, vm: str) -> list[dict[str, Any]]:
-    config, _, repo = _guest_vm(service, vm)
+def listing(core: Core, vm: str) -> list[DiskInfo]:
+    config, _, repo = _guest_vm(core, vm)
     return [row(d, info(d.file)) for d in repo.of_vm(config.id)]
 
 
-def resize(service: Nestor, vm: str, name: str, size: int) -> dict[str, Any]:
-    config, vm_dir, repo = _guest_vm(service, vm)
+def resize(core: Core, vm: str, name: str, size: int) -> DiskResize:
+    config, vm_dir, repo = _guest_vm(core, vm)
     disk = repo.get(config.id, name)
     with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
         current = int(info(disk.file)["virtual-size"])
         check_grow(name, current, size)
         if process.live_pid(vm_dir) is None:
             resize_offline(disk.file, size)
-            how = "offline"
+            online = False
         else:
             with Monitor(vm_dir / paths.QMP_SOCK, vm) as mon:
                 mon.execute("block_resize", {"device": disk.drive_id, "size": size})
-            how = "online"
-    return {**row(disk, info(disk.file)), "resized": how}
+            online = True
+    return DiskResize(row(disk, info(disk.file)), online)
 
 
-def remove(service: Nestor, vm: str, name: str) -> None:
-    config, vm_dir, repo = _guest_vm(service, vm)
+def remove(core: Core, vm: str, name: str) -> None:
+    config, vm_dir, repo = _guest_vm(core, vm)
     disk = repo.get(config.id, name)
     if disk.name == ROOT:
         raise InvalidInput(f"disk '{ROOT}' is the VM's boot disk", hint=f"nestor vm remove {vm} removes the VM")

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import cloudinit, paths
-from .engine import process
-from .engine.qmp import Agent
-from .errors import GuestError, NotFound, StateError
-from .model import validate_name
-from .net import dnsmasq
+from .. import cloudinit, paths
+from ..engine import process
+from ..engine.qmp import Agent
+from ..errors import GuestError, NotFound, StateError
+from ..model import validate_name
+from ..net import dnsmasq
 
 if TYPE_CHECKING:
-    from .service import Nestor
+    from .core import Core
 
 KNOWN_HOSTS = "known_hosts"
 AGENT_TIMEOUT = 5.0
@@ -55,23 +55,23 @@ def agent_addresses(interfaces: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def target(service: Nestor, vm: str) -> Target:
-    from .guests import GuestRepo
+def target(core: Core, vm: str) -> Target:
+    from .diskvms import GuestRepo
 
-    config = service.vms.get(validate_name(vm))
-    vm_dir = service.home.vm_dir(config.id)
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
     if process.live_pid(vm_dir) is None:
         raise StateError(f"vm '{vm}' is not running", hint=f"nestor vm start {vm}")
-    repo = GuestRepo(service._conn)
+    repo = GuestRepo(core.conn)
     guest = repo.find(config.id)
     user = guest.user if guest else None
     key = cloudinit.private_key_for(Path(guest.ssh_key)) if guest and guest.ssh_key else None
-    adapters = service.network.store.adapters_of_vm(config.id)
-    netns = adapters[0].netns if adapters else service.netns
+    adapters = core.network.store.adapters_of_vm(config.id)
+    netns = adapters[0].netns if adapters else core.netns
     for a in adapters:
-        nat = service.network.store.nat_of_switch(a.switch_id)
+        nat = core.network.store.nat_of_switch(a.switch_id)
         if nat is not None and nat.dhcp:
-            for lease in dnsmasq.leases(service.network.files.dnsmasq_leases(nat.id)):
+            for lease in dnsmasq.leases(core.network.files.dnsmasq_leases(nat.id)):
                 if lease["mac"].lower() == a.mac.lower():
                     return Target(lease["ip"], "dhcp lease", user, key, a.netns)
     sock = vm_dir / paths.QGA_SOCK
@@ -104,5 +104,5 @@ def ssh_argv(t: Target, known_hosts: Path, command: list[str]) -> list[str]:
     return argv
 
 
-def known_hosts(service: Nestor) -> Path:
-    return service.home.root / KNOWN_HOSTS
+def known_hosts(core: Core) -> Path:
+    return core.home.root / KNOWN_HOSTS

@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from . import cloudinit, disks
-from .engine import argv as qemu_argv
-from .engine import firmware
-from .errors import InvalidInput, NotFound, StateError
-from .images import store
-from .model import BootSource, VMConfig, parse_size, validate_config_version, validate_name
-from .policy import accel as accel_policy
-from .policy import processor as rules
+from .. import cloudinit
+from ..engine import argv as qemu_argv
+from ..engine import firmware
+from ..errors import InvalidInput, NotFound, StateError
+from ..images import store
+from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, validate_config_version, validate_name
+from ..net.revert import Reverter
+from ..policy import accel as accel_policy
+from ..policy import processor as rules
+from . import disks
+from .guest_types import AddressResult, GuestSpec
 
 if TYPE_CHECKING:
-    from .service import Nestor
+    from .core import Core
 
 ROOT_FILE = "root.qcow2"
 DEFAULT_BLANK_SIZE = 16 << 30
@@ -46,23 +49,6 @@ class GuestConfig:
     ssh_key: str | None = None  # the public key file given (or found) at `vm new`
     hostname: str | None = None
     user_data: str | None = None  # --cloud-init FILE's content
-
-
-@dataclass(frozen=True)
-class GuestRequest:
-    """The `vm new` flags of a disk-image guest (CLI strings, validated by :func:`create`)."""
-
-    image: str | None = None
-    generation: int = 1
-    secure_boot: bool = False
-    iso: Path | None = None
-    disk_size: str | None = None
-    user: str | None = None
-    ssh_key: Path | None = None
-    no_ssh_key: bool = False
-    hostname: str | None = None
-    cloud_init: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class GuestRepo:
@@ -103,10 +89,10 @@ class GuestRepo:
                               (adapter_id, static.address, static.gateway, ",".join(static.dns)))
 
 
-def is_guest_request(image: str | None, req: GuestRequest) -> bool:
+def is_guest_request(image: str | None, req: GuestSpec) -> bool:
     """Does `vm new` make a disk-image guest (rather than an appliance/nested-host/kernel VM)?"""
-    flags = (req.iso, req.disk_size, req.user, req.ssh_key, req.hostname, req.cloud_init, req.secure_boot,
-             req.no_ssh_key)
+    flags = (req.iso, req.disk_size is not None, req.user, req.ssh_key, req.hostname, req.cloud_init,
+             req.secure_boot, req.no_ssh_key)
     return (image is not None and image not in store.BUILT_IN) or any(flags) or req.generation != 1
 
 
@@ -125,17 +111,17 @@ def _check_iso(path: Path) -> Path:
     return path.resolve()
 
 
-def validate_request(service: Nestor, req: GuestRequest) -> tuple[GuestConfig, store.StoredImage | None, int | None]:
+def validate_request(core: Core, req: GuestSpec) -> tuple[GuestConfig, store.StoredImage | None, int | None]:
     """Every flag checked before anything is made (bad input changes nothing)."""
     firmware.validate_generation(req.generation, req.secure_boot)
     if req.generation == 2:
         firmware.ovmf_files(req.secure_boot)
-    image = store.get(service.home.images, req.image) if req.image else None
+    image = store.get(core.home.images, req.image) if req.image else None
     iso = str(_check_iso(req.iso)) if req.iso else None
     if image is None and iso is None:
         raise InvalidInput("a disk-image VM needs --image NAME or --iso FILE",
                            hint="nestor image list shows the images; or --iso installer.iso")
-    size = disks.check_size(parse_size(req.disk_size, "disk")) if req.disk_size else None
+    size = disks.check_size(req.disk_size) if req.disk_size is not None else None
     if req.cloud_init and (req.user or req.ssh_key):
         raise InvalidInput("--cloud-init excludes --user and --ssh-key (your user-data makes the users)",
                            hint="put the user and key into your cloud-init file, or drop --cloud-init")
@@ -162,36 +148,42 @@ def validate_request(service: Nestor, req: GuestRequest) -> tuple[GuestConfig, s
     return guest, image, size
 
 
-def create(service: Nestor, name: str, vcpus: int, memory: int, nested: bool, config_version: str,
-           req: GuestRequest) -> tuple[VMConfig, list[str]]:
+def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_version: str | None,
+           req: GuestSpec) -> tuple[VMConfig, list[str]]:
+    """`vm new` of a disk-image guest: every flag checked first, then the VM, its disk, its NVRAM
+    and its adapters, undone together on failure."""
     validate_name(name)
-    validate_config_version(config_version)
-    accel = accel_policy.choose(service.facts)
+    config_version = validate_config_version(config_version or CURRENT_CONFIG_VERSION)
+    accel = accel_policy.choose(core.facts)
     warnings = rules.check_vcpus(vcpus, nested, accel)
-    rules.check_memory(memory, service.facts.mem_total)
+    rules.check_memory(memory, core.facts.mem_total)
     if nested:
         rules.check_nesting_version(name, config_version, accel)
-    guest, image, size = validate_request(service, req)
-    config = service.vms.add(VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
-                                      config_version=config_version, boot=BootSource(image=guest.image)))
-    vm_dir = service.home.vm_dir(config.id)
-    try:
+    guest, image, size = validate_request(core, req)
+    for switch in req.switches:
+        core.network.store.switch(switch)  # an unknown switch fails before the VM exists
+    with Reverter() as revert:
+        config = core.vms.add(VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
+                                       config_version=config_version, boot=BootSource(image=guest.image)))
+        revert.add(lambda: core.vms.remove(config.id))
+        vm_dir = core.vm_dir(config)
         if vm_dir.exists():
             shutil.rmtree(vm_dir)
         vm_dir.mkdir(parents=True)
-        GuestRepo(service._conn).add(replace(guest, vm_id=config.id))
+        revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
+        GuestRepo(core.conn).add(replace(guest, vm_id=config.id))
         root = vm_dir / ROOT_FILE
         if image is not None:
             disks.create_overlay(image, root, size)
         else:
             disks.create_blank(root, size or DEFAULT_BLANK_SIZE)
-        disks.DiskRepo(service._conn).add(config.id, disks.ROOT, root)
+        disks.DiskRepo(core.conn).add(config.id, disks.ROOT, root)
         if guest.generation == 2:
             firmware.make_nvram(vm_dir, guest.secure_boot)
-    except BaseException:
-        service.vms.remove(config.id)
-        shutil.rmtree(vm_dir, ignore_errors=True)
-        raise
+        revert.add(lambda: core.network.forget(config))
+        for switch in req.switches:
+            core.network.adapter_add(config.name, switch)
+        revert.success()
     return config, warnings
 
 
@@ -200,14 +192,14 @@ def create(service: Nestor, name: str, vcpus: int, memory: int, nested: bool, co
 # --------------------------------------------------------------------------------------------
 
 
-def find(service: Nestor, config: VMConfig) -> GuestConfig | None:
-    return GuestRepo(service._conn).find(config.id)
+def find(core: Core, config: VMConfig) -> GuestConfig | None:
+    return GuestRepo(core.conn).find(config.id)
 
 
-def seed_spec(service: Nestor, config: VMConfig, guest: GuestConfig) -> cloudinit.SeedSpec:
-    repo = GuestRepo(service._conn)
+def seed_spec(core: Core, config: VMConfig, guest: GuestConfig) -> cloudinit.SeedSpec:
+    repo = GuestRepo(core.conn)
     nics = tuple(cloudinit.NicConfig(a.mac, repo.static_address(a.id))
-                 for a in service.network.store.adapters_of_vm(config.id))
+                 for a in core.network.store.adapters_of_vm(config.id))
     keys: tuple[str, ...] = ()
     if guest.ssh_key:
         keys = (cloudinit.read_public_key(Path(guest.ssh_key)),)
@@ -228,12 +220,12 @@ def cpu_model(accel: accel_policy.Accel, nested: bool) -> str:
     return f"{model},la57=off" if accel.name == "tcg" and model.startswith("max") else model
 
 
-def launch_spec(service: Nestor, config: VMConfig, accel: accel_policy.Accel, guest: GuestConfig,
+def launch_spec(core: Core, config: VMConfig, accel: accel_policy.Accel, guest: GuestConfig,
                 memory: int) -> qemu_argv.LaunchSpec:
     """The q35 machine of a disk-image guest. The processor rules are the same as for microvm
     (``accel.cpu_model``); nothing microvm-specific (tsc_early_khz, a kernel line) is passed."""
-    vm_dir = service.home.vm_dir(config.id)
-    rows = disks.DiskRepo(service._conn).of_vm(config.id)
+    vm_dir = core.vm_dir(config)
+    rows = disks.DiskRepo(core.conn).of_vm(config.id)
     drives = tuple(qemu_argv.Disk(d.file, "qcow2", id=d.drive_id, boot=d.name == disks.ROOT, cache="writeback")
                    for d in rows)
     cdroms: list[qemu_argv.Cdrom] = []
@@ -242,7 +234,7 @@ def launch_spec(service: Nestor, config: VMConfig, accel: accel_policy.Accel, gu
             raise NotFound(f"ISO file '{guest.iso}' of vm '{config.name}' is gone", hint="put it back")
         cdroms.append(qemu_argv.Cdrom(Path(guest.iso), "cd-install", boot=True))
     if guest.image is not None:
-        cdroms.append(qemu_argv.Cdrom(cloudinit.write_seed(seed_spec(service, config, guest), vm_dir), "cd-seed"))
+        cdroms.append(qemu_argv.Cdrom(cloudinit.write_seed(seed_spec(core, config, guest), vm_dir), "cd-seed"))
     return qemu_argv.LaunchSpec(
         name=config.name, vm_dir=vm_dir, accel=accel.name, cpu_model=cpu_model(accel, config.nested),
         vcpus=config.vcpus, memory=memory, kernel=None, disks=drives, cdroms=tuple(cdroms),
@@ -255,13 +247,13 @@ def launch_spec(service: Nestor, config: VMConfig, accel: accel_policy.Accel, gu
 # --------------------------------------------------------------------------------------------
 
 
-def set_address(service: Nestor, vm: str, adapter_name: str | None, ip: str | None, gateway: str | None,
-                dns: str | None, clear: bool = False) -> dict[str, Any]:
-    config = service.vms.get(validate_name(vm))
-    if GuestRepo(service._conn).find(config.id) is None:
+def set_address(core: Core, vm: str, adapter_name: str | None, ip: str | None, gateway: str | None,
+                dns: str | None, clear: bool = False) -> AddressResult:
+    config = core.vms.get(validate_name(vm))
+    if GuestRepo(core.conn).find(config.id) is None:
         raise InvalidInput(f"vm '{vm}' is not a disk-image VM: --ip is applied through cloud-init",
                            hint="static addresses work for VMs made with --image NAME from the image store")
-    adapters = service.network.store.adapters_of_vm(config.id)
+    adapters = core.network.store.adapters_of_vm(config.id)
     if adapter_name is None and len(adapters) == 1:
         adapter = adapters[0]
     else:
@@ -277,10 +269,9 @@ def set_address(service: Nestor, vm: str, adapter_name: str | None, ip: str | No
         if ip is None:
             raise InvalidInput("--gateway and --dns need --ip", hint="e.g. --ip 192.168.100.10/24 --gateway 192.168.100.1")
         static = cloudinit.parse_static(ip, gateway, [d for d in (dns or "").split(",") if d])
-    if service.observe(config)[0].value != "off":
+    if core.observe(config)[0].value != "off":
         raise StateError(f"vm '{vm}' is running: its address is given to cloud-init at start",
                          hint=f"nestor vm stop {vm}, set it, then start it")
-    GuestRepo(service._conn).set_static_address(adapter.id, static)
-    return {"vm": vm, "adapter": adapter.name, "mac": adapter.mac,
-            "ip": static.address if static else None, "gateway": static.gateway if static else None,
-            "dns": list(static.dns) if static else []}
+    GuestRepo(core.conn).set_static_address(adapter.id, static)
+    return AddressResult(vm=vm, adapter=adapter.name, mac=adapter.mac, ip=static.address if static else None,
+                         gateway=static.gateway if static else None, dns=list(static.dns) if static else [])

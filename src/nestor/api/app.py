@@ -1,0 +1,102 @@
+"""The REST API: FastAPI routes over the service facade, one error envelope.
+
+Every route calls nestor.service.Service and returns its typed result as JSON (service.types.to_json:
+sizes in bytes, states as words). Errors: ``{"error": {"kind", "message", "hint", "rule", "resource"}}``
+with the status of errors.py's table (400 invalid input, 404 not found, 409 wrong state or
+conflict, 422 refused by a seed rule, 5xx only for the host, QEMU, a guest, or a bug).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from ..errors import NestorError
+from ..service import Service
+from . import routes
+
+log = logging.getLogger("nestor.api")
+log.addHandler(logging.NullHandler())
+
+STATUS = {
+    "invalid_input": 400, "not_found": 404, "conflict": 409, "wrong_state": 409, "policy": 422,
+    "cancelled": 409, "host": 503, "image": 500, "engine": 502, "guest": 502, "unauthorized": 401,
+}
+API_VERSION = "v1"
+
+
+@dataclass
+class Settings:
+    """What one app instance serves: a home (and its namespace), and whether it needs a token."""
+
+    home: Path
+    netns: str | None = None
+    require_token: bool = False
+
+    @contextmanager
+    def service(self) -> Iterator[Service]:
+        """A Service per request: sqlite connections stay in the thread that made them."""
+        service = Service(self.home, self.netns)
+        try:
+            yield service
+        finally:
+            service.core.conn.close()
+
+
+def error_response(err: NestorError) -> JSONResponse:
+    return JSONResponse({"error": err.to_json()}, status_code=STATUS.get(err.kind, 500))
+
+
+def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
+    """`runtime` is the daemon's shared state (operations, events); None in tests of routes alone."""
+    from . import runtime as rt
+
+    app = FastAPI(title="nestor", version="1", description=__doc__ or "",
+                  openapi_url=f"/{API_VERSION}/openapi.json", docs_url=None, redoc_url=None)
+    app.state.settings = settings
+    app.state.runtime = runtime or rt.Runtime(settings)
+
+    @app.exception_handler(NestorError)
+    async def nestor_error(request: Request, exc: NestorError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        body: dict[str, Any] = {"kind": "invalid_input", "message": f"invalid request: {where}: {first.get('msg', 'invalid')}",
+                "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
+        return JSONResponse({"error": body}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        body: dict[str, Any] = {"kind": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
+                "hint": "this is a bug: the daemon's log has the traceback", "rule": None, "resource": {}}
+        return JSONResponse({"error": body}, status_code=500)
+
+    @app.middleware("http")
+    async def authenticate(request: Request, call_next: Any) -> Response:
+        if settings.require_token:
+            from . import tokens
+
+            header = request.headers.get("authorization", "")
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not tokens.valid(settings.home, token.strip()):
+                body: dict[str, Any] = {"kind": "unauthorized", "message": "a valid bearer token is required",
+                        "hint": "nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'",
+                        "rule": None, "resource": {}}
+                return JSONResponse({"error": body}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        response: Response = await call_next(request)
+        return response
+
+    routes.register(app)
+    return app

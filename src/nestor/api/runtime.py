@@ -1,0 +1,186 @@
+"""The daemon's shared state: operations (long work) and the event stream.
+
+An operation runs one use case in a worker thread with its own Service. It has an id, a status
+(pending → running → success | failure | cancelled), progress lines, and its result or error;
+ended operations are kept for OPERATION_TTL seconds (clients need the result). Cancel (DELETE)
+sets a flag; work that reports progress stops at its next report (errors.Cancelled).
+
+Events are published from any thread and fanned out to every subscriber's asyncio queue as
+server-sent events; a subscriber that falls behind loses its oldest events, not the daemon's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi.responses import JSONResponse
+
+from ..errors import Cancelled, NestorError, NotFound
+from ..service.types import to_json
+
+if TYPE_CHECKING:
+    from ..service import Service
+    from .app import Settings
+
+OPERATION_TTL = 600.0
+MAX_PROGRESS = 200  # lines kept per operation
+QUEUE_SIZE = 1000  # events buffered per subscriber
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    def publish(self, kind: str, data: dict[str, Any]) -> None:
+        event = {"id": next(self._ids), "type": kind, "time": time.time(), **data}
+        text = f"id: {event['id']}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            with contextlib.suppress(RuntimeError):  # that subscriber's loop has closed
+                loop.call_soon_threadsafe(_put, queue, text)
+
+    async def subscribe(self) -> AsyncIterator[str]:
+        queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        entry = (asyncio.get_running_loop(), queue)
+        with self._lock:
+            self._subscribers.add(entry)
+        try:
+            while True:
+                try:
+                    yield await asyncio.wait_for(queue.get(), 15.0)
+                except TimeoutError:
+                    yield ": keep-alive\n\n"
+        finally:
+            with self._lock:
+                self._subscribers.discard(entry)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+
+def _put(queue: asyncio.Queue[str], text: str) -> None:
+    if queue.full():
+        queue.get_nowait()
+    queue.put_nowait(text)
+
+
+@dataclass
+class Operation:
+    id: str
+    description: str
+    vm: str | None = None
+    status: str = "pending"
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    progress_lines: list[str] = field(default_factory=list)
+    result: Any = None
+    error: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[Operation, str], None] | None = None
+
+    def progress(self, line: str) -> None:
+        if self.cancel_requested:
+            raise Cancelled(f"operation {self.id} ({self.description}) was cancelled")
+        self.progress_lines = [*self.progress_lines[-(MAX_PROGRESS - 1):], line]
+        if self.on_progress:
+            self.on_progress(self, line)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "url": f"/v1/operations/{self.id}", "description": self.description, "vm": self.vm,
+                "status": self.status, "created": self.created, "ended": self.ended,
+                "progress": self.progress_lines[-20:], "result": self.result, "error": self.error,
+                "may_cancel": self.status in ("pending", "running")}
+
+
+Work = Callable[["Service", Operation], Any]
+
+
+class Operations:
+    def __init__(self, settings: Settings, events: EventBus) -> None:
+        self.settings = settings
+        self.events = events
+        self._ops: dict[str, Operation] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, description: str, work: Work, vm: str | None = None) -> JSONResponse:
+        op = Operation(str(uuid.uuid4()), description, vm, on_progress=self._progressed)
+        with self._lock:
+            self._expire()
+            self._ops[op.id] = op
+        threading.Thread(target=self._run, args=(op, work), name=f"op-{op.id[:8]}", daemon=True).start()
+        return JSONResponse(op.to_json(), status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
+
+    def _progressed(self, op: Operation, line: str) -> None:
+        self.events.publish("operation", {"operation": op.id, "status": op.status, "progress": line})
+
+    def _run(self, op: Operation, work: Work) -> None:
+        op.status = "running"
+        self.events.publish("operation", {"operation": op.id, "status": "running", "description": op.description})
+        try:
+            with self.settings.service() as service:
+                result = work(service, op)
+            op.result = to_json(result)
+            op.status = "success"
+        except Cancelled as err:
+            op.error = err.to_json()
+            op.status = "cancelled"
+        except NestorError as err:
+            op.error = err.to_json()
+            op.status = "failure"
+        except Exception as exc:  # a bug: recorded, and the daemon lives on
+            op.error = {"kind": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
+                        "hint": "this is a bug: see the daemon's log", "rule": None, "resource": {}}
+            op.status = "failure"
+        op.ended = time.time()
+        op.done.set()
+        self.events.publish("operation", {"operation": op.id, "status": op.status, "vm": op.vm,
+                                          "error": op.error})
+
+    def _expire(self) -> None:
+        now = time.time()
+        for op_id in [k for k, op in self._ops.items() if op.ended and now - op.ended > OPERATION_TTL]:
+            del self._ops[op_id]
+
+    def _get(self, op_id: str) -> Operation:
+        with self._lock:
+            op = self._ops.get(op_id)
+        if op is None:
+            raise NotFound(f"operation '{op_id[:40]}' not found", hint="GET /v1/operations lists them")
+        return op
+
+    def get(self, op_id: str, wait: float = 0.0) -> dict[str, Any]:
+        op = self._get(op_id)
+        if wait:
+            op.done.wait(wait)
+        return op.to_json()
+
+    def cancel(self, op_id: str) -> dict[str, Any]:
+        op = self._get(op_id)
+        if op.status in ("pending", "running"):
+            op.cancel_requested = True
+        return op.to_json()
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            self._expire()
+            return [op.to_json() for op in self._ops.values()]
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.events = EventBus()
+        self.operations = Operations(settings, self.events)

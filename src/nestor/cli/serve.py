@@ -1,0 +1,58 @@
+"""`nestor serve` (the daemon) and `nestor token` (bearer tokens for the API over TCP)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..api import tokens
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, rows_out
+
+
+@click.command("serve")
+@click.option("--socket", "socket_path", type=click.Path(path_type=Path), default=None,
+              help="unix socket (default: /run/nestor/nestor.sock for the default home)")
+@click.option("--on-demand", is_flag=True, help="exit once no dynamic-memory VM has run for a minute")
+@click.option("--channel", type=click.Path(path_type=Path), default=None,
+              help="in a nested-host guest: the virtio-serial port of the host's channel")
+@pass_ctx
+def serve(ctx: Ctx, socket_path: Path | None, on_demand: bool, channel: Path | None) -> None:
+    """Run the daemon: the API, events, and the memory balancer of every dynamic VM."""
+    from ..api import server
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sys.exit(server.serve(ctx.home.resolve(), socket_path, ctx.netns, on_demand=on_demand, channel=channel))
+
+
+@click.group("token")
+def token() -> None:
+    """Bearer tokens for the API over TCP."""
+
+
+@token.command("new")
+@click.argument("name")
+@pass_ctx
+def token_new(ctx: Ctx, name: str) -> None:
+    """Create a token; it is shown once (only its hash is kept)."""
+    click.echo(tokens.new(ctx.home, name))
+
+
+@token.command("list")
+@OUTPUT
+@pass_ctx
+def token_list(ctx: Ctx, output: str) -> None:
+    """The tokens' names (never the tokens)."""
+    rows_out(tokens.list_(ctx.home), output, ["name", "created"], empty="no tokens")
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_ctx
+def token_revoke(ctx: Ctx, name: str) -> None:
+    """Delete a token: requests with it are refused from now on."""
+    tokens.revoke(ctx.home, name)
+    click.echo(f"token '{name}' revoked")

@@ -1,0 +1,246 @@
+"""The host ↔ guest channel to a nested-host guest's nestor API.
+
+Each nested-host guest has a virtio-serial port (paths.API_PORT) whose host end is a unix socket
+in the VM's directory (paths.API_SOCK). Over it travel HTTP requests and responses, one JSON
+line each (base64 bodies), so L0 drives L1's warm `nestor serve` with the same typed client it
+uses for any nestor API, without a network, a token or a cold CLI in the guest::
+
+    host → guest   {"id": 7, "method": "GET", "path": "/v1/vms", "headers": {...}, "body": ""}
+    guest → host   {"id": 7, "status": 200, "headers": {...}, "body": "W10="}
+
+The port is one byte stream: a client that went away mid-request leaves its answer in the
+pipe. So every session starts with a sync (`{"id": N, "sync": true}`, answered in kind) and the
+host discards every line until the answer with its own id, as QGA's guest-sync-delimited does.
+One client at a time holds the channel (an flock beside the VM's lock).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import paths
+from ..engine import process
+from ..errors import GuestError, StateError
+from ..model import validate_name
+from ..state.lock import file_lock
+from .core import Core
+
+CONNECT_TIMEOUT = 5.0
+SYNC_TIMEOUT = 5.0
+MAX_LINE = 64 << 20  # a response larger than this is refused (a guest is not trusted)
+
+log = logging.getLogger("nestor.channel")
+log.addHandler(logging.NullHandler())
+
+
+# -- host side ---------------------------------------------------------------------------------
+class ChannelTransport(httpx.BaseTransport):
+    """An httpx transport over a VM's channel socket (the host end)."""
+
+    def __init__(self, sock_path: Path, name: str, timeout: float) -> None:
+        self.name = name
+        self.timeout = timeout
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            self._sock.connect(str(sock_path))
+        except OSError as exc:
+            self._sock.close()
+            raise GuestError(f"vm '{name}': cannot reach its nestor API channel: {exc}",
+                             hint=f"nestor vm show {name}") from exc
+        self._buf = b""
+        self._ids = secrets.randbelow(1 << 40)
+        self._sync()
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self._sock.sendall(json.dumps(message).encode() + b"\n")
+
+    def _receive(self, want: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            line, sep, rest = self._buf.partition(b"\n")
+            if sep:
+                self._buf = rest
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # a torn line from an earlier session
+                if isinstance(message, dict) and message.get("id") == want:
+                    return message
+                continue  # an answer meant for a client that went away
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(f"vm '{self.name}': no answer from its nestor API within {timeout:.0f} s",
+                                 hint="the guest may still be booting; nestor vm log shows it")
+            if len(self._buf) > MAX_LINE:
+                raise GuestError(f"vm '{self.name}': its nestor API sent more than {MAX_LINE >> 20} MiB in one answer")
+            self._sock.settimeout(min(left, 1.0))
+            try:
+                chunk = self._sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                raise GuestError(f"vm '{self.name}': its nestor API channel failed: {exc}") from exc
+            if not chunk:
+                raise GuestError(f"vm '{self.name}': its nestor API channel closed", hint=f"nestor vm show {self.name}")
+            self._buf += chunk
+
+    def _sync(self) -> None:
+        want = self._next_id()
+        self._send({"id": want, "sync": True})
+        self._receive(want, min(SYNC_TIMEOUT, self.timeout))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        want = self._next_id()
+        body = request.read()
+        timeout = request.extensions.get("timeout", {}).get("read") or self.timeout
+        self._send({"id": want, "method": request.method, "path": request.url.raw_path.decode(),
+                    "headers": {k: v for k, v in request.headers.items() if k.lower() not in ("host", "connection")},
+                    "body": base64.b64encode(body).decode()})
+        answer = self._receive(want, float(timeout))
+        if "error" in answer:
+            raise GuestError(f"vm '{self.name}': {str(answer['error'])[:300]}")
+        return httpx.Response(int(answer.get("status", 502)), headers=answer.get("headers") or {},
+                              content=base64.b64decode(answer.get("body") or ""))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@contextmanager
+def client(core: Core, name: str, timeout: float) -> Iterator[Any]:
+    """The typed API client (nestor.client.Client) of the nestor inside VM `name`."""
+    from ..client import Client
+
+    config = core.vms.get(validate_name(name))
+    files = core.files(config)
+    if process.live_pid(files.dir) is None:
+        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+    if not files.api_sock.exists():
+        raise GuestError(f"vm '{name}' has no nestor API channel", hint="use the nested-host image, which runs nestor serve")
+    lock = files.lock.with_name(f"api-{files.dir.name}.lock")
+    with file_lock(lock, f"vm '{name}': another command is using its nestor API channel", timeout=timeout):
+        transport = ChannelTransport(files.api_sock, name, timeout)
+        with Client(transport=transport, timeout=timeout) as api:
+            yield api
+
+
+def wait_ready(core: Core, name: str, timeout: float) -> None:
+    """Wait until the nestor inside VM `name` answers on its channel (it starts after boot)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with client(core, name, timeout=5.0) as api:
+                api.vm_list()
+            return
+        except GuestError:
+            if time.monotonic() > deadline:
+                raise
+            if process.live_pid(core.vm_dir(core.vms.get(name))) is None:
+                raise GuestError(f"vm '{name}' stopped while its nestor was starting",
+                                 hint=f"nestor vm log {name}") from None
+            time.sleep(0.2)
+
+
+# -- guest side --------------------------------------------------------------------------------
+def serve_channel(port: Path, api_socket: Path, stop: threading.Event) -> None:
+    """Forward framed requests from the virtio-serial `port` to the local API, one at a time."""
+    while not stop.is_set():
+        try:
+            fd = os.open(port, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot open %s: %s", port, exc)
+            stop.wait(2.0)
+            continue
+        try:
+            with httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket)), base_url="http://nestor",
+                              timeout=None) as local:
+                _pump(fd, local, stop)
+        except Exception:
+            log.exception("channel failed; reopening")
+        finally:
+            os.close(fd)
+
+
+def _pump(fd: int, local: httpx.Client, stop: threading.Event) -> None:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    buf = b""
+    while not stop.is_set():
+        events = poller.poll(500)
+        if not events:
+            continue
+        if not any(ev & select.POLLIN for _, ev in events):
+            time.sleep(0.1)  # POLLHUP: no host client; wait for one
+            continue
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            time.sleep(0.1)
+            continue
+        buf += chunk
+        while b"\n" in buf:
+            line, _, buf = buf.partition(b"\n")
+            answer = _answer(line, local)
+            if answer is not None:
+                _write_all(fd, json.dumps(answer).encode() + b"\n")
+        if len(buf) > MAX_LINE:
+            buf = b""
+
+
+def _answer(line: bytes, local: httpx.Client) -> dict[str, Any] | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or "id" not in message:
+        return None
+    if message.get("sync"):
+        return {"id": message["id"], "sync": True}
+    try:
+        response = local.request(str(message.get("method", "GET")), str(message.get("path", "/")),
+                                 headers=message.get("headers") or {},
+                                 content=base64.b64decode(message.get("body") or ""))
+    except httpx.HTTPError as exc:
+        return {"id": message["id"], "error": f"the guest's nestor API did not answer: {exc}"}
+    return {"id": message["id"], "status": response.status_code,
+            "headers": {k: v for k, v in response.headers.items()
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection")},
+            "body": base64.b64encode(response.content).decode()}
+
+
+def _write_all(fd: int, data: bytes, timeout: float = 10.0) -> None:
+    """Write an answer; drop it if the host end stays unwritable (its client went away)."""
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    while view and time.monotonic() < deadline:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            select.select([], [fd], [], 0.5)
+            continue
+        view = view[written:]
+
+
+def guest_port() -> Path:
+    return Path("/dev/virtio-ports") / paths.API_PORT

@@ -1,0 +1,121 @@
+"""What every use case shares: the home, the database, the host facts, and observing a VM.
+
+The layers of the service package (dependencies point down)::
+
+    facade.Service          the one entry point of the CLI and the API
+      ├── vms               lifecycle: new, start, stop, remove, processor, version
+      ├── memory            set-memory, save/restore, the balancer's hooks
+      ├── guests            exec and tree through the guest agents / nested APIs
+      └── netservice        switches, adapters, NAT (nestor.netservice)
+    core.Core               home, state, host facts, observation (this module)
+
+Nothing here changes the host; it reads the database and observes QEMU.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import paths
+from ..engine import process
+from ..engine.qmp import Monitor, hypervisor_bits
+from ..errors import EngineError
+from ..host import facts as host_facts
+from ..model import VMConfig, VMState
+from ..state import db
+
+if TYPE_CHECKING:
+    from ..netservice import Network
+
+
+class Core:
+    def __init__(self, home: Path, netns: str | None = None) -> None:
+        self.home = paths.Home(home)
+        self.netns = netns
+        self.conn: sqlite3.Connection = db.connect(self.home.db)
+        self.vms = db.VMRepo(self.conn)
+        self._facts: host_facts.HostFacts | None = None
+
+    @functools.cached_property
+    def network(self) -> Network:
+        from ..netservice import Network
+
+        return Network(self.home, self.netns, self.conn, lambda config: self.observe(config)[0])
+
+    @property
+    def facts(self) -> host_facts.HostFacts:
+        if self._facts is None:
+            self._facts = host_facts.probe(qemu=False)
+        return self._facts
+
+    def files(self, config: VMConfig) -> paths.VMFiles:
+        return paths.VMFiles(self.home.vm_dir(config.id))
+
+    def vm_dir(self, config: VMConfig) -> Path:
+        return self.home.vm_dir(config.id)
+
+    def launch(self, config: VMConfig) -> dict[str, Any]:
+        """How the running QEMU was launched (launch.json), or {}."""
+        try:
+            data: dict[str, Any] = json.loads(self.files(config).launch.read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def observe(self, config: VMConfig) -> tuple[VMState, int | None]:
+        """Reality, not the database: is QEMU alive, and is the guest running or paused."""
+        vm_dir = self.vm_dir(config)
+        pid = process.live_pid(vm_dir)
+        if pid is None:
+            return VMState.OFF, None
+        try:
+            with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=3.0) as mon:
+                status = mon.status()
+        except EngineError:
+            return VMState.RUNNING, pid  # alive but busy: QMP admits one client at a time
+        return (VMState.RUNNING if status == "running" else VMState.PAUSED), pid
+
+    def quick_state(self, config: VMConfig) -> tuple[VMState, int | None]:
+        """For lists: the process only, no QMP round-trip per VM."""
+        pid = process.live_pid(self.vm_dir(config))
+        return (VMState.OFF, None) if pid is None else (VMState.RUNNING, pid)
+
+    def hypervisor_running(self, config: VMConfig) -> tuple[bool | None, str]:
+        """Seed rule R7's trigger: does a hypervisor run inside this VM right now?
+
+        KVM: QMP query-stats, vCPU guest_mode (instantaneous). TCG: EFER.SVME or CR4.VMXE of
+        any vCPU, read through QMP (L1's KVM sets SVME while it has a live VM).
+        """
+        vm_dir = self.vm_dir(config)
+        if process.live_pid(vm_dir) is None:
+            return None, "vm is off"
+        launch = self.launch(config)
+        try:
+            with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=5.0) as mon:
+                if launch.get("accel") == "kvm":
+                    return from_stats(mon.vcpu_stats())
+                bits = hypervisor_bits(mon.registers())
+        except EngineError as exc:
+            return None, f"unknown: {exc.message}"
+        return any(bits), f"EFER.SVME/CR4.VMXE of {sum(bits)} of {len(bits)} vCPUs set"
+
+
+def from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:
+    """KVM's vCPU stats: `guest_mode` says whether a vCPU is in an L2 right now.
+
+    `nested_run` is a cumulative counter (it stays > 0 after the L2 is gone), so it is not used.
+    """
+    seen = False
+    for provider in stats:
+        for entry in provider.get("stats", []):
+            if entry.get("name") == "guest_mode":
+                seen = True
+                if entry.get("value"):
+                    return True, "query-stats guest_mode = 1"
+    if not seen:
+        return None, "query-stats has no guest_mode"
+    return False, "query-stats guest_mode = 0 on every vCPU"

@@ -1,0 +1,100 @@
+"""The home's daemon (`nestor serve`): found by its pidfile, started on demand, stopped by PID.
+
+One daemon per home holds what must outlive a command: the memory balancer of every dynamic VM
+and the API. The CLI runs its use cases in-process and starts the daemon when a dynamic-memory
+VM needs balancing (`ensure_running`), so no user ever needs a manual step for dynamic memory.
+A daemon started that way ends by itself once no dynamic VM has run for a while.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .. import paths, pids
+
+START_WAIT = 15.0  # the daemon writes its pidfile after its imports (~1 s on a host, more in an L1)
+MARKER = "serve"
+
+
+def running_pid(home: paths.Home) -> int | None:
+    """The live daemon of this home: its pidfile names a process whose argv is ours exactly."""
+    pid = pids.pid_from(home.daemon_pidfile, MARKER)
+    if pid is None:
+        return None
+    args = pids.cmdline(pid)
+    return pid if str(home.root.resolve()) in args and MARKER in args else None
+
+
+def ensure_running(home: paths.Home, on_demand: bool = True) -> int | None:
+    """Start the daemon if it is not running; return its PID (None if it did not come up)."""
+    pid = running_pid(home)
+    if pid is not None:
+        return pid
+    argv = [sys.executable, "-m", "nestor", "--home", str(home.root.resolve()), MARKER]
+    if on_demand:
+        argv.append("--on-demand")
+    with open(home.daemon_log, "ab") as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + START_WAIT
+    while time.monotonic() < deadline:
+        pid = running_pid(home)
+        if pid is not None or proc.poll() is not None:
+            return pid  # up, or another daemon won the race (ours exited)
+        time.sleep(0.05)
+    return None
+
+
+def stop(home: paths.Home, timeout: float = 10.0) -> bool:
+    """End this home's daemon (only a PID running_pid vouched for). True if one was running."""
+    pid = running_pid(home)
+    if pid is None:
+        return False
+    pids.terminate(pid, timeout)
+    return True
+
+
+class Claim:
+    """The daemon's claim on its home: an flock held for its lifetime, and the pidfile.
+
+    A second daemon for the same home fails to claim and exits, so racing `ensure_running`
+    calls never leave two balancers moving one VM's memory.
+    """
+
+    def __init__(self, home: paths.Home) -> None:
+        self.home = home
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.home.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.home.root / "serve.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        tmp = self.home.daemon_pidfile.with_suffix(".tmp")
+        tmp.write_text(f"{os.getpid()}\n")
+        tmp.replace(self.home.daemon_pidfile)
+        return True
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            if int(self.home.daemon_pidfile.read_text().strip()) == os.getpid():
+                self.home.daemon_pidfile.unlink()
+        except (OSError, ValueError):
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+
+def socket_path(home: paths.Home, override: Path | None = None) -> Path:
+    return override or home.api_socket

@@ -1,0 +1,287 @@
+"""The one entry point of every front end (CLI, API, `nestor ps`, the web UI).
+
+Every use case is a method with typed input and typed output (service/types.py) or a
+NestorError. Front ends hold no rule and no rollback of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import bootplan
+from ..errors import InvalidInput, StateError
+from ..model import validate_name
+from ..policy.checks import host_checks
+from . import guests, memory
+from .core import Core
+from .guest_types import (
+    AddressResult,
+    CheckpointInfo,
+    CheckpointResult,
+    DiskInfo,
+    DiskResize,
+    GuestSpec,
+    StoredImageInfo,
+)
+from .types import (
+    CheckResult,
+    ExecResult,
+    HostReport,
+    ImageInfo,
+    MemoryChange,
+    MemoryResult,
+    NewVM,
+    ProcessorResult,
+    SaveResult,
+    StopResult,
+    Tree,
+    VMInfo,
+    VMSpec,
+)
+from .vms import VMs
+
+if TYPE_CHECKING:
+    from ..images.debian import DebianRequest
+
+Progress = Callable[[str], None]
+LOG_CHUNK = 65536
+LOG_POLL = 0.1
+
+
+class Service:
+    def __init__(self, home: Path, netns: str | None = None) -> None:
+        self.core = Core(home, netns)
+        self._vms = VMs(self.core)
+
+    @property
+    def home(self) -> Path:
+        return self.core.home.root
+
+    @property
+    def network(self):  # type: ignore[no-untyped-def]  # netservice.Network, typed there
+        return self.core.network
+
+    # -- host ---------------------------------------------------------------------------------
+    def host_check(self) -> HostReport:
+        from ..host import facts as host_facts
+
+        facts = host_facts.probe()
+        checks = [CheckResult(c.name, c.ok, c.detail, c.fix) for c in host_checks(facts)]
+        ok = all(c.ok for c in checks if c.name in ("qemu", "accelerator"))
+        return HostReport(facts.to_json(), checks, ok)
+
+    # -- VMs ----------------------------------------------------------------------------------
+    def vm_list(self) -> list[VMInfo]:
+        return self._vms.list_all()
+
+    def vm_show(self, name: str) -> VMInfo:
+        return self._vms.show(name)
+
+    def vm_new(self, spec: VMSpec) -> NewVM:
+        return self._vms.new(spec)
+
+    def vm_start(self, name: str) -> VMInfo:
+        return self._vms.start(name)
+
+    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
+        guests.check_timeout(timeout)
+        return self._vms.stop(name, turn_off=turn_off, timeout=timeout)
+
+    def vm_remove(self, name: str, force: bool = False) -> None:
+        self._vms.remove(name, force=force)
+
+    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
+        return self._vms.set_processor(name, count=count, nested=nested)
+
+    def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
+        return memory.set_memory(self.core, name, change)
+
+    def vm_save(self, name: str) -> SaveResult:
+        return memory.save(self.core, name, self._vms.stopped)
+
+    def vm_upgrade(self, name: str) -> VMInfo:
+        return self._vms.upgrade(name)
+
+    def vm_exec(self, target: str, argv: list[str], timeout: float = guests.EXEC_TIMEOUT) -> ExecResult:
+        return guests.vm_exec(self.core, target, argv, timeout)
+
+    def vm_files(self, name: str) -> Path:
+        """The VM's directory (for the front ends' file views: logs)."""
+        return self.core.vm_dir(self.core.vms.get(validate_name(name)))
+
+    def vm_console_socket(self, name: str) -> Path:
+        """The serial console's unix socket of a running VM."""
+        config = self.core.vms.get(validate_name(name))
+        sock = self.core.files(config).serial_sock
+        if not sock.exists():
+            raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+        return sock
+
+    def vm_log(self, name: str, follow: bool = False, until: str | None = None, timeout: float | None = None,
+               tail: int | None = None) -> Iterator[bytes]:
+        """The serial console's output; with `follow` it waits for more (until `until` appears,
+        or `timeout` passes: StateError). `tail` starts that many bytes before the end."""
+        if timeout is not None:
+            guests.check_timeout(timeout)
+        if tail is not None and tail < 0:
+            raise InvalidInput(f"tail must not be negative, not {tail}", hint="e.g. --tail 4096")
+        path = self.core.files(self.core.vms.get(validate_name(name))).serial_log
+        follow = follow or until is not None
+        deadline = time.monotonic() + timeout if timeout else None
+        seen = b""
+        needle = until.encode() if until is not None else None
+
+        def tick() -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                what = f"'{until}'" if until else "more output"
+                raise StateError(f"vm '{name}': no {what} on the console in time",
+                                 hint=f"nestor vm log {name} shows what it printed")
+            time.sleep(LOG_POLL)
+
+        while not path.exists():
+            if not follow:
+                return
+            tick()
+        with open(path, "rb") as f:
+            if tail is not None:
+                f.seek(max(0, path.stat().st_size - tail))
+            while True:
+                chunk = f.read(LOG_CHUNK)
+                if chunk:
+                    yield chunk
+                    if needle is not None:
+                        seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
+                        if needle in seen:
+                            return
+                    continue
+                if not follow:
+                    return
+                tick()
+
+    def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
+        return guests.tree(self.core, timeout, level=self.core.facts.level)
+
+    # -- images -------------------------------------------------------------------------------
+    def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
+        from ..images import appliance
+
+        images = self.core.home.images
+        if image == "appliance":
+            appliance.build_appliance(images, progress, force=force)
+        elif image == "nested-host":
+            from ..images import nested_host
+
+            appliance.build_appliance(images, progress, force=force)
+            nested_host.build_nested_host(images, progress, force=force)
+            root = bootplan.source_root()
+            if root is not None:
+                nested_host.build_payload(images, root, progress)
+        else:
+            raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(bootplan.IMAGES)}")
+        return self._image(image)
+
+    def _image(self, image: str) -> ImageInfo:
+        return ImageInfo(image, bootplan.image_built(self.core.home.images, image), str(self.core.home.image_dir(image)))
+
+    def image_list(self) -> list[ImageInfo]:
+        return [self._image(image) for image in bootplan.IMAGES]
+
+    # -- disk-image guests: service/diskvms.py, disks.py, checkpoints.py, ssh.py; images/store.py --
+    def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
+                     nested: bool = False, config_version: str | None = None) -> NewVM:
+        from . import diskvms
+
+        config, warnings = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
+        return NewVM(self._vms.info(config), warnings)
+
+    def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
+        from ..images import debian
+        from . import diskvms
+
+        name = debian.validate(request).image_name
+        in_use = bool(diskvms.GuestRepo(self.core.conn).image_users(name))
+        debian.build_debian(self.core.home.images, request, progress, force=force, in_use=in_use)
+        return self._stored(name)
+
+    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
+        from ..images import store
+
+        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress)
+        return self._stored(image.name)
+
+    def _stored(self, name: str) -> StoredImageInfo:
+        from ..images import store
+        from . import diskvms
+
+        image = store.get(self.core.home.images, name)
+        info = store.qemu_img_info(image.path, "qcow2")
+        return StoredImageInfo(name=image.name, source=image.source, format=str(info.get("format")),
+                               virtual_size=int(info.get("virtual-size", 0)), allocated=int(info.get("actual-size", 0)),
+                               used_by=diskvms.GuestRepo(self.core.conn).image_users(image.name), path=str(image.path))
+
+    def image_store_list(self) -> list[StoredImageInfo]:
+        from ..images import store
+
+        return [self._stored(image.name) for image in store.all_images(self.core.home.images)]
+
+    def image_remove(self, name: str) -> None:
+        from ..images import store
+        from . import diskvms
+
+        store.validate_image_name(name)
+        store.remove(self.core.home.images, name, diskvms.GuestRepo(self.core.conn).image_users(name))
+
+    def vm_disk_add(self, vm: str, name: str, size: int) -> DiskInfo:
+        from . import disks
+
+        return disks.add(self.core, vm, name, size)
+
+    def vm_disk_list(self, vm: str) -> list[DiskInfo]:
+        from . import disks
+
+        return disks.listing(self.core, vm)
+
+    def vm_disk_resize(self, vm: str, name: str, size: int) -> DiskResize:
+        from . import disks
+
+        return disks.resize(self.core, vm, name, size)
+
+    def vm_disk_remove(self, vm: str, name: str) -> None:
+        from . import disks
+
+        disks.remove(self.core, vm, name)
+
+    def vm_checkpoint_new(self, vm: str, name: str) -> CheckpointResult:
+        from . import checkpoints
+
+        return checkpoints.new(self.core, vm, name)
+
+    def vm_checkpoint_list(self, vm: str) -> list[CheckpointInfo]:
+        from . import checkpoints
+
+        return checkpoints.listing(self.core, vm)
+
+    def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
+        from . import checkpoints
+
+        return checkpoints.apply(self.core, vm, name)
+
+    def vm_checkpoint_remove(self, vm: str, name: str) -> None:
+        from . import checkpoints
+
+        checkpoints.remove(self.core, vm, name)
+
+    def vm_ssh_argv(self, vm: str, command: list[str]) -> list[str]:
+        """OpenSSH's argv to reach the VM (an argv for exec, never a shell string)."""
+        from . import ssh
+
+        return ssh.ssh_argv(ssh.target(self.core, vm), ssh.known_hosts(self.core), command)
+
+    def adapter_set_address(self, vm: str, adapter: str | None, ip: str | None, gateway: str | None,
+                            dns: str | None, clear: bool = False) -> AddressResult:
+        from . import diskvms
+
+        return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)

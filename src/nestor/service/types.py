@@ -1,0 +1,242 @@
+"""The service's typed vocabulary: what goes in and what comes out of every use case.
+
+Sizes are bytes, states are enums, times are seconds; no prose except a human reason where
+the thing itself is a reason (a balancer's decision, an unreachable level's error). Front ends
+format these for people (CLI) or serialise them (API) with :func:`to_json`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..model import VMState
+
+__all__ = [
+    "CheckResult", "ExecResult", "HostReport", "ImageInfo", "MemoryChange", "MemoryOutcome",
+    "MemoryResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult", "SwitchInfo",
+    "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "from_json", "to_json",
+]
+
+T = TypeVar("T")
+
+
+def to_json(value: Any) -> Any:
+    """Dataclasses, enums and lists of them as plain JSON values (flat and fast for lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """The inverse of to_json for the types of this module (the client's side of the API)."""
+    return typing.cast(T, _decode(cls, data))
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _decode(inner[0], data)
+    if origin in (list, tuple):
+        (arg, *_rest) = typing.get_args(tp) or (Any,)
+        items = [_decode(arg, v) for v in data]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is Any:
+        return data
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        known = {f.name for f in dataclasses.fields(tp)}
+        return tp(**{k: _decode(hints[k], v) for k, v in data.items() if k in known})
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    if tp is bytes:
+        return base64.b64decode(data)
+    return data
+
+
+# -- VMs ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VMSpec:
+    """`vm new`: what to create. Sizes in bytes."""
+
+    name: str
+    vcpus: int = 1
+    memory: int = 512 << 20
+    nested: bool = False
+    image: str | None = None  # None with no kernel: the appliance
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    run_script: str | None = None
+    config_version: str | None = None  # None: the current version
+    switches: tuple[str, ...] = ()  # one adapter on each
+
+
+@dataclass(frozen=True)
+class VMInfo:
+    """A VM as shown: its stored intent plus what was observed just now."""
+
+    name: str
+    state: VMState
+    vcpus: int
+    memory: int  # startup memory, bytes
+    nested: bool
+    config_version: str
+    image: str | None
+    pid: int | None = None
+    uptime: float | None = None
+    accelerator: str | None = None
+    cpu_model: str | None = None
+    hypervisor_running: bool | None = None
+    hypervisor_detection: str | None = None
+    dynamic_memory: bool = False
+    memory_minimum: int | None = None
+    memory_maximum: int | None = None
+    memory_buffer: int | None = None
+    memory_room: int | None = None  # QEMU's -m: what a running VM can grow to without a restart
+    memory_assigned: int | None = None
+    memory_demand: int | None = None
+    memory_balancer: str | None = None  # the balancer's last decision (a reason), while it runs
+
+
+@dataclass(frozen=True)
+class NewVM:
+    vm: VMInfo
+    warnings: list[str] = field(default_factory=list)
+
+
+class StopHow(enum.StrEnum):
+    SHUT_DOWN = "shut down"  # the guest powered off after the ACPI power button
+    TURNED_OFF = "turned off"  # --turn-off: QEMU ended at once
+    TIMED_OUT = "turned off after the timeout"  # no guest shutdown within the timeout
+    DISCARDED = "saved state discarded"  # --turn-off on a saved VM
+
+
+@dataclass(frozen=True)
+class StopResult:
+    name: str
+    how: StopHow
+    timeout: float
+
+
+@dataclass(frozen=True)
+class ProcessorResult:
+    vm: VMInfo
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MemoryChange:
+    """`vm set-memory`: None leaves a setting as it is. Sizes in bytes, buffer in percent."""
+
+    startup: int | None = None
+    dynamic: bool | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    buffer: int | None = None
+
+    def empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in dataclasses.fields(self))
+
+
+class MemoryOutcome(enum.StrEnum):
+    UPDATED = "updated"  # the configuration changed (an Off VM, or a setting with no live effect)
+    RESIZED = "resized"  # a running static VM's balloon reached the new size
+    RESIZING = "resizing"  # the guest follows the balloon, but had not arrived when we stopped waiting
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    name: str
+    outcome: MemoryOutcome
+    target: int | None = None  # bytes, for a live resize
+    actual: int | None = None  # bytes the guest had when we stopped waiting
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    name: str
+    path: str
+    size: int  # bytes of saved state
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    code: int
+    stdout: bytes
+    stderr: bytes
+
+
+# -- the tree ----------------------------------------------------------------------------------
+@dataclass
+class TreeNode:
+    name: str
+    level: int
+    state: str
+    vcpus: int
+    memory: str
+    nested: bool
+    hypervisor_running: bool | None = None
+    reachable: bool | None = None  # None: not asked (off, or not nested)
+    error: str | None = None
+    children: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass
+class Tree:
+    host: str
+    level: int
+    vms: list[TreeNode]
+
+
+# -- host and images ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+@dataclass(frozen=True)
+class HostReport:
+    facts: dict[str, Any]
+    checks: list[CheckResult]
+    ok: bool  # the prerequisites to run VMs at all (qemu, an accelerator) pass
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    name: str
+    built: bool
+    path: str
+
+
+# -- network -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SwitchInfo:
+    name: str
+    type: str
+    netns: str | None
+    bridge: str
+    address: str | None
+    uplink: str | None
+    adapters: int
+    nat: str | None
+    state: str  # observed: up | down | missing | unknown

@@ -1,0 +1,272 @@
+"""VM lifecycle use cases: new, start, stop, remove, processor and version changes.
+
+Each multi-step host change runs under a Reverter (a failure half-way undoes what was done);
+lifecycle steps on one VM hold its lock.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .. import bootplan
+from ..engine import argv as qemu_argv
+from ..engine import process
+from ..engine.qmp import Monitor
+from ..errors import EngineError, InvalidInput, StateError, error_context
+from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, validate_config_version, validate_name
+from ..net.revert import Reverter
+from ..policy import accel as accel_policy
+from ..policy import processor as rules
+from ..state.lock import vm_lock
+from . import memory
+from .core import Core
+from .types import NewVM, ProcessorResult, StopHow, StopResult, VMInfo, VMSpec
+
+
+class VMs:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # -- observation --------------------------------------------------------------------------
+    def info(self, config: VMConfig, detail: bool = False) -> VMInfo:
+        core = self.core
+        state, pid = core.observe(config) if detail else core.quick_state(config)
+        fields: dict[str, Any] = {
+            "name": config.name,
+            "state": state,
+            "vcpus": config.vcpus,
+            "memory": config.memory,
+            "nested": config.nested,
+            "config_version": config.config_version,
+            "image": config.boot.image or config.boot.kernel,
+            "pid": pid,
+        }
+        fields.update(memory.info_fields(core, config, pid is not None, detail))
+        if pid is not None:
+            launch = core.launch(config)
+            start = process.started_at(pid)
+            fields["uptime"] = round(time.time() - start, 1) if start else None
+            fields["accelerator"] = launch.get("accel")
+            fields["cpu_model"] = launch.get("cpu_model")
+            if detail:
+                fields["hypervisor_running"], fields["hypervisor_detection"] = core.hypervisor_running(config)
+        return VMInfo(**fields)
+
+    def list_all(self) -> list[VMInfo]:
+        return [self.info(config) for config in self.core.vms.all()]
+
+    def show(self, name: str) -> VMInfo:
+        return self.info(self.core.vms.get(validate_name(name)), detail=True)
+
+    # -- new ----------------------------------------------------------------------------------
+    def new(self, spec: VMSpec) -> NewVM:
+        core = self.core
+        name = validate_name(spec.name)
+        if spec.kernel and spec.image:
+            raise InvalidInput("--image and --kernel exclude each other", hint="give one of them")
+        if spec.initrd and not spec.kernel:
+            raise InvalidInput("--initrd needs --kernel", hint="add --kernel FILE")
+        config_version = validate_config_version(spec.config_version or CURRENT_CONFIG_VERSION)
+        accel = accel_policy.choose(core.facts)
+        warnings = rules.check_vcpus(spec.vcpus, spec.nested, accel)
+        rules.check_memory(spec.memory, core.facts.mem_total)
+        if spec.nested:
+            rules.check_nesting_version(name, config_version, accel)
+        for switch in spec.switches:
+            core.network.store.switch(switch)  # an unknown switch fails before the VM exists
+        boot = BootSource(image=None if spec.kernel else (spec.image or "appliance"), kernel=spec.kernel,
+                          initrd=spec.initrd, append=spec.append, run_script=spec.run_script)
+        boot = bootplan.check(core.home.images, boot)
+        with Reverter() as revert:
+            config = core.vms.add(VMConfig(name=name, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested,
+                                           config_version=config_version, boot=boot))
+            revert.add(lambda: core.vms.remove(config.id))
+            vm_dir = core.vm_dir(config)
+            if vm_dir.exists():
+                shutil.rmtree(vm_dir)  # left by a crash between mkdir and the insert of a removed VM
+            vm_dir.mkdir(parents=True)
+            revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
+            if boot.run_script:
+                from ..images import appliance
+
+                appliance.make_run_cpio(Path(boot.run_script), core.files(config).run_cpio)
+            revert.add(lambda: core.network.forget(config))
+            for switch in spec.switches:
+                core.network.adapter_add(config.name, switch)
+            revert.success()
+        return NewVM(self.info(config), warnings)
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self, name: str) -> VMInfo:
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert:
+            if process.live_pid(files.dir) is not None:
+                raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
+            accel = accel_policy.choose(core.facts)
+            if config.nested and not accel.nesting_available:
+                raise StateError(
+                    f"vm '{name}' has nested virtualization on, but this host cannot offer it: "
+                    f"{accel.nesting_reason}",
+                    hint="nestor host check",
+                )
+            rules.check_vcpus(config.vcpus, config.nested, accel)
+            saved = memory.saved(files)  # a saved VM resumes: the same room, and -incoming
+            spec = replace(self._launch_spec(config, accel), nics=core.network.attach(config))
+            revert.add(lambda: core.network.detach(config))
+            if saved is not None:
+                spec = replace(spec, memory=saved.room, incoming=True)
+            argv = qemu_argv.build(spec)
+            files.launch.write_text(json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
+                                                "netns": core.netns}))
+            pid = process.spawn(argv, files.dir, core.netns)
+            revert.add(lambda: _end(pid, files.dir))
+            memory.after_spawn(core, config, spec.memory, saved)
+            revert.success()
+        return self.info(config)
+
+    def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
+        core = self.core
+        from . import diskvms
+
+        guest = diskvms.find(core, config)
+        if guest is not None:  # a disk-image VM: q35 with firmware (service/diskvms.py)
+            return diskvms.launch_spec(core, config, accel, guest, memory.room(config))
+        vm_dir = core.vm_dir(config)
+        boot = bootplan.plan(core.home.images, config.boot, config.name, vm_dir, core.facts.level + 1)
+        append = list(boot.append)
+        if accel.name == "tcg" and core.facts.tsc_khz:
+            # Without it ~1 boot in 3 hangs in TSC calibration on microvm when the host is busy.
+            append.append(f"tsc_early_khz={core.facts.tsc_khz}")
+        if config.boot.append:
+            append.append(config.boot.append)
+        return qemu_argv.LaunchSpec(
+            name=config.name,
+            vm_dir=vm_dir,
+            accel=accel.name,
+            cpu_model=accel.cpu_model(config.nested),
+            vcpus=config.vcpus,
+            memory=memory.room(config),
+            kernel=boot.kernel,
+            initrd=boot.initrd,
+            append=" ".join(append),
+            disks=boot.disks,
+            agent=boot.agent,
+        )
+
+    # -- stop and remove ----------------------------------------------------------------------
+    def stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
+        """Graceful: ACPI power button, hard stop after the timeout."""
+        if not timeout > 0:
+            raise InvalidInput(f"timeout must be positive, not {timeout}", hint="e.g. --timeout 30")
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            pid = process.live_pid(files.dir)
+            if pid is None:
+                if turn_off and memory.discard_saved(files):
+                    return StopResult(name, StopHow.DISCARDED, timeout)
+                raise StateError(f"vm '{name}' is not running")
+            if not turn_off:
+                try:
+                    with Monitor(files.qmp_sock, name) as mon:
+                        if mon.status() != "running":
+                            mon.resume()  # a paused guest cannot hear the power button
+                        mon.powerdown()
+                    if process.wait_exit(pid, timeout):
+                        self.stopped(config)
+                        return StopResult(name, StopHow.SHUT_DOWN, timeout)
+                except EngineError:
+                    pass
+            process.terminate(pid)
+            self.stopped(config)
+            return StopResult(name, StopHow.TURNED_OFF if turn_off else StopHow.TIMED_OUT, timeout)
+
+    def stopped(self, config: VMConfig) -> None:
+        """QEMU is gone: its runtime files, the balancer's state and the taps go too."""
+        files = self.core.files(config)
+        process.clean_runtime_files(files.dir)
+        memory.on_stopped(files)
+        self.core.network.detach(config)
+
+    def remove(self, name: str, force: bool = False) -> None:
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            pid = process.live_pid(files.dir)
+            if pid is not None:
+                if not force:
+                    raise StateError(f"vm '{name}' is running", hint=f"stop it first, or nestor vm remove {name} --force")
+                process.terminate(pid)
+                self.stopped(config)
+            core.network.forget(config)
+            core.vms.remove(config.id)
+            shutil.rmtree(files.dir, ignore_errors=True)
+
+    # -- settings -----------------------------------------------------------------------------
+    def set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
+        if count is None and nested is None:
+            raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            config = core.vms.get(name)  # read again under the lock: no lost update
+            state, _ = core.observe(config)
+            memory.refuse_if_saved(files, name, "its processor")
+            if nested is not None:
+                rules.check_offline_change(name, state, "nested virtualization")
+            if count is not None:
+                rules.check_offline_change(name, state, "the vCPU count")
+            accel = accel_policy.choose(core.facts)
+            new = replace(
+                config,
+                vcpus=config.vcpus if count is None else count,
+                nested=config.nested if nested is None else nested,
+            )
+            warnings = rules.check_vcpus(new.vcpus, new.nested, accel)
+            if new.nested and not config.nested:
+                rules.check_nesting_version(name, config.config_version, accel)
+            core.vms.update(new)
+            return ProcessorResult(self.info(new), warnings)
+
+    def upgrade(self, name: str) -> VMInfo:
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            config = core.vms.get(name)
+            state, _ = core.observe(config)
+            rules.check_offline_change(name, state, "the configuration version")
+            memory.refuse_if_saved(files, name, "its configuration version")
+            new = replace(config, config_version=CURRENT_CONFIG_VERSION)
+            core.vms.update(new)
+        return self.info(new)
+
+    def reconcile(self) -> list[str]:
+        """After a crash or a reboot: every VM whose QEMU is gone loses its runtime files, its
+        balancer state and its taps. Returns the names of the VMs cleaned up."""
+        cleaned = []
+        for config in self.core.vms.all():
+            files = self.core.files(config)
+            if process.live_pid(files.dir) is None and (files.qmp_sock.exists() or files.memory.exists()):
+                with vm_lock(files.lock, config.name):
+                    if process.live_pid(files.dir) is None:
+                        self.stopped(config)
+                        cleaned.append(config.name)
+        return cleaned
+
+
+def _end(pid: int, vm_dir: Path) -> None:
+    """Undo a spawn: end that QEMU (only if it is still ours) and remove its runtime files."""
+    if process.live_pid(vm_dir) == pid:
+        process.terminate(pid)
+    process.clean_runtime_files(vm_dir)
