@@ -37,7 +37,7 @@ from nestor.errors import ImageError, InvalidInput
 from . import publish, store
 from .nested_host import APT_OPTIONS, DPKG_OPTIONS, Progress, _Steps, _tree_size, run_mmdebstrap
 
-FORMAT = 1
+FORMAT = 2  # 2: FAT32 ESP with 1-sector clusters (OVMF reads it)
 RELEASES = ("bookworm",)  # the releases this build is tested with
 DEFAULT_RELEASE = "bookworm"
 DEFAULT_SIZE = 8 << 30
@@ -59,6 +59,7 @@ BIOS_START, BIOS_SECTORS = 2048, 2048  # 1 MiB BIOS boot partition (GRUB core.im
 ESP_START, ESP_SECTORS = 4096, 129024  # 63 MiB EFI system partition
 ROOT_START = ESP_START + ESP_SECTORS  # 66 MiB: root to the end
 ROOT_LABEL = "nestor-root"
+ESP_MKFS = ("-F", "32", "-s", "1")
 ESP_LABEL = "EFI"
 
 BUILD_BOOT_LINE = "nestor-build: grub installed"
@@ -168,6 +169,7 @@ def inputs(request: DebianRequest) -> dict[str, object]:
         "hooks": customize_hooks(),
         "build_script": BUILD_SCRIPT,
         "layout": [BIOS_START, BIOS_SECTORS, ESP_START, ESP_SECTORS],
+        "esp_mkfs": ESP_MKFS,
     }
 
 
@@ -315,7 +317,10 @@ def make_disk(tree: Path, disk: Path, size: int, root_uuid: str, esp_id: str) ->
     with disk.open("wb") as sink:
         sink.truncate(size)
     _run(partition_argv(disk, size), "sgdisk", "apt-get install gdisk")
-    _run(["mkfs.fat", "-F", "32", "-n", ESP_LABEL, "-i", esp_id, f"--offset={ESP_START}",
+    # FAT32 with 1-sector clusters: 63 MiB then has ~128k clusters. mkfs.fat's default (8 sectors)
+    # gives 16k, too few for FAT32: Linux mounts it, but OVMF judges the type by the cluster count
+    # (FAT16) and finds no EFI/BOOT/BOOTX64.EFI.
+    _run(["mkfs.fat", *ESP_MKFS, "-n", ESP_LABEL, "-i", esp_id, f"--offset={ESP_START}",
           str(disk), str(ESP_SECTORS * SECTOR // 1024)], "mkfs.fat", "apt-get install dosfstools")
     root_kib = (root_end(size) - ROOT_START + 1) * SECTOR // 1024
     _run(["mkfs.ext4", "-q", "-F", "-L", ROOT_LABEL, "-U", root_uuid, "-m", "1",
