@@ -187,8 +187,7 @@ def test_image_in_use_cannot_be_removed(ghome: Path, booted: dict[str, object]) 
     assert {r["name"]: r.get("used_by") for r in rows}["debian-bookworm"] == ["g1"]
 
 
-def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_store: Path, tmp_path: Path,
-                                             booted: dict[str, object]) -> None:
+def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_store: Path, tmp_path: Path) -> None:
     """A raw copy of the Debian image, imported, boots as generation 2 with secure boot (OVMF
     with Microsoft's keys, its own NVRAM; shim and GRUB signed by Debian)."""
     raw = tmp_path / "plain.raw"
