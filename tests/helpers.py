@@ -77,7 +77,7 @@ def show(home: Path, name: str) -> dict[str, object]:
 
 def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
     """Run argv inside the VM 'l1' through its guest agent; its stdout."""
-    return nestor(home, "vm", "exec", "l1", "--timeout", str(timeout), "--", *argv, timeout=timeout + 30).stdout
+    return nestor(home, "vm", "exec", "--timeout", str(timeout), "l1", "--", *argv, timeout=timeout + 30).stdout
 
 
 def guest_home(root: Path, images: Path) -> Path:

@@ -29,10 +29,12 @@ import httpx
 from .errors import EngineError, NestorError
 from .service.types import (
     ExecResult,
+    HostInfo,
     HostReport,
     ImageInfo,
     MemoryChange,
     MemoryResult,
+    MoveResult,
     NewVM,
     ProcessorResult,
     SaveResult,
@@ -121,6 +123,21 @@ class Client:
         body = to_json(spec)
         body["switches"] = list(spec.switches)
         return from_json(NewVM, self._request("POST", "/vms", body))
+
+    def vm_move(self, name: str, host: str, timeout: float | None = None) -> MoveResult:
+        return from_json(MoveResult, self._operation(self._request("POST", f"/vms/{name}/move", {"host": host}), timeout))
+
+    def host_add(self, name: str, uri: str) -> HostInfo:
+        return from_json(HostInfo, self._request("POST", "/hosts", {"name": name, "uri": uri}))
+
+    def host_list(self) -> list[HostInfo]:
+        return [from_json(HostInfo, h) for h in self._request("GET", "/hosts")]
+
+    def host_show(self, name: str) -> HostInfo:
+        return from_json(HostInfo, self._request("GET", f"/hosts/{name}"))
+
+    def host_remove(self, name: str) -> None:
+        self._request("DELETE", f"/hosts/{name}")
 
     def vm_start(self, name: str, timeout: float | None = None) -> VMInfo:
         return from_json(VMInfo, self._operation(self._request("POST", f"/vms/{name}/start"), timeout))

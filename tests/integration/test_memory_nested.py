@@ -47,7 +47,7 @@ def test_l2_freezes_memory_and_save_of_l1(l1_home: Path) -> None:
     wait_for_text(directory / paths.SERIAL_LOG, L1_BOOT_LINE, timeout=180)
     assert daemon.running_pid(paths.Home(home)) is not None
     deadline = time.monotonic() + 90
-    while nestor(home, "vm", "exec", "l1", "--timeout", "20", "--", "true", check=False, timeout=60).returncode != 0:
+    while nestor(home, "vm", "exec", "--timeout", "20", "l1", "--", "true", check=False, timeout=60).returncode != 0:
         assert time.monotonic() < deadline, "l1's guest agent never answered after the restart"
         time.sleep(2)
 

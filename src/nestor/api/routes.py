@@ -36,6 +36,19 @@ class VMNew(Body):
     run_script: str | None = None
     config_version: str | None = None
     switches: list[str] = []
+    host: str | None = Field(None, description="a libvirt host, or 'auto' (placement); none: this machine")
+    maximum: int | None = Field(None, description="libvirt host: bytes a running VM can be given")
+    disk: str | None = Field(None, description="libvirt host: a disk image file on that host")
+    network: str | None = Field(None, description="libvirt host: a libvirt network")
+
+
+class HostNew(Body):
+    name: str
+    uri: str
+
+
+class Move(Body):
+    host: str
 
 
 class Stop(Body):
@@ -116,6 +129,38 @@ def _row(obj: Any) -> dict[str, Any]:
 def host(request: Request) -> Any:
     with _settings(request).service() as s:
         return to_json(s.host_check())
+
+
+# -- libvirt hosts (issue 12) ---------------------------------------------------------------------
+@router.get("/hosts")
+def host_list(request: Request) -> Any:
+    with _settings(request).service() as s:
+        return to_json(s.host_list())
+
+
+@router.post("/hosts", status_code=201)
+def host_add(request: Request, body: HostNew) -> Any:
+    with _settings(request).service() as s:
+        return to_json(s.host_add(body.name, body.uri))
+
+
+@router.get("/hosts/{name}")
+def host_show(request: Request, name: str) -> Any:
+    with _settings(request).service() as s:
+        return to_json(s.host_show(name))
+
+
+@router.delete("/hosts/{name}", status_code=204)
+def host_remove(request: Request, name: str) -> Response:
+    with _settings(request).service() as s:
+        s.host_remove(name)
+    return Response(status_code=204)
+
+
+@router.post("/vms/{name}/move", status_code=202)
+def vm_move(request: Request, name: str, body: Move) -> Any:
+    return _runtime(request).operations.submit(
+        f"move vm '{name}' to host '{body.host}'", lambda s, op: s.vm_move(name, body.host, op.progress), vm=name)
 
 
 # -- VMs -----------------------------------------------------------------------------------------

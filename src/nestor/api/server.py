@@ -67,11 +67,11 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-def watch_states(core: Core, runtime: Runtime, stop: threading.Event) -> None:
+def watch_states(home: Path, netns: str | None, runtime: Runtime, stop: threading.Event) -> None:
     """Publish `vm` events for every observed state change (CLI-made ones too)."""
     from ..service.vms import VMs
 
-    vms = VMs(core)
+    vms = VMs(Core(home, netns))  # made in this thread: sqlite connections stay in their thread
     last: dict[str, str] = {}
     while not stop.wait(WATCH_INTERVAL):
         try:
@@ -110,14 +110,20 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         app = create_app(settings, runtime)
         server = uvicorn.Server(uvicorn.Config(app, fd=listener.fileno(), log_level="warning", lifespan="off",
                                                timeout_graceful_shutdown=5))
-        balancer = balancer_mod.Balancer(
-            Core(home, netns),
-            on_decision=lambda vm, d, mem: runtime.events.publish(
-                "balancer", {"vm": vm, "held": d.held, "reason": d.reason, "target": d.target,
-                             "actual": mem.actual, "rule": "R7" if d.held and "R7" in d.reason else None}))
-        threads = [threading.Thread(target=balancer.run, args=(stop,), name="balancer", daemon=True),
-                   threading.Thread(target=watch_states, args=(Core(home, netns), runtime, stop), name="watch",
-                                    daemon=True)]
+        started = time.monotonic()
+        balancers: list[balancer_mod.Balancer] = []
+
+        def run_balancer() -> None:
+            balancer = balancer_mod.Balancer(
+                Core(home, netns),  # made in this thread: sqlite connections stay in their thread
+                on_decision=lambda vm, d, mem: runtime.events.publish(
+                    "balancer", {"vm": vm, "held": d.held, "reason": d.reason, "target": d.target,
+                                 "actual": mem.actual, "rule": "R7" if d.held and "R7" in d.reason else None}))
+            balancers.append(balancer)
+            balancer.run(stop)
+
+        threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
+                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
         if channel is not None:
             from ..service import channel as channel_mod
 
@@ -126,7 +132,8 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         if on_demand:
             def idle() -> None:
                 while not stop.wait(5.0):
-                    quiet = time.monotonic() - balancer.last_active > IDLE_EXIT
+                    last_active = balancers[0].last_active if balancers else started
+                    quiet = time.monotonic() - last_active > IDLE_EXIT
                     if quiet and runtime.events.subscribers == 0 and not any(
                             op["status"] in ("pending", "running") for op in runtime.operations.list()):
                         log.info("no dynamic VM for %.0f s: exiting", IDLE_EXIT)

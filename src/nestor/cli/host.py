@@ -11,7 +11,7 @@ from .output import OUTPUT, emit_json
 
 @click.group()
 def host() -> None:
-    """The host's prerequisites."""
+    """This host's prerequisites, and the libvirt hosts nestor runs VMs on."""
 
 
 @host.command("check")
@@ -30,3 +30,9 @@ def check(ctx: Ctx, output: str) -> None:
             click.echo(f"       fix: {c.fix}")
     if not report.ok:
         sys.exit(1)
+
+
+# libvirt hosts (issue 12): add, list, show, remove live in cli/hosts.py.
+from .hosts import register_host_commands  # noqa: E402
+
+register_host_commands(host)

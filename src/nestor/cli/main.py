@@ -27,6 +27,7 @@ COMMANDS = {
     "quickstart": "quickstart:quickstart",
     "serve": "serve:serve",
     "token": "serve:token",
+    "ps": "ps:ps",
 }
 
 

@@ -22,6 +22,10 @@ def tree(ctx: Ctx, output: str, timeout: float) -> None:
         emit_json(data)
         return
     print_tree(data)
+    for host in data.get("hosts", []):  # libvirt hosts (issue 12), then their VMs
+        state = "" if host["reachable"] else f"  unreachable: {host['error']}"
+        click.echo(f"{host['host']} (L{host['level']}, libvirt {host['uri']}){state}")
+        _print(host["vms"], "")
 
 
 def print_tree(data: dict[str, Any]) -> None:

@@ -39,14 +39,23 @@ def vm() -> None:
               help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
 @click.option("--config-version", default=None, help="VM configuration version (default: current)")
 @click.option("--switch", "switches", multiple=True, help="connect an adapter to this switch (repeatable)")
+@click.option("--host", "host", default=None,
+              help="a libvirt host (nestor host list), or 'auto': the most free memory among those that fit")
+@click.option("--maximum", default=None, help="with --host: the memory the VM can grow to while running")
+@click.option("--disk", default=None, help="with --host: a disk image file on that host")
+@click.option("--network", default=None, help="with --host: a libvirt network on that host (MAC guard: clean-traffic)")
 @guest_options
 @pass_ctx
 def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
-        config_version: str | None, switches: tuple[str, ...], **guest_flags: Any) -> None:
-    """Define a new VM (it starts Off)."""
+        config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
+        disk: str | None, network: str | None, **guest_flags: Any) -> None:
+    """Define a new VM (it starts Off), here or on a libvirt host (--host)."""
     guest = guest_spec(image, switches, guest_flags)
     if is_guest_request(image, guest):  # a disk-image VM (service/diskvms.py)
+        if host or maximum or disk or network:
+            raise InvalidInput("--host/--maximum/--disk/--network are for VMs on libvirt hosts, not disk-image VMs",
+                               hint="drop them, or drop --image/--iso and the guest flags")
         if kernel or initrd or run_script or append:
             raise InvalidInput("--kernel/--initrd/--append/--run are for the appliance; a disk-image VM boots its disk",
                                hint="drop them, or drop --image/--iso and the guest flags")
@@ -60,10 +69,14 @@ def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kern
         name=name, vcpus=vcpus, memory=parse_size(memory), nested=nested, image=image,
         kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None, append=append,
         run_script=str(run_script) if run_script else None, config_version=config_version, switches=switches,
+        host=host, maximum=_size(maximum, "maximum"), disk=disk, network=network,
     ))
     for message in result.warnings:
         warn(message)
-    click.echo(f"vm '{result.vm.name}' created")
+    if result.placement:
+        click.echo(result.placement)
+    where = f" on host '{result.vm.host}'" if result.vm.host else ""
+    click.echo(f"vm '{result.vm.name}' created{where}")
 
 
 @vm.command("list")
@@ -72,8 +85,10 @@ def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kern
 def list_(ctx: Ctx, output: str) -> None:
     """All VMs with their observed state."""
     infos = ctx.service.vm_list()
-    rows_out([present.vm(i) for i in infos], output, ["name", "state", "vcpus", "memory", "nested", "image", "pid"],
-             empty="no VMs")
+    columns = ["name", "state", "vcpus", "memory", "nested", "image", "pid"]
+    if any(info.host for info in infos):
+        columns.append("host")  # VMs on libvirt hosts
+    rows_out([present.vm(i) for i in infos], output, columns, empty="no VMs")
 
 
 @vm.command("show")
@@ -96,6 +111,9 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 def start(ctx: Ctx, name: str) -> None:
     """Start a VM (QEMU runs detached)."""
     info = ctx.service.vm_start(name)
+    if info.host:
+        click.echo(f"vm '{name}' started on host '{info.host}'")
+        return
     click.echo(f"vm '{name}' started (pid {info.pid}, {info.accelerator}, -cpu {info.cpu_model})")
 
 
@@ -172,8 +190,16 @@ def console(ctx: Ctx, name: str) -> None:
 @click.option("--timeout", type=float, default=guests.EXEC_TIMEOUT, show_default=True)
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
-    """Run CMD in the guest through its agent; TARGET may be a path like l1/l2."""
-    result = ctx.service.vm_exec(target, list(command), timeout=timeout)
+    """Run CMD in the guest through its agent; TARGET may be a path like l1/l2.
+
+    Options go before TARGET; everything after it (after an optional `--`) is the guest's
+    command, so `nestor vm exec l1 df -h` runs `df -h` in l1."""
+    argv = list(command)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        raise InvalidInput("no command given", hint="nestor vm exec [--timeout S] NAME -- CMD [ARG...]")
+    result = ctx.service.vm_exec(target, argv, timeout=timeout)
     sys.stdout.buffer.write(result.stdout)
     sys.stdout.flush()
     sys.stderr.buffer.write(result.stderr)
@@ -225,8 +251,16 @@ def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, mi
 def save(ctx: Ctx, name: str) -> None:
     """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
     result = ctx.service.vm_save(name)
+    if not result.size:  # a VM on a libvirt host: libvirt keeps the state there
+        click.echo(f"vm '{name}' saved ({result.path}; nestor vm start {name} resumes it)")
+        return
     click.echo(f"vm '{name}' saved ({result.size >> 20} MiB state)")
 
+
+# VMs on libvirt hosts (issue 12): `vm move` lives in cli/hosts.py.
+from .hosts import move  # noqa: E402
+
+vm.add_command(move)
 
 # Disk-image guests: `vm ssh`, `vm disk …`, `vm checkpoint …` (cli/guest_commands.py).
 from .guest_commands import register as _register_guest_commands  # noqa: E402

@@ -34,8 +34,7 @@ import httpx
 
 from .. import paths
 from ..engine import process
-from ..errors import GuestError, StateError
-from ..model import validate_name
+from ..errors import GuestError
 from ..state.lock import file_lock
 from .core import Core
 
@@ -64,7 +63,11 @@ class ChannelTransport(httpx.BaseTransport):
                              hint=f"nestor vm show {name}") from exc
         self._buf = b""
         self._ids = secrets.randbelow(1 << 40)
-        self._sync()
+        try:
+            self._sync()
+        except BaseException:
+            self._sock.close()
+            raise
 
     def _next_id(self) -> int:
         self._ids += 1
@@ -130,10 +133,7 @@ def client(core: Core, name: str, timeout: float) -> Iterator[Any]:
     """The typed API client (nestor.client.Client) of the nestor inside VM `name`."""
     from ..client import Client
 
-    config = core.vms.get(validate_name(name))
-    files = core.files(config)
-    if process.live_pid(files.dir) is None:
-        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+    files = core.running_files(name)
     if not files.api_sock.exists():
         raise GuestError(f"vm '{name}' has no nestor API channel", hint="use the nested-host image, which runs nestor serve")
     lock = files.lock.with_name(f"api-{files.dir.name}.lock")

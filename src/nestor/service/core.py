@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 from .. import paths
 from ..engine import process
 from ..engine.qmp import Monitor, hypervisor_bits
-from ..errors import EngineError
+from ..errors import EngineError, StateError
 from ..host import facts as host_facts
-from ..model import VMConfig, VMState
+from ..model import VMConfig, VMState, validate_name
 from ..state import db
 
 if TYPE_CHECKING:
@@ -57,6 +57,13 @@ class Core:
 
     def vm_dir(self, config: VMConfig) -> Path:
         return self.home.vm_dir(config.id)
+
+    def running_files(self, name: str) -> paths.VMFiles:
+        """The files of a VM that must be running (StateError otherwise)."""
+        files = self.files(self.vms.get(validate_name(name)))
+        if process.live_pid(files.dir) is None:
+            raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+        return files
 
     def launch(self, config: VMConfig) -> dict[str, Any]:
         """How the running QEMU was launched (launch.json), or {}."""

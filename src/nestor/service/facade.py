@@ -26,13 +26,16 @@ from .guest_types import (
     GuestSpec,
     StoredImageInfo,
 )
+from .remote import Remote
 from .types import (
     CheckResult,
     ExecResult,
+    HostInfo,
     HostReport,
     ImageInfo,
     MemoryChange,
     MemoryResult,
+    MoveResult,
     NewVM,
     ProcessorResult,
     SaveResult,
@@ -45,6 +48,7 @@ from .vms import VMs
 
 if TYPE_CHECKING:
     from ..images.debian import DebianRequest
+    from ..netservice import Network
 
 Progress = Callable[[str], None]
 LOG_CHUNK = 65536
@@ -55,13 +59,15 @@ class Service:
     def __init__(self, home: Path, netns: str | None = None) -> None:
         self.core = Core(home, netns)
         self._vms = VMs(self.core)
+        self.remote = Remote(self.core)  # VMs on libvirt hosts (service/remote.py)
 
     @property
     def home(self) -> Path:
         return self.core.home.root
 
     @property
-    def network(self):  # type: ignore[no-untyped-def]  # netservice.Network, typed there
+    def network(self) -> Network:
+        """Switches, adapters and NAT (nestor.netservice)."""
         return self.core.network
 
     # -- host ---------------------------------------------------------------------------------
@@ -75,45 +81,97 @@ class Service:
 
     # -- VMs ----------------------------------------------------------------------------------
     def vm_list(self) -> list[VMInfo]:
-        return self._vms.list_all()
+        local = self._vms.list_all()
+        if not self.remote.has_vms():
+            return local
+        return sorted(local + self.remote.vm_list(), key=lambda info: info.name)
 
     def vm_show(self, name: str) -> VMInfo:
+        if self.remote.owns(name):
+            return self.remote.vm_show(name)
         return self._vms.show(name)
 
     def vm_new(self, spec: VMSpec) -> NewVM:
+        if spec.host is not None:
+            return self.remote.vm_new(spec)
+        if spec.maximum is not None or spec.disk or spec.network:
+            raise InvalidInput("--maximum, --disk and --network are for a VM on a libvirt host",
+                               hint="add --host NAME (or --host auto)")
         return self._vms.new(spec)
 
     def vm_start(self, name: str) -> VMInfo:
+        if self.remote.owns(name):
+            return self.remote.vm_start(name)
         return self._vms.start(name)
 
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         guests.check_timeout(timeout)
+        if self.remote.owns(name):
+            return self.remote.vm_stop(name, turn_off, timeout)
         return self._vms.stop(name, turn_off=turn_off, timeout=timeout)
 
     def vm_remove(self, name: str, force: bool = False) -> None:
+        if self.remote.owns(name):
+            return self.remote.vm_remove(name, force)
         self._vms.remove(name, force=force)
 
     def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
+        if self.remote.owns(name):
+            return self.remote.vm_set_processor(name, count, nested)
         return self._vms.set_processor(name, count=count, nested=nested)
 
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
+        if self.remote.owns(name):
+            return self.remote.vm_set_memory(name, change)
         return memory.set_memory(self.core, name, change)
 
     def vm_save(self, name: str) -> SaveResult:
+        if self.remote.owns(name):
+            return self.remote.vm_save(name)
         return memory.save(self.core, name, self._vms.stopped)
 
     def vm_upgrade(self, name: str) -> VMInfo:
+        self._local_only(name, "configuration versions")
         return self._vms.upgrade(name)
 
+    def vm_move(self, name: str, host: str, progress: Progress = lambda line: None) -> MoveResult:
+        """Live migration to another libvirt host (issue 12); refused while a hypervisor runs inside."""
+        if not self.remote.owns(name):
+            self._vms.show(validate_name(name))  # an unknown name: NotFound
+            raise InvalidInput(f"vm '{name}' runs on this machine: only VMs on libvirt hosts can move",
+                               hint="nestor vm new NAME --host H makes a VM on a libvirt host")
+        return self.remote.vm_move(name, host, progress)
+
+    def _local_only(self, name: str, what: str) -> None:
+        if self.remote.owns(name):
+            raise InvalidInput(f"vm '{name}' is on a libvirt host: {what} are for VMs on this machine",
+                               hint=f"nestor vm show {name}")
+
+    # -- libvirt hosts (issue 12) -----------------------------------------------------------------
+    def host_add(self, name: str, uri: str) -> HostInfo:
+        return self.remote.host_add(name, uri)
+
+    def host_list(self) -> list[HostInfo]:
+        return self.remote.host_list()
+
+    def host_show(self, name: str) -> HostInfo:
+        return self.remote.host_show(name)
+
+    def host_remove(self, name: str) -> None:
+        self.remote.host_remove(name)
+
     def vm_exec(self, target: str, argv: list[str], timeout: float = guests.EXEC_TIMEOUT) -> ExecResult:
+        self._local_only(target.split("/", 1)[0], "exec and the guest agent")
         return guests.vm_exec(self.core, target, argv, timeout)
 
     def vm_files(self, name: str) -> Path:
         """The VM's directory (for the front ends' file views: logs)."""
+        self._local_only(name, "the console and its log")
         return self.core.vm_dir(self.core.vms.get(validate_name(name)))
 
     def vm_console_socket(self, name: str) -> Path:
         """The serial console's unix socket of a running VM."""
+        self._local_only(name, "the console and its log")
         config = self.core.vms.get(validate_name(name))
         sock = self.core.files(config).serial_sock
         if not sock.exists():
@@ -124,6 +182,7 @@ class Service:
                tail: int | None = None) -> Iterator[bytes]:
         """The serial console's output; with `follow` it waits for more (until `until` appears,
         or `timeout` passes: StateError). `tail` starts that many bytes before the end."""
+        self._local_only(name, "the console and its log")
         if timeout is not None:
             guests.check_timeout(timeout)
         if tail is not None and tail < 0:
@@ -162,7 +221,10 @@ class Service:
                 tick()
 
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
-        return guests.tree(self.core, timeout, level=self.core.facts.level)
+        tree = guests.tree(self.core, timeout, level=self.core.facts.level)
+        if self.remote.has_hosts():
+            tree.hosts = self.remote.tree()
+        return tree
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:

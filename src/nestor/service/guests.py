@@ -10,9 +10,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from ..engine import process
 from ..engine.qmp import Agent
-from ..errors import GuestError, InvalidInput, NestorError, StateError
+from ..errors import GuestError, InvalidInput, NestorError
 from ..model import format_size, validate_name
 from .core import Core
 from .types import ExecResult, Tree, TreeNode
@@ -40,10 +39,7 @@ def split_target(target: str) -> list[str]:
 
 
 def agent(core: Core, name: str, timeout: float) -> Agent:
-    config = core.vms.get(validate_name(name))
-    files = core.files(config)
-    if process.live_pid(files.dir) is None:
-        raise StateError(f"vm '{name}' is not running", hint=f"nestor vm start {name}")
+    files = core.running_files(name)
     if not files.qga_sock.exists():
         raise GuestError(f"vm '{name}' has no guest agent", hint="use the nested-host image, which runs qemu-guest-agent")
     return Agent(files.qga_sock, name, timeout=timeout)

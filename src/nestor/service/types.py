@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from ..model import VMState
 
 __all__ = [
-    "CheckResult", "ExecResult", "HostReport", "ImageInfo", "MemoryChange", "MemoryOutcome",
-    "MemoryResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult", "SwitchInfo",
+    "CheckResult", "ExecResult", "HostInfo", "HostReport", "HostTree", "ImageInfo", "MemoryChange", "MemoryOutcome",
+    "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult", "SwitchInfo",
     "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "from_json", "to_json",
 ]
 
@@ -86,6 +86,11 @@ class VMSpec:
     run_script: str | None = None
     config_version: str | None = None  # None: the current version
     switches: tuple[str, ...] = ()  # one adapter on each
+    # On a libvirt host (issue 12): kernel/initrd are files on that host; image/run_script/switches do not apply.
+    host: str | None = None  # a registered libvirt host, or "auto" (placement); None: this machine
+    maximum: int | None = None  # libvirt host: the memory a running VM can be given, bytes
+    disk: str | None = None  # libvirt host: a disk image file on that host
+    network: str | None = None  # libvirt host: a libvirt network (the MAC guard is clean-traffic)
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,25 @@ class VMInfo:
     memory_assigned: int | None = None
     memory_demand: int | None = None
     memory_balancer: str | None = None  # the balancer's last decision (a reason), while it runs
+    host: str | None = None  # the libvirt host the VM is on; None: this machine
+    host_state: str | None = None  # libvirt's own word where `state` cannot say it (missing, crashed, …)
 
 
 @dataclass(frozen=True)
 class NewVM:
     vm: VMInfo
     warnings: list[str] = field(default_factory=list)
+    placement: str | None = None  # `host: auto`: why that host was chosen
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """`vm move`: a live migration (running VM) or a moved definition (off VM)."""
+
+    name: str
+    source: str
+    dest: str
+    live: bool
 
 
 class StopHow(enum.StrEnum):
@@ -199,10 +217,23 @@ class TreeNode:
 
 
 @dataclass
+class HostTree:
+    """A libvirt host in the tree, with the VMs nestor made there."""
+
+    host: str
+    uri: str
+    level: int
+    reachable: bool
+    error: str | None = None
+    vms: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass
 class Tree:
     host: str
     level: int
     vms: list[TreeNode]
+    hosts: list[HostTree] = field(default_factory=list)  # libvirt hosts (issue 12)
 
 
 # -- host and images ---------------------------------------------------------------------------
@@ -219,6 +250,36 @@ class HostReport:
     facts: dict[str, Any]
     checks: list[CheckResult]
     ok: bool  # the prerequisites to run VMs at all (qemu, an accelerator) pass
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A libvirt host: its capabilities as libvirt reports them now. Sizes in bytes."""
+
+    name: str
+    uri: str
+    reachable: bool
+    error: str | None = None
+    nestor_vms: int = 0
+    driver: str | None = None
+    hostname: str | None = None
+    arch: str | None = None
+    cpus: int | None = None
+    memory_total: int | None = None
+    free_memory: int | None = None
+    free_memory_source: str | None = None  # "libvirt" | "estimated: total - running VMs"
+    vms: int | None = None  # every domain on the host, nestor's or not
+    domain_type: str | None = None  # kvm | qemu | test
+    libvirt_version: str | None = None
+    virt_type: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    cpu_modes: list[str] = field(default_factory=list)
+    nesting: bool | None = None
+    nesting_flag: str | None = None  # svm | vmx
+    nesting_reason: str | None = None
+    max_vcpus: int | None = None
+    vm_names: list[str] = field(default_factory=list)  # nestor's VMs there (host show)
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,37 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE vms ADD COLUMN memory_maximum INTEGER;
     ALTER TABLE vms ADD COLUMN memory_buffer INTEGER NOT NULL DEFAULT 20;
     """,
-    # Disk-image guests (nestor/guests.py): machine, firmware, cloud-init; their disks
-    # (nestor/disks.py); static addresses for the cloud-init network-config.
+    # Other machines (nestor/remote/store.py): libvirt hosts and the VMs nestor made on them.
+    # A host with VMs cannot be deleted (no ON DELETE CASCADE): `host remove` refuses first.
+    """
+    CREATE TABLE hosts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        uri TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    CREATE TABLE remote_vms (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        host_id INTEGER NOT NULL REFERENCES hosts(id),
+        uuid TEXT NOT NULL UNIQUE,
+        vcpus INTEGER NOT NULL,
+        memory INTEGER NOT NULL,
+        memory_maximum INTEGER NOT NULL,
+        nested INTEGER NOT NULL DEFAULT 0,
+        disk TEXT,
+        kernel TEXT,
+        initrd TEXT,
+        append TEXT,
+        network TEXT,
+        mac TEXT,
+        mac_spoofing INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    CREATE INDEX remote_vms_host ON remote_vms(host_id);
+    """,
+    # Disk-image guests (service/diskvms.py): machine, firmware, cloud-init; their disks
+    # (service/disks.py); static addresses for the cloud-init network-config.
     """
     CREATE TABLE vm_guests (
         vm_id INTEGER PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
@@ -158,6 +187,8 @@ class VMRepo:
 
     def add(self, config: VMConfig) -> VMConfig:
         boot = config.boot
+        if self.conn.execute("SELECT 1 FROM remote_vms WHERE name = ?", (config.name,)).fetchone():
+            raise Conflict(f"vm '{config.name}' already exists (on a libvirt host)", hint="choose another name")
         try:
             self.conn.execute(
                 "INSERT INTO vms (name, vcpus, memory, nested, config_version, image, kernel, initrd,"

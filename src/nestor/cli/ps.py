@@ -1,0 +1,67 @@
+"""`nestor ps`: run PowerShell (the seed's Hyper-V and networking cmdlets) against this host."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InvalidInput, NotFound
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json
+
+
+def _script(command: str | None, file: str | None) -> str:
+    if command is not None and file is not None:
+        raise InvalidInput("give -c COMMAND or a FILE, not both", hint="nestor ps -c \"Get-VM\"")
+    if command is not None:
+        return command
+    if file is not None and file != "-":
+        try:
+            return Path(file).read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise NotFound(f"script '{file}' not found", hint="nestor ps FILE.ps1, nestor ps -c COMMAND") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read script '{file}': {exc}", hint="a UTF-8 text file") from None
+    if sys.stdin.isatty():
+        raise InvalidInput("no script given", hint="nestor ps -c \"Get-VM\", nestor ps FILE.ps1, or a script on stdin")
+    return sys.stdin.read()
+
+
+def _cmdlets() -> None:
+    from ..ps.cmdlets import CMDLETS
+
+    width = max(len(c.name) for c in CMDLETS)
+    for c in CMDLETS:
+        click.echo(f"{c.name.ljust(width)}  {c.signature.native}")
+
+
+@click.command("ps", context_settings={"ignore_unknown_options": False})
+@click.argument("file", required=False)
+@click.option("-c", "--command", default=None, help="the PowerShell to run")
+@click.option("--cmdlets", "list_cmdlets", is_flag=True, help="list the accepted cmdlets and their nestor commands")
+@OUTPUT
+@pass_ctx
+def ps(ctx: Ctx, file: str | None, command: str | None, list_cmdlets: bool, output: str) -> None:
+    """Run PowerShell: -c COMMAND, a FILE.ps1, or stdin (the seed's cmdlets, verbatim)."""
+    if list_cmdlets:
+        _cmdlets()
+        return
+    from ..ps import execute
+    from ..ps.objects import render, to_json
+
+    script = _script(command, file)
+
+    def note(message: str) -> None:
+        click.echo(message, err=True)
+
+    collected: list[Any] = []
+    for _statement, objects in execute(ctx.service, script, note):
+        if output == "json":
+            collected += to_json(objects)
+        elif objects:
+            click.echo(render(objects) + "\n")
+    if output == "json":
+        emit_json(collected)

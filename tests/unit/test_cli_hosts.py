@@ -1,0 +1,107 @@
+"""`nestor host …`, `vm … --host`, `vm move` and `tree` through the real CLI in subprocesses,
+on libvirt's test driver (test:///PATH.xml files: the driver re-reads them in every process, and
+nestor redefines its VMs from its record)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nestor.remote import testnode
+from tests.helpers import nestor
+
+G = 1 << 30
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    root = tmp_path / "home"
+    for name, kind, memory in (("a", "amd", 16 * G), ("b", "intel", 32 * G), ("c", "amd-nonested", 64 * G)):
+        (tmp_path / f"{name}.xml").write_text(testnode.node_xml(kind, memory))
+    return root
+
+
+def uri(home: Path, name: str) -> str:
+    return f"test://{home.parent}/{name}.xml"
+
+
+def refused(home: Path, *args: str) -> tuple[int, str]:
+    hosts_before = nestor(home, "host", "list", "-o", "json").stdout
+    vms_before = nestor(home, "vm", "list", "-o", "json").stdout
+    result = nestor(home, *args, check=False)
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[0].startswith("error: ") and len(lines) <= 2, result.stderr
+    assert all(line.startswith(("error: ", "hint: ")) for line in lines), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert nestor(home, "host", "list", "-o", "json").stdout == hosts_before
+    assert nestor(home, "vm", "list", "-o", "json").stdout == vms_before
+    return result.returncode, lines[0]
+
+
+def test_hosts_end_to_end(home: Path) -> None:
+    for name in "abc":
+        nestor(home, "host", "add", name, uri(home, name))
+    hosts = {h["name"]: h for h in json.loads(nestor(home, "host", "list", "-o", "json").stdout)}
+    assert (hosts["a"]["vendor"], hosts["a"]["nesting"], hosts["a"]["nesting_flag"]) == ("AMD", True, "svm")
+    assert (hosts["b"]["vendor"], hosts["b"]["nesting_flag"]) == ("Intel", "vmx")
+    assert hosts["c"]["nesting"] is False and "kvm_amd" in hosts["c"]["nesting_reason"]
+    assert hosts["c"]["free_memory"] == 64 * G and hosts["a"]["vms"] == 0
+    table = nestor(home, "host", "list").stdout
+    assert "NESTING" in table and "svm" in table and "vmx" in table
+    shown = json.loads(nestor(home, "host", "show", "b", "-o", "json").stdout)
+    assert shown["uri"] == uri(home, "b") and shown["nesting"] is True
+
+    out = nestor(home, "vm", "new", "l1", "--host", "auto", "--nested", "--memory", "1G").stdout
+    assert "placed on host 'b'" in out  # the most free memory among hosts that can nest
+    nestor(home, "vm", "new", "web", "--host", "a", "--memory", "256M", "--maximum", "512M")
+    vms = {v["name"]: v for v in json.loads(nestor(home, "vm", "list", "-o", "json").stdout)}
+    assert vms["l1"]["host"] == "b" and vms["l1"]["state"] == "off" and vms["web"]["host"] == "a"
+    assert "placed on host" not in nestor(home, "vm", "start", "web").stdout
+    show = json.loads(nestor(home, "vm", "show", "l1", "-o", "json").stdout)
+    assert show["nested"] is True and show["host"] == "b"
+
+    tree = json.loads(nestor(home, "tree", "-o", "json").stdout)
+    assert [h["host"] for h in tree["hosts"]] == ["a", "b", "c"]
+    assert [vm["name"] for vm in tree["hosts"][1]["vms"]] == ["l1"]
+    text = nestor(home, "tree").stdout
+    assert "b (L0, libvirt test://" in text and "l1 (L1)" in text
+
+    assert "moved to host 'a'" in nestor(home, "vm", "move", "l1", "--host", "a").stdout  # off: offline move
+    assert json.loads(nestor(home, "vm", "show", "l1", "-o", "json").stdout)["host"] == "a"
+
+    code, line = refused(home, "host", "remove", "a")
+    assert code == 5 and "has 2 VM(s)" in line
+    nestor(home, "vm", "remove", "l1")
+    nestor(home, "vm", "remove", "web", "--force")
+    nestor(home, "host", "remove", "a")
+    assert [h["name"] for h in json.loads(nestor(home, "host", "list", "-o", "json").stdout)] == ["b", "c"]
+
+
+def test_bad_input_changes_nothing(home: Path) -> None:
+    nestor(home, "host", "add", "a", uri(home, "a"))
+    nestor(home, "host", "add", "c", uri(home, "c"))
+    assert refused(home, "host", "add", "x", "http://nope/system")[0] == 2
+    assert refused(home, "host", "add", "x", "test:///no/such.xml")[0] == 2
+    assert refused(home, "host", "add", "Bad Name", "test:///default")[0] == 2
+    assert "already has the URI" in refused(home, "host", "add", "a2", uri(home, "a"))[1]
+    assert refused(home, "host", "show", "nope")[0] == 3
+    assert refused(home, "host", "remove", "nope")[0] == 3
+    assert "cannot offer nested" in refused(home, "vm", "new", "l1", "--host", "c", "--nested")[1]
+    assert refused(home, "vm", "new", "l1", "--host", "nope")[0] == 3
+    assert "takes no --image" in refused(home, "vm", "new", "l1", "--host", "a", "--image", "appliance")[1]
+    assert "need --kernel" in refused(home, "vm", "new", "l1", "--host", "a", "--append", "quiet")[1]
+    assert "are for a VM on a libvirt host" in refused(home, "vm", "new", "l1", "--disk", "/x.qcow2")[1]
+    assert "no host can take" in refused(home, "vm", "new", "big", "--host", "auto", "--nested", "--memory", "20G")[1]
+    nestor(home, "vm", "new", "web", "--host", "a")
+    assert refused(home, "vm", "move", "web", "--host", "nope")[0] == 3
+    assert "already on host 'a'" in refused(home, "vm", "move", "web", "--host", "a")[1]
+    assert "only --startup" in refused(home, "vm", "set-memory", "web", "--dynamic", "on")[1]
+
+
+def test_host_check_still_works(home: Path) -> None:
+    result = nestor(home, "host", "check", "-o", "json", check=False)
+    assert result.returncode in (0, 1)
+    assert {c["name"] for c in json.loads(result.stdout)["checks"]} >= {"qemu", "accelerator"}

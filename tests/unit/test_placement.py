@@ -1,0 +1,101 @@
+"""Placement among libvirt hosts, the move rule and migration flags: pure."""
+
+import pytest
+
+from nestor.errors import InvalidInput, NotFound, PolicyError, StateError
+from nestor.policy import migration as migration_rules
+from nestor.policy.placement import Candidate, place, why_not
+from nestor.remote import migration, uri
+
+G = 1 << 30
+
+
+def hosts() -> list[Candidate]:
+    return [
+        Candidate("a", True, 8 * G, True),
+        Candidate("b", True, 30 * G, False, "svm is disabled in the host-model CPU"),
+        Candidate("c", True, 12 * G, True),
+        Candidate("d", False, 0, False, error="cannot connect"),
+    ]
+
+
+def test_most_free_memory_wins() -> None:
+    assert place(hosts(), 1 * G, nested=False).host == "b"
+
+
+def test_nested_only_among_hosts_that_can_offer_it() -> None:
+    chosen = place(hosts(), 1 * G, nested=True)
+    assert chosen.host == "c"
+    assert "nesting" in chosen.reason
+    assert dict(chosen.passed_over)["b"].startswith("cannot offer nesting (svm is disabled")
+    assert dict(chosen.passed_over)["d"] == "unreachable (cannot connect)"
+
+
+def test_memory_must_fit() -> None:
+    assert place(hosts(), 10 * G, nested=True).host == "c"
+    assert why_not(hosts()[0], 10 * G, nested=True) == "only 8G free, the VM needs 10G"
+
+
+def test_no_host_names_every_reason() -> None:
+    with pytest.raises(PolicyError) as info:
+        place(hosts(), 16 * G, nested=True)
+    message = info.value.message
+    assert "no host can take a nested-enabled VM (16G)" in message
+    for name in "abcd":
+        assert f"{name}: " in message
+    with pytest.raises(NotFound, match="no libvirt hosts"):
+        place([], G, nested=False)
+
+
+def test_ties_go_to_the_first_name() -> None:
+    assert place([Candidate("y", True, G, True), Candidate("x", True, G, True)], G // 2, nested=False).host == "x"
+
+
+def test_move_rule() -> None:
+    with pytest.raises(PolicyError, match=r"cannot be moved \(rules R12-R14\): a hypervisor is running"):
+        migration_rules.check_move("l1", "a", "b", True, "EFER.SVME", vm_running=True)
+    with pytest.raises(StateError, match="cannot tell whether a hypervisor runs inside"):
+        migration_rules.check_move("l1", "a", "b", None, "unknown: no monitor", vm_running=True)
+    with pytest.raises(InvalidInput, match="already on host 'a'"):
+        migration_rules.check_move("l1", "a", "a", False, "", vm_running=True)
+    migration_rules.check_move("l1", "a", "b", False, "", vm_running=True)
+    migration_rules.check_move("l1", "a", "b", None, "vm is off", vm_running=False)  # off: definition only
+
+
+def test_vendor_extension_must_match_for_a_live_move() -> None:
+    with pytest.raises(StateError, match="cannot be moved live"):
+        migration_rules.check_same_extension("l1", "b", "svm", "vmx")
+    migration_rules.check_same_extension("l1", "b", "svm", "svm")
+
+
+def test_migration_flags_are_libvirts() -> None:
+    import libvirt
+
+    live = migration.plan("l1", running=True)
+    assert live.flags == libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert live.params == {libvirt.VIR_MIGRATE_PARAM_DEST_NAME: "l1"}
+    off = migration.plan("l1", running=False)
+    assert off.flags == libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    assert migration.flag_names(live.flags) == ["live", "persist-dest", "undefine-source"]
+
+
+def test_progress_line() -> None:
+    stats = {"memory_total": 1 << 30, "memory_processed": 256 << 20, "memory_bps": 100 << 20}
+    assert migration.progress_text(stats) == "migrating: 256/1024 MiB (25%), 100 MiB/s"
+    assert migration.progress_text({}) is None
+
+
+@pytest.mark.parametrize("good", ["qemu+ssh://root@host-a/system", "qemu+tcp://10.0.0.2/system",
+                                  "qemu+tls://host-b.example/system", "test:///default", "qemu:///system"])
+def test_uri_accepted(good: str) -> None:
+    assert uri.validate(good) == good
+
+
+@pytest.mark.parametrize(("bad", "what"), [
+    ("http://host/system", "unsupported"), ("qemu+ssh:///system", "no host name"),
+    ("qemu+ssh://h/", "must end in /system"), ("test:///relative.txt", "absolute path to a .xml"),
+    ("test:///no/such/file.xml", "no such file"), ("test://h/default", "in-process"), ("", "unsupported"),
+])
+def test_uri_refused(bad: str, what: str) -> None:
+    with pytest.raises(InvalidInput, match=what):
+        uri.validate(bad)

@@ -1,0 +1,350 @@
+"""`nestor ps` without a host: the tokenizer, binding to cmdlet signatures, and planning.
+
+The seed's own lines are checked as the seed writes them (typographic quotes, the en dash).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from nestor.errors import InvalidInput, NestorError
+from nestor.ps import plan
+from nestor.ps.network import NetshDns
+from nestor.ps.objects import PSObject, render, to_json
+from nestor.ps.tokenize import Kind, tokenize
+
+# The seed (shared/seed/000_3ebcd23104e572cc.txt), byte for byte, so CI has it too.
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed.txt"
+SHARED_SEED = Path("/work/shared/seed/000_3ebcd23104e572cc.txt")
+
+
+def kinds(text: str) -> list[tuple[Kind, str]]:
+    return [(t.kind, t.text) for t in tokenize(text)]
+
+
+def one(text: str) -> dict[str, object]:
+    """The bound arguments of a one-command script."""
+    (item,) = plan(text)
+    (cmd,) = item.statement.commands
+    return cmd.args
+
+
+def refused(text: str) -> str:
+    with pytest.raises(InvalidInput) as info:
+        plan(text)
+    assert info.value.hint, "every refusal carries a hint"
+    return info.value.message
+
+
+# -- tokenizer ---------------------------------------------------------------------------------------
+def test_parameters_with_any_dash() -> None:
+    for dash in "-\u2013\u2014\u2015":
+        assert kinds(f"New-NetNat {dash}Name LocalNAT")[:3] == [
+            (Kind.WORD, "New-NetNat"), (Kind.PARAM, "Name"), (Kind.WORD, "LocalNAT")]
+
+
+def test_typographic_and_plain_quotes() -> None:
+    assert kinds("x “192.168.100.0/24”")[1] == (Kind.STRING, "192.168.100.0/24")
+    assert kinds('x "vEthernet (VmNat)"')[1] == (Kind.STRING, "vEthernet (VmNat)")
+    assert kinds("x ‘it’’s’")[1] == (Kind.STRING, "it’s")  # a doubled quote is one, any of the kind
+    assert kinds("x 'a''b'")[1] == (Kind.STRING, "a'b")
+    assert kinds('x "a`"b`tc"')[1] == (Kind.STRING, 'a"b\tc')
+    assert kinds('x „low”')[1] == (Kind.STRING, "low")
+    assert kinds("x “”")[1] == (Kind.STRING, "")
+
+
+def test_single_quotes_are_literal() -> None:
+    assert kinds("x '$true `n'")[1] == (Kind.STRING, "$true `n")
+
+
+def test_word_with_a_quoted_part_is_one_argument() -> None:
+    assert kinds('netsh address="1.1.1.1"')[1] == (Kind.STRING, "address=1.1.1.1")
+
+
+def test_booleans_and_null() -> None:
+    toks = tokenize("x $true $FALSE $Null")
+    assert [(t.kind, t.value) for t in toks[1:4]] == [(Kind.VARIABLE, True), (Kind.VARIABLE, False),
+                                                     (Kind.VARIABLE, None)]
+
+
+def test_separators_comments_and_continuation() -> None:
+    toks = kinds("Get-VM # all of them\nGet-VM a; Get-VM `\n  b | Get-VMProcessor")
+    words = [t for k, t in toks if k is Kind.WORD]
+    assert words == ["Get-VM", "Get-VM", "a", "Get-VM", "b", "Get-VMProcessor"]
+    assert [k for k, _ in toks].count(Kind.PIPE) == 1
+    assert [k for k, _ in toks].count(Kind.END) == 3  # newline, ';', and the end
+
+
+def test_param_colon_form() -> None:
+    toks = tokenize("Stop-VM x -Force:$false")
+    assert toks[2].kind is Kind.PARAM and toks[2].colon and toks[3].value is False
+
+
+def test_negative_number_is_a_value() -> None:
+    assert kinds("x -5")[1] == (Kind.WORD, "-5")
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("Get-VM $name", "variables are not supported"),
+    ('Get-VM "vm-$name"', "variables"),
+    ("Get-VM { 1 }", "script blocks"),
+    ("Get-VM (Get-VM)", "subexpressions"),
+    ("Get-VM a,b", "arrays"),
+    ("Get-VM > out.txt", "redirection"),
+    ("Set-VMProcessor -VMName <VMName> -Count 2", "placeholder '<VMName>' is not filled in"),
+    ('Get-VM "open', "missing its closing quote"),
+    ("Get-VM “open", "missing its closing quote"),
+    ("Get-VM a || Get-VM b", "'||'"),
+])
+def test_unsupported_syntax_is_refused_with_a_position(text: str, needle: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        tokenize(text)
+    assert needle in info.value.message and "line 1, column" in info.value.message and info.value.hint
+
+
+def test_error_positions_count_lines() -> None:
+    with pytest.raises(InvalidInput) as info:
+        tokenize("Get-VM\nGet-VM   $x")
+    assert "(line 2, column 10)" in info.value.message
+
+
+# -- binding -----------------------------------------------------------------------------------------
+def test_seed_processor_lines() -> None:
+    assert one("Set-VMProcessor -VMName L1 -ExposeVirtualizationExtensions $true") == {
+        "VMName": "l1", "ExposeVirtualizationExtensions": True}
+    assert one("Set-VMProcessor -VMName L1 -ExposeVirtualizationExtensions $false")[
+        "ExposeVirtualizationExtensions"] is False
+
+
+def test_booleans_accept_numbers_not_words() -> None:
+    assert one("Set-VMProcessor l1 -ExposeVirtualizationExtensions 1")["ExposeVirtualizationExtensions"] is True
+    assert one("Set-VMProcessor l1 -ExposeVirtualizationExtensions 0")["ExposeVirtualizationExtensions"] is False
+    message = refused("Set-VMProcessor l1 -ExposeVirtualizationExtensions true")
+    assert "accepts only Boolean values and numbers" in message
+
+
+def test_seed_nat_line_with_en_dashes_and_typographic_quotes() -> None:
+    args = one("New-NetNat –Name LocalNAT –InternalIPInterfaceAddressPrefix “192.168.100.0/24”")
+    assert args == {"Name": "localnat", "InternalIPInterfaceAddressPrefix": ipaddress.IPv4Network("192.168.100.0/24")}
+
+
+def test_parameter_names_are_case_insensitive_prefixes_and_aliases() -> None:
+    assert one("set-vmprocessor -vmname X -expose $TRUE -c 2") == {
+        "VMName": "x", "ExposeVirtualizationExtensions": True, "Count": 2}
+    assert one("Start-VM -VMName web")["Name"] == "web"
+    assert "ambiguous" in refused("Set-VMMemory web -M 1GB")
+
+
+def test_size_literals() -> None:
+    args = one("Set-VMMemory web -StartupBytes 512MB -MinimumBytes 1.5GB -MaximumBytes 4gb -Buffer 20")
+    assert args["StartupBytes"] == 512 << 20
+    assert args["MinimumBytes"] == 3 << 29
+    assert args["MaximumBytes"] == 4 << 30
+    assert args["Buffer"] == 20
+    assert one("New-VM web 1073741824")["MemoryStartupBytes"] == 1 << 30
+    assert one("New-VM web '256MB'")["MemoryStartupBytes"] == 256 << 20
+    assert "expects a number such as 512MB" in refused("New-VM web -MemoryStartupBytes lots")
+    assert "whole number of bytes" in refused("New-VM web -MemoryStartupBytes 1.5")
+
+
+def test_new_vm_generation() -> None:
+    assert one("New-VM -Name Web -MemoryStartupBytes 512MB -SwitchName LAN -Generation 1") == {
+        "Name": "web", "MemoryStartupBytes": 512 << 20, "SwitchName": "lan", "Generation": 1}
+    message = refused("New-VM -Name web -Generation 2")
+    assert "generation 2" in message and "not available" in message
+
+
+def test_switches_and_their_colon_form() -> None:
+    assert one("Stop-VM web -TurnOff -Force") == {"Name": "web", "TurnOff": True, "Force": True}
+    assert one("Stop-VM web -TurnOff:$false")["TurnOff"] is False
+
+
+def test_on_off_values() -> None:
+    assert one("Set-VMNetworkAdapter -VMName web -MacAddressSpoofing on")["MacAddressSpoofing"] == "On"
+    assert "does not accept 'Maybe'" in refused("Set-VMNetworkAdapter -VMName web -MacAddressSpoofing Maybe")
+
+
+def test_missing_value_unknown_and_unsupported_parameters() -> None:
+    assert "missing an argument for parameter -IPAddress" in refused(
+        'Get-NetAdapter "vEthernet (VmNat)" | New-NetIPAddress -IPAddress -AddressFamily IPv4 -PrefixLength 24')
+    message = refused("New-VM web -NewVHDPath C:\\vm.vhdx")
+    assert "parameter -NewVHDPath is not supported" in message
+    with pytest.raises(InvalidInput) as info:
+        plan("Set-VMProcessor web -Frobnicate 1")
+    assert "-Frobnicate is not supported" in info.value.message
+    assert info.value.message.endswith("the nestor command: nestor vm set-processor")
+    assert "nestor vm set-processor" in (info.value.hint or "")
+    assert "given twice" in refused("Set-VMProcessor web -Count 1 -Count 2")
+    assert "no parameter accepts the value 'extra'" in refused("Start-VM web extra")
+    assert "is required" in refused("New-VMSwitch -SwitchType Internal")
+
+
+def test_names_follow_nestor_rules_after_case_folding() -> None:
+    assert one("New-VMSwitch -Name VmNAT -SwitchType Internal")["Name"] == "vmnat"
+    assert "invalid switch name 'my switch'" in refused('New-VMSwitch -Name "My Switch" -SwitchType Internal')
+
+
+def test_unknown_and_unavailable_cmdlets_name_the_nestor_command() -> None:
+    assert "'Frob-VM' is not a cmdlet nestor ps accepts" in refused("Frob-VM x")
+    with pytest.raises(InvalidInput) as info:
+        plan("Checkpoint-VM -Name web")
+    assert "checkpoints are not available" in info.value.message and "nestor vm save" in (info.value.hint or "")
+    assert "checkpoints are not available" in refused("Restore-VMCheckpoint -Name snap -VMName web")
+    assert "the nestor command: nestor host check" in refused("Get-VMHost")
+
+
+def test_a_bad_line_anywhere_refuses_the_whole_script() -> None:
+    with pytest.raises(InvalidInput) as info:
+        plan("New-VMSwitch -Name a -SwitchType Internal\nNew-VM web\nCheckpoint-VM web\n")
+    assert "(line 3, column 1)" in info.value.message
+
+
+def test_switch_parameter_sets() -> None:
+    assert one("New-VMSwitch -Name ext -NetAdapterName eth1") == {"Name": "ext", "NetAdapterName": "eth1"}
+    assert "-NetAdapterName makes an external switch" in refused(
+        "New-VMSwitch -Name ext -SwitchType Internal -NetAdapterName eth1")
+    assert "needs -NetAdapterName" in refused("New-VMSwitch -Name ext -SwitchType External")
+    assert "give -SwitchType" in refused("New-VMSwitch -Name ext")
+
+
+def test_nothing_to_change_is_refused() -> None:
+    assert "nothing to change" in refused("Set-VMProcessor web")
+    assert "nothing to change" in refused("Set-VMMemory web")
+
+
+# -- pipelines ---------------------------------------------------------------------------------------
+def test_seed_spoofing_pipeline() -> None:
+    (item,) = plan("Get-VMNetworkAdapter -VMName L1 | Set-VMNetworkAdapter -MacAddressSpoofing On")
+    get, set_ = item.statement.commands
+    assert get.name == "Get-VMNetworkAdapter" and get.args == {"VMName": "l1"}
+    assert set_.name == "Set-VMNetworkAdapter" and set_.args == {"MacAddressSpoofing": "On"}
+
+
+def test_seed_address_pipeline() -> None:
+    (item,) = plan('Get-NetAdapter "vEthernet (VmNat)" | New-NetIPAddress -IPAddress 192.168.100.1 '
+                   "-DefaultGateway 192.168.100.1 -AddressFamily IPv4 -PrefixLength 24")
+    get, new = item.statement.commands
+    assert get.args == {"Name": "vEthernet (VmNat)"}
+    assert new.args == {"IPAddress": ipaddress.IPv4Address("192.168.100.1"),
+                        "DefaultGateway": ipaddress.IPv4Address("192.168.100.1"),
+                        "AddressFamily": "IPv4", "PrefixLength": 24}
+
+
+def test_a_gateway_other_than_the_address_is_a_guest_line() -> None:
+    message = refused('Get-NetAdapter "vEthernet (VmNat)" | New-NetIPAddress -IPAddress 192.168.100.2 '
+                      "-DefaultGateway 192.168.100.1 -AddressFamily IPv4 -PrefixLength 24")
+    assert "-DefaultGateway 192.168.100.1 is not -IPAddress 192.168.100.2" in message
+
+
+def test_pipeline_continues_after_a_newline() -> None:
+    (item,) = plan("Get-VM web |\n  Stop-VM -TurnOff")
+    assert [c.name for c in item.statement.commands] == ["Get-VM", "Stop-VM"]
+
+
+def test_pipeline_type_checks() -> None:
+    assert "cannot take the objects of Get-NetAdapter" in refused('Get-NetAdapter "vEthernet (x)" | Start-VM')
+    assert "writes no objects to the pipeline without -Passthru" in refused("Start-VM web | Stop-VM")
+    plan("Start-VM web -Passthru | Stop-VM")
+    assert "both say what to act on" in refused(
+        "Get-VMNetworkAdapter -VMName a | Set-VMNetworkAdapter -VMName b -MacAddressSpoofing On")
+    assert "empty pipe element" in refused("Get-VM |")
+    assert "empty pipe element" in refused("| Get-VM")
+    assert "IPv6 is not supported" in refused(
+        'Get-NetAdapter "vEthernet (x)" | New-NetIPAddress -IPAddress 10.0.0.1 -PrefixLength 8 -AddressFamily IPv6')
+
+
+def test_format_cmdlets_take_any_object() -> None:
+    (item,) = plan("Get-VMProcessor l1 | fl")
+    assert [c.name for c in item.statement.commands] == ["Get-VMProcessor", "Format-List"]
+    plan("Get-VM | Format-Table; New-VM web | Out-Null")
+    assert "cannot take the objects of Format-List" in refused("Get-VM | Format-List | Start-VM")
+
+
+def test_required_pipeline_parameter_needs_the_pipeline() -> None:
+    assert "-InterfaceAlias is required" in refused("New-NetIPAddress -IPAddress 10.0.0.1 -PrefixLength 24")
+    plan('New-NetIPAddress -IPAddress 10.0.0.1 -PrefixLength 24 -InterfaceAlias "vEthernet (x)"')
+
+
+# -- netsh -------------------------------------------------------------------------------------------
+def test_seed_netsh_line() -> None:
+    (item,) = plan("Netsh interface ip add dnsserver “vEthernet (VmNat)” address=1.1.1.1")
+    assert item.statement.commands[0].raw == NetshDns("vmnat", ipaddress.IPv4Address("1.1.1.1"), None)
+    (item,) = plan('netsh int ipv4 add dnsservers name="vEthernet (VmNat)" 8.8.8.8 index=1 validate=no')
+    assert item.statement.commands[0].raw == NetshDns("vmnat", ipaddress.IPv4Address("8.8.8.8"), 1)
+
+
+def test_netsh_refusals() -> None:
+    assert "only 'interface ip add dnsserver'" in refused('netsh interface ip set address "vEthernet (x)" static')
+    assert "placeholder '<my DNS server>'" in refused(
+        "Netsh interface ip add dnsserver “vEthernet (VmNat)” address=<my DNS server>")
+    assert "expects an IPv4 address" in refused('netsh interface ip add dnsserver "vEthernet (x)" address=dns.example')
+    with pytest.raises(NestorError) as info:
+        plan('netsh interface ip add dnsserver "Ethernet" address=1.1.1.1')
+    assert "'Ethernet' is not an adapter nestor ps knows" in info.value.message
+
+
+def test_dns_servers_are_kept_per_switch_and_bridge(tmp_path: Path) -> None:
+    from nestor.ps import dns
+
+    one_, two = ipaddress.IPv4Address("192.0.2.1"), ipaddress.IPv4Address("192.0.2.2")
+    assert dns.add(tmp_path, "vmnat", "nsbr2", one_) == ["192.0.2.1"]
+    assert dns.add(tmp_path, "vmnat", "nsbr2", two, index=1) == ["192.0.2.2", "192.0.2.1"]
+    assert dns.add(tmp_path, "vmnat", "nsbr2", two) == ["192.0.2.1", "192.0.2.2"]  # moved, not doubled
+    assert dns.servers(tmp_path, "vmnat", "nsbr2") == ["192.0.2.1", "192.0.2.2"]
+    assert dns.servers(tmp_path, "vmnat", "nsbr7") == []  # a new switch of the same name starts empty
+    assert dns.replace(tmp_path, "vmnat", "nsbr2", [two, two]) == ["192.0.2.2"]
+    dns.forget(tmp_path, "vmnat")
+    assert dns.servers(tmp_path, "vmnat", "nsbr2") == []
+
+
+# -- the seed, as written --------------------------------------------------------------------------------
+def seed_commands() -> list[str]:
+    """Every command line in the seed: a line that starts with a cmdlet or Netsh."""
+    import re
+
+    lines = SEED.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if re.match(r"^\s*([A-Z][a-z]+-[A-Za-z]+|Netsh)\s", line)]
+
+
+@pytest.mark.skipif(not SHARED_SEED.exists(), reason="no shared seed on this machine")
+def test_the_seed_copy_is_the_seed() -> None:
+    assert SEED.read_bytes() == SHARED_SEED.read_bytes()
+
+
+def test_the_seed_lines_as_written() -> None:
+    """The seed leaves values out; unfilled, each line gets a precise refusal."""
+    lines = seed_commands()
+    assert len(lines) == 8
+    assert "“" in lines[4] and "\u2013Name" in lines[4]
+    messages = []
+    for line in lines:
+        try:
+            plan(line)
+            messages.append("ok")
+        except InvalidInput as exc:
+            messages.append(exc.message)
+    assert "placeholder '<VMName>'" in messages[0] and "placeholder '<VMName>'" in messages[2]
+    assert messages[3] == "ok"  # New-VMSwitch -Name VmNAT -SwitchType Internal
+    assert "New-NetNat -InternalIPInterfaceAddressPrefix is empty" in messages[4]
+    assert "missing an argument for parameter -IPAddress" in messages[5]
+    assert "placeholder '<my DNS server>'" in messages[7]
+
+
+# -- output ------------------------------------------------------------------------------------------
+def test_table_and_json() -> None:
+    objs = [PSObject("processor", "VMProcessor", {"VMName": "l1", "Count": 2, "ExposeVirtualizationExtensions": True,
+                                                   "HypervisorRunning": None})]
+    assert render(objs).splitlines() == [
+        "VMName Count ExposeVirtualizationExtensions HypervisorRunning",
+        "------ ----- ------------------------------ -----------------",
+        "l1     2     True",
+    ]
+    assert render([PSObject("processor", "VMProcessor", {"VMName": "l1", "Count": 2}, view="list")]).splitlines() == [
+        "VMName : l1",
+        "Count  : 2",
+    ]
+    assert to_json(objs) == [{"Type": "VMProcessor", "VMName": "l1", "Count": 2,
+                              "ExposeVirtualizationExtensions": True, "HypervisorRunning": None}]

@@ -1,0 +1,216 @@
+"""The libvirt-host use cases against libvirt's test driver (in-process, no daemon).
+
+The test driver cannot read vCPU registers or migrate, so "is a hypervisor running inside" is
+given by a detector the test sets (the seam of LibvirtHost); everything else is libvirt's own.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from nestor.errors import EngineError, InvalidInput, NotFound, PolicyError, StateError
+from nestor.remote import libvirt_engine, testnode
+from nestor.remote.hosts import AUTO, Hosts
+from nestor.state import db
+
+G = 1 << 30
+M = 1 << 20
+
+
+class Detector:
+    def __init__(self) -> None:
+        self.answer: tuple[bool | None, str] = (False, "test: no hypervisor")
+        self.asked = 0
+
+    def __call__(self, dom: Any) -> tuple[bool | None, str]:
+        self.asked += 1
+        return self.answer
+
+
+@pytest.fixture
+def detector() -> Detector:
+    return Detector()
+
+
+@pytest.fixture
+def svc(tmp_path: Path, detector: Detector) -> Iterator[Hosts]:
+    for name, kind, memory in (("a", "amd", 16 * G), ("b", "intel", 32 * G), ("c", "amd-nonested", 64 * G)):
+        (tmp_path / f"{name}.xml").write_text(testnode.node_xml(kind, memory))
+    hosts = Hosts(db.connect(tmp_path / "nestor.db"), detector)
+    for name in "abc":
+        hosts.add(name, f"test://{tmp_path}/{name}.xml")
+    yield hosts
+    libvirt_engine.disconnect_all()
+
+
+def domain(svc: Hosts, vm_name: str) -> Any:
+    vm, host = svc.get_vm(vm_name)
+    return svc.engine(host).conn.lookupByUUIDString(vm.uuid)
+
+
+def test_hosts_show_capabilities(svc: Hosts) -> None:
+    views = {v.name: v for v in svc.host_list()}
+    assert views["a"].caps and views["a"].caps.cpu.nesting and views["a"].caps.cpu.vendor == "AMD"
+    assert views["b"].caps and views["b"].caps.cpu.nesting_flag == "vmx"
+    assert views["c"].caps and not views["c"].caps.cpu.nesting
+    assert views["b"].caps.free_memory == 32 * G and views["b"].caps.vms == 0
+    assert views["a"].row()["nesting"] == "svm" and views["c"].row()["nesting"] == "no"
+
+
+def test_add_refuses_duplicates_and_unreachable(svc: Hosts, tmp_path: Path) -> None:
+    from nestor.errors import Conflict
+
+    with pytest.raises(Conflict, match="already exists"):
+        svc.add("a", "test:///default")
+    (tmp_path / "broken.xml").write_text("<nope/>")
+    with pytest.raises(EngineError, match="cannot connect"):
+        svc.add("z", f"test://{tmp_path}/broken.xml")
+    assert [h.name for h in svc.hosts.all()] == ["a", "b", "c"]
+
+
+def test_placement_picks_most_free_memory_that_can_nest(svc: Hosts) -> None:
+    _vm, chosen, _ = svc.vm_new("l1", AUTO, memory=2 * G, nested=True)
+    assert chosen is not None and chosen.host == "b"  # c has more memory but cannot nest
+    _plain, chosen2, _ = svc.vm_new("web", AUTO, memory=1 * G)
+    assert chosen2 is not None and chosen2.host == "c"
+    xml = domain(svc, "l1").XMLDesc(0)
+    assert "<feature policy='require' name='vmx'/>" in xml  # Intel host: vmx
+    web = domain(svc, "web").XMLDesc(0)
+    assert "<feature policy='disable' name='svm'/>" in web and "<feature policy='disable' name='vmx'/>" in web
+
+
+def test_nested_refused_where_it_cannot_be_offered(svc: Hosts) -> None:
+    with pytest.raises(StateError, match="host 'c' cannot offer nested virtualization"):
+        svc.vm_new("l1", "c", nested=True)
+    assert svc.vms.find("l1") is None
+    with pytest.raises(PolicyError, match="no host can take"):
+        svc.vm_new("big", AUTO, memory=40 * G, nested=True)
+    with pytest.raises(InvalidInput, match="more than host 'a' has"):
+        svc.vm_new("big", "a", memory=20 * G)
+    assert svc.vms.find("big") is None
+
+
+def test_lifecycle_and_remove_refused_while_vms(svc: Hosts) -> None:
+    svc.vm_new("web", "a", memory=512 * M, network="default")
+    assert "clean-traffic" in domain(svc, "web").XMLDesc(0)
+    assert svc.vm_show("web").state == "off"
+    svc.vm_start("web")
+    assert svc.vm_show("web").state == "running"
+    with pytest.raises(StateError, match="already running"):
+        svc.vm_start("web")
+    with pytest.raises(StateError, match=r"host 'a' has 1 VM\(s\) of nestor's \(web\)"):
+        svc.remove("a")
+    with pytest.raises(StateError, match="is running"):
+        svc.vm_remove("web")
+    assert svc.vm_stop("web", turn_off=True) == "turned off"
+    svc.vm_remove("web")
+    svc.remove("a")
+    with pytest.raises(NotFound):
+        svc.hosts.get("a")
+
+
+def test_toggle_only_while_off_r2(svc: Hosts) -> None:
+    svc.vm_new("l1", "a", nested=False)
+    svc.vm_start("l1")
+    with pytest.raises(PolicyError, match=r"is running: stop it first \(nested virtualization can only be changed"):
+        svc.vm_set_processor("l1", nested=True)
+    svc.vm_stop("l1", turn_off=True)
+    svc.vm_set_processor("l1", nested=True)
+    assert "<feature policy='require' name='svm'/>" in domain(svc, "l1").XMLDesc(0)
+
+
+def test_memory_rule_r7_and_save_r12(svc: Hosts, detector: Detector) -> None:
+    svc.vm_new("l1", "a", memory=1 * G, maximum=2 * G, nested=True)
+    svc.vm_start("l1")
+    detector.answer = (True, "test: EFER.SVME set")
+    with pytest.raises(PolicyError, match=r"memory not changed \(rule R7\)"):
+        svc.vm_set_memory("l1", 1536 * M)
+    assert domain(svc, "l1").info()[2] == 1 * G // 1024  # the balloon did not move
+    with pytest.raises(PolicyError, match=r"cannot be saved \(rules R12-R14\)"):
+        svc.vm_save("l1")
+    assert svc.vm_show("l1").hypervisor_running is True
+    detector.answer = (None, "unknown: no monitor")
+    with pytest.raises(StateError, match="cannot tell whether a hypervisor runs inside"):
+        svc.vm_set_memory("l1", 1536 * M)
+    detector.answer = (False, "test: EFER.SVME clear")
+    assert "live" in svc.vm_set_memory("l1", 1536 * M)
+    assert domain(svc, "l1").info()[2] == 1536 * M // 1024  # libvirt's balloon target moved
+    with pytest.raises(StateError, match="room for 2G"):
+        svc.vm_set_memory("l1", 3 * G)
+    svc.vm_save("l1")
+    assert domain(svc, "l1").hasManagedSaveImage(0) == 1
+
+
+def test_memory_rule_not_asked_without_nesting(svc: Hosts, detector: Detector) -> None:
+    svc.vm_new("web", "a", memory=1 * G, maximum=2 * G)
+    svc.vm_start("web")
+    detector.answer = (True, "would refuse")
+    svc.vm_set_memory("web", 1536 * M)
+    assert detector.asked == 0
+
+
+def test_move_refused_while_a_hypervisor_runs(svc: Hosts, detector: Detector) -> None:
+    svc.vm_new("l1", "a", nested=True)
+    svc.vm_start("l1")
+    detector.answer = (True, "test: EFER.SVME set")
+    lines: list[str] = []
+    with pytest.raises(PolicyError, match=r"cannot be moved \(rules R12-R14\)"):
+        svc.vm_move("l1", "b", lines.append)
+    with pytest.raises(StateError, match="cannot offer nested"):
+        detector.answer = (False, "clear")
+        svc.vm_move("l1", "c", lines.append)
+    _vm, host = svc.get_vm("l1")
+    assert host.name == "a" and lines == []
+
+
+def test_running_nested_vm_keeps_its_vendor(svc: Hosts, tmp_path: Path) -> None:
+    svc.vm_new("l1", "a", nested=True)  # AMD: svm
+    svc.vm_start("l1")
+    with pytest.raises(StateError, match="runs with svm exposed; host 'b' offers vmx"):
+        svc.vm_move("l1", "b", lambda line: None)
+    assert svc.get_vm("l1")[1].name == "a"
+
+
+def test_live_move_on_the_test_driver_fails_cleanly(svc: Hosts) -> None:
+    """libvirt's test driver does not implement migration: nestor reports it, the VM stays."""
+    svc.vm_new("web", "a")
+    svc.vm_start("web")
+    lines: list[str] = []
+    with pytest.raises(EngineError, match="was not moved from 'a' to 'b'"):
+        svc.vm_move("web", "b", lines.append)
+    assert svc.get_vm("web")[1].name == "a" and svc.vm_show("web").state == "running"
+    assert lines and "live, persist-dest, undefine-source" in lines[0]
+
+
+def test_off_vm_moves_its_definition(svc: Hosts) -> None:
+    svc.vm_new("web", "a", nested=True)
+    message = svc.vm_move("web", "b", lambda line: None)
+    assert message == "vm 'web' moved to host 'b'"
+    vm, host = svc.get_vm("web")
+    assert host.name == "b"
+    assert "name='vmx'" in svc.engine(host).conn.lookupByUUIDString(vm.uuid).XMLDesc(0)  # re-planned for Intel
+    a = svc.engine(svc.hosts.get("a")).conn
+    with pytest.raises(libvirt.libvirtError):
+        a.lookupByUUIDString(vm.uuid)
+
+
+def test_a_new_connection_gets_nestors_vms_back(svc: Hosts, tmp_path: Path) -> None:
+    """A test:///PATH.xml driver forgets between processes; nestor redefines from its record."""
+    svc.vm_new("web", "a")
+    libvirt_engine.disconnect_all()
+    again = Hosts(db.connect(tmp_path / "nestor.db"))
+    assert again.vm_show("web").state == "off"
+
+
+def test_names_are_shared_with_local_vms(svc: Hosts, tmp_path: Path) -> None:
+    from nestor.errors import Conflict
+    from nestor.model import VMConfig
+
+    svc.vm_new("web", "a")
+    with pytest.raises(Conflict, match="on a libvirt host"):
+        db.VMRepo(db.connect(tmp_path / "nestor.db")).add(VMConfig(name="web"))
+    with pytest.raises(InvalidInput):
+        svc.vm_new("Bad_Name", "a")
