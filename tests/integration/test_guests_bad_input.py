@@ -140,3 +140,33 @@ def test_image_bad_input(ghome: Path, tmp_path: Path) -> None:
     refused(ghome, "image", "build", "debian", "--packages", "vim;rm", code=2, text="invalid Debian package")
     refused(ghome, "image", "build", "debian", "--size", "1G", code=2, text="too small")
     refused(ghome, "image", "build", "appliance", "--release", "bookworm", code=2)
+
+
+def test_debian_disk_layout_is_real(tmp_path: Path) -> None:
+    """make_disk with the real tools (sgdisk, mkfs.fat, mkfs.ext4 -d), no VM: the GPT has the BIOS
+    boot, ESP and root partitions, and the ESP is a FAT32 that firmware accepts (>= 65525
+    clusters; OVMF judges the FAT type by the cluster count)."""
+    import struct
+    import uuid
+
+    from nestor.images import debian
+
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "hostname").write_text("x\n")
+    disk = tmp_path / "disk.raw"
+    root_uuid = str(uuid.uuid4())
+    debian.make_disk(tree, disk, 2 << 30, root_uuid, "ABCD1234")
+    table = subprocess.run(["sgdisk", "-p", str(disk)], capture_output=True, text=True, check=True).stdout
+    assert " EF02 " in table and " EF00 " in table and " 8304 " in table
+    with disk.open("rb") as f:
+        f.seek(debian.ESP_START * debian.SECTOR)
+        boot = f.read(512)
+    bytes_per_sector, spc, reserved, fats = struct.unpack_from("<HBHB", boot, 11)
+    total = struct.unpack_from("<I", boot, 32)[0]
+    fat_size = struct.unpack_from("<I", boot, 36)[0]
+    clusters = (total - reserved - fats * fat_size) // spc
+    assert bytes_per_sector == 512 and boot[82:90] == b"FAT32   " and clusters >= 65525, (spc, clusters)
+    blkid = subprocess.run(["blkid", "-p", "-O", str(debian.ROOT_START * debian.SECTOR), str(disk)],
+                           capture_output=True, text=True, check=False).stdout
+    assert root_uuid in blkid and 'TYPE="ext4"' in blkid
