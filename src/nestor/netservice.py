@@ -16,17 +16,16 @@ import functools
 import ipaddress
 import sqlite3
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from . import paths
 from .engine.argv import Nic
 from .errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
 from .model import VMConfig, VMState, validate_name
-from .net import addresses, dnsmasq, host, names, netlink, nft
+from .net import addresses, dnsmasq, forwarding, host, names, netlink, nft, sysctl
+from .net import uplink as uplinkcfg
 from .net.lock import net_lock
 from .net.revert import Reverter
-from .net.run import run
 from .net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
 from .state import db
 from .state.lock import vm_lock
@@ -55,7 +54,8 @@ class Network:
         self.home = home
         self.netns = netns
         self.conn = conn
-        self.store = NetStore(conn)
+        self.tag = names.home_tag(home.root)  # every host object carries this home's identity
+        self.store = NetStore(conn, self.tag)
         self.vms = db.VMRepo(conn)
         self.files = names.NetFiles(home.root / "net")
         self._state_of = state_of
@@ -81,18 +81,56 @@ class Network:
 
     def _apply_guard(self, netns: str | None) -> None:
         """Render the namespace's whole guard table from the store (counters carried over)."""
-        ports = [nft.GuardPort(tap=a.tap, mac=a.mac, mac_spoofing=a.mac_spoofing, label=f"{a.vm}/{a.name}")
+        ports = [nft.GuardPort(tap=a.tap, mac=a.mac, mac_spoofing=a.mac_spoofing, label=f"{a.vm}/{a.name}",
+                               router_guard=a.router_guard, dhcp_guard=a.dhcp_guard)
                  for a in self.store.adapters_in_netns(netns)]
-        counters = nft.read_counters(netns, names.GUARD_FAMILY, names.GUARD_TABLE)
-        nft.apply(netns, nft.render_guard(ports, counters))
+        counters = nft.read_counters(netns, names.GUARD_FAMILY, names.guard_table(self.tag))
+        nft.apply(netns, nft.render_guard(self.tag, ports, counters))
 
     def _apply_nat(self, netns: str | None, exclude: int | None = None) -> None:
+        """Render this home's NAT table of the namespace; forwarding on while it has NATs, and
+        back to what nestor found once no home has a NAT there any more."""
         nets = []
         for nat in self.store.nats_in_netns(netns):
             if nat.id != exclude:
-                nets.append(nft.NatNet(name=nat.name, bridge=names.bridge_name(nat.switch_id),
+                nets.append(nft.NatNet(name=nat.name, bridge=names.bridge_name(self.tag, nat.switch_id),
                                        prefix=ipaddress.IPv4Network(nat.prefix)))
-        nft.apply(netns, nft.render_nat(nets))
+        isolated = [sw.bridge for sw in self.store.switches() if sw.netns == netns and sw.type != "external"]
+        if nets:
+            forwarding.enable(netns)
+        nft.apply(netns, nft.render_nat(self.tag, nets, isolated))
+        if not nets and not any(family == names.NAT_FAMILY and name.startswith(names.NAT_BASE + "_")
+                                for family, name in nft.tables(netns)):
+            forwarding.restore(netns)
+
+    def _reconcile_nats(self, netns: str | None) -> None:
+        """Make the namespace's NATs real again (idempotent): the table, forwarding, each dnsmasq.
+
+        A dead dnsmasq, a flushed ruleset or a reset ip_forward (a namespace or host restart)
+        are all repaired here; called under the network lock by `vm start` and `nat` commands.
+        """
+        nats = self.store.nats_in_netns(netns)
+        if not nats:
+            return
+        self._apply_nat(netns)
+        for nat in nats:
+            if nat.dhcp and dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) is None:
+                sw = self.store.switch(nat.switch)
+                with netlink.session(netns) as ipr:
+                    self._realize_switch(ipr, sw)
+                dnsmasq.start(netns, self._dhcp_config(nat, sw))
+
+    def _reconcile_all_nats(self) -> None:
+        """Before a `nat` command: every namespace we can reach and change (quietly otherwise)."""
+        if not host.has_net_admin():
+            return
+        with self._lock():
+            for netns in {nat.netns for nat in self.store.nats()}:
+                try:
+                    host.require_netns(netns)
+                except NotFound:
+                    continue  # the namespace is gone; `nat remove` still cleans up the rows
+                self._reconcile_nats(netns)
 
     @contextlib.contextmanager
     def _session_if_present(self, netns: str | None) -> Iterator[Any | None]:
@@ -106,16 +144,24 @@ class Network:
             yield ipr
 
     def _realize_switch(self, ipr: Any, sw: Switch) -> bool:
-        """Make the switch's bridge exist as stored (idempotent). Returns whether it was created."""
-        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(BRIDGE_OUI))
+        """Make the switch's bridge exist as stored (idempotent). Returns whether it was created.
+
+        Its IPv6 settings are (re)asserted before it comes up: no RA, no autoconf, and no IPv6
+        at all on a private switch.
+        """
+        settings = sysctl.bridge_ipv6(sw.bridge, private=sw.type == "private")
+        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(BRIDGE_OUI),
+                                        before_up=lambda: sysctl.write(sw.netns, settings))
         if sw.uplink:
             netlink.enslave(ipr, sw.uplink, sw.bridge, sw.netns)
         if sw.address:
             netlink.set_address(ipr, sw.bridge, ipaddress.IPv4Interface(sw.address), None, sw.netns)
+        if sw.moved:
+            uplinkcfg.put(ipr, netlink.require(ipr, sw.bridge, sw.netns), uplinkcfg.loads(sw.moved))
         return created
 
     # -- switches -----------------------------------------------------------------------------
-    def switch_new(self, name: str, type_: str, uplink: str | None = None) -> Switch:
+    def switch_new(self, name: str, type_: str, uplink: str | None = None, move_addresses: bool = False) -> Switch:
         validate_name(name, "switch")
         if type_ not in SWITCH_TYPES:
             raise InvalidInput(f"unknown switch type '{type_}'", hint=f"use one of {', '.join(SWITCH_TYPES)}")
@@ -123,6 +169,9 @@ class Network:
             raise InvalidInput("an external switch needs --uplink IFACE", hint="e.g. --uplink eth1")
         if type_ != "external" and uplink:
             raise InvalidInput(f"--uplink is only for external switches, not {type_}", hint="drop --uplink")
+        if move_addresses and type_ != "external":
+            raise InvalidInput(f"--move-addresses is only for external switches, not {type_}",
+                               hint="drop --move-addresses")
         if self.store.find_switch(name):
             raise Conflict(f"switch '{name}' already exists", hint="choose another name (nestor switch list)")
         self._prepare(self.netns)
@@ -142,10 +191,42 @@ class Network:
                                        hint="choose an interface that is not enslaved")
                     if uplink == "lo":
                         raise InvalidInput("the loopback interface cannot be an uplink", hint="e.g. --uplink eth1")
+                    sw = self._take_uplink(ipr, sw, move_addresses, revert)
+                revert.add(lambda: self._delete_bridge(sw))  # before: making it may fail half-way
                 self._realize_switch(ipr, sw)
-                revert.add(lambda: self._delete_bridge(sw))
+            if self.store.nats_in_netns(self.netns):
+                self._apply_nat(self.netns)  # the new switch joins the forward chain's drop
             revert.success()
         return sw
+
+    def _take_uplink(self, ipr: Any, sw: Switch, move: bool, revert: Reverter) -> Switch:
+        """An uplink the host uses (addresses, default route) is refused, or with ``move`` its
+        configuration leaves it here and is put on the bridge by ``_realize_switch``."""
+        assert sw.uplink is not None
+        idx = netlink.require(ipr, sw.uplink, sw.netns)
+        cfg = uplinkcfg.read(ipr, idx)
+        default = uplinkcfg.carries_default_route(ipr, idx)
+        if cfg.empty and not default:
+            return sw
+        if not move:
+            what = cfg.describe() or "the default route"
+            raise Conflict(f"uplink '{sw.uplink}' carries the host's configuration ({what}): as a bridge port "
+                           "it would cut the host off",
+                           hint="add --move-addresses to move it onto the switch (and back on removal), "
+                                "or choose an unused interface")
+        self.store.set_switch_moved(sw.id, uplinkcfg.dumps(cfg))
+        uplinkcfg.take(ipr, idx, cfg)
+        revert.add(functools.partial(self._give_back, sw.netns, sw.uplink, cfg))
+        return self.store.switch(sw.name)
+
+    def _give_back(self, netns: str | None, uplink: str, cfg: uplinkcfg.UplinkConfig) -> None:
+        """The moved configuration back onto the uplink (after it left the bridge)."""
+        with self._session_if_present(netns) as ipr:
+            if ipr is not None:
+                idx = netlink.index(ipr, uplink)
+                if idx is not None:
+                    netlink.release(ipr, uplink)
+                    uplinkcfg.put(ipr, idx, cfg)
 
     def _delete_bridge(self, sw: Switch) -> None:
         with self._session_if_present(sw.netns) as ipr:
@@ -153,6 +234,8 @@ class Network:
                 if sw.uplink:
                     netlink.release(ipr, sw.uplink)
                 netlink.delete(ipr, sw.bridge)
+        if sw.uplink and sw.moved:
+            self._give_back(sw.netns, sw.uplink, uplinkcfg.loads(sw.moved))
 
     def _observe_switch(self, sw: Switch) -> netlink.LinkState | None:
         try:
@@ -181,6 +264,7 @@ class Network:
                            for a in self.store.adapters_on_switch(sw.id)]
         row["ports"] = observed.ports if observed else None
         row["host_addresses"] = observed.addresses if observed else None
+        row["moved_from_uplink"] = uplinkcfg.loads(sw.moved).describe() if sw.moved else None
         return row
 
     def switch_set_ip(self, name: str, address: str) -> Switch:
@@ -193,13 +277,39 @@ class Network:
         if nat and iface.ip not in ipaddress.IPv4Network(nat.prefix):
             raise InvalidInput(f"address {iface} is outside nat '{nat.name}' prefix {nat.prefix}",
                                hint=f"use an address in {nat.prefix}")
+        addresses.check_host_address(iface)
         self._prepare(sw.netns)
         old = ipaddress.IPv4Interface(sw.address) if sw.address else None
         with error_context(switch=name), self._lock(), netlink.session(sw.netns) as ipr:
             netlink.require(ipr, sw.bridge, sw.netns)
+            addresses.check_no_clash(iface, self._taken_networks(ipr, sw, old), _where(sw.netns))
             netlink.set_address(ipr, sw.bridge, iface, old, sw.netns)
             self.store.set_switch_address(sw.id, str(iface))
         return self.store.switch(name)
+
+    def _taken_networks(self, ipr: Any, sw: Switch,
+                        old: ipaddress.IPv4Interface | None) -> list[tuple[str, ipaddress.IPv4Network]]:
+        """The namespace's IPv4 routes and addresses (but the switch's own current address and
+        default routes, which overlap everything), each with how to name it in an error."""
+        own = old.network if old else None
+        taken = []
+        for link in ipr.get_links():
+            idx, ifname = int(link["index"]), str(link.get("ifname"))
+            for family, address, prefixlen in netlink.addresses_of(ipr, idx):
+                iface = ipaddress.ip_interface(f"{address}/{prefixlen}")
+                if family != netlink.AF_INET or not isinstance(iface, ipaddress.IPv4Interface):
+                    continue
+                if ifname == sw.bridge and iface == old:
+                    continue
+                taken.append((f"address {iface} on {ifname}", iface.network))
+        for route in netlink.routes_of(ipr):
+            if route.family != netlink.AF_INET or route.dst_len == 0:
+                continue
+            net = ipaddress.IPv4Network(f"{route.dst}/{route.dst_len}", strict=False)
+            if route.device == sw.bridge and net == own:
+                continue
+            taken.append((route.describe(), net))
+        return taken
 
     def switch_remove(self, name: str, force: bool = False) -> list[str]:
         """Delete the switch; with ``force`` also its NAT and adapters. Returns what else went."""
@@ -228,6 +338,8 @@ class Network:
                 self._rerender_guard(sw.netns)
             self._delete_bridge(sw)
             self.store.remove_switch(sw.id)
+            if self.store.nats_in_netns(sw.netns):
+                self._rerender_nat(sw.netns)
         return removed
 
     # -- adapters ------------------------------------------------------------------------------
@@ -276,29 +388,43 @@ class Network:
             if a.netns not in counters:
                 try:
                     host.require_netns(a.netns)
-                    counters[a.netns] = nft.read_counters(a.netns, names.GUARD_FAMILY, names.GUARD_TABLE)
+                    counters[a.netns] = nft.read_counters(a.netns, names.GUARD_FAMILY, names.guard_table(self.tag))
                 except NestorError:
                     counters[a.netns] = {}
-            dropped = counters[a.netns].get(names.counter_name(a.tap))
+            found = {kind: counters[a.netns].get(names.counter_name(kind, a.tap)) for kind in names.GUARD_KINDS}
+            known = [c for c in found.values() if c is not None]
             rows.append({
                 "name": a.name, "switch": a.switch, "mac": a.mac, "mac_spoofing": a.mac_spoofing,
+                "router_guard": a.router_guard, "dhcp_guard": a.dhcp_guard,
                 "tap": a.tap, "netns": a.netns,
-                "dropped_frames": dropped[0] if dropped else None,
-                "dropped_bytes": dropped[1] if dropped else None,
+                "dropped_frames": sum(c[0] for c in known) if known else None,
+                "dropped_bytes": sum(c[1] for c in known) if known else None,
+                "dropped": {kind: c[0] for kind, c in found.items() if c is not None} or None,
             })
         return rows
 
-    def adapter_set(self, vm: str, name: str | None, mac_spoofing: bool) -> Adapter:
-        """Seed R8: allowed while the VM runs, and applied at once (the guard is re-rendered)."""
+    def adapter_set(self, vm: str, name: str | None, mac_spoofing: bool | None = None,
+                    router_guard: bool | None = None, dhcp_guard: bool | None = None) -> Adapter:
+        """Seed R8 and the router/DHCP guards: allowed while the VM runs, and applied at once
+        (the guard is re-rendered); what is not given stays as it is."""
+        if mac_spoofing is None and router_guard is None and dhcp_guard is None:
+            raise InvalidInput("nothing to change",
+                               hint="give --mac-spoofing, --router-guard and/or --dhcp-guard (on|off)")
         config = self.vms.get(validate_name(vm))
-        adapter = self._adapter(config, name)
+        self._adapter(config, name)  # bad input first, before privileges
         host.require_net_admin()
         with error_context(vm=vm), self._lock():
-            self.store.set_spoofing(adapter.id, mac_spoofing)
+            adapter = self._adapter(config, name)  # read again under the lock: write only what changed
+            self.store.set_guards(
+                adapter.id,
+                adapter.mac_spoofing if mac_spoofing is None else mac_spoofing,
+                adapter.router_guard if router_guard is None else router_guard,
+                adapter.dhcp_guard if dhcp_guard is None else dhcp_guard,
+            )
             try:
                 self._rerender_guard(adapter.netns)
             except BaseException:
-                self.store.set_spoofing(adapter.id, adapter.mac_spoofing)
+                self.store.set_guards(adapter.id, adapter.mac_spoofing, adapter.router_guard, adapter.dhcp_guard)
                 raise
         return self._adapter(config, adapter.name)
 
@@ -319,6 +445,13 @@ class Network:
             return
         host.require_net_admin()
         self._apply_guard(netns)
+
+    def _rerender_nat(self, netns: str | None) -> None:
+        try:
+            host.require_netns(netns)
+        except NotFound:
+            return
+        self._apply_nat(netns)
 
     def _delete_tap(self, adapter: Adapter) -> None:
         with self._session_if_present(adapter.netns) as ipr:
@@ -347,9 +480,13 @@ class Network:
             for a in adapters:
                 sw = self.store.switch(a.switch)
                 self._realize_switch(ipr, sw)
-                netlink.fresh_tap(ipr, a.tap, sw.bridge, self.netns)
+                settings = sysctl.tap_ipv6(a.tap)
+                netlink.fresh_tap(ipr, a.tap, sw.bridge, self.netns,
+                                  before_up=functools.partial(sysctl.write, self.netns, settings))
                 revert.add(functools.partial(netlink.delete, ipr, a.tap))
             self._apply_guard(self.netns)
+            if any(self.store.nat_of_switch(a.switch_id) for a in adapters):
+                self._reconcile_nats(self.netns)  # a dead dnsmasq or a flushed table comes back
             revert.success()
         return tuple(Nic(mac=a.mac, tap=a.tap) for a in adapters)
 
@@ -400,11 +537,11 @@ class Network:
         if dhcp:
             addresses.dhcp_range(net, gateway.ip)  # a range must exist
         self._prepare(sw.netns)
+        self._reconcile_all_nats()
         with error_context(nat=name), self._lock(), Reverter() as revert:
             nat = self.store.add_nat(name, sw, str(net), dhcp)
             revert.add(lambda: self.store.remove_nat(nat.id))
-            # ip_forward is per network namespace; it stays on when the NAT goes (others may need it).
-            _enable_forwarding(sw.netns)
+            # ip_forward is per network namespace: on while a NAT needs it, then as nestor found it.
             revert.add(lambda: self._apply_nat(sw.netns, exclude=nat.id))
             self._apply_nat(sw.netns)
             if dhcp:
@@ -424,6 +561,7 @@ class Network:
         )
 
     def nat_list(self) -> list[dict[str, Any]]:
+        self._reconcile_all_nats()
         rows = []
         for nat in self.store.nats():
             sw = self.store.switch(nat.switch)
@@ -438,9 +576,11 @@ class Network:
         return rows
 
     def nat_remove(self, name: str) -> None:
-        nat = self.store.nat(name)
+        self.store.nat(name)
         host.require_net_admin()
+        self._reconcile_all_nats()
         with error_context(nat=name), self._lock():
+            nat = self.store.nat(name)
             dnsmasq.stop(self.files.dnsmasq_pid(nat.id))
             for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id)):
                 path.unlink(missing_ok=True)
@@ -451,10 +591,3 @@ class Network:
                 pass  # the namespace is gone, and its tables with it
             self.store.remove_nat(nat.id)
 
-
-def _enable_forwarding(netns: str | None) -> None:
-    """net.ipv4.ip_forward=1 in the switch's namespace (the file directly when it is ours)."""
-    if netns is None:
-        Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
-    else:
-        run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns)

@@ -104,7 +104,8 @@ def test_option2_nat_in_l1_reaches_l0_with_guard_on(net_l1: tuple[Path, str]) ->
 
 def test_option1_bridged_l2_needs_mac_spoofing(net_l1: tuple[Path, str]) -> None:
     home, ns = net_l1
-    in_l1(home, "nestor", "switch", "new", "ext0", "--type", "external", "--uplink", "eth0")
+    # eth0 carries l1's address and default route: they move onto the switch with it.
+    in_l1(home, "nestor", "switch", "new", "ext0", "--type", "external", "--uplink", "eth0", "--move-addresses")
     put_script(home, "/tmp/ping.sh", PING_LOOP)
     in_l1(home, "nestor", "vm", "new", "brl2", "--memory", "192M", "--switch", "ext0",
           "--append", "nestor.ip=10.78.0.3/24", "--run", "/tmp/ping.sh")

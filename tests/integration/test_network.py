@@ -23,7 +23,7 @@ import pytest
 from nestor import paths
 from nestor.engine import process
 from nestor.images.appliance import BOOT_LINE
-from nestor.net import dnsmasq
+from nestor.net import dnsmasq, names
 from tests.helpers import nestor, reap_home, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
@@ -37,6 +37,10 @@ def sh(*argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def netns(home: Path) -> Iterator[NewNetns]:
+    yield from netns_maker(home)
+
+
+def netns_maker(home: Path) -> Iterator[NewNetns]:
     """Makes test namespaces on demand; afterwards ends our QEMUs and dnsmasqs, deletes them."""
     made: list[str] = []
 
@@ -55,6 +59,14 @@ def netns(home: Path) -> Iterator[NewNetns]:
             dnsmasq.stop(pidfile)
         for name in made:
             sh("ip", "netns", "del", name)
+
+
+def guard_table(home: Path) -> str:
+    return names.guard_table(names.home_tag(home))
+
+
+def nat_table(home: Path) -> str:
+    return names.nat_table(names.home_tag(home))
 
 
 def is_dnsmasq(pid: int) -> bool:
@@ -158,7 +170,7 @@ def test_internal_switch_ping_and_mac_guard(home: Path, netns: NewNetns) -> None
 
     # Spoofing on while the VM runs: the rule goes at once and the pings pass.
     cli(home, ns, "adapter", "set", "g", "--mac-spoofing", "on")
-    assert "nstap" not in sh("ip", "netns", "exec", ns, "nft", "list", "chain", "bridge", "nestor_guard",
+    assert "mac_nst" not in sh("ip", "netns", "exec", ns, "nft", "list", "chain", "bridge", guard_table(home),
                              "prerouting").stdout
     ok = wait_round(log, "ok", last_round(log))
     wait_round(log, "ok", ok)
@@ -175,7 +187,7 @@ def test_internal_switch_ping_and_mac_guard(home: Path, netns: NewNetns) -> None
     cli(home, ns, "vm", "stop", "g", "--turn-off")
     assert sh("ip", "-n", ns, "link", "show", tap).returncode != 0
     cli(home, ns, "vm", "remove", "g")
-    assert sh("ip", "netns", "exec", ns, "nft", "list", "table", "bridge", "nestor_guard").returncode != 0
+    assert sh("ip", "netns", "exec", ns, "nft", "list", "table", "bridge", guard_table(home)).returncode != 0
     cli(home, ns, "switch", "remove", "lan")
     assert sh("ip", "-n", ns, "link", "show", shown["bridge"]).returncode != 0
 
@@ -215,7 +227,7 @@ def test_private_switch_and_taps_survive_a_killed_qemu(home: Path, netns: NewNet
     assert sh("ip", "-n", ns, "link", "show", tap).returncode != 0
     nestor(home, "vm", "remove", "p")
     cli(home, ns, "switch", "remove", "priv")
-    assert sh("ip", "-n", ns, "-j", "link").stdout.count("nsbr") == 0
+    assert sh("ip", "-n", ns, "-j", "link").stdout.count(f"nsb{names.home_tag(home)}") == 0
 
 
 NAT_SCRIPT = """\
@@ -259,7 +271,7 @@ def test_nat_with_dhcp_reaches_another_namespace(home: Path, netns: NewNetns) ->
     cli(home, ns, "vm", "remove", "d", "--force")
     cli(home, ns, "nat", "remove", "out")
     assert not pidfile.exists() and not is_dnsmasq(pid)
-    assert sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "nestor_nat").returncode != 0
+    assert sh("ip", "netns", "exec", ns, "nft", "list", "table", "inet", nat_table(home)).returncode != 0
     assert as_json(home, ns, "nat", "list") == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 
 import pytest
 
@@ -101,8 +102,41 @@ def test_dhcp_range_skips_the_gateway() -> None:
     assert addresses.dhcp_range(net("10.0.0.0/30"), ip("10.0.0.1")) == (ip("10.0.0.2"), ip("10.0.0.2"))
 
 
-def test_kernel_names_fit_ifnamsiz() -> None:
-    assert names.bridge_name(1) == "nsbr1" and names.tap_name(12) == "nstap12"
-    assert len(names.tap_name(10**9)) <= 15
+def test_kernel_names_fit_ifnamsiz_and_carry_the_home() -> None:
+    tag = names.home_tag(Path("/srv/home-a"))
+    assert len(tag) == 5 and tag != names.home_tag(Path("/srv/home-b"))
+    assert tag == names.home_tag(Path("/srv/./home-a"))  # the real path, not its spelling
+    assert names.bridge_name(tag, 1) == f"nsb{tag}-1" and names.tap_name(tag, 12) == f"nst{tag}-12"
+    assert len(names.tap_name(tag, 999_999)) <= 15
     with pytest.raises(ValueError):
-        names.tap_name(10**11)
+        names.tap_name(tag, 1_000_000)
+    assert names.guard_table(tag) == f"nestor_guard_{tag}" and names.nat_table(tag) == f"nestor_nat_{tag}"
+
+
+@pytest.mark.parametrize("text", [
+    "10.0.0.1/0", "10.0.0.1/1", "127.0.0.2/8", "127.1.2.3/24", "224.0.0.5/24", "239.1.1.1/16",
+    "240.0.0.1/24", "250.1.1.1/8", "169.254.1.1/16", "169.254.7.1/24", "0.1.2.3/24", "126.0.0.1/7",
+    "168.0.0.1/6",
+])
+def test_host_address_refuses_special_networks(text: str) -> None:
+    iface = addresses.parse_interface(text)
+    with pytest.raises(InvalidInput) as err:
+        addresses.check_host_address(iface)
+    assert text.split("/")[0] in err.value.message and err.value.hint
+
+
+@pytest.mark.parametrize("text", ["10.1.2.1/24", "192.168.100.1/24", "172.16.0.1/12", "100.64.0.1/10", "8.8.8.1/24"])
+def test_host_address_accepts_ordinary_networks(text: str) -> None:
+    addresses.check_host_address(addresses.parse_interface(text))
+
+
+def test_clash_names_the_route_or_address() -> None:
+    taken = [("route 10.9.0.0/16 via 10.0.0.254 dev eth1", ipaddress.IPv4Network("10.9.0.0/16")),
+             ("address 172.20.0.5/24 on eth0", ipaddress.IPv4Network("172.20.0.0/24"))]
+    with pytest.raises(Conflict) as err:
+        addresses.check_no_clash(addresses.parse_interface("10.9.8.1/24"), taken, "the root network namespace")
+    assert "route 10.9.0.0/16 via 10.0.0.254 dev eth1" in err.value.message and err.value.hint
+    with pytest.raises(Conflict) as err:
+        addresses.check_no_clash(addresses.parse_interface("172.20.0.1/16"), taken, "here")
+    assert "address 172.20.0.5/24 on eth0" in err.value.message
+    addresses.check_no_clash(addresses.parse_interface("192.168.5.1/24"), taken, "here")

@@ -45,16 +45,17 @@ def test_missing_netns_hints_ip_netns_add(net: Network, monkeypatch: pytest.Monk
     (("sw", "external"), InvalidInput),  # no --uplink
     (("sw", "internal", "eth1"), InvalidInput),  # --uplink on internal
     (("Bad Name", "internal"), InvalidInput),
+    (("sw", "internal", None, True), InvalidInput),  # --move-addresses on internal
 ])
-def test_switch_new_bad_input(net: Network, args: tuple[str, ...], error: type[Exception]) -> None:
+def test_switch_new_bad_input(net: Network, args: tuple[object, ...], error: type[Exception]) -> None:
     with pytest.raises(error):
-        net.switch_new(*args)
+        net.switch_new(*args)  # type: ignore[arg-type]
 
 
 def test_adapters_only_while_off_and_macs_unique(net: Network) -> None:
     sw = net.store.add_switch("sw", "internal", "nt-unit", None)
     a = net.adapter_add("web", "sw")
-    assert a.name == "net0" and a.mac.startswith("52:54:00:") and a.netns == "nt-unit" and a.tap == f"nstap{a.id}"
+    assert a.name == "net0" and a.mac.startswith("52:54:00:") and a.netns == "nt-unit" and a.tap == f"nst{net.tag}-{a.id}"
     with pytest.raises(Conflict):
         net.adapter_add("web", "sw", mac=a.mac)
     with pytest.raises(Conflict):
@@ -128,3 +129,46 @@ def test_has_net_admin_reads_cap_eff(tmp_path: Path) -> None:
     assert host.has_net_admin(status)
     status.write_text("Name:\tx\nCapEff:\t0000000000000000\n")
     assert not host.has_net_admin(status)
+
+
+def test_adapter_guards_default_on_and_set_needs_something(net: Network) -> None:
+    net.store.add_switch("sw", "internal", "nt-unit", None)
+    a = net.adapter_add("web", "sw")
+    assert a.router_guard and a.dhcp_guard and not a.mac_spoofing
+    row = net.adapter_list("web")[0]
+    assert row["router_guard"] is True and row["dhcp_guard"] is True and row["tap"] == f"nst{net.tag}-{a.id}"
+    with pytest.raises(InvalidInput) as err:
+        net.adapter_set("web", None)
+    assert "nothing to change" in err.value.message and "--router-guard" in (err.value.hint or "")
+
+
+def test_guard_migration_turns_the_guards_on_for_old_adapters(tmp_path: Path) -> None:
+    conn = db.connect(tmp_path / "nestor.db")
+    columns = {r["name"]: r["dflt_value"] for r in conn.execute("PRAGMA table_info(adapters)")}
+    assert columns["router_guard"] == "1" and columns["dhcp_guard"] == "1"
+    assert "moved" in {r["name"] for r in conn.execute("PRAGMA table_info(switches)")}
+
+
+def test_two_homes_get_different_names(tmp_path: Path) -> None:
+    nets = []
+    for name in ("a", "b"):
+        home = paths.Home(tmp_path / name)
+        conn = db.connect(home.db)
+        nets.append(Network(home, "nt-unit", conn))
+        nets[-1].store.add_switch("sw", "internal", "nt-unit", None)
+    first, second = (n.store.switch("sw").bridge for n in nets)
+    assert first != second and first.endswith("-1") and second.endswith("-1")
+
+
+def test_uplink_config_round_trips() -> None:
+    from nestor.net import netlink, uplink
+
+    cfg = uplink.UplinkConfig(
+        addresses=((2, "192.0.2.10", 24), (10, "2001:db8::10", 64)),
+        routes=(netlink.Route(family=2, dst="", dst_len=0, gateway="192.0.2.1", priority=None, device="eth0",
+                              proto=4),),
+    )
+    back = uplink.loads(uplink.dumps(cfg))
+    assert back.addresses == cfg.addresses and back.routes[0].gateway == "192.0.2.1" and back.routes[0].proto == 4
+    assert back.routes[0].device is None  # the route goes back onto whatever device it is given
+    assert "192.0.2.10/24" in cfg.describe() and "route default via 192.0.2.1" in cfg.describe()

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from .. import ui
 from ..errors import NestorError
 from ..service import Service
 from . import routes
@@ -85,7 +86,7 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Response:
-        if settings.require_token:
+        if settings.require_token and not ui.serves(request.url.path):  # the UI gates its own pages
             from . import tokens
 
             header = request.headers.get("authorization", "")
@@ -99,4 +100,5 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
         return response
 
     routes.register(app)
+    ui.register(app)
     return app

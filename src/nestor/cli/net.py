@@ -23,10 +23,12 @@ def switch() -> None:
 @click.option("--type", "type_", type=click.Choice(SWITCH_TYPES), required=True,
               help="internal: the host has an address on it; private: VMs only; external: bridged to --uplink")
 @click.option("--uplink", default=None, help="external: the interface to enslave")
+@click.option("--move-addresses", is_flag=True,
+              help="external: move the uplink's addresses and routes onto the switch (and back on removal)")
 @pass_ctx
-def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None) -> None:
+def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_addresses: bool) -> None:
     """Create a switch (a bridge, in --netns if given)."""
-    sw = ctx.service.network.switch_new(name, type_, uplink)
+    sw = ctx.service.network.switch_new(name, type_, uplink, move_addresses=move_addresses)
     click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
 
 
@@ -102,8 +104,8 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
     rows = ctx.service.network.adapter_list(vm)
-    rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "tap", "netns", "dropped_frames"],
-             empty="no adapters")
+    rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "router_guard", "dhcp_guard", "tap", "netns",
+                            "dropped_frames"], empty="no adapters")
 
 
 @adapter.command("set")
@@ -111,28 +113,41 @@ def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
 @click.option("--name", default=None, help="which adapter (needed when the VM has several)")
 @click.option("--mac-spoofing", type=ON_OFF, default=None,
               help="on: the VM may send with other MACs (seed: Set-VMNetworkAdapter -MacAddressSpoofing)")
+@click.option("--router-guard", type=ON_OFF, default=None,
+              help="on (default): drop router advertisements and redirects from the VM")
+@click.option("--dhcp-guard", type=ON_OFF, default=None,
+              help="on (default): drop DHCP server messages (offers, acks) from the VM")
 @click.option("--ip", default=None, help="disk-image VMs: static ADDRESS/PREFIX, given to cloud-init")
 @click.option("--gateway", default=None, help="with --ip: the default gateway")
 @click.option("--dns", default=None, help="with --ip: DNS servers, comma-separated")
 @click.option("--dhcp", is_flag=True, help="drop the static address (DHCP again)")
 @pass_ctx
-def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, ip: str | None,
-                gateway: str | None, dns: str | None, dhcp: bool) -> None:
-    """Change MAC spoofing (at once, also while the VM runs) or the static address (while off)."""
+def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, router_guard: str | None,
+                dhcp_guard: str | None, ip: str | None, gateway: str | None, dns: str | None, dhcp: bool) -> None:
+    """Change MAC spoofing and the router/DHCP guards (at once, also while the VM runs), or a
+    disk-image VM's static address for cloud-init (while it is off)."""
     from ..errors import InvalidInput
 
+    def flag(value: str | None) -> bool | None:
+        return None if value is None else value == "on"
+
     addressing = ip is not None or gateway is not None or dns is not None or dhcp
-    if mac_spoofing is None and not addressing:
-        raise InvalidInput("nothing to set", hint="give --mac-spoofing on|off, or --ip A/N [--gateway G] [--dns D]")
+    guards = mac_spoofing is not None or router_guard is not None or dhcp_guard is not None
+    if not guards and not addressing:
+        raise InvalidInput("nothing to set", hint="give --mac-spoofing/--router-guard/--dhcp-guard on|off, "
+                                                  "or --ip A/N [--gateway G] [--dns D]")
     if dhcp and (ip or gateway or dns):
         raise InvalidInput("--dhcp excludes --ip, --gateway and --dns", hint="give one of them")
     if addressing:
         r = ctx.service.adapter_set_address(vm, name, ip, gateway, dns, clear=dhcp)
         click.echo(f"adapter '{r.adapter}' of vm '{vm}': " + (f"address {r.ip}" if r.ip else "DHCP")
                    + (f", gateway {r.gateway}" if r.gateway else "") + (f", dns {','.join(r.dns)}" if r.dns else ""))
-    if mac_spoofing is not None:
-        a = ctx.service.network.adapter_set(vm, name, mac_spoofing == "on")
-        click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {'on' if a.mac_spoofing else 'off'}")
+    if guards:
+        a = ctx.service.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
+                                            dhcp_guard=flag(dhcp_guard))
+        state = {True: "on", False: "off"}
+        click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
+                   f"router guard {state[a.router_guard]}, dhcp guard {state[a.dhcp_guard]}")
 
 
 @adapter.command("remove")

@@ -96,3 +96,42 @@ def dhcp_range(prefix: ipaddress.IPv4Network,
         raise InvalidInput(f"prefix {prefix} leaves no address to lease besides {gateway}",
                            hint="use a larger prefix, e.g. /24")
     return (gateway + 1, last) if above >= below else (first, gateway - 1)
+
+
+# Networks a switch's host address must never be in or cover: each would take over traffic the
+# host relies on (loopback, link-local autoconfiguration, multicast) or is not a host address.
+RESERVED: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
+    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
+    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
+    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
+    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
+    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4)"),
+)
+MIN_HOST_PREFIXLEN = 2  # /0 and /1 would claim (half) the whole IPv4 space
+
+
+def check_host_address(iface: ipaddress.IPv4Interface) -> None:
+    """A host address on a switch must not claim a special network or half the Internet."""
+    if iface.network.prefixlen < MIN_HOST_PREFIXLEN:
+        raise InvalidInput(
+            f"address {iface} would route {'every' if iface.network.prefixlen == 0 else 'half of all'} "
+            "IPv4 address(es) to the switch, taking the host's traffic with it",
+            hint="use a private network, e.g. 192.168.100.1/24",
+        )
+    for reserved, what in RESERVED:
+        if iface.network.overlaps(reserved):
+            inside = iface.ip in reserved
+            raise InvalidInput(
+                f"address {iface} {'is in' if inside else 'covers'} {what}",
+                hint="use a private network, e.g. 192.168.100.1/24",
+            )
+
+
+def check_no_clash(iface: ipaddress.IPv4Interface, taken: Iterable[tuple[str, ipaddress.IPv4Network]],
+                   where: str) -> None:
+    """The switch's network must not overlap a route or address the namespace already has:
+    the host would send traffic meant for that network to the VMs (or the reverse)."""
+    for what, net in taken:
+        if iface.network.overlaps(net):
+            raise Conflict(f"address {iface} overlaps {what} in {where}",
+                           hint="choose a network that overlaps no route or address (ip route; ip addr)")

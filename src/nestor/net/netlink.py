@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,11 +57,13 @@ def require(ipr: Any, ifname: str, netns: str | None) -> int:
     return idx
 
 
-def ensure_bridge(ipr: Any, ifname: str, mac: str) -> bool:
+def ensure_bridge(ipr: Any, ifname: str, mac: str, before_up: Callable[[], object] | None = None) -> bool:
     """Make the bridge (with a fixed MAC, so it never changes as ports come and go) and set it up.
 
     A bridge otherwise takes the lowest MAC of its ports: ARP caches of VMs would go stale.
-    Returns whether it was created.
+    ``before_up`` runs while the link is still down (its IPv6 sysctls: set before the kernel
+    gives it a link-local address or listens to a router advertisement). Returns whether it
+    was created.
     """
     created = index(ipr, ifname) is None
     if created:
@@ -69,6 +71,8 @@ def ensure_bridge(ipr: Any, ifname: str, mac: str) -> bool:
     idx = index(ipr, ifname)
     if created:
         ipr.link("set", index=idx, address=mac)
+    if before_up is not None:
+        before_up()
     ipr.link("set", index=idx, state="up")
     return created
 
@@ -96,14 +100,17 @@ def release(ipr: Any, ifname: str) -> None:
         ipr.link("set", index=idx, master=0)
 
 
-def fresh_tap(ipr: Any, ifname: str, bridge: str, netns: str | None) -> None:
+def fresh_tap(ipr: Any, ifname: str, bridge: str, netns: str | None,
+              before_up: Callable[[], object] | None = None) -> None:
     """A new persistent tap on ``bridge``, up; one left by a killed QEMU is replaced.
 
     Recreating (rather than reusing) drops whatever state the old one had: a wrong master, a
-    stale MTU or flags from another QEMU.
+    stale MTU or flags from another QEMU. ``before_up`` runs while it is still down.
     """
     delete(ipr, ifname)
     ipr.link("add", ifname=ifname, kind="tuntap", mode="tap", iff_no_pi=True)
+    if before_up is not None:
+        before_up()
     enslave(ipr, ifname, bridge, netns)
 
 
@@ -151,3 +158,101 @@ def set_address(ipr: Any, ifname: str, new: ipaddress.IPv4Interface | None,
         except _netlink_error() as exc:
             if exc.code != errno.EEXIST:
                 raise
+
+
+# -- an uplink's configuration (external switches, --move-addresses) ---------------------------
+AF_INET, AF_INET6 = 2, 10
+RT_TABLE_MAIN = 254
+RTPROT_KERNEL, RTPROT_RA = 2, 9  # made with an address / learnt from a router advertisement
+
+
+@dataclass(frozen=True)
+class Route:
+    family: int
+    dst: str  # "" for a default route
+    dst_len: int
+    gateway: str | None
+    priority: int | None
+    device: str | None = None
+    proto: int = 3  # RTPROT_BOOT, what `ip route add` gives by default; kept when moved
+
+    def describe(self) -> str:
+        target = f"{self.dst}/{self.dst_len}" if self.dst else "default"
+        via = f" via {self.gateway}" if self.gateway else ""
+        dev = f" dev {self.device}" if self.device else ""
+        return f"route {target}{via}{dev}"
+
+
+def addresses_of(ipr: Any, idx: int) -> list[tuple[int, str, int]]:
+    """(family, address, prefixlen) of an interface, without link-local ones (the kernel's own)."""
+    found = []
+    for family in (AF_INET, AF_INET6):
+        for a in ipr.get_addr(index=idx, family=family):
+            addr = a.get_attr("IFA_ADDRESS")
+            if addr is None or ipaddress.ip_address(addr).is_link_local:
+                continue
+            found.append((family, str(addr), int(a["prefixlen"])))
+    return found
+
+
+def routes_of(ipr: Any, idx: int | None = None, movable_only: bool = False) -> list[Route]:
+    """Unicast routes of the main table (only those through interface ``idx`` if given).
+
+    ``movable_only`` leaves out kernel routes (made with an address) and learnt ones (RA): they
+    come back by themselves.
+    """
+    names = {int(lk["index"]): str(lk.get("ifname")) for lk in ipr.get_links()}
+    found = []
+    for family in (AF_INET, AF_INET6):
+        for r in ipr.get_routes(family=family, table=RT_TABLE_MAIN):
+            oif = r.get_attr("RTA_OIF")
+            if idx is not None and oif != idx:
+                continue
+            if r.get_attr("RTA_TABLE", r["table"]) != RT_TABLE_MAIN or r["type"] != 1:
+                continue
+            if movable_only and r["proto"] in (RTPROT_KERNEL, RTPROT_RA):
+                continue
+            dst = r.get_attr("RTA_DST")
+            found.append(Route(family=family, dst=str(dst) if dst else "", dst_len=int(r["dst_len"]),
+                               gateway=r.get_attr("RTA_GATEWAY"), priority=r.get_attr("RTA_PRIORITY"),
+                               device=names.get(int(oif)) if oif else None, proto=int(r["proto"])))
+    return found
+
+
+def add_address(ipr: Any, idx: int, address: str, prefixlen: int) -> None:
+    try:
+        ipr.addr("add", index=idx, address=address, prefixlen=prefixlen)
+    except _netlink_error() as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
+def del_address(ipr: Any, idx: int, address: str, prefixlen: int) -> None:
+    with contextlib.suppress(_netlink_error()):  # already gone
+        ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
+
+
+def add_route(ipr: Any, idx: int, route: Route) -> None:
+    spec: dict[str, Any] = {"family": route.family, "oif": idx, "dst_len": route.dst_len, "table": RT_TABLE_MAIN,
+                            "proto": route.proto}
+    if route.dst:
+        spec["dst"] = route.dst
+    if route.gateway:
+        spec["gateway"] = route.gateway
+    if route.priority is not None:
+        spec["priority"] = route.priority
+    try:
+        ipr.route("add", **spec)
+    except _netlink_error() as exc:
+        if exc.code != errno.EEXIST:
+            raise
+
+
+def del_route(ipr: Any, idx: int, route: Route) -> None:
+    spec: dict[str, Any] = {"family": route.family, "oif": idx, "dst_len": route.dst_len, "table": RT_TABLE_MAIN}
+    if route.dst:
+        spec["dst"] = route.dst
+    if route.gateway:
+        spec["gateway"] = route.gateway
+    with contextlib.suppress(_netlink_error()):  # already gone (with its address)
+        ipr.route("del", **spec)

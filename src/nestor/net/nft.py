@@ -1,7 +1,7 @@
 """The MAC guard and NAT as nft tables: each rendered whole from the store, applied atomically.
 
-One table per concern (``bridge nestor_guard``, ``inet nestor_nat``) per network namespace, so
-each can be replaced or removed without touching anyone else's rules. A script first creates the
+One table per concern and home (``bridge nestor_guard_<tag>``, ``inet nestor_nat_<tag>``) per
+network namespace, so each can be replaced or removed without touching anyone else's rules. A script first creates the
 table (a no-op if it exists), deletes it, and defines it again: ``nft -f -`` runs all of that in
 one transaction, so there is never a moment without the guard. The comments in the rendered
 text say why each rule exists (nft drops them when it parses; the golden files keep them).
@@ -29,6 +29,8 @@ class GuardPort:
     mac: str
     mac_spoofing: bool
     label: str  # "vm/adapter", for the comment
+    router_guard: bool = True
+    dhcp_guard: bool = True
 
 
 @dataclass(frozen=True)
@@ -47,46 +49,97 @@ def _replace(family: str, table: str, body: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_guard(ports: Iterable[GuardPort], counters: Counters | None = None) -> str:
-    """Seed R8 (MacAddressSpoofing off): a VM may only send as the MAC its adapter was given."""
+def _hex_mac(mac: str) -> str:
+    return "0x" + mac.replace(":", "")
+
+
+def _port_rules(port: GuardPort) -> list[str]:
+    """The rules of one adapter, each with its counter and the reason it exists."""
+    tap = port.tap
+
+    def rule(kind: str, match: str) -> str:
+        return f'        iifname "{tap}" {match} counter name "{names.counter_name(kind, tap)}" drop'
+
+    lines: list[str] = []
+    if port.mac_spoofing:
+        lines.append(f"        # {port.label}: MAC spoofing allowed (adapter set --mac-spoofing on): no MAC rules.")
+    else:
+        lines += [
+            f"        # {port.label}: VLAN tags hide the ARP and IPv6 headers from the rules below;",
+            "        # an untagged access port (Hyper-V's default) has no use for them.",
+            rule("vlan", "ether type { 8021q, 8021ad }"),
+            "        # Frames from its tap must carry the adapter's MAC as source, so the VM cannot",
+            "        # impersonate another machine or flood the bridge's MAC table.",
+            rule("mac", f"ether saddr != {port.mac}"),
+            "        # ARP names its sender MAC again inside the payload; a forged one poisons the",
+            "        # ARP caches of the host and the other VMs even with a correct frame source.",
+            rule("arp", f"arp saddr ether != {port.mac}"),
+            "        # IPv6 neighbour discovery does the same in its link-layer address option (the",
+            "        # first option, 24 bytes into the message: source for NS, target for NA) ...",
+            rule("nd", f"icmpv6 type nd-neighbor-solicit @th,192,8 1 @th,208,48 != {_hex_mac(port.mac)}"),
+            rule("nd", f"icmpv6 type nd-neighbor-advert @th,192,8 2 @th,208,48 != {_hex_mac(port.mac)}"),
+            "        # ... and a message with more than that one option could hide a second,",
+            "        # forged one behind it: 24 bytes + one 8-byte option is all NS/NA need.",
+            rule("nd", "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 length > 32"),
+        ]
+    if port.router_guard:
+        lines += [
+            f"        # {port.label}: router guard (adapter set --router-guard): a VM is no router.",
+            "        # A router advertisement would make it the default gateway of the host and",
+            "        # every VM on the switch; a redirect would divert their traffic through it.",
+            rule("router", "icmpv6 type { nd-router-advert, nd-redirect }"),
+            rule("router", "icmp type redirect"),
+        ]
+    if port.dhcp_guard:
+        lines += [
+            f"        # {port.label}: DHCP guard (adapter set --dhcp-guard): a VM is no DHCP server.",
+            "        # Its offers and acks (from the server ports) would hand out rogue addresses,",
+            "        # gateways and DNS servers to the other VMs.",
+            rule("dhcp", "udp sport 67"),
+            rule("dhcp", "udp sport 547"),
+        ]
+    return lines
+
+
+def render_guard(tag: str, ports: Iterable[GuardPort], counters: Counters | None = None) -> str:
+    """Seed R8 (MacAddressSpoofing off) plus Hyper-V's router and DHCP guards, per adapter.
+
+    With spoofing off a VM may only send as the MAC its adapter was given (in the frame, in ARP
+    and in neighbour discovery); the router and DHCP guards are independent of spoofing.
+    """
     ports = sorted(ports, key=lambda p: p.tap)
     counters = counters or {}
     body: list[str] = []
     for port in ports:
-        # Every adapter keeps its counter, also while spoofing is allowed: `adapter list` shows
-        # what the guard dropped, and re-rendering carries the totals over.
-        name = names.counter_name(port.tap)
-        packets, nbytes = counters.get(name, (0, 0))
-        body += [f"    counter {name} {{", f"        packets {packets} bytes {nbytes}", "    }"]
+        # Every adapter keeps all its counters, also while a guard is off: `adapter list` shows
+        # what was dropped, and re-rendering carries the totals over.
+        for kind in names.GUARD_KINDS:
+            name = names.counter_name(kind, port.tap)
+            packets, nbytes = counters.get(name, (0, 0))
+            body += [f"    counter {name} {{", f"        packets {packets} bytes {nbytes}", "    }"]
     body += [
         "    chain prerouting {",
         "        # Bridge prerouting sees every frame entering from a port, whether it is then",
         "        # forwarded to another VM or delivered to the host: one place guards both.",
         "        type filter hook prerouting priority filter; policy accept;",
     ]
-    guarded = [p for p in ports if not p.mac_spoofing]
-    for port in guarded:
-        counter = names.counter_name(port.tap)
-        body += [
-            f"        # {port.label}: frames from its tap must carry the adapter's MAC as source, so",
-            "        # the VM cannot impersonate another machine or flood the bridge's MAC table.",
-            f'        iifname "{port.tap}" ether saddr != {port.mac} counter name "{counter}" drop',
-            "        # ARP names its sender MAC again inside the payload; a forged one poisons the",
-            "        # ARP caches of the host and the other VMs even with a correct frame source.",
-            f'        iifname "{port.tap}" arp saddr ether != {port.mac} counter name "{counter}" drop',
-        ]
     for port in ports:
-        if port.mac_spoofing:
-            body.append(f"        # {port.label}: MAC spoofing allowed (adapter set --mac-spoofing on): no rule.")
+        body += _port_rules(port)
     body.append("    }")
-    return _replace(names.GUARD_FAMILY, names.GUARD_TABLE, body if ports else [])
+    return _replace(names.GUARD_FAMILY, names.guard_table(tag), body if ports else [])
 
 
-def render_nat(nats: Iterable[NatNet]) -> str:
-    """Seed R9 (New-NetNat): VMs on an internal prefix reach the outside through the host's address."""
+def render_nat(tag: str, nats: Iterable[NatNet], isolated: Iterable[str] = ()) -> str:
+    """Seed R9 (New-NetNat): VMs on an internal prefix reach the outside through the host's address.
+
+    ``isolated`` are this home's internal and private bridges in the namespace: nothing is
+    routed into them but the replies to their NAT's own connections.
+    """
     nats = sorted(nats, key=lambda n: n.bridge)
+    table = names.nat_table(tag)
     if not nats:
-        return _replace(names.NAT_FAMILY, names.NAT_TABLE, [])
+        return _replace(names.NAT_FAMILY, table, [])
+    bridges = sorted(set(isolated) | {n.bridge for n in nats})
     body = [
         "    chain postrouting {",
         "        type nat hook postrouting priority srcnat; policy accept;",
@@ -106,15 +159,26 @@ def render_nat(nats: Iterable[NatNet]) -> str:
     ]
     for nat in nats:
         body += [
-            f"        # nat {nat.name}: the VMs may open connections to the outside,",
-            f'        iifname "{nat.bridge}" ip saddr {nat.prefix} accept',
-            "        # the replies to those come back in,",
+            f"        # nat {nat.name}: the replies to the VMs' own connections come back in.",
             f'        oifname "{nat.bridge}" ip daddr {nat.prefix} ct state established,related accept',
-            "        # and nothing else does: the outside cannot open connections to the VMs.",
-            f'        oifname "{nat.bridge}" ip daddr {nat.prefix} drop',
         ]
+    body += [
+        "        # Forwarding is on for the NATs' sake; it must not route anything else into a",
+        "        # switch of ours: not from the outside, not from another switch, not IPv6.",
+        "        oifname { " + ", ".join(f'"{b}"' for b in bridges) + " } drop",
+    ]
+    for nat in nats:
+        body += [
+            f"        # nat {nat.name}: its VMs may open connections to the outside.",
+            f'        iifname "{nat.bridge}" ip saddr {nat.prefix} accept',
+        ]
+    body += [
+        "        # Nothing else leaves a switch of ours routed: not a forged source, not IPv6,",
+        "        # not a switch without NAT.",
+        "        iifname { " + ", ".join(f'"{b}"' for b in bridges) + " } drop",
+    ]
     body.append("    }")
-    return _replace(names.NAT_FAMILY, names.NAT_TABLE, body)
+    return _replace(names.NAT_FAMILY, table, body)
 
 
 def apply(netns: str | None, script: str) -> None:
@@ -141,4 +205,22 @@ def parse_counters(text: str) -> dict[str, tuple[int, int]]:
         counter = item.get("counter")
         if counter:
             found[str(counter["name"])] = (int(counter["packets"]), int(counter["bytes"]))
+    return found
+
+
+def tables(netns: str | None) -> list[tuple[str, str]]:
+    """(family, name) of every nft table in the namespace ([] if nft cannot list them)."""
+    try:
+        out = run(["nft", "-j", "list", "tables"], netns)
+    except HostError:
+        return []
+    return parse_tables(out)
+
+
+def parse_tables(text: str) -> list[tuple[str, str]]:
+    found = []
+    for item in json.loads(text).get("nftables", []):
+        table = item.get("table")
+        if table:
+            found.append((str(table["family"]), str(table["name"])))
     return found

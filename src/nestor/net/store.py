@@ -1,4 +1,4 @@
-"""The network rows: switches, adapters and NATs (schema: state/db.py MIGRATIONS[1]).
+"""The network rows: switches, adapters and NATs (schema: state/db.py MIGRATIONS[1] and [3]).
 
 ``netns`` columns hold the network namespace an object lives in; NULL is the root namespace.
 An adapter's ``netns`` is where its tap is made (its switch's namespace), recorded so that a stop
@@ -26,10 +26,12 @@ class Switch:
     netns: str | None
     uplink: str | None = None
     address: str | None = None  # ADDR/PREFIX of the host on the bridge (internal, external)
+    moved: str | None = None  # external --move-addresses: JSON of the uplink's addresses and routes
+    tag: str = ""  # the home's identity (names.home_tag)
 
     @property
     def bridge(self) -> str:
-        return names.bridge_name(self.id)
+        return names.bridge_name(self.tag, self.id)
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,13 @@ class Adapter:
     mac: str
     mac_spoofing: bool
     netns: str | None
+    router_guard: bool = True
+    dhcp_guard: bool = True
+    tag: str = ""
 
     @property
     def tap(self) -> str:
-        return names.tap_name(self.id)
+        return names.tap_name(self.tag, self.id)
 
 
 @dataclass(frozen=True)
@@ -65,13 +70,14 @@ def _unique(exc: sqlite3.IntegrityError) -> bool:
 
 
 class NetStore:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, tag: str) -> None:
         self.conn = conn
+        self.tag = tag  # the home's identity, carried into every kernel name
 
     # -- switches --------------------------------------------------------------------------
     def _switch(self, row: sqlite3.Row) -> Switch:
         return Switch(id=row["id"], name=row["name"], type=row["type"], netns=row["netns"],
-                      uplink=row["uplink"], address=row["address"])
+                      uplink=row["uplink"], address=row["address"], moved=row["moved"], tag=self.tag)
 
     def add_switch(self, name: str, type_: str, netns: str | None, uplink: str | None) -> Switch:
         try:
@@ -99,6 +105,9 @@ class NetStore:
     def set_switch_address(self, switch_id: int, address: str | None) -> None:
         self.conn.execute("UPDATE switches SET address = ? WHERE id = ?", (address, switch_id))
 
+    def set_switch_moved(self, switch_id: int, moved: str | None) -> None:
+        self.conn.execute("UPDATE switches SET moved = ? WHERE id = ?", (moved, switch_id))
+
     def remove_switch(self, switch_id: int) -> None:
         self.conn.execute("DELETE FROM switches WHERE id = ?", (switch_id,))
 
@@ -109,7 +118,8 @@ class NetStore:
     def _adapter(self, row: sqlite3.Row) -> Adapter:
         return Adapter(id=row["id"], vm_id=row["vm_id"], vm=row["vm"], name=row["name"], switch=row["switch"],
                        switch_id=row["switch_id"], mac=row["mac"], mac_spoofing=bool(row["mac_spoofing"]),
-                       netns=row["netns"])
+                       netns=row["netns"], router_guard=bool(row["router_guard"]),
+                       dhcp_guard=bool(row["dhcp_guard"]), tag=self.tag)
 
     def _adapters(self, where: str, args: tuple[Any, ...]) -> list[Adapter]:
         rows = self.conn.execute(f"{self._ADAPTERS} WHERE {where} ORDER BY a.id", args)
@@ -141,8 +151,9 @@ class NetStore:
     def adapters_in_netns(self, netns: str | None) -> list[Adapter]:
         return self._adapters("a.netns IS ?", (netns,))
 
-    def set_spoofing(self, adapter_id: int, on: bool) -> None:
-        self.conn.execute("UPDATE adapters SET mac_spoofing = ? WHERE id = ?", (int(on), adapter_id))
+    def set_guards(self, adapter_id: int, mac_spoofing: bool, router_guard: bool, dhcp_guard: bool) -> None:
+        self.conn.execute("UPDATE adapters SET mac_spoofing = ?, router_guard = ?, dhcp_guard = ? WHERE id = ?",
+                          (int(mac_spoofing), int(router_guard), int(dhcp_guard), adapter_id))
 
     def remove_adapter(self, adapter_id: int) -> None:
         self.conn.execute("DELETE FROM adapters WHERE id = ?", (adapter_id,))

@@ -94,6 +94,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX remote_vms_host ON remote_vms(host_id);
     """,
+    # Network hardening (nestor/net/store.py): the router and DHCP guards, on by default (also
+    # for adapters made before); an external switch's moved uplink configuration (JSON).
+    """
+    ALTER TABLE adapters ADD COLUMN router_guard INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE adapters ADD COLUMN dhcp_guard INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE switches ADD COLUMN moved TEXT;
+    """,
     # Disk-image guests (service/diskvms.py): machine, firmware, cloud-init; their disks
     # (service/disks.py); static addresses for the cloud-init network-config.
     """
