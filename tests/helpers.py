@@ -124,3 +124,18 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(5)
         return self.proc.returncode
+
+
+def guest_home(root: Path, images: Path) -> Path:
+    """A home whose image store is its own (imports and removals stay in the test) while the
+    cached built images are shared: images/* and images/store/* are symlinks into the cache."""
+    store = root / "images" / "store"
+    store.mkdir(parents=True)
+    for entry in images.iterdir():
+        if entry.name != "store" and not entry.name.startswith("."):
+            (root / "images" / entry.name).symlink_to(entry)
+    if (images / "store").is_dir():
+        for entry in (images / "store").iterdir():
+            if not entry.name.startswith("."):
+                (store / entry.name).symlink_to(entry)
+    return root

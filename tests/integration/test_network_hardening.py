@@ -297,7 +297,7 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
         assert start and not any(start.values()), start
 
         def send(rounds: int = 5) -> None:
-            out = nestor(home, "vm", "exec", "evil", "--timeout", "120", "--", "python3", "-c", FRAMES.read_text(),
+            out = nestor(home, "vm", "exec", "--timeout", "120", "evil", "--", "python3", "-c", FRAMES.read_text(),
                          guest_ip, host_ip, str(rounds), netns=ns, timeout=200).stdout
             assert "sent router" in out, out
 

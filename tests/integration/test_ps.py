@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from nestor import paths
 from nestor.cli.main import cli
 from nestor.images.appliance import BOOT_LINE
-from nestor.net import dnsmasq
+from nestor.net import dnsmasq, names
 from tests.helpers import nestor, reap_home, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
@@ -232,11 +232,12 @@ def test_daily_cmdlets_on_a_booted_vm(homes: Callable[[], Home]) -> None:
     # The seed's spoofing line applies while the VM runs (R8): the guard's drop rule on its tap goes.
     (adapter,) = as_json(home, "adapter", "list", "daily")  # type: ignore[misc]
     rule = f'iifname "{adapter["tap"]}" ether saddr != {adapter["mac"]}'
-    assert rule in sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", "nestor_guard").stdout
+    table = names.guard_table(names.home_tag(home[0]))  # every home's objects carry its tag
+    assert rule in sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", table).stdout
     ps(home, "Get-VMNetworkAdapter -VMName <VMName> | Set-VMNetworkAdapter -MacAddressSpoofing On".replace("<VMName>", "Daily"))
     (adapter,) = as_json(home, "adapter", "list", "daily")  # type: ignore[misc]
     assert adapter["mac_spoofing"] is True
-    guard = sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", "nestor_guard").stdout
+    guard = sh("ip", "netns", "exec", home[1], "nft", "list", "table", "bridge", table).stdout
     assert adapter["tap"] in guard and rule not in guard  # the tap's counter stays, its rule is gone
     ps(home, "Stop-VM Daily -TurnOff")
     (vm,) = json.loads(ps(home, "Get-VM daily", "-o", "json").stdout)

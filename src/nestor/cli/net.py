@@ -117,18 +117,37 @@ def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
               help="on (default): drop router advertisements and redirects from the VM")
 @click.option("--dhcp-guard", type=ON_OFF, default=None,
               help="on (default): drop DHCP server messages (offers, acks) from the VM")
+@click.option("--ip", default=None, help="disk-image VMs: static ADDRESS/PREFIX, given to cloud-init")
+@click.option("--gateway", default=None, help="with --ip: the default gateway")
+@click.option("--dns", default=None, help="with --ip: DNS servers, comma-separated")
+@click.option("--dhcp", is_flag=True, help="drop the static address (DHCP again)")
 @pass_ctx
 def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, router_guard: str | None,
-                dhcp_guard: str | None) -> None:
-    """Change MAC spoofing and the router/DHCP guards; applies at once, also while the VM runs."""
+                dhcp_guard: str | None, ip: str | None, gateway: str | None, dns: str | None, dhcp: bool) -> None:
+    """Change MAC spoofing and the router/DHCP guards (at once, also while the VM runs), or a
+    disk-image VM's static address for cloud-init (while it is off)."""
+    from ..errors import InvalidInput
+
     def flag(value: str | None) -> bool | None:
         return None if value is None else value == "on"
 
-    a = ctx.local.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
-                                        dhcp_guard=flag(dhcp_guard))
-    state = {True: "on", False: "off"}
-    click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
-               f"router guard {state[a.router_guard]}, dhcp guard {state[a.dhcp_guard]}")
+    addressing = ip is not None or gateway is not None or dns is not None or dhcp
+    guards = mac_spoofing is not None or router_guard is not None or dhcp_guard is not None
+    if not guards and not addressing:
+        raise InvalidInput("nothing to set", hint="give --mac-spoofing/--router-guard/--dhcp-guard on|off, "
+                                                  "or --ip A/N [--gateway G] [--dns D]")
+    if dhcp and (ip or gateway or dns):
+        raise InvalidInput("--dhcp excludes --ip, --gateway and --dns", hint="give one of them")
+    if addressing:
+        r = ctx.local.adapter_set_address(vm, name, ip, gateway, dns, clear=dhcp)
+        click.echo(f"adapter '{r.adapter}' of vm '{vm}': " + (f"address {r.ip}" if r.ip else "DHCP")
+                   + (f", gateway {r.gateway}" if r.gateway else "") + (f", dns {','.join(r.dns)}" if r.dns else ""))
+    if guards:
+        a = ctx.local.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
+                                            dhcp_guard=flag(dhcp_guard))
+        state = {True: "on", False: "off"}
+        click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
+                   f"router guard {state[a.router_guard]}, dhcp guard {state[a.dhcp_guard]}")
 
 
 @adapter.command("remove")

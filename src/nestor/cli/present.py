@@ -31,3 +31,12 @@ def tree(data: Tree) -> dict[str, Any]:
 def node(data: TreeNode) -> dict[str, Any]:
     out: dict[str, Any] = to_json(data)
     return out
+
+
+def human_size(size: int) -> str:
+    """8G, 1.5G, 481M, 12K: a size for people."""
+    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f}{unit}" if value >= 10 or value == int(value) else f"{value:.1f}{unit}"
+    return f"{size}B"

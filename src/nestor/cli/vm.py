@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -13,6 +14,7 @@ from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
 from . import present
 from .context import Ctx, pass_ctx
+from .guest_options import guest_options, guest_spec, is_guest_request
 from .output import OUTPUT, emit_json, fields, rows_out, warn
 
 ON_OFF = click.Choice(["on", "off"])
@@ -27,7 +29,8 @@ def vm() -> None:
 @click.argument("name")
 @click.option("--vcpus", type=int, default=1, show_default=True)
 @click.option("--memory", default="512M", show_default=True, help="e.g. 512M, 2G")
-@click.option("--image", default=None, help="appliance | nested-host (default: appliance)")
+@click.option("--image", default=None,
+              help="appliance | nested-host (default: appliance) | an image of `nestor image list`")
 @click.option("--kernel", type=click.Path(path_type=Path), default=None)
 @click.option("--initrd", type=click.Path(path_type=Path), default=None)
 @click.option("--append", default="", help="extra kernel command line")
@@ -42,12 +45,27 @@ def vm() -> None:
 @click.option("--maximum", default=None, help="with --host: the memory the VM can grow to while running")
 @click.option("--disk", default=None, help="with --host: a disk image file on that host")
 @click.option("--network", default=None, help="with --host: a libvirt network on that host (MAC guard: clean-traffic)")
+@guest_options
 @pass_ctx
-def new(ctx: Ctx, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
+def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
         config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
-        disk: str | None, network: str | None) -> None:
+        disk: str | None, network: str | None, **guest_flags: Any) -> None:
     """Define a new VM (it starts Off), here or on a libvirt host (--host)."""
+    guest = guest_spec(image, switches, guest_flags)
+    if is_guest_request(image, guest):  # a disk-image VM (service/diskvms.py)
+        if host or maximum or disk or network:
+            raise InvalidInput("--host/--maximum/--disk/--network are for VMs on libvirt hosts, not disk-image VMs",
+                               hint="drop them, or drop --image/--iso and the guest flags")
+        if kernel or initrd or run_script or append:
+            raise InvalidInput("--kernel/--initrd/--append/--run are for the appliance; a disk-image VM boots its disk",
+                               hint="drop them, or drop --image/--iso and the guest flags")
+        result = ctx.local.vm_new_guest(name, guest, vcpus=vcpus, memory=parse_size(memory), nested=nested,
+                                          config_version=config_version)
+        for message in result.warnings:
+            warn(message)
+        click.echo(f"vm '{result.vm.name}' created (generation {guest.generation})")
+        return
     result = ctx.service.vm_new(VMSpec(
         name=name, vcpus=vcpus, memory=parse_size(memory), nested=nested, image=image,
         kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None, append=append,
@@ -257,3 +275,8 @@ def save(ctx: Ctx, name: str) -> None:
 from .hosts import move  # noqa: E402
 
 vm.add_command(move)
+
+# Disk-image guests: `vm ssh`, `vm disk …`, `vm checkpoint …` (cli/guest_commands.py).
+from .guest_commands import register as _register_guest_commands  # noqa: E402
+
+_register_guest_commands(vm)

@@ -21,6 +21,25 @@ class Disk:
     path: Path
     format: str = "raw"  # "raw" | "qcow2"
     readonly: bool = False
+    id: str | None = None  # the drive id (QMP block_resize names it); default disk<index>
+    boot: bool = False  # q35: first disk the firmware boots from (bootindex)
+    cache: str = "unsafe"  # writable disks: "unsafe" for scratch overlays, "writeback" for real guests
+
+
+@dataclass(frozen=True)
+class Cdrom:
+    path: Path
+    id: str
+    boot: bool = False  # installer media: boot it before the disks
+
+
+@dataclass(frozen=True)
+class Firmware:
+    """UEFI (OVMF): read-only code, and the VM's own copy of the variable store (NVRAM)."""
+
+    code: Path
+    vars: Path
+    secure_boot: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,7 +50,7 @@ class LaunchSpec:
     cpu_model: str
     vcpus: int
     memory: int  # bytes
-    kernel: Path
+    kernel: Path | None
     initrd: Path | None = None
     append: str = ""
     disks: tuple[Disk, ...] = ()
@@ -41,11 +60,37 @@ class LaunchSpec:
     sandbox: bool = True
     incoming: bool = False  # restore a saved VM: wait for `migrate-incoming` (nestor passes an fd)
     qemu: str = "qemu-system-x86_64"
+    # "microvm": direct kernel boot (appliance, nested-host). "q35": a PC with firmware for disk
+    # images: SeaBIOS (generation 1, firmware None) or OVMF (generation 2).
+    machine: str = "microvm"
+    firmware: Firmware | None = None
+    cdroms: tuple[Cdrom, ...] = ()
     extra: tuple[str, ...] = field(default=())
 
 
 def _machine(spec: LaunchSpec) -> list[str]:
+    if spec.machine == "q35":
+        # Secure boot: SMM keeps the variable store out of the guest's reach.
+        smm = ",smm=on" if spec.firmware is not None and spec.firmware.secure_boot else ""
+        return ["-M", f"q35{smm}", "-accel", spec.accel]
     return ["-M", "microvm,x-option-roms=off,rtc=on", "-accel", spec.accel]
+
+
+def _bus(spec: LaunchSpec) -> str:
+    """virtio transport suffix: MMIO on microvm, PCI on q35."""
+    return "pci" if spec.machine == "q35" else "device"
+
+
+def _firmware(spec: LaunchSpec) -> list[str]:
+    fw = spec.firmware
+    if fw is None:
+        return []  # SeaBIOS, QEMU's default, or direct kernel boot on microvm
+    secure = ["-global", "driver=cfi.pflash01,property=secure,value=on"] if fw.secure_boot else []
+    return [
+        *secure,
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={fw.code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={fw.vars}",
+    ]
 
 
 def _cpu(spec: LaunchSpec) -> list[str]:
@@ -57,6 +102,8 @@ def _base(spec: LaunchSpec) -> list[str]:
 
 
 def _kernel(spec: LaunchSpec) -> list[str]:
+    if spec.kernel is None:
+        return []  # the firmware boots a disk or a CD
     argv = ["-kernel", str(spec.kernel)]
     if spec.initrd is not None:
         argv += ["-initrd", str(spec.initrd)]
@@ -86,7 +133,7 @@ def _agent(spec: LaunchSpec) -> list[str]:
     if not spec.agent:
         return []
     return [
-        "-device", "virtio-serial-device",
+        "-device", f"virtio-serial-{_bus(spec)}",
         "-chardev", f"socket,id=qga0,path={spec.vm_dir / paths.QGA_SOCK},server=on,wait=off",
         "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
         # the guest's own nestor API (service/channel.py): framed HTTP requests, host end a unix socket
@@ -96,16 +143,37 @@ def _agent(spec: LaunchSpec) -> list[str]:
 
 
 def _balloon(spec: LaunchSpec) -> list[str]:
-    return ["-device", "virtio-balloon-device,id=balloon0"] if spec.balloon else []
+    return ["-device", f"virtio-balloon-{_bus(spec)},id=balloon0"] if spec.balloon else []
 
 
 def _disks(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, disk in enumerate(spec.disks):
-        mode = "readonly=on" if disk.readonly else "cache=unsafe"
+        drive = disk.id or f"disk{index}"
+        mode = "readonly=on" if disk.readonly else f"cache={disk.cache}"
+        boot = ",bootindex=1" if disk.boot else ""
+        node = ""
+        if spec.machine == "q35":  # node names: QMP snapshot-save/-load name the disks by node
+            boot = f",id={drive}-dev{boot}"
+            node = f",node-name=n-{drive}"
         argv += [
-            "-drive", f"id=disk{index},file={disk.path},format={disk.format},if=none,{mode}",
-            "-device", f"virtio-blk-device,drive=disk{index}",
+            "-drive", f"id={drive},file={disk.path},format={disk.format},if=none,{mode}{node}",
+            "-device", f"virtio-blk-{_bus(spec)},drive={drive}{boot}",
+        ]
+    return argv
+
+
+def _cdroms(spec: LaunchSpec) -> list[str]:
+    """CD-ROMs on virtio-scsi: Debian's cloud kernel has no AHCI (q35's own IDE/SATA), while
+    SeaBIOS, OVMF and installers all know virtio-scsi."""
+    if not spec.cdroms:
+        return []
+    argv = ["-device", f"virtio-scsi-{_bus(spec)},id=scsi0"]
+    for cd in spec.cdroms:
+        boot = ",bootindex=0" if cd.boot else ""
+        argv += [
+            "-drive", f"id={cd.id},file={cd.path},format=raw,if=none,media=cdrom,readonly=on",
+            "-device", f"scsi-cd,drive={cd.id},bus=scsi0.0{boot}",
         ]
     return argv
 
@@ -114,7 +182,7 @@ def _nics(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, nic in enumerate(spec.nics):
         backend = f"user,id=net{index}" if nic.tap is None else f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"
-        argv += ["-netdev", backend, "-device", f"virtio-net-device,netdev=net{index},mac={nic.mac}"]
+        argv += ["-netdev", backend, "-device", f"virtio-net-{_bus(spec)},netdev=net{index},mac={nic.mac}"]
     return argv
 
 
@@ -133,9 +201,11 @@ def build(spec: LaunchSpec) -> list[str]:
         spec.qemu,
         *_base(spec),
         *_machine(spec),
+        *_firmware(spec),
         *_cpu(spec),
         *_kernel(spec),
         *_disks(spec),
+        *_cdroms(spec),
         *_nics(spec),
         *_agent(spec),
         *_balloon(spec),

@@ -345,10 +345,12 @@ def _round_mib(size: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def run_mmdebstrap(target: Path, log: Path, progress: Progress) -> None:
+def run_mmdebstrap(target: Path, log: Path, progress: Progress, argv: Sequence[str] | None = None,
+                   what: str = "nested-host image") -> None:
     """Run mmdebstrap into ``target``; its ``I:``/``W:``/``E:`` lines go to ``progress``,
-    everything to ``log``. Raises ImageError naming the step on failure."""
-    argv = mmdebstrap_argv(target)
+    everything to ``log``. Raises ImageError naming the step on failure. ``argv`` (default: the
+    nested-host's) lets other images run their own mmdebstrap; ``what`` names them in errors."""
+    argv = list(argv) if argv is not None else mmdebstrap_argv(target)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -386,7 +388,7 @@ def run_mmdebstrap(target: Path, log: Path, progress: Progress) -> None:
         detail = mmdebstrap_error(list(tail)) or f"exit status {code}"
         if expired.is_set():
             detail = f"timed out after {_TIMEOUT_MMDEBSTRAP} s"
-        raise ImageError(f"nested-host image: step mmdebstrap failed: {detail}",
+        raise ImageError(f"{what}: step mmdebstrap failed: {detail}",
                          hint=f"check that the Debian mirror is reachable (apt-get update); "
                               f"the full output is in {log}")
 

@@ -18,6 +18,15 @@ from ..model import validate_name
 from ..policy.checks import host_checks
 from . import guests, memory
 from .core import Core
+from .guest_types import (
+    AddressResult,
+    CheckpointInfo,
+    CheckpointResult,
+    DiskInfo,
+    DiskResize,
+    GuestSpec,
+    StoredImageInfo,
+)
 from .remote import Remote
 from .types import (
     CheckResult,
@@ -39,6 +48,7 @@ from .types import (
 from .vms import VMs
 
 if TYPE_CHECKING:
+    from ..images.debian import DebianRequest
     from ..netservice import Network
 
 Progress = Callable[[str], None]
@@ -252,6 +262,103 @@ class Service:
 
     def image_list(self) -> list[ImageInfo]:
         return [self._image(image) for image in bootplan.IMAGES]
+
+    # -- disk-image guests: service/diskvms.py, disks.py, checkpoints.py, ssh.py; images/store.py --
+    def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
+                     nested: bool = False, config_version: str | None = None) -> NewVM:
+        from . import diskvms
+
+        config, warnings = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
+        return NewVM(self._vms.info(config), warnings)
+
+    def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
+        from ..images import debian
+        from . import diskvms
+
+        name = debian.validate(request).image_name
+        in_use = bool(diskvms.GuestRepo(self.core.conn).image_users(name))
+        debian.build_debian(self.core.home.images, request, progress, force=force, in_use=in_use)
+        return self._stored(name)
+
+    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
+        from ..images import store
+
+        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress)
+        return self._stored(image.name)
+
+    def _stored(self, name: str) -> StoredImageInfo:
+        from ..images import store
+        from . import diskvms
+
+        image = store.get(self.core.home.images, name)
+        info = store.qemu_img_info(image.path, "qcow2")
+        return StoredImageInfo(name=image.name, source=image.source, format=str(info.get("format")),
+                               virtual_size=int(info.get("virtual-size", 0)), allocated=int(info.get("actual-size", 0)),
+                               used_by=diskvms.GuestRepo(self.core.conn).image_users(image.name), path=str(image.path))
+
+    def image_store_list(self) -> list[StoredImageInfo]:
+        from ..images import store
+
+        return [self._stored(image.name) for image in store.all_images(self.core.home.images)]
+
+    def image_remove(self, name: str) -> None:
+        from ..images import store
+        from . import diskvms
+
+        store.validate_image_name(name)
+        store.remove(self.core.home.images, name, diskvms.GuestRepo(self.core.conn).image_users(name))
+
+    def vm_disk_add(self, vm: str, name: str, size: int) -> DiskInfo:
+        from . import disks
+
+        return disks.add(self.core, vm, name, size)
+
+    def vm_disk_list(self, vm: str) -> list[DiskInfo]:
+        from . import disks
+
+        return disks.listing(self.core, vm)
+
+    def vm_disk_resize(self, vm: str, name: str, size: int) -> DiskResize:
+        from . import disks
+
+        return disks.resize(self.core, vm, name, size)
+
+    def vm_disk_remove(self, vm: str, name: str) -> None:
+        from . import disks
+
+        disks.remove(self.core, vm, name)
+
+    def vm_checkpoint_new(self, vm: str, name: str) -> CheckpointResult:
+        from . import checkpoints
+
+        return checkpoints.new(self.core, vm, name)
+
+    def vm_checkpoint_list(self, vm: str) -> list[CheckpointInfo]:
+        from . import checkpoints
+
+        return checkpoints.listing(self.core, vm)
+
+    def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
+        from . import checkpoints
+
+        return checkpoints.apply(self.core, vm, name)
+
+    def vm_checkpoint_remove(self, vm: str, name: str) -> None:
+        from . import checkpoints
+
+        checkpoints.remove(self.core, vm, name)
+
+    def vm_ssh_argv(self, vm: str, command: list[str]) -> list[str]:
+        """OpenSSH's argv to reach the VM (an argv for exec, never a shell string)."""
+        from . import ssh
+
+        return ssh.ssh_argv(ssh.target(self.core, vm), ssh.known_hosts(self.core), command)
+
+    def adapter_set_address(self, vm: str, adapter: str | None, ip: str | None, gateway: str | None,
+                            dns: str | None, clear: bool = False) -> AddressResult:
+        from . import diskvms
+
+        return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)
 
 
 def _rotated(path: Path, fd: int) -> bool:

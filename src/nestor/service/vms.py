@@ -197,6 +197,11 @@ class VMs:
 
     def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
         core = self.core
+        from . import diskvms
+
+        guest = diskvms.find(core, config)
+        if guest is not None:  # a disk-image VM: q35 with firmware (service/diskvms.py)
+            return diskvms.launch_spec(core, config, accel, guest, memory.room(config))
         vm_dir = core.vm_dir(config)
         boot = bootplan.plan(core.home.images, config.boot, config.name, vm_dir, core.facts.level + 1)
         append = list(boot.append)

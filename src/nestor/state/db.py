@@ -101,6 +101,34 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE adapters ADD COLUMN dhcp_guard INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE switches ADD COLUMN moved TEXT;
     """,
+    # Disk-image guests (service/diskvms.py): machine, firmware, cloud-init; their disks
+    # (service/disks.py); static addresses for the cloud-init network-config.
+    """
+    CREATE TABLE vm_guests (
+        vm_id INTEGER PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        generation INTEGER NOT NULL CHECK (generation IN (1, 2)),
+        secure_boot INTEGER NOT NULL DEFAULT 0,
+        image TEXT,
+        iso TEXT,
+        user TEXT,
+        ssh_key TEXT,
+        hostname TEXT,
+        user_data TEXT
+    );
+    CREATE TABLE vm_disks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        vm_id INTEGER NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        file TEXT NOT NULL,
+        UNIQUE (vm_id, name)
+    );
+    CREATE TABLE adapter_addresses (
+        adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,
+        address TEXT NOT NULL,
+        gateway TEXT,
+        dns TEXT NOT NULL DEFAULT ''
+    );
+    """,
 )
 
 

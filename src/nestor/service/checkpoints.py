@@ -1,0 +1,154 @@
+"""``vm checkpoint new/list/apply/remove`` (Hyper-V's Checkpoint-VM, Get-VMCheckpoint,
+Restore-VMCheckpoint, Remove-VMCheckpoint) as qcow2 internal snapshots.
+
+* A stopped VM: ``qemu-img snapshot -c/-a/-d`` on every disk (disk state only).
+* A running VM: QMP ``snapshot-save`` / ``snapshot-load`` / ``snapshot-delete`` jobs
+  (QEMU >= 6.0) over all its disks, the memory (vmstate) going into the root disk. Applying
+  one brings back the running guest as it was, memory included.
+
+A checkpoint with memory can only be applied to the running VM; one without memory (taken
+while off) only to the stopped VM. While a hypervisor runs inside the VM, checkpoints of the
+running VM are refused (R12-R14, :mod:`nestor.policy.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .. import paths
+from ..engine import process
+from ..engine.qmp import Monitor
+from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
+from ..model import VMConfig, validate_name
+from ..policy.checkpoints import check_checkpoint
+from ..state.lock import vm_lock
+from . import disks
+from .guest_types import CheckpointInfo, CheckpointResult
+
+if TYPE_CHECKING:
+    from .core import Core
+
+JOB_TIMEOUT = 600.0
+
+
+def _disks(core: Core, config: VMConfig) -> list[disks.DiskRow]:
+    rows = disks.DiskRepo(core.conn).of_vm(config.id)
+    if not rows:
+        raise InvalidInput(f"vm '{config.name}' has no qcow2 disks: checkpoints are for disk-image VMs",
+                           hint="make the VM from an image: nestor vm new NAME --image IMAGE")
+    return rows
+
+
+def _root(rows: list[disks.DiskRow]) -> disks.DiskRow:
+    return next((d for d in rows if d.name == disks.ROOT), rows[0])
+
+
+def listing(core: Core, vm: str) -> list[CheckpointInfo]:
+    config = core.vms.get(validate_name(vm))
+    root = _root(_disks(core, config))
+    return [_row(snap) for snap in disks.info(root.file).get("snapshots", [])]
+
+
+def _row(snap: dict[str, Any]) -> CheckpointInfo:
+    vmstate = int(snap.get("vm-state-size", 0))
+    return CheckpointInfo(name=str(snap.get("name")), created=float(snap.get("date-sec", 0)),
+                          memory=vmstate > 0, memory_size=vmstate)
+
+
+def _find(core: Core, config: VMConfig, name: str) -> dict[str, Any] | None:
+    root = _root(_disks(core, config))
+    return next((s for s in disks.info(root.file).get("snapshots", []) if s.get("name") == name), None)
+
+
+def _guard(core: Core, config: VMConfig, action: str) -> None:
+    if not config.nested:
+        return  # with the extensions hidden nothing can run inside
+    running, how = core.hypervisor_running(config)
+    check_checkpoint(config.name, action, running, how)
+
+
+def new(core: Core, vm: str, name: str) -> CheckpointResult:
+    validate_name(name, "checkpoint")
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
+    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+        rows = _disks(core, config)
+        if _find(core, config, name) is not None:
+            raise Conflict(f"vm '{vm}' already has a checkpoint '{name}'", hint="choose another name")
+        started = time.monotonic()
+        if process.live_pid(vm_dir) is None:
+            for d in rows:
+                disks.qemu_img(["snapshot", "-c", name, str(d.file)], f"checkpoint of disk '{d.name}'")
+        else:
+            _guard(core, config, "taken")
+            _job(core, config, "snapshot-save", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
+                                                   "devices": [f"n-{d.drive_id}" for d in rows]})
+        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
+
+
+def apply(core: Core, vm: str, name: str) -> CheckpointResult:
+    validate_name(name, "checkpoint")
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
+    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+        rows = _disks(core, config)
+        snap = _find(core, config, name)
+        if snap is None:
+            raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
+        with_memory = int(snap.get("vm-state-size", 0)) > 0
+        running = process.live_pid(vm_dir) is not None
+        started = time.monotonic()
+        if running:
+            if not with_memory:
+                raise StateError(f"checkpoint '{name}' was taken while vm '{vm}' was off (no memory in it)",
+                                 hint=f"stop the VM to apply it: nestor vm stop {vm}")
+            _guard(core, config, "applied")
+            _job(core, config, "snapshot-load", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
+                                                   "devices": [f"n-{d.drive_id}" for d in rows]})
+        else:
+            if with_memory:
+                raise StateError(f"checkpoint '{name}' holds vm '{vm}''s memory: it is applied to the running VM",
+                                 hint=f"nestor vm start {vm}, then apply it")
+            for d in rows:
+                disks.qemu_img(["snapshot", "-a", name, str(d.file)], f"applying to disk '{d.name}'")
+        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
+
+
+def remove(core: Core, vm: str, name: str) -> None:
+    validate_name(name, "checkpoint")
+    config = core.vms.get(validate_name(vm))
+    vm_dir = core.vm_dir(config)
+    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+        rows = _disks(core, config)
+        if _find(core, config, name) is None:
+            raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
+        if process.live_pid(vm_dir) is None:
+            for d in rows:
+                disks.qemu_img(["snapshot", "-d", name, str(d.file)], f"removing from disk '{d.name}'")
+        else:
+            _job(core, config, "snapshot-delete", {"tag": name, "devices": [f"n-{d.drive_id}" for d in rows]})
+
+
+def _job(core: Core, config: VMConfig, command: str, args: dict[str, Any]) -> None:
+    """Run one snapshot job to its end; its error becomes an EngineError."""
+    vm_dir = core.vm_dir(config)
+    job_id = f"{command}-{int(time.time() * 1000)}"
+    with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=30.0) as mon:
+        mon.execute(command, {"job-id": job_id, **args})
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while True:
+            jobs = [j for j in mon.execute("query-jobs") if j.get("id") == job_id]
+            if not jobs:
+                raise EngineError(f"vm '{config.name}': the {command} job vanished")
+            job = jobs[0]
+            if job.get("status") == "concluded":
+                break
+            if time.monotonic() > deadline:
+                raise EngineError(f"vm '{config.name}': {command} did not finish in {JOB_TIMEOUT:.0f} s")
+            time.sleep(0.2)
+        mon.execute("job-dismiss", {"id": job_id})
+        if job.get("error"):
+            raise EngineError(f"vm '{config.name}': {command} failed: {job['error']}")
+        if mon.status() not in ("running", "paused"):
+            mon.resume()

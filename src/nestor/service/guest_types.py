@@ -1,0 +1,79 @@
+"""Typed input and output of the disk-image guest use cases (images, disks, checkpoints, ssh,
+static addresses). Sizes in bytes, times in seconds (Unix time for dates), as in types.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "AddressResult", "CheckpointInfo", "CheckpointResult", "DiskInfo", "DiskResize", "GuestSpec", "StoredImageInfo",
+]
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """`vm new` of a disk-image guest: the machine, the disk and cloud-init. Strings as given."""
+
+    image: str | None = None
+    generation: int = 1
+    secure_boot: bool = False
+    iso: Path | None = None
+    disk_size: int | None = None  # bytes; None: the image's size
+    user: str | None = None
+    ssh_key: Path | None = None
+    no_ssh_key: bool = False
+    hostname: str | None = None
+    cloud_init: Path | None = None
+    switches: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class StoredImageInfo:
+    name: str
+    source: str  # "debian" | "import"
+    format: str
+    virtual_size: int
+    allocated: int
+    used_by: list[str]
+    path: str
+
+
+@dataclass(frozen=True)
+class DiskInfo:
+    name: str
+    virtual_size: int
+    allocated: int
+    image: str | None  # the stored image under a root overlay
+    file: str
+
+
+@dataclass(frozen=True)
+class DiskResize:
+    disk: DiskInfo
+    online: bool  # QMP block_resize on the running VM (else qemu-img resize)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    name: str
+    created: float  # Unix time
+    memory: bool  # taken while running: holds the VM's memory
+    memory_size: int
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    vm: str
+    checkpoint: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AddressResult:
+    vm: str
+    adapter: str
+    mac: str
+    ip: str | None  # None: DHCP
+    gateway: str | None
+    dns: list[str]

@@ -1,0 +1,224 @@
+"""Disk-image guests with real QEMU under TCG: the Debian image (built from Debian packages),
+BIOS and UEFI boots, cloud-init from the flags, `vm ssh`, disks, checkpoints, image import.
+
+One BIOS VM is booted once for the module and shared by the tests (a systemd boot under TCG
+takes tens of seconds). Its adapter is on an internal switch inside a network namespace this
+test made; traffic only goes between that namespace and the VM; the finalizer ends every QEMU
+and deletes the namespace, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nestor.images import debian
+from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for_text
+
+pytestmark = pytest.mark.vm
+
+BOOT_TIMEOUT = 420  # TCG, systemd and cloud-init; on a busy 2-core host
+USER = "alice"
+HOSTNAME = "guest-one"
+
+
+def sh(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def debian_store() -> Path:
+    """The cached images directory with the Debian image (cold: ~2.5 min of mmdebstrap and GRUB)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
+    images = CACHE / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    debian.build_debian(images, debian.DebianRequest(), lambda line: print(f"[image] {line}", file=sys.stderr))
+    return images
+
+
+@pytest.fixture(scope="module")
+def ghome(tmp_path_factory: pytest.TempPathFactory, debian_store: Path) -> Iterator[Path]:
+    root = guest_home(tmp_path_factory.mktemp("guests") / "home", debian_store)
+    try:
+        yield root
+    finally:
+        reap_home(root)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    top = tmp_path_factory.mktemp("key")
+    assert sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "nestor-test", "-f", str(top / "id_ed25519")).returncode == 0
+    return top / "id_ed25519.pub"
+
+
+@pytest.fixture(scope="module")
+def netns(ghome: Path) -> Iterator[str]:
+    name = f"nt-{secrets.token_hex(4)}"
+    assert sh("ip", "netns", "add", name).returncode == 0
+    sh("ip", "-n", name, "link", "set", "lo", "up")
+    try:
+        yield name
+    finally:
+        reap_home(ghome)
+        sh("ip", "netns", "del", name)
+
+
+@pytest.fixture(scope="module")
+def subnet() -> str:
+    return f"10.{80 + secrets.randbelow(40)}.{secrets.randbelow(250)}"
+
+
+@pytest.fixture(scope="module")
+def booted(ghome: Path, netns: str, key: Path, subnet: str) -> dict[str, object]:
+    """g1: generation 1 (SeaBIOS), static address from `adapter set`, a data disk; booted to SSH."""
+    cli = lambda *a, **kw: nestor(ghome, *a, netns=netns, **kw)  # noqa: E731
+    cli("switch", "new", "sw", "--type", "internal")
+    cli("switch", "set-ip", "sw", f"{subnet}.1/24")
+    cli("vm", "new", "g1", "--image", "debian-bookworm", "--memory", "1G", "--user", USER,
+        "--ssh-key", str(key), "--hostname", HOSTNAME, "--switch", "sw")
+    cli("adapter", "set", "g1", "--ip", f"{subnet}.10/24", "--gateway", f"{subnet}.1", "--dns", f"{subnet}.1")
+    cli("vm", "disk", "add", "g1", "--name", "data", "--size", "64M")
+    started = time.monotonic()
+    cli("vm", "start", "g1")
+    deadline = started + BOOT_TIMEOUT
+    while True:
+        result = cli("vm", "ssh", "g1", "--", "true", check=False, timeout=60)
+        if result.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"no ssh after {BOOT_TIMEOUT} s: {result.stderr[-500:]}"
+        time.sleep(3)
+    boot = time.monotonic() - started
+    print(f"[measure] g1 boot to ssh: {boot:.1f} s", file=sys.stderr)
+    # cloud-init may still be configuring; the tests want its final state.
+    while cli("vm", "ssh", "g1", "--", "cloud-init status --wait", check=False, timeout=300).returncode not in (0, 2):
+        assert time.monotonic() < deadline + 300, "cloud-init did not finish"
+        time.sleep(3)
+    print(f"[measure] g1 boot to cloud-init done: {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return {"boot_seconds": boot}
+
+
+def ssh(ghome: Path, netns: str, *command: str, check: bool = True) -> str:
+    result = nestor(ghome, "vm", "ssh", "g1", "--", *command, netns=netns, check=check, timeout=120)
+    return result.stdout
+
+
+def test_boot_shows_on_the_serial_log_bios(ghome: Path, booted: dict[str, object]) -> None:
+    log = (vm_dir(ghome, "g1") / "serial.log").read_text(errors="replace")
+    assert "Booting `Debian GNU/Linux'" in log  # GRUB, on the serial console
+    assert "Linux version" in log and "console [ttyS0] enabled" in log  # the kernel, on ttyS0
+    assert f"Debian GNU/Linux 12 {HOSTNAME} ttyS0" in log
+
+
+def test_cloud_init_user_key_and_hostname(ghome: Path, netns: str, key: Path, booted: dict[str, object]) -> None:
+    assert ssh(ghome, netns, "id", "-un").strip() == USER
+    assert ssh(ghome, netns, "hostname").strip() == HOSTNAME
+    keys = ssh(ghome, netns, "cat", f"/home/{USER}/.ssh/authorized_keys")
+    assert key.read_text().split()[1] in keys
+    assert ssh(ghome, netns, "sudo", "-n", "id", "-u").strip() == "0"
+
+
+def test_static_address_gateway_dns(ghome: Path, netns: str, subnet: str, booted: dict[str, object]) -> None:
+    addresses = ssh(ghome, netns, "ip", "-4", "-o", "addr", "show")
+    assert f"{subnet}.10/24" in addresses
+    assert f"default via {subnet}.1" in ssh(ghome, netns, "ip", "-4", "route", "show", "default")
+    assert f"{subnet}.1" in ssh(ghome, netns, "resolvectl", "dns")
+    # ssh reached the guest at the static address (traffic stays in the test's namespace).
+    assert f"{subnet}.10" in ssh(ghome, netns, "echo $SSH_CONNECTION").split()
+
+
+def test_exec_through_the_agent(ghome: Path, netns: str, booted: dict[str, object]) -> None:
+    out = nestor(ghome, "vm", "exec", "g1", "cat", "/etc/hostname", netns=netns).stdout
+    assert out.strip() == HOSTNAME
+
+
+def _guest_sectors(ghome: Path, netns: str, dev: str) -> int:
+    return int(ssh(ghome, netns, "cat", f"/sys/block/{dev}/size").strip())
+
+
+def test_disk_added_and_grown_online(ghome: Path, netns: str, booted: dict[str, object]) -> None:
+    assert _guest_sectors(ghome, netns, "vdb") == (64 << 20) // 512
+    nestor(ghome, "vm", "disk", "resize", "g1", "data", "--size", "128M", netns=netns)
+    deadline = time.monotonic() + 30
+    while _guest_sectors(ghome, netns, "vdb") != (128 << 20) // 512:
+        assert time.monotonic() < deadline, "the guest did not see the new size"
+        time.sleep(1)
+    disks = json.loads(nestor(ghome, "vm", "disk", "list", "g1", "-o", "json", netns=netns).stdout)
+    assert {d["name"]: d["virtual_size"] for d in disks}["data"] == 128 << 20
+    # Shrinking is refused, nothing changes.
+    bad = nestor(ghome, "vm", "disk", "resize", "g1", "data", "--size", "64M", netns=netns, check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "hint: " in bad.stderr
+    assert _guest_sectors(ghome, netns, "vdb") == (128 << 20) // 512
+
+
+def test_checkpoint_apply_brings_back_a_file(ghome: Path, netns: str, booted: dict[str, object]) -> None:
+    ssh(ghome, netns, "echo before > ~/state && sync")  # ssh hands the command to the login shell
+    started = time.monotonic()
+    nestor(ghome, "vm", "checkpoint", "new", "g1", "c1", netns=netns, timeout=600)
+    taken = time.monotonic() - started
+    ssh(ghome, netns, "echo after > ~/state && sync")
+    assert ssh(ghome, netns, "cat", "state").strip() == "after"
+    listed = json.loads(nestor(ghome, "vm", "checkpoint", "list", "g1", "-o", "json", netns=netns).stdout)
+    assert [(c["name"], c["memory"]) for c in listed] == [("c1", True)]
+    started = time.monotonic()
+    nestor(ghome, "vm", "checkpoint", "apply", "g1", "c1", netns=netns, timeout=600)
+    applied = time.monotonic() - started
+    print(f"[measure] checkpoint with memory: new {taken:.1f} s, apply {applied:.1f} s", file=sys.stderr)
+    assert ssh(ghome, netns, "cat", "state").strip() == "before"
+    nestor(ghome, "vm", "checkpoint", "remove", "g1", "c1", netns=netns, timeout=600)
+    assert json.loads(nestor(ghome, "vm", "checkpoint", "list", "g1", "-o", "json", netns=netns).stdout) == []
+
+
+def test_image_in_use_cannot_be_removed(ghome: Path, booted: dict[str, object]) -> None:
+    result = nestor(ghome, "image", "remove", "debian-bookworm", check=False)
+    assert result.returncode == 4 and "g1" in result.stderr and "hint: " in result.stderr
+    rows = json.loads(nestor(ghome, "image", "list", "-o", "json").stdout)
+    assert {r["name"]: r.get("used_by") for r in rows}["debian-bookworm"] == ["g1"]
+
+
+def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_store: Path, tmp_path: Path) -> None:
+    """A raw copy of the Debian image, imported, boots as generation 2 with secure boot (OVMF
+    with Microsoft's keys, its own NVRAM; shim and GRUB signed by Debian)."""
+    raw = tmp_path / "plain.raw"
+    assert sh("qemu-img", "convert", "-O", "raw", str(debian_store / "store" / "debian-bookworm" / "disk.qcow2"),
+              str(raw), timeout=300).returncode == 0
+    nestor(ghome, "image", "import", str(raw), "--name", "plain", timeout=300)
+    rows = {r["name"]: r for r in json.loads(nestor(ghome, "image", "list", "-o", "json").stdout)}
+    assert rows["plain"]["format"] == "qcow2" and rows["plain"]["virtual_size"] == 8 << 30
+    nestor(ghome, "vm", "new", "u1", "--image", "plain", "--generation", "2", "--secure-boot", "--memory", "1G",
+           "--no-ssh-key")
+    directory = vm_dir(ghome, "u1")
+    assert (directory / "nvram.fd").read_bytes() == Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd").read_bytes()
+    started = time.monotonic()
+    nestor(ghome, "vm", "start", "u1")
+    try:
+        log = wait_for_text(directory / "serial.log", " login: ", timeout=BOOT_TIMEOUT)
+        print(f"[measure] u1 (UEFI) boot to login prompt: {time.monotonic() - started:.1f} s", file=sys.stderr)
+        assert "Linux version" in log and "secureboot: Secure boot enabled" in log
+        launch = json.loads((directory / "launch.json").read_text())
+        assert "if=pflash,format=raw,unit=1,file=" + str(directory / "nvram.fd") in launch["argv"]
+    finally:
+        nestor(ghome, "vm", "stop", "u1", "--turn-off", check=False)
+        nestor(ghome, "vm", "remove", "u1", check=False)
+
+
+def test_import_refuses_a_backing_file(ghome: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.raw"
+    secret.write_bytes(b"host secret" * 1000)
+    evil = tmp_path / "evil.qcow2"
+    assert sh("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(secret), str(evil)).returncode == 0
+    result = nestor(ghome, "image", "import", str(evil), "--name", "evil", check=False)
+    assert result.returncode == 2 and "backing file" in result.stderr and "hint: " in result.stderr
+    names = [r["name"] for r in json.loads(nestor(ghome, "image", "list", "-o", "json").stdout)]
+    assert "evil" not in names
