@@ -40,7 +40,7 @@ def test_bad_vcpus(home: Path, vcpus: str) -> None:
 def test_unknown_things(home: Path, tmp_path: Path) -> None:
     assert "not found" in assert_refused(home, "vm", "show", "nope")
     assert "not found" in assert_refused(home, "vm", "start", "nope")
-    assert "unknown image" in assert_refused(home, "vm", "new", "i", "--image", "windows")
+    assert "image 'windows' not found" in assert_refused(home, "vm", "new", "i", "--image", "windows")
     assert "not found" in assert_refused(home, "vm", "new", "k", "--kernel", str(tmp_path / "missing"))
     assert "not found" in assert_refused(home, "vm", "new", "s", "--run", str(tmp_path / "missing.sh"))
     assert "version" in assert_refused(home, "vm", "new", "o", "--config-version", "3.1")
