@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import nestor, record, scratch_home, summary, wait_for
+from common import nestor, raw_argv, record, scratch_home, summary, wait_for
 
 from nestor import paths
 from nestor.engine import process
@@ -41,7 +41,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "nestor", "--home", str(home), "vm", "start", "b"], check=True,
                            capture_output=True, timeout=60)
             with_nestor.append(wait_for(log, BOOT_LINE, offset) - start)
-            argv = json.loads((vm_dir / "launch.json").read_text())["argv"]
+            argv = raw_argv(json.loads((vm_dir / "launch.json").read_text())["argv"])
             nestor(home, "vm", "stop", "b", "--turn-off")
             # B: the very same QEMU argv, started raw.
             offset = log.stat().st_size if log.exists() else 0

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import nestor, record, scratch_home, summary, wait_for
+from common import nestor, raw_argv, record, scratch_home, summary, wait_for
 
 from nestor import paths
 from nestor.engine import process
@@ -29,7 +29,7 @@ def raw_boots(home: Path, runs: int) -> list[float]:
     nestor(home, "vm", "new", "raw", "--memory", "256M")
     nestor(home, "vm", "start", "raw")
     vm_dir = next((home / "vms").iterdir())
-    argv = json.loads((vm_dir / paths.LAUNCH).read_text())["argv"]
+    argv = raw_argv(json.loads((vm_dir / paths.LAUNCH).read_text())["argv"])
     nestor(home, "vm", "remove", "raw", "--force")
     vm_dir.mkdir(parents=True, exist_ok=True)
     log = vm_dir / paths.SERIAL_LOG
