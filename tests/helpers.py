@@ -139,3 +139,17 @@ def guest_home(root: Path, images: Path) -> Path:
             if not entry.name.startswith("."):
                 (store / entry.name).symlink_to(entry)
     return root
+
+
+def qemus(home: Path) -> list[int]:
+    """Every QEMU on the machine whose command line names this home (with or without a pidfile)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"qemu-system" in cmdline and str(home).encode() in cmdline:
+                found.append(int(entry.name))
+    return found

@@ -14,25 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import nestor
+from tests.helpers import nestor, qemus
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 VMS = [f"c{i}" for i in range(6)]
 WORKERS = 8
-
-
-def qemus_naming(home: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"qemu-system" in cmdline and str(home).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 def test_fifty_parallel_operations(home: Path) -> None:
@@ -74,4 +61,4 @@ def test_fifty_parallel_operations(home: Path) -> None:
             assert shown[name][field] == value, (op, field, shown[name][field])
     assert sum(op in succeeded for op in expected) >= 8, "too few settings succeeded to say anything"
     running = {name: int(shown[name]["pid"]) for name in VMS if shown[name]["state"] == "running"}
-    assert sorted(qemus_naming(home)) == sorted(running.values()), running  # no ghost, none missing
+    assert sorted(qemus(home)) == sorted(running.values()), running  # no ghost, none missing

@@ -20,7 +20,7 @@ import pytest
 
 from nestor import faults, paths
 from nestor.engine import process
-from tests.helpers import nestor, reap_home
+from tests.helpers import nestor, qemus, reap_home
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -60,20 +60,6 @@ def taps(ns: str) -> list[str]:
     links = json.loads(subprocess.run(["ip", "-n", ns, "-d", "-j", "link", "show"], capture_output=True, text=True,
                                       check=True, timeout=30).stdout)
     return [link["ifname"] for link in links if link.get("linkinfo", {}).get("info_kind") == "tun"]
-
-
-def qemus(home: Path) -> list[int]:
-    """Every QEMU on the machine whose command line names this home (with or without a pidfile)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"qemu-system" in cmdline and str(home).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
 
 
 def vm_dirs(home: Path) -> list[str]:
