@@ -14,7 +14,6 @@ SERIAL_PIPE = "serial.pipe"  # QEMU's chardev logfile: a FIFO the log pump reads
 QGA_SOCK = "qga.sock"
 PIDFILE = "qemu.pid"
 QEMU_LOG = "qemu.log"
-LOCKFILE = "lock"
 RUN_CPIO = "run.cpio"
 INITRD = "initrd.img"
 DISK = "disk.img"

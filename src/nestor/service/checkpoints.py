@@ -72,7 +72,7 @@ def new(core: Core, vm: str, name: str) -> CheckpointResult:
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
     vm_dir = core.vm_dir(config)
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         rows = _disks(core, config)
         if _find(core, config, name) is not None:
             raise Conflict(f"vm '{vm}' already has a checkpoint '{name}'", hint="choose another name")
@@ -91,7 +91,7 @@ def apply(core: Core, vm: str, name: str) -> CheckpointResult:
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
     vm_dir = core.vm_dir(config)
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         rows = _disks(core, config)
         snap = _find(core, config, name)
         if snap is None:
@@ -119,7 +119,7 @@ def remove(core: Core, vm: str, name: str) -> None:
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
     vm_dir = core.vm_dir(config)
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         rows = _disks(core, config)
         if _find(core, config, name) is None:
             raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")

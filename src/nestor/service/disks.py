@@ -162,7 +162,7 @@ def add(core: Core, vm: str, name: str, size: int) -> DiskInfo:
     validate_disk_name(name)
     check_size(size)
     config, vm_dir, repo = _guest_vm(core, vm)
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         if process.live_pid(vm_dir) is not None:
             raise StateError(f"vm '{vm}' is running: disks are added while it is off",
                              hint=f"nestor vm stop {vm}; a disk added then is there at the next start")
@@ -189,7 +189,7 @@ def listing(core: Core, vm: str) -> list[DiskInfo]:
 def resize(core: Core, vm: str, name: str, size: int) -> DiskResize:
     config, vm_dir, repo = _guest_vm(core, vm)
     disk = repo.get(config.id, name)
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         current = int(info(disk.file)["virtual-size"])
         check_grow(name, current, size)
         if process.live_pid(vm_dir) is None:
@@ -207,7 +207,7 @@ def remove(core: Core, vm: str, name: str) -> None:
     disk = repo.get(config.id, name)
     if disk.name == ROOT:
         raise InvalidInput(f"disk '{ROOT}' is the VM's boot disk", hint=f"nestor vm remove {vm} removes the VM")
-    with error_context(vm=vm), vm_lock(vm_dir / paths.LOCKFILE, vm):
+    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
         if process.live_pid(vm_dir) is not None:
             raise StateError(f"vm '{vm}' is running: disks are removed while it is off", hint=f"nestor vm stop {vm}")
         repo.remove(disk.id)
