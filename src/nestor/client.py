@@ -28,6 +28,15 @@ from typing import Any, Self, TypeVar
 import httpx
 
 from .errors import EngineError, NestorError
+from .service.guest_types import (
+    CheckpointInfo,
+    CheckpointResult,
+    DiskInfo,
+    DiskResize,
+    GuestSpec,
+    StoredImageInfo,
+    VMAddress,
+)
 from .service.types import (
     ExecResult,
     HostInfo,
@@ -189,6 +198,68 @@ class Client:
     def image_build(self, name: str, force: bool = False, timeout: float | None = None) -> ImageInfo:
         return from_json(ImageInfo, self._operation(self._request("POST", f"/images/{name}/build", {"force": force}),
                                                     timeout))
+
+    def image_build_debian(self, release: str | None = None, packages: list[str] | None = None,
+                           size: int | None = None, name: str | None = None, force: bool = False,
+                           timeout: float | None = None) -> StoredImageInfo:
+        """`image build debian`: a bootable disk image from Debian packages (an operation)."""
+        body = {"force": force, "release": release, "packages": packages or [], "size": size, "image_name": name}
+        return from_json(StoredImageInfo, self._operation(self._request("POST", "/images/debian/build", body), timeout))
+
+    def image_import(self, path: Path | str, name: str | None = None, timeout: float | None = None) -> StoredImageInfo:
+        """Import a qcow2 or raw file of the server's host (an operation; qemu-img's checks apply)."""
+        op = self._request("POST", "/images/store", {"path": str(path), "name": name})
+        return from_json(StoredImageInfo, self._operation(op, timeout))
+
+    def image_store_list(self) -> list[StoredImageInfo]:
+        return [from_json(StoredImageInfo, v) for v in self._request("GET", "/images/store")]
+
+    def image_remove(self, name: str) -> None:
+        self._request("DELETE", f"/images/store/{name}")
+
+    # -- disk-image VMs -----------------------------------------------------------------------
+    def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
+                     nested: bool = False, config_version: str | None = None) -> NewVM:
+        """A disk-image VM (files named in `guest` are on the server's host)."""
+        body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory": memory, "nested": nested,
+                                "config_version": config_version, "image": guest.image,
+                                "switches": list(guest.switches), "generation": guest.generation,
+                                "secure_boot": guest.secure_boot, "disk_size": guest.disk_size, "user": guest.user,
+                                "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname}
+        for key in ("iso", "ssh_key", "cloud_init"):
+            value = getattr(guest, key)
+            body[key] = str(value) if value is not None else None
+        return from_json(NewVM, self._request("POST", "/vms", body))
+
+    def vm_disk_list(self, vm: str) -> list[DiskInfo]:
+        return [from_json(DiskInfo, d) for d in self._request("GET", f"/vms/{vm}/disks")]
+
+    def vm_disk_add(self, vm: str, name: str, size: int) -> DiskInfo:
+        return from_json(DiskInfo, self._request("POST", f"/vms/{vm}/disks", {"name": name, "size": size}))
+
+    def vm_disk_resize(self, vm: str, name: str, size: int) -> DiskResize:
+        return from_json(DiskResize, self._request("PATCH", f"/vms/{vm}/disks/{name}", {"size": size}))
+
+    def vm_disk_remove(self, vm: str, name: str) -> None:
+        self._request("DELETE", f"/vms/{vm}/disks/{name}")
+
+    def vm_checkpoint_list(self, vm: str) -> list[CheckpointInfo]:
+        return [from_json(CheckpointInfo, c) for c in self._request("GET", f"/vms/{vm}/checkpoints")]
+
+    def vm_checkpoint_new(self, vm: str, name: str, timeout: float | None = None) -> CheckpointResult:
+        op = self._request("POST", f"/vms/{vm}/checkpoints", {"name": name})
+        return from_json(CheckpointResult, self._operation(op, timeout))
+
+    def vm_checkpoint_apply(self, vm: str, name: str, timeout: float | None = None) -> CheckpointResult:
+        op = self._request("POST", f"/vms/{vm}/checkpoints/{name}/apply")
+        return from_json(CheckpointResult, self._operation(op, timeout))
+
+    def vm_checkpoint_remove(self, vm: str, name: str) -> None:
+        self._request("DELETE", f"/vms/{vm}/checkpoints/{name}")
+
+    def vm_address(self, vm: str) -> VMAddress:
+        """Where the running VM can be reached and how that was found (lease, guest agent, static)."""
+        return from_json(VMAddress, self._request("GET", f"/vms/{vm}/address"))
 
     # -- network ------------------------------------------------------------------------------
     def switch_new(self, name: str, type_: str, uplink: str | None = None) -> dict[str, Any]:

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NestorError
+from ..errors import InvalidInput, NestorError
+from ..service.guest_types import (
+    CheckpointInfo,
+    DiskInfo,
+    DiskResize,
+    GuestSpec,
+    StoredImageInfo,
+    VMAddress,
+)
 from ..service.types import (
     ExecResult,
     HostInfo,
@@ -97,6 +106,15 @@ class VMNew(Body):
     maximum: int | None = Field(None, description="libvirt host: bytes a running VM can be given")
     disk: str | None = Field(None, description="libvirt host: a disk image file on that host")
     network: str | None = Field(None, description="libvirt host: a libvirt network")
+    generation: int = Field(1, description="disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V")
+    secure_boot: bool = Field(False, description="generation 2: UEFI secure boot")
+    iso: str | None = Field(None, description="disk-image VMs: installer media (a file on the server's host)")
+    disk_size: int | None = Field(None, description="disk-image VMs: grow the root disk to this many bytes")
+    user: str | None = Field(None, description="cloud-init: the user to create (default: debian)")
+    ssh_key: str | None = Field(None, description="cloud-init: a public key file on the server's host")
+    no_ssh_key: bool = Field(False, description="cloud-init: do not add the server user's default public key")
+    hostname: str | None = Field(None, description="cloud-init: the guest's hostname")
+    cloud_init: str | None = Field(None, description="cloud-init: a user-data file on the server's host")
 
 
 class HostNew(Body):
@@ -134,6 +152,28 @@ class Exec(Body):
 
 class ImageBuild(Body):
     force: bool = False
+    release: str | None = Field(default=None, description="debian: the Debian release (default: bookworm)")
+    packages: list[str] = Field(default=[], description="debian: more packages")
+    size: int | None = Field(default=None, description="debian: the disk's size in bytes (default: 8 GiB)")
+    image_name: str | None = Field(default=None, description="debian: the image's name (default: debian-RELEASE)")
+
+
+class ImageImport(Body):
+    path: str = Field(description="a qcow2 or raw image file on the server's host (absolute path)")
+    name: str | None = Field(default=None, description="the image's name (default: from the file name)")
+
+
+class DiskNew(Body):
+    name: str
+    size: int = Field(description="bytes")
+
+
+class DiskSize(Body):
+    size: int = Field(description="bytes; disks only grow")
+
+
+class CheckpointNew(Body):
+    name: str
 
 
 class SwitchNew(Body):
@@ -234,11 +274,27 @@ def vm_list(request: Request) -> Any:
         return _json(s.vm_list())
 
 
+_GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_key", "no_ssh_key", "hostname",
+                 "cloud_init")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 @router.post("/vms", status_code=201, responses=_doc(NewVM, 201))
 def vm_new(request: Request, body: VMNew) -> Any:
-    spec = VMSpec(**{**body.model_dump(), "switches": tuple(body.switches)})
+    """A VM: the appliance, the nested host or a kernel, a VM on a libvirt host, or a disk-image VM
+    (an image of GET /images/store, or installer media), with its cloud-init fields."""
+    fields = body.model_dump()
+    guest_fields = {k: fields.pop(k) for k in _GUEST_FIELDS}
+    spec = VMSpec(**{**fields, "switches": tuple(body.switches)})
+    guest = GuestSpec(generation=guest_fields["generation"], secure_boot=guest_fields["secure_boot"],
+                      iso=_path(guest_fields["iso"]), disk_size=guest_fields["disk_size"], user=guest_fields["user"],
+                      ssh_key=_path(guest_fields["ssh_key"]), no_ssh_key=guest_fields["no_ssh_key"],
+                      hostname=guest_fields["hostname"], cloud_init=_path(guest_fields["cloud_init"]))
     with _settings(request).service() as s:
-        result = s.vm_new(spec)
+        result = s.vm_new_request(spec, guest)
     _runtime(request).events.publish("vm", {"vm": spec.name, "action": "created"})
     return _json(result, 201)
 
@@ -374,9 +430,126 @@ def image_list(request: Request) -> Any:
 
 @router.post("/images/{name}/build", status_code=202, responses=_doc(OperationOut, 202))
 def image_build(request: Request, name: str, body: ImageBuild | None = None) -> Any:
-    force = bool(body and body.force)
+    """Build (or reuse) appliance, nested-host or debian; debian takes release, packages, size and
+    image_name (the operation's result is then the stored image)."""
+    body = body or ImageBuild()
+    force = body.force
+    if name == "debian":
+        from ..images.debian import DEFAULT_RELEASE, DEFAULT_SIZE, DebianRequest
+
+        wanted = DebianRequest(release=body.release or DEFAULT_RELEASE, packages=tuple(body.packages),
+                               size=DEFAULT_SIZE if body.size is None else body.size, name=body.image_name)
+        with _settings(request).service() as s:
+            debian = s.image_check_debian(wanted)
+        return _runtime(request).operations.submit(
+            f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force))
+    if body.release or body.packages or body.size is not None or body.image_name:
+        raise InvalidInput("release, packages, size and image_name are for the debian image",
+                           hint=f"POST /v1/images/debian/build, or only force for '{name}'")
     return _runtime(request).operations.submit(
         f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force))
+
+
+@router.get("/images/store", responses=_doc(list[StoredImageInfo]))
+def image_store_list(request: Request) -> Any:
+    """The disk images (built from Debian packages or imported): format, sizes, the VMs using them."""
+    with _settings(request).service() as s:
+        return _json(s.image_store_list())
+
+
+@router.post("/images/store", status_code=202, responses=_doc(OperationOut, 202))
+def image_import(request: Request, body: ImageImport) -> Any:
+    """Import a qcow2 or raw file of the server's host (qemu-img checks: no backing or data file,
+    a known format, a sane size); stored as qcow2. An operation with progress."""
+    path = Path(body.path)
+    if not path.is_absolute():
+        raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
+    return _runtime(request).operations.submit(
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress))
+
+
+@router.delete("/images/store/{name}", status_code=204)
+def image_remove(request: Request, name: str) -> Response:
+    """Remove a disk image (refused while a VM uses it)."""
+    with _settings(request).service() as s:
+        s.image_remove(name)
+    return Response(status_code=204)
+
+
+# -- disk-image VMs: disks, checkpoints, address ---------------------------------------------------
+@router.get("/vms/{name}/disks", responses=_doc(list[DiskInfo]))
+def disk_list(request: Request, name: str) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.vm_disk_list(name))
+
+
+@router.post("/vms/{name}/disks", status_code=201, responses=_doc(DiskInfo, 201))
+def disk_add(request: Request, name: str, body: DiskNew) -> Any:
+    """An empty qcow2 data disk (while the VM is off)."""
+    with _settings(request).service() as s:
+        result = s.vm_disk_add(name, body.name, body.size)
+    _runtime(request).events.publish("vm", {"vm": name, "action": "disk added", "disk": body.name})
+    return _json(result, 201)
+
+
+@router.patch("/vms/{name}/disks/{disk}", responses=_doc(DiskResize))
+def disk_resize(request: Request, name: str, disk: str, body: DiskSize) -> Any:
+    """Grow a disk; on a running VM online (QMP block_resize: the guest sees it at once)."""
+    with _settings(request).service() as s:
+        result = s.vm_disk_resize(name, disk, body.size)
+    _runtime(request).events.publish("vm", {"vm": name, "action": "disk resized", "disk": disk})
+    return _json(result)
+
+
+@router.delete("/vms/{name}/disks/{disk}", status_code=204)
+def disk_remove(request: Request, name: str, disk: str) -> Response:
+    with _settings(request).service() as s:
+        s.vm_disk_remove(name, disk)
+    _runtime(request).events.publish("vm", {"vm": name, "action": "disk removed", "disk": disk})
+    return Response(status_code=204)
+
+
+@router.get("/vms/{name}/checkpoints", responses=_doc(list[CheckpointInfo]))
+def checkpoint_list(request: Request, name: str) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.vm_checkpoint_list(name))
+
+
+@router.post("/vms/{name}/checkpoints", status_code=202, responses=_doc(OperationOut, 202))
+def checkpoint_new(request: Request, name: str, body: CheckpointNew) -> Any:
+    """Checkpoint-VM: of a stopped VM its disks, of a running one its disks and memory. Refusals
+    (R12-R14 while a hypervisor runs inside, a taken name) answer at once; the work is an operation
+    whose result is a CheckpointResult."""
+    with _settings(request).service() as s:
+        s.vm_checkpoint_check(name, body.name, "new")
+    return _runtime(request).operations.submit(
+        f"checkpoint '{body.name}' of vm '{name}'", lambda s, op: s.vm_checkpoint_new(name, body.name), vm=name)
+
+
+@router.post("/vms/{name}/checkpoints/{checkpoint}/apply", status_code=202, responses=_doc(OperationOut, 202))
+def checkpoint_apply(request: Request, name: str, checkpoint: str) -> Any:
+    """Restore-VMCheckpoint: one with memory to the running VM, one without to the stopped VM."""
+    with _settings(request).service() as s:
+        s.vm_checkpoint_check(name, checkpoint, "apply")
+    return _runtime(request).operations.submit(
+        f"apply checkpoint '{checkpoint}' to vm '{name}'", lambda s, op: s.vm_checkpoint_apply(name, checkpoint),
+        vm=name)
+
+
+@router.delete("/vms/{name}/checkpoints/{checkpoint}", status_code=204)
+def checkpoint_remove(request: Request, name: str, checkpoint: str) -> Response:
+    with _settings(request).service() as s:
+        s.vm_checkpoint_remove(name, checkpoint)
+    _runtime(request).events.publish("vm", {"vm": name, "action": "checkpoint removed", "checkpoint": checkpoint})
+    return Response(status_code=204)
+
+
+@router.get("/vms/{name}/address", responses=_doc(VMAddress))
+def vm_address(request: Request, name: str) -> Any:
+    """Where the running VM can be reached (what `vm ssh` connects to) and how it was found:
+    the DHCP lease on a nestor NAT switch, the guest agent, or the static address."""
+    with _settings(request).service() as s:
+        return _json(s.vm_address(name))
 
 
 # -- network -------------------------------------------------------------------------------------

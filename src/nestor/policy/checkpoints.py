@@ -17,6 +17,7 @@ def check_checkpoint(name: str, action: str, running: bool | None, how: str) -> 
             f"a checkpoint of vm '{name}' cannot be {action} (rules R12-R14): a hypervisor is running inside it; "
             "checkpoints of a running VM hold its memory, and saving an AMD L1 while its L2 runs is unsafe",
             hint=f"stop the VMs inside '{name}' first, or stop '{name}' (checkpoints of a stopped VM are allowed)",
+            rule="R12-R14",
         )
     if running is None:
         raise StateError(f"vm '{name}': cannot tell whether a hypervisor runs inside ({how}); no checkpoint {action}",

@@ -68,20 +68,64 @@ def _guard(core: Core, config: VMConfig, action: str) -> None:
     check_checkpoint(config.name, action, running, how)
 
 
+def _check_new(core: Core, config: VMConfig, name: str, running: bool) -> list[disks.DiskRow]:
+    """Everything that refuses `checkpoint new` (bad input, a taken name, R12-R14), before any work."""
+    rows = _disks(core, config)
+    if _find(core, config, name) is not None:
+        raise Conflict(f"vm '{config.name}' already has a checkpoint '{name}'", hint="choose another name")
+    if running:
+        _guard(core, config, "taken")
+    return rows
+
+
+def _check_apply(core: Core, config: VMConfig, name: str, running: bool) -> list[disks.DiskRow]:
+    """Everything that refuses `checkpoint apply` (unknown, the wrong VM state for it, R12-R14)."""
+    vm = config.name
+    rows = _disks(core, config)
+    snap = _find(core, config, name)
+    if snap is None:
+        raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
+    with_memory = int(snap.get("vm-state-size", 0)) > 0
+    if running and not with_memory:
+        raise StateError(f"checkpoint '{name}' was taken while vm '{vm}' was off (no memory in it)",
+                         hint=f"stop the VM to apply it: nestor vm stop {vm}")
+    if not running and with_memory:
+        raise StateError(f"checkpoint '{name}' holds vm '{vm}''s memory: it is applied to the running VM",
+                         hint=f"nestor vm start {vm}, then apply it")
+    if running:
+        _guard(core, config, "applied")
+    return rows
+
+
+def check(core: Core, vm: str, name: str, action: str) -> None:
+    """Would `new` (action 'new') or `apply` ('apply') be refused now? Raises what they would raise.
+
+    For front ends that answer a refusal at once and run the work later (the API's operations);
+    the work checks again under the VM's lock."""
+    validate_name(name, "checkpoint")
+    config = core.vms.get(validate_name(vm))
+    running = process.live_pid(core.vm_dir(config)) is not None
+    with error_context(vm=vm):
+        if action == "new":
+            _check_new(core, config, name, running)
+        elif action == "apply":
+            _check_apply(core, config, name, running)
+        else:
+            raise InvalidInput(f"unknown checkpoint action '{action}'", hint="new or apply")
+
+
 def new(core: Core, vm: str, name: str) -> CheckpointResult:
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
     vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
-        rows = _disks(core, config)
-        if _find(core, config, name) is not None:
-            raise Conflict(f"vm '{vm}' already has a checkpoint '{name}'", hint="choose another name")
+        running = process.live_pid(vm_dir) is not None
+        rows = _check_new(core, config, name, running)
         started = time.monotonic()
-        if process.live_pid(vm_dir) is None:
+        if not running:
             for d in rows:
                 disks.qemu_img(["snapshot", "-c", name, str(d.file)], f"checkpoint of disk '{d.name}'")
         else:
-            _guard(core, config, "taken")
             _job(core, config, "snapshot-save", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
                                                    "devices": [f"n-{d.drive_id}" for d in rows]})
         return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
@@ -92,24 +136,13 @@ def apply(core: Core, vm: str, name: str) -> CheckpointResult:
     config = core.vms.get(validate_name(vm))
     vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
-        rows = _disks(core, config)
-        snap = _find(core, config, name)
-        if snap is None:
-            raise NotFound(f"vm '{vm}' has no checkpoint '{name}'", hint=f"nestor vm checkpoint list {vm}")
-        with_memory = int(snap.get("vm-state-size", 0)) > 0
         running = process.live_pid(vm_dir) is not None
+        rows = _check_apply(core, config, name, running)
         started = time.monotonic()
         if running:
-            if not with_memory:
-                raise StateError(f"checkpoint '{name}' was taken while vm '{vm}' was off (no memory in it)",
-                                 hint=f"stop the VM to apply it: nestor vm stop {vm}")
-            _guard(core, config, "applied")
             _job(core, config, "snapshot-load", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
                                                    "devices": [f"n-{d.drive_id}" for d in rows]})
         else:
-            if with_memory:
-                raise StateError(f"checkpoint '{name}' holds vm '{vm}''s memory: it is applied to the running VM",
-                                 hint=f"nestor vm start {vm}, then apply it")
             for d in rows:
                 disks.qemu_img(["snapshot", "-a", name, str(d.file)], f"applying to disk '{d.name}'")
         return CheckpointResult(vm, name, round(time.monotonic() - started, 2))

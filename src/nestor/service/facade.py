@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ from .guest_types import (
     DiskResize,
     GuestSpec,
     StoredImageInfo,
+    VMAddress,
 )
 from .remote import Remote
 from .types import (
@@ -271,6 +273,30 @@ class Service:
         config, warnings = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
         return NewVM(self._vms.info(config), warnings)
 
+    def vm_new_request(self, spec: VMSpec, guest: GuestSpec) -> NewVM:
+        """`vm new` from one request that may describe any kind of VM (the API's POST /vms): a
+        disk-image guest when the image is a stored one or a guest flag is given, else vm_new."""
+        from . import diskvms
+
+        if not diskvms.is_guest_request(spec.image, guest):
+            return self.vm_new(spec)
+        if spec.host or spec.maximum is not None or spec.disk or spec.network:
+            raise InvalidInput("host, maximum, disk and network are for VMs on libvirt hosts, not disk-image VMs",
+                               hint="leave them out, or leave out the image and the guest fields")
+        if spec.kernel or spec.initrd or spec.run_script or spec.append:
+            raise InvalidInput("kernel, initrd, append and run_script are for the appliance; a disk-image VM boots its disk",
+                               hint="leave them out, or leave out the image and the guest fields")
+        guest = replace(guest, image=spec.image, switches=tuple(spec.switches))
+        return self.vm_new_guest(spec.name, guest, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested,
+                                 config_version=spec.config_version)
+
+    @staticmethod
+    def image_check_debian(request: DebianRequest) -> DebianRequest:
+        """The Debian build request checked (release, packages, size, name) before any work."""
+        from ..images import debian
+
+        return debian.validate(request)
+
     def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
         from ..images import debian
         from . import diskvms
@@ -338,6 +364,13 @@ class Service:
 
         return checkpoints.listing(self.core, vm)
 
+    def vm_checkpoint_check(self, vm: str, name: str, action: str) -> None:
+        """Raise now what `vm_checkpoint_new` ('new') or `_apply` ('apply') would refuse (R12-R14,
+        wrong state, unknown names): the API answers refusals before it starts an operation."""
+        from . import checkpoints
+
+        checkpoints.check(self.core, vm, name, action)
+
     def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
         from . import checkpoints
 
@@ -353,6 +386,14 @@ class Service:
         from . import ssh
 
         return ssh.ssh_argv(ssh.target(self.core, vm), ssh.known_hosts(self.core), command)
+
+    def vm_address(self, vm: str) -> VMAddress:
+        """Where the running VM can be reached (`vm ssh`): the DHCP lease, the guest agent, or --ip."""
+        from . import ssh
+
+        t = ssh.target(self.core, vm)
+        return VMAddress(vm=vm, address=t.address, how=t.how, user=t.user, key=str(t.key) if t.key else None,
+                         netns=t.netns)
 
     def adapter_set_address(self, vm: str, adapter: str | None, ip: str | None, gateway: str | None,
                             dns: str | None, clear: bool = False) -> AddressResult:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
-    "AddressResult", "CheckpointInfo", "CheckpointResult", "DiskInfo", "DiskResize", "GuestSpec", "StoredImageInfo",
+    "AddressResult", "CheckpointInfo", "CheckpointResult", "DiskInfo", "DiskResize", "GuestSpec", "StoredImageInfo", "VMAddress",
 ]
 
 
@@ -77,3 +77,15 @@ class AddressResult:
     ip: str | None  # None: DHCP
     gateway: str | None
     dns: list[str]
+
+
+@dataclass(frozen=True)
+class VMAddress:
+    """Where a running VM can be reached (`vm ssh`), and how that address was found."""
+
+    vm: str
+    address: str
+    how: str  # "dhcp lease" | "guest agent" | "static"
+    user: str | None  # the cloud-init user
+    key: str | None  # the private key beside the public key given at `vm new`
+    netns: str | None  # the network namespace the address is reached from
