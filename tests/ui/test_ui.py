@@ -273,6 +273,97 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     row.locator(".state.off").wait_for(timeout=5_000)
 
 
+def test_disks_and_checkpoints_on_the_vm_page(served: Served, api: httpx.Client, page: Any, tmp_path: Path) -> None:
+    """A disk-image VM from installer media (a blank qcow2 root disk and a non-bootable ISO: SeaBIOS
+    finds nothing to boot and waits, a real q35 QEMU whose disks and memory are checkpointed)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "README").write_text("not bootable\n")
+    iso = tmp_path / "blank.iso"
+    assert sh("genisoimage", "-quiet", "-o", str(iso), "-V", "BLANK", str(media)).returncode == 0
+    made = api.post("/v1/vms", json={"name": "disky", "memory": 256 << 20, "iso": str(iso), "no_ssh_key": True})
+    assert made.status_code == 201, made.text
+    assert api.post("/v1/vms", json={"name": "plain", "memory": 128 << 20}).status_code == 201
+
+    # An appliance VM has no qcow2 disks: the page says so (the API's reason) instead of empty tables.
+    page.goto(f"{served.url}/ui/vms/plain")
+    page.wait_for_selector("#disks-none:not([hidden])")
+    assert "no qcow2 disks" in page.inner_text("#disks-none") and page.is_hidden("#disks-body")
+    assert "no qcow2 disks" in page.inner_text("#checkpoints-none")
+
+    page.goto(f"{served.url}/ui/vms/disky")
+    page.wait_for_selector("#vm-state[data-state=off]")
+    page.wait_for_selector("#disks tr[data-disk=root]")
+    assert page.locator("#disks tr[data-disk=root] button.remove").count() == 0  # the boot disk stays
+    # Add a data disk, grow it, and try to shrink it (refused: the API's message and hint).
+    page.fill("#disk-form input[name=name]", "data")
+    page.fill("#disk-form input[name=size]", "64")
+    page.click("#disk-form button[type=submit]")
+    row = page.locator("#disks tr[data-disk=data]")
+    row.locator("td.size", has_text="64 MiB").wait_for()
+    row.locator("input.grow").fill("96")
+    row.locator("button.resize").click()
+    row.locator("td.size", has_text="96 MiB").wait_for()
+    disks = {d["name"]: d for d in api.get("/v1/vms/disky/disks").json()}
+    assert disks["data"]["virtual_size"] == 96 << 20 and set(disks) == {"root", "data"}
+    row.locator("input.grow").fill("32")
+    row.locator("button.resize").click()
+    page.wait_for_selector("#error:not([hidden])")
+    assert "only grow" in page.inner_text("#error .message") and page.inner_text("#error .hint").startswith("hint: ")
+    assert api.get("/v1/vms/disky/disks").json()[1]["virtual_size"] == 96 << 20
+
+    # A checkpoint of the stopped VM (disks only).
+    page.fill("#checkpoint-form input[name=name]", "before")
+    page.click("#checkpoint-form button[type=submit]")
+    page.locator("#checkpoints tr[data-checkpoint=before]", has_text="disks only").wait_for()
+
+    # Running: disks cannot be added (refused with the API's hint); a checkpoint holds the memory.
+    page.click("#start")
+    page.wait_for_selector("#vm-state[data-state=running]", timeout=60_000)
+    page.fill("#disk-form input[name=name]", "late")
+    page.fill("#disk-form input[name=size]", "64")
+    page.click("#disk-form button[type=submit]")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "is running" in page.inner_text("#error .message") and "nestor vm stop disky" in page.inner_text("#error .hint")
+    page.fill("#checkpoint-form input[name=name]", "live")
+    page.click("#checkpoint-form button[type=submit]")
+    page.locator("#checkpoints tr[data-checkpoint=live]", has_text="yes").wait_for(timeout=60_000)
+    (live,) = [c for c in api.get("/v1/vms/disky/checkpoints").json() if c["name"] == "live"]
+    assert live["memory"] is True and live["memory_size"] > 0
+    # A disk-only checkpoint cannot be applied to the running VM: the refusal and its hint.
+    page.click("#error .close")
+    page.locator("#checkpoints tr[data-checkpoint=before] button.apply").click()
+    page.wait_for_selector("#error:not([hidden])")
+    assert "taken while vm 'disky' was off" in page.inner_text("#error .message")
+    assert "nestor vm stop disky" in page.inner_text("#error .hint")
+    # The memory checkpoint is applied to the running VM (an operation); no error.
+    page.click("#error .close")
+    apply = page.locator("#checkpoints tr[data-checkpoint=live] button.apply")
+    apply.click()
+    wait_until(lambda: any(op["description"] == "apply checkpoint 'live' to vm 'disky'" and op["status"] == "success"
+                           for op in api.get("/v1/operations").json()), 60, "the apply operation")
+    page.wait_for_selector("#checkpoints tr[data-checkpoint=live] button.apply:enabled")
+    assert page.is_hidden("#error")
+    assert api.get("/v1/vms/disky").json()["state"] == "running"
+    # Grown online.
+    row.locator("input.grow").fill("128")
+    row.locator("button.resize").click()
+    row.locator("td.size", has_text="128 MiB").wait_for()
+    page.evaluate("document.getElementById('disks-card').scrollIntoView()")
+    shot(page, "vm-disks-checkpoints")
+
+    # Off again: remove the data disk and a checkpoint from the page.
+    page.click("#turn-off")
+    page.wait_for_selector("#vm-state[data-state=off]", timeout=30_000)
+    row.locator("button.remove").click()
+    row.wait_for(state="detached")
+    page.locator("#checkpoints tr[data-checkpoint=before] button.remove").click()
+    page.locator("#checkpoints tr[data-checkpoint=before]").wait_for(state="detached")
+    assert [d["name"] for d in api.get("/v1/vms/disky/disks").json()] == ["root"]
+    assert [c["name"] for c in api.get("/v1/vms/disky/checkpoints").json()] == ["live"]
+    assert page.is_hidden("#error")
+
+
 def self_signed(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key (openssl comes with ca-certificates)."""
     cert, key = directory / "cert.pem", directory / "key.pem"

@@ -133,8 +133,25 @@ def _server(app: Any, ssl_certfile: str | None = None, ssl_keyfile: str | None =
                                   ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
 
 
+def _plain_signals_in_child() -> None:
+    """In a child forked from the daemon (pyroute2 forks to enter a network namespace): drop the
+    event loop's signal wakeup fd and handlers. That fd is a socket shared with the parent, so a
+    SIGTERM sent to the child (pyroute2 ends its helper that way) would otherwise be read by the
+    daemon's loop as its own SIGTERM, and the daemon would exit after any --netns network call."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+_AT_FORK: list[bool] = []
+
+
 async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
     loop = asyncio.get_running_loop()
+    if not _AT_FORK:
+        os.register_at_fork(after_in_child=_plain_signals_in_child)
+        _AT_FORK.append(True)
 
     def shutdown() -> None:
         for server, _sock in servers:

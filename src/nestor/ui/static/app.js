@@ -440,6 +440,72 @@ pages.vm = () => {
     } catch (err) { showError(err); }
   };
 
+  // disks and checkpoints (disk-image VMs); another VM kind gets the API's reason instead of the tables
+  const noDisks = (section, err) => {
+    $(`${section}-body`).hidden = true;
+    $(`${section}-none`).hidden = false;
+    $(`${section}-none`).textContent = err.kind === "invalid_input" ? `${err.message}.` : `(${err.message})`;
+  };
+  const mib = (n) => Math.round(n / 1048576);
+  const loadDisks = async () => {
+    try {
+      const disks = await api("GET", `/vms/${name}/disks`);
+      $("disks-body").hidden = false;
+      $("disks-none").hidden = true;
+      fill(document.querySelector("#disks tbody"), disks.map((d) => {
+        const size = el("input", { type: "number", class: "grow", min: mib(d.virtual_size) + 1, value: mib(d.virtual_size), "aria-label": `new size of ${d.name} in MiB` });
+        return el("tr", { "data-disk": d.name },
+          el("td", {}, d.name), el("td", { class: "size" }, bytes(d.virtual_size)), el("td", {}, bytes(d.allocated)),
+          el("td", {}, d.image || "–"),
+          el("td", { class: "form inline" }, size, el("button", { type: "button", class: "resize", onclick: (e) => act(e.target, async () => {
+            await api("PATCH", `/vms/${name}/disks/${encodeURIComponent(d.name)}`, { size: Number(size.value) * 1048576 });
+            await loadDisks();
+          }) }, "Grow")),
+          el("td", { class: "actions" }, d.name === "root" ? null : el("button", { type: "button", class: "danger remove", onclick: (e) => act(e.target, async () => {
+            await api("DELETE", `/vms/${name}/disks/${encodeURIComponent(d.name)}`);
+            await loadDisks();
+          }) }, "Remove")));
+      }), 6, "No disks.");
+    } catch (err) { noDisks("disks", err); }
+  };
+  const loadCheckpoints = async () => {
+    try {
+      const checkpoints = await api("GET", `/vms/${name}/checkpoints`);
+      $("checkpoints-body").hidden = false;
+      $("checkpoints-none").hidden = true;
+      fill(document.querySelector("#checkpoints tbody"), checkpoints.map((c) => el("tr", { "data-checkpoint": c.name },
+        el("td", {}, c.name), el("td", {}, new Date(c.created * 1000).toLocaleString()),
+        el("td", {}, c.memory ? `yes (${bytes(c.memory_size)})` : "no (disks only)"),
+        el("td", { class: "actions" },
+          el("button", { type: "button", class: "apply", onclick: (e) => act(e.target, async () => {
+            await operation(await api("POST", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}/apply`));
+            await Promise.all([refresh(), loadCheckpoints()]);
+          }) }, "Apply"), " ",
+          el("button", { type: "button", class: "danger remove", onclick: (e) => act(e.target, async () => {
+            await api("DELETE", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}`);
+            await loadCheckpoints();
+          }) }, "Remove")))), 4, "No checkpoints yet.");
+    } catch (err) { noDisks("checkpoints", err); }
+  };
+  $("disk-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = e.target;
+    act(e.submitter, async () => {
+      await api("POST", `/vms/${name}/disks`, { name: f.name.value.trim(), size: Number(f.size.value) * 1048576 });
+      f.reset();
+      await loadDisks();
+    });
+  });
+  $("checkpoint-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const f = e.target;
+    act(e.submitter, async () => {
+      await operation(await api("POST", `/vms/${name}/checkpoints`, { name: f.name.value.trim() }));
+      f.reset();
+      await loadCheckpoints();
+    });
+  });
+
   const lifecycle = (path, data) => (e) => act(e.target, async () => {
     const result = await operation(await api("POST", `/vms/${name}/${path}`, data));
     await refresh();
@@ -529,10 +595,14 @@ pages.vm = () => {
     if (event.vm === name) {  // lifecycle events and the end of this VM's operations
       refresh();
       loadAdapters();
+      loadDisks();
+      loadCheckpoints();
     }
   });
   refresh().then(() => { if (vm && vm.state === "running") connectConsole(); });
   loadAdapters();
+  loadDisks();
+  loadCheckpoints();
   loadLog();
   setInterval(refresh, 1000);
   setInterval(loadLog, 5000);
