@@ -203,7 +203,8 @@ def test_seed_as_one_script_on_stdin_and_from_a_windows_file(homes: Callable[[],
 def test_a_bad_script_changes_nothing(homes: Callable[[], Home]) -> None:
     home = homes()
     for script, needle in [
-        ("New-VMSwitch -Name VmNAT -SwitchType Internal\nCheckpoint-VM -Name web", "checkpoints are not available"),
+        ("New-VMSwitch -Name VmNAT -SwitchType Internal\nCheckpoint-VM -Name web -SnapshotName 'a b'",
+         "invalid checkpoint name 'a b'"),
         ("New-VMSwitch -Name VmNAT -SwitchType Internal; New-VM web -NewVHDPath x.vhdx", "-NewVHDPath is not supported"),
         ("New-VMSwitch -Name VmNAT -SwitchType Internal\n" + seed_lines()[0], "placeholder '<VMName>'"),
     ]:

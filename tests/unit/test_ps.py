@@ -189,16 +189,13 @@ def test_names_follow_nestor_rules_after_case_folding() -> None:
 
 def test_unknown_and_unavailable_cmdlets_name_the_nestor_command() -> None:
     assert "'Frob-VM' is not a cmdlet nestor ps accepts" in refused("Frob-VM x")
-    with pytest.raises(InvalidInput) as info:
-        plan("Checkpoint-VM -Name web")
-    assert "checkpoints are not available" in info.value.message and "nestor vm save" in (info.value.hint or "")
-    assert "checkpoints are not available" in refused("Restore-VMCheckpoint -Name snap -VMName web")
+    assert "renaming checkpoints is not in nestor" in refused("Rename-VMCheckpoint -VMName web -Name a -NewName b")
     assert "the nestor command: nestor host check" in refused("Get-VMHost")
 
 
 def test_a_bad_line_anywhere_refuses_the_whole_script() -> None:
     with pytest.raises(InvalidInput) as info:
-        plan("New-VMSwitch -Name a -SwitchType Internal\nNew-VM web\nCheckpoint-VM web\n")
+        plan("New-VMSwitch -Name a -SwitchType Internal\nNew-VM web\nRename-VMCheckpoint web a b\n")
     assert "(line 3, column 1)" in info.value.message
 
 
@@ -348,3 +345,19 @@ def test_table_and_json() -> None:
     ]
     assert to_json(objs) == [{"Type": "VMProcessor", "VMName": "l1", "Count": 2,
                               "ExposeVirtualizationExtensions": True, "HypervisorRunning": None}]
+
+
+def test_checkpoint_cmdlets_are_planned_with_their_parameters() -> None:
+    plan("Checkpoint-VM -Name Web -SnapshotName Before")
+    plan("Checkpoint-VM web")
+    plan("Get-VM web | Checkpoint-VM -Passthru | Format-List")
+    plan("Get-VMCheckpoint -VMName web | Restore-VMCheckpoint")
+    plan("Get-VMSnapshot web before | Remove-VMSnapshot")
+    plan("Restore-VMCheckpoint -Name before -VMName web -Passthru")
+    plan("Remove-VMCheckpoint -VMName web")
+    assert "invalid checkpoint name 'before upgrade'" in refused('Checkpoint-VM web -SnapshotName "Before upgrade"')
+    assert "-VMName is required" in refused("Restore-VMCheckpoint -Name before")
+    assert "-IncludeAllChildSnapshots is not supported" in refused("Remove-VMCheckpoint web -IncludeAllChildSnapshots")
+    assert "-Name and the pipeline's objects" in refused("Get-VMCheckpoint web | Restore-VMCheckpoint -Name x")
+    assert "writes no objects to the pipeline without -Passthru" in refused("Checkpoint-VM web | Format-List")
+    assert "cannot take the objects of Get-VM" in refused("Get-VM web | Restore-VMCheckpoint")

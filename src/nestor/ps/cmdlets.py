@@ -6,7 +6,7 @@ pipeline objects it takes and the kind it writes. Names are folded to lower case
 compares names case-insensitively and nestor's names are lower case, so ``VmNAT`` and the
 ``VmNat`` of ``"vEthernet (VmNat)"`` are one switch, ``vmnat``.
 
-Cmdlets nestor knows but does not offer (checkpoints, disks, …) are refused when the script is
+Cmdlets nestor knows but does not offer (disks, …) are refused when the script is
 parsed, with the nestor command to use instead, so a script that names one changes nothing.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInput
-from . import network, vms
+from . import checkpoints, network, vms
 from .objects import PSObject
 from .parse import (
     Command,
@@ -59,6 +59,7 @@ class Cmdlet:
 VM_NAME = nestor_name("vm")
 SWITCH_NAME = nestor_name("switch")
 NAT_NAME = nestor_name("nat")
+CHECKPOINT_NAME = nestor_name("checkpoint")
 PASSTHRU = Param("Passthru", None, aliases=("PassThru",))
 REMOTE = {
     "ComputerName": "nestor ps drives this host; for another host run nestor there",
@@ -227,6 +228,28 @@ CMDLETS: tuple[Cmdlet, ...] = (
                 Param("ServerAddresses", ipv4, required=True),
                 unsupported={"ResetServerAddresses": "not in nestor ps", "InterfaceIndex": "use -InterfaceAlias"}),
            network.set_dnsclientserveraddress, ("netadapter",)),
+    Cmdlet(_sig("Checkpoint-VM", "nestor vm checkpoint new VM NAME",
+                _vm_param(), Param("SnapshotName", CHECKPOINT_NAME, aliases=("CheckpointName",), position=1),
+                PASSTHRU),
+           checkpoints.checkpoint_vm, ("vm",), "checkpoint", passthru=True),
+    Cmdlet(_sig("Get-VMCheckpoint", "nestor vm checkpoint list VM",
+                _vm_param("VMName", ()), Param("Name", name_pattern, position=1),
+                unsupported={"SnapshotType": "nestor checkpoints are all of one type (Standard: with memory "
+                                             "when the VM runs)",
+                             "VM": "pipe the VMs in: Get-VM NAME | Get-VMCheckpoint", "Id": "name the checkpoint: -Name"}),
+           checkpoints.get_vmcheckpoint, ("vm",), "checkpoint"),
+    Cmdlet(_sig("Restore-VMCheckpoint", "nestor vm checkpoint apply VM NAME",
+                Param("Name", name_pattern, position=0, required=True, pipeline=True),
+                Param("VMName", VM_NAME, required=True, pipeline=True), PASSTHRU,
+                unsupported={"VMSnapshot": "pipe the checkpoint in: Get-VMCheckpoint -VMName VM -Name C | "
+                                           "Restore-VMCheckpoint", "Id": "name the checkpoint: -Name"}),
+           checkpoints.restore_vmcheckpoint, ("checkpoint",), "checkpoint", passthru=True),
+    Cmdlet(_sig("Remove-VMCheckpoint", "nestor vm checkpoint remove VM NAME",
+                _vm_param("VMName", ()), Param("Name", name_pattern, position=1, pipeline=True),
+                unsupported={"IncludeAllChildSnapshots": "nestor checkpoints have no children: each is removed alone",
+                             "VMSnapshot": "pipe the checkpoint in: Get-VMCheckpoint -VMName VM -Name C | "
+                                           "Remove-VMCheckpoint"}),
+           checkpoints.remove_vmcheckpoint, ("vm", "checkpoint")),
     Cmdlet(_sig("Format-List", "-o json (every property)"), format_list, ("*",), "formatted"),
     Cmdlet(_sig("Format-Table", "(the default view)"), format_table, ("*",), "formatted"),
     Cmdlet(_sig("Out-Null", "(no output)"), out_null, ("*",)),
@@ -240,13 +263,15 @@ BY_NAME = {c.name.lower(): c for c in CMDLETS}
 BY_NAME["netsh.exe"] = BY_NAME["netsh"]
 BY_NAME["fl"] = BY_NAME["format-list"]
 BY_NAME["ft"] = BY_NAME["format-table"]
+for _old, _new in (("get-vmsnapshot", "get-vmcheckpoint"),
+                   ("restore-vmsnapshot", "restore-vmcheckpoint"), ("remove-vmsnapshot", "remove-vmcheckpoint")):
+    BY_NAME[_old] = BY_NAME[_new]  # Hyper-V's older names of the same cmdlets
 
-CHECKPOINTS = "checkpoints are not available in nestor yet"
 NOT_OFFERED: dict[str, tuple[str, str]] = {
     # cmdlet: (what is wrong, the hint: the nestor command to use)
-    **{c: (CHECKPOINTS, "nestor vm save NAME keeps a running VM's state (Save-VM); nestor vm start NAME resumes it")
-       for c in ("checkpoint-vm", "restore-vmcheckpoint", "restore-vmsnapshot", "get-vmcheckpoint", "get-vmsnapshot",
-                 "remove-vmcheckpoint", "remove-vmsnapshot", "rename-vmcheckpoint", "export-vmcheckpoint")},
+    "rename-vmcheckpoint": ("renaming checkpoints is not in nestor",
+                            "Checkpoint-VM NAME NEWNAME, then Remove-VMCheckpoint -VMName NAME -Name OLDNAME"),
+    "export-vmcheckpoint": ("exporting checkpoints is not in nestor", "nestor vm checkpoint list VM"),
     "set-vm": ("Set-VM is not supported", "nestor vm set-processor NAME / nestor vm set-memory NAME "
                "(Set-VMProcessor, Set-VMMemory)"),
     "rename-vm": ("renaming VMs is not in nestor yet", "nestor vm new NEWNAME, then nestor vm remove OLDNAME"),
@@ -284,8 +309,6 @@ def cmdlet_for(token: Token) -> Cmdlet:
         return BY_NAME[key]
     if key in NOT_OFFERED:
         message, instead = NOT_OFFERED[key]
-        if message == CHECKPOINTS:
-            raise InvalidInput(f"{token.text}: {message} ({token.where})", hint=instead)
         raise InvalidInput(f"{token.text}: {message} ({token.where}); the nestor command: {instead}",
                            hint="nestor ps --cmdlets lists the cmdlets nestor ps accepts")
     raise InvalidInput(f"'{token.text}' is not a cmdlet nestor ps accepts ({token.where})",

@@ -8,11 +8,13 @@ type, as PowerShell's default formatting does (``MemoryStartup(M)`` in MiB, stat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..model import VMState
+from ..service.guest_types import CheckpointInfo
 from ..service.types import VMInfo
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
@@ -20,7 +22,7 @@ Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 @dataclass(frozen=True)
 class PSObject:
-    kind: str  # vm | processor | memory | adapter | switch | netadapter | nat | ipaddress | dns
+    kind: str  # vm | processor | memory | adapter | switch | netadapter | nat | ipaddress | dns | checkpoint
     type_name: str  # PowerShell's type, e.g. VirtualMachine
     props: dict[str, Any]
     view: str = "table"  # table | list (Format-List: every property, one per line)
@@ -123,6 +125,15 @@ def dns(switch_name: str, servers: Sequence[str]) -> PSObject:
     })
 
 
+def checkpoint(vm_name: str, info: CheckpointInfo) -> PSObject:
+    """Hyper-V's VMCheckpoint: a Standard checkpoint holds the memory of a running VM, as nestor's do."""
+    return PSObject("checkpoint", "VMCheckpoint", {
+        "VMName": vm_name, "Name": info.name, "SnapshotType": "Standard",
+        "CreationTime": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.created)),
+        "Created": info.created, "Memory": info.memory, "MemorySize": info.memory_size,
+    })
+
+
 def _yes(key: str) -> Callable[[dict[str, Any]], Any]:
     return lambda p: p.get(key)
 
@@ -148,6 +159,8 @@ COLUMNS: dict[str, list[Column]] = {
             ("Active", _yes("Active")), ("SwitchName", _yes("SwitchName"))],
     "ipaddress": [("IPAddress", _yes("IPAddress")), ("InterfaceAlias", _yes("InterfaceAlias")),
                   ("AddressFamily", _yes("AddressFamily")), ("PrefixLength", _yes("PrefixLength"))],
+    "checkpoint": [("VMName", _yes("VMName")), ("Name", _yes("Name")), ("SnapshotType", _yes("SnapshotType")),
+                   ("CreationTime", _yes("CreationTime")), ("Memory", _yes("Memory"))],
     "dns": [("InterfaceAlias", _yes("InterfaceAlias")), ("AddressFamily", _yes("AddressFamily")),
             ("ServerAddresses", lambda p: "{" + ", ".join(p["ServerAddresses"]) + "}")],
 }
