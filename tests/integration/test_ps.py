@@ -245,3 +245,67 @@ def test_daily_cmdlets_on_a_booted_vm(homes: Callable[[], Home]) -> None:
     assert vm["State"] == "Off"
     ps(home, "Remove-VM Daily -Force")
     assert json.loads(ps(home, "Get-VM", "-o", "json").stdout) == []
+
+
+def blank_iso(directory: Path) -> Path:
+    """Installer media that boots nothing: SeaBIOS waits, the q35 VM runs, its disks and memory checkpoint."""
+    media = directory / "media"
+    media.mkdir(exist_ok=True)
+    (media / "README").write_text("not bootable\n")
+    iso = directory / "blank.iso"
+    if not iso.exists():
+        assert sh("genisoimage", "-quiet", "-o", str(iso), "-V", "BLANK", str(media)).returncode == 0
+    return iso
+
+
+def checkpoints(home: Home) -> list[tuple[str, bool]]:
+    rows = as_json(home, "vm", "checkpoint", "list", "web")
+    assert isinstance(rows, list)
+    return [(str(r["name"]), bool(r["memory"])) for r in rows]
+
+
+def test_checkpoint_cmdlets_leave_the_state_of_the_native_commands(homes: Callable[[], Home], tmp_path: Path) -> None:
+    """Checkpoint-VM, Get-VMCheckpoint | Restore-VMCheckpoint and Remove-VMCheckpoint on a running
+    and a stopped disk-image VM (a blank disk and installer media) against `vm checkpoint …`."""
+    iso = blank_iso(tmp_path)
+    with_ps, with_native = homes(), homes()
+    for home in (with_ps, with_native):
+        native(home, "vm", "new", "web", "--iso", str(iso), "--no-ssh-key", "--memory", "256M")
+
+    # Off: a checkpoint of the disks, named as given (PowerShell's case folded).
+    ps(with_ps, "Checkpoint-VM -Name Web -SnapshotName Cold")
+    native(with_native, "vm", "checkpoint", "new", "web", "cold")
+    # Running: one with memory, through the pipeline, written out with -Passthru.
+    ps(with_ps, "Start-VM web")
+    native(with_native, "vm", "start", "web")
+    out = ps(with_ps, "Get-VM web | Checkpoint-VM -SnapshotName warm -Passthru").stdout
+    assert re.search(r"^web\s+warm\s+Standard\s+\S+ \S+\s+True$", out, re.M), out
+    native(with_native, "vm", "checkpoint", "new", "web", "warm")
+    assert checkpoints(with_ps) == checkpoints(with_native) == [("cold", False), ("warm", True)]
+
+    # Get-VMCheckpoint as JSON: the native list's checkpoints, as VMCheckpoint objects.
+    listed = json.loads(ps(with_ps, "Get-VMCheckpoint -VMName web", "-o", "json").stdout)
+    assert [(c["Type"], c["VMName"], c["Name"], c["Memory"]) for c in listed] == [
+        ("VMCheckpoint", "web", "cold", False), ("VMCheckpoint", "web", "warm", True)]
+    # A disk-only checkpoint is not applied to the running VM: the service's refusal, nothing changed.
+    result = ps(with_ps, "Restore-VMCheckpoint -Name cold -VMName web", check=False)
+    err = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "taken while vm 'web' was off" in err[0] and err[1].startswith("hint: "), err
+    # Restore from the pipeline (the memory checkpoint, to the running VM).
+    ps(with_ps, "Get-VMCheckpoint -VMName web -Name warm | Restore-VMCheckpoint")
+    native(with_native, "vm", "checkpoint", "apply", "web", "warm")
+    assert as_json(with_ps, "vm", "show", "web")["state"] == "running"  # type: ignore[index]
+    ps(with_ps, "Remove-VMCheckpoint -VMName web -Name cold")
+    native(with_native, "vm", "checkpoint", "remove", "web", "cold")
+    assert checkpoints(with_ps) == checkpoints(with_native) == [("warm", True)]
+
+    # Stopped again: Checkpoint-VM without a name gets Hyper-V's kind of default; without -Name,
+    # Remove-VMCheckpoint removes every checkpoint of the VM (Get-VMSnapshot is the older name).
+    ps(with_ps, "Stop-VM web -TurnOff")
+    ps(with_ps, "Checkpoint-VM web")
+    assert re.fullmatch(r"checkpoint-\d{8}-\d{6}", checkpoints(with_ps)[1][0]), checkpoints(with_ps)
+    ps(with_ps, "Get-VMSnapshot web | Remove-VMSnapshot")
+    native(with_native, "vm", "stop", "web", "--turn-off")
+    for name, _ in checkpoints(with_native):
+        native(with_native, "vm", "checkpoint", "remove", "web", name)
+    assert checkpoints(with_ps) == checkpoints(with_native) == []

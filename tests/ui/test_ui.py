@@ -489,3 +489,51 @@ def test_tree_shows_l2_under_l1_after_quickstart_keep(nested_store: Path, tmp_pa
             server.stop()
         nestor(home, "quickstart", "--teardown", check=False, timeout=300)
         reap_home(home)
+
+
+@pytest.mark.nested
+@pytest.mark.timeout(900)
+def test_r7_hold_shows_while_a_hypervisor_runs_inside(l1_home: Path, browser: Any) -> None:
+    """A nested L1 with dynamic memory runs an L2: the balancer holds (R7) and the VM page says so."""
+    from nestor import paths
+    from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
+    from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
+    from tests.helpers import in_l1, nestor, show, vm_dir, wait_for_text
+
+    home = l1_home
+    nestor(home, "vm", "stop", "l1", "--turn-off")
+    nestor(home, "vm", "set-memory", "l1", "--dynamic", "on", "--minimum", "512M", "--maximum", "1536M")
+    nestor(home, "vm", "start", "l1")
+    wait_for_text(vm_dir(home, "l1") / paths.SERIAL_LOG, L1_BOOT_LINE, timeout=180)
+    deadline = time.monotonic() + 120
+    while nestor(home, "vm", "exec", "--timeout", "20", "l1", "--", "true", check=False, timeout=60).returncode != 0:
+        assert time.monotonic() < deadline, "l1's guest agent never answered after the restart"
+        time.sleep(2)
+    in_l1(home, "nestor", "vm", "new", "l2", "--memory", "192M")
+    in_l1(home, "nestor", "vm", "start", "l2")
+    in_l1(home, "nestor", "vm", "log", "l2", "--until", L2_BOOT_LINE, "--timeout", "150")
+    wait_until(lambda: show(home, "l1")["hypervisor_running"] is True, 60, "l1's hypervisor to be seen")
+
+    server = Served(create_app(Settings(home)))
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/ui/vms/l1")
+        page.wait_for_selector("#vm-state[data-state=running]")
+        page.wait_for_selector("#hypervisor .badge.hv")
+        page.wait_for_selector("#memory-hold.held:not([hidden])", timeout=30_000)
+        hold = page.inner_text("#memory-hold")
+        assert hold.startswith("Held (R7)") and "a hypervisor is running inside vm 'l1'" in hold, hold
+        # A runtime resize is refused by the same rule, and the page shows the API's refusal.
+        page.fill("#memory-form input[name=buffer]", "35")
+        page.click("#memory-form button[type=submit]")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "[R7]" in page.inner_text("#error .message")
+        page.click("#error .close")
+        page.evaluate("document.getElementById('memory').scrollIntoView()")
+        shot(page, "vm-r7-hold")
+        assert show(home, "l1")["memory_buffer"] == 20
+    finally:
+        context.close()
+        server.stop()
+        in_l1(home, "nestor", "vm", "stop", "l2", "--turn-off")
