@@ -30,9 +30,9 @@ from nestor.net import dnsmasq
 from nestor.service.guest_types import GuestSpec
 from tests.helpers import CACHE, Daemon, guest_home, reap_home
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
-BOOT_TIMEOUT = 480  # TCG, systemd; on a busy 2-core host
+BOOT_TIMEOUT = 900  # TCG, systemd; a busy 2-core host has taken 5 min
 IMAGE = "debian-bookworm"
 MiB = 1 << 20
 # Creates a KVM VM inside the guest and keeps it: the guest's KVM turns EFER.SVME on, which is what

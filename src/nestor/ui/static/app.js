@@ -447,11 +447,20 @@ pages.vm = () => {
     $(`${section}-none`).textContent = err.kind === "invalid_input" ? `${err.message}.` : `(${err.message})`;
   };
   const mib = (n) => Math.round(n / 1048576);
+  // a table is rebuilt only when its data changed, so what a person is typing into it stays
+  const shown = { disks: null, checkpoints: null };
+  const changed = (key, data) => {
+    const text = JSON.stringify(data);
+    if (shown[key] === text) return false;
+    shown[key] = text;
+    return true;
+  };
   const loadDisks = async () => {
     try {
       const disks = await api("GET", `/vms/${name}/disks`);
       $("disks-body").hidden = false;
       $("disks-none").hidden = true;
+      if (!changed("disks", disks)) return;
       fill(document.querySelector("#disks tbody"), disks.map((d) => {
         const size = el("input", { type: "number", class: "grow", min: mib(d.virtual_size) + 1, value: mib(d.virtual_size), "aria-label": `new size of ${d.name} in MiB` });
         return el("tr", { "data-disk": d.name },
@@ -473,6 +482,7 @@ pages.vm = () => {
       const checkpoints = await api("GET", `/vms/${name}/checkpoints`);
       $("checkpoints-body").hidden = false;
       $("checkpoints-none").hidden = true;
+      if (!changed("checkpoints", checkpoints)) return;
       fill(document.querySelector("#checkpoints tbody"), checkpoints.map((c) => el("tr", { "data-checkpoint": c.name },
         el("td", {}, c.name), el("td", {}, new Date(c.created * 1000).toLocaleString()),
         el("td", {}, c.memory ? `yes (${bytes(c.memory_size)})` : "no (disks only)"),
