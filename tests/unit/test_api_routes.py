@@ -144,3 +144,26 @@ def test_console_websocket(home: Path) -> None:
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_bytes()
             assert closed.value.code == 4404
+
+
+def test_disk_image_resources_refuse_bad_input_with_the_envelope(api: TestClient, home: Path) -> None:
+    """Disks, checkpoints, address, import and the Debian build: refused before any work, nothing made."""
+    new_vm(api, home, "plain")  # a kernel VM: no qcow2 disks
+    for response in (api.get("/v1/vms/plain/disks"), api.get("/v1/vms/plain/checkpoints"),
+                     api.post("/v1/vms/plain/disks", json={"name": "data", "size": 1 << 30}),
+                     api.post("/v1/vms/plain/checkpoints", json={"name": "c1"})):
+        assert "no qcow2 disks" in error_of(response, 400, "invalid_input")["message"]
+    error_of(api.post("/v1/vms/plain/checkpoints", json={"name": "Bad Name"}), 400, "invalid_input")
+    error_of(api.post("/v1/vms/plain/checkpoints", json={}), 400, "invalid_input")
+    error_of(api.post("/v1/vms/nope/checkpoints/c1/apply"), 404, "not_found")
+    error_of(api.delete("/v1/vms/nope/disks/data"), 404, "not_found")
+    error_of(api.get("/v1/vms/plain/address"), 409, "wrong_state")  # off
+    error_of(api.post("/v1/images/store", json={"path": "/a\x00b"}), 400, "invalid_input")
+    error_of(api.post("/v1/images/store", json={"path": "rel.qcow2"}), 400, "invalid_input")
+    error_of(api.post("/v1/vms", json={"name": "g", "iso": "/nonexistent.iso", "no_ssh_key": True}), 404, "not_found")
+    error_of(api.post("/v1/vms", json={"name": "g", "image": "nope", "user": "alice"}), 404, "not_found")
+    error_of(api.post("/v1/images/debian/build", json={"release": "hamm"}), 400, "invalid_input")
+    error_of(api.post("/v1/images/debian/build", json={"size": 1}), 400, "invalid_input")
+    error_of(api.post("/v1/images/nested-host/build", json={"packages": ["vim"]}), 400, "invalid_input")
+    assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["plain"]
+    assert api.get("/v1/images/store").json() == [] and api.get("/v1/operations").json() == []

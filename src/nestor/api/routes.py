@@ -279,6 +279,9 @@ _GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_k
 
 
 def _path(value: str | None) -> Path | None:
+    """A file named in a request: a path on the server's host (no NUL: the OS cannot name it)."""
+    if value and "\x00" in value:
+        raise InvalidInput("a file path contains a NUL character", hint="give the file's path on the server's host")
     return Path(value) if value else None
 
 
@@ -461,7 +464,7 @@ def image_store_list(request: Request) -> Any:
 def image_import(request: Request, body: ImageImport) -> Any:
     """Import a qcow2 or raw file of the server's host (qemu-img checks: no backing or data file,
     a known format, a sane size); stored as qcow2. An operation with progress."""
-    path = Path(body.path)
+    path = _path(body.path) or Path()
     if not path.is_absolute():
         raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
     return _runtime(request).operations.submit(
