@@ -362,3 +362,81 @@ def test_a_hypervisor_running_inside_is_seen_through_libvirt(daemons: Daemons, t
     with pytest.raises(StateError):
         hosts.vm_remove("l1")  # running: refused without --force
     hosts.vm_remove("l1", force=True)
+
+
+def _dir_pool(uri: str, path: Path) -> None:
+    """A libvirt dir pool named 'default' on that libvirtd: the host's own storage."""
+    import libvirt
+
+    path.mkdir()
+    shutil.chown(path, "nobody", "nogroup")
+    conn = libvirt.open(uri)
+    try:
+        pool = conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>default</name><target><path>{path}</path></target></pool>", 0)
+        pool.create(0)
+    finally:
+        conn.close()
+
+
+def test_live_move_copies_a_disk_the_destination_lacks(daemons: Daemons, tmp_path: Path, image_store: Path) -> None:
+    """Each libvirtd has its own storage pool; a running VM's disk is copied to b's while it keeps counting."""
+    uri_a, uri_b = daemons.start("a"), daemons.start("b")
+    _dir_pool(uri_a, daemons.top / "pool-a")
+    _dir_pool(uri_b, daemons.top / "pool-b")
+    files = _appliance_files(daemons, image_store, tmp_path, COUNTER)
+    import libvirt
+
+    conn = libvirt.open(uri_a)
+    try:
+        vol = conn.storagePoolLookupByName("default").createXML(
+            "<volume><name>app.img</name><capacity unit='MiB'>24</capacity><target><format type='raw'/></target></volume>", 0)
+        disk = Path(vol.path())
+    finally:
+        conn.close()
+    marker = secrets.token_bytes(1 << 20)
+    with open(disk, "r+b") as f:  # data the copy must carry (the file stays the libvirtd's)
+        f.seek(5 << 20)
+        f.write(marker)
+
+    hosts = Hosts(db.connect(tmp_path / "nestor.db"), lambda dom: (False, "test: no hypervisor"))
+    hosts.add("a", uri_a)
+    hosts.add("b", uri_b)
+    hosts.vm_new("app", "a", memory=256 * M, kernel=str(files / "vmlinux"), initrd=str(files / "initrd.img"),
+                 append="console=ttyS0 panic=-1", disk=str(disk))
+    from dataclasses import replace
+
+    from nestor.remote import domxml
+
+    vm, host_a = hosts.get_vm("app")
+    serial = daemons.top / "app-serial.log"
+    engine_a = hosts.engine(host_a)
+    engine_a.conn.defineXML(domxml.render(replace(hosts.spec(vm, engine_a.caps()), serial_log=str(serial))))
+
+    # an off VM whose disk b lacks: refused, nothing changed
+    with pytest.raises(StateError, match="copies a disk only while the VM runs"):
+        hosts.vm_move("app", "b", lambda line: None)
+    assert hosts.get_vm("app")[1].name == "a" and not list((daemons.top / "pool-b").iterdir())
+
+    hosts.vm_start("app")
+    before = _wait_ticks(serial, 5, timeout=120)[-1]
+    lines: list[str] = []
+    started = time.monotonic()
+    message = hosts.vm_move("app", "b", lines.append)
+    print(f"live move with a 24 MiB disk copy: {time.monotonic() - started:.2f} s, progress: {lines}")
+    moved = daemons.top / "pool-b" / "app.img"
+    assert message.startswith("vm 'app' moved to host 'b' (live); its disk was copied to " + str(moved)), message
+    assert "copy-storage" in lines[0] and any(str(moved) in line for line in lines)
+    vm, host = hosts.get_vm("app")
+    assert host.name == "b" and vm.disk == str(moved) and hosts.vm_show("app").state == "running"
+    import libvirt as lv
+
+    dom_b = hosts.engine(host).domain(vm.uuid, "app")
+    assert f"file='{moved}'" in dom_b.XMLDesc(0) and f"file='{moved}'" in dom_b.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+    with open(moved, "rb") as f:
+        f.seek(5 << 20)
+        assert f.read(len(marker)) == marker, "the disk's data did not arrive on b"
+    assert disk.exists()  # the source's copy is kept
+    after = _wait_ticks(serial, before + 10, timeout=60)
+    since = after[after.index(before) + 1:] if before in after else after
+    assert since and 0 not in since and since[0] > before, (before, after)

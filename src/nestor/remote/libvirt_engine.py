@@ -24,7 +24,7 @@ from typing import Any
 import libvirt
 
 from ..engine.qmp import hypervisor_bits
-from ..errors import EngineError, NotFound
+from ..errors import Conflict, EngineError, NotFound
 from . import caps as caps_mod
 from . import domxml, migration
 from .uri import test_file
@@ -327,6 +327,63 @@ class LibvirtHost:
         if not active:
             return None, "vm is off"
         return self.detector(dom)
+
+    # -- storage --------------------------------------------------------------------------------
+    def has_volume(self, path: str) -> bool:
+        """Does one of this host's storage pools hold the file at `path` (shared storage)?"""
+        try:
+            for pool in self.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                try:
+                    pool.refresh(0)  # a dir pool sees files made since it started only after a refresh
+                except libvirt.libvirtError:
+                    pass
+            self.conn.storageVolLookupByPath(path)
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_SUPPORT):
+                return False
+            raise _error(self.name, f"cannot look for {path}", exc) from exc
+
+    def disk_capacity(self, uuid: str, name: str, path: str) -> int:
+        try:
+            return int(self.domain(uuid, name).blockInfo(path, 0)[0])
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read the size of vm '{name}''s disk {path}", exc) from exc
+
+    def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> str:
+        """A new volume in one of this host's pools; its path."""
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise NotFound(f"host '{self.name}' has no storage pool '{pool_name}' to copy the disk into",
+                               hint=f"define one there (virsh pool-define-as {pool_name} dir --target DIR; "
+                                    f"pool-start {pool_name}), or put the disk on storage both hosts share") from exc
+            raise _error(self.name, f"cannot find storage pool '{pool_name}'", exc) from exc
+        try:
+            pool.refresh(0)
+            try:
+                pool.storageVolLookupByName(name)
+            except libvirt.libvirtError:
+                pass
+            else:
+                raise Conflict(f"host '{self.name}': storage pool '{pool_name}' already has a volume '{name}'",
+                               hint="remove it there, or rename the VM's disk")
+            return str(pool.createXML(domxml.volume_xml(name, capacity, fmt), 0).path())
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot create volume '{name}' in pool '{pool_name}'", exc) from exc
+
+    def delete_volume(self, path: str) -> None:
+        try:
+            self.conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError:
+            pass  # best effort: undoing a copy that failed
+
+    def migratable_xml(self, uuid: str, name: str) -> str:
+        try:
+            return str(self.domain(uuid, name).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read vm '{name}''s definition", exc) from exc
 
     # -- migration ------------------------------------------------------------------------------
     def migrate(self, uuid: str, name: str, dest: LibvirtHost, plan: migration.MigrationPlan,

@@ -235,7 +235,7 @@ class Service:
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
         tree = guests.tree(self.core, timeout, level=self.core.facts.level)
         if self.remote.has_hosts():
-            tree.hosts = self.remote.tree()
+            tree.hosts = self.remote.tree(timeout)
         return tree
 
     # -- images -------------------------------------------------------------------------------

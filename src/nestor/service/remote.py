@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import HostError, InvalidInput
+from ..errors import HostError, InvalidInput, NestorError
 from ..model import VMState
 from .core import Core
 from .types import (
@@ -145,14 +145,36 @@ class Remote:
         return SaveResult(name, f"libvirt managed save on host '{host.name}'", 0)
 
     def vm_move(self, name: str, host: str, progress: Progress) -> MoveResult:
-        _vm, source = self.hosts.get_vm(name)
+        before, source = self.hosts.get_vm(name)
         message = self.hosts.vm_move(name, host, progress)
-        return MoveResult(name, source.name, host, live=message.endswith("(live)"))
+        after, _ = self.hosts.get_vm(name)
+        return MoveResult(name, source.name, host, live=" (live)" in message,
+                          disk_copied_to=after.disk if after.disk != before.disk else None)
 
-    def tree(self) -> list[HostTree]:
+    def tree(self, timeout: float = 30.0) -> list[HostTree]:
+        """Every libvirt host, nestor's VMs there, and the levels inside each running VM with
+        nesting on, read from the nestor inside through its API channel (as for local L1s)."""
         result = []
         for node in self.hosts.tree():
-            vms = [TreeNode(vm["name"], vm["level"], vm["state"], vm["vcpus"], vm["memory"], vm["nested"])
-                   for vm in node["vms"]]
+            vms = []
+            for vm in node["vms"]:
+                entry = TreeNode(vm["name"], vm["level"], vm["state"], vm["vcpus"], vm["memory"], vm["nested"])
+                if vm["descend"]:
+                    self._descend(entry, timeout)
+                vms.append(entry)
             result.append(HostTree(node["host"], node["uri"], node["level"], node["reachable"], node["error"], vms))
         return result
+
+    def _descend(self, node: TreeNode, timeout: float) -> None:
+        from ..client import Client
+        from .guests import _rebase
+
+        try:
+            with Client(transport=self.hosts.api_transport(node.name, timeout), timeout=timeout) as api:
+                below = api.tree(timeout=max(timeout - 5, 2))
+        except NestorError as exc:
+            node.reachable = False
+            node.error = exc.message
+            return
+        node.reachable = True
+        node.children = [_rebase(child, node.level, 1) for child in below.vms]
