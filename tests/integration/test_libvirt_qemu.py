@@ -440,3 +440,119 @@ def test_live_move_copies_a_disk_the_destination_lacks(daemons: Daemons, tmp_pat
     after = _wait_ticks(serial, before + 10, timeout=60)
     since = after[after.index(before) + 1:] if before in after else after
     assert since and 0 not in since and since[0] > before, (before, after)
+
+
+# The guest's end of the API channel, in busybox sh: it answers the channel's sync and GET /v1/tree
+# with a fixed level (the appliance has no Python, so no real `nestor serve`; the host side is
+# nestor's: the domain's channel, virDomainOpenChannel through the binding, the framing, the descent).
+# q35 (libvirt's machine) puts virtio on PCI; the appliance initrd carries no virtio_pci, so the
+# test's cpio brings it.
+RESPONDER = r'''for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci; do insmod /nestor/$m.ko; done
+modprobe virtio_console
+port=
+for i in $(seq 50); do
+    for f in /sys/class/virtio-ports/*/name; do
+        [ "$(cat "$f" 2>/dev/null)" = org.nestor.api.0 ] && port=/dev/$(basename "$(dirname "$f")")
+    done
+    [ -n "$port" ] && [ -c "$port" ] && break
+    sleep 0.2
+done
+echo "api port: $port"
+json='"content-type": "application/json"'
+while true; do
+    exec 3<>"$port"  # a virtio port opens once at a time: one descriptor for both ways
+    while read -r line <&3; do
+        id=$(echo "$line" | sed -n 's/^{"id": *\([0-9]*\).*/\1/p')
+        [ -n "$id" ] || continue
+        case "$line" in
+            *'"sync": true'*) echo "{\"id\": $id, \"sync\": true}" >&3 ;;
+            *'"path": "/v1/tree'*)
+                echo "{\"id\": $id, \"status\": 200, \"headers\": {$json}, \"body\": \"@BODY@\"}" >&3
+                echo "answered tree" ;;
+            *) echo "{\"id\": $id, \"status\": 404, \"headers\": {}, \"body\": \"\"}" >&3 ;;
+        esac
+    done
+    exec 3<&-
+    sleep 0.2
+done
+'''
+
+
+def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemons, tmp_path: Path,
+                                                                image_store: Path) -> None:
+    import base64
+    import json
+
+    from click.testing import CliRunner
+
+    from nestor.cli import main
+
+    inner = {"host": "inner-l1", "level": 1, "hosts": [], "vms": [
+        {"name": "l2", "level": 1, "state": "running", "vcpus": 1, "memory": "128M", "nested": True,
+         "children": [{"name": "l3", "level": 2, "state": "off", "vcpus": 1, "memory": "64M", "nested": False}]}]}
+    script = RESPONDER.replace("@BODY@", base64.b64encode(json.dumps(inner).encode()).decode())
+    virtio = image_store / "kernel" / "lib" / "modules"
+    kos = {f"{m}.ko": next(virtio.glob(f"*/kernel/drivers/virtio/{m}.ko"))
+           for m in ("virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci")}
+    files = _appliance_files(daemons, image_store, tmp_path, script, kos)
+    uri = daemons.start("a")
+    home = tmp_path / "home"
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        runner = CliRunner()
+        with runner.isolation() as (out, err, _):
+            try:
+                main(["--home", str(home), *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            return code, out.getvalue().decode(), err.getvalue().decode()
+
+    assert cli("host", "add", "a", uri)[0] == 0
+    shutil.copy(files / "initrd.img", files / "responder.img")
+    from nestor.images import appliance
+
+    app = appliance.load_appliance(image_store)
+    assert app is not None
+    shutil.copy(app.initrd, files / "mute.img")  # a nested VM whose guest serves no nestor API
+    for path in (files / "responder.img", files / "mute.img"):
+        shutil.chown(path, "nobody", "nogroup")
+    for name, nested, initrd in (("l1", True, "responder.img"), ("plain", False, "responder.img"),
+                                 ("mute", True, "mute.img")):
+        code, out, err = cli("vm", "new", name, "--host", "a", "--memory", "256M", "--kernel", str(files / "vmlinux"),
+                             "--initrd", str(files / initrd), "--append", "console=ttyS0 panic=-1",
+                             *(["--nested"] if nested else []))
+        assert code == 0, err
+    hosts = Hosts(db.connect(home / "nestor.db"))
+    vm, host = hosts.get_vm("l1")
+    engine = hosts.engine(host)
+    assert "org.nestor.api.0" in engine.domain(vm.uuid, "l1").XMLDesc(0)
+    assert "org.nestor.api.0" not in engine.domain(hosts.get_vm("plain")[0].uuid, "plain").XMLDesc(0)
+    serial = daemons.top / "l1-serial.log"
+    from dataclasses import replace
+
+    from nestor.remote import domxml
+
+    engine.conn.defineXML(domxml.render(replace(hosts.spec(vm, engine.caps()), serial_log=str(serial))))
+    for name in ("l1", "plain", "mute"):
+        assert cli("vm", "start", name)[0] == 0
+    _wait_text(serial, "api port: /dev/vport", timeout=120)
+
+    started = time.monotonic()
+    code, out, err = cli("tree", "-o", "json", "--timeout", "20")
+    print(f"tree through libvirt channels: {time.monotonic() - started:.2f} s")
+    assert code == 0, err
+    tree = json.loads(out)
+    (node,) = tree["hosts"]
+    vms = {v["name"]: v for v in node["vms"]}
+    l1 = vms["l1"]
+    assert l1["reachable"] is True and l1["level"] == 1, (l1.get("error"), serial.read_text(errors="replace")[-1500:])
+    (l2,) = l1["children"]
+    assert (l2["name"], l2["level"], l2["nested"]) == ("l2", 2, True)  # levels counted from this host
+    assert [(c["name"], c["level"]) for c in l2["children"]] == [("l3", 3)]
+    assert vms["plain"]["reachable"] is None and vms["plain"]["children"] == []  # nesting off: not asked
+    assert vms["mute"]["reachable"] is False and "no answer" in vms["mute"]["error"], vms["mute"]
+    code, out, _ = cli("tree", "--timeout", "20")
+    assert "l1 (L1)" in out and "l2 (L2)" in out and "l3 (L3)" in out and "mute (L1)" in out, out
+    assert "answered tree" in serial.read_text(errors="replace")
+    libvirt_engine.disconnect_all()
