@@ -146,3 +146,32 @@ def test_host_check_still_works(home: Path) -> None:
     result = nestor(home, "host", "check", "-o", "json", check=False)
     assert result.returncode in (0, 1)
     assert {c["name"] for c in json.loads(result.stdout)["checks"]} >= {"qemu", "accelerator"}
+
+
+def test_nat_on_a_libvirt_host(home: Path) -> None:
+    nestor(home, "host", "add", "a", uri(home, "a"))
+    nestor(home, "host", "add", "b", uri(home, "b"))
+    created = json.loads(nestor(home, "nat", "new", "vmnat", "--host", "a", "--prefix", "192.168.100.0/24", "--dhcp",
+                                "-o", "json").stdout)
+    assert (created["host"], created["gateway"], created["state"], created["dhcp"]) == ("a", "192.168.100.1",
+                                                                                       "active", True)
+    assert "created (10.8.0.0/24 libvirt network on host b)" in nestor(
+        home, "nat", "new", "other", "--host", "b", "--prefix", "10.8.0.0/24").stdout
+    rows = {r["name"]: r for r in json.loads(nestor(home, "nat", "list", "-o", "json").stdout)}
+    assert rows["vmnat"]["host"] == "a" and rows["other"]["host"] == "b" and rows["vmnat"]["state"] == "active"
+    table = nestor(home, "nat", "list").stdout
+    assert "HOST" in table and "vmnat" in table
+
+    out = nestor(home, "vm", "new", "web", "--host", "auto", "--network", "vmnat").stdout
+    assert json.loads(nestor(home, "vm", "show", "web", "-o", "json").stdout)["host"] == "a", out  # the NAT's host
+
+    assert refused(home, "nat", "new", "x", "--switch", "sw", "--host", "a", "--prefix", "10.9.0.0/24")[0] == 2
+    assert "either --switch" in refused(home, "nat", "new", "x", "--prefix", "10.9.0.0/24")[1]
+    assert "overlaps nat 'vmnat'" in refused(home, "nat", "new", "x", "--host", "a", "--prefix", "192.168.0.0/16")[1]
+    assert "already exists" in refused(home, "nat", "new", "vmnat", "--host", "b", "--prefix", "10.9.0.0/24")[1]
+    assert "is on host 'a', not on host 'b'" in refused(home, "vm", "new", "db", "--host", "b", "--network", "vmnat")[1]
+    assert "used by 1 VM(s)" in refused(home, "nat", "remove", "vmnat")[1]
+    nestor(home, "vm", "remove", "web")
+    nestor(home, "nat", "remove", "vmnat")
+    nestor(home, "nat", "remove", "other")
+    assert json.loads(nestor(home, "nat", "list", "-o", "json").stdout) == []

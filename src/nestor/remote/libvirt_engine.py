@@ -328,6 +328,71 @@ class LibvirtHost:
             return None, "vm is off"
         return self.detector(dom)
 
+    # -- networks (the seed's NAT) ----------------------------------------------------------------
+    def _network(self, name: str) -> Any | None:
+        try:
+            return self.conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                return None
+            raise _error(self.name, f"cannot look up network '{name}'", exc) from exc
+
+    def has_network(self, name: str) -> bool:
+        return self._network(name) is not None
+
+    def create_network(self, xml: str, name: str) -> None:
+        """Define, start and autostart a network; undefined again if it cannot start."""
+        try:
+            net = self.conn.networkDefineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot define network '{name}'", exc) from exc
+        try:
+            net.create()
+            net.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            try:
+                if net.isActive():
+                    net.destroy()
+                net.undefine()
+            except libvirt.libvirtError:
+                pass
+            raise _error(self.name, f"cannot start network '{name}'", exc) from exc
+
+    def network_status(self, name: str) -> dict[str, Any]:
+        """state (active | inactive | missing), bridge, DHCP leases."""
+        net = self._network(name)
+        if net is None:
+            return {"state": MISSING, "bridge": None, "leases": []}
+        try:
+            active = bool(net.isActive())
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read network '{name}'", exc) from exc
+        bridge = None
+        if active:
+            try:
+                bridge = str(net.bridgeName())
+            except libvirt.libvirtError:
+                pass  # libvirt's test driver names no bridge
+        leases: list[dict[str, str]] = []
+        if active:
+            try:
+                leases = [{"mac": str(lease.get("mac")), "ip": str(lease.get("ipaddr")),
+                           "hostname": str(lease.get("hostname") or "*")} for lease in net.DHCPLeases()]
+            except libvirt.libvirtError:
+                pass  # the driver keeps no leases (libvirt's test driver)
+        return {"state": "active" if active else "inactive", "bridge": bridge, "leases": leases}
+
+    def remove_network(self, name: str) -> None:
+        net = self._network(name)
+        if net is None:
+            return
+        try:
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot remove network '{name}'", exc) from exc
+
     # -- storage --------------------------------------------------------------------------------
     def has_volume(self, path: str) -> bool:
         """Does one of this host's storage pools hold the file at `path` (shared storage)?"""

@@ -33,6 +33,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from ..remote.hosts import Hosts, HostView, RemoteVMInfo
+    from ..remote.nats import RemoteNats
 
 Progress = Callable[[str], None]
 STATES = {"running": VMState.RUNNING, "paused": VMState.PAUSED, "shutting-down": VMState.RUNNING}
@@ -74,6 +75,19 @@ class Remote:
             self._hosts = Hosts(self.core.conn)
         return self._hosts
 
+    @property
+    def nats(self) -> RemoteNats:
+        from ..remote.nats import RemoteNats
+
+        return RemoteNats(self.hosts)
+
+    def owns_nat(self, name: str) -> bool:
+        """Is NAME a NAT on a libvirt host? (no binding loaded)"""
+        return self.core.conn.execute("SELECT 1 FROM remote_nats WHERE name = ?", (name,)).fetchone() is not None
+
+    def has_nats(self) -> bool:
+        return self.core.conn.execute("SELECT 1 FROM remote_nats LIMIT 1").fetchone() is not None
+
     def owns(self, name: str) -> bool:
         """Is NAME a VM on a libvirt host? (one indexed query; no binding loaded)"""
         return self.core.conn.execute("SELECT 1 FROM remote_vms WHERE name = ?", (name,)).fetchone() is not None
@@ -104,8 +118,14 @@ class Remote:
             raise InvalidInput("a VM on a libvirt host takes no --image/--run/--config-version/--switch",
                                hint="on a libvirt host use --disk, --kernel/--initrd/--append (its files) and --network")
         assert spec.host is not None
+        host = spec.host
+        if spec.network:
+            nat = self.nats.repo.find(spec.network)
+            if nat is not None and host == "auto":  # a nestor NAT lives on one host: the VM goes there
+                host = self.hosts.hosts.by_id(nat.host_id).name
+            self.nats.check_network(spec.network, host)
         vm, chosen, warnings = self.hosts.vm_new(
-            spec.name, spec.host, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested, maximum=spec.maximum,
+            spec.name, host, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested, maximum=spec.maximum,
             disk=spec.disk, network=spec.network, kernel=spec.kernel, initrd=spec.initrd, append=spec.append or None)
         placement = f"placed on host '{chosen.host}': {chosen.reason}" if chosen else None
         return NewVM(self.vm_show(vm.name), warnings, placement)
