@@ -67,6 +67,11 @@ def _destroy_all(uri: str) -> None:
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
+        for net in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
+            try:
+                net.destroy()  # libvirtd leaves a network's dnsmasq running when it exits
+            except libvirt.libvirtError:
+                pass
     finally:
         conn.close()
 
@@ -79,7 +84,9 @@ class Daemons:
         self.netns = netns
         self.started: list[tuple[subprocess.Popen[bytes], Path, str, IO[bytes]]] = []
 
-    def start(self, name: str) -> str:
+    def start(self, name: str, net_admin: bool = False) -> str:
+        """`net_admin`: the daemon (and the dnsmasq it starts) may make bridges, addresses and firewall
+        rules, in this test's namespace only (ambient capabilities; it still runs as nobody)."""
         root = self.top / name
         dirs = {d: root / d for d in ("home", "run", "cfg", "cache")}
         for path in dirs.values():
@@ -92,9 +99,20 @@ class Daemons:
         env = ["env", "-i", f"HOME={dirs['home']}", f"XDG_RUNTIME_DIR={dirs['run']}",
                f"XDG_CONFIG_HOME={dirs['cfg']}", f"XDG_CACHE_HOME={dirs['cache']}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         log = open(root / "libvirtd.log", "wb")  # noqa: SIM115 (closed in stop)
-        # ip, setpriv and env each exec the next, so the PID is libvirtd's.
+        # ip, (unshare, sh,) setpriv and env each exec the next, so the PID is libvirtd's.
         daemon = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            ["ip", "netns", "exec", self.netns,
+             # libvirt's DHCP lease helper insists on /run/leaseshelper.pid and /var/lib/libvirt/dnsmasq:
+             # give this daemon an empty /run and /var/lib of its own (tmpfs in a private mount
+             # namespace: nothing is made on the real file system; the script is fixed, the rest are
+             # its arguments).
+             *(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o mode=1777 tmpfs /run && mount -t tmpfs -o mode=0755 tmpfs /var/lib && "
+                "mkdir -p -m 1777 /var/lib/libvirt/dnsmasq && "
+                'exec "$@"', "sh"] if net_admin else []),
+             "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             *(["--inh-caps=+net_admin,+net_raw,+net_bind_service", "--ambient-caps=+net_admin,+net_raw,+net_bind_service"]
+               if net_admin else []),
              *env, LIBVIRTD, "--timeout", "600"], stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         sock = dirs["run"] / "libvirt" / "libvirt-sock"
         uri = f"qemu:///session?socket={sock}"
@@ -556,3 +574,86 @@ def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemon
     assert "l1 (L1)" in out and "l2 (L2)" in out and "l3 (L3)" in out and "mute (L1)" in out, out
     assert "answered tree" in serial.read_text(errors="replace")
     libvirt_engine.disconnect_all()
+
+
+def _root_netns_state() -> tuple[str, str]:
+    """The root namespace's links and nft ruleset, read only: the test must leave no trace there."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    return links, rules
+
+
+def test_nat_on_a_libvirt_host_is_a_libvirt_nat_network(daemons: Daemons, tmp_path: Path) -> None:
+    """`nat new --host` on a real libvirtd: the network is up with its gateway, DHCP and NAT rules, all
+    inside the test's namespace. (The daemon runs as nobody with CAP_NET_ADMIN there; libvirt 9 writes
+    NAT rules with iptables, i.e. iptables-nft in that namespace.)"""
+    if shutil.which("iptables") is None:
+        pytest.skip("needs iptables (scripts/setup installs it): libvirt 9 programs NAT networks with it")
+    import json
+
+    from click.testing import CliRunner
+
+    from nestor.cli import main
+
+    links_before, _ = _root_netns_state()
+    uri = daemons.start("a", net_admin=True)
+    home = tmp_path / "home"
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        runner = CliRunner()
+        with runner.isolation() as (out, err, _):
+            try:
+                main(["--home", str(home), *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            return code, out.getvalue().decode(), err.getvalue().decode()
+
+    def in_ns(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", daemons.netns, *argv], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert cli("host", "add", "a", uri)[0] == 0
+    code, out, err = cli("nat", "new", "vmnat", "--host", "a", "--prefix", "192.168.177.0/24", "--dhcp", "-o", "json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert (row["state"], row["gateway"]) == ("active", "192.168.177.1") and row["bridge"], row
+    bridge = row["bridge"]
+    assert "192.168.177.1/24" in in_ns("ip", "-o", "addr", "show", "dev", bridge)
+    ruleset = in_ns("nft", "list", "ruleset")
+    assert "192.168.177.0/24" in ruleset and "masquerade" in ruleset, ruleset
+    dnsmasq = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+               if b"dnsmasq" in _read(p) and str(daemons.top).encode() in _read(p)]
+    (conf,) = (daemons.top / "a").rglob("vmnat.conf")
+    assert dnsmasq and "dhcp-range=192.168.177.2,192.168.177.254" in conf.read_text(), conf.read_text()
+    listed = json.loads(cli("nat", "list", "-o", "json")[1])
+    assert [(n["name"], n["host"], n["state"]) for n in listed] == [("vmnat", "a", "active")]
+    code, _, err = cli("vm", "new", "web", "--host", "a", "--network", "vmnat")
+    assert code == 0, err
+    assert "<source network='vmnat'" in _domain_xml(uri, "web")
+
+    links_after, _ = _root_netns_state()
+    assert bridge not in links_after and links_before.count("virbr") == links_after.count("virbr")
+    assert cli("nat", "remove", "vmnat")[0] != 0  # web uses it
+    assert cli("vm", "remove", "web")[0] == 0
+    code, _, err = cli("nat", "remove", "vmnat")
+    assert code == 0, err
+    assert bridge not in in_ns("ip", "-o", "link") and "192.168.177.0/24" not in in_ns("nft", "list", "ruleset")
+    libvirt_engine.disconnect_all()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _domain_xml(uri: str, name: str) -> str:
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByName(name).XMLDesc(0))
+    finally:
+        conn.close()
