@@ -111,3 +111,11 @@ def test_a_new_connection_gets_the_nat_back(nats: RemoteNats, tmp_path: Path) ->
     libvirt_engine.disconnect_all()
     again = RemoteNats(Hosts(db.connect(tmp_path / "nestor.db")))
     assert [(r["name"], r["state"]) for r in again.list()] == [("vmnat", "active")]
+
+
+def test_a_vm_moves_only_where_its_network_is(nats: RemoteNats) -> None:
+    nats.new("vmnat", "a", "192.168.100.0/24")
+    nats.hosts.vm_new("web", "a", network="vmnat")
+    with pytest.raises(StateError, match="host 'b' has no network 'vmnat'"):
+        nats.hosts.vm_move("web", "b", lambda line: None)
+    assert nats.hosts.get_vm("web")[1].name == "a"

@@ -420,6 +420,9 @@ class Hosts:
             if running and vm.nested:
                 migration_rules.check_same_extension(name, dest.name, engine.caps().cpu.nesting_flag,
                                                      caps.cpu.nesting_flag)
+            if vm.network and not target.has_network(vm.network):
+                raise StateError(f"host '{dest.name}' has no network '{vm.network}', which vm '{name}' is attached to",
+                                 hint=f"make one there first (a libvirt network named '{vm.network}')")
             copy = self._storage_copy(vm, engine, target, running) if vm.disk else None
             plan = migration.plan(name, running, copy)
             progress(f"moving vm '{name}' from '{source.name}' to '{dest.name}' "
