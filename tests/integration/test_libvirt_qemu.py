@@ -573,6 +573,12 @@ def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemon
     code, out, _ = cli("tree", "--timeout", "20")
     assert "l1 (L1)" in out and "l2 (L2)" in out and "l3 (L3)" in out and "mute (L1)" in out, out
     assert "answered tree" in serial.read_text(errors="replace")
+    import threading
+
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("channel-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("channel-")]  # closed streams end their readers
     libvirt_engine.disconnect_all()
 
 
