@@ -274,9 +274,10 @@ class Client:
         result: list[dict[str, Any]] = self._request("GET", "/switches")
         return result
 
-    def nat_new(self, name: str, switch: str, prefix: str, dhcp: bool = False) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/nats", {"name": name, "switch": switch, "prefix": prefix,
-                                                                 "dhcp": dhcp})
+    def nat_new(self, name: str, switch: str | None, prefix: str, dhcp: bool = False,
+                host: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "/nats", {"name": name, "switch": switch, "host": host,
+                                                                 "prefix": prefix, "dhcp": dhcp})
         return result
 
     def nat_list(self) -> list[dict[str, Any]]:

@@ -67,6 +67,11 @@ def _destroy_all(uri: str) -> None:
                 dom.destroy()
             except libvirt.libvirtError:
                 pass
+        for net in conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE):
+            try:
+                net.destroy()  # libvirtd leaves a network's dnsmasq running when it exits
+            except libvirt.libvirtError:
+                pass
     finally:
         conn.close()
 
@@ -79,7 +84,9 @@ class Daemons:
         self.netns = netns
         self.started: list[tuple[subprocess.Popen[bytes], Path, str, IO[bytes]]] = []
 
-    def start(self, name: str) -> str:
+    def start(self, name: str, net_admin: bool = False) -> str:
+        """`net_admin`: the daemon (and the dnsmasq it starts) may make bridges, addresses and firewall
+        rules, in this test's namespace only (ambient capabilities; it still runs as nobody)."""
         root = self.top / name
         dirs = {d: root / d for d in ("home", "run", "cfg", "cache")}
         for path in dirs.values():
@@ -92,9 +99,20 @@ class Daemons:
         env = ["env", "-i", f"HOME={dirs['home']}", f"XDG_RUNTIME_DIR={dirs['run']}",
                f"XDG_CONFIG_HOME={dirs['cfg']}", f"XDG_CACHE_HOME={dirs['cache']}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
         log = open(root / "libvirtd.log", "wb")  # noqa: SIM115 (closed in stop)
-        # ip, setpriv and env each exec the next, so the PID is libvirtd's.
+        # ip, (unshare, sh,) setpriv and env each exec the next, so the PID is libvirtd's.
         daemon = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns, "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+            ["ip", "netns", "exec", self.netns,
+             # libvirt's DHCP lease helper insists on /run/leaseshelper.pid and /var/lib/libvirt/dnsmasq:
+             # give this daemon an empty /run and /var/lib of its own (tmpfs in a private mount
+             # namespace: nothing is made on the real file system; the script is fixed, the rest are
+             # its arguments).
+             *(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                "mount -t tmpfs -o mode=1777 tmpfs /run && mount -t tmpfs -o mode=0755 tmpfs /var/lib && "
+                "mkdir -p -m 1777 /var/lib/libvirt/dnsmasq && "
+                'exec "$@"', "sh"] if net_admin else []),
+             "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+             *(["--inh-caps=+net_admin,+net_raw,+net_bind_service", "--ambient-caps=+net_admin,+net_raw,+net_bind_service"]
+               if net_admin else []),
              *env, LIBVIRTD, "--timeout", "600"], stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         sock = dirs["run"] / "libvirt" / "libvirt-sock"
         uri = f"qemu:///session?socket={sock}"
@@ -362,3 +380,286 @@ def test_a_hypervisor_running_inside_is_seen_through_libvirt(daemons: Daemons, t
     with pytest.raises(StateError):
         hosts.vm_remove("l1")  # running: refused without --force
     hosts.vm_remove("l1", force=True)
+
+
+def _dir_pool(uri: str, path: Path) -> None:
+    """A libvirt dir pool named 'default' on that libvirtd: the host's own storage."""
+    import libvirt
+
+    path.mkdir()
+    shutil.chown(path, "nobody", "nogroup")
+    conn = libvirt.open(uri)
+    try:
+        pool = conn.storagePoolDefineXML(
+            f"<pool type='dir'><name>default</name><target><path>{path}</path></target></pool>", 0)
+        pool.create(0)
+    finally:
+        conn.close()
+
+
+def test_live_move_copies_a_disk_the_destination_lacks(daemons: Daemons, tmp_path: Path, image_store: Path) -> None:
+    """Each libvirtd has its own storage pool; a running VM's disk is copied to b's while it keeps counting."""
+    uri_a, uri_b = daemons.start("a"), daemons.start("b")
+    _dir_pool(uri_a, daemons.top / "pool-a")
+    _dir_pool(uri_b, daemons.top / "pool-b")
+    files = _appliance_files(daemons, image_store, tmp_path, COUNTER)
+    import libvirt
+
+    conn = libvirt.open(uri_a)
+    try:
+        vol = conn.storagePoolLookupByName("default").createXML(
+            "<volume><name>app.img</name><capacity unit='MiB'>24</capacity><target><format type='raw'/></target></volume>", 0)
+        disk = Path(vol.path())
+    finally:
+        conn.close()
+    marker = secrets.token_bytes(1 << 20)
+    with open(disk, "r+b") as f:  # data the copy must carry (the file stays the libvirtd's)
+        f.seek(5 << 20)
+        f.write(marker)
+
+    hosts = Hosts(db.connect(tmp_path / "nestor.db"), lambda dom: (False, "test: no hypervisor"))
+    hosts.add("a", uri_a)
+    hosts.add("b", uri_b)
+    hosts.vm_new("app", "a", memory=256 * M, kernel=str(files / "vmlinux"), initrd=str(files / "initrd.img"),
+                 append="console=ttyS0 panic=-1", disk=str(disk))
+    from dataclasses import replace
+
+    from nestor.remote import domxml
+
+    vm, host_a = hosts.get_vm("app")
+    serial = daemons.top / "app-serial.log"
+    engine_a = hosts.engine(host_a)
+    engine_a.conn.defineXML(domxml.render(replace(hosts.spec(vm, engine_a.caps()), serial_log=str(serial))))
+
+    # an off VM whose disk b lacks: refused, nothing changed
+    with pytest.raises(StateError, match="copies a disk only while the VM runs"):
+        hosts.vm_move("app", "b", lambda line: None)
+    assert hosts.get_vm("app")[1].name == "a" and not list((daemons.top / "pool-b").iterdir())
+
+    hosts.vm_start("app")
+    before = _wait_ticks(serial, 5, timeout=120)[-1]
+    lines: list[str] = []
+    started = time.monotonic()
+    message = hosts.vm_move("app", "b", lines.append)
+    print(f"live move with a 24 MiB disk copy: {time.monotonic() - started:.2f} s, progress: {lines}")
+    moved = daemons.top / "pool-b" / "app.img"
+    assert message.startswith("vm 'app' moved to host 'b' (live); its disk was copied to " + str(moved)), message
+    assert "copy-storage" in lines[0] and any(str(moved) in line for line in lines)
+    vm, host = hosts.get_vm("app")
+    assert host.name == "b" and vm.disk == str(moved) and hosts.vm_show("app").state == "running"
+    import libvirt as lv
+
+    dom_b = hosts.engine(host).domain(vm.uuid, "app")
+    assert f"file='{moved}'" in dom_b.XMLDesc(0) and f"file='{moved}'" in dom_b.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+    with open(moved, "rb") as f:
+        f.seek(5 << 20)
+        assert f.read(len(marker)) == marker, "the disk's data did not arrive on b"
+    assert disk.exists()  # the source's copy is kept
+    after = _wait_ticks(serial, before + 10, timeout=60)
+    since = after[after.index(before) + 1:] if before in after else after
+    assert since and 0 not in since and since[0] > before, (before, after)
+
+
+# The guest's end of the API channel, in busybox sh: it answers the channel's sync and GET /v1/tree
+# with a fixed level (the appliance has no Python, so no real `nestor serve`; the host side is
+# nestor's: the domain's channel, virDomainOpenChannel through the binding, the framing, the descent).
+# q35 (libvirt's machine) puts virtio on PCI; the appliance initrd carries no virtio_pci, so the
+# test's cpio brings it.
+RESPONDER = r'''for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci; do insmod /nestor/$m.ko; done
+modprobe virtio_console
+port=
+for i in $(seq 50); do
+    for f in /sys/class/virtio-ports/*/name; do
+        [ "$(cat "$f" 2>/dev/null)" = org.nestor.api.0 ] && port=/dev/$(basename "$(dirname "$f")")
+    done
+    [ -n "$port" ] && [ -c "$port" ] && break
+    sleep 0.2
+done
+echo "api port: $port"
+json='"content-type": "application/json"'
+while true; do
+    exec 3<>"$port"  # a virtio port opens once at a time: one descriptor for both ways
+    while read -r line <&3; do
+        id=$(echo "$line" | sed -n 's/^{"id": *\([0-9]*\).*/\1/p')
+        [ -n "$id" ] || continue
+        case "$line" in
+            *'"sync": true'*) echo "{\"id\": $id, \"sync\": true}" >&3 ;;
+            *'"path": "/v1/tree'*)
+                echo "{\"id\": $id, \"status\": 200, \"headers\": {$json}, \"body\": \"@BODY@\"}" >&3
+                echo "answered tree" ;;
+            *) echo "{\"id\": $id, \"status\": 404, \"headers\": {}, \"body\": \"\"}" >&3 ;;
+        esac
+    done
+    exec 3<&-
+    sleep 0.2
+done
+'''
+
+
+def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemons, tmp_path: Path,
+                                                                image_store: Path) -> None:
+    import base64
+    import json
+
+    from click.testing import CliRunner
+
+    from nestor.cli import main
+
+    inner = {"host": "inner-l1", "level": 1, "hosts": [], "vms": [
+        {"name": "l2", "level": 1, "state": "running", "vcpus": 1, "memory": "128M", "nested": True,
+         "children": [{"name": "l3", "level": 2, "state": "off", "vcpus": 1, "memory": "64M", "nested": False}]}]}
+    script = RESPONDER.replace("@BODY@", base64.b64encode(json.dumps(inner).encode()).decode())
+    virtio = image_store / "kernel" / "lib" / "modules"
+    kos = {f"{m}.ko": next(virtio.glob(f"*/kernel/drivers/virtio/{m}.ko"))
+           for m in ("virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci")}
+    files = _appliance_files(daemons, image_store, tmp_path, script, kos)
+    uri = daemons.start("a")
+    home = tmp_path / "home"
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        runner = CliRunner()
+        with runner.isolation() as (out, err, _):
+            try:
+                main(["--home", str(home), *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            return code, out.getvalue().decode(), err.getvalue().decode()
+
+    assert cli("host", "add", "a", uri)[0] == 0
+    shutil.copy(files / "initrd.img", files / "responder.img")
+    from nestor.images import appliance
+
+    app = appliance.load_appliance(image_store)
+    assert app is not None
+    shutil.copy(app.initrd, files / "mute.img")  # a nested VM whose guest serves no nestor API
+    for path in (files / "responder.img", files / "mute.img"):
+        shutil.chown(path, "nobody", "nogroup")
+    for name, nested, initrd in (("l1", True, "responder.img"), ("plain", False, "responder.img"),
+                                 ("mute", True, "mute.img")):
+        code, out, err = cli("vm", "new", name, "--host", "a", "--memory", "256M", "--kernel", str(files / "vmlinux"),
+                             "--initrd", str(files / initrd), "--append", "console=ttyS0 panic=-1",
+                             *(["--nested"] if nested else []))
+        assert code == 0, err
+    hosts = Hosts(db.connect(home / "nestor.db"))
+    vm, host = hosts.get_vm("l1")
+    engine = hosts.engine(host)
+    assert "org.nestor.api.0" in engine.domain(vm.uuid, "l1").XMLDesc(0)
+    assert "org.nestor.api.0" not in engine.domain(hosts.get_vm("plain")[0].uuid, "plain").XMLDesc(0)
+    serial = daemons.top / "l1-serial.log"
+    from dataclasses import replace
+
+    from nestor.remote import domxml
+
+    engine.conn.defineXML(domxml.render(replace(hosts.spec(vm, engine.caps()), serial_log=str(serial))))
+    for name in ("l1", "plain", "mute"):
+        assert cli("vm", "start", name)[0] == 0
+    _wait_text(serial, "api port: /dev/vport", timeout=120)
+
+    started = time.monotonic()
+    code, out, err = cli("tree", "-o", "json", "--timeout", "20")
+    print(f"tree through libvirt channels: {time.monotonic() - started:.2f} s")
+    assert code == 0, err
+    tree = json.loads(out)
+    (node,) = tree["hosts"]
+    vms = {v["name"]: v for v in node["vms"]}
+    l1 = vms["l1"]
+    assert l1["reachable"] is True and l1["level"] == 1, (l1.get("error"), serial.read_text(errors="replace")[-1500:])
+    (l2,) = l1["children"]
+    assert (l2["name"], l2["level"], l2["nested"]) == ("l2", 2, True)  # levels counted from this host
+    assert [(c["name"], c["level"]) for c in l2["children"]] == [("l3", 3)]
+    assert vms["plain"]["reachable"] is None and vms["plain"]["children"] == []  # nesting off: not asked
+    assert vms["mute"]["reachable"] is False and "no answer" in vms["mute"]["error"], vms["mute"]
+    code, out, _ = cli("tree", "--timeout", "20")
+    assert "l1 (L1)" in out and "l2 (L2)" in out and "l3 (L3)" in out and "mute (L1)" in out, out
+    assert "answered tree" in serial.read_text(errors="replace")
+    import threading
+
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("channel-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("channel-")]  # closed streams end their readers
+    libvirt_engine.disconnect_all()
+
+
+def _root_netns_state() -> tuple[str, str]:
+    """The root namespace's links and nft ruleset, read only: the test must leave no trace there."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    rules = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True).stdout
+    return links, rules
+
+
+def test_nat_on_a_libvirt_host_is_a_libvirt_nat_network(daemons: Daemons, tmp_path: Path) -> None:
+    """`nat new --host` on a real libvirtd: the network is up with its gateway, DHCP and NAT rules, all
+    inside the test's namespace. (The daemon runs as nobody with CAP_NET_ADMIN there; libvirt 9 writes
+    NAT rules with iptables, i.e. iptables-nft in that namespace.)"""
+    if shutil.which("iptables") is None:
+        pytest.skip("needs iptables (scripts/setup installs it): libvirt 9 programs NAT networks with it")
+    import json
+
+    from click.testing import CliRunner
+
+    from nestor.cli import main
+
+    links_before, _ = _root_netns_state()
+    uri = daemons.start("a", net_admin=True)
+    home = tmp_path / "home"
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        runner = CliRunner()
+        with runner.isolation() as (out, err, _):
+            try:
+                main(["--home", str(home), *args])
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            return code, out.getvalue().decode(), err.getvalue().decode()
+
+    def in_ns(*argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", daemons.netns, *argv], capture_output=True, text=True,
+                              check=True).stdout
+
+    assert cli("host", "add", "a", uri)[0] == 0
+    code, out, err = cli("nat", "new", "vmnat", "--host", "a", "--prefix", "192.168.177.0/24", "--dhcp", "-o", "json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert (row["state"], row["gateway"]) == ("active", "192.168.177.1") and row["bridge"], row
+    bridge = row["bridge"]
+    assert "192.168.177.1/24" in in_ns("ip", "-o", "addr", "show", "dev", bridge)
+    ruleset = in_ns("nft", "list", "ruleset")
+    assert "192.168.177.0/24" in ruleset and "masquerade" in ruleset, ruleset
+    dnsmasq = [p for p in Path("/proc").glob("[0-9]*/cmdline")
+               if b"dnsmasq" in _read(p) and str(daemons.top).encode() in _read(p)]
+    (conf,) = (daemons.top / "a").rglob("vmnat.conf")
+    assert dnsmasq and "dhcp-range=192.168.177.2,192.168.177.254" in conf.read_text(), conf.read_text()
+    listed = json.loads(cli("nat", "list", "-o", "json")[1])
+    assert [(n["name"], n["host"], n["state"]) for n in listed] == [("vmnat", "a", "active")]
+    code, _, err = cli("vm", "new", "web", "--host", "a", "--network", "vmnat")
+    assert code == 0, err
+    assert "<source network='vmnat'" in _domain_xml(uri, "web")
+
+    links_after, _ = _root_netns_state()
+    assert bridge not in links_after and links_before.count("virbr") == links_after.count("virbr")
+    assert cli("nat", "remove", "vmnat")[0] != 0  # web uses it
+    assert cli("vm", "remove", "web")[0] == 0
+    code, _, err = cli("nat", "remove", "vmnat")
+    assert code == 0, err
+    assert bridge not in in_ns("ip", "-o", "link") and "192.168.177.0/24" not in in_ns("nft", "list", "ruleset")
+    libvirt_engine.disconnect_all()
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def _domain_xml(uri: str, name: str) -> str:
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        return str(conn.lookupByName(name).XMLDesc(0))
+    finally:
+        conn.close()

@@ -70,3 +70,18 @@ def test_hosts_and_a_move_through_the_api(api: Api, tmp_path: Path) -> None:
     assert api.delete("/v1/vms/l1").status_code == 204
     assert api.delete("/v1/hosts/a").status_code == 204
     assert [h["name"] for h in api.get("/v1/hosts").json()] == ["b"]
+
+
+def test_nat_on_a_libvirt_host_through_the_api(api: Api, tmp_path: Path) -> None:
+    assert api.post("/v1/hosts", json={"name": "a", "uri": f"test://{tmp_path}/a.xml"}).status_code == 201
+    reply = api.post("/v1/nats", json={"name": "vmnat", "host": "a", "prefix": "192.168.100.0/24", "dhcp": True})
+    assert reply.status_code == 201, reply.text
+    assert (reply.json()["host"], reply.json()["state"], reply.json()["gateway"]) == ("a", "active", "192.168.100.1")
+    assert [(n["name"], n["host"]) for n in api.get("/v1/nats").json()] == [("vmnat", "a")]
+    both = api.post("/v1/nats", json={"name": "x", "host": "a", "switch": "sw", "prefix": "10.1.0.0/24"})
+    assert both.status_code == 400 and "either --switch" in both.json()["error"]["message"]
+    assert api.post("/v1/vms", json={"name": "web", "host": "a", "network": "vmnat"}).status_code == 201
+    assert api.delete("/v1/nats/vmnat").status_code == 409
+    assert api.delete("/v1/vms/web").status_code == 204
+    assert api.delete("/v1/nats/vmnat").status_code == 204
+    assert api.get("/v1/nats").json() == []

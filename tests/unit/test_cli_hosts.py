@@ -1,16 +1,22 @@
-"""`nestor host …`, `vm … --host`, `vm move` and `tree` through the real CLI in subprocesses,
-on libvirt's test driver (test:///PATH.xml files: the driver re-reads them in every process, and
-nestor redefines its VMs from its record)."""
+"""`nestor host …`, `vm … --host`, `vm move` and `tree` through the real CLI (its `main`, with its
+error handling and exit codes), in this process for speed, on libvirt's test driver
+(test:///PATH.xml files). Every command ends by closing libvirt's connections, so the next one
+starts as a new process would: the test driver re-reads its file and nestor redefines its VMs
+from its record. (One subprocess run below keeps `python -m nestor` itself covered.)"""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from nestor.remote import testnode
-from tests.helpers import nestor
+from nestor.cli import main
+from nestor.remote import libvirt_engine, testnode
+from tests.helpers import nestor as nestor_process
 
 G = 1 << 30
 
@@ -21,6 +27,30 @@ def home(tmp_path: Path) -> Path:
     for name, kind, memory in (("a", "amd", 16 * G), ("b", "intel", 32 * G), ("c", "amd-nonested", 64 * G)):
         (tmp_path / f"{name}.xml").write_text(testnode.node_xml(kind, memory))
     return root
+
+
+def nestor(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`nestor --home HOME ARGS…` in this process; the result as a subprocess run would give it."""
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            main(["--home", str(home), *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            libvirt_engine.disconnect_all()  # the next command starts as a fresh process would
+        result = subprocess.CompletedProcess(["nestor", *args], code, out.getvalue().decode(errors="replace"),
+                                             err.getvalue().decode(errors="replace"))
+    if check and code != 0:
+        raise AssertionError(f"nestor {' '.join(args)} failed ({code}):\n{result.stdout}{result.stderr}")
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _closed() -> Iterator[None]:
+    yield
+    libvirt_engine.disconnect_all()
 
 
 def uri(home: Path, name: str) -> str:
@@ -101,7 +131,47 @@ def test_bad_input_changes_nothing(home: Path) -> None:
     assert "only --startup" in refused(home, "vm", "set-memory", "web", "--dynamic", "on")[1]
 
 
+def test_a_real_process_sees_what_the_last_one_did(home: Path) -> None:
+    """`python -m nestor` in subprocesses: the test driver forgets, nestor redefines from its record."""
+    nestor_process(home, "host", "add", "a", uri(home, "a"))
+    nestor_process(home, "vm", "new", "web", "--host", "a", "--memory", "256M")
+    nestor_process(home, "vm", "start", "web")
+    shown = json.loads(nestor_process(home, "vm", "show", "web", "-o", "json").stdout)
+    assert (shown["host"], shown["state"]) == ("a", "off")  # a new process: the test driver's domain is off again
+    result = nestor_process(home, "host", "remove", "a", check=False)
+    assert result.returncode == 5 and result.stderr.startswith("error: host 'a' has 1 VM(s)"), result
+
+
 def test_host_check_still_works(home: Path) -> None:
     result = nestor(home, "host", "check", "-o", "json", check=False)
     assert result.returncode in (0, 1)
     assert {c["name"] for c in json.loads(result.stdout)["checks"]} >= {"qemu", "accelerator"}
+
+
+def test_nat_on_a_libvirt_host(home: Path) -> None:
+    nestor(home, "host", "add", "a", uri(home, "a"))
+    nestor(home, "host", "add", "b", uri(home, "b"))
+    created = json.loads(nestor(home, "nat", "new", "vmnat", "--host", "a", "--prefix", "192.168.100.0/24", "--dhcp",
+                                "-o", "json").stdout)
+    assert (created["host"], created["gateway"], created["state"], created["dhcp"]) == ("a", "192.168.100.1",
+                                                                                       "active", True)
+    assert "created (10.8.0.0/24 libvirt network on host b)" in nestor(
+        home, "nat", "new", "other", "--host", "b", "--prefix", "10.8.0.0/24").stdout
+    rows = {r["name"]: r for r in json.loads(nestor(home, "nat", "list", "-o", "json").stdout)}
+    assert rows["vmnat"]["host"] == "a" and rows["other"]["host"] == "b" and rows["vmnat"]["state"] == "active"
+    table = nestor(home, "nat", "list").stdout
+    assert "HOST" in table and "vmnat" in table
+
+    out = nestor(home, "vm", "new", "web", "--host", "auto", "--network", "vmnat").stdout
+    assert json.loads(nestor(home, "vm", "show", "web", "-o", "json").stdout)["host"] == "a", out  # the NAT's host
+
+    assert refused(home, "nat", "new", "x", "--switch", "sw", "--host", "a", "--prefix", "10.9.0.0/24")[0] == 2
+    assert "either --switch" in refused(home, "nat", "new", "x", "--prefix", "10.9.0.0/24")[1]
+    assert "overlaps nat 'vmnat'" in refused(home, "nat", "new", "x", "--host", "a", "--prefix", "192.168.0.0/16")[1]
+    assert "already exists" in refused(home, "nat", "new", "vmnat", "--host", "b", "--prefix", "10.9.0.0/24")[1]
+    assert "is on host 'a', not on host 'b'" in refused(home, "vm", "new", "db", "--host", "b", "--network", "vmnat")[1]
+    assert "used by 1 VM(s)" in refused(home, "nat", "remove", "vmnat")[1]
+    nestor(home, "vm", "remove", "web")
+    nestor(home, "nat", "remove", "vmnat")
+    nestor(home, "nat", "remove", "other")
+    assert json.loads(nestor(home, "nat", "list", "-o", "json").stdout) == []

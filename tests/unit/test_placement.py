@@ -79,10 +79,29 @@ def test_migration_flags_are_libvirts() -> None:
     assert migration.flag_names(live.flags) == ["live", "persist-dest", "undefine-source"]
 
 
+def test_copy_storage_plan_is_libvirts() -> None:
+    import libvirt
+
+    copy = migration.StorageCopy("vda", "/a/pool/l1.qcow2", "/b/pool/l1.qcow2", "<domain/>")
+    live = migration.plan("l1", running=True, copy=copy)
+    assert live.flags == (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+                          | libvirt.VIR_MIGRATE_NON_SHARED_DISK)
+    assert live.params == {libvirt.VIR_MIGRATE_PARAM_DEST_NAME: "l1", libvirt.VIR_MIGRATE_PARAM_DEST_XML: "<domain/>",
+                           libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: "<domain/>",
+                           libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS: ["vda"]}
+    assert "copy-storage" in migration.flag_names(live.flags)
+    with pytest.raises(ValueError, match="only in a live migration"):
+        migration.plan("l1", running=False, copy=copy)
+
+
 def test_progress_line() -> None:
     stats = {"memory_total": 1 << 30, "memory_processed": 256 << 20, "memory_bps": 100 << 20}
     assert migration.progress_text(stats) == "migrating: 256/1024 MiB (25%), 100 MiB/s"
     assert migration.progress_text({}) is None
+    copying = {"disk_total": 8 << 30, "disk_processed": 2 << 30, "disk_bps": 200 << 20, "memory_total": 1 << 30}
+    assert migration.progress_text(copying) == "copying storage: 2048/8192 MiB (25%), 200 MiB/s"
+    copied = {**copying, "disk_processed": 8 << 30, "memory_processed": 512 << 20}
+    assert migration.progress_text(copied) == "migrating: 512/1024 MiB (50%)"
 
 
 @pytest.mark.parametrize("good", ["qemu+ssh://root@host-a/system", "qemu+tcp://10.0.0.2/system",

@@ -214,3 +214,13 @@ def test_names_are_shared_with_local_vms(svc: Hosts, tmp_path: Path) -> None:
         db.VMRepo(db.connect(tmp_path / "nestor.db")).add(VMConfig(name="web"))
     with pytest.raises(InvalidInput):
         svc.vm_new("Bad_Name", "a")
+
+
+def test_off_vm_with_a_disk_the_destination_lacks_is_refused(svc: Hosts) -> None:
+    """libvirt copies a disk only in a live migration (VIR_MIGRATE_NON_SHARED_DISK): nothing changes."""
+    svc.vm_new("db", "a", disk="/srv/a/db.qcow2")
+    with pytest.raises(StateError, match="does not have vm 'db''s disk /srv/a/db.qcow2"):
+        svc.vm_move("db", "b", lambda line: None)
+    vm, host = svc.get_vm("db")
+    assert host.name == "a" and vm.disk == "/srv/a/db.qcow2"
+    assert svc.engine(svc.hosts.get("b")).states() == {}

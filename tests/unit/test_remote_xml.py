@@ -65,6 +65,10 @@ CASES = {
     "tcg_nested": (domxml.DomainSpec(
         name="l1", uuid="00000000-0000-0000-0000-000000000002", virt_type="qemu", vcpus=2, memory=1 << 30,
         current_memory=1 << 30, cpu=domxml.cpu_plan(_cpu("tcg"), True), nested=True, agent=False)),
+    "tcg_nested_host_api_channel": (domxml.DomainSpec(
+        name="l1", uuid="00000000-0000-0000-0000-000000000004", virt_type="qemu", vcpus=2, memory=1 << 30,
+        current_memory=1 << 30, cpu=domxml.cpu_plan(_cpu("tcg"), True), nested=True, machine="q35",
+        disk="/srv/l1.qcow2", api_channel=True)),
     "tcg_kernel_boot_serial_file": (domxml.DomainSpec(
         name="app", uuid="00000000-0000-0000-0000-000000000003", virt_type="qemu", vcpus=1, memory=256 << 20,
         current_memory=256 << 20, cpu=domxml.cpu_plan(_cpu("tcg"), False), nested=False, machine="q35",
@@ -99,3 +103,21 @@ def test_mac_guard_is_clean_traffic() -> None:
     guarded = domxml.render(CASES["kvm_amd_nested"])
     assert "<filterref filter=\"clean-traffic\" />" in guarded
     assert "filterref" not in domxml.render(CASES["kvm_intel_hidden_spoofing"])
+
+
+def test_api_channel_only_for_nested_hosts() -> None:
+    text = domxml.render(CASES["tcg_nested_host_api_channel"])
+    assert "<target type=\"virtio\" name=\"org.nestor.api.0\" />" in text
+    assert "org.nestor.api.0" not in domxml.render(CASES["tcg_nested"])
+
+
+def test_disk_moved_in_the_domain_xml() -> None:
+    text = domxml.render(CASES["kvm_amd_nested"])
+    moved, dev = domxml.with_disk_at(text, "/var/lib/libvirt/images/l1.qcow2", "/srv/pool/l1.qcow2")
+    assert dev == "vda" and "file=\"/srv/pool/l1.qcow2\"" in moved and "/var/lib/libvirt/images" not in moved
+    assert domxml.nested_from_xml(moved) is True  # nestor's metadata survives
+    with pytest.raises(InvalidInput, match="no file disk at /nope"):
+        domxml.with_disk_at(text, "/nope", "/x")
+    vol = domxml.volume_xml("l1.qcow2", 8 << 30, "qcow2")
+    assert vol == ("<volume><name>l1.qcow2</name><capacity unit=\"bytes\">8589934592</capacity>"
+                   "<target><format type=\"qcow2\" /></target></volume>")

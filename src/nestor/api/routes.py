@@ -198,7 +198,8 @@ class AdapterSet(Body):
 
 class NatNew(Body):
     name: str
-    switch: str
+    switch: str | None = None  # this machine's internal switch, or:
+    host: str | None = None  # a libvirt host (a libvirt NAT network there)
     prefix: str
     dhcp: bool = False
 
@@ -614,19 +615,19 @@ def adapter_remove(request: Request, vm: str, name: str) -> Response:
 @router.get("/nats")
 def nat_list(request: Request) -> Any:
     with _settings(request).service() as s:
-        return s.network.nat_list()
+        return s.nat_list()
 
 
 @router.post("/nats", status_code=201)
 def nat_new(request: Request, body: NatNew) -> Any:
     with _settings(request).service() as s:
-        return _row(s.network.nat_new(body.name, body.switch, body.prefix, dhcp=body.dhcp))
+        return s.nat_new(body.name, body.prefix, dhcp=body.dhcp, switch=body.switch, host=body.host)
 
 
 @router.delete("/nats/{name}", status_code=204)
 def nat_remove(request: Request, name: str) -> Response:
     with _settings(request).service() as s:
-        s.network.nat_remove(name)
+        s.nat_remove(name)
     return Response(status_code=204)
 
 

@@ -91,6 +91,10 @@ def register_host_commands(group: click.Group) -> None:
 @click.option("--host", "host", required=True, help="the libvirt host to move the VM to")
 @pass_ctx
 def move(ctx: Ctx, name: str, host: str) -> None:
-    """Live-migrate a VM to another libvirt host (refused while a hypervisor runs inside it)."""
+    """Live-migrate a VM to another libvirt host (refused while a hypervisor runs inside it).
+
+    A disk the destination does not have (no pool there holds its path) is copied while the VM
+    runs, into a new volume in the destination's storage pool 'default'."""
     result = ctx.local.vm_move(name, host, progress)
-    click.echo(f"vm '{name}' moved to host '{result.dest}'" + (" (live)" if result.live else ""))
+    click.echo(f"vm '{name}' moved to host '{result.dest}'" + (" (live)" if result.live else "")
+               + (f"; disk copied to {result.disk_copied_to}" if result.disk_copied_to else ""))

@@ -167,33 +167,44 @@ def nat() -> None:
 
 @nat.command("new")
 @click.argument("name")
-@click.option("--switch", "switch_name", required=True, help="an internal switch with an address in the prefix")
+@click.option("--switch", "switch_name", default=None, help="an internal switch with an address in the prefix")
+@click.option("--host", "host", default=None,
+              help="a libvirt host instead: a libvirt NAT network there (VMs join it with vm new --network NAME)")
 @click.option("--prefix", required=True, help="the internal network, e.g. 192.168.100.0/24")
 @click.option("--dhcp", is_flag=True, help="serve DHCP and DNS on the switch (dnsmasq)")
+@OUTPUT
 @pass_ctx
-def nat_new(ctx: Ctx, name: str, switch_name: str, prefix: str, dhcp: bool) -> None:
+def nat_new(ctx: Ctx, name: str, switch_name: str | None, host: str | None, prefix: str, dhcp: bool,
+            output: str) -> None:
     """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
-    n = ctx.local.network.nat_new(name, switch_name, prefix, dhcp=dhcp)
-    click.echo(f"nat '{n.name}' created ({n.prefix} on switch {n.switch}{', dhcp' if n.dhcp else ''})")
+    n = ctx.local.nat_new(name, prefix, dhcp=dhcp, switch=switch_name, host=host)
+    if output == "json":
+        emit_json(n)
+        return
+    where = f"libvirt network on host {n['host']}" if n["host"] else f"on switch {n['switch']}"
+    click.echo(f"nat '{n['name']}' created ({n['prefix']} {where}{', dhcp' if n['dhcp'] else ''})")
 
 
 @nat.command("list")
 @OUTPUT
 @pass_ctx
 def nat_list(ctx: Ctx, output: str) -> None:
-    """All NATs, their dnsmasq and leases."""
-    rows = ctx.local.network.nat_list()
+    """All NATs (this machine's and those on libvirt hosts), their dnsmasq and leases."""
+    rows = ctx.local.nat_list()
     if output == "json":
         emit_json(rows)
         return
     shown = [{**r, "leases": len(r["leases"])} for r in rows]
-    table(shown, ["name", "switch", "prefix", "gateway", "netns", "dhcp", "dnsmasq", "leases"], empty="no NATs")
+    columns = ["name", "switch", "prefix", "gateway", "netns", "dhcp", "dnsmasq", "leases"]
+    if any(r.get("host") for r in rows):
+        columns.insert(1, "host")
+    table(shown, columns, empty="no NATs")
 
 
 @nat.command("remove")
 @click.argument("name")
 @pass_ctx
 def nat_remove(ctx: Ctx, name: str) -> None:
-    """Delete a NAT: its rules and its dnsmasq."""
-    ctx.local.network.nat_remove(name)
+    """Delete a NAT: its rules and its dnsmasq (on a libvirt host: its libvirt network)."""
+    ctx.local.nat_remove(name)
     click.echo(f"nat '{name}' removed")

@@ -19,11 +19,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..errors import InvalidInput
+from ..paths import API_PORT
 from .caps import CpuCaps
 
 NESTOR_NS = "https://nestor.invalid/xmlns/libvirt/1"
 MAC_GUARD_FILTER = "clean-traffic"
+API_CHANNEL = API_PORT  # org.nestor.api.0: the nestor inside serves its API there (remote/apichannel.py)
 KiB = 1024
+ET.register_namespace("nestor", NESTOR_NS)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class DomainSpec:
     serial_log: str | None = None  # the serial console into this file on that host (else a pty)
     nics: tuple[Nic, ...] = ()
     agent: bool = True  # a virtio-serial channel for qemu-guest-agent
+    api_channel: bool = False  # the nestor API port of a nested host (nesting on), as local L1s have
 
 
 def cpu_plan(cpu: CpuCaps, nested: bool) -> CpuPlan:
@@ -155,6 +159,10 @@ def render(spec: DomainSpec) -> str:
         if spec.agent:
             channel = _sub(devices, "channel", type="unix")
             _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+        if spec.api_channel:  # libvirt puts the socket in its channel directory; nestor opens it through libvirt
+            channel = _sub(devices, "channel", type="unix")
+            _sub(channel, "source", mode="bind")
+            _sub(channel, "target", type="virtio", name=API_CHANNEL)
     balloon = _sub(devices, "memballoon", model="virtio")
     _sub(balloon, "stats", period="1")  # the guest's memory report, for R7 and `vm show`
     ET.register_namespace("nestor", NESTOR_NS)
@@ -167,3 +175,31 @@ def nested_from_xml(xml: str) -> bool | None:
     root = ET.fromstring(xml)
     text = root.findtext(f"metadata/{{{NESTOR_NS}}}vm/{{{NESTOR_NS}}}nested")
     return None if text is None else text == "yes"
+
+
+def disk_format(path: str) -> str:
+    return "qcow2" if path.endswith(".qcow2") else "raw"
+
+
+def volume_xml(name: str, capacity: int, fmt: str) -> str:
+    """A storage volume for virStorageVolCreateXML: the target of a disk copy."""
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(capacity), unit="bytes")
+    _sub(_sub(vol, "target"), "format", type=fmt)
+    return ET.tostring(vol, encoding="unicode")
+
+
+def with_disk_at(xml: str, path: str, new_path: str) -> tuple[str, str]:
+    """A domain's XML with the file disk at `path` moved to `new_path`, and that disk's target dev."""
+    root = ET.fromstring(xml)
+    for disk in root.iterfind("devices/disk"):
+        source = disk.find("source")
+        if source is not None and source.get("file") == path:
+            source.set("file", new_path)
+            target = disk.find("target")
+            dev = target.get("dev") if target is not None else None
+            if not dev:
+                break
+            return ET.tostring(root, encoding="unicode"), dev
+    raise InvalidInput(f"the domain has no file disk at {path}", hint="nestor vm show NAME")

@@ -33,6 +33,7 @@ Progress = Callable[[str], None]
 AUTO = "auto"
 PROBE_WORKERS = 16  # hosts probed at once by `host list` and placement
 MiB = 1 << 20
+STORAGE_POOL = "default"  # where a move copies a disk the destination does not have (libvirt's usual pool)
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class Hosts:
             current_memory=vm.memory, cpu=domxml.cpu_plan(caps.cpu, vm.nested), nested=vm.nested,
             arch=None if virt == "test" else "x86_64", machine=None if virt == "test" else "q35",
             disk=vm.disk, kernel=vm.kernel, initrd=vm.initrd, append=vm.append, nics=nics,
+            api_channel=vm.nested and virt != "test",
         )
 
     def vm_new(self, name: str, host: str, vcpus: int = 1, memory: int = 512 * MiB, nested: bool = False,
@@ -418,11 +420,24 @@ class Hosts:
             if running and vm.nested:
                 migration_rules.check_same_extension(name, dest.name, engine.caps().cpu.nesting_flag,
                                                      caps.cpu.nesting_flag)
-            plan = migration.plan(name, running)
+            if vm.network and not target.has_network(vm.network):
+                raise StateError(f"host '{dest.name}' has no network '{vm.network}', which vm '{name}' is attached to",
+                                 hint=f"make one there first (a libvirt network named '{vm.network}')")
+            copy = self._storage_copy(vm, engine, target, running) if vm.disk else None
+            plan = migration.plan(name, running, copy)
             progress(f"moving vm '{name}' from '{source.name}' to '{dest.name}' "
                      f"({', '.join(migration.flag_names(plan.flags))})")
+            if copy is not None:
+                progress(f"copying disk {copy.source_path} to {copy.dest_path} on host '{dest.name}'")
             if running:
-                engine.migrate(vm.uuid, name, target, plan, progress)
+                try:
+                    engine.migrate(vm.uuid, name, target, plan, progress)
+                except BaseException:
+                    if copy is not None:
+                        target.delete_volume(copy.dest_path)
+                    raise
+                if copy is not None:
+                    vm = self.vms.set_disk(vm, copy.dest_path)
             else:
                 # An off VM: define it on the destination from nestor's record, then drop the source's.
                 target.define(self.spec(vm, caps))
@@ -432,7 +447,44 @@ class Hosts:
                     target.undefine(vm.uuid, name)
                     raise
             self.vms.move(vm, dest.id)
-            return f"vm '{name}' moved to host '{dest.name}'" + (" (live)" if running else "")
+            return (f"vm '{name}' moved to host '{dest.name}'" + (" (live)" if running else "")
+                    + (f"; its disk was copied to {copy.dest_path} (the source's {copy.source_path} is kept)"
+                       if copy is not None else ""))
+
+    def _storage_copy(self, vm: RemoteVM, engine: LibvirtHost, target: LibvirtHost,
+                      running: bool) -> migration.StorageCopy | None:
+        """None when the destination has the disk (a pool there holds the same path: shared storage);
+        otherwise a volume made in the destination's pool STORAGE_POOL for libvirt to copy into."""
+        assert vm.disk is not None
+        if target.has_volume(vm.disk):
+            return None
+        if not running:
+            raise StateError(f"host '{target.name}' does not have vm '{vm.name}''s disk {vm.disk}, and libvirt "
+                             "copies a disk only while the VM runs",
+                             hint=f"nestor vm start {vm.name}, then move it (the disk is copied live)")
+        capacity = engine.disk_capacity(vm.uuid, vm.name, vm.disk)
+        volume = vm.disk.rsplit("/", 1)[-1]
+        dest_path = target.create_volume(STORAGE_POOL, volume, capacity, domxml.disk_format(vm.disk))
+        try:
+            xml, dev = domxml.with_disk_at(engine.migratable_xml(vm.uuid, vm.name), vm.disk, dest_path)
+        except BaseException:
+            target.delete_volume(dest_path)
+            raise
+        return migration.StorageCopy(dev, vm.disk, dest_path, xml)
+
+    # -- the nestor inside a VM -------------------------------------------------------------------
+    def api_transport(self, name: str, timeout: float) -> Any:
+        """An httpx transport to the nestor API inside a VM with nesting on, through libvirt."""
+        vm, host = self.get_vm(name)
+        if not vm.nested:
+            raise StateError(f"vm '{name}' has nested virtualization off: it has no nestor API channel",
+                             hint=f"nestor vm set-processor {name} --expose-virtualization-extensions on (while off)")
+        if host.uri.startswith("test:"):
+            raise StateError(f"vm '{name}' is on libvirt's test driver, which runs no guest")
+        engine = self.engine(host)
+        from .apichannel import StreamTransport
+
+        return StreamTransport(engine.conn, engine.domain(vm.uuid, name), name, timeout)
 
     # -- tree ------------------------------------------------------------------------------------
     def tree(self) -> list[dict[str, Any]]:
@@ -447,6 +499,8 @@ class Hosts:
                 for vm in self.vms.on_host(host.id):
                     info = self.info(vm, host, states=known)
                     node["vms"].append({"name": vm.name, "level": 1, "state": info.state, "vcpus": vm.vcpus,
-                                        "memory": format_size(vm.memory), "nested": vm.nested, "children": []})
+                                        "memory": format_size(vm.memory), "nested": vm.nested, "children": [],
+                                        "descend": info.state == "running" and vm.nested
+                                        and not host.uri.startswith("test:")})
             result.append(node)
         return result

@@ -24,7 +24,7 @@ from typing import Any
 import libvirt
 
 from ..engine.qmp import hypervisor_bits
-from ..errors import EngineError, NotFound
+from ..errors import Conflict, EngineError, NotFound
 from . import caps as caps_mod
 from . import domxml, migration
 from .uri import test_file
@@ -327,6 +327,128 @@ class LibvirtHost:
         if not active:
             return None, "vm is off"
         return self.detector(dom)
+
+    # -- networks (the seed's NAT) ----------------------------------------------------------------
+    def _network(self, name: str) -> Any | None:
+        try:
+            return self.conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                return None
+            raise _error(self.name, f"cannot look up network '{name}'", exc) from exc
+
+    def has_network(self, name: str) -> bool:
+        return self._network(name) is not None
+
+    def create_network(self, xml: str, name: str) -> None:
+        """Define, start and autostart a network; undefined again if it cannot start."""
+        try:
+            net = self.conn.networkDefineXML(xml)
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot define network '{name}'", exc) from exc
+        try:
+            net.create()
+            net.setAutostart(1)
+        except libvirt.libvirtError as exc:
+            try:
+                if net.isActive():
+                    net.destroy()
+                net.undefine()
+            except libvirt.libvirtError:
+                pass
+            raise _error(self.name, f"cannot start network '{name}'", exc) from exc
+
+    def network_status(self, name: str) -> dict[str, Any]:
+        """state (active | inactive | missing), bridge, DHCP leases."""
+        net = self._network(name)
+        if net is None:
+            return {"state": MISSING, "bridge": None, "leases": []}
+        try:
+            active = bool(net.isActive())
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read network '{name}'", exc) from exc
+        bridge = None
+        if active:
+            try:
+                bridge = str(net.bridgeName())
+            except libvirt.libvirtError:
+                pass  # libvirt's test driver names no bridge
+        leases: list[dict[str, str]] = []
+        if active:
+            try:
+                leases = [{"mac": str(lease.get("mac")), "ip": str(lease.get("ipaddr")),
+                           "hostname": str(lease.get("hostname") or "*")} for lease in net.DHCPLeases()]
+            except libvirt.libvirtError:
+                pass  # the driver keeps no leases (libvirt's test driver)
+        return {"state": "active" if active else "inactive", "bridge": bridge, "leases": leases}
+
+    def remove_network(self, name: str) -> None:
+        net = self._network(name)
+        if net is None:
+            return
+        try:
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot remove network '{name}'", exc) from exc
+
+    # -- storage --------------------------------------------------------------------------------
+    def has_volume(self, path: str) -> bool:
+        """Does one of this host's storage pools hold the file at `path` (shared storage)?"""
+        try:
+            for pool in self.conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+                try:
+                    pool.refresh(0)  # a dir pool sees files made since it started only after a refresh
+                except libvirt.libvirtError:
+                    pass
+            self.conn.storageVolLookupByPath(path)
+            return True
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_SUPPORT):
+                return False
+            raise _error(self.name, f"cannot look for {path}", exc) from exc
+
+    def disk_capacity(self, uuid: str, name: str, path: str) -> int:
+        try:
+            return int(self.domain(uuid, name).blockInfo(path, 0)[0])
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read the size of vm '{name}''s disk {path}", exc) from exc
+
+    def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> str:
+        """A new volume in one of this host's pools; its path."""
+        try:
+            pool = self.conn.storagePoolLookupByName(pool_name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
+                raise NotFound(f"host '{self.name}' has no storage pool '{pool_name}' to copy the disk into",
+                               hint=f"define one there (virsh pool-define-as {pool_name} dir --target DIR; "
+                                    f"pool-start {pool_name}), or put the disk on storage both hosts share") from exc
+            raise _error(self.name, f"cannot find storage pool '{pool_name}'", exc) from exc
+        try:
+            pool.refresh(0)
+            try:
+                pool.storageVolLookupByName(name)
+            except libvirt.libvirtError:
+                pass
+            else:
+                raise Conflict(f"host '{self.name}': storage pool '{pool_name}' already has a volume '{name}'",
+                               hint="remove it there, or rename the VM's disk")
+            return str(pool.createXML(domxml.volume_xml(name, capacity, fmt), 0).path())
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot create volume '{name}' in pool '{pool_name}'", exc) from exc
+
+    def delete_volume(self, path: str) -> None:
+        try:
+            self.conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError:
+            pass  # best effort: undoing a copy that failed
+
+    def migratable_xml(self, uuid: str, name: str) -> str:
+        try:
+            return str(self.domain(uuid, name).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
+        except libvirt.libvirtError as exc:
+            raise _error(self.name, f"cannot read vm '{name}''s definition", exc) from exc
 
     # -- migration ------------------------------------------------------------------------------
     def migrate(self, uuid: str, name: str, dest: LibvirtHost, plan: migration.MigrationPlan,

@@ -15,9 +15,13 @@ from typing import Any
 VIR_MIGRATE_LIVE = 1 << 0
 VIR_MIGRATE_PERSIST_DEST = 1 << 3
 VIR_MIGRATE_UNDEFINE_SOURCE = 1 << 4
+VIR_MIGRATE_NON_SHARED_DISK = 1 << 6  # copy the whole disk to the destination (NBD, while the VM runs)
 VIR_MIGRATE_OFFLINE = 1 << 10
 
 PARAM_DEST_NAME = "destination_name"  # VIR_MIGRATE_PARAM_DEST_NAME
+PARAM_DEST_XML = "destination_xml"  # VIR_MIGRATE_PARAM_DEST_XML: the domain as the destination runs it
+PARAM_PERSIST_XML = "persistent_xml"  # VIR_MIGRATE_PARAM_PERSIST_XML: its definition there
+PARAM_MIGRATE_DISKS = "migrate_disks"  # VIR_MIGRATE_PARAM_MIGRATE_DISKS: which disks to copy
 
 
 @dataclass(frozen=True)
@@ -27,21 +31,53 @@ class MigrationPlan:
     live: bool
 
 
-def plan(name: str, running: bool) -> MigrationPlan:
-    """Live for a running VM; an off VM moves only its definition (offline migration)."""
+@dataclass(frozen=True)
+class StorageCopy:
+    """A disk the destination does not have: copied into a volume nestor made there first.
+
+    libvirt copies a running VM's disks with VIR_MIGRATE_NON_SHARED_DISK (QEMU's NBD server on the
+    destination, drive-mirror on the source), but only into a disk that already exists there."""
+
+    target: str  # the disk's device (vda)
+    source_path: str
+    dest_path: str  # the pre-created volume on the destination
+    dest_xml: str  # the running domain's migratable XML with the disk at dest_path
+
+
+def plan(name: str, running: bool, copy: StorageCopy | None = None) -> MigrationPlan:
+    """Live for a running VM; an off VM moves only its definition (offline migration).
+
+    With `copy` (running VMs only), the disk is copied while the VM runs and the destination
+    runs and keeps the domain with the disk at its new path."""
     flags = VIR_MIGRATE_PERSIST_DEST | VIR_MIGRATE_UNDEFINE_SOURCE
     flags |= VIR_MIGRATE_LIVE if running else VIR_MIGRATE_OFFLINE
-    return MigrationPlan(flags, {PARAM_DEST_NAME: name}, running)
+    params: dict[str, Any] = {PARAM_DEST_NAME: name}
+    if copy is not None:
+        if not running:
+            raise ValueError("libvirt copies storage only in a live migration")
+        flags |= VIR_MIGRATE_NON_SHARED_DISK
+        params.update({PARAM_DEST_XML: copy.dest_xml, PARAM_PERSIST_XML: copy.dest_xml,
+                       PARAM_MIGRATE_DISKS: [copy.target]})
+    return MigrationPlan(flags, params, running)
 
 
 def flag_names(flags: int) -> list[str]:
     names = {VIR_MIGRATE_LIVE: "live", VIR_MIGRATE_PERSIST_DEST: "persist-dest",
-             VIR_MIGRATE_UNDEFINE_SOURCE: "undefine-source", VIR_MIGRATE_OFFLINE: "offline"}
+             VIR_MIGRATE_UNDEFINE_SOURCE: "undefine-source", VIR_MIGRATE_OFFLINE: "offline",
+             VIR_MIGRATE_NON_SHARED_DISK: "copy-storage"}
     return [label for bit, label in names.items() if flags & bit]
 
 
 def progress_text(stats: dict[str, Any]) -> str | None:
-    """One line from virDomainGetJobStats: how much memory is sent, at what rate."""
+    """One line from virDomainGetJobStats: the disk copied so far (first phase of a copy-storage
+    move), else how much memory is sent, at what rate."""
+    disk_total = stats.get("disk_total")
+    disk_done = stats.get("disk_processed", 0)
+    if disk_total and disk_done < disk_total and not stats.get("memory_processed"):
+        line = f"copying storage: {disk_done >> 20}/{disk_total >> 20} MiB ({100 * disk_done // disk_total}%)"
+        if stats.get("disk_bps"):
+            line += f", {stats['disk_bps'] >> 20} MiB/s"
+        return line
     total = stats.get("memory_total") or stats.get("data_total")
     if not total:
         return None

@@ -130,5 +130,9 @@ class RemoteVMRepo:
         self.update(moved)
         return moved
 
+    def set_disk(self, vm: RemoteVM, disk: str) -> RemoteVM:
+        self.conn.execute("UPDATE remote_vms SET disk=? WHERE id=?", (disk, vm.id))
+        return replace(vm, disk=disk)
+
     def remove(self, vm_id: int) -> None:
         self.conn.execute("DELETE FROM remote_vms WHERE id = ?", (vm_id,))

@@ -61,20 +61,35 @@ class ChannelTransport(httpx.BaseTransport):
             self._sock.close()
             raise GuestError(f"vm '{name}': cannot reach its nestor API channel: {exc}",
                              hint=f"nestor vm show {name}") from exc
+        self._start()
+
+    def _start(self) -> None:
         self._buf = b""
         self._ids = secrets.randbelow(1 << 40)
         try:
             self._sync()
         except BaseException:
-            self._sock.close()
+            self.close()
             raise
+
+    # The byte stream: a unix socket here; a subclass may carry it otherwise (a libvirt stream).
+    def _write(self, data: bytes) -> None:
+        self._sock.sendall(data)
+
+    def _read(self, wait: float) -> bytes | None:
+        """Up to 1 MiB, b"" when the peer closed, None when nothing came within `wait` s."""
+        self._sock.settimeout(wait)
+        try:
+            return self._sock.recv(1 << 20)
+        except TimeoutError:
+            return None
 
     def _next_id(self) -> int:
         self._ids += 1
         return self._ids
 
     def _send(self, message: dict[str, Any]) -> None:
-        self._sock.sendall(json.dumps(message).encode() + b"\n")
+        self._write(json.dumps(message).encode() + b"\n")
 
     def _receive(self, want: int, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -95,13 +110,12 @@ class ChannelTransport(httpx.BaseTransport):
                                  hint="the guest may still be booting; nestor vm log shows it")
             if len(self._buf) > MAX_LINE:
                 raise GuestError(f"vm '{self.name}': its nestor API sent more than {MAX_LINE >> 20} MiB in one answer")
-            self._sock.settimeout(min(left, 1.0))
             try:
-                chunk = self._sock.recv(1 << 20)
-            except TimeoutError:
-                continue
+                chunk = self._read(min(left, 1.0))
             except OSError as exc:
                 raise GuestError(f"vm '{self.name}': its nestor API channel failed: {exc}") from exc
+            if chunk is None:
+                continue
             if not chunk:
                 raise GuestError(f"vm '{self.name}': its nestor API channel closed", hint=f"nestor vm show {self.name}")
             self._buf += chunk

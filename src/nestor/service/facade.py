@@ -11,10 +11,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import bootplan
-from ..errors import InvalidInput, StateError
+from ..errors import Conflict, InvalidInput, StateError
 from ..model import validate_name
 from ..policy.checks import host_checks
 from . import guests, memory
@@ -73,6 +73,34 @@ class Service:
     def network(self) -> Network:
         """Switches, adapters and NAT (nestor.netservice)."""
         return self.core.network
+
+    # -- NAT (this machine's, or a libvirt NAT network on a libvirt host) ----------------------
+    def nat_new(self, name: str, prefix: str, dhcp: bool = False, switch: str | None = None,
+                host: str | None = None) -> dict[str, Any]:
+        if (switch is None) == (host is None):
+            raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
+                               hint="nestor nat new NAME --switch SW --prefix CIDR, or --host H --prefix CIDR")
+        if host is not None:
+            return self.remote.nats.new(name, host, prefix, dhcp=dhcp)
+        assert switch is not None
+        if self.remote.owns_nat(name):
+            raise Conflict(f"nat '{name}' already exists (on a libvirt host)", hint="choose another name")
+        nat = self.network.nat_new(name, switch, prefix, dhcp=dhcp)
+        return {"name": nat.name, "host": None, "switch": nat.switch, "prefix": nat.prefix, "dhcp": nat.dhcp,
+                "netns": nat.netns}
+
+    def nat_list(self) -> list[dict[str, Any]]:
+        """This machine's NATs (host null), then those on libvirt hosts."""
+        rows = [{"host": None, **row} for row in self.network.nat_list()]
+        if self.remote.has_nats():
+            rows += self.remote.nats.list()
+        return rows
+
+    def nat_remove(self, name: str) -> None:
+        if self.remote.owns_nat(name):
+            self.remote.nats.remove(name)
+        else:
+            self.network.nat_remove(name)
 
     # -- host ---------------------------------------------------------------------------------
     @staticmethod
@@ -237,7 +265,7 @@ class Service:
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
         tree = guests.tree(self.core, timeout, level=self.core.facts.level)
         if self.remote.has_hosts():
-            tree.hosts = self.remote.tree()
+            tree.hosts = self.remote.tree(timeout)
         return tree
 
     # -- images -------------------------------------------------------------------------------

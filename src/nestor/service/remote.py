@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import HostError, InvalidInput
+from ..errors import HostError, InvalidInput, NestorError
 from ..model import VMState
 from .core import Core
 from .types import (
@@ -33,6 +33,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from ..remote.hosts import Hosts, HostView, RemoteVMInfo
+    from ..remote.nats import RemoteNats
 
 Progress = Callable[[str], None]
 STATES = {"running": VMState.RUNNING, "paused": VMState.PAUSED, "shutting-down": VMState.RUNNING}
@@ -74,6 +75,19 @@ class Remote:
             self._hosts = Hosts(self.core.conn)
         return self._hosts
 
+    @property
+    def nats(self) -> RemoteNats:
+        from ..remote.nats import RemoteNats
+
+        return RemoteNats(self.hosts)
+
+    def owns_nat(self, name: str) -> bool:
+        """Is NAME a NAT on a libvirt host? (no binding loaded)"""
+        return self.core.conn.execute("SELECT 1 FROM remote_nats WHERE name = ?", (name,)).fetchone() is not None
+
+    def has_nats(self) -> bool:
+        return self.core.conn.execute("SELECT 1 FROM remote_nats LIMIT 1").fetchone() is not None
+
     def owns(self, name: str) -> bool:
         """Is NAME a VM on a libvirt host? (one indexed query; no binding loaded)"""
         return self.core.conn.execute("SELECT 1 FROM remote_vms WHERE name = ?", (name,)).fetchone() is not None
@@ -104,8 +118,14 @@ class Remote:
             raise InvalidInput("a VM on a libvirt host takes no --image/--run/--config-version/--switch",
                                hint="on a libvirt host use --disk, --kernel/--initrd/--append (its files) and --network")
         assert spec.host is not None
+        host = spec.host
+        if spec.network:
+            nat = self.nats.repo.find(spec.network)
+            if nat is not None and host == "auto":  # a nestor NAT lives on one host: the VM goes there
+                host = self.hosts.hosts.by_id(nat.host_id).name
+            self.nats.check_network(spec.network, host)
         vm, chosen, warnings = self.hosts.vm_new(
-            spec.name, spec.host, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested, maximum=spec.maximum,
+            spec.name, host, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested, maximum=spec.maximum,
             disk=spec.disk, network=spec.network, kernel=spec.kernel, initrd=spec.initrd, append=spec.append or None)
         placement = f"placed on host '{chosen.host}': {chosen.reason}" if chosen else None
         return NewVM(self.vm_show(vm.name), warnings, placement)
@@ -145,14 +165,36 @@ class Remote:
         return SaveResult(name, f"libvirt managed save on host '{host.name}'", 0)
 
     def vm_move(self, name: str, host: str, progress: Progress) -> MoveResult:
-        _vm, source = self.hosts.get_vm(name)
+        before, source = self.hosts.get_vm(name)
         message = self.hosts.vm_move(name, host, progress)
-        return MoveResult(name, source.name, host, live=message.endswith("(live)"))
+        after, _ = self.hosts.get_vm(name)
+        return MoveResult(name, source.name, host, live=" (live)" in message,
+                          disk_copied_to=after.disk if after.disk != before.disk else None)
 
-    def tree(self) -> list[HostTree]:
+    def tree(self, timeout: float = 30.0) -> list[HostTree]:
+        """Every libvirt host, nestor's VMs there, and the levels inside each running VM with
+        nesting on, read from the nestor inside through its API channel (as for local L1s)."""
         result = []
         for node in self.hosts.tree():
-            vms = [TreeNode(vm["name"], vm["level"], vm["state"], vm["vcpus"], vm["memory"], vm["nested"])
-                   for vm in node["vms"]]
+            vms = []
+            for vm in node["vms"]:
+                entry = TreeNode(vm["name"], vm["level"], vm["state"], vm["vcpus"], vm["memory"], vm["nested"])
+                if vm["descend"]:
+                    self._descend(entry, timeout)
+                vms.append(entry)
             result.append(HostTree(node["host"], node["uri"], node["level"], node["reachable"], node["error"], vms))
         return result
+
+    def _descend(self, node: TreeNode, timeout: float) -> None:
+        from ..client import Client
+        from .guests import _rebase
+
+        try:
+            with Client(transport=self.hosts.api_transport(node.name, timeout), timeout=timeout) as api:
+                below = api.tree(timeout=max(timeout - 5, 2))
+        except NestorError as exc:
+            node.reachable = False
+            node.error = exc.message
+            return
+        node.reachable = True
+        node.children = [_rebase(child, node.level, 1) for child in below.vms]

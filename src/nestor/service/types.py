@@ -169,6 +169,7 @@ class MoveResult:
     source: str
     dest: str
     live: bool
+    disk_copied_to: str | None = None  # the disk's new path when the destination did not have it
 
 
 class StopHow(enum.StrEnum):

@@ -129,6 +129,18 @@ MIGRATIONS: tuple[str, ...] = (
         dns TEXT NOT NULL DEFAULT ''
     );
     """,
+    # NAT on libvirt hosts (nestor/remote/nats.py): a libvirt NAT network nestor defined there.
+    """
+    CREATE TABLE remote_nats (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        host_id INTEGER NOT NULL REFERENCES hosts(id),
+        uuid TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        dhcp INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    """,
 )
 
 
