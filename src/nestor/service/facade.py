@@ -27,6 +27,17 @@ from .guest_types import (
     GuestSpec,
     StoredImageInfo,
 )
+from .net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+)
 from .remote import Remote
 from .types import (
     CheckResult,
@@ -49,7 +60,6 @@ from .vms import VMs
 
 if TYPE_CHECKING:
     from ..images.debian import DebianRequest
-    from ..netservice import Network
 
 Progress = Callable[[str], None]
 LOG_CHUNK = 65536
@@ -66,11 +76,6 @@ class Service:
     @property
     def home(self) -> Path:
         return self.core.home.root
-
-    @property
-    def network(self) -> Network:
-        """Switches, adapters and NAT (nestor.netservice)."""
-        return self.core.network
 
     # -- host ---------------------------------------------------------------------------------
     @staticmethod
@@ -237,6 +242,56 @@ class Service:
         if self.remote.has_hosts():
             tree.hosts = self.remote.tree()
         return tree
+
+    # -- network: switches, adapters, NAT (service/network.py) ------------------------------------
+    def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
+        net = self.core.network
+        return net.switch_info(net.switch_new(spec.name, spec.type.value, spec.uplink, spec.move_addresses))
+
+    def switch_list(self) -> list[SwitchInfo]:
+        return self.core.network.switch_list()
+
+    def switch_show(self, name: str) -> SwitchDetail:
+        return self.core.network.switch_show(name)
+
+    def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
+        """The host's ADDR/PREFIX on an internal or external switch (replaces the one it had)."""
+        net = self.core.network
+        return net.switch_info(net.switch_set_ip(name, address))
+
+    def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
+        return self.core.network.switch_remove(name, force=force)
+
+    def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
+        net = self.core.network
+        return net.adapter_info(net.adapter_add(vm, spec.switch, mac=spec.mac, name=spec.name))
+
+    def adapter_list(self, vm: str) -> list[AdapterInfo]:
+        return self.core.network.adapter_list(vm)
+
+    def adapter_set(self, vm: str, name: str | None, change: GuardChange) -> AdapterInfo:
+        """MAC spoofing (R8) and the router/DHCP guards, applied at once (also while the VM runs)."""
+        net = self.core.network
+        return net.adapter_info(net.adapter_set(vm, name, mac_spoofing=change.mac_spoofing,
+                                                router_guard=change.router_guard, dhcp_guard=change.dhcp_guard))
+
+    def adapter_remove(self, vm: str, name: str) -> None:
+        self.core.network.adapter_remove(vm, name)
+
+    def nat_new(self, spec: NatSpec) -> NatInfo:
+        net = self.core.network
+        return net.nat_info(net.nat_new(spec.name, spec.switch, spec.prefix, dhcp=spec.dhcp))
+
+    def nat_list(self) -> list[NatInfo]:
+        return self.core.network.nat_list()
+
+    def nat_show(self, name: str) -> NatInfo:
+        net = self.core.network
+        net.store.nat(name)  # an unknown name: NotFound, before any reconcile
+        return next(n for n in net.nat_list() if n.name == name)
+
+    def nat_remove(self, name: str) -> None:
+        self.core.network.nat_remove(name)
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
