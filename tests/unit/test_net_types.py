@@ -32,7 +32,7 @@ from nestor.service.net_types import (
     SwitchSpec,
     SwitchType,
 )
-from nestor.service.network import _moved
+from nestor.service.network import moved_uplink
 from nestor.service.types import from_json, to_json
 
 PORT = SwitchPort(vm="web", adapter="net0", mac="52:54:00:aa:bb:01", tap="nstab12c-1")
@@ -92,7 +92,7 @@ def test_moved_uplink_is_what_ip_showed() -> None:
                 netlink.Route(family=2, dst="198.51.100.0", dst_len=24, gateway="192.0.2.254", priority=100),
                 netlink.Route(family=10, dst="", dst_len=0, gateway="2001:db8::1", priority=None)),
     )
-    moved = _moved(uplink.loads(uplink.dumps(cfg)))
+    moved = moved_uplink(uplink.loads(uplink.dumps(cfg)))
     assert moved.routes[0].destination == "0.0.0.0/0" and moved.routes[2].destination == "::/0"
     assert cli_net.moved_text(moved) == cfg.describe()
 

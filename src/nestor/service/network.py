@@ -62,7 +62,8 @@ def _status(observed: netlink.LinkState | None) -> LinkState:
     return LinkState.UP if observed.up else LinkState.DOWN
 
 
-def _moved(cfg: uplinkcfg.UplinkConfig) -> MovedUplink:
+def moved_uplink(cfg: uplinkcfg.UplinkConfig) -> MovedUplink:
+    """The stored moved configuration as the service shows it (CIDR strings)."""
     default = {netlink.AF_INET: "0.0.0.0/0"}
     return MovedUplink(
         addresses=[f"{address}/{prefixlen}" for _family, address, prefixlen in cfg.addresses],
@@ -297,7 +298,7 @@ class Network:
             uplink=info.uplink, adapters=[_port(a) for a in self.store.adapters_on_switch(sw.id)], nat=info.nat,
             state=info.state, ports=list(observed.ports) if observed else None,
             host_addresses=list(observed.addresses) if observed else None,
-            moved_from_uplink=_moved(uplinkcfg.loads(sw.moved)) if sw.moved else None,
+            moved_from_uplink=moved_uplink(uplinkcfg.loads(sw.moved)) if sw.moved else None,
         )
 
     def switch_set_ip(self, name: str, address: str) -> Switch:
