@@ -170,3 +170,51 @@ def test_openapi_documents_the_network_answers() -> None:
     assert set(schemas["SwitchType"]["enum"]) == {"internal", "private", "external"}
     assert set(schemas["LinkState"]["enum"]) == {"up", "down", "missing", "unknown"}
     assert {"leases", "dnsmasq_pid", "prefix"} <= set(schemas["NatInfo"]["properties"])
+
+
+def test_client_gets_the_types_back_from_the_api(tmp_path: Path) -> None:
+    """nestor.client over the app in-process: what the API sends decodes into the same types.
+    The switch is a real bridge, in a network namespace this test makes and deletes."""
+    import os
+    import secrets
+    import shutil
+    import subprocess
+
+    from fastapi.testclient import TestClient
+
+    from nestor.api.app import Settings, create_app
+    from nestor.client import Client
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("makes a bridge in its own network namespace: needs root and iproute2")
+    netns = f"nt-ty{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=30)
+    home = tmp_path / "home"
+    home.mkdir()
+    (tmp_path / "vmlinux").write_bytes(b"not a kernel")
+    try:
+        with TestClient(create_app(Settings(home, netns))) as api:
+            assert api.post("/v1/vms", json={"name": "web", "kernel": str(tmp_path / "vmlinux")}).status_code == 201
+            client = Client(transport=api._transport)
+            made = client.switch_new("lan", "internal")
+            assert made.type is SwitchType.INTERNAL and made.state is LinkState.UP and made.adapters == 0
+            assert client.switch_set_ip("lan", "10.77.0.1/24").address == "10.77.0.1/24"
+            nat = client.nat_new("out", "lan", "10.77.0.0/24")
+            assert nat == NatInfo("out", "lan", "10.77.0.0/24", "10.77.0.1", netns, dhcp=False)
+            assert client.nat_list() == [nat] and client.nat_show("out") == nat
+            added = client.adapter_add("web", "lan", mac="52:54:00:77:00:01")
+            assert added.vm == "web" and added.name == "net0" and not added.mac_spoofing
+            changed = client.adapter_set("web", "net0", GuardChange(mac_spoofing=True, dhcp_guard=False))
+            assert changed.mac_spoofing and not changed.dhcp_guard and changed.router_guard
+            assert changed.dropped is not None and set(changed.dropped) == set(GuardKind)
+            assert client.adapter_list("web") == [changed]
+            detail = client.switch_show("lan")
+            assert detail.nat == "out" and detail.host_addresses == ["10.77.0.1/24"]
+            assert detail.adapters == [SwitchPort("web", "net0", "52:54:00:77:00:01", changed.tap)]
+            assert client.switch_list() == [SwitchInfo("lan", SwitchType.INTERNAL, netns, made.bridge, "10.77.0.1/24",
+                                                       None, 1, "out", LinkState.UP)]
+            removed = client.switch_remove("lan", force=True)
+            assert removed == SwitchRemoval("lan", nat="out", adapters=detail.adapters)
+            assert client.switch_list() == [] and client.nat_list() == [] and client.adapter_list("web") == []
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=30)
