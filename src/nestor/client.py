@@ -37,6 +37,7 @@ from .service.guest_types import (
     StoredImageInfo,
     VMAddress,
 )
+from .service.net_types import AdapterInfo, GuardChange, NatInfo, SwitchDetail, SwitchInfo, SwitchRemoval, SwitchType
 from .service.types import (
     ExecResult,
     HostInfo,
@@ -262,27 +263,51 @@ class Client:
         return from_json(VMAddress, self._request("GET", f"/vms/{vm}/address"))
 
     # -- network ------------------------------------------------------------------------------
-    def switch_new(self, name: str, type_: str, uplink: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/switches", {"name": name, "type": type_, "uplink": uplink})
-        return result
+    def switch_new(self, name: str, type_: str | SwitchType, uplink: str | None = None,
+                   move_addresses: bool = False) -> SwitchInfo:
+        body = {"name": name, "type": str(type_), "uplink": uplink, "move_addresses": move_addresses}
+        return from_json(SwitchInfo, self._request("POST", "/switches", body))
 
-    def switch_set_ip(self, name: str, address: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("PUT", f"/switches/{name}/address", {"address": address})
-        return result
+    def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
+        return from_json(SwitchInfo, self._request("PUT", f"/switches/{name}/address", {"address": address}))
 
-    def switch_list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/switches")
-        return result
+    def switch_list(self) -> list[SwitchInfo]:
+        return [from_json(SwitchInfo, v) for v in self._request("GET", "/switches")]
+
+    def switch_show(self, name: str) -> SwitchDetail:
+        return from_json(SwitchDetail, self._request("GET", f"/switches/{name}"))
+
+    def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
+        return from_json(SwitchRemoval, self._request("DELETE", f"/switches/{name}", params={"force": force}))
+
+    def adapter_add(self, vm: str, switch: str, mac: str | None = None, name: str | None = None) -> AdapterInfo:
+        body = {"switch": switch, "mac": mac, "name": name}
+        return from_json(AdapterInfo, self._request("POST", f"/vms/{vm}/adapters", body))
+
+    def adapter_list(self, vm: str) -> list[AdapterInfo]:
+        return [from_json(AdapterInfo, v) for v in self._request("GET", f"/vms/{vm}/adapters")]
+
+    def adapter_set(self, vm: str, name: str, change: GuardChange) -> AdapterInfo:
+        body = {k: v for k, v in to_json(change).items() if v is not None}
+        return from_json(AdapterInfo, self._request("PATCH", f"/vms/{vm}/adapters/{name}", body))
+
+    def adapter_remove(self, vm: str, name: str) -> None:
+        self._request("DELETE", f"/vms/{vm}/adapters/{name}")
 
     def nat_new(self, name: str, switch: str | None, prefix: str, dhcp: bool = False,
-                host: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", "/nats", {"name": name, "switch": switch, "host": host,
-                                                                 "prefix": prefix, "dhcp": dhcp})
-        return result
+                host: str | None = None) -> NatInfo:
+        """On this machine's internal `switch`, or (with `host`, switch None) a libvirt NAT network there."""
+        body = {"name": name, "switch": switch, "host": host, "prefix": prefix, "dhcp": dhcp}
+        return from_json(NatInfo, self._request("POST", "/nats", body))
 
-    def nat_list(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "/nats")
-        return result
+    def nat_list(self) -> list[NatInfo]:
+        return [from_json(NatInfo, v) for v in self._request("GET", "/nats")]
+
+    def nat_show(self, name: str) -> NatInfo:
+        return from_json(NatInfo, self._request("GET", f"/nats/{name}"))
+
+    def nat_remove(self, name: str) -> None:
+        self._request("DELETE", f"/nats/{name}")
 
     # -- operations and events ----------------------------------------------------------------
     def operations(self) -> list[dict[str, Any]]:

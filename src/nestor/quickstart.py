@@ -20,7 +20,7 @@ from .images.appliance import BOOT_LINE as L2_BOOT_LINE
 from .images.appliance import cmdline_params
 from .net.host import NETNS_DIR
 from .net.run import run
-from .service import Service, VMSpec, guests
+from .service import Service, SwitchSpec, SwitchType, VMSpec, guests
 from .service.channel import client as l1_api
 from .service.channel import wait_ready
 from .service.types import to_json
@@ -107,8 +107,8 @@ class Quickstart:
             run(["ip", "netns", "add", self.netns])
             service = Service(self.home, netns=self.netns)
         with self.step("l0 switch"):
-            service.network.switch_new(SWITCH, "internal")
-            service.network.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
+            service.switch_new(SwitchSpec(SWITCH, SwitchType.INTERNAL))
+            service.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
         with self.step("l1 start"):
             # MAC spoofing off on the adapter: the guard is on
             service.vm_new(VMSpec(L1, vcpus=L1_VCPUS, memory=L1_MEMORY, nested=True, image="nested-host",
@@ -158,7 +158,7 @@ class Quickstart:
         except NotFound:
             pass
         try:
-            service.network.switch_remove(SWITCH, force=True)
+            service.switch_remove(SWITCH, force=True)
         except NotFound:
             pass
         if (NETNS_DIR / self.netns).exists():

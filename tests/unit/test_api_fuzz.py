@@ -67,10 +67,10 @@ def _teardown(settings_: Settings) -> None:
     from tests.helpers import reap_home
 
     with settings_.service() as service:
-        for nat in service.network.nat_list():
-            service.network.nat_remove(nat["name"])
-        for switch in service.network.switch_list():
-            service.network.switch_remove(switch["name"], force=True)
+        for nat in service.nat_list():
+            service.nat_remove(nat.name)
+        for switch in service.switch_list():
+            service.switch_remove(switch.name, force=True)
     reap_home(settings_.home)
 
 

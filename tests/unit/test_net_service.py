@@ -10,7 +10,7 @@ from nestor import paths
 from nestor.errors import Conflict, HostError, InvalidInput, NotFound, StateError
 from nestor.model import VMConfig, VMState
 from nestor.net import host
-from nestor.netservice import Network
+from nestor.service.network import Network
 from nestor.state import db
 
 
@@ -136,7 +136,7 @@ def test_adapter_guards_default_on_and_set_needs_something(net: Network) -> None
     a = net.adapter_add("web", "sw")
     assert a.router_guard and a.dhcp_guard and not a.mac_spoofing
     row = net.adapter_list("web")[0]
-    assert row["router_guard"] is True and row["dhcp_guard"] is True and row["tap"] == f"nst{net.tag}-{a.id}"
+    assert row.router_guard is True and row.dhcp_guard is True and row.tap == f"nst{net.tag}-{a.id}"
     with pytest.raises(InvalidInput) as err:
         net.adapter_set("web", None)
     assert "nothing to change" in err.value.message and "--router-guard" in (err.value.hint or "")

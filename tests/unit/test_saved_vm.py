@@ -9,7 +9,7 @@ import pytest
 from nestor import paths
 from nestor.errors import StateError
 from nestor.model import VMConfig, VMState
-from nestor.netservice import Network
+from nestor.service.network import Network
 from nestor.state import db
 
 

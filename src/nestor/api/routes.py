@@ -24,6 +24,18 @@ from ..service.guest_types import (
     StoredImageInfo,
     VMAddress,
 )
+from ..service.net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+    SwitchType,
+)
 from ..service.types import (
     ExecResult,
     HostInfo,
@@ -178,12 +190,13 @@ class CheckpointNew(Body):
 
 class SwitchNew(Body):
     name: str
-    type: str
-    uplink: str | None = None
+    type: SwitchType
+    uplink: str | None = Field(None, description="external: the interface to enslave")
+    move_addresses: bool = Field(False, description="external: move the uplink's addresses and routes onto the switch")
 
 
 class SwitchAddress(Body):
-    address: str
+    address: str = Field(description="ADDR/PREFIX, e.g. 192.168.100.1/24")
 
 
 class AdapterNew(Body):
@@ -193,15 +206,19 @@ class AdapterNew(Body):
 
 
 class AdapterSet(Body):
-    mac_spoofing: bool
+    """What is not given stays as it is."""
+
+    mac_spoofing: bool | None = None
+    router_guard: bool | None = None
+    dhcp_guard: bool | None = None
 
 
 class NatNew(Body):
     name: str
-    switch: str | None = None  # this machine's internal switch, or:
-    host: str | None = None  # a libvirt host (a libvirt NAT network there)
-    prefix: str
-    dhcp: bool = False
+    switch: str | None = Field(None, description="this machine's internal switch with an address in the prefix")
+    host: str | None = Field(None, description="or a libvirt host: a libvirt NAT network there")
+    prefix: str = Field(description="CIDR, e.g. 192.168.100.0/24")
+    dhcp: bool = Field(False, description="serve DHCP and DNS on the switch (dnsmasq)")
 
 
 def _json(result: Any, status: int = 200) -> JSONResponse:
@@ -216,16 +233,6 @@ def _settings(request: Request) -> Any:
 
 def _runtime(request: Request) -> Any:
     return request.app.state.runtime
-
-
-def _row(obj: Any) -> dict[str, Any]:
-    """A network store object (Switch, Adapter, Nat) with its derived names."""
-    data: dict[str, Any] = to_json(obj)
-    data.pop("id", None)
-    for derived in ("bridge", "tap"):
-        if hasattr(obj, derived):
-            data[derived] = getattr(obj, derived)
-    return {k: v for k, v in data.items() if not k.endswith("_id")}
 
 
 # -- host ----------------------------------------------------------------------------------------
@@ -557,71 +564,79 @@ def vm_address(request: Request, name: str) -> Any:
 
 
 # -- network -------------------------------------------------------------------------------------
-@router.get("/switches")
+@router.get("/switches", responses=_doc(list[SwitchInfo]))
 def switch_list(request: Request) -> Any:
     with _settings(request).service() as s:
-        return s.network.switch_list()
+        return _json(s.switch_list())
 
 
-@router.post("/switches", status_code=201)
+@router.post("/switches", status_code=201, responses=_doc(SwitchInfo, 201))
 def switch_new(request: Request, body: SwitchNew) -> Any:
     with _settings(request).service() as s:
-        return _row(s.network.switch_new(body.name, body.type, body.uplink))
+        return _json(s.switch_new(SwitchSpec(body.name, body.type, body.uplink, body.move_addresses)), 201)
 
 
-@router.get("/switches/{name}")
+@router.get("/switches/{name}", responses=_doc(SwitchDetail))
 def switch_show(request: Request, name: str) -> Any:
     with _settings(request).service() as s:
-        return s.network.switch_show(name)
+        return _json(s.switch_show(name))
 
 
-@router.put("/switches/{name}/address")
+@router.put("/switches/{name}/address", responses=_doc(SwitchInfo))
 def switch_set_ip(request: Request, name: str, body: SwitchAddress) -> Any:
     with _settings(request).service() as s:
-        return _row(s.network.switch_set_ip(name, body.address))
+        return _json(s.switch_set_ip(name, body.address))
 
 
-@router.delete("/switches/{name}")
+@router.delete("/switches/{name}", responses=_doc(SwitchRemoval))
 def switch_remove(request: Request, name: str, force: bool = False) -> Any:
+    """With `force` also the NAT and the adapters on it (the answer names them)."""
     with _settings(request).service() as s:
-        return {"removed": s.network.switch_remove(name, force=force)}
+        return _json(s.switch_remove(name, force=force))
 
 
-@router.get("/vms/{vm}/adapters")
+@router.get("/vms/{vm}/adapters", responses=_doc(list[AdapterInfo]))
 def adapter_list(request: Request, vm: str) -> Any:
     with _settings(request).service() as s:
-        return s.network.adapter_list(vm)
+        return _json(s.adapter_list(vm))
 
 
-@router.post("/vms/{vm}/adapters", status_code=201)
+@router.post("/vms/{vm}/adapters", status_code=201, responses=_doc(AdapterInfo, 201))
 def adapter_add(request: Request, vm: str, body: AdapterNew) -> Any:
     with _settings(request).service() as s:
-        return _row(s.network.adapter_add(vm, body.switch, mac=body.mac, name=body.name))
+        return _json(s.adapter_add(vm, AdapterSpec(body.switch, mac=body.mac, name=body.name)), 201)
 
 
-@router.patch("/vms/{vm}/adapters/{name}")
+@router.patch("/vms/{vm}/adapters/{name}", responses=_doc(AdapterInfo))
 def adapter_set(request: Request, vm: str, name: str, body: AdapterSet) -> Any:
     with _settings(request).service() as s:
-        return _row(s.network.adapter_set(vm, name, body.mac_spoofing))
+        change = GuardChange(mac_spoofing=body.mac_spoofing, router_guard=body.router_guard, dhcp_guard=body.dhcp_guard)
+        return _json(s.adapter_set(vm, name, change))
 
 
 @router.delete("/vms/{vm}/adapters/{name}", status_code=204)
 def adapter_remove(request: Request, vm: str, name: str) -> Response:
     with _settings(request).service() as s:
-        s.network.adapter_remove(vm, name)
+        s.adapter_remove(vm, name)
     return Response(status_code=204)
 
 
-@router.get("/nats")
+@router.get("/nats", responses=_doc(list[NatInfo]))
 def nat_list(request: Request) -> Any:
     with _settings(request).service() as s:
-        return s.nat_list()
+        return _json(s.nat_list())
 
 
-@router.post("/nats", status_code=201)
+@router.post("/nats", status_code=201, responses=_doc(NatInfo, 201))
 def nat_new(request: Request, body: NatNew) -> Any:
     with _settings(request).service() as s:
-        return s.nat_new(body.name, body.prefix, dhcp=body.dhcp, switch=body.switch, host=body.host)
+        return _json(s.nat_new(NatSpec(body.name, body.switch, body.prefix, dhcp=body.dhcp, host=body.host)), 201)
+
+
+@router.get("/nats/{name}", responses=_doc(NatInfo))
+def nat_show(request: Request, name: str) -> Any:
+    with _settings(request).service() as s:
+        return _json(s.nat_show(name))
 
 
 @router.delete("/nats/{name}", status_code=204)

@@ -1,4 +1,5 @@
-"""switch, adapter and nat: thin commands over nestor.netservice."""
+"""switch, adapter and nat: thin commands over the service's network use cases (typed results
+from service/net_types.py, shown here as tables and as the JSON of `-o json`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,22 @@ from typing import Any
 
 import click
 
-from ..net.store import SWITCH_TYPES
+from ..service.net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    MovedUplink,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchSpec,
+    SwitchType,
+)
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, fields, rows_out, table
+
+SWITCH_TYPES = tuple(t.value for t in SwitchType)
 
 ON_OFF = click.Choice(["on", "off"])
 
@@ -28,7 +42,7 @@ def switch() -> None:
 @pass_ctx
 def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_addresses: bool) -> None:
     """Create a switch (a bridge, in --netns if given)."""
-    sw = ctx.local.network.switch_new(name, type_, uplink, move_addresses=move_addresses)
+    sw = ctx.local.switch_new(SwitchSpec(name, SwitchType(type_), uplink, move_addresses=move_addresses))
     click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
 
 
@@ -37,7 +51,7 @@ def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_address
 @pass_ctx
 def switch_list(ctx: Ctx, output: str) -> None:
     """All switches, with their observed state."""
-    rows = ctx.local.network.switch_list()
+    rows = to_json(ctx.local.switch_list())
     rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
              empty="no switches")
 
@@ -48,7 +62,7 @@ def switch_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def switch_show(ctx: Ctx, name: str, output: str) -> None:
     """One switch in detail."""
-    data = ctx.local.network.switch_show(name)
+    data = switch_json(ctx.local.switch_show(name))
     if output == "json":
         emit_json(data)
         return
@@ -65,7 +79,8 @@ def switch_show(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a switch."""
-    removed = ctx.local.network.switch_remove(name, force=force)
+    result = ctx.local.switch_remove(name, force=force)
+    removed = ([f"nat '{result.nat}'"] if result.nat else []) + [f"adapter {a.vm}/{a.adapter}" for a in result.adapters]
     also = f" (with {', '.join(removed)})" if removed else ""
     click.echo(f"switch '{name}' removed{also}")
 
@@ -76,7 +91,7 @@ def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def switch_set_ip(ctx: Ctx, name: str, address: str) -> None:
     """Give the host ADDR/PREFIX on the switch (seed: New-NetIPAddress)."""
-    sw = ctx.local.network.switch_set_ip(name, address)
+    sw = ctx.local.switch_set_ip(name, address)
     click.echo(f"switch '{sw.name}' has address {sw.address}")
 
 
@@ -93,7 +108,7 @@ def adapter() -> None:
 @pass_ctx
 def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str | None) -> None:
     """Add an adapter (only while the VM is off)."""
-    a = ctx.local.network.adapter_add(vm, switch_name, mac=mac, name=name)
+    a = ctx.local.adapter_add(vm, AdapterSpec(switch_name, mac=mac, name=name))
     click.echo(f"adapter '{a.name}' added to vm '{a.vm}' (switch {a.switch}, mac {a.mac})")
 
 
@@ -103,7 +118,7 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 @pass_ctx
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
-    rows = ctx.local.network.adapter_list(vm)
+    rows = [adapter_json(a) for a in ctx.local.adapter_list(vm)]
     rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "router_guard", "dhcp_guard", "tap", "netns",
                             "dropped_frames"], empty="no adapters")
 
@@ -143,8 +158,8 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
         click.echo(f"adapter '{r.adapter}' of vm '{vm}': " + (f"address {r.ip}" if r.ip else "DHCP")
                    + (f", gateway {r.gateway}" if r.gateway else "") + (f", dns {','.join(r.dns)}" if r.dns else ""))
     if guards:
-        a = ctx.local.network.adapter_set(vm, name, mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
-                                            dhcp_guard=flag(dhcp_guard))
+        a = ctx.local.adapter_set(vm, name, GuardChange(mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
+                                                         dhcp_guard=flag(dhcp_guard)))
         state = {True: "on", False: "off"}
         click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
                    f"router guard {state[a.router_guard]}, dhcp guard {state[a.dhcp_guard]}")
@@ -156,7 +171,7 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
 @pass_ctx
 def adapter_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Remove an adapter (only while the VM is off)."""
-    ctx.local.network.adapter_remove(vm, name)
+    ctx.local.adapter_remove(vm, name)
     click.echo(f"adapter '{name}' removed from vm '{vm}'")
 
 
@@ -177,12 +192,12 @@ def nat() -> None:
 def nat_new(ctx: Ctx, name: str, switch_name: str | None, host: str | None, prefix: str, dhcp: bool,
             output: str) -> None:
     """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
-    n = ctx.local.nat_new(name, prefix, dhcp=dhcp, switch=switch_name, host=host)
+    n = ctx.local.nat_new(NatSpec(name, switch_name, prefix, dhcp=dhcp, host=host))
     if output == "json":
-        emit_json(n)
+        emit_json(nat_json(n))
         return
-    where = f"libvirt network on host {n['host']}" if n["host"] else f"on switch {n['switch']}"
-    click.echo(f"nat '{n['name']}' created ({n['prefix']} {where}{', dhcp' if n['dhcp'] else ''})")
+    where = f"libvirt network on host {n.host}" if n.host else f"on switch {n.switch}"
+    click.echo(f"nat '{n.name}' created ({n.prefix} {where}{', dhcp' if n.dhcp else ''})")
 
 
 @nat.command("list")
@@ -190,7 +205,7 @@ def nat_new(ctx: Ctx, name: str, switch_name: str | None, host: str | None, pref
 @pass_ctx
 def nat_list(ctx: Ctx, output: str) -> None:
     """All NATs (this machine's and those on libvirt hosts), their dnsmasq and leases."""
-    rows = ctx.local.nat_list()
+    rows = [nat_json(n) for n in ctx.local.nat_list()]
     if output == "json":
         emit_json(rows)
         return
@@ -208,3 +223,42 @@ def nat_remove(ctx: Ctx, name: str) -> None:
     """Delete a NAT: its rules and its dnsmasq (on a libvirt host: its libvirt network)."""
     ctx.local.nat_remove(name)
     click.echo(f"nat '{name}' removed")
+
+
+# -- the JSON of `-o json` (as it was before the results were typed: scripts parse it) ----------
+def moved_text(moved: MovedUplink) -> str:
+    """The moved uplink configuration in `ip` words: "192.0.2.10/24, route default via 192.0.2.1"."""
+    routes = [f"route {'default' if r.destination.endswith('/0') else r.destination}"
+              + (f" via {r.gateway}" if r.gateway else "") for r in moved.routes]
+    return ", ".join([*moved.addresses, *routes])
+
+
+def switch_json(detail: SwitchDetail) -> dict[str, Any]:
+    data: dict[str, Any] = to_json(detail)
+    data["moved_from_uplink"] = moved_text(detail.moved_from_uplink) if detail.moved_from_uplink else None
+    return data
+
+
+def adapter_json(adapter: AdapterInfo) -> dict[str, Any]:
+    data: dict[str, Any] = to_json(adapter)
+    del data["vm"]  # a list of one VM's adapters
+    return data
+
+
+def dnsmasq_text(nat: NatInfo) -> str | None:
+    if not nat.dhcp:
+        return None
+    if nat.host:
+        return "libvirt's"
+    return f"pid {nat.dnsmasq_pid}" if nat.dnsmasq_pid else "not running"
+
+
+def nat_json(nat: NatInfo) -> dict[str, Any]:
+    data: dict[str, Any] = to_json(nat)
+    leases = data.pop("leases")
+    del data["dnsmasq_pid"]
+    host, state, bridge = data.pop("host"), data.pop("state"), data.pop("bridge")
+    data = {**data, "dnsmasq": dnsmasq_text(nat), "leases": leases, "host": host}
+    if host is not None:  # a libvirt NAT network: its state and bridge as libvirt reports them
+        data.update(libvirt_network=nat.name, state=state, bridge=bridge)
+    return data

@@ -4,7 +4,7 @@
     parse     statements → pipelines → commands bound to cmdlet signatures (typed values)
     cmdlets   the table: each cmdlet's signature, pipeline kinds and implementation
     vms       the VM cmdlets over nestor.service.Service (lifecycle, processor, memory)
-    network   the network cmdlets over service.network (adapters, switches, NAT, addresses, netsh)
+    network   the network cmdlets over the facade's network use cases (adapters, switches, NAT, addresses, netsh)
     session   what each cmdlet gets (the service, notes) and the helpers they share
     objects   the pipeline's objects and their table / JSON forms
     run       plan a whole script (nothing runs if any part is wrong), then run it

@@ -1,14 +1,14 @@
 """The network cmdlets: VM adapters (R8), switches, the host's vNICs, addresses, NAT (R9) and DNS
-servers (netsh), each over the service's network use cases (nestor.netservice)."""
+servers (netsh), each over the service's network use cases (typed: service/net_types.py)."""
 
 from __future__ import annotations
 
 import fnmatch
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
 
 from ..errors import Conflict, InvalidInput, NotFound
+from ..service.net_types import AdapterSpec, GuardChange, NatSpec, SwitchInfo, SwitchSpec, SwitchType
 from . import dns
 from . import objects as ob
 from .objects import PSObject
@@ -21,9 +21,9 @@ from .tokenize import Kind, Token
 def get_vmnetworkadapter(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     out = []
     for vm in targets(cmd, obj, "VMName"):
-        for row in s.service.network.adapter_list(vm):
-            if cmd.get("Name") is None or fnmatch.fnmatchcase(row["name"], cmd.args["Name"]):
-                out.append(ob.adapter(vm, row))
+        for info in s.service.adapter_list(vm):
+            if cmd.get("Name") is None or fnmatch.fnmatchcase(info.name, cmd.args["Name"]):
+                out.append(ob.adapter(info))
     if cmd.get("Name") is not None and not is_pattern(cmd.args["Name"]) and not out:
         raise NotFound(f"vm has no network adapter '{cmd.args['Name']}'", hint="Get-VMNetworkAdapter -VMName VM")
     return out
@@ -36,8 +36,8 @@ def set_vmnetworkadapter(s: Session, cmd: Command, obj: PSObject | None) -> list
     else:
         pairs = []
         for vm in targets(cmd, obj, "VMName"):
-            names = [r["name"] for r in s.service.network.adapter_list(vm)
-                     if cmd.get("Name") is None or r["name"] == cmd.args["Name"]]
+            names = [a.name for a in s.service.adapter_list(vm)
+                     if cmd.get("Name") is None or a.name == cmd.args["Name"]]
             if not names:
                 which = f" '{cmd.args['Name']}'" if cmd.get("Name") else ""
                 raise NotFound(f"vm '{vm}' has no network adapter{which}",
@@ -45,10 +45,10 @@ def set_vmnetworkadapter(s: Session, cmd: Command, obj: PSObject | None) -> list
             pairs += [(vm, n) for n in names]
     out = []
     for vm, name in pairs:
-        adapter = s.service.network.adapter_set(vm, name, on)
+        adapter = s.service.adapter_set(vm, name, GuardChange(mac_spoofing=on))
         s.note(f"adapter '{adapter.name}' of vm '{vm}': mac spoofing {'on' if adapter.mac_spoofing else 'off'}")
         if cmd.get("Passthru"):
-            out += [ob.adapter(vm, r) for r in s.service.network.adapter_list(vm) if r["name"] == name]
+            out.append(ob.adapter(adapter))
     return out
 
 
@@ -58,19 +58,18 @@ def add_vmnetworkadapter(s: Session, cmd: Command, obj: PSObject | None) -> list
         mac = cmd.get("StaticMacAddress")
         if mac and ":" not in mac and len(mac) == 12:
             mac = ":".join(mac[i:i + 2] for i in range(0, 12, 2))
-        adapter = s.service.network.adapter_add(vm, cmd.args["SwitchName"], mac=mac, name=cmd.get("Name"))
+        adapter = s.service.adapter_add(vm, AdapterSpec(cmd.args["SwitchName"], mac=mac, name=cmd.get("Name")))
         s.note(f"adapter '{adapter.name}' added to vm '{vm}' (switch {adapter.switch}, mac {adapter.mac})")
         if cmd.get("Passthru"):
-            out += [ob.adapter(vm, r) for r in s.service.network.adapter_list(vm) if r["name"] == adapter.name]
+            out.append(ob.adapter(adapter))
     return out
 
 
 # -- switches ----------------------------------------------------------------------------------
-def _switch_row(s: Session, name: str) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = s.service.network.switch_list()
-    for row in rows:
-        if row["name"] == name:
-            return row
+def _switch(s: Session, name: str) -> SwitchInfo:
+    for info in s.service.switch_list():
+        if info.name == name:
+            return info
     raise NotFound(f"switch '{name}' not found", hint="nestor switch list shows the switches")
 
 
@@ -90,21 +89,20 @@ def check_new_switch(cmd: Command) -> None:
 def new_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     uplink = cmd.get("NetAdapterName")
     kind = "external" if uplink else str(cmd.args["SwitchType"]).lower()
-    sw = s.service.network.switch_new(cmd.args["Name"], kind, uplink)
-    return [ob.switch(_switch_row(s, sw.name))]
+    return [ob.switch(s.service.switch_new(SwitchSpec(cmd.args["Name"], SwitchType(kind), uplink)))]
 
 
 def get_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     pattern = cmd.get("Name")
-    rows = [r for r in s.service.network.switch_list() if pattern is None or fnmatch.fnmatchcase(r["name"], pattern)]
-    if pattern is not None and not is_pattern(pattern) and not rows:
+    found = [i for i in s.service.switch_list() if pattern is None or fnmatch.fnmatchcase(i.name, pattern)]
+    if pattern is not None and not is_pattern(pattern) and not found:
         raise NotFound(f"switch '{pattern}' not found", hint="nestor switch list shows the switches")
-    return [ob.switch(r) for r in rows]
+    return [ob.switch(i) for i in found]
 
 
 def remove_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     name = cmd.args["Name"] if obj is None else str(obj.props.get("SwitchName") or obj["Name"])
-    s.service.network.switch_remove(name)
+    s.service.switch_remove(name)
     dns.forget(s.service.home, name)
     s.note(f"switch '{name}' removed")
     return []
@@ -113,18 +111,18 @@ def remove_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSOb
 # -- host adapters, addresses, NAT ----------------------------------------------------------------
 def get_netadapter(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     alias = cmd.get("Name")
-    rows = s.service.network.switch_list()
+    switches = s.service.switch_list()
     if alias is None:
-        return [ob.netadapter(r) for r in rows if r["type"] != "private"]
+        return [ob.netadapter(i) for i in switches if i.type is not SwitchType.PRIVATE]
     name = vnic_switch(alias)
-    row = next((r for r in rows if r["name"] == name), None)
-    if row is None:
+    info = next((i for i in switches if i.name == name), None)
+    if info is None:
         raise NotFound(f"no adapter '{alias}': switch '{name}' not found",
                        hint=f"New-VMSwitch -Name {name} -SwitchType Internal (nestor switch new {name} --type internal)")
-    if row["type"] == "private":
+    if info.type is SwitchType.PRIVATE:
         raise NotFound(f"no adapter '{alias}': switch '{name}' is private, so the host has no adapter on it",
                        hint="use an internal switch (nestor switch new NAME --type internal)")
-    return [ob.netadapter(row)]
+    return [ob.netadapter(info)]
 
 
 def check_new_ip(cmd: Command) -> None:
@@ -143,7 +141,7 @@ def check_new_ip(cmd: Command) -> None:
 def new_netipaddress(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     switch = str(obj["SwitchName"]) if obj is not None else vnic_switch(cmd.args["InterfaceAlias"])
     address, length = cmd.args["IPAddress"], cmd.args["PrefixLength"]
-    sw = s.service.network.switch_set_ip(switch, f"{address}/{length}")
+    sw = s.service.switch_set_ip(switch, f"{address}/{length}")
     s.note(f"switch '{switch}' has address {sw.address}")
     gateway = cmd.get("DefaultGateway")
     if gateway is not None:  # equal to the address (checked when the script was planned)
@@ -165,48 +163,48 @@ def new_netnat(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]
     address, which the seed's New-NetIPAddress then confirms or changes."""
     name: str = cmd.args["Name"]
     prefix: ipaddress.IPv4Network = cmd.args["InternalIPInterfaceAddressPrefix"]
-    net = s.service.network
-    nats = net.nat_list()
-    if any(n["name"] == name for n in nats):
+    service = s.service
+    nats = service.nat_list()
+    if any(n.name == name for n in nats):
         raise Conflict(f"nat '{name}' already exists", hint="choose another name (nestor nat list)")
     for n in nats:
-        if ipaddress.IPv4Network(n["prefix"]).overlaps(prefix):
-            raise Conflict(f"prefix {prefix} overlaps nat '{n['name']}' ({n['prefix']})", hint="use another prefix")
-    internal = [r for r in net.switch_list() if r["type"] == "internal"]
-    inside = [r for r in internal if r["address"] and ipaddress.IPv4Interface(r["address"]).ip in prefix]
+        if ipaddress.IPv4Network(n.prefix).overlaps(prefix):
+            raise Conflict(f"prefix {prefix} overlaps nat '{n.name}' ({n.prefix})", hint="use another prefix")
+    internal = [i for i in service.switch_list() if i.type is SwitchType.INTERNAL]
+    inside = [i for i in internal if i.address and ipaddress.IPv4Interface(i.address).ip in prefix]
     if len(inside) > 1:
-        raise Conflict(f"switches {', '.join(r['name'] for r in inside)} all have addresses in {prefix}",
+        raise Conflict(f"switches {', '.join(i.name for i in inside)} all have addresses in {prefix}",
                        hint=f"nestor nat new {name} --switch SW --prefix {prefix}")
     if inside:
-        switch = inside[0]["name"]
+        switch = inside[0].name
     else:
-        bare = [r for r in internal if not r["address"]]
+        bare = [i for i in internal if not i.address]
         if len(bare) != 1:
-            what = "no internal switch" if not bare else f"{len(bare)} internal switches ({', '.join(r['name'] for r in bare)})"
+            what = "no internal switch" if not bare else f"{len(bare)} internal switches ({', '.join(i.name for i in bare)})"
             raise NotFound(f"no internal switch has an address in {prefix}, and {what} without an address",
                            hint="give the switch its address first: Get-NetAdapter \"vEthernet (SWITCH)\" | "
                            "New-NetIPAddress -IPAddress A -PrefixLength N")
-        switch = bare[0]["name"]
+        switch = bare[0].name
         first = f"{next(prefix.hosts())}/{prefix.prefixlen}"
-        net.switch_set_ip(switch, first)
+        service.switch_set_ip(switch, first)
         s.note(f"switch '{switch}' had no address: it gets {first}, the first of {prefix}, as the NAT's gateway "
                "(New-NetIPAddress can change it)")
-    nat = net.nat_new(name, switch, str(prefix))
+    nat = service.nat_new(NatSpec(name, switch, str(prefix)))
     s.note(f"nat '{nat.name}' created ({nat.prefix} on switch {nat.switch})")
-    return [ob.nat(next(r for r in net.nat_list() if r["name"] == nat.name))]
+    return [ob.nat(nat)]
 
 
 def get_netnat(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     pattern = cmd.get("Name")
-    rows = [r for r in s.service.network.nat_list() if pattern is None or fnmatch.fnmatchcase(r["name"], pattern)]
-    if pattern is not None and not is_pattern(pattern) and not rows:
+    found = [n for n in s.service.nat_list() if pattern is None or fnmatch.fnmatchcase(n.name, pattern)]
+    if pattern is not None and not is_pattern(pattern) and not found:
         raise NotFound(f"nat '{pattern}' not found", hint="nestor nat list shows the NATs")
-    return [ob.nat(r) for r in rows]
+    return [ob.nat(n) for n in found]
 
 
 def remove_netnat(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     name = cmd.args["Name"] if obj is None else str(obj["Name"])
-    s.service.network.nat_remove(name)
+    s.service.nat_remove(name)
     s.note(f"nat '{name}' removed")
     return []
 
@@ -267,17 +265,17 @@ def netsh(tokens: list[Token]) -> NetshDns:
 
 
 def _switch_bridge(s: Session, name: str) -> str:
-    row = _switch_row(s, name)
-    if row["type"] == "private":
+    info = _switch(s, name)
+    if info.type is SwitchType.PRIVATE:
         raise NotFound(f"no adapter 'vEthernet ({name})': switch '{name}' is private, so the host has no adapter on it",
                        hint="use an internal switch")
-    return str(row["bridge"])
+    return info.bridge
 
 
 def _dns_note(s: Session, switch: str, listed: list[str]) -> None:
-    nat = next((n for n in s.service.network.nat_list() if n["switch"] == switch), None)
-    where = (f"nat '{nat['name']}' hands its DHCP guests the gateway {nat['gateway']} as DNS server"
-             if nat and nat["dhcp"] else "guests set their DNS server themselves (no DHCP on this switch)")
+    nat = next((n for n in s.service.nat_list() if n.switch == switch), None)
+    where = (f"nat '{nat.name}' hands its DHCP guests the gateway {nat.gateway} as DNS server"
+             if nat and nat.dhcp else "guests set their DNS server themselves (no DHCP on this switch)")
     s.note(f"dns servers of 'vEthernet ({switch})': {', '.join(listed)} (recorded by nestor ps; not applied: {where})")
 
 
@@ -302,7 +300,7 @@ def get_dnsclientserveraddress(s: Session, cmd: Command, obj: PSObject | None) -
     elif alias is not None:
         switches = [vnic_switch(alias)]
     else:
-        switches = [r["name"] for r in s.service.network.switch_list() if r["type"] != "private"]
+        switches = [i.name for i in s.service.switch_list() if i.type is not SwitchType.PRIVATE]
     out = []
     for switch in switches:
         bridge = _switch_bridge(s, switch)

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..model import VMState
 from ..service.guest_types import CheckpointInfo
+from ..service.net_types import AdapterInfo, LinkState, NatInfo, SwitchInfo
 from ..service.types import VMInfo
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
@@ -74,19 +75,19 @@ def memory(info: VMInfo) -> PSObject:
     })
 
 
-def adapter(vm_name: str, row: dict[str, Any]) -> PSObject:
+def adapter(info: AdapterInfo) -> PSObject:
     return PSObject("adapter", "VMNetworkAdapter", {
-        "Name": row["name"], "VMName": vm_name, "SwitchName": row["switch"],
-        "MacAddress": str(row["mac"]).replace(":", "").upper(),
-        "MacAddressSpoofing": "On" if row["mac_spoofing"] else "Off",
-        "DroppedFrames": row.get("dropped_frames"),
+        "Name": info.name, "VMName": info.vm, "SwitchName": info.switch,
+        "MacAddress": info.mac.replace(":", "").upper(),
+        "MacAddressSpoofing": "On" if info.mac_spoofing else "Off",
+        "DroppedFrames": info.dropped_frames,
     })
 
 
-def switch(row: dict[str, Any]) -> PSObject:
+def switch(info: SwitchInfo) -> PSObject:
     return PSObject("switch", "VMSwitch", {
-        "Name": row["name"], "SwitchType": str(row["type"]).capitalize(), "NetAdapterName": row.get("uplink"),
-        "Address": row.get("address"), "Nat": row.get("nat"), "State": row.get("state"),
+        "Name": info.name, "SwitchType": info.type.value.capitalize(), "NetAdapterName": info.uplink,
+        "Address": info.address, "Nat": info.nat, "State": info.state.value,
     })
 
 
@@ -95,19 +96,21 @@ def vnic_name(switch_name: str) -> str:
     return f"vEthernet ({switch_name})"
 
 
-def netadapter(row: dict[str, Any]) -> PSObject:
-    state = row.get("state")
+NETADAPTER_STATUS = {LinkState.UP: "Up", LinkState.DOWN: "Disconnected", LinkState.MISSING: "Not Present",
+                     LinkState.UNKNOWN: "Unknown"}
+
+
+def netadapter(info: SwitchInfo) -> PSObject:
     return PSObject("netadapter", "NetAdapter", {
-        "Name": vnic_name(row["name"]), "InterfaceDescription": "Hyper-V Virtual Ethernet Adapter",
-        "Status": {"up": "Up", "down": "Disconnected", "missing": "Not Present"}.get(str(state), "Unknown"),
-        "SwitchName": row["name"], "Address": row.get("address"),
+        "Name": vnic_name(info.name), "InterfaceDescription": "Hyper-V Virtual Ethernet Adapter",
+        "Status": NETADAPTER_STATUS[info.state], "SwitchName": info.name, "Address": info.address,
     })
 
 
-def nat(row: dict[str, Any]) -> PSObject:
+def nat(info: NatInfo) -> PSObject:
     return PSObject("nat", "NetNat", {
-        "Name": row["name"], "InternalIPInterfaceAddressPrefix": row["prefix"], "Active": True,
-        "SwitchName": row["switch"], "Gateway": row.get("gateway"),
+        "Name": info.name, "InternalIPInterfaceAddressPrefix": info.prefix, "Active": True,
+        "SwitchName": info.switch, "Gateway": info.gateway,
     })
 
 

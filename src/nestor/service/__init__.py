@@ -10,6 +10,21 @@ inside are drawn in service/core.py.
 """
 
 from .facade import Service
+from .net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    GuardKind,
+    Lease,
+    LinkState,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+    SwitchType,
+)
 from .types import (
     CheckResult,
     ExecResult,
@@ -32,7 +47,8 @@ from .types import (
 )
 
 __all__ = [
-    "CheckResult", "ExecResult", "HostReport", "ImageInfo", "MemoryChange", "MemoryOutcome", "MemoryResult",
-    "NewVM", "ProcessorResult", "SaveResult", "Service", "StopHow", "StopResult", "Tree", "TreeNode", "VMInfo",
-    "VMSpec", "VMState", "to_json",
+    "AdapterInfo", "AdapterSpec", "CheckResult", "ExecResult", "GuardChange", "GuardKind", "HostReport", "ImageInfo",
+    "Lease", "LinkState", "MemoryChange", "MemoryOutcome", "MemoryResult", "NatInfo", "NatSpec", "NewVM",
+    "ProcessorResult", "SaveResult", "Service", "StopHow", "StopResult", "SwitchDetail", "SwitchInfo", "SwitchRemoval",
+    "SwitchSpec", "SwitchType", "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "to_json",
 ]

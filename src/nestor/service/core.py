@@ -6,7 +6,7 @@ The layers of the service package (dependencies point down)::
       ├── vms               lifecycle: new, start, stop, remove, processor, version
       ├── memory            set-memory, save/restore, the balancer's hooks
       ├── guests            exec and tree through the guest agents / nested APIs
-      └── netservice        switches, adapters, NAT (nestor.netservice)
+      └── network           switches, adapters, NAT (typed: net_types.py)
     core.Core               home, state, host facts, observation (this module)
 
 Nothing here changes the host; it reads the database and observes QEMU.
@@ -30,7 +30,7 @@ from ..model import VMConfig, VMState, validate_name, validate_netns
 from ..state import db
 
 if TYPE_CHECKING:
-    from ..netservice import Network
+    from .network import Network
 
 
 class Core:
@@ -53,7 +53,7 @@ class Core:
 
     @functools.cached_property
     def network(self) -> Network:
-        from ..netservice import Network
+        from .network import Network
 
         return Network(self.home, self.netns, self.conn, lambda config: self.observe(config)[0])
 

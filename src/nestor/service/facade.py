@@ -29,6 +29,18 @@ from .guest_types import (
     StoredImageInfo,
     VMAddress,
 )
+from .net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    Lease,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+)
 from .remote import Remote
 from .types import (
     CheckResult,
@@ -51,7 +63,6 @@ from .vms import VMs
 
 if TYPE_CHECKING:
     from ..images.debian import DebianRequest
-    from ..netservice import Network
 
 Progress = Callable[[str], None]
 LOG_CHUNK = 65536
@@ -68,39 +79,6 @@ class Service:
     @property
     def home(self) -> Path:
         return self.core.home.root
-
-    @property
-    def network(self) -> Network:
-        """Switches, adapters and NAT (nestor.netservice)."""
-        return self.core.network
-
-    # -- NAT (this machine's, or a libvirt NAT network on a libvirt host) ----------------------
-    def nat_new(self, name: str, prefix: str, dhcp: bool = False, switch: str | None = None,
-                host: str | None = None) -> dict[str, Any]:
-        if (switch is None) == (host is None):
-            raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
-                               hint="nestor nat new NAME --switch SW --prefix CIDR, or --host H --prefix CIDR")
-        if host is not None:
-            return self.remote.nats.new(name, host, prefix, dhcp=dhcp)
-        assert switch is not None
-        if self.remote.owns_nat(name):
-            raise Conflict(f"nat '{name}' already exists (on a libvirt host)", hint="choose another name")
-        nat = self.network.nat_new(name, switch, prefix, dhcp=dhcp)
-        return {"name": nat.name, "host": None, "switch": nat.switch, "prefix": nat.prefix, "dhcp": nat.dhcp,
-                "netns": nat.netns}
-
-    def nat_list(self) -> list[dict[str, Any]]:
-        """This machine's NATs (host null), then those on libvirt hosts."""
-        rows = [{"host": None, **row} for row in self.network.nat_list()]
-        if self.remote.has_nats():
-            rows += self.remote.nats.list()
-        return rows
-
-    def nat_remove(self, name: str) -> None:
-        if self.remote.owns_nat(name):
-            self.remote.nats.remove(name)
-        else:
-            self.network.nat_remove(name)
 
     # -- host ---------------------------------------------------------------------------------
     @staticmethod
@@ -267,6 +245,74 @@ class Service:
         if self.remote.has_hosts():
             tree.hosts = self.remote.tree(timeout)
         return tree
+
+    # -- network: switches, adapters, NAT (service/network.py) ------------------------------------
+    def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
+        net = self.core.network
+        return net.switch_info(net.switch_new(spec.name, spec.type.value, spec.uplink, spec.move_addresses))
+
+    def switch_list(self) -> list[SwitchInfo]:
+        return self.core.network.switch_list()
+
+    def switch_show(self, name: str) -> SwitchDetail:
+        return self.core.network.switch_show(name)
+
+    def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
+        """The host's ADDR/PREFIX on an internal or external switch (replaces the one it had)."""
+        net = self.core.network
+        return net.switch_info(net.switch_set_ip(name, address))
+
+    def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
+        return self.core.network.switch_remove(name, force=force)
+
+    def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
+        net = self.core.network
+        return net.adapter_info(net.adapter_add(vm, spec.switch, mac=spec.mac, name=spec.name))
+
+    def adapter_list(self, vm: str) -> list[AdapterInfo]:
+        return self.core.network.adapter_list(vm)
+
+    def adapter_set(self, vm: str, name: str | None, change: GuardChange) -> AdapterInfo:
+        """MAC spoofing (R8) and the router/DHCP guards, applied at once (also while the VM runs)."""
+        net = self.core.network
+        return net.adapter_info(net.adapter_set(vm, name, mac_spoofing=change.mac_spoofing,
+                                                router_guard=change.router_guard, dhcp_guard=change.dhcp_guard))
+
+    def adapter_remove(self, vm: str, name: str) -> None:
+        self.core.network.adapter_remove(vm, name)
+
+    # NAT: this machine's (on an internal switch) or a libvirt NAT network on a libvirt host
+    def nat_new(self, spec: NatSpec) -> NatInfo:
+        if (spec.switch is None) == (spec.host is None):
+            raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
+                               hint="nestor nat new NAME --switch SW --prefix CIDR, or --host H --prefix CIDR")
+        if spec.host is not None:
+            return _remote_nat(self.remote.nats.new(spec.name, spec.host, spec.prefix, dhcp=spec.dhcp))
+        assert spec.switch is not None
+        if self.remote.owns_nat(spec.name):
+            raise Conflict(f"nat '{spec.name}' already exists (on a libvirt host)", hint="choose another name")
+        net = self.core.network
+        return net.nat_info(net.nat_new(spec.name, spec.switch, spec.prefix, dhcp=spec.dhcp))
+
+    def nat_list(self) -> list[NatInfo]:
+        """This machine's NATs, then those on libvirt hosts."""
+        nats = self.core.network.nat_list()
+        if self.remote.has_nats():
+            nats += [_remote_nat(row) for row in self.remote.nats.list()]
+        return nats
+
+    def nat_show(self, name: str) -> NatInfo:
+        if self.remote.owns_nat(name):
+            return next(n for n in self.nat_list() if n.name == name)
+        net = self.core.network
+        net.store.nat(name)  # an unknown name: NotFound, before any reconcile
+        return next(n for n in net.nat_list() if n.name == name)
+
+    def nat_remove(self, name: str) -> None:
+        if self.remote.owns_nat(name):
+            self.remote.nats.remove(name)
+        else:
+            self.core.network.nat_remove(name)
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
@@ -435,3 +481,11 @@ def _rotated(path: Path, fd: int) -> bool:
         return os.stat(path).st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
+
+
+def _remote_nat(row: dict[str, Any]) -> NatInfo:
+    """A libvirt NAT network (remote/nats.py's row) in the one NAT type."""
+    leases = [Lease(str(x["mac"]), str(x["ip"]), str(x["hostname"])) for x in row.get("leases", [])]
+    return NatInfo(name=row["name"], switch=None, prefix=row["prefix"], gateway=row.get("gateway"), netns=None,
+                   dhcp=bool(row["dhcp"]), leases=leases, host=row["host"], state=row.get("state"),
+                   bridge=row.get("bridge"))

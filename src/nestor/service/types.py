@@ -19,7 +19,7 @@ from ..model import VMState
 
 __all__ = [
     "CheckResult", "ExecResult", "HostInfo", "HostReport", "HostTree", "ImageInfo", "MemoryChange", "MemoryOutcome",
-    "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult", "SwitchInfo",
+    "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult",
     "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "from_json", "to_json",
 ]
 
@@ -321,16 +321,3 @@ class ImageInfo:
     built: bool
     path: str
 
-
-# -- network -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SwitchInfo:
-    name: str
-    type: str
-    netns: str | None
-    bridge: str
-    address: str | None
-    uplink: str | None
-    adapters: int
-    nat: str | None
-    state: str  # observed: up | down | missing | unknown

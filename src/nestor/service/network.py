@@ -1,8 +1,11 @@
 """Network use cases: switches (bridges), adapters (taps), the MAC guard (R8) and NAT (R9).
 
-The Nestor service calls ``attach`` / ``detach`` / ``forget`` around a VM's lifecycle; the
-front ends call the ``switch_*``, ``adapter_*`` and ``nat_*`` methods. Each use case changes the
-host under a :class:`~nestor.net.revert.Reverter`, so a failure half-way leaves nothing behind.
+The VM use cases call ``attach`` / ``detach`` / ``forget`` around a VM's lifecycle; the facade
+(service/facade.py) calls the ``switch_*``, ``adapter_*`` and ``nat_*`` methods. The listings
+return the service's types (service/net_types.py); the changes return the store's rows, which
+the facade turns into those types (``switch_info``, ``adapter_info``, ``nat_info``). Each use
+case changes the host under a :class:`~nestor.net.revert.Reverter`, so a failure half-way
+leaves nothing behind.
 
 Where things live: a switch's bridge, its adapters' taps, the nft tables and dnsmasq all live in
 the switch's network namespace (``--netns`` when it was made), recorded in the store. QEMU must
@@ -18,18 +21,32 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import paths
-from .engine.argv import Nic
-from .errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
-from .model import VMConfig, VMState, validate_name
-from .net import addresses, dnsmasq, forwarding, host, names, netlink, nft, sysctl
-from .net import uplink as uplinkcfg
-from .net.lock import net_lock
-from .net.revert import Reverter
-from .net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
-from .service.memory import refuse_if_saved
-from .state import db
-from .state.lock import vm_lock
+from .. import paths
+from ..engine.argv import Nic
+from ..errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
+from ..model import VMConfig, VMState, validate_name
+from ..net import addresses, dnsmasq, forwarding, host, names, netlink, nft, sysctl
+from ..net import uplink as uplinkcfg
+from ..net.lock import net_lock
+from ..net.revert import Reverter
+from ..net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
+from ..state import db
+from ..state.lock import vm_lock
+from .memory import refuse_if_saved
+from .net_types import (
+    AdapterInfo,
+    GuardKind,
+    Lease,
+    LinkState,
+    MovedRoute,
+    MovedUplink,
+    NatInfo,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchPort,
+    SwitchRemoval,
+    SwitchType,
+)
 
 BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": a bridge's own fixed MAC
 MAC_ATTEMPTS = 32
@@ -37,12 +54,26 @@ MAC_ATTEMPTS = 32
 StateOf = Callable[[VMConfig], VMState]
 
 
-def _status(observed: netlink.LinkState | None) -> str:
+def _status(observed: netlink.LinkState | None) -> LinkState:
     if observed is None:
-        return "unknown"  # could not look (no privileges)
+        return LinkState.UNKNOWN  # could not look (no privileges)
     if not observed.exists:
-        return "missing"
-    return "up" if observed.up else "down"
+        return LinkState.MISSING
+    return LinkState.UP if observed.up else LinkState.DOWN
+
+
+def moved_uplink(cfg: uplinkcfg.UplinkConfig) -> MovedUplink:
+    """The stored moved configuration as the service shows it (CIDR strings)."""
+    default = {netlink.AF_INET: "0.0.0.0/0"}
+    return MovedUplink(
+        addresses=[f"{address}/{prefixlen}" for _family, address, prefixlen in cfg.addresses],
+        routes=[MovedRoute(destination=f"{r.dst}/{r.dst_len}" if r.dst else default.get(r.family, "::/0"),
+                           gateway=r.gateway) for r in cfg.routes],
+    )
+
+
+def _port(a: Adapter) -> SwitchPort:
+    return SwitchPort(vm=a.vm, adapter=a.name, mac=a.mac, tap=a.tap)
 
 
 def _where(netns: str | None) -> str:
@@ -245,28 +276,30 @@ class Network:
         except NestorError:
             return None  # cannot look (no privileges): unknown
 
-    def _switch_row(self, sw: Switch, observed: netlink.LinkState | None) -> dict[str, Any]:
+    def switch_info(self, sw: Switch) -> SwitchInfo:
+        """A stored switch with its bridge observed now."""
+        return self._switch_info(sw, self._observe_switch(sw))
+
+    def _switch_info(self, sw: Switch, observed: netlink.LinkState | None) -> SwitchInfo:
         nat = self.store.nat_of_switch(sw.id)
-        status = _status(observed)
-        return {
-            "name": sw.name, "type": sw.type, "netns": sw.netns, "bridge": sw.bridge, "address": sw.address,
-            "uplink": sw.uplink, "adapters": len(self.store.adapters_on_switch(sw.id)),
-            "nat": nat.name if nat else None, "state": status,
-        }
+        return SwitchInfo(name=sw.name, type=SwitchType(sw.type), netns=sw.netns, bridge=sw.bridge,
+                          address=sw.address, uplink=sw.uplink, adapters=len(self.store.adapters_on_switch(sw.id)),
+                          nat=nat.name if nat else None, state=_status(observed))
 
-    def switch_list(self) -> list[dict[str, Any]]:
-        return [self._switch_row(sw, self._observe_switch(sw)) for sw in self.store.switches()]
+    def switch_list(self) -> list[SwitchInfo]:
+        return [self.switch_info(sw) for sw in self.store.switches()]
 
-    def switch_show(self, name: str) -> dict[str, Any]:
+    def switch_show(self, name: str) -> SwitchDetail:
         sw = self.store.switch(name)
         observed = self._observe_switch(sw)
-        row = self._switch_row(sw, observed)
-        row["adapters"] = [{"vm": a.vm, "adapter": a.name, "mac": a.mac, "tap": a.tap}
-                           for a in self.store.adapters_on_switch(sw.id)]
-        row["ports"] = observed.ports if observed else None
-        row["host_addresses"] = observed.addresses if observed else None
-        row["moved_from_uplink"] = uplinkcfg.loads(sw.moved).describe() if sw.moved else None
-        return row
+        info = self._switch_info(sw, observed)
+        return SwitchDetail(
+            name=info.name, type=info.type, netns=info.netns, bridge=info.bridge, address=info.address,
+            uplink=info.uplink, adapters=[_port(a) for a in self.store.adapters_on_switch(sw.id)], nat=info.nat,
+            state=info.state, ports=list(observed.ports) if observed else None,
+            host_addresses=list(observed.addresses) if observed else None,
+            moved_from_uplink=moved_uplink(uplinkcfg.loads(sw.moved)) if sw.moved else None,
+        )
 
     def switch_set_ip(self, name: str, address: str) -> Switch:
         sw = self.store.switch(name)
@@ -312,7 +345,7 @@ class Network:
             taken.append((route.describe(), net))
         return taken
 
-    def switch_remove(self, name: str, force: bool = False) -> list[str]:
+    def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
         """Delete the switch; with ``force`` also its NAT and adapters. Returns what else went."""
         sw = self.store.switch(name)
         users = self.store.adapters_on_switch(sw.id)
@@ -326,22 +359,19 @@ class Network:
             raise Conflict(f"switch '{name}' is in use by " + " and ".join(parts),
                            hint=f"remove those first, or nestor switch remove {name} --force")
         host.require_net_admin()
-        removed = []
         if nat:
             self.nat_remove(nat.name)
-            removed.append(f"nat '{nat.name}'")
         with error_context(switch=name), self._lock():
             for adapter in users:
                 self._delete_tap(adapter)
                 self.store.remove_adapter(adapter.id)
-                removed.append(f"adapter {adapter.vm}/{adapter.name}")
             if users:
                 self._rerender_guard(sw.netns)
             self._delete_bridge(sw)
             self.store.remove_switch(sw.id)
             if self.store.nats_in_netns(sw.netns):
                 self._rerender_nat(sw.netns)
-        return removed
+        return SwitchRemoval(name=sw.name, nat=nat.name if nat else None, adapters=[_port(a) for a in users])
 
     # -- adapters ------------------------------------------------------------------------------
     def _new_mac(self) -> str:
@@ -381,11 +411,17 @@ class Network:
                 return adapter
         raise NotFound(f"vm '{config.name}' has no adapter '{name}'", hint=f"nestor adapter list {config.name}")
 
-    def adapter_list(self, vm: str) -> list[dict[str, Any]]:
+    def adapter_list(self, vm: str) -> list[AdapterInfo]:
         config = self.vms.get(validate_name(vm))
-        adapters = self.store.adapters_of_vm(config.id)
+        return self._adapter_infos(self.store.adapters_of_vm(config.id))
+
+    def adapter_info(self, adapter: Adapter) -> AdapterInfo:
+        """A stored adapter with its guard's counters read now."""
+        return self._adapter_infos([adapter])[0]
+
+    def _adapter_infos(self, adapters: list[Adapter]) -> list[AdapterInfo]:
         counters: dict[str | None, dict[str, tuple[int, int]]] = {}
-        rows = []
+        infos = []
         for a in adapters:
             if a.netns not in counters:
                 try:
@@ -393,17 +429,17 @@ class Network:
                     counters[a.netns] = nft.read_counters(a.netns, names.GUARD_FAMILY, names.guard_table(self.tag))
                 except NestorError:
                     counters[a.netns] = {}
-            found = {kind: counters[a.netns].get(names.counter_name(kind, a.tap)) for kind in names.GUARD_KINDS}
+            found = {GuardKind(kind): counters[a.netns].get(names.counter_name(kind, a.tap))
+                     for kind in names.GUARD_KINDS}
             known = [c for c in found.values() if c is not None]
-            rows.append({
-                "name": a.name, "switch": a.switch, "mac": a.mac, "mac_spoofing": a.mac_spoofing,
-                "router_guard": a.router_guard, "dhcp_guard": a.dhcp_guard,
-                "tap": a.tap, "netns": a.netns,
-                "dropped_frames": sum(c[0] for c in known) if known else None,
-                "dropped_bytes": sum(c[1] for c in known) if known else None,
-                "dropped": {kind: c[0] for kind, c in found.items() if c is not None} or None,
-            })
-        return rows
+            infos.append(AdapterInfo(
+                vm=a.vm, name=a.name, switch=a.switch, mac=a.mac, mac_spoofing=a.mac_spoofing,
+                router_guard=a.router_guard, dhcp_guard=a.dhcp_guard, tap=a.tap, netns=a.netns,
+                dropped_frames=sum(c[0] for c in known) if known else None,
+                dropped_bytes=sum(c[1] for c in known) if known else None,
+                dropped={kind: c[0] for kind, c in found.items() if c is not None} or None,
+            ))
+        return infos
 
     def adapter_set(self, vm: str, name: str | None, mac_spoofing: bool | None = None,
                     router_guard: bool | None = None, dhcp_guard: bool | None = None) -> Adapter:
@@ -563,20 +599,21 @@ class Network:
             logfile=self.files.dnsmasq_log(nat.id),
         )
 
-    def nat_list(self) -> list[dict[str, Any]]:
+    def nat_list(self) -> list[NatInfo]:
         self._reconcile_all_nats()
-        rows = []
-        for nat in self.store.nats():
-            sw = self.store.switch(nat.switch)
-            pid = dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) if nat.dhcp else None
-            rows.append({
-                "name": nat.name, "switch": nat.switch, "prefix": nat.prefix,
-                "gateway": str(ipaddress.IPv4Interface(sw.address).ip) if sw.address else None,
-                "netns": nat.netns, "dhcp": nat.dhcp,
-                "dnsmasq": (f"pid {pid}" if pid else "not running") if nat.dhcp else None,
-                "leases": dnsmasq.leases(self.files.dnsmasq_leases(nat.id)) if nat.dhcp else [],
-            })
-        return rows
+        return [self.nat_info(nat) for nat in self.store.nats()]
+
+    def nat_info(self, nat: Nat) -> NatInfo:
+        """A stored NAT with its gateway, its dnsmasq and its leases as they are now."""
+        sw = self.store.switch(nat.switch)
+        leases = dnsmasq.leases(self.files.dnsmasq_leases(nat.id)) if nat.dhcp else []
+        return NatInfo(
+            name=nat.name, switch=nat.switch, prefix=nat.prefix,
+            gateway=str(ipaddress.IPv4Interface(sw.address).ip) if sw.address else None,
+            netns=nat.netns, dhcp=nat.dhcp,
+            dnsmasq_pid=dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) if nat.dhcp else None,
+            leases=[Lease(mac=lease["mac"], ip=lease["ip"], hostname=lease["hostname"]) for lease in leases],
+        )
 
     def nat_remove(self, name: str) -> None:
         self.store.nat(name)
