@@ -261,6 +261,9 @@ class Service:
         return ImageInfo(image, bootplan.image_built(self.core.home.images, image), str(self.core.home.image_dir(image)))
 
     def image_list(self) -> list[ImageInfo]:
+        from ..images import publish
+
+        publish.remove_leftovers(self.core.home.images)  # what a killed build or publish left
         return [self._image(image) for image in bootplan.IMAGES]
 
     # -- disk-image guests: service/diskvms.py, disks.py, checkpoints.py, ssh.py; images/store.py --
@@ -297,8 +300,9 @@ class Service:
                                used_by=diskvms.GuestRepo(self.core.conn).image_users(image.name), path=str(image.path))
 
     def image_store_list(self) -> list[StoredImageInfo]:
-        from ..images import store
+        from ..images import publish, store
 
+        publish.remove_leftovers(store.store_dir(self.core.home.images))
         return [self._stored(image.name) for image in store.all_images(self.core.home.images)]
 
     def image_remove(self, name: str) -> None:
