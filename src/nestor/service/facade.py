@@ -189,13 +189,21 @@ class Service:
     def vm_log(self, name: str, follow: bool = False, until: str | None = None, timeout: float | None = None,
                tail: int | None = None) -> Iterator[bytes]:
         """The serial console's output; with `follow` it waits for more (until `until` appears,
-        or `timeout` passes: StateError). `tail` starts that many bytes before the end."""
+        or `timeout` passes: StateError). `tail` starts that many bytes before the end; without
+        it at most the last cap's worth of serial.log is read. The cap is applied first (the
+        daemon's job, done here too in case the daemon is down); while following, a rotation
+        (copytruncate) is followed: the rest of the old output from serial.log.1, then the new."""
         self._local_only(name, "the console and its log")
         if timeout is not None:
             guests.check_timeout(timeout)
         if tail is not None and tail < 0:
             raise InvalidInput(f"tail must not be negative, not {tail}", hint="e.g. --tail 4096")
+        from ..engine import seriallog
+
         path = self.core.files(self.core.vms.get(validate_name(name))).serial_log
+        older = seriallog.rotated(path)
+        cap = seriallog.cap_from_env()
+        seriallog.enforce(path, cap)
         follow = follow or until is not None
         deadline = time.monotonic() + timeout if timeout else None
         seen = b""
@@ -212,24 +220,42 @@ class Service:
             if not follow:
                 return
             tick()
-        while True:  # once per file: the log pump may rotate serial.log while we follow it
+        def found(chunk: bytes) -> bool:
+            nonlocal seen
+            if needle is None:
+                return False
+            seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
+            return needle in seen
+
+        while True:  # once per file: serial.log may be replaced (an older nestor's rename) while we follow it
             with open(path, "rb") as f:
-                if tail is not None:
-                    f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
-                    tail = None
+                f.seek(max(0, os.fstat(f.fileno()).st_size - (cap if tail is None else tail)))
+                tail = None
+                mark = seriallog.identity(older)
                 while True:
                     chunk = f.read(LOG_CHUNK)
                     if chunk:
                         yield chunk
-                        if needle is not None:
-                            seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
-                            if needle in seen:
-                                return
+                        if found(chunk):
+                            return
                         continue
                     if not follow:
                         return
+                    now = seriallog.identity(older)
+                    if now != mark:  # copytruncate: what we had not read yet is at the end of serial.log.1
+                        mark = now
+                        for chunk in _rest_of(older, f.tell()):
+                            yield chunk
+                            if found(chunk):
+                                return
+                        f.seek(0)
+                        continue
+                    if os.fstat(f.fileno()).st_size < f.tell():
+                        f.seek(0)  # truncated without a copy we could see: start over
+                        continue
                     if _rotated(path, f.fileno()):
-                        break  # moved to serial.log.1: go on with the new serial.log
+                        break
+                    seriallog.enforce(path, cap)  # the fallback cap, while the daemon is down
                     tick()
 
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
@@ -363,6 +389,20 @@ class Service:
         from . import diskvms
 
         return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)
+
+
+def _rest_of(older: Path, offset: int) -> Iterator[bytes]:
+    """serial.log.1 from `offset` on: the old serial.log was copied there whole (while the
+    daemon kept the log under twice the cap)."""
+    try:
+        with open(older, "rb") as f:
+            if os.fstat(f.fileno()).st_size <= offset:
+                return
+            f.seek(offset)
+            while chunk := f.read(LOG_CHUNK):
+                yield chunk
+    except FileNotFoundError:
+        return
 
 
 def _rotated(path: Path, fd: int) -> bool:
