@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import paths, pids
+from .. import faults, paths, pids
 
 START_WAIT = 15.0  # the daemon writes its pidfile after its imports (~1 s on a host, more in an L1)
 MARKER = "serve"
@@ -57,9 +57,10 @@ def ensure_running(home: paths.Home, on_demand: bool = True, wait: bool = True) 
         argv = [sys.executable, "-m", "nestor", "--home", str(home.root.resolve()), MARKER]
         if on_demand:
             argv.append("--on-demand")
+        env = {k: v for k, v in os.environ.items() if k != faults.ENV}  # a test's kill is for the command only
         with open(home.daemon_log, "ab") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=env)
         pid = proc.pid
         tmp = _spawned_file(home).with_suffix(".tmp")
         tmp.write_text(f"{pid}\n")
