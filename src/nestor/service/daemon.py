@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from .. import faults, paths, pids
+from ..files import write_private
 
 START_WAIT = 15.0  # the daemon writes its pidfile after its imports (~1 s on a host, more in an L1)
 MARKER = "serve"
@@ -62,9 +63,7 @@ def ensure_running(home: paths.Home, on_demand: bool = True, wait: bool = True) 
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     start_new_session=True, close_fds=True, env=env)
         pid = proc.pid
-        tmp = _spawned_file(home).with_suffix(".tmp")
-        tmp.write_text(f"{pid}\n")
-        tmp.replace(_spawned_file(home))
+        write_private(_spawned_file(home), f"{pid}\n")
     if not wait:
         return None
     deadline = time.monotonic() + START_WAIT
