@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 MAX_LOG = 2 << 20  # bytes per file (virtlogd's default max_size); one rotated file is kept
@@ -97,6 +98,17 @@ def _copy(fd: int, start: int, end: int, dest: Path) -> None:
         raise
     os.close(out)
     os.replace(tmp, dest)
+
+
+@contextlib.contextmanager
+def reading(fd: int) -> Iterator[None]:
+    """A reader's shared flock on serial.log: no rotation while it is held (enforce takes the
+    lock exclusively, without waiting, so a reader delays a rotation by one look at most)."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def enforce_all(vms_dir: Path, name: str, cap: int | None = None) -> int:

@@ -233,24 +233,27 @@ class Service:
                 tail = None
                 mark = seriallog.identity(older)
                 while True:
-                    chunk = f.read(LOG_CHUNK)
-                    if chunk:
-                        yield chunk
-                        if found(chunk):
-                            return
+                    # Under a shared flock no rotation (which takes it exclusively) can happen
+                    # between looking at serial.log.1 and reading serial.log.
+                    with seriallog.reading(f.fileno()):
+                        rest = b""
+                        now = seriallog.identity(older)
+                        if follow and now != mark:  # copytruncate: what we had not read yet ends serial.log.1
+                            mark = now
+                            rest = _rest_of(older, f.tell())
+                            f.seek(0)
+                        chunk = f.read(LOG_CHUNK)
+                        shrunk = follow and os.fstat(f.fileno()).st_size < f.tell()
+                    for data in (rest, chunk):
+                        if data:
+                            yield data
+                            if found(data):
+                                return
+                    if chunk or rest:
                         continue
                     if not follow:
                         return
-                    now = seriallog.identity(older)
-                    if now != mark:  # copytruncate: what we had not read yet is at the end of serial.log.1
-                        mark = now
-                        for chunk in _rest_of(older, f.tell()):
-                            yield chunk
-                            if found(chunk):
-                                return
-                        f.seek(0)
-                        continue
-                    if os.fstat(f.fileno()).st_size < f.tell():
+                    if shrunk:
                         f.seek(0)  # truncated without a copy we could see: start over
                         continue
                     if _rotated(path, f.fileno()):
@@ -391,18 +394,15 @@ class Service:
         return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)
 
 
-def _rest_of(older: Path, offset: int) -> Iterator[bytes]:
+def _rest_of(older: Path, offset: int) -> bytes:
     """serial.log.1 from `offset` on: the old serial.log was copied there whole (while the
-    daemon kept the log under twice the cap)."""
+    daemon kept the log under twice the cap, so this is at most that much)."""
     try:
         with open(older, "rb") as f:
-            if os.fstat(f.fileno()).st_size <= offset:
-                return
             f.seek(offset)
-            while chunk := f.read(LOG_CHUNK):
-                yield chunk
-    except FileNotFoundError:
-        return
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _rotated(path: Path, fd: int) -> bool:
