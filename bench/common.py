@@ -44,11 +44,9 @@ def wait_for(path: Path, text: str, offset: int, timeout: float = 120) -> float:
 
 
 def raw_argv(argv: list[str]) -> list[str]:
-    """nestor's QEMU argv as a user would run it by hand: the console log straight into
-    serial.log (nestor points QEMU's log at a FIFO that its log pump drains and caps)."""
-    from nestor import paths
-
-    return [arg.replace(paths.SERIAL_PIPE, paths.SERIAL_LOG) for arg in argv]
+    """nestor's QEMU argv as a user would run it by hand (QEMU logs the console into serial.log
+    itself; nestor's daemon only rotates that file)."""
+    return list(argv)
 
 
 def summary(samples: list[float]) -> dict[str, float]:

@@ -9,8 +9,7 @@ from pathlib import Path
 DB_NAME = "nestor.db"
 QMP_SOCK = "qmp.sock"
 SERIAL_SOCK = "serial.sock"
-SERIAL_LOG = "serial.log"  # the console's output, capped and rotated to serial.log.1 (engine/seriallog.py)
-SERIAL_PIPE = "serial.pipe"  # QEMU's chardev logfile: a FIFO the log pump reads
+SERIAL_LOG = "serial.log"  # the console's output (QEMU appends), capped and rotated to serial.log.1 (engine/seriallog.py)
 QGA_SOCK = "qga.sock"
 PIDFILE = "qemu.pid"
 QEMU_LOG = "qemu.log"

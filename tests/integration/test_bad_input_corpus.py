@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from nestor import paths
 from nestor.cli.main import main
 from nestor.engine import process
+from nestor.service import daemon
 from tests.helpers import nestor, reap_home
 
 pytestmark = pytest.mark.timeout(300)
@@ -282,6 +283,9 @@ def corpus_home(tmp_path_factory: pytest.TempPathFactory, image_store: Path) -> 
                      ("vm", "new", "saved1", "--memory", "128M", "--switch", "sw"),
                      ("vm", "start", "run1"), ("vm", "start", "saved1"), ("vm", "save", "saved1")):
             nestor(home, *args, netns=ns)
+        # `vm start` started the home's daemon (the serial-log cap) without waiting: let it settle
+        # (pidfile, lock) before the first snapshot.
+        assert daemon.ensure_running(paths.Home(home)) is not None
         yield home, ns
     finally:
         reap_home(home)

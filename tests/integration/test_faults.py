@@ -204,3 +204,44 @@ def test_vm_remove_killed(env: tuple[Path, str]) -> None:
 def test_every_point_is_exercised() -> None:
     text = Path(__file__).read_text()
     assert all(f'"{point}"' in text or point.startswith("vm-new:") for point in faults.POINTS)
+
+
+PUBLISH = """
+import sys
+from pathlib import Path
+from nestor.images import publish
+images, version = Path(sys.argv[1]), sys.argv[2]
+with publish.Staging(images, "img") as stage:
+    (stage / "data").write_text(version)
+    publish.write_manifest(stage, {"version": version})
+    publish.publish(stage, images / "img")
+"""
+
+
+def publish_image(images: Path, version: str, point: str | None = None) -> int:
+    env = {**os.environ, faults.ENV: point} if point else dict(os.environ)
+    return subprocess.run([sys.executable, "-c", PUBLISH, str(images), version], capture_output=True, timeout=60,
+                          check=False, env=env).returncode
+
+
+def debris(images: Path) -> list[str]:
+    return sorted(entry.name for entry in images.iterdir() if entry.name.startswith("."))
+
+
+@pytest.mark.parametrize("point", ["image-publish:before-rename", "image-publish:after-exchange"])
+def test_image_publish_killed_leaves_a_whole_image_and_no_debris(tmp_path: Path, point: str) -> None:
+    """Replacing an image, killed before or right after the swap: the image is always whole (old
+    or new), and what the kill left is gone after the next `image list` and the next publish."""
+    assert point in faults.POINTS
+    home = tmp_path / "home"
+    images = home / "images"
+    assert publish_image(images, "v1") == 0
+    assert publish_image(images, "v2", point) == -signal.SIGKILL
+    expected = "v1" if point.endswith("before-rename") else "v2"
+    assert (images / "img" / "data").read_text() == expected
+    assert debris(images), "the kill left nothing to clean (the point was not reached)"
+    nestor(home, "image", "list")
+    assert debris(images) == []
+    assert publish_image(images, "v2", point) == -signal.SIGKILL
+    assert publish_image(images, "v3") == 0  # the next publish cleans too
+    assert (images / "img" / "data").read_text() == "v3" and debris(images) == []

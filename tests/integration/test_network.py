@@ -286,3 +286,45 @@ def test_external_switch_enslaves_its_uplink(home: Path, netns: NewNetns) -> Non
     cli(home, ns, "switch", "remove", "ext")
     assert "master" not in sh("ip", "-n", ns, "link", "show", "phys0").stdout  # released, not deleted
     assert as_json(home, ns, "switch", "list") == []
+
+
+def test_switch_remove_force_never_takes_a_running_or_saved_vms_adapter(home: Path, netns: NewNetns) -> None:
+    """Hyper-V disconnects a removed switch's adapters; nestor's rule is that a running VM's tap
+    is never deleted under it (and a saved VM needs its adapters to resume): `switch remove
+    --force` is refused, naming those VMs, and then only removes adapters of VMs that are off."""
+    ns = netns()
+    cli(home, ns, "switch", "new", "sw", "--type", "private")
+    (home / "idle.sh").write_text("#!/bin/sh\necho idle-up\n")
+    for name in ("run", "sav", "off"):
+        cli(home, ns, "vm", "new", name, "--run", str(home / "idle.sh"), "--memory", "128M", "--switch", "sw")
+    cli(home, ns, "vm", "start", "run")
+    cli(home, ns, "vm", "start", "sav")
+    for name in ("run", "sav"):
+        wait_for_text(vm_dir(home, name) / paths.SERIAL_LOG, "idle-up", timeout=180)
+    cli(home, ns, "vm", "save", "sav")
+    shown = as_json(home, ns, "switch", "show", "sw")
+    assert isinstance(shown, dict)
+    taps = {a["vm"]: a["tap"] for a in shown["adapters"]}
+    running = process.live_pid(vm_dir(home, "run"))
+
+    refused = cli(home, ns, "switch", "remove", "sw", "--force", check=False)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and "vm 'run' (running)" in lines[0] and "vm 'sav' (saved)" in lines[0]
+    assert "vm 'off'" not in lines[0] and any(line.startswith("hint: ") for line in lines)
+    assert sh("ip", "-n", ns, "link", "show", taps["run"]).returncode == 0  # the running VM's tap stays
+    assert process.live_pid(vm_dir(home, "run")) == running
+    after = as_json(home, ns, "switch", "show", "sw")
+    assert isinstance(after, dict) and len(after["adapters"]) == 3  # nothing changed
+
+    cli(home, ns, "vm", "stop", "run", "--turn-off")
+    again = cli(home, ns, "switch", "remove", "sw", "--force", check=False)
+    assert again.returncode != 0 and "vm 'sav' (saved)" in again.stderr and "'run'" not in again.stderr
+    cli(home, ns, "vm", "start", "sav")  # the saved VM still resumes with its adapter
+    assert as_json(home, ns, "vm", "show", "sav")["state"] == "running"  # type: ignore[index]
+    cli(home, ns, "vm", "stop", "sav", "--turn-off")
+
+    removed = cli(home, ns, "switch", "remove", "sw", "--force").stdout
+    assert all(f"adapter {vm}/" in removed for vm in ("run", "sav", "off"))
+    assert as_json(home, ns, "switch", "list") == []
+    assert all(sh("ip", "-n", ns, "link", "show", tap).returncode != 0 for tap in taps.values())

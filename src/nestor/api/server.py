@@ -3,11 +3,13 @@
 It claims its home (one daemon per home), then runs until SIGTERM:
 - the API on a unix socket (default under /run/nestor/, mode 0660, group `nestor` if it exists);
 - the memory balancer of every dynamic VM (service/balancer.py);
+- the cap on every VM's serial log (engine/seriallog.py: copytruncate past the cap, checked
+  every CHECK_INTERVAL s), which is why `vm start` starts the daemon for every VM;
 - a state watcher that turns every VM state change into an event, whoever caused it;
 - in a nested-host guest, the channel to the host (service/channel.py): framed requests from
   its virtio-serial port, forwarded to the local API.
-Started on demand (`--on-demand`, by the CLI for dynamic memory) it exits once no dynamic VM
-has run for IDLE_EXIT seconds and no client is watching or waiting.
+Started on demand (`--on-demand`, by the CLI when a VM starts) it exits once no VM has run for
+IDLE_EXIT seconds and no client is watching or waiting.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import uvicorn
 
 from .. import paths
+from ..engine import process, seriallog
 from ..errors import Conflict, HostError, InvalidInput
 from ..service import balancer as balancer_mod
 from ..service import daemon
@@ -95,6 +98,23 @@ def watch_states(home: Path, netns: str | None, runtime: Runtime, stop: threadin
         for name in set(last) - set(now):
             runtime.events.publish("vm", {"vm": name, "state": "removed", "was": last[name]})
         last = now
+
+
+def cap_logs(home: paths.Home, stop: threading.Event) -> None:
+    """The serial-log cap of every VM of the home (no process per VM: one stat each per look)."""
+    cap = seriallog.cap_from_env()
+    while not stop.wait(seriallog.CHECK_INTERVAL):
+        try:
+            seriallog.enforce_all(home.vms, paths.SERIAL_LOG, cap)
+        except Exception:
+            log.exception("serial log cap failed")
+
+
+def any_vm_running(home: paths.Home) -> bool:
+    try:
+        return any(process.live_pid(vm_dir) is not None for vm_dir in home.vms.iterdir())
+    except OSError:
+        return False
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -220,7 +240,8 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             balancer.run(stop)
 
         threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
-                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
+                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True),
+                   threading.Thread(target=cap_logs, args=(home_paths, stop), name="logcap", daemon=True)]
         if channel is not None:
             from ..service import channel as channel_mod
 
@@ -228,12 +249,15 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
                                             name="channel", daemon=True))
         if on_demand:
             def idle() -> None:
+                last_vm = started
                 while not stop.wait(5.0):
-                    last_active = balancers[0].last_active if balancers else started
+                    if any_vm_running(home_paths):  # the log cap is needed while any VM runs
+                        last_vm = time.monotonic()
+                    last_active = max(balancers[0].last_active if balancers else started, last_vm)
                     quiet = time.monotonic() - last_active > IDLE_EXIT
                     if quiet and runtime.events.subscribers == 0 and not any(
                             op["status"] in ("pending", "running") for op in runtime.operations.list()):
-                        log.info("no dynamic VM for %.0f s: exiting", IDLE_EXIT)
+                        log.info("no VM for %.0f s: exiting", IDLE_EXIT)
                         for server, _sock in servers:
                             server.should_exit = True
                         return

@@ -75,7 +75,8 @@ def switch_show(ctx: Ctx, name: str, output: str) -> None:
 
 @switch.command("remove")
 @click.argument("name")
-@click.option("--force", is_flag=True, help="also remove the adapters and the NAT that use it")
+@click.option("--force", is_flag=True,
+              help="also remove the NAT and the adapters of VMs that are off (refused while an attached VM runs or is saved)")
 @pass_ctx
 def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a switch."""

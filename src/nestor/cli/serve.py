@@ -18,12 +18,12 @@ from .output import OUTPUT, rows_out
               help="unix socket (default: /run/nestor/nestor.sock for the default home)")
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="also serve over TCP with TLS (CA under HOME/tls/); every request needs a bearer token")
-@click.option("--on-demand", is_flag=True, help="exit once no dynamic-memory VM has run for a minute")
+@click.option("--on-demand", is_flag=True, help="exit once no VM has run for a minute")
 @click.option("--channel", type=click.Path(path_type=Path), default=None,
               help="in a nested-host guest: the virtio-serial port of the host's channel")
 @pass_ctx
 def serve(ctx: Ctx, socket_path: Path | None, listen: str | None, on_demand: bool, channel: Path | None) -> None:
-    """Run the daemon: the API, events, and the memory balancer of every dynamic VM."""
+    """Run the daemon: the API, events, the memory balancer of every dynamic VM and the serial-log cap."""
     from ..api import server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

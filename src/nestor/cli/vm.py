@@ -184,7 +184,7 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @click.option("--tail", type=int, default=None, help="start this many bytes before the end")
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
-    """The VM's serial console output (the last 2-4 MiB: older output is rotated away)."""
+    """The VM's serial console output (at most the last 2 MiB; the 2 MiB before are in serial.log.1)."""
     for chunk in ctx.local.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()

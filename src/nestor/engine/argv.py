@@ -124,7 +124,7 @@ def _serial(spec: LaunchSpec) -> list[str]:
     d = spec.vm_dir
     return [
         "-chardev",
-        f"socket,id=ser0,path={d / paths.SERIAL_SOCK},server=on,wait=off,logfile={d / paths.SERIAL_PIPE},logappend=on",
+        f"socket,id=ser0,path={d / paths.SERIAL_SOCK},server=on,wait=off,logfile={d / paths.SERIAL_LOG},logappend=on",
         "-serial", "chardev:ser0",
     ]
 

@@ -40,11 +40,9 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip netns exec execs: the PID is QEMU's
     log_path = vm_dir / paths.QEMU_LOG
-    keep = seriallog.start(vm_dir, vm_dir / paths.SERIAL_PIPE)
-    try:
-        return _spawn(argv, vm_dir, log_path)
-    finally:
-        seriallog.started(keep)
+    (vm_dir / "serial.pipe").unlink(missing_ok=True)  # the FIFO of the per-VM log pump nestor used before
+    seriallog.prepare(vm_dir / paths.SERIAL_LOG)
+    return _spawn(argv, vm_dir, log_path)
 
 
 def _spawn(argv: list[str], vm_dir: Path, log_path: Path) -> int:

@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+REFUSED_RETRY = 1.0
+
 
 class _Session:
     """A QMP-speaking connection on a private event loop."""
@@ -65,11 +67,31 @@ class _Session:
 
     def __enter__(self) -> Self:
         try:
-            self._run(self._client.connect(str(self.sock)))
+            self._connect()
         except BaseException:
             self._loop.close()
             raise
         return self
+
+    def _connect(self) -> None:
+        """Connect; a refusal is retried for up to REFUSED_RETRY s: QEMU binds the socket (the
+        file appears, which is what `spawn` waits for) a moment before it listens on it."""
+        import time
+
+        from qemu.qmp import ConnectError
+
+        deadline = time.monotonic() + REFUSED_RETRY
+        while True:
+            try:
+                self._run(self._client.connect(str(self.sock)))
+                return
+            except EngineError as exc:
+                cause = exc.__cause__
+                refused = isinstance(cause, ConnectionRefusedError) or (
+                    isinstance(cause, ConnectError) and isinstance(cause.exc, ConnectionRefusedError))
+                if not refused or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -1,31 +1,36 @@
-"""The serial console's log, capped: QEMU writes into a FIFO, this pump writes the disk file.
+"""The serial console's log, capped: QEMU appends to serial.log, nestor rotates it (copytruncate).
 
-A guest controls its serial output (`yes > /dev/ttyS0`), so QEMU never writes serial.log itself
-(its chardev `logfile=` has no size limit). As libvirt does with virtlogd, QEMU's log output goes
-to a pipe (here the FIFO serial.pipe) and a separate process writes it to serial.log, rotating to
-serial.log.1 once it reaches MAX_LOG: the disk never holds more than 2 x MAX_LOG per VM. If the
-pump cannot keep up QEMU's writes block (the guest's console slows down); if the pump is gone
-QEMU's writes fail with EPIPE and the output is dropped; neither can fill the host's disk.
+A guest controls its serial output (`yes > /dev/ttyS0`), so the log must not grow without bound.
+QEMU writes serial.log itself (chardev `logfile=…,logappend=on`, which QEMU opens with O_APPEND:
+every write lands at the file's current end, so truncating the file under it is safe: its next
+write starts again at offset 0, with no hole). No process per VM: the home's daemon
+(`nestor serve`, which runs while any VM runs) calls `enforce` for every VM every CHECK_INTERVAL
+seconds, and so does every nestor command that reads a log, before it reads (a fallback while
+the daemon is down). Once serial.log exceeds the cap, `enforce` copies it to serial.log.1 and
+truncates it to 0, as logrotate's `copytruncate` does; output written between the copy and the
+truncation (microseconds) is lost.
 
-Lifetime: `start()` makes the FIFO and holds a write end open while QEMU starts (so neither side
-blocks in open()), then `started()` closes it. The pump exits at end of file once the VM's QEMU
-is gone (an end of file while QEMU lives means it has not opened the FIFO yet: it waits).
+The bound: with the daemon running, serial.log holds at most cap + R x (CHECK_INTERVAL + the
+copy's time), R being the rate at which the guest's console writes (QEMU's 16550 UART logs one
+byte per write(2); measured under TCG here: tests/integration/test_files.py), and serial.log.1
+the same; a file that grew past 2 x cap while no nestor watched (the daemon killed) keeps only
+its newest cap bytes in serial.log.1.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 MAX_LOG = 2 << 20  # bytes per file (virtlogd's default max_size); one rotated file is kept
 MAX_LOG_ENV = "NESTOR_SERIAL_LOG_MAX"  # tests only: a smaller cap, so rotation is quick to reach
 MIN_LOG = 4096
-CHUNK = 65536
+CHECK_INTERVAL = 0.25  # seconds between the daemon's looks at every VM's log
 FILE_MODE = 0o600
+_COPY_CHUNK = 1 << 20
 
 
 def rotated(log: Path) -> Path:
@@ -39,78 +44,86 @@ def cap_from_env() -> int:
         return MAX_LOG
 
 
-def start(vm_dir: Path, fifo: Path, cap: int | None = None) -> int:
-    """Make the FIFO and start the pump reading it; return the write end to close once QEMU runs."""
+def prepare(log: Path) -> None:
+    """Before QEMU starts: serial.log exists, private (QEMU would create it 0666 & ~umask)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def enforce(log: Path, cap: int | None = None) -> bool:
+    """Rotate `log` if it exceeds `cap` (copytruncate); True if it did. Safe to call from several
+    processes at once (an flock on the log: one rotates, the others skip) and while QEMU writes."""
     cap = cap_from_env() if cap is None else cap
-    fifo.unlink(missing_ok=True)
-    os.mkfifo(fifo, FILE_MODE)
-    os.chmod(fifo, FILE_MODE)
-    keep = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)  # Linux: never blocks; a writer until QEMU has opened it
-    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        os.set_blocking(reader, True)
-        subprocess.Popen(
-            [sys.executable, "-m", "nestor.engine.seriallog", str(vm_dir), str(cap)],
-            stdin=reader, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True,
-        )
-    except BaseException:
-        os.close(keep)
-        raise
+        fd = os.open(log, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False  # no log yet, or not ours to touch
+    try:
+        if os.fstat(fd).st_size <= cap:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another nestor is rotating it right now
+        size = os.fstat(fd).st_size
+        if size <= cap:
+            return False
+        start = 0 if size <= 2 * cap else size - cap  # all of it, unless it ran away while unwatched
+        _copy(fd, start, size, rotated(log))
+        os.ftruncate(fd, 0)
+        return True
     finally:
-        os.close(reader)
-    return keep
+        os.close(fd)  # also releases the flock
 
 
-def started(keep: int) -> None:
-    """QEMU has opened the FIFO (or failed to start): QEMU is now the only writer."""
-    os.close(keep)
-
-
-def _open(log: Path, flags: int) -> int:
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, FILE_MODE)
-    os.fchmod(fd, FILE_MODE)
-    return fd
-
-
-def pump(source: int, log: Path, cap: int, writers_gone: Callable[[], bool] = lambda: True) -> None:
-    """Copy `source` to `log` until end of file with `writers_gone()`, rotating `log` before it
-    would pass `cap`."""
-    out = _open(log, os.O_APPEND)
-    size = os.fstat(out).st_size
+def _copy(fd: int, start: int, end: int, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".tmp")
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
     try:
-        while True:
-            data = os.read(source, min(CHUNK, cap))
+        os.fchmod(out, FILE_MODE)
+        offset = start
+        while offset < end:
+            data = os.pread(fd, min(_COPY_CHUNK, end - offset), offset)
             if not data:
-                if writers_gone():
-                    return
-                time.sleep(0.1)
-                continue
-            if size + len(data) > cap:
-                os.close(out)
-                os.replace(log, rotated(log))
-                out = _open(log, os.O_TRUNC)
-                size = 0
-            try:
-                os.write(out, data)
-                size += len(data)
-            except OSError:
-                pass  # a full disk: drop the output, keep draining the guest's console
-    finally:
+                break
+            os.write(out, data)
+            offset += len(data)
+    except BaseException:
         os.close(out)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(out)
+    os.replace(tmp, dest)
 
 
-def main(argv: list[str]) -> int:
-    from .. import paths
-    from . import process
-
-    vm_dir, cap = Path(argv[0]), int(argv[1])
+@contextlib.contextmanager
+def reading(fd: int) -> Iterator[None]:
+    """A reader's shared flock on serial.log: no rotation while it is held (enforce takes the
+    lock exclusively, without waiting, so a reader delays a rotation by one look at most)."""
+    fcntl.flock(fd, fcntl.LOCK_SH)
     try:
-        pump(0, vm_dir / paths.SERIAL_LOG, cap, lambda: process.live_pid(vm_dir) is None)
-    except KeyboardInterrupt:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def enforce_all(vms_dir: Path, name: str, cap: int | None = None) -> int:
+    """`enforce` on file `name` of every VM directory under `vms_dir`; how many were rotated."""
+    try:
+        dirs = list(vms_dir.iterdir())
+    except OSError:
         return 0
-    return 0
+    return sum(enforce(d / name, cap) for d in dirs)
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def identity(path: Path) -> tuple[int, int, int] | None:
+    """What changes when `path` is replaced (rotation writes serial.log.1 anew each time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -31,6 +32,9 @@ from ..state import db
 
 if TYPE_CHECKING:
     from .network import Network
+
+log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
 
 
 class Core:
@@ -50,6 +54,7 @@ class Core:
             files.tighten(self.home.db.with_name(self.home.db.name + suffix))
         self.vms = db.VMRepo(self.conn)
         self._facts: host_facts.HostFacts | None = None
+        self._daemon_ensured = False
 
     @functools.cached_property
     def network(self) -> Network:
@@ -62,6 +67,19 @@ class Core:
         if self._facts is None:
             self._facts = host_facts.probe(qemu=False)
         return self._facts
+
+    def ensure_daemon(self) -> None:
+        """A VM runs, so the home's daemon must (the serial-log cap, the balancer): started if it
+        is not, without waiting for it; looked at once per Core (once per command)."""
+        if self._daemon_ensured:
+            return
+        self._daemon_ensured = True
+        from . import daemon
+
+        try:
+            daemon.ensure_running(self.home, wait=False)
+        except OSError as exc:
+            log.warning("cannot start the home's daemon: %s", exc)
 
     def files(self, config: VMConfig) -> paths.VMFiles:
         return paths.VMFiles(self.home.vm_dir(config.id))

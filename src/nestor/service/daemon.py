@@ -1,13 +1,15 @@
 """The home's daemon (`nestor serve`): found by its pidfile, started on demand, stopped by PID.
 
-One daemon per home holds what must outlive a command: the memory balancer of every dynamic VM
-and the API. The CLI runs its use cases in-process and starts the daemon when a dynamic-memory
-VM needs balancing (`ensure_running`), so no user ever needs a manual step for dynamic memory.
-A daemon started that way ends by itself once no dynamic VM has run for a while.
+One daemon per home holds what must outlive a command: the memory balancer of every dynamic VM,
+the cap on every VM's serial log (engine/seriallog.py) and the API. The CLI runs its use cases
+in-process and starts the daemon whenever a VM starts (`ensure_running`; and again from any
+command that sees a running VM while no daemon runs, e.g. after a kill), so no user ever needs
+a manual step. A daemon started that way ends by itself once no VM has run for a while.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -15,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from .. import paths, pids
+from .. import faults, paths, pids
+from ..files import write_private
 
 START_WAIT = 15.0  # the daemon writes its pidfile after its imports (~1 s on a host, more in an L1)
 MARKER = "serve"
@@ -30,33 +33,57 @@ def running_pid(home: paths.Home) -> int | None:
     return pid if str(home.root.resolve()) in args and MARKER in args else None
 
 
-def ensure_running(home: paths.Home, on_demand: bool = True) -> int | None:
-    """Start the daemon if it is not running; return its PID (None if it did not come up)."""
+def _spawned_file(home: paths.Home) -> Path:
+    return home.root / "serve.spawned"  # a daemon started but (maybe) not yet up: its PID
+
+
+def starting_pid(home: paths.Home) -> int | None:
+    """A daemon `ensure_running` started that has not claimed the home yet (its imports take
+    a second or more), vouched for by its command line as `running_pid` does."""
+    pid = pids.pid_from(_spawned_file(home), MARKER)
+    if pid is None:
+        return None
+    args = pids.cmdline(pid)
+    return pid if str(home.root.resolve()) in args and MARKER in args else None
+
+
+def ensure_running(home: paths.Home, on_demand: bool = True, wait: bool = True) -> int | None:
+    """Start the daemon if it is not running; return its PID (None if it did not come up).
+    With `wait=False` return at once (None while it starts): `vm start` does not wait for it."""
     pid = running_pid(home)
     if pid is not None:
         return pid
-    argv = [sys.executable, "-m", "nestor", "--home", str(home.root.resolve()), MARKER]
-    if on_demand:
-        argv.append("--on-demand")
-    with open(home.daemon_log, "ab") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True)
+    pid = starting_pid(home)
+    if pid is None:
+        argv = [sys.executable, "-m", "nestor", "--home", str(home.root.resolve()), MARKER]
+        if on_demand:
+            argv.append("--on-demand")
+        env = {k: v for k, v in os.environ.items() if k != faults.ENV}  # a test's kill is for the command only
+        with open(home.daemon_log, "ab") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True, env=env)
+        pid = proc.pid
+        write_private(_spawned_file(home), f"{pid}\n")
+    if not wait:
+        return None
     deadline = time.monotonic() + START_WAIT
     while time.monotonic() < deadline:
-        pid = running_pid(home)
-        if pid is not None or proc.poll() is not None:
-            return pid  # up, or another daemon won the race (ours exited)
+        up = running_pid(home)
+        if up is not None or starting_pid(home) != pid:
+            return running_pid(home)  # up, or another daemon won the race (ours exited)
         time.sleep(0.05)
     return None
 
 
 def stop(home: paths.Home, timeout: float = 10.0) -> bool:
-    """End this home's daemon (only a PID running_pid vouched for). True if one was running."""
-    pid = running_pid(home)
-    if pid is None:
-        return False
-    pids.terminate(pid, timeout)
-    return True
+    """End this home's daemon, and one still starting (only PIDs vouched for by their command
+    lines). True if one was running."""
+    found = False
+    for pid in (starting_pid(home), running_pid(home)):
+        if pid is not None:
+            pids.terminate(pid, timeout)
+            found = True
+    return found
 
 
 class Claim:
@@ -82,6 +109,9 @@ class Claim:
         tmp = self.home.daemon_pidfile.with_suffix(".tmp")
         tmp.write_text(f"{os.getpid()}\n")
         tmp.replace(self.home.daemon_pidfile)
+        with contextlib.suppress(OSError, ValueError):
+            if int(_spawned_file(self.home).read_text().strip()) == os.getpid():
+                _spawned_file(self.home).unlink()  # up now: running_pid finds it
         return True
 
     def release(self) -> None:

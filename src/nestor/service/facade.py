@@ -197,13 +197,21 @@ class Service:
     def vm_log(self, name: str, follow: bool = False, until: str | None = None, timeout: float | None = None,
                tail: int | None = None) -> Iterator[bytes]:
         """The serial console's output; with `follow` it waits for more (until `until` appears,
-        or `timeout` passes: StateError). `tail` starts that many bytes before the end."""
+        or `timeout` passes: StateError). `tail` starts that many bytes before the end; without
+        it at most the last cap's worth of serial.log is read. The cap is applied first (the
+        daemon's job, done here too in case the daemon is down); while following, a rotation
+        (copytruncate) is followed: the rest of the old output from serial.log.1, then the new."""
         self._local_only(name, "the console and its log")
         if timeout is not None:
             guests.check_timeout(timeout)
         if tail is not None and tail < 0:
             raise InvalidInput(f"tail must not be negative, not {tail}", hint="e.g. --tail 4096")
+        from ..engine import seriallog
+
         path = self.core.files(self.core.vms.get(validate_name(name))).serial_log
+        older = seriallog.rotated(path)
+        cap = seriallog.cap_from_env()
+        seriallog.enforce(path, cap)
         follow = follow or until is not None
         deadline = time.monotonic() + timeout if timeout else None
         seen = b""
@@ -220,24 +228,45 @@ class Service:
             if not follow:
                 return
             tick()
-        while True:  # once per file: the log pump may rotate serial.log while we follow it
+        def found(chunk: bytes) -> bool:
+            nonlocal seen
+            if needle is None:
+                return False
+            seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
+            return needle in seen
+
+        while True:  # once per file: serial.log may be replaced (an older nestor's rename) while we follow it
             with open(path, "rb") as f:
-                if tail is not None:
-                    f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
-                    tail = None
+                f.seek(max(0, os.fstat(f.fileno()).st_size - (cap if tail is None else tail)))
+                tail = None
+                mark = seriallog.identity(older)
                 while True:
-                    chunk = f.read(LOG_CHUNK)
-                    if chunk:
-                        yield chunk
-                        if needle is not None:
-                            seen = (seen + chunk)[-(len(needle) + LOG_CHUNK):]
-                            if needle in seen:
+                    # Under a shared flock no rotation (which takes it exclusively) can happen
+                    # between looking at serial.log.1 and reading serial.log.
+                    with seriallog.reading(f.fileno()):
+                        rest = b""
+                        now = seriallog.identity(older)
+                        if follow and now != mark:  # copytruncate: what we had not read yet ends serial.log.1
+                            mark = now
+                            rest = _rest_of(older, f.tell())
+                            f.seek(0)
+                        chunk = f.read(LOG_CHUNK)
+                        shrunk = follow and os.fstat(f.fileno()).st_size < f.tell()
+                    for data in (rest, chunk):
+                        if data:
+                            yield data
+                            if found(data):
                                 return
+                    if chunk or rest:
                         continue
                     if not follow:
                         return
+                    if shrunk:
+                        f.seek(0)  # truncated without a copy we could see: start over
+                        continue
                     if _rotated(path, f.fileno()):
-                        break  # moved to serial.log.1: go on with the new serial.log
+                        break
+                    seriallog.enforce(path, cap)  # the fallback cap, while the daemon is down
                     tick()
 
     def tree(self, timeout: float = guests.TREE_TIMEOUT) -> Tree:
@@ -337,6 +366,9 @@ class Service:
         return ImageInfo(image, bootplan.image_built(self.core.home.images, image), str(self.core.home.image_dir(image)))
 
     def image_list(self) -> list[ImageInfo]:
+        from ..images import publish
+
+        publish.remove_leftovers(self.core.home.images)  # what a killed build or publish left
         return [self._image(image) for image in bootplan.IMAGES]
 
     # -- disk-image guests: service/diskvms.py, disks.py, checkpoints.py, ssh.py; images/store.py --
@@ -397,8 +429,9 @@ class Service:
                                used_by=diskvms.GuestRepo(self.core.conn).image_users(image.name), path=str(image.path))
 
     def image_store_list(self) -> list[StoredImageInfo]:
-        from ..images import store
+        from ..images import publish, store
 
+        publish.remove_leftovers(store.store_dir(self.core.home.images))
         return [self._stored(image.name) for image in store.all_images(self.core.home.images)]
 
     def image_remove(self, name: str) -> None:
@@ -474,6 +507,17 @@ class Service:
         from . import diskvms
 
         return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)
+
+
+def _rest_of(older: Path, offset: int) -> bytes:
+    """serial.log.1 from `offset` on: the old serial.log was copied there whole (while the
+    daemon kept the log under twice the cap, so this is at most that much)."""
+    try:
+        with open(older, "rb") as f:
+            f.seek(offset)
+            return f.read()
+    except OSError:
+        return b""
 
 
 def _rotated(path: Path, fd: int) -> bool:

@@ -32,7 +32,7 @@ from ..net.revert import Reverter
 from ..net.store import SWITCH_TYPES, Adapter, Nat, NetStore, Switch
 from ..state import db
 from ..state.lock import vm_lock
-from .memory import refuse_if_saved
+from .memory import is_saved, refuse_if_saved
 from .net_types import (
     AdapterInfo,
     GuardKind,
@@ -346,7 +346,13 @@ class Network:
         return taken
 
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
-        """Delete the switch; with ``force`` also its NAT and adapters. Returns what else went."""
+        """Delete the switch; with ``force`` also its NAT and the adapters of VMs that are off.
+        Returns what else went.
+
+        A running (or paused) VM's tap is never deleted under it, and a saved VM needs its
+        adapters to resume: while any VM attached to the switch is in either state the removal
+        is refused, naming them, with or without ``force`` (docs/decisions.md, 2026-11-27).
+        """
         sw = self.store.switch(name)
         users = self.store.adapters_on_switch(sw.id)
         nat = self.store.nat_of_switch(sw.id)
@@ -357,21 +363,60 @@ class Network:
             if nat:
                 parts.append(f"nat '{nat.name}'")
             raise Conflict(f"switch '{name}' is in use by " + " and ".join(parts),
-                           hint=f"remove those first, or nestor switch remove {name} --force")
+                           hint=f"remove those first, or nestor switch remove {name} --force "
+                                "(removes them; refused while an attached VM runs or is saved)")
         host.require_net_admin()
-        if nat:
-            self.nat_remove(nat.name)
-        with error_context(switch=name), self._lock():
-            for adapter in users:
-                self._delete_tap(adapter)
-                self.store.remove_adapter(adapter.id)
-            if users:
-                self._rerender_guard(sw.netns)
-            self._delete_bridge(sw)
-            self.store.remove_switch(sw.id)
-            if self.store.nats_in_netns(sw.netns):
-                self._rerender_nat(sw.netns)
+        with contextlib.ExitStack() as locks:
+            # The attached VMs' locks (in id order, before the network lock, as `vm start` takes
+            # them): none of them starts, stops or saves while we look and remove.
+            locked = set()
+            for vm_id in sorted({a.vm_id for a in users}):
+                vm_name = next(a.vm for a in users if a.vm_id == vm_id)
+                locks.enter_context(vm_lock(paths.VMFiles(self.home.vm_dir(vm_id)).lock, vm_name))
+                locked.add(vm_id)
+            users = self.store.adapters_on_switch(sw.id)  # again, under the locks
+            if {a.vm_id for a in users} - locked:
+                raise Conflict(f"switch '{name}': an adapter was added to it meanwhile", hint="run the command again")
+            self._refuse_live_users(name, users)
+            nat = self.store.nat_of_switch(sw.id)
+            if nat:
+                self.nat_remove(nat.name)
+            with error_context(switch=name), self._lock():
+                for adapter in users:
+                    self._delete_tap(adapter)
+                    self.store.remove_adapter(adapter.id)
+                if users:
+                    self._rerender_guard(sw.netns)
+                self._delete_bridge(sw)
+                self.store.remove_switch(sw.id)
+                if self.store.nats_in_netns(sw.netns):
+                    self._rerender_nat(sw.netns)
         return SwitchRemoval(name=sw.name, nat=nat.name if nat else None, adapters=[_port(a) for a in users])
+
+    def _refuse_live_users(self, switch: str, users: list[Adapter]) -> None:
+        """StateError naming every attached VM that runs, is paused or is saved."""
+        busy: dict[str, str] = {}
+        for adapter in users:
+            if adapter.vm in busy:
+                continue
+            config = self.vms.get(adapter.vm)
+            state = self._vm_state(config)
+            if state is not VMState.OFF:
+                busy[adapter.vm] = state.value
+            elif is_saved(paths.VMFiles(self.home.vm_dir(config.id))):
+                busy[adapter.vm] = "saved"
+        if not busy:
+            return
+        named = ", ".join(f"vm '{vm}' ({state})" for vm, state in busy.items())
+        first = next(iter(busy))
+        nic = next(a.name for a in users if a.vm == first)
+        stop = f"nestor vm stop {first}" + (" --turn-off (discards the saved state)" if busy[first] == "saved" else "")
+        raise StateError(
+            f"switch '{switch}' is used by {named}: a running VM's adapter is never removed under it, "
+            "and a saved VM needs its adapters to resume",
+            hint=f"stop it first ({stop}), or once it is off remove its adapter (nestor adapter remove {first} {nic}); "
+                 f"then nestor switch remove {switch} --force",
+        )
 
     # -- adapters ------------------------------------------------------------------------------
     def _new_mac(self) -> str:

@@ -63,6 +63,7 @@ class VMs:
         }
         fields.update(memory.info_fields(core, config, pid is not None, detail))
         if pid is not None:
+            core.ensure_daemon()  # reconcile: a daemon killed (or never started) comes back
             launch = core.launch(config)
             start = process.started_at(pid)
             fields["uptime"] = round(time.time() - start, 1) if start else None
@@ -192,6 +193,7 @@ class VMs:
             revert.add(lambda: _end(pid, files.dir))
             faults.point("vm-start:after-spawn")
             memory.after_spawn(core, config, spec.memory, saved)
+            core.ensure_daemon()  # the serial log's cap (and the balancer) run there
             revert.success()
         return self.info(config)
 
