@@ -6,8 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from .runas import QemuUser
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# With -runas/-run-with user= QEMU itself calls setgid/setuid after seccomp is in force, so set*id
+# must be allowed (elevateprivileges=deny kills it with SIGSYS: checked on 7.2). Once QEMU has
+# dropped root those calls can only move among its own ids, so nothing is given away.
+SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class LaunchSpec:
     machine: str = "microvm"
     firmware: Firmware | None = None
     cdroms: tuple[Cdrom, ...] = ()
+    user: QemuUser | None = None  # drop root to this user once started (engine/runas.py); None: stay
     extra: tuple[str, ...] = field(default=())
 
 
@@ -191,8 +197,14 @@ def _incoming(spec: LaunchSpec) -> list[str]:
     return ["-incoming", "defer"] if spec.incoming else []
 
 
+def _user(spec: LaunchSpec) -> list[str]:
+    return spec.user.argv() if spec.user is not None else []
+
+
 def _sandbox(spec: LaunchSpec) -> list[str]:
-    return ["-sandbox", SANDBOX] if spec.sandbox else []
+    if not spec.sandbox:
+        return []
+    return ["-sandbox", SANDBOX_RUNAS if spec.user is not None else SANDBOX]
 
 
 def build(spec: LaunchSpec) -> list[str]:
@@ -212,6 +224,7 @@ def build(spec: LaunchSpec) -> list[str]:
         *_serial(spec),
         *_control(spec),
         *_incoming(spec),
+        *_user(spec),
         *_sandbox(spec),
         *spec.extra,
     ]
