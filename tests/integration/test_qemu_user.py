@@ -68,6 +68,7 @@ def assert_unprivileged(pid: int, user: pwd.struct_passwd) -> None:
     for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
         assert int(st[cap], 16) == 0, f"{cap} = {st[cap]}"
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"  # the sandbox is still in force
+    assert Path(f"/proc/{pid}/fd").stat().st_uid == 0  # not dumpable: other QEMUs cannot ptrace it
 
 
 def cannot_open_home(home: Path, directory: Path, name: str) -> str:
