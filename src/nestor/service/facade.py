@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import bootplan
-from ..errors import InvalidInput, StateError
+from ..errors import InvalidInput, NestorError, StateError
 from ..model import validate_name
 from ..policy.checks import host_checks
 from . import guests, memory
@@ -80,7 +80,8 @@ class Service:
 
         facts = host_facts.probe()
         checks = [CheckResult(c.name, c.ok, c.detail, c.fix) for c in host_checks(facts)]
-        ok = all(c.ok for c in checks if c.name in ("qemu", "accelerator"))
+        checks.extend(_qemu_user_check(facts.qemu_user_option))
+        ok = all(c.ok for c in checks if c.name in ("qemu", "accelerator", "qemu user"))
         return HostReport(facts.to_json(), checks, ok)
 
     # -- VMs ----------------------------------------------------------------------------------
@@ -366,3 +367,17 @@ def _rotated(path: Path, fd: int) -> bool:
         return os.stat(path).st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
+
+
+def _qemu_user_check(option: str | None) -> list[CheckResult]:
+    """As root: does the user QEMU drops root to exist, and how this QEMU is told (engine/runas.py)."""
+    from ..engine import runas
+
+    name = runas.wanted()
+    if name is None:
+        return []
+    try:
+        user = runas.lookup(name, option)
+    except NestorError as exc:
+        return [CheckResult("qemu user", False, exc.message, exc.hint or "")]
+    return [CheckResult("qemu user", True, f"QEMU drops root to {user.name} (uid {user.uid}): {' '.join(user.argv())}")]
