@@ -136,3 +136,24 @@ def test_a_missing_qemu_user_fails_before_anything_is_made(home: Path, ns: str) 
 
 def nestor_argv(home: Path, ns: str) -> list[str]:
     return [sys.executable, "-m", "nestor", "--home", str(home), "--netns", ns]
+
+
+def test_the_image_build_vm_drops_root_too(image_store: Path, tmp_path: Path, qemu_user: pwd.struct_passwd) -> None:
+    """`image build debian`'s build VM (the argv it really uses), here booting the appliance
+    kernel: its serial file was opened as root, the kernel writes to it after the drop."""
+    from nestor.images import appliance, debian
+
+    app = appliance.load_appliance(image_store)
+    assert app is not None
+    disk = tmp_path / "disk.raw"
+    disk.write_bytes(bytes(1 << 20))
+    log = tmp_path / "build-vm.log"
+    argv = debian.build_vm_argv(disk, app.kernel.vmlinux, app.initrd, "0-0", log, runas.resolve())
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_text(log, "Linux version", timeout=120)
+        st = status(proc.pid)
+        assert st["Uid"].split() == [str(qemu_user.pw_uid)] * 4 and int(st["CapEff"], 16) == 0, st
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
