@@ -135,3 +135,16 @@ def test_taps_belong_to_the_qemu_user(monkeypatch: pytest.MonkeyPatch) -> None:
     netlink.fresh_tap(ipr, "tap0", "br0", None)
     add = next(kw for command, kw in ipr.calls if command == "add")
     assert "uid" not in add and "gid" not in add
+
+
+def test_host_check_names_the_qemu_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nestor.service.facade import _qemu_user_check
+
+    monkeypatch.setattr(runas, "wanted", lambda: "nestor-qemu-missing")
+    (check,) = _qemu_user_check("runas")
+    assert check.name == "qemu user" and not check.ok and "nestor-qemu-missing" in check.detail and check.fix
+    monkeypatch.setattr(runas, "wanted", lambda: "nobody")
+    (check,) = _qemu_user_check("run-with")
+    assert check.ok and "-run-with user=nobody" in check.detail
+    monkeypatch.setattr(runas, "wanted", lambda: None)
+    assert _qemu_user_check("runas") == []
