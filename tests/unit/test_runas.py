@@ -29,13 +29,19 @@ HELP_9_1 = """\
 -run-with [async-teardown=on|off][,chroot=dir][user=username|uid:gid]
                 Set miscellaneous QEMU process lifecycle options:
 """
+HELP_10 = """\
+-run-with [async-teardown=on|off][,chroot=dir]
+          [,exit-with-parent=on|off][,user=username|uid:gid]
+                Set miscellaneous QEMU process lifecycle options:
+"""
 HELP_8_2 = """\
 -run-with [async-teardown=on|off][,chroot=dir]
 -runas user     change to user id user just before starting the VM
 """
 
 
-@pytest.mark.parametrize(("text", "option"), [(HELP_7_2, "runas"), (HELP_9_1, "run-with"), (HELP_8_2, "runas"),
+@pytest.mark.parametrize(("text", "option"), [(HELP_7_2, "runas"), (HELP_9_1, "run-with"), (HELP_10, "run-with"),
+                                              (HELP_8_2, "runas"),
                                               ("-sandbox on\n", None)])
 def test_the_way_to_drop_root_is_read_from_qemu_help(text: str, option: str | None) -> None:
     assert facts.parse_user_option(text) == option

@@ -125,10 +125,14 @@ def qemu_version(path: str) -> str | None:
 def parse_user_option(help_text: str) -> str | None:
     """From `qemu -help`: "run-with" if -run-with takes user= (QEMU >= 9.1, where -runas is
     deprecated), "runas" if only -runas exists, else None."""
-    for line in help_text.splitlines():
-        if line.startswith("-run-with") and "user=" in line:
-            return "run-with"
-    if any(line.startswith("-runas") for line in help_text.splitlines()):
+    lines = help_text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("-run-with"):
+            block = [line]  # the option's usage may continue on indented lines (QEMU >= 10)
+            block += [more for more in lines[index + 1:index + 8] if more.startswith(" ")]
+            if any("user=" in part for part in block):
+                return "run-with"
+    if any(line.startswith("-runas") for line in lines):
         return "runas"
     return None
 
