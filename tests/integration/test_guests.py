@@ -213,7 +213,7 @@ def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_sto
         print(f"[measure] u1 (UEFI) boot to login prompt: {time.monotonic() - started:.1f} s", file=sys.stderr)
         assert "Linux version" in log and "secureboot: Secure boot enabled" in log
         launch = json.loads((directory / "launch.json").read_text())
-        assert "if=pflash,format=raw,unit=1,file=" + str(directory / "nvram.fd") in launch["argv"]
+        assert "if=pflash,format=raw,unit=1,auto-read-only=off,file=" + str(directory / "nvram.fd") in launch["argv"]
     finally:
         nestor(ghome, "vm", "stop", "u1", "--turn-off", check=False)
         nestor(ghome, "vm", "remove", "u1", check=False)

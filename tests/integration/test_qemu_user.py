@@ -157,3 +157,47 @@ def test_the_image_build_vm_drops_root_too(image_store: Path, tmp_path: Path, qe
     finally:
         proc.kill()
         proc.communicate(timeout=30)
+
+
+def test_a_uefi_disk_image_vm_works_after_the_drop(image_store: Path, tmp_path: Path,
+                                                  qemu_user: pwd.struct_passwd) -> None:
+    """q35 + OVMF (its NVRAM), the root overlay on the cached image, a data disk and the cloud-init
+    seed, all opened before the drop; then what QEMU does later on its own open files (online
+    resize, a checkpoint with memory taken and applied) and through a passed fd (save/restore).
+    None of it needs the guest to have booted, so it does not wait for it."""
+    from nestor.images import debian
+    from tests.helpers import guest_home
+
+    debian.build_debian(image_store, debian.DebianRequest(), lambda line: None)  # cached
+    home = guest_home(tmp_path / "home", image_store)
+    try:
+        nestor(home, "vm", "new", "g", "--image", "debian-bookworm", "--generation", "2", "--memory", "256M",
+               "--no-ssh-key", timeout=300)
+        nestor(home, "vm", "disk", "add", "g", "--name", "data", "--size", "64M")
+        nestor(home, "vm", "start", "g")
+        directory = vm_dir(home, "g")
+        pid = process.live_pid(directory)
+        assert pid is not None
+        assert_unprivileged(pid, qemu_user)
+        launch = json.loads((directory / paths.LAUNCH).read_text())["argv"]
+        assert any("if=pflash" in arg and "nvram.fd" in arg for arg in launch)
+        assert any("seed.iso" in arg for arg in launch)
+        nestor(home, "vm", "disk", "resize", "g", "data", "--size", "128M")
+        sizes = {d["name"]: d["virtual_size"] for d in json.loads(nestor(home, "vm", "disk", "list", "g", "-o",
+                                                                        "json").stdout)}
+        assert sizes["data"] == 128 << 20
+        nestor(home, "vm", "checkpoint", "new", "g", "c1", timeout=600)
+        listed = json.loads(nestor(home, "vm", "checkpoint", "list", "g", "-o", "json").stdout)
+        assert [(c["name"], c["memory"]) for c in listed] == [("c1", True)]
+        nestor(home, "vm", "checkpoint", "apply", "g", "c1", timeout=600)
+        assert process.live_pid(directory) == pid
+        nestor(home, "vm", "save", "g", timeout=300)
+        nestor(home, "vm", "start", "g", timeout=300)
+        restored = process.live_pid(directory)
+        assert restored is not None and restored != pid
+        assert_unprivileged(restored, qemu_user)
+        with Monitor(directory / paths.QMP_SOCK, "g") as mon:
+            assert mon.status() == "running"
+        cannot_open_home(home, directory, "g")
+    finally:
+        reap_home(home)

@@ -13,6 +13,12 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 # must be allowed (elevateprivileges=deny kills it with SIGSYS: checked on 7.2). Once QEMU has
 # dropped root those calls can only move among its own ids, so nothing is given away.
 SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+# Writable images keep the read-write descriptor QEMU opened as root. With -drive's default
+# auto-read-only=on, QEMU reopens the file by path (read-only) when it inactivates its images at
+# the end of a migration (`vm save`) and again read-write on `cont`: after the drop to the QEMU
+# user that open fails (EACCES in the root-only home: "bdrv_inactivate_all() failed"). With it
+# off the lock bytes change on the open descriptor and nothing is reopened (checked on 7.2).
+KEEP_RW = "auto-read-only=off"
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,7 @@ def _firmware(spec: LaunchSpec) -> list[str]:
     return [
         *secure,
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={fw.code}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={fw.vars}",
+        "-drive", f"if=pflash,format=raw,unit=1,{KEEP_RW},file={fw.vars}",
     ]
 
 
@@ -156,7 +162,7 @@ def _disks(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, disk in enumerate(spec.disks):
         drive = disk.id or f"disk{index}"
-        mode = "readonly=on" if disk.readonly else f"cache={disk.cache}"
+        mode = "readonly=on" if disk.readonly else f"cache={disk.cache},{KEEP_RW}"
         boot = ",bootindex=1" if disk.boot else ""
         node = ""
         if spec.machine == "q35":  # node names: QMP snapshot-save/-load name the disks by node
