@@ -94,6 +94,11 @@ class Home:
         return self.root / "cache"
 
     @property
+    def qemu_caps(self) -> Path:
+        """What the host's QEMU supports, probed once per binary (engine/runas.py)."""
+        return self.cache / "qemu.json"
+
+    @property
     def vms(self) -> Path:
         return self.root / "vms"
 

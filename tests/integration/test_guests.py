@@ -10,6 +10,7 @@ and deletes the namespace, also when a test fails.
 from __future__ import annotations
 
 import json
+import pwd
 import secrets
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from nestor.images import debian
-from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for_text
+from tests.helpers import CACHE, guest_home, nestor, reap_home, show, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
 
@@ -148,6 +149,11 @@ def _guest_sectors(ghome: Path, netns: str, dev: str) -> int:
 
 
 def test_disk_added_and_grown_online(ghome: Path, netns: str, booted: dict[str, object]) -> None:
+    # q35 with a cloud-init seed, an overlay on the cached image and a data disk: QEMU opened them
+    # all before it dropped root to nestor-qemu; the online resize below works on its open file.
+    status = Path(f"/proc/{show(ghome, 'g1')['pid']}/status").read_text()
+    uid = pwd.getpwnam("nestor-qemu").pw_uid
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}\n" in status and "CapEff:\t0000000000000000" in status, status
     assert _guest_sectors(ghome, netns, "vdb") == (64 << 20) // 512
     nestor(ghome, "vm", "disk", "resize", "g1", "data", "--size", "128M", netns=netns)
     deadline = time.monotonic() + 30
@@ -207,7 +213,7 @@ def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_sto
         print(f"[measure] u1 (UEFI) boot to login prompt: {time.monotonic() - started:.1f} s", file=sys.stderr)
         assert "Linux version" in log and "secureboot: Secure boot enabled" in log
         launch = json.loads((directory / "launch.json").read_text())
-        assert "if=pflash,format=raw,unit=1,file=" + str(directory / "nvram.fd") in launch["argv"]
+        assert "if=pflash,format=raw,unit=1,auto-read-only=off,file=" + str(directory / "nvram.fd") in launch["argv"]
     finally:
         nestor(ghome, "vm", "stop", "u1", "--turn-off", check=False)
         nestor(ghome, "vm", "remove", "u1", check=False)

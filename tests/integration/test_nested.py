@@ -38,6 +38,11 @@ def test_l2_in_l1_detection_and_tree(l1_home: Path) -> None:
     in_l1(l1_home, "nestor", "vm", "log", "l2", "--until", L2_BOOT_LINE, "--timeout", "150")
     l2 = json.loads(in_l1(l1_home, "nestor", "vm", "show", "l2", "-o", "json"))
     assert l2["accelerator"] == "kvm" and l2["cpu_model"].startswith("host")
+    # L1's nestor runs L2's QEMU unprivileged too (the nested-host image has the user).
+    status = in_l1(l1_home, "cat", f"/proc/{l2['pid']}/status")
+    uid = in_l1(l1_home, "id", "-u", "nestor-qemu").strip()
+    assert f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}" in status and uid != "0", status
+    assert "CapEff:\t0000000000000000" in status, status
     shown = show(l1_home, "l1")
     assert shown["hypervisor_running"] is True, shown
 

@@ -6,8 +6,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from .runas import QemuUser
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# With -runas/-run-with user= QEMU itself calls setgid/setuid after seccomp is in force, so set*id
+# must be allowed (elevateprivileges=deny kills it with SIGSYS: checked on 7.2). Once QEMU has
+# dropped root those calls can only move among its own ids, so nothing is given away.
+SANDBOX_RUNAS = "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny"
+# Writable images keep the read-write descriptor QEMU opened as root. With -drive's default
+# auto-read-only=on, QEMU reopens the file by path (read-only) when it inactivates its images at
+# the end of a migration (`vm save`) and again read-write on `cont`: after the drop to the QEMU
+# user that open fails (EACCES in the root-only home: "bdrv_inactivate_all() failed"). With it
+# off the lock bytes change on the open descriptor and nothing is reopened (checked on 7.2).
+KEEP_RW = "auto-read-only=off"
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,7 @@ class LaunchSpec:
     machine: str = "microvm"
     firmware: Firmware | None = None
     cdroms: tuple[Cdrom, ...] = ()
+    user: QemuUser | None = None  # drop root to this user once started (engine/runas.py); None: stay
     extra: tuple[str, ...] = field(default=())
 
 
@@ -89,7 +101,7 @@ def _firmware(spec: LaunchSpec) -> list[str]:
     return [
         *secure,
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={fw.code}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={fw.vars}",
+        "-drive", f"if=pflash,format=raw,unit=1,{KEEP_RW},file={fw.vars}",
     ]
 
 
@@ -150,7 +162,7 @@ def _disks(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, disk in enumerate(spec.disks):
         drive = disk.id or f"disk{index}"
-        mode = "readonly=on" if disk.readonly else f"cache={disk.cache}"
+        mode = "readonly=on" if disk.readonly else f"cache={disk.cache},{KEEP_RW}"
         boot = ",bootindex=1" if disk.boot else ""
         node = ""
         if spec.machine == "q35":  # node names: QMP snapshot-save/-load name the disks by node
@@ -191,8 +203,14 @@ def _incoming(spec: LaunchSpec) -> list[str]:
     return ["-incoming", "defer"] if spec.incoming else []
 
 
+def _user(spec: LaunchSpec) -> list[str]:
+    return spec.user.argv() if spec.user is not None else []
+
+
 def _sandbox(spec: LaunchSpec) -> list[str]:
-    return ["-sandbox", SANDBOX] if spec.sandbox else []
+    if not spec.sandbox:
+        return []
+    return ["-sandbox", SANDBOX_RUNAS if spec.user is not None else SANDBOX]
 
 
 def build(spec: LaunchSpec) -> list[str]:
@@ -212,6 +230,7 @@ def build(spec: LaunchSpec) -> list[str]:
         *_serial(spec),
         *_control(spec),
         *_incoming(spec),
+        *_user(spec),
         *_sandbox(spec),
         *spec.extra,
     ]

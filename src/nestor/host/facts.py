@@ -33,6 +33,9 @@ class HostFacts:
     tsc_khz: int
     cpus: int
     level: int = 0  # 0 on a host nestor does not run in; N inside a nestor guest at level N
+    # How this QEMU drops root: "run-with" (-run-with user=, QEMU >= 9.1), "runas" (-runas), None
+    # (neither, or not probed: probe(qemu=False)). See engine/runas.py.
+    qemu_user_option: str | None = None
 
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +122,32 @@ def qemu_version(path: str) -> str | None:
     return match.group(1) if match else None
 
 
+def parse_user_option(help_text: str) -> str | None:
+    """From `qemu -help`: "run-with" if -run-with takes user= (QEMU >= 9.1, where -runas is
+    deprecated), "runas" if only -runas exists, else None."""
+    lines = help_text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("-run-with"):
+            block = [line]  # the option's usage may continue on indented lines (QEMU >= 10)
+            block += [more for more in lines[index + 1:index + 8] if more.startswith(" ")]
+            if any("user=" in part for part in block):
+                return "run-with"
+    if any(line.startswith("-runas") for line in lines):
+        return "runas"
+    return None
+
+
+def qemu_user_option(path: str) -> str | None:
+    """Probe `path -help` for the way it drops root (parse_user_option)."""
+    try:
+        out = subprocess.run(
+            [path, "-help"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_user_option(out)
+
+
 def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
     """All facts; qemu=False skips running QEMU for its version (hot paths like `vm start`)."""
     vendor, flags, khz = parse_cpuinfo(_read("/proc/cpuinfo"))
@@ -138,4 +167,5 @@ def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
         tsc_khz=khz,
         cpus=os.cpu_count() or 1,
         level=parse_level(_read("/proc/cmdline")),
+        qemu_user_option=qemu_user_option(qemu_path) if qemu_path and qemu else None,
     )

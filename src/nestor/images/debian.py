@@ -32,6 +32,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from nestor.engine import runas
+from nestor.engine.runas import QemuUser
 from nestor.errors import ImageError, InvalidInput
 
 from . import publish, store
@@ -254,6 +256,7 @@ def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, f
     if os.geteuid() != 0:
         raise ImageError("building a Debian image needs root (mmdebstrap --mode=root)",
                          hint="run `nestor image build debian` as root")
+    user = runas.resolve()  # the build VM's QEMU drops root too: a missing user fails before mmdebstrap
     started = time.monotonic()
     step = _Steps(progress, started)
     log = images_dir / f"{name}.log"
@@ -273,7 +276,7 @@ def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, f
         shutil.rmtree(tree)
         step("[3/5] build VM: grub-install (BIOS and UEFI), update-grub")
         run_build_vm(raw, stage / "vmlinuz", stage / "initrd.img", root_uuid, images_dir / f"{name}.build-vm.log",
-                     step.sub)
+                     step.sub, user)
         step("[4/5] qemu-img convert to qcow2")
         out = stage / "out"
         out.mkdir()
@@ -328,7 +331,9 @@ def make_disk(tree: Path, disk: Path, size: int, root_uuid: str, esp_id: str) ->
          "mkfs.ext4", "e2fsprogs >= 1.43 is needed for mkfs.ext4 -d")
 
 
-def build_vm_argv(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: Path) -> list[str]:
+def build_vm_argv(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: Path,
+                  user: QemuUser | None = None) -> list[str]:
+    """The build VM: everything is opened at start, so it can drop root to `user` like VMs do."""
     return [
         "qemu-system-x86_64", "-name", "nestor-build", "-nodefaults", "-no-user-config", "-display", "none",
         "-M", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024M",
@@ -337,11 +342,13 @@ def build_vm_argv(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: P
         "-drive", f"id=disk0,file={disk},format=raw,if=none,cache=unsafe",
         "-device", "virtio-blk-pci,drive=disk0",
         "-serial", f"file:{log}", "-no-reboot",
+        *(user.argv() if user is not None else []),
     ]
 
 
-def run_build_vm(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: Path, progress: Progress) -> None:
-    argv = build_vm_argv(disk, kernel, initrd, root_uuid, log)
+def run_build_vm(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: Path, progress: Progress,
+                 user: QemuUser | None = None) -> None:
+    argv = build_vm_argv(disk, kernel, initrd, root_uuid, log, user)
     started = time.monotonic()
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nestor.engine import runas
 from nestor.errors import ImageError
 from nestor.images.appliance import (
     APPLIANCE_DIR,
@@ -89,6 +90,11 @@ PAYLOAD_KEEP = 3
 GUEST_PAYLOAD = "/opt/nestor"
 GUEST_HOME = "/var/lib/nestor"
 GUEST_INIT = "/etc/nestor/init.sh"
+
+# The user the L1's QEMUs run as (engine/runas.py), made as scripts/setup makes it on the host.
+# No kvm group: the L1 has no udev, and QEMU opens /dev/kvm as root before it drops root.
+QEMU_USERADD: tuple[str, ...] = ("--system", "--no-create-home", "--home-dir", "/nonexistent",
+                                 "--shell", "/usr/sbin/nologin", "--user-group", runas.USER)
 
 # The runtime dependencies nestor needs (used when the checkout's pyproject.toml is unreadable).
 DEFAULT_DEPENDENCIES: tuple[str, ...] = ("qemu.qmp", "pyroute2", "click", "rich")
@@ -305,6 +311,7 @@ def rootfs_inputs(kernel_version: str) -> dict[str, object]:
         "dirs": sorted(ROOTFS_DIRS),
         "busybox_tools": sorted(BUSYBOX_TOOLS),
         "headroom": ROOTFS_HEADROOM,
+        "qemu_user": list(QEMU_USERADD),
     }
 
 
@@ -438,11 +445,25 @@ def configure_rootfs(rootfs: Path) -> None:
             link.unlink(missing_ok=True)
             link.symlink_to("/bin/busybox")
     (rootfs / "tmp").chmod(0o1777)
+    add_qemu_user(rootfs)
     for leftover in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
         (rootfs / leftover).unlink(missing_ok=True)
     busybox = rootfs / "bin" / "busybox"
     if not busybox.exists():
         raise ImageError("nested-host image: step configure failed: the rootfs has no /bin/busybox")
+
+
+def add_qemu_user(rootfs: Path) -> None:
+    """The L1's nestor runs its L2s' QEMUs as the same unprivileged user as on the host
+    (engine/runas.py); the host's useradd writes the rootfs's passwd/group/shadow (--root)."""
+    passwd = rootfs / "etc" / "passwd"
+    if passwd.is_file() and any(line.split(":")[0] == runas.USER for line in passwd.read_text().splitlines()):
+        return
+    proc = subprocess.run(["useradd", "--root", str(rootfs), *QEMU_USERADD], capture_output=True, text=True,
+                          check=False, timeout=60)
+    if proc.returncode != 0:
+        raise ImageError(f"nested-host image: useradd {runas.USER} failed: {proc.stderr.strip()}",
+                         hint="useradd comes with Debian's passwd package")
 
 
 def _write(path: Path, text: str, mode: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import files, paths
-from ..engine import process
+from ..engine import process, runas
 from ..engine.qmp import Monitor, hypervisor_bits
 from ..errors import EngineError, HostError, NotFound, StateError
 from ..host import facts as host_facts
@@ -80,6 +80,11 @@ class Core:
             daemon.ensure_running(self.home, wait=False)
         except OSError as exc:
             log.warning("cannot start the home's daemon: %s", exc)
+
+    def qemu_user(self) -> runas.QemuUser | None:
+        """The unprivileged user QEMU drops to (None when nestor itself is not root); a
+        HostError naming the fix if it does not exist. Checked before any host change."""
+        return runas.resolve(cache=self.home.qemu_caps)
 
     def files(self, config: VMConfig) -> paths.VMFiles:
         return paths.VMFiles(self.home.vm_dir(config.id))

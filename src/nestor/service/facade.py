@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import bootplan
-from ..errors import Conflict, InvalidInput, StateError
+from ..errors import Conflict, InvalidInput, NestorError, StateError
 from ..model import validate_name
 from ..policy.checks import host_checks
 from . import guests, memory
@@ -88,7 +88,8 @@ class Service:
 
         facts = host_facts.probe()
         checks = [CheckResult(c.name, c.ok, c.detail, c.fix) for c in host_checks(facts)]
-        ok = all(c.ok for c in checks if c.name in ("qemu", "accelerator"))
+        checks.extend(_qemu_user_check(facts.qemu_user_option))
+        ok = all(c.ok for c in checks if c.name in ("qemu", "accelerator", "qemu user"))
         return HostReport(facts.to_json(), checks, ok)
 
     # -- VMs ----------------------------------------------------------------------------------
@@ -533,3 +534,17 @@ def _remote_nat(row: dict[str, Any]) -> NatInfo:
     return NatInfo(name=row["name"], switch=None, prefix=row["prefix"], gateway=row.get("gateway"), netns=None,
                    dhcp=bool(row["dhcp"]), leases=leases, host=row["host"], state=row.get("state"),
                    bridge=row.get("bridge"))
+
+
+def _qemu_user_check(option: str | None) -> list[CheckResult]:
+    """As root: does the user QEMU drops root to exist, and how this QEMU is told (engine/runas.py)."""
+    from ..engine import runas
+
+    name = runas.wanted()
+    if name is None:
+        return []
+    try:
+        user = runas.lookup(name, option)
+    except NestorError as exc:
+        return [CheckResult("qemu user", False, exc.message, exc.hint or "")]
+    return [CheckResult("qemu user", True, f"QEMU drops root to {user.name} (uid {user.uid}): {' '.join(user.argv())}")]

@@ -176,10 +176,12 @@ class VMs:
                     hint="nestor host check",
                 )
             rules.check_vcpus(config.vcpus, config.nested, accel)
+            user = core.qemu_user()  # QEMU drops root to it (a missing user fails here, nothing made)
             saved = memory.saved(files)  # a saved VM resumes: the same room, and -incoming
             write_private(files.launch, "{}")  # from here on, a kill leaves work for `reconcile`
             revert.add(lambda: files.launch.unlink(missing_ok=True))
-            spec = replace(self._launch_spec(config, accel), nics=core.network.attach(config))
+            spec = replace(self._launch_spec(config, accel), user=user,
+                           nics=core.network.attach(config, owner=user))
             revert.add(lambda: core.network.detach(config))
             faults.point("vm-start:after-attach")
             if saved is not None:
