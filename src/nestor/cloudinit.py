@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import files
 from .errors import HostError, InvalidInput, NotFound
 
 SEED = "seed.iso"
@@ -213,13 +214,13 @@ def network_config(nics: Sequence[NicConfig]) -> str | None:
 def write_seed(spec: SeedSpec, vm_dir: Path) -> Path:
     """``vm_dir/seed.iso`` made by cloud-localds from the rendered documents."""
     work = vm_dir / "seed"
-    work.mkdir(exist_ok=True)
-    (work / "user-data").write_text(user_data(spec))
-    (work / "meta-data").write_text(meta_data(spec))
+    files.private_dir(work, parents=False)
+    files.write_private(work / "user-data", user_data(spec))
+    files.write_private(work / "meta-data", meta_data(spec))
     argv = ["cloud-localds"]
     network = network_config(spec.nics)
     if network is not None:
-        (work / "network-config").write_text(network)
+        files.write_private(work / "network-config", network)
         argv.append(f"--network-config={work / 'network-config'}")
     else:
         (work / "network-config").unlink(missing_ok=True)
@@ -232,5 +233,6 @@ def write_seed(spec: SeedSpec, vm_dir: Path) -> Path:
         raise HostError("cloud-localds is not installed", hint="apt-get install cloud-image-utils") from exc
     if proc.returncode != 0:
         raise HostError(f"cloud-localds failed: {proc.stderr.strip()}", hint="apt-get install cloud-image-utils genisoimage")
+    files.tighten(tmp)  # the seed carries the user's key and user-data: root's alone
     os.replace(tmp, seed)
     return seed

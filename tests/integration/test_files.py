@@ -153,3 +153,30 @@ def test_an_old_loose_home_is_tightened_on_first_use(tmp_path: Path) -> None:
     loose_nestor(home, "vm", "list")  # a read-only command tightens too
     assert [mode(p) for p in (home, home / "vms", vm, home / paths.DB_NAME, vm / paths.QEMU_LOG)] == [
         0o700, 0o700, 0o700, 0o600, 0o600]
+
+
+def test_disk_image_vm_files_are_private_under_umask_zero(home: Path, tmp_path: Path) -> None:
+    """A disk-image VM's directory, overlay/blank disks, NVRAM and cloud-init seed (the user's key
+    and user-data) are root's alone, whatever the umask (qemu-img and copies follow the umask)."""
+    from nestor import cloudinit
+
+    iso = tmp_path / "media.iso"
+    iso.write_bytes(b"\0" * (1 << 20))
+    loose_nestor(home, "vm", "new", "g", "--iso", str(iso), "--disk-size", "64M", "--generation", "2")
+    loose_nestor(home, "vm", "disk", "add", "g", "--name", "data", "--size", "16M")
+    directory = vm_dir(home, "g")
+    assert mode(directory) == 0o700
+    made = sorted(p.name for p in directory.iterdir())
+    assert {"root.qcow2", "disk-data.qcow2", "nvram.fd"} <= set(made), made
+    for path in directory.iterdir():
+        assert mode(path) == 0o600, path
+
+    spec = cloudinit.SeedSpec(instance_id="i-1", hostname="g", ssh_keys=("ssh-ed25519 AAAA test",))
+    old = os.umask(0)
+    try:
+        seed = cloudinit.write_seed(spec, directory)
+    finally:
+        os.umask(old)
+    assert mode(seed) == 0o600 and mode(directory / "seed") == 0o700
+    for path in (directory / "seed").iterdir():
+        assert mode(path) == 0o600, path

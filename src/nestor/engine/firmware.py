@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import files
 from ..errors import HostError, InvalidInput
 from .argv import Firmware
 
@@ -51,6 +52,7 @@ def make_nvram(vm_dir: Path, secure_boot: bool) -> Path:
     nvram = vm_dir / NVRAM
     if not nvram.exists():
         shutil.copyfile(ovmf_files(secure_boot).vars_template, nvram)
+        files.tighten(nvram)
     return nvram
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import paths
+from .. import files, paths
 from ..engine import process
 from ..engine.qmp import Monitor
 from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
@@ -118,10 +118,12 @@ def create_overlay(image: store.StoredImage, target: Path, size: int | None) -> 
     if size is not None:
         argv.append(str(size))
     qemu_img(argv, "cannot create the VM's disk")
+    files.tighten(target)  # qemu-img creates by the umask: the disk is root's alone (0600)
 
 
 def create_blank(target: Path, size: int) -> None:
     qemu_img(["create", "-q", "-f", "qcow2", str(target), str(check_size(size))], "cannot create the disk")
+    files.tighten(target)
 
 
 def resize_offline(path: Path, size: int) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import cloudinit
+from .. import cloudinit, files
 from ..engine import argv as qemu_argv
 from ..engine import firmware
 from ..errors import InvalidInput, NotFound, StateError
@@ -170,7 +170,8 @@ def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_
         vm_dir = core.vm_dir(config)
         if vm_dir.exists():
             shutil.rmtree(vm_dir)
-        vm_dir.mkdir(parents=True)
+        files.private_dir(vm_dir.parent, parents=False)
+        files.private_dir(vm_dir, parents=False)
         revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
         GuestRepo(core.conn).add(replace(guest, vm_id=config.id))
         root = vm_dir / ROOT_FILE
