@@ -4,12 +4,15 @@
 # PID 1 is busybox init (/sbin/init -> /bin/busybox), so `poweroff`, `reboot` and the ACPI power
 # button (acpid -> /etc/acpi/PWRF/00000080 -> busybox poweroff) all work. It reads /etc/inittab,
 # which runs this script in several roles, chosen by $1:
-#   sysinit    ::sysinit   mount the API filesystems, hostname, modules (kvm_amd nested=1),
-#                          the payload disk at /opt/nestor, nestor's home, acpid, network.
+#   sysinit    ::sysinit   mount the API filesystems, hostname, virtio modules, the payload disk
+#                          at /opt/nestor, nestor's home; then nestor serve in the background (its
+#                          Python start is most of an L1's boot under TCG, so it overlaps the rest),
+#                          modules (kvm_amd nested=1, netfilter), acpid, network.
 #   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
 #   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
 #   api        ::respawn   nestor serve: this level's API, reached by the host over the
-#                          virtio-serial port org.nestor.api.0 (the host's channel).
+#                          virtio-serial port org.nestor.api.0 (the host's channel). It first
+#                          waits while the one sysinit started runs (a lock held by nestor serve).
 #   console    ::respawn   a login shell on the console once Enter is pressed.
 #   shutdown   ::shutdown  stop daemons, sync, unmount (init then kills the rest and powers off).
 #   udhcpc     the udhcpc event script (/etc/nestor/udhcpc).
@@ -27,11 +30,13 @@ PAYLOAD_DIR=/opt/nestor
 NESTOR_HOME=/var/lib/nestor
 AGENT_PORT_NAME=org.qemu.guest_agent.0
 API_PORT_NAME=org.nestor.api.0
+API_LOCK=/run/nestor-serve.lock
 PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH NESTOR_HOME
 
 IP=/usr/sbin/ip
 MODPROBE=/usr/sbin/modprobe
+FLOCK=/usr/bin/flock  # util-linux (Debian's busybox has no flock)
 BB=/bin/busybox
 
 mount() { $BB mount "$@"; }
@@ -100,12 +105,15 @@ mount_api() {
     [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 }
 
-load_modules() {
+load_virtio_modules() {
     # virtio_mmio first: on microvm it finds the virtio-mmio devices through ACPI.
     # Few modprobe runs: each process costs ~0.1 s under TCG.
     $MODPROBE virtio_mmio 2>/dev/null
     $MODPROBE -a virtio_net virtio_blk virtio_console virtio_balloon virtio_rng button evdev \
         kvm 2>/dev/null
+}
+
+load_modules() {
     # kvm_amd where the CPU has svm, kvm_intel where it has vmx; the other one fails harmlessly.
     $MODPROBE kvm_amd nested=1 2>/dev/null || $MODPROBE kvm_intel nested=1 2>/dev/null
     $MODPROBE -a tun bridge veth macvlan nf_tables nft_chain_nat nft_masq nft_nat nft_ct \
@@ -165,9 +173,11 @@ stage_sysinit() {
     mount_api
     read_cmdline
     echo "${CMDLINE_HOSTNAME:-nestor-l1}" > /proc/sys/kernel/hostname
-    load_modules
+    load_virtio_modules
     mount_payload
     setup_home
+    run_api < /dev/null &
+    load_modules
     # The ACPI power button (GED on microvm) -> evdev -> acpid -> /etc/acpi/PWRF/00000080.
     wait_for /dev/input/event0 20
     acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
@@ -236,7 +246,9 @@ stage_ready() {
     echo "$BOOT_LINE" > /dev/console
 }
 
-stage_api() {
+# run_api: nestor serve on the API port, holding $API_LOCK (fd 9) for its life; waits while
+# another one holds it. Returns only when there is no port or no payload.
+run_api() {
     n=0
     while ! find_port "$API_PORT_NAME" && [ "$n" -lt 50 ]; do
         usleep 100000
@@ -244,10 +256,17 @@ stage_api() {
     done
     if [ -z "$port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
         log "no virtio-serial port named $API_PORT_NAME or no nestor payload: no nestor serve"
-        exec sleep 3600  # init respawns us; do not spin
+        return 1
     fi
+    exec 9> "$API_LOCK"
+    $FLOCK 9
     cd /
     exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> /var/log/nestor-serve.log 2>&1
+}
+
+stage_api() {
+    run_api
+    exec sleep 3600  # init respawns us; do not spin
 }
 
 stage_console() {
