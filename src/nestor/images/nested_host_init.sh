@@ -21,15 +21,16 @@
 #   nestor.hostname=NAME  nestor.ip=ADDR/PREFIX  nestor.gw=GW  nestor.dns=IP  nestor.dhcp=1
 #   nestor.payload=/dev/vdX (default: the disk labelled nestor-payload, else /dev/vdb)
 #
-# The rootfs has no util-linux mount, procps or acpid: those come from busybox, through the
-# functions below (Debian's dynamic busybox sh does not prefer its applets by itself). iproute2
-# and kmod are called by their full paths (/usr/sbin/ip, /usr/sbin/modprobe), never busybox's.
+# The boot line, port names and paths come from /etc/nestor/contract.sh (rendered from
+# nestor/images/contract.py); the functions it shares with the appliance's /init from
+# /etc/nestor/lib.sh (guest_lib.sh). The rootfs has no util-linux mount, procps or acpid: those
+# come from busybox, through the functions below (Debian's dynamic busybox sh does not prefer its
+# applets by itself). iproute2 and kmod are called by their full paths (/usr/sbin/ip,
+# /usr/sbin/modprobe), never busybox's.
 
-BOOT_LINE="nestor-nested-host: ready"
-PAYLOAD_DIR=/opt/nestor
-NESTOR_HOME=/var/lib/nestor
-AGENT_PORT_NAME=org.qemu.guest_agent.0
-API_PORT_NAME=org.nestor.api.0
+. /etc/nestor/contract.sh  # the host <-> guest contract (nestor/images/contract.py)
+BOOT_LINE="$NESTED_HOST_BOOT_LINE"
+LOG_TAG=nestor-nested-host
 API_LOCK=/run/nestor-serve.lock
 PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH NESTOR_HOME
@@ -38,6 +39,7 @@ IP=/usr/sbin/ip
 MODPROBE=/usr/sbin/modprobe
 FLOCK=/usr/bin/flock  # util-linux (Debian's busybox has no flock)
 BB=/bin/busybox
+UDHCPC_SCRIPT=/etc/nestor/udhcpc
 
 mount() { $BB mount "$@"; }
 umount() { $BB umount "$@"; }
@@ -46,51 +48,7 @@ usleep() { $BB usleep "$@"; }
 udhcpc() { $BB udhcpc "$@"; }
 pidof() { $BB pidof "$@"; }
 
-log() {
-    echo "nestor-nested-host: $*" > /dev/console
-}
-
-# Under TCG every new process costs ~60-90 ms, so this script uses shell builtins (read, case,
-# [ ]) wherever it can, and no $(...) in the boot path.
-
-# The kernel command line, parsed once: nestor.KEY=VALUE -> $CMDLINE_KEY
-read_cmdline() {
-    read -r CMDLINE < /proc/cmdline
-    for arg in $CMDLINE; do
-        case "$arg" in
-            nestor.hostname=*) CMDLINE_HOSTNAME="${arg#*=}" ;;
-            nestor.ip=*) CMDLINE_IP="${arg#*=}" ;;
-            nestor.gw=*) CMDLINE_GW="${arg#*=}" ;;
-            nestor.dns=*) CMDLINE_DNS="${arg#*=}" ;;
-            nestor.dhcp=*) CMDLINE_DHCP="${arg#*=}" ;;
-            nestor.payload=*) CMDLINE_PAYLOAD="${arg#*=}" ;;
-        esac
-    done
-}
-
-# is_mounted DIR (a builtin loop over /proc/mounts)
-is_mounted() {
-    while read -r _dev _dir _rest; do
-        [ "$_dir" = "$1" ] && return 0
-    done < /proc/mounts
-    return 1
-}
-
-# mount_once TYPE DIR OPTIONS [SOURCE]
-mount_once() {
-    [ -d "$2" ] || mkdir -p "$2"
-    is_mounted "$2" || mount -t "$1" -o "$3" "${4:-$1}" "$2"
-}
-
-# wait_for PATH TENTHS: poll until PATH exists, at most TENTHS/10 seconds
-wait_for() {
-    n=0
-    while [ ! -e "$1" ] && [ "$n" -lt "$2" ]; do
-        usleep 100000
-        n=$((n + 1))
-    done
-    [ -e "$1" ]
-}
+. "$GUEST_LIB"  # log, read_cmdline, is_mounted, mount_once, wait_for, find_port, setup_net, udhcpc_event
 
 mount_api() {
     # The initramfs moved /dev, /proc and /sys here before switch_root; mount what is missing.
@@ -132,7 +90,7 @@ load_modules() {
 mount_payload() {
     mkdir -p "$PAYLOAD_DIR"
     is_mounted "$PAYLOAD_DIR" && return 0
-    dev="$CMDLINE_PAYLOAD"
+    dev="$CMDLINE_payload"
     [ -n "$dev" ] || dev=/dev/vdb
     if ! wait_for "$dev" 50; then
         log "warning: no payload disk ($dev): nestor is not available"
@@ -152,27 +110,10 @@ setup_home() {
     fi
 }
 
-setup_net() {
-    $IP link set lo up
-    [ -e /sys/class/net/eth0 ] || return 0
-    if [ -n "$CMDLINE_IP" ]; then
-        $IP link set eth0 up
-        $IP addr add "$CMDLINE_IP" dev eth0
-        [ -n "$CMDLINE_GW" ] && $IP route add default via "$CMDLINE_GW" dev eth0
-        [ -n "$CMDLINE_DNS" ] && echo "nameserver $CMDLINE_DNS" > /etc/resolv.conf
-    elif [ "$CMDLINE_DHCP" = "1" ]; then
-        # Stays in the background after the lease, to renew it.
-        udhcpc -i eth0 -t 10 -T 1 -A 2 -n -S -p /run/udhcpc.eth0.pid \
-            -s /etc/nestor/udhcpc || log "dhcp on eth0 failed"
-    else
-        $IP link set eth0 up
-    fi
-}
-
 stage_sysinit() {
     mount_api
     read_cmdline
-    echo "${CMDLINE_HOSTNAME:-nestor-l1}" > /proc/sys/kernel/hostname
+    echo "${CMDLINE_hostname:-nestor-l1}" > /proc/sys/kernel/hostname
     load_virtio_modules
     mount_payload
     setup_home
@@ -182,23 +123,6 @@ stage_sysinit() {
     wait_for /dev/input/event0 20
     acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
     setup_net
-}
-
-# find_port NAME: set $port to the /dev/vportNpM whose virtio-ports name is NAME
-# (no udev here, so no /dev/virtio-ports/ symlinks)
-find_port() {
-    port=""
-    for f in /sys/class/virtio-ports/*/name; do
-        [ -f "$f" ] || continue
-        read -r name < "$f"
-        if [ "$name" = "$1" ]; then
-            d="${f%/name}"
-            port="/dev/${d##*/}"
-            [ -e "$port" ] && return 0
-        fi
-    done
-    port=""
-    return 1
 }
 
 find_agent_port() { find_port "$AGENT_PORT_NAME"; }
@@ -261,7 +185,7 @@ run_api() {
     exec 9> "$API_LOCK"
     $FLOCK 9
     cd /
-    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> /var/log/nestor-serve.log 2>&1
+    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> "$API_LOG" 2>&1
 }
 
 stage_api() {
@@ -299,33 +223,6 @@ stage_shutdown() {
     sync
 }
 
-# udhcpc calls its script with the event in $1 and the lease in the environment.
-stage_udhcpc() {
-    case "$1" in
-        deconfig)
-            $IP addr flush dev "$interface"
-            $IP link set "$interface" up
-            ;;
-        bound|renew)
-            $IP addr flush dev "$interface"
-            $IP addr add "$ip/${mask:-24}" dev "$interface"
-            if [ -n "$router" ]; then
-                $IP route del default dev "$interface" 2>/dev/null
-                for r in $router; do
-                    $IP route add default via "$r" dev "$interface" && break
-                done
-            fi
-            : > /etc/resolv.conf
-            [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
-            for d in $dns; do
-                echo "nameserver $d" >> /etc/resolv.conf
-            done
-            log "dhcp: $interface bound to $ip/${mask:-24}"
-            ;;
-    esac
-    return 0
-}
-
 case "$1" in
     sysinit) stage_sysinit ;;
     ready) stage_ready ;;
@@ -333,6 +230,6 @@ case "$1" in
     api) stage_api ;;
     console) stage_console ;;
     shutdown) stage_shutdown ;;
-    udhcpc) shift; stage_udhcpc "$@" ;;
+    udhcpc) shift; udhcpc_event "$@" ;;
     *) log "unknown stage: $1"; exit 2 ;;
 esac
