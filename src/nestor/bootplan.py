@@ -44,14 +44,14 @@ def source_root() -> Path | None:
 
 
 def image_built(images: Path, image: str) -> bool:
-    from .images import appliance
+    from .images import initramfs
 
     if image == "appliance":
-        return appliance.load_appliance(images) is not None
+        return initramfs.load_appliance(images) is not None
     if image == "nested-host":
-        from .images import nested_host
+        from .images import rootfs
 
-        return nested_host.load_nested_host(images) is not None and appliance.load_appliance(images) is not None
+        return rootfs.load_nested_host(images) is not None and initramfs.load_appliance(images) is not None
     raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(IMAGES)}")
 
 
@@ -96,30 +96,30 @@ def _input_file(given: str, option: str, what: str, limit: int) -> Path:
 
 def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) -> BootPlan:
     """`level` is the guest's nesting level (this host's + 1), passed as nestor.level=."""
-    from .images import appliance
+    from .images import contract, initramfs
 
     if boot.kernel:
         return BootPlan(Path(boot.kernel), Path(boot.initrd) if boot.initrd else None)
-    app = appliance.load_appliance(images)
+    app = initramfs.load_appliance(images)
     if app is None:
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")
-    base = ["console=ttyS0", "quiet", "panic=-1", *appliance.cmdline_params(hostname=name), f"nestor.level={level}"]
+    base = ["console=ttyS0", "quiet", "panic=-1", *contract.cmdline_params(hostname=name), f"nestor.level={level}"]
     if boot.image == "appliance":
         initrd = _with_run_cpio(app.initrd, vm_dir) if boot.run_script else app.initrd
         return BootPlan(app.kernel.vmlinux, initrd, base)
-    from .images import nested_host
+    from .images import payload, rootfs
 
-    host = nested_host.load_nested_host(images)
+    host = rootfs.load_nested_host(images)
     if host is None:
         raise NotFound("image 'nested-host' is not built", hint="nestor image build nested-host")
     root = source_root()
     if root is None:
         raise NotFound("nestor's source checkout is not available to make the L1 payload",
                        hint="run nestor from a checkout (scripts/setup installs it editable)")
-    payload = nested_host.build_payload(images, root, lambda _line: None)
+    payload_disk = payload.build_payload(images, root, lambda _line: None)
     overlay = _overlay(host.rootfs, vm_dir, name)
-    disks = (Disk(overlay, "qcow2"), Disk(payload, readonly=True))
-    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *appliance.cmdline_params(root="/dev/vda")], disks, agent=True)
+    disks = (Disk(overlay, "qcow2"), Disk(payload_disk, readonly=True))
+    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *contract.cmdline_params(root="/dev/vda")], disks, agent=True)
 
 
 def _overlay(base: Path, vm_dir: Path, name: str) -> Path:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .images import contract
+
 DB_NAME = "nestor.db"
 QMP_SOCK = "qmp.sock"
 SERIAL_SOCK = "serial.sock"
@@ -18,7 +20,7 @@ INITRD = "initrd.img"
 DISK = "disk.img"
 LAUNCH = "launch.json"  # how the running QEMU was launched: accelerator, CPU model, argv, netns
 API_SOCK = "api.sock"  # nested-host guests: the host end of the guest's nestor API channel
-API_PORT = "org.nestor.api.0"  # its virtio-serial port name (/dev/virtio-ports/… in the guest)
+API_PORT = contract.API_PORT  # its virtio-serial port name (/dev/virtio-ports/… in the guest)
 # memory (service/memory.py)
 SAVED_STATE = "saved.state"  # the guest's state (QEMU's migration stream), while the VM is saved
 SAVED_META = "saved.json"  # what restore needs to start the same QEMU: the memory room

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import GuestError, HostError, NestorError, NotFound
-from .images.appliance import BOOT_LINE as L2_BOOT_LINE
-from .images.appliance import cmdline_params
+from .images.contract import APPLIANCE_BOOT_LINE as L2_BOOT_LINE
+from .images.contract import cmdline_params
 from .net.host import NETNS_DIR
 from .net.run import run
 from .service import Service, SwitchSpec, SwitchType, VMSpec, guests
@@ -143,7 +143,7 @@ class Quickstart:
 
     def _wait_l1(self, service: Service) -> None:
         """l1's boot line on its console, then its nestor API answering over the channel."""
-        from .images.nested_host import BOOT_LINE
+        from .images.contract import NESTED_HOST_BOOT_LINE as BOOT_LINE
 
         deadline = time.monotonic() + L1_BOOT_TIMEOUT
         for _ in service.vm_log(L1, until=BOOT_LINE, timeout=L1_BOOT_TIMEOUT):

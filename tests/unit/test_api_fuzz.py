@@ -175,7 +175,7 @@ def _documented() -> dict[tuple[str, str, int], Any]:
     from nestor.api.routes import router
 
     found = {}
-    for route in router.routes:
+    for route in router.router(documented=True).routes:  # the served router documents no models
         if isinstance(route, APIRoute):
             path = route.path_format.replace("{target:path}", "{target}")
             for status, response in route.responses.items():

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nestor.errors import ImageError
-from nestor.images import appliance, publish
+from nestor.images import appliance, contract, packages, publish
 from nestor.images.appliance import (
     BOOT_LINE,
     ApplianceImage,
@@ -282,7 +282,7 @@ class FakeRun:
 
 def test_resolve_kernel_package_updates_lists_once(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRun([(0, "linux-image-cloud-amd64\n", ""), (0, APT_CACHE_DEPENDS, "")])
-    monkeypatch.setattr(appliance, "_run", fake)
+    monkeypatch.setattr(packages, "run", fake)
     lines: list[str] = []
     assert appliance.resolve_kernel_package(lines.append) == "linux-image-6.1.0-28-cloud-amd64"
     assert ["apt-get", "update"] in fake.calls
@@ -291,7 +291,7 @@ def test_resolve_kernel_package_updates_lists_once(monkeypatch: pytest.MonkeyPat
 
 def test_resolve_kernel_package_fails_with_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRun([(100, "", "E: No packages found"), (100, "", "E: No packages found")])
-    monkeypatch.setattr(appliance, "_run", fake)
+    monkeypatch.setattr(packages, "run", fake)
     with pytest.raises(ImageError) as err:
         appliance.resolve_kernel_package(lambda _line: None)
     assert "linux-image-cloud-amd64" in err.value.message
@@ -300,7 +300,7 @@ def test_resolve_kernel_package_fails_with_hint(monkeypatch: pytest.MonkeyPatch)
 
 def test_apt_download_failure_names_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake = FakeRun([(100, "", "E: Unable to locate package foo"), (100, "", "E: Unable to locate package foo")])
-    monkeypatch.setattr(appliance, "_run", fake)
+    monkeypatch.setattr(packages, "run", fake)
     with pytest.raises(ImageError) as err:
         appliance.apt_download("foo", tmp_path, lambda _line: None)
     assert "foo" in err.value.message
@@ -420,7 +420,7 @@ def test_build_appliance_reuses_cache_without_subprocesses(tmp_path: Path, monke
     def no_subprocess(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a cached build must not run anything")
 
-    monkeypatch.setattr(appliance, "_run", no_subprocess)
+    monkeypatch.setattr(packages, "run", no_subprocess)
     monkeypatch.setattr(subprocess, "run", no_subprocess)
     lines: list[str] = []
     image = appliance.build_appliance(tmp_path, lines.append)
@@ -457,9 +457,11 @@ def test_staging_removes_dead_leftovers(tmp_path: Path) -> None:
 def test_init_script_is_shipped_and_prints_boot_line() -> None:
     text = appliance.init_script()
     assert text.startswith("#!/bin/busybox sh\n")
-    assert f'BOOT_LINE="{BOOT_LINE}"' in text
-    for param in ("nestor.$1=", "hostname", "ip", "gw", "dns", "dhcp", "root"):
-        assert param in text
+    assert 'BOOT_LINE="$APPLIANCE_BOOT_LINE"' in text  # from the contract it sources
+    assert ". /etc/nestor/contract.sh" in text and '. "$GUEST_LIB"' in text
+    assert f"APPLIANCE_BOOT_LINE='{BOOT_LINE}'" in contract.shell_fragment()
+    for var in ("CMDLINE_hostname", "CMDLINE_root"):
+        assert var in text
     assert "switch_root /newroot /sbin/init" in text
 
 

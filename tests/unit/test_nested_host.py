@@ -17,6 +17,7 @@ import pytest
 
 from nestor.errors import ImageError
 from nestor.images import appliance, nested_host, publish
+from nestor.images import rootfs as rootfs_module
 from nestor.images.nested_host import (
     BOOT_LINE,
     DEFAULT_DEPENDENCIES,
@@ -100,7 +101,7 @@ def test_contract_names() -> None:
     assert BOOT_LINE == "nestor-nested-host: ready"
     fields = NestedHostImage.__dataclass_fields__
     assert list(fields) == ["kernel", "initrd", "rootfs"]
-    assert f'BOOT_LINE="{BOOT_LINE}"' in init_script()
+    assert 'BOOT_LINE="$NESTED_HOST_BOOT_LINE"' in init_script()  # from the contract it sources
 
 
 def test_packages_are_the_designed_set() -> None:
@@ -117,10 +118,10 @@ def test_inputs_hash_is_stable_and_tracks_its_inputs(monkeypatch: pytest.MonkeyP
     first = inputs_hash(rootfs_inputs(VERSION))
     assert first == inputs_hash(rootfs_inputs(VERSION))
     assert first != inputs_hash(rootfs_inputs("6.1.0-100-cloud-amd64"))
-    monkeypatch.setattr(nested_host, "PACKAGES", (*PACKAGES, "strace"))
+    monkeypatch.setattr(rootfs_module, "PACKAGES", (*PACKAGES, "strace"))
     assert first != inputs_hash(rootfs_inputs(VERSION))
-    monkeypatch.setattr(nested_host, "PACKAGES", PACKAGES)
-    monkeypatch.setattr(nested_host, "init_script", lambda: "#!/bin/sh\n# changed\n")
+    monkeypatch.setattr(rootfs_module, "PACKAGES", PACKAGES)
+    monkeypatch.setattr(rootfs_module, "init_script", lambda: "#!/bin/sh\n# changed\n")
     assert first != inputs_hash(rootfs_inputs(VERSION))
 
 
@@ -168,7 +169,7 @@ def test_build_nested_host_uses_the_cache_without_mmdebstrap(tmp_path: Path, mon
     def no_mmdebstrap(*_args: object) -> None:
         raise AssertionError("mmdebstrap must not run for a cached image")
 
-    monkeypatch.setattr(nested_host, "run_mmdebstrap", no_mmdebstrap)
+    monkeypatch.setattr(rootfs_module, "run_mmdebstrap", no_mmdebstrap)
     lines: list[str] = []
     image = nested_host.build_nested_host(tmp_path, lines.append)
     assert image.rootfs == rootfs

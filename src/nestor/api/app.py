@@ -57,8 +57,11 @@ def error_response(err: NestorError) -> JSONResponse:
     return JSONResponse({"error": err.to_json()}, status_code=STATUS.get(err.kind, 500))
 
 
-def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
-    """`runtime` is the daemon's shared state (operations, events); None in tests of routes alone."""
+def create_app(settings: Settings, runtime: Any = None, documented: bool = False) -> FastAPI:
+    """`runtime` is the daemon's shared state (operations, events); None in tests of routes alone.
+
+    The served app's routes carry no response models (routes.Routes says why); its OpenAPI
+    document comes from a `documented` twin, made on the first request for it."""
     from . import runtime as rt
 
     app = FastAPI(title="nestor", version="1", description=__doc__ or "",
@@ -107,6 +110,13 @@ def create_app(settings: Settings, runtime: Any = None) -> FastAPI:
         response: Response = await call_next(request)
         return response
 
-    routes.register(app)
+    routes.register(app, documented)
     ui.register(app)
+    if not documented:
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = create_app(settings, app.state.runtime, documented=True).openapi()
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -89,13 +91,79 @@ def _doc(model: Any, status: int = 200) -> dict[Any, Any]:
     return {status: {"model": model, "description": "success"}}
 
 
-router = APIRouter(prefix="/v1", responses={
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "invalid input"},
     401: {"model": ErrorEnvelope, "description": "no valid bearer token (TCP only)"},
     404: {"model": ErrorEnvelope, "description": "not found"},
     409: {"model": ErrorEnvelope, "description": "wrong state or conflict"},
     422: {"model": ErrorEnvelope, "description": "refused by one of the seed's rules (error.rule names it)"},
-})
+}
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class _Declared:
+    method: str  # an APIRouter decorator: get, post, put, patch, delete, websocket
+    path: str
+    kwargs: dict[str, Any]
+    endpoint: Callable[..., Any]
+
+
+class Routes:
+    """The routes as declared, put on a router when one is wanted.
+
+    The served router documents no response models: FastAPI builds a pydantic field for every
+    documented response of every route (the five error answers and the success: ~240 fields), once
+    at import and again at the first request, which cost ~10 s when an L1's daemon starts under
+    TCG. The OpenAPI document comes from a second router made from the same declarations with
+    the models (``router(documented=True)``), built only when the document is asked for.
+    """
+
+    def __init__(self) -> None:
+        self.declared: list[_Declared] = []
+
+    def _declare(self, method: str, path: str, kwargs: dict[str, Any]) -> Callable[[_F], _F]:
+        def decorate(endpoint: _F) -> _F:
+            self.declared.append(_Declared(method, path, kwargs, endpoint))
+            return endpoint
+        return decorate
+
+    def get(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("get", path, kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("post", path, kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("put", path, kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("patch", path, kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("delete", path, kwargs)
+
+    def websocket(self, path: str, **kwargs: Any) -> Callable[[_F], _F]:
+        return self._declare("websocket", path, kwargs)
+
+    def router(self, documented: bool) -> APIRouter:
+        router = APIRouter(prefix="/v1", responses=_responses(ERRORS, documented))
+        for route in self.declared:
+            kwargs = dict(route.kwargs)
+            if "responses" in kwargs:
+                kwargs["responses"] = _responses(kwargs["responses"], documented)
+            getattr(router, route.method)(route.path, **kwargs)(route.endpoint)
+        return router
+
+
+def _responses(responses: dict[int | str, dict[str, Any]], documented: bool) -> dict[int | str, dict[str, Any]]:
+    if documented:
+        return responses
+    return {code: {k: v for k, v in answer.items() if k != "model"} for code, answer in responses.items()}
+
+
+router = Routes()
 
 
 class Body(BaseModel):
@@ -682,8 +750,9 @@ async def events(request: Request) -> StreamingResponse:
     return StreamingResponse(gen(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def register(app: FastAPI) -> None:
-    app.include_router(router)
+def register(app: FastAPI, documented: bool = False) -> None:
+    """The routes on APP; `documented`: with their response models (for the OpenAPI document)."""
+    app.include_router(router.router(documented))
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:

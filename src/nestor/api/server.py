@@ -243,7 +243,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
                    threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True),
                    threading.Thread(target=cap_logs, args=(home_paths, stop), name="logcap", daemon=True)]
         if channel is not None:
-            from ..service import channel as channel_mod
+            from ..service import channel_guest as channel_mod
 
             threads.append(threading.Thread(target=channel_mod.serve_channel, args=(channel, sock_path, stop),
                                             name="channel", daemon=True))

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import paths
+from ..images import contract
 from .runas import QemuUser
 
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
@@ -147,7 +148,7 @@ def _agent(spec: LaunchSpec) -> list[str]:
     return [
         "-device", f"virtio-serial-{_bus(spec)}",
         "-chardev", f"socket,id=qga0,path={spec.vm_dir / paths.QGA_SOCK},server=on,wait=off",
-        "-device", "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+        "-device", f"virtserialport,chardev=qga0,name={contract.AGENT_PORT}",
         # the guest's own nestor API (service/channel.py): framed HTTP requests, host end a unix socket
         "-chardev", f"socket,id=api0,path={spec.vm_dir / paths.API_SOCK},server=on,wait=off",
         "-device", f"virtserialport,chardev=api0,name={paths.API_PORT}",

@@ -15,50 +15,25 @@
 # Kernel command line (read from /proc/cmdline; dotted parameters never reach init's argv):
 #   nestor.hostname=NAME  nestor.ip=ADDR/PREFIX  nestor.gw=GW  nestor.dns=IP  nestor.dhcp=1
 #   nestor.root=/dev/vdX
+#
+# The boot line, kernel parameters and paths come from /etc/nestor/contract.sh (rendered from
+# nestor/images/contract.py); the functions shared with the nested host's init from
+# /etc/nestor/lib.sh (guest_lib.sh).
 
-BOOT_LINE="nestor-appliance: userspace up"
+. /etc/nestor/contract.sh  # the host <-> guest contract (nestor/images/contract.py)
+BOOT_LINE="$APPLIANCE_BOOT_LINE"
+LOG_TAG=nestor-appliance
+IP=ip
+UDHCPC_SCRIPT=/usr/share/udhcpc/default.script
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 
-log() {
-    echo "nestor-appliance: $*"
-}
-
-# cmdline_get KEY -> value of nestor.KEY= from /proc/cmdline (empty if absent)
-cmdline_get() {
-    for arg in $(cat /proc/cmdline); do
-        case "$arg" in
-            "nestor.$1="*) echo "${arg#nestor.$1=}"; return 0 ;;
-        esac
-    done
-    return 1
-}
-
-# is_mounted DIR (needs /proc)
-is_mounted() {
-    grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null
-}
-
-# mount_once TYPE DIR OPTIONS
-mount_once() {
-    mkdir -p "$2"
-    is_mounted "$2" || mount -t "$1" -o "$3" "$1" "$2"
-}
+. "$GUEST_LIB"  # log, read_cmdline, is_mounted, mount_once, wait_for, find_port, setup_net, udhcpc_event
 
 mount_api() {
     mount_once proc /proc nosuid,nodev,noexec
     mount_once sysfs /sys nosuid,nodev,noexec
     mount_once devtmpfs /dev mode=0755,nosuid
-}
-
-# wait_for PATH TENTHS: poll until PATH exists, at most TENTHS/10 seconds
-wait_for() {
-    n=0
-    while [ ! -e "$1" ] && [ "$n" -lt "$2" ]; do
-        usleep 100000
-        n=$((n + 1))
-    done
-    [ -e "$1" ]
 }
 
 switch_to_root() {
@@ -83,9 +58,9 @@ switch_to_root() {
 
 stage_pid1() {
     mount_api
-    root="$(cmdline_get root)"
-    if [ -n "$root" ]; then
-        switch_to_root "$root"
+    read_cmdline
+    if [ -n "$CMDLINE_root" ]; then
+        switch_to_root "$CMDLINE_root"
     fi
     exec /sbin/init
 }
@@ -109,28 +84,6 @@ load_modules() {
     done
 }
 
-setup_net() {
-    ip link set lo up
-    if [ ! -e /sys/class/net/eth0 ]; then
-        return 0
-    fi
-    addr="$(cmdline_get ip)"
-    if [ -n "$addr" ]; then
-        ip link set eth0 up
-        ip addr add "$addr" dev eth0
-        gw="$(cmdline_get gw)"
-        [ -n "$gw" ] && ip route add default via "$gw" dev eth0
-        dns="$(cmdline_get dns)"
-        [ -n "$dns" ] && echo "nameserver $dns" > /etc/resolv.conf
-    elif [ "$(cmdline_get dhcp)" = "1" ]; then
-        # Stays in the background after the lease, to renew it.
-        udhcpc -i eth0 -t 10 -T 1 -A 2 -n -S -p /run/udhcpc.eth0.pid \
-            -s /usr/share/udhcpc/default.script || log "dhcp on eth0 failed"
-    else
-        ip link set eth0 up
-    fi
-}
-
 stage_sysinit() {
     mount_once devpts /dev/pts gid=5,mode=620
     mkdir -p /dev/shm /var/log
@@ -138,8 +91,8 @@ stage_sysinit() {
     is_mounted /run || mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
     is_mounted /tmp || mount -t tmpfs -o nosuid,nodev tmpfs /tmp
     ln -sf /run /var/run
-    name="$(cmdline_get hostname)"
-    hostname "${name:-nestor}"
+    read_cmdline
+    hostname "${CMDLINE_hostname:-nestor}"
     load_modules
     # The ACPI power button (GED on microvm) -> evdev -> acpid -> /etc/acpi/PWRF/00000080.
     wait_for /dev/input/event0 20
@@ -149,9 +102,9 @@ stage_sysinit() {
 }
 
 stage_run() {
-    if [ -f /nestor/run.sh ]; then
-        log "running /nestor/run.sh"
-        sh /nestor/run.sh
+    if [ -f "$RUN_SCRIPT" ]; then
+        log "running $RUN_SCRIPT"
+        sh "$RUN_SCRIPT"
         log "run.sh exited with status $?"
     fi
 }
@@ -173,33 +126,6 @@ stage_shutdown() {
     sync
 }
 
-# udhcpc calls its script with the event in $1 and the lease in the environment.
-stage_udhcpc() {
-    case "$1" in
-        deconfig)
-            ip addr flush dev "$interface"
-            ip link set "$interface" up
-            ;;
-        bound|renew)
-            ip addr flush dev "$interface"
-            ip addr add "$ip/${mask:-24}" dev "$interface"
-            if [ -n "$router" ]; then
-                ip route del default dev "$interface" 2>/dev/null
-                for r in $router; do
-                    ip route add default via "$r" dev "$interface" && break
-                done
-            fi
-            : > /etc/resolv.conf
-            [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
-            for d in $dns; do
-                echo "nameserver $d" >> /etc/resolv.conf
-            done
-            log "dhcp: $interface bound to $ip/${mask:-24}"
-            ;;
-    esac
-    return 0
-}
-
 # As PID 1 the kernel may pass stray command-line words as arguments: ignore them.
 if [ "$$" = 1 ]; then
     stage_pid1
@@ -209,6 +135,6 @@ case "$1" in
     run) stage_run ;;
     console) stage_console ;;
     shutdown) stage_shutdown ;;
-    udhcpc) shift; stage_udhcpc "$@" ;;
+    udhcpc) shift; udhcpc_event "$@" ;;
     *) log "unknown stage: $1"; exit 2 ;;
 esac

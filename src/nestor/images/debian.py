@@ -37,7 +37,9 @@ from nestor.engine.runas import QemuUser
 from nestor.errors import ImageError, InvalidInput
 
 from . import publish, store
-from .nested_host import APT_OPTIONS, DPKG_OPTIONS, Progress, _Steps, _tree_size, run_mmdebstrap
+from .ext4 import tree_size
+from .packages import APT_OPTIONS, DPKG_OPTIONS, run_mmdebstrap
+from .steps import Progress, Steps
 
 FORMAT = 2  # 2: FAT32 ESP with 1-sector clusters (OVMF reads it)
 RELEASES = ("bookworm",)  # the releases this build is tested with
@@ -258,7 +260,7 @@ def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, f
                          hint="run `nestor image build debian` as root")
     user = runas.resolve()  # the build VM's QEMU drops root too: a missing user fails before mmdebstrap
     started = time.monotonic()
-    step = _Steps(progress, started)
+    step = Steps(progress, started)
     log = images_dir / f"{name}.log"
     with publish.Staging(images_dir, name) as stage:
         tree = stage / "root"
@@ -266,7 +268,7 @@ def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, f
         run_mmdebstrap(tree, log, step.sub, argv=mmdebstrap_argv(request, tree), what=f"image {name}")
         root_uuid, esp_id = str(uuid.uuid4()), uuid.uuid4().hex[:8].upper()
         configure_tree(tree, root_uuid, esp_id)
-        used = _tree_size(tree)
+        used = tree_size(tree)
         step(f"[2/5] disk {request.size >> 20} MiB: GPT (BIOS boot, ESP, root), mkfs ({used / 1e6:.0f} MB)")
         kernel, initrd = boot_files(tree)
         shutil.copy2(kernel, stage / "vmlinuz")

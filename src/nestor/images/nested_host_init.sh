@@ -4,12 +4,15 @@
 # PID 1 is busybox init (/sbin/init -> /bin/busybox), so `poweroff`, `reboot` and the ACPI power
 # button (acpid -> /etc/acpi/PWRF/00000080 -> busybox poweroff) all work. It reads /etc/inittab,
 # which runs this script in several roles, chosen by $1:
-#   sysinit    ::sysinit   mount the API filesystems, hostname, modules (kvm_amd nested=1),
-#                          the payload disk at /opt/nestor, nestor's home, acpid, network.
+#   sysinit    ::sysinit   mount the API filesystems, hostname, virtio modules, the payload disk
+#                          at /opt/nestor, nestor's home; then nestor serve in the background (its
+#                          Python start is most of an L1's boot under TCG, so it overlaps the rest),
+#                          modules (kvm_amd nested=1, netfilter), acpid, network.
 #   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
 #   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
 #   api        ::respawn   nestor serve: this level's API, reached by the host over the
-#                          virtio-serial port org.nestor.api.0 (the host's channel).
+#                          virtio-serial port org.nestor.api.0 (the host's channel). It first
+#                          waits while the one sysinit started runs (a lock held by nestor serve).
 #   console    ::respawn   a login shell on the console once Enter is pressed.
 #   shutdown   ::shutdown  stop daemons, sync, unmount (init then kills the rest and powers off).
 #   udhcpc     the udhcpc event script (/etc/nestor/udhcpc).
@@ -18,21 +21,25 @@
 #   nestor.hostname=NAME  nestor.ip=ADDR/PREFIX  nestor.gw=GW  nestor.dns=IP  nestor.dhcp=1
 #   nestor.payload=/dev/vdX (default: the disk labelled nestor-payload, else /dev/vdb)
 #
-# The rootfs has no util-linux mount, procps or acpid: those come from busybox, through the
-# functions below (Debian's dynamic busybox sh does not prefer its applets by itself). iproute2
-# and kmod are called by their full paths (/usr/sbin/ip, /usr/sbin/modprobe), never busybox's.
+# The boot line, port names and paths come from /etc/nestor/contract.sh (rendered from
+# nestor/images/contract.py); the functions it shares with the appliance's /init from
+# /etc/nestor/lib.sh (guest_lib.sh). The rootfs has no util-linux mount, procps or acpid: those
+# come from busybox, through the functions below (Debian's dynamic busybox sh does not prefer its
+# applets by itself). iproute2 and kmod are called by their full paths (/usr/sbin/ip,
+# /usr/sbin/modprobe), never busybox's.
 
-BOOT_LINE="nestor-nested-host: ready"
-PAYLOAD_DIR=/opt/nestor
-NESTOR_HOME=/var/lib/nestor
-AGENT_PORT_NAME=org.qemu.guest_agent.0
-API_PORT_NAME=org.nestor.api.0
+. /etc/nestor/contract.sh  # the host <-> guest contract (nestor/images/contract.py)
+BOOT_LINE="$NESTED_HOST_BOOT_LINE"
+LOG_TAG=nestor-nested-host
+API_LOCK=/run/nestor-serve.lock
 PATH=$PAYLOAD_DIR/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH NESTOR_HOME
 
 IP=/usr/sbin/ip
 MODPROBE=/usr/sbin/modprobe
+FLOCK=/usr/bin/flock  # util-linux (Debian's busybox has no flock)
 BB=/bin/busybox
+UDHCPC_SCRIPT=/etc/nestor/udhcpc
 
 mount() { $BB mount "$@"; }
 umount() { $BB umount "$@"; }
@@ -41,51 +48,7 @@ usleep() { $BB usleep "$@"; }
 udhcpc() { $BB udhcpc "$@"; }
 pidof() { $BB pidof "$@"; }
 
-log() {
-    echo "nestor-nested-host: $*" > /dev/console
-}
-
-# Under TCG every new process costs ~60-90 ms, so this script uses shell builtins (read, case,
-# [ ]) wherever it can, and no $(...) in the boot path.
-
-# The kernel command line, parsed once: nestor.KEY=VALUE -> $CMDLINE_KEY
-read_cmdline() {
-    read -r CMDLINE < /proc/cmdline
-    for arg in $CMDLINE; do
-        case "$arg" in
-            nestor.hostname=*) CMDLINE_HOSTNAME="${arg#*=}" ;;
-            nestor.ip=*) CMDLINE_IP="${arg#*=}" ;;
-            nestor.gw=*) CMDLINE_GW="${arg#*=}" ;;
-            nestor.dns=*) CMDLINE_DNS="${arg#*=}" ;;
-            nestor.dhcp=*) CMDLINE_DHCP="${arg#*=}" ;;
-            nestor.payload=*) CMDLINE_PAYLOAD="${arg#*=}" ;;
-        esac
-    done
-}
-
-# is_mounted DIR (a builtin loop over /proc/mounts)
-is_mounted() {
-    while read -r _dev _dir _rest; do
-        [ "$_dir" = "$1" ] && return 0
-    done < /proc/mounts
-    return 1
-}
-
-# mount_once TYPE DIR OPTIONS [SOURCE]
-mount_once() {
-    [ -d "$2" ] || mkdir -p "$2"
-    is_mounted "$2" || mount -t "$1" -o "$3" "${4:-$1}" "$2"
-}
-
-# wait_for PATH TENTHS: poll until PATH exists, at most TENTHS/10 seconds
-wait_for() {
-    n=0
-    while [ ! -e "$1" ] && [ "$n" -lt "$2" ]; do
-        usleep 100000
-        n=$((n + 1))
-    done
-    [ -e "$1" ]
-}
+. "$GUEST_LIB"  # log, read_cmdline, is_mounted, mount_once, wait_for, find_port, setup_net, udhcpc_event
 
 mount_api() {
     # The initramfs moved /dev, /proc and /sys here before switch_root; mount what is missing.
@@ -100,12 +63,15 @@ mount_api() {
     [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 }
 
-load_modules() {
+load_virtio_modules() {
     # virtio_mmio first: on microvm it finds the virtio-mmio devices through ACPI.
     # Few modprobe runs: each process costs ~0.1 s under TCG.
     $MODPROBE virtio_mmio 2>/dev/null
     $MODPROBE -a virtio_net virtio_blk virtio_console virtio_balloon virtio_rng button evdev \
         kvm 2>/dev/null
+}
+
+load_modules() {
     # kvm_amd where the CPU has svm, kvm_intel where it has vmx; the other one fails harmlessly.
     $MODPROBE kvm_amd nested=1 2>/dev/null || $MODPROBE kvm_intel nested=1 2>/dev/null
     $MODPROBE -a tun bridge veth macvlan nf_tables nft_chain_nat nft_masq nft_nat nft_ct \
@@ -124,7 +90,7 @@ load_modules() {
 mount_payload() {
     mkdir -p "$PAYLOAD_DIR"
     is_mounted "$PAYLOAD_DIR" && return 0
-    dev="$CMDLINE_PAYLOAD"
+    dev="$CMDLINE_payload"
     [ -n "$dev" ] || dev=/dev/vdb
     if ! wait_for "$dev" 50; then
         log "warning: no payload disk ($dev): nestor is not available"
@@ -144,51 +110,19 @@ setup_home() {
     fi
 }
 
-setup_net() {
-    $IP link set lo up
-    [ -e /sys/class/net/eth0 ] || return 0
-    if [ -n "$CMDLINE_IP" ]; then
-        $IP link set eth0 up
-        $IP addr add "$CMDLINE_IP" dev eth0
-        [ -n "$CMDLINE_GW" ] && $IP route add default via "$CMDLINE_GW" dev eth0
-        [ -n "$CMDLINE_DNS" ] && echo "nameserver $CMDLINE_DNS" > /etc/resolv.conf
-    elif [ "$CMDLINE_DHCP" = "1" ]; then
-        # Stays in the background after the lease, to renew it.
-        udhcpc -i eth0 -t 10 -T 1 -A 2 -n -S -p /run/udhcpc.eth0.pid \
-            -s /etc/nestor/udhcpc || log "dhcp on eth0 failed"
-    else
-        $IP link set eth0 up
-    fi
-}
-
 stage_sysinit() {
     mount_api
     read_cmdline
-    echo "${CMDLINE_HOSTNAME:-nestor-l1}" > /proc/sys/kernel/hostname
-    load_modules
+    echo "${CMDLINE_hostname:-nestor-l1}" > /proc/sys/kernel/hostname
+    load_virtio_modules
     mount_payload
     setup_home
+    run_api < /dev/null &
+    load_modules
     # The ACPI power button (GED on microvm) -> evdev -> acpid -> /etc/acpi/PWRF/00000080.
     wait_for /dev/input/event0 20
     acpid -c /etc/acpi -l /run/acpid.log -p /run/acpid.pid
     setup_net
-}
-
-# find_port NAME: set $port to the /dev/vportNpM whose virtio-ports name is NAME
-# (no udev here, so no /dev/virtio-ports/ symlinks)
-find_port() {
-    port=""
-    for f in /sys/class/virtio-ports/*/name; do
-        [ -f "$f" ] || continue
-        read -r name < "$f"
-        if [ "$name" = "$1" ]; then
-            d="${f%/name}"
-            port="/dev/${d##*/}"
-            [ -e "$port" ] && return 0
-        fi
-    done
-    port=""
-    return 1
 }
 
 find_agent_port() { find_port "$AGENT_PORT_NAME"; }
@@ -236,7 +170,9 @@ stage_ready() {
     echo "$BOOT_LINE" > /dev/console
 }
 
-stage_api() {
+# run_api: nestor serve on the API port, holding $API_LOCK (fd 9) for its life; waits while
+# another one holds it. Returns only when there is no port or no payload.
+run_api() {
     n=0
     while ! find_port "$API_PORT_NAME" && [ "$n" -lt 50 ]; do
         usleep 100000
@@ -244,10 +180,17 @@ stage_api() {
     done
     if [ -z "$port" ] || [ ! -x "$PAYLOAD_DIR/bin/nestor" ]; then
         log "no virtio-serial port named $API_PORT_NAME or no nestor payload: no nestor serve"
-        exec sleep 3600  # init respawns us; do not spin
+        return 1
     fi
+    exec 9> "$API_LOCK"
+    $FLOCK 9
     cd /
-    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> /var/log/nestor-serve.log 2>&1
+    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> "$API_LOG" 2>&1
+}
+
+stage_api() {
+    run_api
+    exec sleep 3600  # init respawns us; do not spin
 }
 
 stage_console() {
@@ -280,33 +223,6 @@ stage_shutdown() {
     sync
 }
 
-# udhcpc calls its script with the event in $1 and the lease in the environment.
-stage_udhcpc() {
-    case "$1" in
-        deconfig)
-            $IP addr flush dev "$interface"
-            $IP link set "$interface" up
-            ;;
-        bound|renew)
-            $IP addr flush dev "$interface"
-            $IP addr add "$ip/${mask:-24}" dev "$interface"
-            if [ -n "$router" ]; then
-                $IP route del default dev "$interface" 2>/dev/null
-                for r in $router; do
-                    $IP route add default via "$r" dev "$interface" && break
-                done
-            fi
-            : > /etc/resolv.conf
-            [ -n "$domain" ] && echo "search $domain" >> /etc/resolv.conf
-            for d in $dns; do
-                echo "nameserver $d" >> /etc/resolv.conf
-            done
-            log "dhcp: $interface bound to $ip/${mask:-24}"
-            ;;
-    esac
-    return 0
-}
-
 case "$1" in
     sysinit) stage_sysinit ;;
     ready) stage_ready ;;
@@ -314,6 +230,6 @@ case "$1" in
     api) stage_api ;;
     console) stage_console ;;
     shutdown) stage_shutdown ;;
-    udhcpc) shift; stage_udhcpc "$@" ;;
+    udhcpc) shift; udhcpc_event "$@" ;;
     *) log "unknown stage: $1"; exit 2 ;;
 esac

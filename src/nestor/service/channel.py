@@ -19,11 +19,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import secrets
-import select
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +29,6 @@ from typing import Any
 
 import httpx
 
-from .. import paths
 from ..engine import process
 from ..errors import GuestError
 from ..state.lock import file_lock
@@ -50,9 +46,10 @@ log.addHandler(logging.NullHandler())
 class ChannelTransport(httpx.BaseTransport):
     """An httpx transport over a VM's channel socket (the host end)."""
 
-    def __init__(self, sock_path: Path, name: str, timeout: float) -> None:
+    def __init__(self, sock_path: Path, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT) -> None:
         self.name = name
         self.timeout = timeout
+        self.sync_timeout = sync_timeout
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(CONNECT_TIMEOUT)
         try:
@@ -123,7 +120,7 @@ class ChannelTransport(httpx.BaseTransport):
     def _sync(self) -> None:
         want = self._next_id()
         self._send({"id": want, "sync": True})
-        self._receive(want, min(SYNC_TIMEOUT, self.timeout))
+        self._receive(want, min(self.sync_timeout, self.timeout))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         want = self._next_id()
@@ -143,8 +140,9 @@ class ChannelTransport(httpx.BaseTransport):
 
 
 @contextmanager
-def client(core: Core, name: str, timeout: float) -> Iterator[Any]:
-    """The typed API client (nestor.client.Client) of the nestor inside VM `name`."""
+def client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT) -> Iterator[Any]:
+    """The typed API client (nestor.client.Client) of the nestor inside VM `name`. `sync_timeout`
+    bounds the session's first exchange (is the guest's end open at all?)."""
     from ..client import Client
 
     files = core.running_files(name)
@@ -152,7 +150,7 @@ def client(core: Core, name: str, timeout: float) -> Iterator[Any]:
         raise GuestError(f"vm '{name}' has no nestor API channel", hint="use the nested-host image, which runs nestor serve")
     lock = files.lock.with_name(f"api-{files.dir.name}.lock")
     with file_lock(lock, f"vm '{name}': another command is using its nestor API channel", timeout=timeout):
-        transport = ChannelTransport(files.api_sock, name, timeout)
+        transport = ChannelTransport(files.api_sock, name, timeout, sync_timeout)
         with Client(transport=transport, timeout=timeout) as api:
             yield api
 
@@ -162,7 +160,10 @@ def wait_ready(core: Core, name: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with client(core, name, timeout=5.0) as api:
+            # A short sync: until the guest opens its end nothing answers, so ask again soon. Once
+            # it answers, the request may wait for the daemon to finish starting (its socket is
+            # bound before it serves, so the request queues there).
+            with client(core, name, timeout=max(5.0, deadline - time.monotonic()), sync_timeout=2.0) as api:
                 api.vm_list()
             return
         except GuestError:
@@ -174,87 +175,4 @@ def wait_ready(core: Core, name: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
-# -- guest side --------------------------------------------------------------------------------
-def serve_channel(port: Path, api_socket: Path, stop: threading.Event) -> None:
-    """Forward framed requests from the virtio-serial `port` to the local API, one at a time."""
-    while not stop.is_set():
-        try:
-            fd = os.open(port, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            log.warning("cannot open %s: %s", port, exc)
-            stop.wait(2.0)
-            continue
-        try:
-            with httpx.Client(transport=httpx.HTTPTransport(uds=str(api_socket)), base_url="http://nestor",
-                              timeout=None) as local:
-                _pump(fd, local, stop)
-        except Exception:
-            log.exception("channel failed; reopening")
-        finally:
-            os.close(fd)
-
-
-def _pump(fd: int, local: httpx.Client, stop: threading.Event) -> None:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    buf = b""
-    while not stop.is_set():
-        events = poller.poll(500)
-        if not events:
-            continue
-        if not any(ev & select.POLLIN for _, ev in events):
-            time.sleep(0.1)  # POLLHUP: no host client; wait for one
-            continue
-        try:
-            chunk = os.read(fd, 1 << 20)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            time.sleep(0.1)
-            continue
-        buf += chunk
-        while b"\n" in buf:
-            line, _, buf = buf.partition(b"\n")
-            answer = _answer(line, local)
-            if answer is not None:
-                _write_all(fd, json.dumps(answer).encode() + b"\n")
-        if len(buf) > MAX_LINE:
-            buf = b""
-
-
-def _answer(line: bytes, local: httpx.Client) -> dict[str, Any] | None:
-    try:
-        message = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(message, dict) or "id" not in message:
-        return None
-    if message.get("sync"):
-        return {"id": message["id"], "sync": True}
-    try:
-        response = local.request(str(message.get("method", "GET")), str(message.get("path", "/")),
-                                 headers=message.get("headers") or {},
-                                 content=base64.b64decode(message.get("body") or ""))
-    except httpx.HTTPError as exc:
-        return {"id": message["id"], "error": f"the guest's nestor API did not answer: {exc}"}
-    return {"id": message["id"], "status": response.status_code,
-            "headers": {k: v for k, v in response.headers.items()
-                        if k.lower() not in ("content-length", "transfer-encoding", "connection")},
-            "body": base64.b64encode(response.content).decode()}
-
-
-def _write_all(fd: int, data: bytes, timeout: float = 10.0) -> None:
-    """Write an answer; drop it if the host end stays unwritable (its client went away)."""
-    view = memoryview(data)
-    deadline = time.monotonic() + timeout
-    while view and time.monotonic() < deadline:
-        try:
-            written = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [], 0.5)
-            continue
-        view = view[written:]
-
-
-def guest_port() -> Path:
-    return Path("/dev/virtio-ports") / paths.API_PORT
+# -- guest side: service/channel_guest.py (no httpx there: an L1's daemon imports it at boot) --

@@ -346,19 +346,19 @@ class Service:
 
     # -- images -------------------------------------------------------------------------------
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
-        from ..images import appliance
+        from ..images import initramfs
 
         images = self.core.home.images
         if image == "appliance":
-            appliance.build_appliance(images, progress, force=force)
+            initramfs.build_appliance(images, progress, force=force)
         elif image == "nested-host":
-            from ..images import nested_host
+            from ..images import payload, rootfs
 
-            appliance.build_appliance(images, progress, force=force)
-            nested_host.build_nested_host(images, progress, force=force)
+            initramfs.build_appliance(images, progress, force=force)
+            rootfs.build_nested_host(images, progress, force=force)
             root = bootplan.source_root()
             if root is not None:
-                nested_host.build_payload(images, root, progress)
+                payload.build_payload(images, root, progress)
         else:
             raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(bootplan.IMAGES)}")
         return self._image(image)

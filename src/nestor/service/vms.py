@@ -139,9 +139,9 @@ class VMs:
             revert.add(lambda: shutil.rmtree(vm_dir, ignore_errors=True))
             faults.point("vm-new:after-mkdir")
             if boot.run_script:
-                from ..images import appliance
+                from ..images import initramfs
 
-                appliance.make_run_cpio(Path(boot.run_script), core.files(config).run_cpio)
+                initramfs.make_run_cpio(Path(boot.run_script), core.files(config).run_cpio)
             for switch in spec.switches:
                 core.network.adapter_add(config.name, switch)  # rows only: taps are made at start
             faults.point("vm-new:before-commit")
