@@ -121,6 +121,10 @@ def main() -> None:
         sh([*raw_ssh, "cloud-init status --wait"], timeout=900)
         print(f"warm-up boot to ssh {first:.1f} s, cloud-init done {time.monotonic() - started:.1f} s", file=sys.stderr)
         dd(raw_ssh, "write")
+        launch = json.loads((vm_dir / "launch.json").read_text())  # removed when the VM stops
+        argv = raw_argv(launch["argv"])
+        taps = re.findall(r"tap,id=net\d+,ifname=([^,]+)", " ".join(argv))
+        bridge = json.loads(cli(home, netns, "switch", "list", "-o", "json").stdout)[0]["bridge"]
         checkpoint_new, checkpoint_apply = [], []
         for i in range(args.runs):
             sh([*raw_ssh, f"echo {i} > ~/mark && sync"])
@@ -135,11 +139,8 @@ def main() -> None:
             if mark != str(i):
                 raise RuntimeError(f"checkpoint c{i} applied, but ~/mark is {mark!r}")
             cli(home, netns, "vm", "checkpoint", "remove", "b", f"c{i}", timeout=900)
+        print(f"checkpoint new {checkpoint_new}, apply {checkpoint_apply}", file=sys.stderr)
         cli(home, netns, "vm", "stop", "b", "--timeout", "300", timeout=400)
-        launch = json.loads((vm_dir / "launch.json").read_text())
-        argv = raw_argv(launch["argv"])
-        taps = re.findall(r"tap,id=net\d+,ifname=([^,]+)", " ".join(argv))
-        bridge = json.loads(cli(home, netns, "switch", "list", "-o", "json").stdout)[0]["bridge"]
 
         boot_nestor, boot_raw = [], []
         disk: dict[str, dict[str, list[float]]] = {"nestor": {"write": [], "read": []}, "raw": {"write": [], "read": []}}
@@ -176,30 +177,7 @@ def main() -> None:
                     netlink.delete(ipr, tap)
             loads.append(load())
             print(f"run {run + 1}: nestor {boot_nestor[-1]:.1f} s, raw {boot_raw[-1]:.1f} s", file=sys.stderr)
-
-        a, b = summary(boot_nestor), summary(boot_raw)
-        disk_summary: dict[str, object] = {}
-        for direction in ("write", "read"):
-            n, r = summary(disk["nestor"][direction]), summary(disk["raw"][direction])
-            disk_summary[direction] = {"nestor_mb_s": n, "raw_mb_s": r,
-                                       "ratio_of_medians": round(n["median"] / r["median"], 3),
-                                       "samples_nestor": [round(x, 1) for x in disk["nestor"][direction]],
-                                       "samples_raw": [round(x, 1) for x in disk["raw"][direction]]}
-        record("guest_boot", {
-            "what": "Debian image (generation 1, 1 vCPU, 1G, TCG): boot to ssh ready; dd O_DIRECT "
-                    f"{DD_MIB} MiB on a 256M qcow2 data disk; checkpoints of the running VM",
-            "runs": args.runs, "first_boot_to_ssh_s": round(first, 1),
-            "boot_to_ssh": {"nestor_s": a, "raw_qemu_s": b, "ratio_of_medians": round(a["median"] / b["median"], 3),
-                            "difference_s": round(a["median"] - b["median"], 2),
-                            "samples_nestor": [round(x, 1) for x in boot_nestor],
-                            "samples_raw": [round(x, 1) for x in boot_raw]},
-            "disk_dd": disk_summary,
-            "checkpoint_running_1g": {"new_s": summary(checkpoint_new), "apply_s": summary(checkpoint_apply),
-                                      "samples_new": [round(x, 2) for x in checkpoint_new],
-                                      "samples_apply": [round(x, 2) for x in checkpoint_apply]},
-            "load_average_1_5_15": loads,
-            "argv": argv,
-        })
+            report(args.runs, first, boot_nestor, boot_raw, disk, checkpoint_new, checkpoint_apply, loads, argv)
     finally:
         if raw_proc is not None:
             raw_proc.kill()
@@ -208,6 +186,35 @@ def main() -> None:
         sh(["ip", "netns", "del", netns])
         if os.environ.get("BENCH_KEEP") is None:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def report(runs: int, first: float, boot_nestor: list[float], boot_raw: list[float],
+           disk: dict[str, dict[str, list[float]]], checkpoint_new: list[float], checkpoint_apply: list[float],
+           loads: list[list[float]], argv: list[str]) -> None:
+    """Written after every A/B pair (a run cut short keeps what it measured)."""
+    a, b = summary(boot_nestor), summary(boot_raw)
+    disk_summary: dict[str, object] = {}
+    for direction in ("write", "read"):
+        n, r = summary(disk["nestor"][direction]), summary(disk["raw"][direction])
+        disk_summary[direction] = {"nestor_mb_s": n, "raw_mb_s": r,
+                                   "ratio_of_medians": round(n["median"] / r["median"], 3),
+                                   "samples_nestor": [round(x, 1) for x in disk["nestor"][direction]],
+                                   "samples_raw": [round(x, 1) for x in disk["raw"][direction]]}
+    record("guest_boot", {
+        "what": "Debian image (generation 1, 1 vCPU, 1G, TCG): boot to ssh ready; dd O_DIRECT "
+                f"{DD_MIB} MiB on a 256M qcow2 data disk; checkpoints of the running VM",
+        "runs": runs, "runs_done": len(boot_raw), "first_boot_to_ssh_s": round(first, 1),
+        "boot_to_ssh": {"nestor_s": a, "raw_qemu_s": b, "ratio_of_medians": round(a["median"] / b["median"], 3),
+                        "difference_s": round(a["median"] - b["median"], 2),
+                        "samples_nestor": [round(x, 1) for x in boot_nestor],
+                        "samples_raw": [round(x, 1) for x in boot_raw]},
+        "disk_dd": disk_summary,
+        "checkpoint_running_1g": {"new_s": summary(checkpoint_new), "apply_s": summary(checkpoint_apply),
+                                  "samples_new": [round(x, 2) for x in checkpoint_new],
+                                  "samples_apply": [round(x, 2) for x in checkpoint_apply]},
+        "load_average_1_5_15": loads,
+        "argv": argv,
+    })
 
 
 if __name__ == "__main__":
