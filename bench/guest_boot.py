@@ -39,7 +39,7 @@ from nestor.net import netlink
 from nestor.service import ssh as vm_ssh
 
 USER = "bench"
-BOOT_TIMEOUT = 900.0
+BOOT_TIMEOUT = 2400.0
 DD_MIB = 128
 
 
