@@ -26,7 +26,7 @@ from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for
 
 pytestmark = pytest.mark.vm
 
-BOOT_TIMEOUT = 1800  # TCG, systemd and cloud-init on a shared 2-core host (seen: 428 s to ssh at load 14, over 900 s at load 23)
+BOOT_TIMEOUT = 900  # TCG, systemd and cloud-init on a shared 2-core host (seen: 428 s to ssh at load 14, 592 s at ~20)
 USER = "alice"
 HOSTNAME = "guest-one"
 
