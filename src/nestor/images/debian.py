@@ -170,6 +170,7 @@ def inputs(request: DebianRequest) -> dict[str, object]:
         "apt_options": list(APT_OPTIONS),
         "dpkg_options": list(DPKG_OPTIONS),
         "files": guest_files(),
+        "fstab": fstab("ROOT-UUID", "ESP0UUID"),  # the per-build UUIDs left out
         "hooks": customize_hooks(),
         "build_script": BUILD_SCRIPT,
         "layout": [BIOS_START, BIOS_SECTORS, ESP_START, ESP_SECTORS],
@@ -232,8 +233,11 @@ def root_end(size: int) -> int:
 
 
 def fstab(root_uuid: str, esp_id: str) -> str:
+    """``nofail`` on the ESP: booting does not need it, and seen twice under TCG on a loaded
+    host, udev showed its by-uuid link after systemd's 90 s device timeout, local-fs.target
+    failed and the guest went to emergency mode (no sshd, ever)."""
     return (f"UUID={root_uuid}\t/\text4\terrors=remount-ro\t0\t1\n"
-            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077\t0\t1\n")
+            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t1\n")
 
 
 def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, force: bool = False,
