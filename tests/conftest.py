@@ -13,6 +13,45 @@ import pytest
 from tests.helpers import CACHE, reap_home
 
 
+def _processes_naming(text: str) -> dict[int, str]:
+    """Live (not zombie) processes whose command line names `text`, but not this process's tree."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found[int(entry.name)] = cmdline.strip()
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Last to end: a QEMU, dnsmasq or daemon of this run still alive after every fixture has
+    torn down is a leak (a bug): it is ended (by PID: it names this run's temporary directory)
+    and the run fails."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    import signal
+    import time
+
+    left = _processes_naming(base + "/")
+    deadline = time.monotonic() + 5
+    while left and time.monotonic() < deadline:  # a process in the middle of its exit
+        time.sleep(0.2)
+        left = _processes_naming(base + "/")
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left, "processes left by the tests: " + "; ".join(f"{pid}: {cmd[:160]}" for pid, cmd in left.items())
+
+
 @pytest.fixture(scope="session")
 def image_store() -> Path:
     """The cached images directory, with the appliance built (once per machine)."""

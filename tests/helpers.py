@@ -30,7 +30,9 @@ def nestor(home: Path, *args: str, netns: str | None = None, timeout: float = 12
 
 def reap_home(home: Path) -> list[int]:
     """End every QEMU started under this home (ours only: live_pid checks the command line),
-    and the home's daemon if one was started."""
+    the home's daemon if one was started, and its NATs' dnsmasq (a namespace deleted under a
+    running dnsmasq lives on with it)."""
+    from nestor.net import dnsmasq
     from nestor.service import daemon
 
     killed = []
@@ -39,6 +41,10 @@ def reap_home(home: Path) -> list[int]:
         pid = process.live_pid(vm_dir)
         if pid is not None:
             process.terminate(pid, timeout=3)
+            killed.append(pid)
+    for pidfile in sorted((home / "net").glob("dnsmasq-*.pid")):
+        pid = dnsmasq.live_pid(pidfile)
+        if pid is not None and dnsmasq.stop(pidfile):
             killed.append(pid)
     return killed
 
