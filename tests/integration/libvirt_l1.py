@@ -35,7 +35,7 @@ L2_KERNEL = f"{L2_DIR}/vmlinuz"
 L2_INITRD = f"{L2_DIR}/initrd.gz"
 L2_INITRD_KVM = f"{L2_DIR}/initrd-kvm.img"  # the same plus the L1 kernel's KVM modules (l2init's "kvm")
 L2_UP = "nestor-l2: up, hypervisor"
-BOOT_TIMEOUT = 900  # TCG: SeaBIOS, GRUB, systemd, cloud-init, libvirtd; on a busy 2-core host
+BOOT_TIMEOUT = 2400  # TCG: SeaBIOS, GRUB, systemd, cloud-init, libvirtd; 15+ min seen on a loaded 2-core host
 
 
 def request() -> debian.DebianRequest:

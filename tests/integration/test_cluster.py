@@ -32,7 +32,7 @@ from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for
 from tests.integration import libvirt_l1 as lab_mod
 from tests.integration.libvirt_l1 import L2_INITRD, L2_INITRD_KVM, L2_KERNEL, nestor_in, wait_until
 
-pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.cluster, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.cluster, pytest.mark.timeout(5400)]
 COUNT = re.compile(r"nestor-l2: count (\d+)")
 
 

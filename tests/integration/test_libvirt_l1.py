@@ -35,7 +35,7 @@ from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for
 from tests.integration import libvirt_l1 as lab_mod
 from tests.integration.libvirt_l1 import L2_DIR, L2_INITRD, L2_KERNEL, L2_UP, nestor_in, wait_until
 
-pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.timeout(3600)]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 

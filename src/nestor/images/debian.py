@@ -170,6 +170,7 @@ def inputs(request: DebianRequest) -> dict[str, object]:
         "build_script": BUILD_SCRIPT,
         "layout": [BIOS_START, BIOS_SECTORS, ESP_START, ESP_SECTORS],
         "esp_mkfs": ESP_MKFS,
+        "fstab": fstab("ROOT-UUID", "ESPID000"),
     }
 
 
@@ -228,8 +229,10 @@ def root_end(size: int) -> int:
 
 
 def fstab(root_uuid: str, esp_id: str) -> str:
+    # The ESP is nofail: under a loaded TCG host udev may announce it after systemd's 90 s device
+    # timeout, and a required /boot/efi then sends the whole boot to emergency mode (seen).
     return (f"UUID={root_uuid}\t/\text4\terrors=remount-ro\t0\t1\n"
-            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077\t0\t1\n")
+            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077,nofail,x-systemd.device-timeout=600s\t0\t1\n")
 
 
 def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, force: bool = False,
