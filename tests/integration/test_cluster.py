@@ -48,7 +48,7 @@ class Cluster:
     def inside(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         return nestor_in(self.netns, self.home, *args, **kw)
 
-    def l1(self, name: str, *argv: str, check: bool = True, timeout: float = 120) -> str:
+    def l1(self, name: str, *argv: str, check: bool = True, timeout: float = 900) -> str:
         result = self.cli("vm", "exec", "--timeout", str(timeout), name, "--", *argv, check=False, timeout=timeout + 60)
         if check:
             assert result.returncode == 0, f"{argv} in {name}: {result.returncode}\n{result.stdout}{result.stderr}"

@@ -53,7 +53,7 @@ class Lab:
         """The CLI inside the namespace (libvirt client connections to the L1 start there)."""
         return nestor_in(self.netns, self.home, *args, **kw)
 
-    def l1(self, *argv: str, check: bool = True, timeout: float = 120) -> str:
+    def l1(self, *argv: str, check: bool = True, timeout: float = 900) -> str:
         """A command in the L1 through its guest agent (`vm exec`), as root."""
         result = self.cli("vm", "exec", "--timeout", str(timeout), "hv", "--", *argv, check=False, timeout=timeout + 60)
         if check:
@@ -127,20 +127,20 @@ def test_virsh_runs_a_kvm_l2_and_l0_sees_a_hypervisor(lab: Lab) -> None:
     lab.l1("virsh", "start", "l2a")
     serial = "/var/log/libvirt/qemu/l2a-serial.log"
     text = wait_until("the L2 counts on its serial console",
-                      lambda: (out := lab.l1("cat", serial, check=False)) and "nestor-l2: count 2" in out and out, 300)
+                      lambda: (out := lab.l1("cat", serial, check=False)) and "nestor-l2: count 2" in out and out, 900)
     print(f"[measure] virsh start to the L2's second count: {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert f"{L2_UP} 'KVMKVMKVM'" in text  # CPUID's hypervisor leaf: the L1's KVM runs the L2
     assert "<domain type='kvm'" in lab.l1("virsh", "dumpxml", "l2a")
     assert lab.l1("virsh", "domstate", "l2a").strip() == "running"
     # From L0: a hypervisor runs in hv (EFER.SVME while L1's KVM has a live VM), so R12-R14 apply.
-    wait_until("nestor sees a hypervisor running in hv", lambda: _l1_hypervisor(lab) is True, 60, 1)
+    wait_until("nestor sees a hypervisor running in hv", lambda: _l1_hypervisor(lab) is True, 300, 1)
     refused = lab.cli("vm", "save", "hv", check=False)
     assert refused.returncode == 5, refused
     assert refused.stderr.startswith("error: ") and "R12-R14" in refused.stderr and "hint: " in refused.stderr
     assert json.loads(lab.cli("vm", "show", "hv", "-o", "json").stdout)["state"] == "running"
     lab.l1("virsh", "destroy", "l2a")
     lab.l1("virsh", "undefine", "l2a")
-    wait_until("nestor sees no hypervisor running in hv", lambda: _l1_hypervisor(lab) is False, 60, 1)
+    wait_until("nestor sees no hypervisor running in hv", lambda: _l1_hypervisor(lab) is False, 300, 1)
 
 
 def test_remote_libvirtd_in_the_l1(lab: Lab) -> None:
@@ -165,7 +165,7 @@ def test_remote_libvirtd_in_the_l1(lab: Lab) -> None:
     tty = lab.l1("virsh", "ttyconsole", "counter").strip()
     assert tty.startswith("/dev/pts/"), tty
     seen = wait_until("the remote VM counts on its console",
-                      lambda: "nestor-l2: count" in (out := lab.l1("timeout", "5", "cat", tty, check=False)) and out, 300, 0)
+                      lambda: "nestor-l2: count" in (out := lab.l1("timeout", "5", "cat", tty, check=False)) and out, 900, 0)
     print(f"[measure] vm new --host + start to console output: {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert "nestor-l2: count" in seen
 
