@@ -52,6 +52,16 @@ def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     assert not left, "processes left by the tests: " + "; ".join(f"{pid}: {cmd[:160]}" for pid, cmd in left.items())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`cluster` tests (two L1s, many minutes under TCG) run only when `-m` names them."""
+    if "cluster" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="the cluster in a box runs on demand: pytest -m cluster")
+    for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def image_store() -> Path:
     """The cached images directory, with the appliance built (once per machine)."""

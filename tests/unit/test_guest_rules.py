@@ -187,3 +187,10 @@ def test_debian_disk_layout() -> None:
     assert "--typecode=1:EF02" in argv and "--typecode=2:EF00" in argv
     end = debian.root_end(8 << 30)
     assert (end + 1) % 2048 == 0 and end < (8 << 30) // 512 - 33
+
+
+def test_debian_fstab_esp_is_nofail_and_part_of_the_image_inputs() -> None:
+    lines = [line.split("\t") for line in debian.fstab("1234-root", "ABCD1234").splitlines()]
+    assert lines[0][:2] == ["UUID=1234-root", "/"] and "nofail" not in lines[0][3]
+    assert lines[1][:2] == ["UUID=ABCD-1234", "/boot/efi"] and "nofail" in lines[1][3].split(",")
+    assert debian.inputs(debian.DebianRequest())["fstab"] == debian.fstab("ROOT-UUID", "ESPID000")

@@ -233,11 +233,10 @@ def root_end(size: int) -> int:
 
 
 def fstab(root_uuid: str, esp_id: str) -> str:
-    """``nofail`` on the ESP: booting does not need it, and seen twice under TCG on a loaded
-    host, udev showed its by-uuid link after systemd's 90 s device timeout, local-fs.target
-    failed and the guest went to emergency mode (no sshd, ever)."""
+    # The ESP is nofail: under a loaded TCG host udev may announce it after systemd's 90 s device
+    # timeout, and a required /boot/efi then sends the whole boot to emergency mode (seen).
     return (f"UUID={root_uuid}\t/\text4\terrors=remount-ro\t0\t1\n"
-            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077,nofail\t0\t1\n")
+            f"UUID={esp_id[:4]}-{esp_id[4:]}\t/boot/efi\tvfat\tumask=0077,nofail,x-systemd.device-timeout=600s\t0\t1\n")
 
 
 def build_debian(images_dir: Path, request: DebianRequest, progress: Progress, force: bool = False,
