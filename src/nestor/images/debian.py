@@ -170,7 +170,7 @@ def inputs(request: DebianRequest) -> dict[str, object]:
         "apt_options": list(APT_OPTIONS),
         "dpkg_options": list(DPKG_OPTIONS),
         "files": guest_files(),
-        "fstab": fstab("ROOT-UUID", "ESP0UUID"),  # the per-build UUIDs left out
+        "fstab": fstab("ROOT-UUID", "ESPID000"),  # the per-build UUIDs left out
         "hooks": customize_hooks(),
         "build_script": BUILD_SCRIPT,
         "layout": [BIOS_START, BIOS_SECTORS, ESP_START, ESP_SECTORS],
