@@ -202,6 +202,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         pid = daemon.running_pid(home_paths)
         raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
                        hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
+    daemon.mark_serving(home_paths)
     stop = threading.Event()
     sockets: list[socket.socket] = []
     try:

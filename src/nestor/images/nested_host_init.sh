@@ -185,7 +185,8 @@ run_api() {
     exec 9> "$API_LOCK"
     $FLOCK 9
     cd /
-    exec "$PAYLOAD_DIR/bin/nestor" serve --channel "$port" >> "$API_LOG" 2>&1
+    # --home on the command line: other nestor commands in this guest recognise their daemon by it
+    exec "$PAYLOAD_DIR/bin/nestor" --home "$NESTOR_HOME" serve --channel "$port" >> "$API_LOG" 2>&1
 }
 
 stage_api() {

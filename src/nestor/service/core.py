@@ -76,6 +76,8 @@ class Core:
         self._daemon_ensured = True
         from . import daemon
 
+        if daemon.serving(self.home):
+            return  # this process is the daemon
         try:
             daemon.ensure_running(self.home, wait=False)
         except OSError as exc:

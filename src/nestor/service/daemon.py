@@ -23,6 +23,20 @@ from ..files import write_private
 START_WAIT = 15.0  # the daemon writes its pidfile after its imports (~1 s on a host, more in an L1)
 MARKER = "serve"
 
+_serving: Path | None = None  # the home this process is the daemon of (set by the daemon itself)
+
+
+def mark_serving(home: paths.Home) -> None:
+    """Called by the daemon once it holds its home's claim: its own requests must not start
+    another daemon (an L1's `vm start` through the API would spawn one per request otherwise)."""
+    global _serving
+    _serving = home.root.resolve()
+
+
+def serving(home: paths.Home) -> bool:
+    """Is this process the daemon of `home`?"""
+    return _serving is not None and _serving == home.root.resolve()
+
 
 def running_pid(home: paths.Home) -> int | None:
     """The live daemon of this home: its pidfile names a process whose argv is ours exactly."""
