@@ -90,6 +90,19 @@ def home(tmp_path: Path, image_store: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def debian_store() -> Path:
+    """The cached images directory with the Debian disk image (cold: minutes of mmdebstrap and GRUB)."""
+    from nestor.images import debian
+
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
+    images = CACHE / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    debian.build_debian(images, debian.DebianRequest(), lambda line: print(f"[image] {line}", file=sys.stderr))
+    return images
+
+
+@pytest.fixture(scope="session")
 def nested_store(image_store: Path) -> Path:
     """The cached images directory with the nested-host image (mmdebstrap, ~1 min cold) and payload."""
     from nestor import bootplan

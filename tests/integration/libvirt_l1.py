@@ -59,6 +59,33 @@ def l2_initramfs(work: Path) -> bytes:
     return gzip.compress(archive.finish(), 9, mtime=0)
 
 
+def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+
+
+def prepared_images() -> Path:
+    """Skips (with the reason) where these tests cannot run; else the image cache with the
+    libvirt Debian image built."""
+    import os
+
+    import pytest
+
+    from nestor.host import facts
+    from nestor.policy import accel
+    from tests.helpers import CACHE
+
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
+    if not has_gcc():
+        pytest.skip("needs gcc and libc6-dev for the L2's /init (scripts/setup installs them)")
+    chosen = accel.choose(facts.probe())
+    if not chosen.nesting_available:
+        pytest.skip(f"this host cannot offer nested virtualization: {chosen.nesting_reason}")
+    images = CACHE / "images"
+    build_image(images)
+    return images
+
+
 def has_gcc() -> bool:
     return shutil.which("gcc") is not None
 

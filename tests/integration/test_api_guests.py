@@ -25,10 +25,9 @@ import pytest
 
 from nestor.client import Client
 from nestor.errors import InvalidInput, PolicyError, StateError
-from nestor.images import debian
 from nestor.net import dnsmasq
 from nestor.service.guest_types import GuestSpec
-from tests.helpers import CACHE, Daemon, guest_home, reap_home
+from tests.helpers import Daemon, guest_home, reap_home
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
 
@@ -54,19 +53,6 @@ class Api:
     subnet: str
     client: Client
     raw: httpx.Client
-
-
-@pytest.fixture(scope="module")
-def debian_store() -> Path:
-    """The cached images directory with the Debian image (cold: minutes of mmdebstrap and GRUB)."""
-    import os
-
-    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
-    images = CACHE / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    debian.build_debian(images, debian.DebianRequest(), lambda line: print(f"[image] {line}", file=sys.stderr))
-    return images
 
 
 @pytest.fixture(scope="module")

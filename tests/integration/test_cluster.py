@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for_text
+from tests.helpers import guest_home, nestor, reap_home, vm_dir, wait_for_text
 from tests.integration import libvirt_l1 as lab_mod
 from tests.integration.libvirt_l1 import L2_INITRD, L2_INITRD_KVM, L2_KERNEL, nestor_in, wait_until
 
@@ -61,32 +59,17 @@ class Cluster:
         return [int(n) for n in COUNT.findall(out)]
 
 
-def _sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
-    if not lab_mod.has_gcc():
-        pytest.skip("needs gcc and libc6-dev for the L2's /init (scripts/setup installs them)")
-    from nestor.host import facts
-    from nestor.policy import accel
-
-    chosen = accel.choose(facts.probe())
-    if not chosen.nesting_available:
-        pytest.skip(f"this host cannot offer nested virtualization: {chosen.nesting_reason}")
-    images = CACHE / "images"
-    lab_mod.build_image(images)
+    images = lab_mod.prepared_images()
     work = tmp_path_factory.mktemp("cluster")
     home = guest_home(work / "home", images)
     netns = f"nt-{secrets.token_hex(4)}"
     subnet = f"10.{80 + secrets.randbelow(40)}.{secrets.randbelow(250)}"
     addresses = {"hv-a": f"{subnet}.10", "hv-b": f"{subnet}.11"}
     memory = {"hv-a": "1536M", "hv-b": "3G"}  # B has the room for the placement test
-    assert _sh("ip", "netns", "add", netns).returncode == 0
-    _sh("ip", "-n", netns, "link", "set", "lo", "up")
+    assert lab_mod.sh("ip", "netns", "add", netns).returncode == 0
+    lab_mod.sh("ip", "-n", netns, "link", "set", "lo", "up")
     try:
         cli = functools.partial(nestor, home, netns=netns)
         cli("switch", "new", "sw", "--type", "internal")
@@ -108,7 +91,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield box
     finally:
         reap_home(home)
-        _sh("ip", "netns", "del", netns)
+        lab_mod.sh("ip", "netns", "del", netns)
 
 
 def test_hosts_offer_nesting(cluster: Cluster) -> None:

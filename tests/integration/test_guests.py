@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from nestor.images import debian
-from tests.helpers import CACHE, guest_home, nestor, reap_home, show, vm_dir, wait_for_text
+from tests.helpers import guest_home, nestor, reap_home, show, vm_dir, wait_for_text
 
 pytestmark = pytest.mark.vm
 
@@ -34,20 +33,6 @@ HOSTNAME = "guest-one"
 
 def sh(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def debian_store() -> Path:
-    """The cached images directory with the Debian image (cold: ~2.5 min of mmdebstrap and GRUB)."""
-    import os
-    import shutil
-
-    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
-    images = CACHE / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    debian.build_debian(images, debian.DebianRequest(), lambda line: print(f"[image] {line}", file=sys.stderr))
-    return images
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CACHE, guest_home, nestor, reap_home, vm_dir, wait_for_text
+from tests.helpers import guest_home, nestor, reap_home, vm_dir, wait_for_text
 from tests.integration import libvirt_l1 as lab_mod
 from tests.integration.libvirt_l1 import L2_DIR, L2_INITRD, L2_KERNEL, L2_UP, nestor_in, wait_until
 
@@ -64,31 +62,16 @@ class Lab:
         return result.stdout
 
 
-def _sh(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
-        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
-    if not lab_mod.has_gcc():
-        pytest.skip("needs gcc and libc6-dev for the L2's /init (scripts/setup installs them)")
-    from nestor.host import facts
-    from nestor.policy import accel
-
-    chosen = accel.choose(facts.probe())
-    if not chosen.nesting_available:
-        pytest.skip(f"this host cannot offer nested virtualization: {chosen.nesting_reason}")
-    images = CACHE / "images"
-    lab_mod.build_image(images)
+    images = lab_mod.prepared_images()
     work = tmp_path_factory.mktemp("libvirt-l1")
     home = guest_home(work / "home", images)
     netns = f"nt-{secrets.token_hex(4)}"
     subnet = f"10.{80 + secrets.randbelow(40)}.{secrets.randbelow(250)}"
     address = f"{subnet}.10"
-    assert _sh("ip", "netns", "add", netns).returncode == 0
-    _sh("ip", "-n", netns, "link", "set", "lo", "up")
+    assert lab_mod.sh("ip", "netns", "add", netns).returncode == 0
+    lab_mod.sh("ip", "-n", netns, "link", "set", "lo", "up")
     try:
         cli = functools.partial(nestor, home, netns=netns)
         cli("switch", "new", "sw", "--type", "internal")
@@ -105,7 +88,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(home, netns, address, boot)
     finally:
         reap_home(home)
-        _sh("ip", "netns", "del", netns)
+        lab_mod.sh("ip", "netns", "del", netns)
 
 
 def test_virt_host_validate_kvm_checks_pass(lab: Lab) -> None:

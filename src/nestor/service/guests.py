@@ -7,14 +7,20 @@ asked through the nestor of the level above, so no nestor CLI is spawned inside 
 
 from __future__ import annotations
 
+import functools
 import socket
-from typing import Any
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from ..engine.qmp import Agent
 from ..errors import GuestError, InvalidInput, NestorError
 from ..model import format_size, validate_name
 from .core import Core
 from .types import ExecResult, Tree, TreeNode
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 EXEC_TIMEOUT = 120.0
 TREE_TIMEOUT = 30.0
@@ -76,16 +82,18 @@ def tree(core: Core, timeout: float = TREE_TIMEOUT, level: int = 0) -> Tree:
                         config.nested)
         if info.state == "running" and config.nested:
             node.hypervisor_running, _ = core.hypervisor_running(config)
-            _descend(core, node, timeout)
+            from . import channel
+
+            descend(node, functools.partial(channel.client, core, node.name, timeout), timeout)
         nodes.append(node)
     return Tree(socket.gethostname(), level, nodes)
 
 
-def _descend(core: Core, node: TreeNode, timeout: float) -> None:
-    from . import channel
-
+def descend(node: TreeNode, connect: Callable[[], AbstractContextManager[Client]], timeout: float) -> None:
+    """Fill `node.children` from the tree of the nestor inside it (its API, reached by `connect`:
+    a local VM's channel, or a libvirt VM's through libvirt); unreachable, with why, if it fails."""
     try:
-        with channel.client(core, node.name, timeout) as inner:
+        with connect() as inner:
             below = inner.tree(timeout=max(timeout - 5, 2))
     except NestorError as exc:
         node.reachable = False

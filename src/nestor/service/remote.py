@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import HostError, InvalidInput, NestorError
+from ..errors import HostError, InvalidInput
 from ..model import VMState
 from .core import Core
 from .types import (
@@ -187,14 +187,6 @@ class Remote:
 
     def _descend(self, node: TreeNode, timeout: float) -> None:
         from ..client import Client
-        from .guests import _rebase
+        from .guests import descend
 
-        try:
-            with Client(transport=self.hosts.api_transport(node.name, timeout), timeout=timeout) as api:
-                below = api.tree(timeout=max(timeout - 5, 2))
-        except NestorError as exc:
-            node.reachable = False
-            node.error = exc.message
-            return
-        node.reachable = True
-        node.children = [_rebase(child, node.level, 1) for child in below.vms]
+        descend(node, lambda: Client(transport=self.hosts.api_transport(node.name, timeout), timeout=timeout), timeout)
