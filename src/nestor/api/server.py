@@ -204,6 +204,9 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
                        hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
     daemon.mark_serving(home_paths)
     stop = threading.Event()
+    # The serial-log cap first: a guest may be flooding its console while the API is still being
+    # built (imports, reconcile, the app), and a restarted daemon must cap at once.
+    threading.Thread(target=cap_logs, args=(home_paths, stop), name="logcap", daemon=True).start()
     sockets: list[socket.socket] = []
     try:
         settings = Settings(home, netns)
@@ -241,8 +244,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             balancer.run(stop)
 
         threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
-                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True),
-                   threading.Thread(target=cap_logs, args=(home_paths, stop), name="logcap", daemon=True)]
+                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
         if channel is not None:
             from ..service import channel_guest as channel_mod
 
