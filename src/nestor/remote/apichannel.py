@@ -21,7 +21,7 @@ from typing import Any
 import libvirt
 
 from ..errors import GuestError
-from ..service.channel import ChannelTransport
+from ..service.channel import SYNC_TIMEOUT, ChannelTransport
 from .domxml import API_CHANNEL
 
 CHUNK = 1 << 16
@@ -33,6 +33,7 @@ class StreamTransport(ChannelTransport):
     def __init__(self, conn: Any, dom: Any, name: str, timeout: float) -> None:
         self.name = name
         self.timeout = timeout
+        self.sync_timeout = SYNC_TIMEOUT
         self._chunks: queue.Queue[bytes | BaseException] = queue.Queue()
         self._stream = conn.newStream(0)
         try:
