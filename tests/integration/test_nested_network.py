@@ -102,6 +102,7 @@ def test_option2_nat_in_l1_reaches_l0_with_guard_on(net_l1: tuple[Path, str]) ->
     in_l1(home, "nestor", "switch", "remove", "nat0")
 
 
+@pytest.mark.timeout(900)
 def test_option1_bridged_l2_needs_mac_spoofing(net_l1: tuple[Path, str]) -> None:
     home, ns = net_l1
     # eth0 carries l1's address and default route: they move onto the switch with it.
@@ -109,7 +110,9 @@ def test_option1_bridged_l2_needs_mac_spoofing(net_l1: tuple[Path, str]) -> None
     put_script(home, "/tmp/ping.sh", PING_LOOP)
     in_l1(home, "nestor", "vm", "new", "brl2", "--memory", "192M", "--switch", "ext0",
           "--append", "nestor.ip=10.78.0.3/24", "--run", "/tmp/ping.sh")
-    in_l1(home, "nestor", "vm", "start", "brl2")
+    # A cold nestor CLI in l1 starting an L2 and waiting for its boot, all under TCG: minutes on
+    # a slow or loaded machine (one full run went past 180 s).
+    in_l1(home, "nestor", "vm", "start", "brl2", timeout=420)
     in_l1(home, "nestor", "vm", "log", "brl2", "--until", "l2-ping: ", "--timeout", "150", timeout=200)
     # Guard on at L0: l2's frames carry a MAC that is not l1's adapter's, so they are dropped.
     verdict, seen = l2_pings(home, "brl2")
