@@ -351,7 +351,11 @@ pages.images = () => {
       pre.textContent += (pre.textContent ? "\n" : "") + event.progress;
       pre.scrollTop = pre.scrollHeight;
     }
-    if (event.status) card.querySelector(".status").replaceChildren(stateBadge(event.status));
+    // An ended operation is shown from the API's own record, so the log and the final state change
+    // together (lines published before this page knew the operation would otherwise be missing).
+    if (["success", "failure", "cancelled"].includes(event.status)) {
+      api("GET", `/operations/${event.operation}`).then(render, showError);
+    } else if (event.status) card.querySelector(".status").replaceChildren(stateBadge(event.status));
   });
   load();
 };
