@@ -28,6 +28,31 @@ def nestor(home: Path, *args: str, netns: str | None = None, timeout: float = 12
     return result
 
 
+def nestor_inprocess(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`nestor --home HOME ARGS…` in this process (for fast tests of the CLI over libvirt's drivers);
+    the result as a subprocess run would give it. libvirt connections are closed afterwards, so the
+    next command starts as a fresh process would."""
+    from click.testing import CliRunner
+
+    from nestor.cli import main
+    from nestor.remote import libvirt_engine
+
+    runner = CliRunner()
+    with runner.isolation() as (out, err, _):
+        try:
+            main(["--home", str(home), *args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            libvirt_engine.disconnect_all()
+        result = subprocess.CompletedProcess(["nestor", *args], code, out.getvalue().decode(errors="replace"),
+                                             err.getvalue().decode(errors="replace"))
+    if check and code != 0:
+        raise AssertionError(f"nestor {' '.join(args)} failed ({code}):\n{result.stdout}{result.stderr}")
+    return result
+
+
 def reap_home(home: Path) -> list[int]:
     """End every QEMU started under this home (ours only: live_pid checks the command line),
     the home's daemon if one was started, and its NATs' dnsmasq (a namespace deleted under a

@@ -29,6 +29,7 @@ from nestor.errors import PolicyError, StateError
 from nestor.remote import libvirt_engine
 from nestor.remote.hosts import Hosts
 from nestor.state import db
+from tests.helpers import nestor_inprocess
 
 pytestmark = pytest.mark.vm
 LIBVIRTD = "/usr/sbin/libvirtd"
@@ -501,10 +502,6 @@ def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemon
     import base64
     import json
 
-    from click.testing import CliRunner
-
-    from nestor.cli import main
-
     inner = {"host": "inner-l1", "level": 1, "hosts": [], "vms": [
         {"name": "l2", "level": 1, "state": "running", "vcpus": 1, "memory": "128M", "nested": True,
          "children": [{"name": "l3", "level": 2, "state": "off", "vcpus": 1, "memory": "64M", "nested": False}]}]}
@@ -517,14 +514,8 @@ def test_tree_descends_into_a_libvirt_vm_through_its_api_channel(daemons: Daemon
     home = tmp_path / "home"
 
     def cli(*args: str) -> tuple[int, str, str]:
-        runner = CliRunner()
-        with runner.isolation() as (out, err, _):
-            try:
-                main(["--home", str(home), *args])
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            return code, out.getvalue().decode(), err.getvalue().decode()
+        result = nestor_inprocess(home, *args, check=False)
+        return result.returncode, result.stdout, result.stderr
 
     assert cli("host", "add", "a", uri)[0] == 0
     shutil.copy(files / "initrd.img", files / "responder.img")
@@ -597,23 +588,13 @@ def test_nat_on_a_libvirt_host_is_a_libvirt_nat_network(daemons: Daemons, tmp_pa
         pytest.skip("needs iptables (scripts/setup installs it): libvirt 9 programs NAT networks with it")
     import json
 
-    from click.testing import CliRunner
-
-    from nestor.cli import main
-
     links_before, _ = _root_netns_state()
     uri = daemons.start("a", net_admin=True)
     home = tmp_path / "home"
 
     def cli(*args: str) -> tuple[int, str, str]:
-        runner = CliRunner()
-        with runner.isolation() as (out, err, _):
-            try:
-                main(["--home", str(home), *args])
-                code = 0
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            return code, out.getvalue().decode(), err.getvalue().decode()
+        result = nestor_inprocess(home, *args, check=False)
+        return result.returncode, result.stdout, result.stderr
 
     def in_ns(*argv: str) -> str:
         return subprocess.run(["ip", "netns", "exec", daemons.netns, *argv], capture_output=True, text=True,

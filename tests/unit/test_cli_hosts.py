@@ -7,16 +7,14 @@ from its record. (One subprocess run below keeps `python -m nestor` itself cover
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from nestor.cli import main
 from nestor.remote import libvirt_engine, testnode
 from tests.helpers import nestor as nestor_process
+from tests.helpers import nestor_inprocess
 
 G = 1 << 30
 
@@ -29,22 +27,7 @@ def home(tmp_path: Path) -> Path:
     return root
 
 
-def nestor(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """`nestor --home HOME ARGS…` in this process; the result as a subprocess run would give it."""
-    runner = CliRunner()
-    with runner.isolation() as (out, err, _):
-        try:
-            main(["--home", str(home), *args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        finally:
-            libvirt_engine.disconnect_all()  # the next command starts as a fresh process would
-        result = subprocess.CompletedProcess(["nestor", *args], code, out.getvalue().decode(errors="replace"),
-                                             err.getvalue().decode(errors="replace"))
-    if check and code != 0:
-        raise AssertionError(f"nestor {' '.join(args)} failed ({code}):\n{result.stdout}{result.stderr}")
-    return result
+nestor = nestor_inprocess
 
 
 @pytest.fixture(autouse=True)
