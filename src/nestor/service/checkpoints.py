@@ -97,6 +97,11 @@ def _check_apply(core: Core, config: VMConfig, name: str, running: bool) -> list
     return rows
 
 
+_CHECKS = {"new": _check_new, "apply": _check_apply}
+_ONLINE = {"new": "snapshot-save", "apply": "snapshot-load"}  # QMP jobs on a running VM
+_OFFLINE = {"new": ("-c", "checkpoint of disk"), "apply": ("-a", "applying to disk")}  # qemu-img snapshot
+
+
 def check(core: Core, vm: str, name: str, action: str) -> None:
     """Would `new` (action 'new') or `apply` ('apply') be refused now? Raises what they would raise.
 
@@ -104,47 +109,37 @@ def check(core: Core, vm: str, name: str, action: str) -> None:
     the work checks again under the VM's lock."""
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
+    if action not in _CHECKS:
+        raise InvalidInput(f"unknown checkpoint action '{action}'", hint="new or apply")
     running = process.live_pid(core.vm_dir(config)) is not None
     with error_context(vm=vm):
-        if action == "new":
-            _check_new(core, config, name, running)
-        elif action == "apply":
-            _check_apply(core, config, name, running)
-        else:
-            raise InvalidInput(f"unknown checkpoint action '{action}'", hint="new or apply")
+        _CHECKS[action](core, config, name, running)
 
 
 def new(core: Core, vm: str, name: str) -> CheckpointResult:
-    validate_name(name, "checkpoint")
-    config = core.vms.get(validate_name(vm))
-    vm_dir = core.vm_dir(config)
-    with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
-        running = process.live_pid(vm_dir) is not None
-        rows = _check_new(core, config, name, running)
-        started = time.monotonic()
-        if not running:
-            for d in rows:
-                disks.qemu_img(["snapshot", "-c", name, str(d.file)], f"checkpoint of disk '{d.name}'")
-        else:
-            _job(core, config, "snapshot-save", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
-                                                   "devices": [f"n-{d.drive_id}" for d in rows]})
-        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
+    return _take_or_apply(core, vm, name, "new")
 
 
 def apply(core: Core, vm: str, name: str) -> CheckpointResult:
+    return _take_or_apply(core, vm, name, "apply")
+
+
+def _take_or_apply(core: Core, vm: str, name: str, action: str) -> CheckpointResult:
+    """Checkpoint-VM or Restore-VMCheckpoint: checked and done under the VM's lock, on every disk;
+    with QMP jobs (memory included) while the VM runs, with qemu-img while it is off."""
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
-    vm_dir = core.vm_dir(config)
     with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
-        running = process.live_pid(vm_dir) is not None
-        rows = _check_apply(core, config, name, running)
+        running = process.live_pid(core.vm_dir(config)) is not None
+        rows = _CHECKS[action](core, config, name, running)
         started = time.monotonic()
         if running:
-            _job(core, config, "snapshot-load", {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
-                                                   "devices": [f"n-{d.drive_id}" for d in rows]})
+            _job(core, config, _ONLINE[action], {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
+                                                 "devices": [f"n-{d.drive_id}" for d in rows]})
         else:
+            flag, label = _OFFLINE[action]
             for d in rows:
-                disks.qemu_img(["snapshot", "-a", name, str(d.file)], f"applying to disk '{d.name}'")
+                disks.qemu_img(["snapshot", flag, name, str(d.file)], f"{label} '{d.name}'")
         return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
 
 
