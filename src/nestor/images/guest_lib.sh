@@ -32,8 +32,9 @@ read_cmdline() {
     done
 }
 
-# is_mounted DIR (a builtin loop over /proc/mounts)
+# is_mounted DIR (a builtin loop over /proc/mounts; nothing is mounted before /proc is)
 is_mounted() {
+    [ -r /proc/mounts ] || return 1
     while read -r _dev _dir _rest; do
         [ "$_dir" = "$1" ] && return 0
     done < /proc/mounts

@@ -300,7 +300,8 @@ pages.networks = () => {
         el("td", {}, stateBadge(s.state)))), 9, "No switches.");
       nats.replaceChildren(...(natList.length ? natList.map((n) => el("section", { class: "card", "data-nat": n.name },
         el("h2", {}, n.name),
-        el("dl", { class: "facts" }, el("dt", {}, "Prefix"), el("dd", {}, n.prefix), el("dt", {}, "Switch"), el("dd", {}, n.switch),
+        el("dl", { class: "facts" }, el("dt", {}, "Prefix"), el("dd", {}, n.prefix), ...(n.host ? [el("dt", {}, "Host"), el("dd", {}, n.host), el("dt", {}, "Bridge"), el("dd", {}, `${n.bridge || "–"} (libvirt network, ${n.state || "unknown"})`)]
+            : [el("dt", {}, "Switch"), el("dd", {}, n.switch)]),
           el("dt", {}, "Gateway"), el("dd", {}, n.gateway || "–"), el("dt", {}, "DHCP"), el("dd", {}, n.dhcp ? `on (${n.dnsmasq_pid ? `pid ${n.dnsmasq_pid}` : "not running"})` : "off")),
         n.dhcp ? el("table", { class: "grid leases" }, el("thead", {}, el("tr", {}, el("th", {}, "MAC"), el("th", {}, "IP"), el("th", {}, "Hostname"))),
           el("tbody", {}, n.leases.length ? n.leases.map((l) => el("tr", {}, el("td", {}, l.mac), el("td", {}, l.ip), el("td", {}, l.hostname === "*" ? "–" : l.hostname)))
