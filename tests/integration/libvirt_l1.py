@@ -91,7 +91,12 @@ def has_gcc() -> bool:
 
 
 def l2_domain_xml(name: str, count: bool = True) -> str:
-    """An L2 for `virsh define` inside the L1: KVM, direct kernel boot, the serial into a file."""
+    """An L2 for `virsh define` inside the L1: KVM, direct kernel boot, the serial into a file.
+
+    `<features><acpi/>` is needed: without it libvirt starts QEMU with `-no-acpi`, and the Debian
+    cloud kernel then finds no RSDP ("ACPI BIOS Error (bug): A valid RSDP was not found") and spins
+    before init, silent on its console (seen: 100% of a vCPU for 900 s, the domain "running (booted)").
+    """
     return f"""<domain type='kvm'>
   <name>{name}</name>
   <memory unit='MiB'>128</memory>
@@ -102,6 +107,10 @@ def l2_domain_xml(name: str, count: bool = True) -> str:
     <initrd>{L2_INITRD}</initrd>
     <cmdline>console=ttyS0 quiet panic=-1{' count' if count else ''}</cmdline>
   </os>
+  <features>
+    <acpi/>
+    <apic/>
+  </features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <devices>
