@@ -78,7 +78,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         cli("switch", "new", "sw", "--type", "internal")
         cli("switch", "set-ip", "sw", f"{subnet}.1/24")
         seed = work / "user-data"
-        seed.write_text(lab_mod.user_data(address, lab_mod.l2_initramfs(work)))
+        seed.write_text(lab_mod.lean_user_data(lab_mod.user_data(address, lab_mod.l2_initramfs(work))))
         lab_mod.new_l1(cli, "hv", address, f"{subnet}.1", seed)
         started = time.monotonic()
         cli("vm", "start", "hv")
