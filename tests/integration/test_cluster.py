@@ -161,11 +161,11 @@ def test_move_refused_while_a_hypervisor_runs_inside(cluster: Cluster) -> None:
     print(f"[measure] nested L2: new + start to an L3 under its KVM on hv-a: {time.monotonic() - started:.1f} s",
           file=sys.stderr)
 
-    def running() -> dict[str, Any]:
+    def show() -> dict[str, Any]:
         return dict(json.loads(cluster.inside("vm", "show", "nested", "-o", "json").stdout))
 
-    seen = wait_until("nestor sees a hypervisor running in the L2", lambda: running()["hypervisor_running"], 300, 1)
-    info = running()
+    seen = wait_until("nestor sees a hypervisor running in the L2", lambda: show()["hypervisor_running"], 300, 1)
+    info = show()
     assert info["hypervisor_running"] is True, info
     print(f"[measure] detection: {info['hypervisor_detection']}", file=sys.stderr)
     assert seen and "guest_mode = 1" in str(info["hypervisor_detection"]), info
@@ -174,7 +174,7 @@ def test_move_refused_while_a_hypervisor_runs_inside(cluster: Cluster) -> None:
     print(f"[measure] refused move (CLI run): {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert refused.returncode == 5 and "R12-R14" in refused.stderr and "hint: " in refused.stderr, refused
     assert refused.stderr.startswith("error: "), refused.stderr
-    info = running()
+    info = show()
     assert info["host"] == "hv-a" and info["state"] == "running", info
     assert "nested" in cluster.l1("hv-a", "virsh", "list", "--name")
 
@@ -183,7 +183,7 @@ def test_move_refused_while_a_hypervisor_runs_inside(cluster: Cluster) -> None:
     cluster.l1("hv-a", "sh", "-c", 'printf "nestor-stop-l3\\n" > "$1"', "sh", tty)
     wait_until("the L2 says its L3 stopped",
                lambda: "the L3 stopped" in cluster.l1("hv-a", "cat", log, check=False), 300, 2)
-    wait_until("nestor sees no hypervisor in the L2", lambda: running()["hypervisor_running"] is False, 300, 2)
+    wait_until("nestor sees no hypervisor in the L2", lambda: show()["hypervisor_running"] is False, 300, 2)
     before = [int(n) for n in TICK.findall(cluster.l1("hv-a", "cat", log, check=False))]
     started = time.monotonic()
     moved = cluster.inside("vm", "move", "nested", "--host", "hv-b", timeout=900)
@@ -192,7 +192,7 @@ def test_move_refused_while_a_hypervisor_runs_inside(cluster: Cluster) -> None:
     assert "moved to host 'hv-b' (live)" in moved.stdout, moved
     after = wait_until("the L2 ticks on hv-b", lambda: cluster.ticks("hv-b", "nested"), 180, 0)
     assert before and min(after) > max(before), (before, after)  # the same L2 went on; a restart starts at 1
-    info = running()
+    info = show()
     assert info["host"] == "hv-b" and info["state"] == "running", info
     cluster.inside("vm", "stop", "nested", "--turn-off")
     cluster.inside("vm", "remove", "nested")
