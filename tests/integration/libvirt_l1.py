@@ -56,7 +56,15 @@ def l2_initramfs(work: Path) -> bytes:
     archive.directory("dev")
     archive.chardev("dev/console", 5, 1)
     archive.file("init", binary.read_bytes(), 0o755)
-    return gzip.compress(archive.finish(), 9, mtime=0)
+    return pad4(gzip.compress(archive.finish(), 9, mtime=0))
+
+
+def pad4(initrd: bytes) -> bytes:
+    """Zeros to a multiple of 4 bytes: the kernel takes a newc archive appended after a compressed
+    one (L2_INITRD_KVM) only at a 4-aligned offset; at any other it stops with "Initramfs
+    unpacking failed: invalid magic at start of compressed archive" (init/initramfs.c), and the
+    L2's /mods were missing (the cluster run's L3 that never started)."""
+    return initrd + b"\0" * (-len(initrd) % 4)
 
 
 def sh(*argv: str) -> subprocess.CompletedProcess[str]:

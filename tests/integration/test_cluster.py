@@ -4,8 +4,10 @@ Two nestor L1s from the libvirt Debian image (tests/integration/libvirt_l1.py), 
 on qemu+tcp bound to its address on one internal switch in the test's namespace. L0's nestor adds
 both as hosts and:
 - live-migrates a counting L2 (KVM inside the L1s) from A to B; the counter goes on;
-- refuses to move an L2 in which a hypervisor runs (the L2's KVM runs a spinning L3), naming R12-R14;
-- places a VM with `--host auto` on the host that has room.
+- refuses to move an L2 in which a hypervisor runs (the L2's KVM runs a spinning L3), naming R12-R14,
+  and moves it once that L3 is stopped;
+- places a nested VM with `--host auto` on the host with the most free memory, and shows each
+  host's reason when none has room.
 It prints [measure] lines (boot, start, migration); docs/scale.md has the numbers. Not in CI: two
 TCG L1s with KVM L2s inside take many minutes on a 2-core machine.
 """
@@ -32,6 +34,7 @@ from tests.integration.libvirt_l1 import L2_INITRD, L2_INITRD_KVM, L2_KERNEL, ne
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.cluster, pytest.mark.timeout(5400)]
 COUNT = re.compile(r"nestor-l2: count (\d+)")
+TICK = re.compile(r"nestor-l2: tick (\d+)")
 
 
 @dataclass
@@ -57,6 +60,20 @@ class Cluster:
         tty = self.l1(l1, "virsh", "ttyconsole", domain).strip()
         out = self.l1(l1, "timeout", str(seconds), "cat", tty, check=False)
         return [int(n) for n in COUNT.findall(out)]
+
+    def follow_console(self, l1: str, domain: str, path: str) -> None:
+        """Copy the L2's console (a pty: what nobody reads is lost) into `path` in the L1, in the
+        background; the pty raw and without echo (an echo would feed the L2 its own output)."""
+        tty = self.l1(l1, "virsh", "ttyconsole", domain).strip()
+        self.l1(l1, "sh", "-c", 'stty -F "$1" raw -echo && (setsid timeout 3600 cat "$1" > "$2" 2>&1 < /dev/null &)',
+                "sh", tty, path)
+
+    def ticks(self, l1: str, domain: str, seconds: int = 8) -> list[int]:
+        """The ticks an l3ctl L2 prints on its console for a while."""
+        tty = self.l1(l1, "virsh", "ttyconsole", domain).strip()
+        out = self.l1(l1, "sh", "-c", 'stty -F "$1" raw -echo && timeout "$2" cat "$1"', "sh", tty, str(seconds),
+                      check=False)
+        return [int(n) for n in TICK.findall(out)]
 
 
 @pytest.fixture(scope="module")
@@ -123,28 +140,82 @@ def test_live_migration_keeps_the_counter(cluster: Cluster) -> None:
 
 
 def test_move_refused_while_a_hypervisor_runs_inside(cluster: Cluster) -> None:
+    """A real hypervisor in the L2: its KVM runs an L3 (data/l2init.c, mode l3ctl). nestor reads
+    it through libvirt (query-stats guest_mode) and refuses the move naming R12-R14; once the L3
+    is stopped (the L2 keeps running), the same move is allowed and the L2 goes on on hv-b."""
+    hosts = {h["name"]: h for h in json.loads(cluster.inside("host", "list", "-o", "json").stdout)}
+    module = {"svm": "kvm_amd", "vmx": "kvm_intel"}[hosts["hv-a"]["nesting_flag"]]
+    nested_param = cluster.l1("hv-a", "cat", f"/sys/module/{module}/parameters/nested").strip()
+    assert nested_param in ("1", "Y"), f"hv-a's {module} nested={nested_param}: the L1 offers no nesting"
+    started = time.monotonic()
     cluster.inside("vm", "new", "nested", "--host", "hv-a", "--nested", "--memory", "256M", "--kernel", L2_KERNEL,
-                   "--initrd", L2_INITRD_KVM, "--append", "console=ttyS0 quiet kvm")
+                   "--initrd", L2_INITRD_KVM, "--append", "console=ttyS0 quiet l3ctl")
+    offered = cluster.l1("hv-a", "virsh", "dumpxml", "nested")
+    flag = hosts["hv-a"]["nesting_flag"]
+    assert re.search(rf"<feature policy='require' name='{flag}'/>|mode='host-passthrough'", offered), offered
     cluster.inside("vm", "start", "nested")
-    tty = cluster.l1("hv-a", "virsh", "ttyconsole", "nested").strip()
+    log = "/run/nestor-test-nested.console"
+    cluster.follow_console("hv-a", "nested", log)  # before the L2's init runs (its kernel boots first)
     wait_until("an L3 spins inside the L2",
-               lambda: "an L3 spins" in cluster.l1("hv-a", "timeout", "10", "cat", tty, check=False), 600, 0)
+               lambda: "an L3 spins" in cluster.l1("hv-a", "cat", log, check=False), 900, 3)
+    print(f"[measure] nested L2: new + start to an L3 under its KVM on hv-a: {time.monotonic() - started:.1f} s",
+          file=sys.stderr)
 
-    def running() -> bool:
-        return json.loads(cluster.inside("vm", "show", "nested", "-o", "json").stdout)["hypervisor_running"] is True
+    def show() -> dict[str, Any]:
+        return dict(json.loads(cluster.inside("vm", "show", "nested", "-o", "json").stdout))
 
-    wait_until("nestor sees a hypervisor running in the L2", running, 120, 1)
+    seen = wait_until("nestor sees a hypervisor running in the L2", lambda: show()["hypervisor_running"], 300, 1)
+    info = show()
+    assert info["hypervisor_running"] is True, info
+    print(f"[measure] detection: {info['hypervisor_detection']}", file=sys.stderr)
+    assert seen and "guest_mode = 1" in str(info["hypervisor_detection"]), info
+    started = time.monotonic()
     refused = cluster.inside("vm", "move", "nested", "--host", "hv-b", check=False, timeout=300)
+    print(f"[measure] refused move (CLI run): {time.monotonic() - started:.1f} s", file=sys.stderr)
     assert refused.returncode == 5 and "R12-R14" in refused.stderr and "hint: " in refused.stderr, refused
-    info = json.loads(cluster.inside("vm", "show", "nested", "-o", "json").stdout)
-    assert info["host"] == "hv-a" and info["state"] == "running"
+    assert refused.stderr.startswith("error: "), refused.stderr
+    info = show()
+    assert info["host"] == "hv-a" and info["state"] == "running", info
+    assert "nested" in cluster.l1("hv-a", "virsh", "list", "--name")
+
+    # The hypervisor stops (the L2 keeps running): the move is allowed again.
+    tty = cluster.l1("hv-a", "virsh", "ttyconsole", "nested").strip()
+    cluster.l1("hv-a", "sh", "-c", 'printf "nestor-stop-l3\\n" > "$1"', "sh", tty)
+    wait_until("the L2 says its L3 stopped",
+               lambda: "the L3 stopped" in cluster.l1("hv-a", "cat", log, check=False), 300, 2)
+    wait_until("nestor sees no hypervisor in the L2", lambda: show()["hypervisor_running"] is False, 300, 2)
+    before = [int(n) for n in TICK.findall(cluster.l1("hv-a", "cat", log, check=False))]
+    started = time.monotonic()
+    moved = cluster.inside("vm", "move", "nested", "--host", "hv-b", timeout=900)
+    took = time.monotonic() - started
+    print(f"[measure] live migration of a 256 MiB nested KVM L2 (L3 stopped): {took:.1f} s", file=sys.stderr)
+    assert "moved to host 'hv-b' (live)" in moved.stdout, moved
+    after = wait_until("the L2 ticks on hv-b", lambda: cluster.ticks("hv-b", "nested"), 180, 0)
+    assert before and min(after) > max(before), (before, after)  # the same L2 went on; a restart starts at 1
+    info = show()
+    assert info["host"] == "hv-b" and info["state"] == "running", info
     cluster.inside("vm", "stop", "nested", "--turn-off")
     cluster.inside("vm", "remove", "nested")
 
 
 def test_placement_picks_the_host_with_room(cluster: Cluster) -> None:
+    hosts = {h["name"]: h for h in json.loads(cluster.inside("host", "list", "-o", "json").stdout)}
+    free = {name: int(h["free_memory"]) for name, h in hosts.items()}
+    assert all(h["nesting"] for h in hosts.values()), hosts
+    roomiest = max(free, key=lambda name: free[name])
+    assert abs(free["hv-a"] - free["hv-b"]) > 256 << 20, free  # L1s of 1.5 and 3 GiB: the choice is clear
     started = time.monotonic()
-    placed = cluster.inside("vm", "new", "big", "--host", "auto", "--memory", "2G")
+    placed = cluster.inside("vm", "new", "big", "--host", "auto", "--nested", "--memory", "512M")
     print(f"[measure] placement over 2 real hosts (CLI run): {time.monotonic() - started:.1f} s", file=sys.stderr)
-    assert json.loads(cluster.inside("vm", "show", "big", "-o", "json").stdout)["host"] == "hv-b", placed.stdout
+    print(f"[measure] free memory: {free}; {placed.stdout.strip()}", file=sys.stderr)
+    assert f"placed on host '{roomiest}'" in placed.stdout and "most free memory" in placed.stdout, placed.stdout
+    assert json.loads(cluster.inside("vm", "show", "big", "-o", "json").stdout)["host"] == roomiest == "hv-b"
     cluster.inside("vm", "remove", "big")
+
+    # No host has room: refused, each host with its reason, nothing defined.
+    none = cluster.inside("vm", "new", "huge", "--host", "auto", "--nested", "--memory", "64G", check=False)
+    assert none.returncode != 0 and none.stderr.startswith("error: no host can take a nested-enabled VM"), none
+    assert "hv-a: only" in none.stderr and "hv-b: only" in none.stderr and "hint: " in none.stderr, none.stderr
+    print(f"[measure] no room: {none.stderr.strip()}", file=sys.stderr)
+    listed = cluster.inside("vm", "list", "-o", "json").stdout
+    assert '"huge"' not in listed, listed

@@ -51,6 +51,8 @@ STATES = {
 MISSING = "missing"  # nestor has the VM, the host has no such domain
 KiB = 1024
 JOB_POLL = 0.5  # seconds between progress lines of a migration
+GUEST_MODE_SAMPLES = 5  # query-stats guest_mode readings before "no hypervisor runs inside"
+GUEST_MODE_GAP = 0.1  # seconds between them
 
 
 def connect(uri: str) -> Any:
@@ -84,7 +86,9 @@ def registers_detector(dom: Any) -> tuple[bool | None, str]:
     KVM domains: QMP `query-stats` vCPU `guest_mode` (a vCPU in an L2 right now; registers
     would show the L2's state then). TCG domains: EFER.SVME / CR4.VMXE of the vCPUs (HMP `info
     registers -a`; FACTS.md). Both through libvirt's QEMU monitor passthrough, which libvirt
-    records as a taint of the domain."""
+    records as a taint of the domain. `guest_mode` is an instant: a vCPU that runs an L2 leaves it
+    for every exit its own hypervisor handles (a timer tick), so one 0 is not an answer; nestor
+    samples it GUEST_MODE_SAMPLES times before it says no hypervisor runs."""
     import json
 
     import libvirt_qemu
@@ -93,10 +97,16 @@ def registers_detector(dom: Any) -> tuple[bool | None, str]:
         if ET.fromstring(dom.XMLDesc(0)).get("type") == "kvm":
             from ..service.core import from_stats
 
-            reply = libvirt_qemu.qemuMonitorCommand(dom, json.dumps({"execute": "query-stats",
-                                                                     "arguments": {"target": "vcpu"}}), 0)
-            running, how = from_stats(list(json.loads(reply).get("return", [])))
-            return running, f"{how} (through libvirt)"
+            query = json.dumps({"execute": "query-stats", "arguments": {"target": "vcpu"}})
+            for sample in range(1, GUEST_MODE_SAMPLES + 1):
+                reply = libvirt_qemu.qemuMonitorCommand(dom, query, 0)
+                running, how = from_stats(list(json.loads(reply).get("return", [])))
+                if running is not False:
+                    break
+                if sample < GUEST_MODE_SAMPLES:
+                    time.sleep(GUEST_MODE_GAP)
+            samples = "" if running is not False else f", {GUEST_MODE_SAMPLES} samples"
+            return running, f"{how} (through libvirt{samples})"
         text = libvirt_qemu.qemuMonitorCommand(dom, "info registers -a",
                                                libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
     except libvirt.libvirtError as exc:
