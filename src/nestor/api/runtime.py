@@ -11,7 +11,6 @@ server-sent events; a subscriber that falls behind loses its oldest events, not 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -27,6 +26,8 @@ from ..service.types import to_json
 from .table import Answer, json_answer
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..service import Service
     from .table import Settings
 
@@ -51,6 +52,8 @@ class EventBus:
                 loop.call_soon_threadsafe(_put, queue, text)
 
     async def subscribe(self) -> AsyncIterator[str]:
+        import asyncio  # only with a server running (an L1's channel path has none at first)
+
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
         entry = (asyncio.get_running_loop(), queue)
         with self._lock:

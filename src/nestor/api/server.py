@@ -17,7 +17,6 @@ IDLE_EXIT seconds and no client is watching or waiting.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import logging
@@ -168,6 +167,16 @@ def uptime() -> float | None:
         return None
 
 
+def process_start() -> float | None:
+    """The kernel's uptime when this process started (its python3 exec)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round(int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event) -> Any:
     """The channel's local answer (channel_guest.LocalAnswer): the route table's plain dispatcher;
     what it leaves to FastAPI sets `wanted` (the full server loads) and goes to the socket."""
@@ -219,6 +228,8 @@ _AT_FORK: list[bool] = []
 
 
 async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    import asyncio
+
     loop = asyncio.get_running_loop()
     if not _AT_FORK:
         os.register_at_fork(after_in_child=_plain_signals_in_child)
@@ -320,14 +331,16 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             thread.start()
 
         if not wanted.is_set():
-            log.info("nestor serve: home %s, channel %s answered without FastAPI (uptime %s s)",
-                     home, channel, uptime())
+            log.info("nestor serve: home %s, channel %s answered without FastAPI (uptime %s s; process started at %s s)",
+                     home, channel, uptime(), process_start())
             if not _wait_lazily(wanted, ended):
                 return 0
         servers += _servers(home, netns, settings, runtime, listener, address, sockets)
         log.info("nestor serve: home %s, socket %s (uptime %s s)", home, sock_path, uptime())
         if ended.is_set():
             return 0
+        import asyncio
+
         asyncio.run(_run_all(servers))
         return 0
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import logging
 import re
@@ -139,10 +140,32 @@ class Route:
     handler: Callable[..., Answer]
     status_code: int = 200
     responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
-    body: type[Body] | None = None
-    body_required: bool = True
     query: dict[str, tuple[Any, Query]] = field(default_factory=dict)  # name -> (type, Query)
-    pattern: re.Pattern[str] = field(default=re.compile(""), compare=False)
+
+    # Worked out on first use, not at import: an L1's daemon imports this table on its way to
+    # its first answer, where each annotation evaluated and each pattern compiled costs (TCG).
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        return _compile(API_PREFIX + self.path)
+
+    @functools.cached_property
+    def _body(self) -> tuple[type[Body] | None, bool]:
+        hint = typing.get_type_hints(self.handler).get("body")
+        if hint is None:
+            return None, True
+        args = typing.get_args(hint)
+        if args and type(None) in args:
+            (inner,) = [a for a in args if a is not type(None)]
+            return inner, False
+        return hint, True
+
+    @property
+    def body(self) -> type[Body] | None:
+        return self._body[0]
+
+    @property
+    def body_required(self) -> bool:
+        return self._body[1]
 
     @property
     def params(self) -> list[str]:
@@ -168,13 +191,7 @@ class Table:
               responses: dict[int | str, dict[str, Any]] | None = None,
               query: dict[str, tuple[Any, Query]] | None = None) -> Callable[[Callable[..., Answer]], Callable[..., Answer]]:
         def decorate(handler: Callable[..., Answer]) -> Callable[..., Answer]:
-            hints = typing.get_type_hints(handler)
-            body: type[Body] | None = None
-            required = True
-            if "body" in hints:
-                body, required = _body_type(hints["body"])
-            self.routes.append(Route(method, path, handler, status_code, responses or {}, body, required,
-                                     dict(query or {}), _compile(API_PREFIX + path)))
+            self.routes.append(Route(method, path, handler, status_code, responses or {}, dict(query or {})))
             return handler
         return decorate
 
@@ -194,18 +211,15 @@ class Table:
         return self.route("delete", path, **kwargs)
 
 
-def _body_type(hint: Any) -> tuple[type[Body], bool]:
-    args = typing.get_args(hint)
-    if args and type(None) in args:
-        (inner,) = [a for a in args if a is not type(None)]
-        return inner, False
-    return hint, True
+_FIELDS: dict[type[Body], list[tuple[str, Any, dataclasses.Field[Any]]]] = {}
 
 
 def body_fields(body: type[Body]) -> list[tuple[str, Any, dataclasses.Field[Any]]]:
     """(name, type, dataclass field) of a body, in declaration order."""
-    hints = typing.get_type_hints(body)
-    return [(f.name, hints[f.name], f) for f in dataclasses.fields(body)]  # type: ignore[arg-type]
+    if body not in _FIELDS:
+        hints = typing.get_type_hints(body)
+        _FIELDS[body] = [(f.name, hints[f.name], f) for f in dataclasses.fields(body)]  # type: ignore[arg-type]
+    return _FIELDS[body]
 
 
 # -- the plain dispatcher -------------------------------------------------------------------------

@@ -10,7 +10,6 @@ of an L1's first answer, where every import costs ten times what it does on the 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import logging
 import os
@@ -34,22 +33,46 @@ log = logging.getLogger("nestor.channel")
 log.addHandler(logging.NullHandler())
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection:
     """HTTP/1.1 to the daemon's unix socket: one connection per request (uvicorn closes idle
-    ones after 5 s, and a unix socket costs nothing to open)."""
+    ones after 5 s, and a unix socket costs nothing to open). http.client is imported with the
+    first request: an L1's plain dispatcher may answer everything itself."""
 
     def __init__(self, sock_path: Path) -> None:
-        super().__init__("nestor")
         self.sock_path = sock_path
+        self._conn: Any = None
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def exchange(self, method: str, path: str, body: bytes,
+                 headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body); OSError when the API does not answer."""
+        import http.client
+
+        sock_path = self.sock_path
+
+        class Connection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.connect(str(sock_path))
+                except OSError:
+                    sock.close()
+                    raise
+                self.sock = sock
+
+        self._conn = Connection("nestor")
         try:
-            sock.connect(str(self.sock_path))
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+            self._conn.request(method, path, body=body, headers=headers)
+            response = self._conn.getresponse()
+            return response.status, response.getheaders(), response.read()
+        except http.client.HTTPException as exc:
+            raise OSError(str(exc) or type(exc).__name__) from exc
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def serve_channel(port: Path, api_socket: Path, stop: threading.Event, local: LocalAnswer | None = None) -> None:
@@ -125,19 +148,15 @@ def answer_line(line: bytes, api: UnixHTTPConnection, local: LocalAnswer | None 
             return {"id": message["id"], "status": status, "headers": answer_headers,
                     "body": base64.b64encode(body).decode()}
     try:
-        api.request(method, path, body=request_body, headers=headers)
-        response = api.getresponse()
-        body = response.read()
-    except (OSError, http.client.HTTPException) as exc:
+        status, response_headers, body = api.exchange(method, path, request_body, headers)
+    except OSError as exc:
         return {"id": message["id"], "error": f"the guest's nestor API did not answer: {exc}"}
-    finally:
-        api.close()
     answer_headers = {}
-    for key, value in response.getheaders():
+    for key, value in response_headers:
         if key.lower() in _HOP_BY_HOP:
             continue
         answer_headers[key] = f"{answer_headers[key]}, {value}" if key in answer_headers else value
-    return {"id": message["id"], "status": response.status, "headers": answer_headers,
+    return {"id": message["id"], "status": status, "headers": answer_headers,
             "body": base64.b64encode(body).decode()}
 
 
