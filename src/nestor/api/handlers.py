@@ -10,8 +10,6 @@ are FastAPI's alone (api/routes.py).
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ from ..service.types import (
     VMSpec,
     to_json,
 )
-from .table import Answer, Body, Ctx, Query, Table, doc, empty, json_answer
+from .table import Answer, Body, Ctx, Query, Table, described, empty, json_answer
 
 
 class Operation:
@@ -70,11 +68,10 @@ table = Table()
 
 
 # -- request bodies (FastAPI gets pydantic models of them, extra fields forbidden) ----------------
-@dataclass
 class VMNew(Body):
     name: str
     vcpus: int = 1
-    memory: int = field(default=512 << 20, metadata=doc("bytes"))
+    memory: int = described(512 << 20, "bytes")
     nested: bool = False
     image: str | None = None
     kernel: str | None = None
@@ -82,46 +79,41 @@ class VMNew(Body):
     append: str = ""
     run_script: str | None = None
     config_version: str | None = None
-    switches: list[str] = field(default_factory=list)
-    host: str | None = field(default=None, metadata=doc("a libvirt host, or 'auto' (placement); none: this machine"))
-    maximum: int | None = field(default=None, metadata=doc("libvirt host: bytes a running VM can be given"))
-    disk: str | None = field(default=None, metadata=doc("libvirt host: a disk image file on that host"))
-    network: str | None = field(default=None, metadata=doc("libvirt host: a libvirt network"))
-    generation: int = field(default=1, metadata=doc("disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V"))
-    secure_boot: bool = field(default=False, metadata=doc("generation 2: UEFI secure boot"))
-    iso: str | None = field(default=None, metadata=doc("disk-image VMs: installer media (a file on the server's host)"))
-    disk_size: int | None = field(default=None, metadata=doc("disk-image VMs: grow the root disk to this many bytes"))
-    user: str | None = field(default=None, metadata=doc("cloud-init: the user to create (default: debian)"))
-    ssh_key: str | None = field(default=None, metadata=doc("cloud-init: a public key file on the server's host"))
-    no_ssh_key: bool = field(default=False, metadata=doc("cloud-init: do not add the server user's default public key"))
-    hostname: str | None = field(default=None, metadata=doc("cloud-init: the guest's hostname"))
-    cloud_init: str | None = field(default=None, metadata=doc("cloud-init: a user-data file on the server's host"))
+    switches: list[str] = described(factory=list)
+    host: str | None = described(None, "a libvirt host, or 'auto' (placement); none: this machine")
+    maximum: int | None = described(None, "libvirt host: bytes a running VM can be given")
+    disk: str | None = described(None, "libvirt host: a disk image file on that host")
+    network: str | None = described(None, "libvirt host: a libvirt network")
+    generation: int = described(1, "disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V")
+    secure_boot: bool = described(False, "generation 2: UEFI secure boot")
+    iso: str | None = described(None, "disk-image VMs: installer media (a file on the server's host)")
+    disk_size: int | None = described(None, "disk-image VMs: grow the root disk to this many bytes")
+    user: str | None = described(None, "cloud-init: the user to create (default: debian)")
+    ssh_key: str | None = described(None, "cloud-init: a public key file on the server's host")
+    no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
+    hostname: str | None = described(None, "cloud-init: the guest's hostname")
+    cloud_init: str | None = described(None, "cloud-init: a user-data file on the server's host")
 
 
-@dataclass
 class HostNew(Body):
     name: str
     uri: str
 
 
-@dataclass
 class Move(Body):
     host: str
 
 
-@dataclass
 class Stop(Body):
     turn_off: bool = False
     timeout: float = 30.0
 
 
-@dataclass
 class Processor(Body):
     count: int | None = None
     nested: bool | None = None
 
 
-@dataclass
 class Memory(Body):
     startup: int | None = None
     dynamic: bool | None = None
@@ -130,65 +122,55 @@ class Memory(Body):
     buffer: int | None = None
 
 
-@dataclass
 class Exec(Body):
     argv: list[str]
     timeout: float = 120.0
     stdin_b64: str | None = None
 
 
-@dataclass
 class ImageBuild(Body):
     force: bool = False
-    release: str | None = field(default=None, metadata=doc("debian: the Debian release (default: bookworm)"))
-    packages: list[str] = field(default_factory=list, metadata=doc("debian: more packages"))
-    size: int | None = field(default=None, metadata=doc("debian: the disk's size in bytes (default: 8 GiB)"))
-    image_name: str | None = field(default=None, metadata=doc("debian: the image's name (default: debian-RELEASE)"))
+    release: str | None = described(None, "debian: the Debian release (default: bookworm)")
+    packages: list[str] = described(factory=list, description="debian: more packages")
+    size: int | None = described(None, "debian: the disk's size in bytes (default: 8 GiB)")
+    image_name: str | None = described(None, "debian: the image's name (default: debian-RELEASE)")
 
 
-@dataclass
 class ImageImport(Body):
-    path: str = field(metadata=doc("a qcow2 or raw image file on the server's host (absolute path)"))
-    name: str | None = field(default=None, metadata=doc("the image's name (default: from the file name)"))
+    path: str = described(description="a qcow2 or raw image file on the server's host (absolute path)")
+    name: str | None = described(None, "the image's name (default: from the file name)")
 
 
-@dataclass
 class DiskNew(Body):
     name: str
-    size: int = field(metadata=doc("bytes"))
+    size: int = described(description="bytes")
 
 
-@dataclass
 class DiskSize(Body):
-    size: int = field(metadata=doc("bytes; disks only grow"))
+    size: int = described(description="bytes; disks only grow")
 
 
-@dataclass
 class CheckpointNew(Body):
     name: str
 
 
-@dataclass
 class SwitchNew(Body):
     name: str
     type: SwitchType
-    uplink: str | None = field(default=None, metadata=doc("external: the interface to enslave"))
-    move_addresses: bool = field(default=False, metadata=doc("external: move the uplink's addresses and routes onto the switch"))
+    uplink: str | None = described(None, "external: the interface to enslave")
+    move_addresses: bool = described(False, "external: move the uplink's addresses and routes onto the switch")
 
 
-@dataclass
 class SwitchAddress(Body):
-    address: str = field(metadata=doc("ADDR/PREFIX, e.g. 192.168.100.1/24"))
+    address: str = described(description="ADDR/PREFIX, e.g. 192.168.100.1/24")
 
 
-@dataclass
 class AdapterNew(Body):
     switch: str
     mac: str | None = None
     name: str | None = None
 
 
-@dataclass
 class AdapterSet(Body):
     """What is not given stays as it is."""
 
@@ -197,13 +179,12 @@ class AdapterSet(Body):
     dhcp_guard: bool | None = None
 
 
-@dataclass
 class NatNew(Body):
     name: str
-    prefix: str = field(metadata=doc("CIDR, e.g. 192.168.100.0/24"))
-    switch: str | None = field(default=None, metadata=doc("this machine's internal switch with an address in the prefix"))
-    host: str | None = field(default=None, metadata=doc("or a libvirt host: a libvirt NAT network there"))
-    dhcp: bool = field(default=False, metadata=doc("serve DHCP and DNS on the switch (dnsmasq)"))
+    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24")
+    switch: str | None = described(None, "this machine's internal switch with an address in the prefix")
+    host: str | None = described(None, "or a libvirt host: a libvirt NAT network there")
+    dhcp: bool = described(False, "serve DHCP and DNS on the switch (dnsmasq)")
 
 
 def _json(result: Any, status: int = 200) -> Answer:
@@ -274,7 +255,7 @@ def _path(value: str | None) -> Path | None:
 def vm_new(ctx: Ctx, body: VMNew) -> Answer:
     """A VM: the appliance, the nested host or a kernel, a VM on a libvirt host, or a disk-image VM
     (an image of GET /images/store, or installer media), with its cloud-init fields."""
-    fields = dataclasses.asdict(body)
+    fields = body.as_dict()
     guest_fields = {k: fields.pop(k) for k in _GUEST_FIELDS}
     spec = VMSpec(**{**fields, "switches": tuple(body.switches)})
     guest = GuestSpec(generation=guest_fields["generation"], secure_boot=guest_fields["secure_boot"],
@@ -336,7 +317,7 @@ def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
 @table.patch("/vms/{name}/memory", responses=_doc(MemoryResult))
 def vm_memory(ctx: Ctx, name: str, body: Memory) -> Answer:
     with ctx.settings.service() as s:
-        return _json(s.vm_set_memory(name, MemoryChange(**dataclasses.asdict(body))))
+        return _json(s.vm_set_memory(name, MemoryChange(**body.as_dict())))
 
 
 @table.post("/vms/{name}/upgrade", responses=_doc(VMInfo))

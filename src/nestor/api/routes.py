@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
@@ -78,16 +77,11 @@ def model_of(body: type[Body]) -> type[BaseModel]:
     """The pydantic model of a table body: same name, fields, defaults and descriptions."""
     if body not in _MODELS:
         fields: dict[str, Any] = {}
-        for name, kind, f in body_fields(body):
-            description = f.metadata.get("description")
-            if f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = ... if f.default is dataclasses.MISSING else f.default
-            fields[name] = (kind, Field(default, description=description) if description else default)
-        doc = body.__doc__ or ""
-        doc = "" if doc.startswith(f"{body.__name__}(") else doc  # dataclass's own doc: the signature
-        _MODELS[body] = create_model(body.__name__, __base__=_Model, __doc__=doc or None, __module__=__name__, **fields)
+        for f in body_fields(body):
+            default = ... if f.required else f.make_default()
+            fields[f.name] = (f.kind, Field(default, description=f.description) if f.description else default)
+        _MODELS[body] = create_model(body.__name__, __base__=_Model, __doc__=body.__doc__, __module__=__name__,
+                                     **fields)
     return _MODELS[body]
 
 

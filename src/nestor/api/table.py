@@ -123,14 +123,83 @@ class Query:
     le: float | None = None
 
 
-def doc(description: str) -> dict[str, str]:
-    """A body field's description for the OpenAPI document: `field(..., metadata=doc("..."))`."""
-    return {"description": description}
+_MISSING: Any = dataclasses.MISSING
+
+
+class Described:
+    """A body field's default (or factory) and its description for the OpenAPI document."""
+
+    __slots__ = ("default", "description", "factory")
+
+    def __init__(self, default: Any, description: str | None, factory: Callable[[], Any] | None) -> None:
+        self.default, self.description, self.factory = default, description, factory
+
+
+def described(default: Any = _MISSING, description: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
+    """`name: T = described(DEFAULT, "what it is")` in a Body; no default: a required field."""
+    return Described(default, description, factory)
+
+
+@dataclass(frozen=True)
+class BodyField:
+    name: str
+    kind: Any
+    default: Any = _MISSING
+    factory: Callable[[], Any] | None = None
+    description: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _MISSING and self.factory is None
+
+    def make_default(self) -> Any:
+        return self.factory() if self.factory is not None else self.default
 
 
 class Body:
-    """Base of request bodies: plain dataclasses here, pydantic models (extra fields forbidden)
-    made from them for FastAPI."""
+    """Base of request bodies: the fields are the class's annotations, with their defaults
+    (a value, or described(...)); FastAPI gets a pydantic model of each (extra fields
+    forbidden, api/routes.py). Not dataclasses: an L1's daemon imports these on its way to its
+    first answer, and each dataclass costs an exec of generated code (~30 ms under TCG)."""
+
+    def __init__(self, **values: Any) -> None:
+        for f in body_fields(type(self)):
+            if f.name in values:
+                setattr(self, f.name, values.pop(f.name))
+            elif f.required:
+                raise TypeError(f"{type(self).__name__}: '{f.name}' is required")
+            else:
+                setattr(self, f.name, f.make_default())
+        if values:
+            raise TypeError(f"{type(self).__name__}: no field {', '.join(sorted(values))}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in body_fields(type(self))}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Body) and type(other) is type(self) and self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
+
+
+_FIELDS: dict[type[Body], list[BodyField]] = {}
+
+
+def body_fields(body: type[Body]) -> list[BodyField]:
+    """A body's fields in declaration order (worked out on first use)."""
+    if body not in _FIELDS:
+        fields = []
+        for name, kind in typing.get_type_hints(body).items():
+            value = body.__dict__.get(name, _MISSING)
+            if isinstance(value, Described):
+                fields.append(BodyField(name, kind, value.default, value.factory, value.description))
+            else:
+                fields.append(BodyField(name, kind, value))
+        _FIELDS[body] = fields
+    return _FIELDS[body]
 
 
 @dataclass(frozen=True)
@@ -211,17 +280,6 @@ class Table:
         return self.route("delete", path, **kwargs)
 
 
-_FIELDS: dict[type[Body], list[tuple[str, Any, dataclasses.Field[Any]]]] = {}
-
-
-def body_fields(body: type[Body]) -> list[tuple[str, Any, dataclasses.Field[Any]]]:
-    """(name, type, dataclass field) of a body, in declaration order."""
-    if body not in _FIELDS:
-        hints = typing.get_type_hints(body)
-        _FIELDS[body] = [(f.name, hints[f.name], f) for f in dataclasses.fields(body)]  # type: ignore[arg-type]
-    return _FIELDS[body]
-
-
 # -- the plain dispatcher -------------------------------------------------------------------------
 class _Unsure(Exception):
     """This request is FastAPI's to answer (its validation message, its 404 or 405)."""
@@ -300,13 +358,13 @@ def _parse_body(route: Route, headers: dict[str, str], body: bytes) -> Any:
     if type(data) is not dict:
         raise _Unsure
     fields = body_fields(route.body)
-    if not set(data) <= {name for name, _, _ in fields}:
+    if not set(data) <= {f.name for f in fields}:
         raise _Unsure  # extra fields are refused, in FastAPI's words
     values = {}
-    for name, kind, f in fields:
-        if name in data:
-            values[name] = _plain(kind, data[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+    for f in fields:
+        if f.name in data:
+            values[f.name] = _plain(f.kind, data[f.name])
+        elif f.required:
             raise _Unsure
     return route.body(**values)
 
