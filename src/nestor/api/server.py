@@ -354,6 +354,27 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         claim.release()
 
 
+def main_channel(home: str, port: str) -> int:
+    """`nestor --home HOME serve --channel PORT` without the CLI (nestor/__main__.py): the same
+    checks, logging and daemon as the CLI's `serve`, its errors as the CLI's one-line messages."""
+    import sys
+
+    from ..errors import NestorError
+
+    try:
+        root = paths.check_home(home)
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return serve(root.resolve(), None, None, channel=Path(port))
+    except NestorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
 def _wait_lazily(wanted: threading.Event, ended: threading.Event) -> bool:
     """Wait until FastAPI is wanted (True) or the daemon is to end (False): SIGTERM or SIGINT
     end it here, as they do once the servers run."""
