@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 IDLE_EXIT = 60.0
 WATCH_INTERVAL = 1.0
+SLOW_REQUEST = 0.5  # a channel request taking longer is logged with its time
 SOCKET_GROUP = "nestor"
 
 log = logging.getLogger("nestor.serve")
@@ -187,7 +188,11 @@ def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event
     first = [True]
 
     def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        started = time.monotonic()
         done = dispatch(handlers.table, ctx, method, path, headers, body)
+        took = time.monotonic() - started
+        if took >= SLOW_REQUEST:
+            log.info("channel: %s %s took %.1f s", method, path.partition("?")[0], took)
         if done is None:
             if not wanted.is_set():
                 log.info("channel: %s %s is FastAPI's: loading it", method, path.partition("?")[0])
@@ -227,13 +232,17 @@ def _plain_signals_in_child() -> None:
 _AT_FORK: list[bool] = []
 
 
+def _children_get_plain_signals() -> None:
+    if not _AT_FORK:
+        os.register_at_fork(after_in_child=_plain_signals_in_child)
+        _AT_FORK.append(True)
+
+
 async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
     import asyncio
 
     loop = asyncio.get_running_loop()
-    if not _AT_FORK:
-        os.register_at_fork(after_in_child=_plain_signals_in_child)
-        _AT_FORK.append(True)
+    _children_get_plain_signals()
 
     def shutdown() -> None:
         for server, _sock in servers:
@@ -309,8 +318,10 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             balancers.append(balancer)
             balancer.run(stop)
 
-        threads += [threading.Thread(target=run_balancer, name="balancer", daemon=True),
-                    threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
+        threads.append(threading.Thread(target=run_balancer, name="balancer", daemon=True))
+        # The state watcher feeds the event stream, which has no subscriber before FastAPI runs:
+        # on the lazy path it starts with FastAPI (an L1's first steps need its CPU).
+        watch = threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)
         if on_demand:
             def idle() -> None:
                 last_vm = started
@@ -329,12 +340,15 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             threads.append(threading.Thread(target=idle, name="idle", daemon=True))
         for thread in threads:
             thread.start()
+        if wanted.is_set():
+            watch.start()
 
         if not wanted.is_set():
             log.info("nestor serve: home %s, channel %s answered without FastAPI (uptime %s s; process started at %s s)",
                      home, channel, uptime(), process_start())
             if not _wait_lazily(wanted, ended):
                 return 0
+            watch.start()
         servers += _servers(home, netns, settings, runtime, listener, address, sockets)
         log.info("nestor serve: home %s, socket %s (uptime %s s)", home, sock_path, uptime())
         if ended.is_set():
@@ -378,7 +392,10 @@ def main_channel(home: str, port: str) -> int:
 def _wait_lazily(wanted: threading.Event, ended: threading.Event) -> bool:
     """Wait until FastAPI is wanted (True) or the daemon is to end (False): SIGTERM or SIGINT
     end it here, as they do once the servers run."""
-    previous = {sig: signal.signal(sig, lambda *_: ended.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        _children_get_plain_signals()  # a forked child must not inherit this handler (it would not end)
+        previous = {sig: signal.signal(sig, lambda *_: ended.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while not wanted.wait(0.5):
             if ended.is_set():
