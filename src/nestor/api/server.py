@@ -201,11 +201,30 @@ def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event
         if first[0]:
             first[0] = False
             log.info("channel: first answer (%s %s) at uptime %s s", method, path.partition("?")[0], uptime())
+            threading.Thread(target=prewarm, name="prewarm", daemon=True).start()
         answer_headers = dict(done.headers)
         if done.media_type:
             answer_headers = {"content-type": done.media_type, **answer_headers}
         return done.status, answer_headers, done.body
     return answer
+
+
+PREWARM = ("nestor.service.network", "pyroute2")  # what a nested level's next requests need (NAT, l2)
+
+
+def prewarm() -> None:
+    """Import what the host's next requests to an L1 need (its network: pyroute2 alone is
+    seconds under TCG), while the request thread waits on the host or on subprocesses (ip, nft,
+    dnsmasq) and leaves the interpreter free. A request that needs a module being imported here
+    waits for it (the import lock), it does not import it twice."""
+    import importlib
+
+    for name in PREWARM:
+        try:
+            importlib.import_module(name)
+        except Exception:  # only a head start: the request that needs it reports any failure
+            log.debug("prewarm of %s failed", name, exc_info=True)
+    log.info("channel: prewarmed %s (uptime %s s)", ", ".join(PREWARM), uptime())
 
 
 def wait_for_client(listener: socket.socket, wanted: threading.Event, done: threading.Event) -> None:
