@@ -10,7 +10,7 @@ import pytest
 
 from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
 from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
-from tests.helpers import in_l1, nestor, show, vm_dir, wait_for_text
+from tests.helpers import in_l1, nestor, reap_home, show, vm_dir, wait_for_text
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
 
@@ -122,3 +122,4 @@ def test_quickstart_end_to_end(nested_store: Path, tmp_path: Path) -> None:
         assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []  # torn down
     finally:
         nestor(home, "quickstart", "--teardown", check=False)
+        reap_home(home)  # the home's on-demand daemon (started with l1) would only end after a minute idle

@@ -9,10 +9,6 @@ conflict, 422 refused by a seed rule, 5xx only for the host, QEMU, a guest, or a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,35 +18,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import ui
 from ..errors import NestorError, Unauthorized
-from ..service import Service
 from . import routes
+from .table import STATUS, Settings, bug_answer, error_body
+
+__all__ = ["STATUS", "Settings", "create_app", "error_response"]
 
 log = logging.getLogger("nestor.api")
 log.addHandler(logging.NullHandler())
 
-STATUS = {
-    "invalid_input": 400, "not_found": 404, "conflict": 409, "wrong_state": 409, "policy": 422,
-    "cancelled": 409, "host": 503, "image": 500, "engine": 502, "guest": 502, "unauthorized": 401,
-}
 API_VERSION = "v1"
-
-
-@dataclass
-class Settings:
-    """What one app instance serves: a home (and its namespace), and whether it needs a token."""
-
-    home: Path
-    netns: str | None = None
-    require_token: bool = False
-
-    @contextmanager
-    def service(self) -> Iterator[Service]:
-        """A Service per request: sqlite connections stay in the thread that made them."""
-        service = Service(self.home, self.netns)
-        try:
-            yield service
-        finally:
-            service.core.conn.close()
 
 
 def error_response(err: NestorError) -> JSONResponse:
@@ -77,24 +53,21 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        body: dict[str, Any] = {"kind": "invalid_input", "message": f"invalid request: {where}: {first.get('msg', 'invalid')}",
-                "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
+        body = error_body("invalid_input", f"invalid request: {where}: {first.get('msg', 'invalid')}",
+                          "see /v1/openapi.json")
         return JSONResponse({"error": body}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own answers (no such route, method not allowed) in the one envelope too."""
         kind = {404: "not_found", 405: "invalid_input"}.get(exc.status_code, "invalid_input")
-        body: dict[str, Any] = {"kind": kind, "message": f"{request.method} {request.url.path}: {exc.detail}",
-                                "hint": "see /v1/openapi.json", "rule": None, "resource": {}}
+        body = error_body(kind, f"{request.method} {request.url.path}: {exc.detail}", "see /v1/openapi.json")
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(Exception)
-    async def bug(request: Request, exc: Exception) -> JSONResponse:
+    async def bug(request: Request, exc: Exception) -> Response:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        body: dict[str, Any] = {"kind": "internal", "message": f"internal error: {type(exc).__name__}: {exc}",
-                "hint": "this is a bug: the daemon's log has the traceback", "rule": None, "resource": {}}
-        return JSONResponse({"error": body}, status_code=500)
+        return routes.response(bug_answer(exc))
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Response:

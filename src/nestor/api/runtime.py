@@ -11,7 +11,6 @@ server-sent events; a subscriber that falls behind loses its oldest events, not 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -22,14 +21,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from fastapi.responses import JSONResponse
-
 from ..errors import Cancelled, NestorError, NotFound
 from ..service.types import to_json
+from .table import Answer, json_answer
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..service import Service
-    from .app import Settings
+    from .table import Settings
 
 OPERATION_TTL = 600.0
 MAX_PROGRESS = 200  # lines kept per operation
@@ -52,6 +52,8 @@ class EventBus:
                 loop.call_soon_threadsafe(_put, queue, text)
 
     async def subscribe(self) -> AsyncIterator[str]:
+        import asyncio  # only with a server running (an L1's channel path has none at first)
+
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
         entry = (asyncio.get_running_loop(), queue)
         with self._lock:
@@ -116,13 +118,13 @@ class Operations:
         self._ops: dict[str, Operation] = {}
         self._lock = threading.Lock()
 
-    def submit(self, description: str, work: Work, vm: str | None = None) -> JSONResponse:
+    def submit(self, description: str, work: Work, vm: str | None = None) -> Answer:
         op = Operation(str(uuid.uuid4()), description, vm, on_progress=self._progressed)
         with self._lock:
             self._expire()
             self._ops[op.id] = op
         threading.Thread(target=self._run, args=(op, work), name=f"op-{op.id[:8]}", daemon=True).start()
-        return JSONResponse(op.to_json(), status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
+        return json_answer(op.to_json(), 202, headers={"Location": f"/v1/operations/{op.id}"})
 
     def _progressed(self, op: Operation, line: str) -> None:
         self.events.publish("operation", {"operation": op.id, "status": op.status, "progress": line})

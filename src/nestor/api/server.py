@@ -7,27 +7,28 @@ It claims its home (one daemon per home), then runs until SIGTERM:
   every CHECK_INTERVAL s), which is why `vm start` starts the daemon for every VM;
 - a state watcher that turns every VM state change into an event, whoever caused it;
 - in a nested-host guest, the channel to the host (service/channel.py): framed requests from
-  its virtio-serial port, forwarded to the local API.
+  its virtio-serial port, answered by the plain dispatcher over the route table (api/table.py)
+  or forwarded to the local API. There FastAPI, pydantic and uvicorn are imported only when
+  first needed (a request the dispatcher leaves to FastAPI, or a client on the unix socket,
+  which waits in the socket's backlog meanwhile): under TCG they are most of an L1's start.
 Started on demand (`--on-demand`, by the CLI when a VM starts) it exits once no VM has run for
 IDLE_EXIT seconds and no client is watching or waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import grp
 import logging
 import os
+import select
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import uvicorn
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..engine import process, seriallog
@@ -35,11 +36,15 @@ from ..errors import Conflict, HostError, InvalidInput
 from ..service import balancer as balancer_mod
 from ..service import daemon
 from ..service.core import Core
-from .app import Settings, create_app
 from .runtime import Runtime
+from .table import Ctx, Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 IDLE_EXIT = 60.0
 WATCH_INTERVAL = 1.0
+SLOW_REQUEST = 0.5  # a channel request taking longer is logged with its time
 SOCKET_GROUP = "nestor"
 
 log = logging.getLogger("nestor.serve")
@@ -140,17 +145,96 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """One of several servers in one event loop: the daemon handles the signals, not each server."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _server(app: Any, ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> uvicorn.Server:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """One of several servers in one event loop: the daemon handles the signals, not each server."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     return _Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5,
                                   ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
+
+
+def uptime() -> float | None:
+    """The kernel's uptime (what an L1's boot log counts in), for the daemon's own timing lines."""
+    try:
+        with open("/proc/uptime") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_start() -> float | None:
+    """The kernel's uptime when this process started (its python3 exec)."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round(int(fields[19]) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event) -> Any:
+    """The channel's local answer (channel_guest.LocalAnswer): the route table's plain dispatcher;
+    what it leaves to FastAPI sets `wanted` (the full server loads) and goes to the socket."""
+    from . import handlers
+    from .table import dispatch
+
+    ctx = Ctx(settings, runtime)
+    first = [True]
+
+    def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes] | None:
+        started = time.monotonic()
+        done = dispatch(handlers.table, ctx, method, path, headers, body)
+        took = time.monotonic() - started
+        if took >= SLOW_REQUEST:
+            log.info("channel: %s %s took %.1f s", method, path.partition("?")[0], took)
+        if done is None:
+            if not wanted.is_set():
+                log.info("channel: %s %s is FastAPI's: loading it", method, path.partition("?")[0])
+            wanted.set()
+            return None
+        if first[0]:
+            first[0] = False
+            log.info("channel: first answer (%s %s) at uptime %s s", method, path.partition("?")[0], uptime())
+            threading.Thread(target=prewarm, name="prewarm", daemon=True).start()
+        answer_headers = dict(done.headers)
+        if done.media_type:
+            answer_headers = {"content-type": done.media_type, **answer_headers}
+        return done.status, answer_headers, done.body
+    return answer
+
+
+PREWARM = ("nestor.service.network", "pyroute2")  # what a nested level's next requests need (NAT, l2)
+
+
+def prewarm() -> None:
+    """Import what the host's next requests to an L1 need (its network: pyroute2 alone is
+    seconds under TCG), while the request thread waits on the host or on subprocesses (ip, nft,
+    dnsmasq) and leaves the interpreter free. A request that needs a module being imported here
+    waits for it (the import lock), it does not import it twice."""
+    import importlib
+
+    for name in PREWARM:
+        try:
+            importlib.import_module(name)
+        except Exception:  # only a head start: the request that needs it reports any failure
+            log.debug("prewarm of %s failed", name, exc_info=True)
+    log.info("channel: prewarmed %s (uptime %s s)", ", ".join(PREWARM), uptime())
+
+
+def wait_for_client(listener: socket.socket, wanted: threading.Event, done: threading.Event) -> None:
+    """Set `wanted` once a client connects to the unix socket (it waits in the backlog)."""
+    poller = select.poll()
+    poller.register(listener.fileno(), select.POLLIN)
+    while not wanted.is_set() and not done.is_set():
+        if poller.poll(500):
+            log.info("a client on the API socket: loading FastAPI")
+            wanted.set()
 
 
 def _plain_signals_in_child() -> None:
@@ -167,11 +251,17 @@ def _plain_signals_in_child() -> None:
 _AT_FORK: list[bool] = []
 
 
-async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
-    loop = asyncio.get_running_loop()
+def _children_get_plain_signals() -> None:
     if not _AT_FORK:
         os.register_at_fork(after_in_child=_plain_signals_in_child)
         _AT_FORK.append(True)
+
+
+async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    _children_get_plain_signals()
 
     def shutdown() -> None:
         for server, _sock in servers:
@@ -191,7 +281,8 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     """Run the daemon until SIGTERM. With `listen` (HOST:PORT) the API is also served over TCP with
     TLS (HOME/tls/, made on first start) by a second server in the same loop: its own app instance,
     which refuses every request without a valid bearer token; both share the runtime (operations,
-    events)."""
+    events). With `channel` (and no `listen`) the channel is answered first and FastAPI loads
+    when first needed (the module's doc)."""
     home_paths = paths.Home(home)
     address = parse_listen(listen) if listen else None
     claim = daemon.Claim(home_paths)
@@ -208,6 +299,9 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     # built (imports, reconcile, the app), and a restarted daemon must cap at once.
     threading.Thread(target=cap_logs, args=(home_paths, stop), name="logcap", daemon=True).start()
     sockets: list[socket.socket] = []
+    servers: list[tuple[uvicorn.Server, socket.socket]] = []
+    wanted = threading.Event()  # FastAPI is needed (set at once unless the channel comes first)
+    ended = threading.Event()  # SIGTERM, or idle, before the servers run
     try:
         settings = Settings(home, netns)
         runtime = Runtime(settings)
@@ -219,18 +313,18 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
         sock_path = sock_path or home_paths.api_socket
         listener = bind_unix(sock_path)
         sockets.append(listener)
-        servers: list[tuple[uvicorn.Server, socket.socket]] = [(_server(create_app(settings, runtime)), listener)]
-        if address is not None:
-            from . import tls
+        threads: list[threading.Thread] = []
+        if channel is not None:
+            from ..service import channel_guest as channel_mod
 
-            files = tls.ensure(home, address[0])
-            tcp = bind_tcp(*address)
-            sockets.append(tcp)
-            tcp_app = create_app(Settings(home, netns, require_token=True), runtime)
-            servers.append((_server(tcp_app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key)), tcp))
-            bound = tcp.getsockname()
-            log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",
-                     bound[0], bound[1], files.ca_cert)
+            threads.append(threading.Thread(
+                target=channel_mod.serve_channel, name="channel", daemon=True,
+                args=(channel, sock_path, stop, plain_answerer(settings, runtime, wanted))))
+        if channel is None or address is not None:
+            wanted.set()
+        else:
+            threads.append(threading.Thread(target=wait_for_client, args=(listener, wanted, ended),
+                                            name="socket-watch", daemon=True))
         balancers: list[balancer_mod.Balancer] = []
         started = time.monotonic()
 
@@ -243,13 +337,10 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             balancers.append(balancer)
             balancer.run(stop)
 
-        threads = [threading.Thread(target=run_balancer, name="balancer", daemon=True),
-                   threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)]
-        if channel is not None:
-            from ..service import channel_guest as channel_mod
-
-            threads.append(threading.Thread(target=channel_mod.serve_channel, args=(channel, sock_path, stop),
-                                            name="channel", daemon=True))
+        threads.append(threading.Thread(target=run_balancer, name="balancer", daemon=True))
+        # The state watcher feeds the event stream, which has no subscriber before FastAPI runs:
+        # on the lazy path it starts with FastAPI (an L1's first steps need its CPU).
+        watch = threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)
         if on_demand:
             def idle() -> None:
                 last_vm = started
@@ -261,21 +352,95 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
                     if quiet and runtime.events.subscribers == 0 and not any(
                             op["status"] in ("pending", "running") for op in runtime.operations.list()):
                         log.info("no VM for %.0f s: exiting", IDLE_EXIT)
+                        ended.set()
                         for server, _sock in servers:
                             server.should_exit = True
                         return
             threads.append(threading.Thread(target=idle, name="idle", daemon=True))
         for thread in threads:
             thread.start()
+        if wanted.is_set():
+            watch.start()
 
-        log.info("nestor serve: home %s, socket %s", home, sock_path)
+        if not wanted.is_set():
+            log.info("nestor serve: home %s, channel %s answered without FastAPI (uptime %s s; process started at %s s)",
+                     home, channel, uptime(), process_start())
+            if not _wait_lazily(wanted, ended):
+                return 0
+            watch.start()
+        servers += _servers(home, netns, settings, runtime, listener, address, sockets)
+        log.info("nestor serve: home %s, socket %s (uptime %s s)", home, sock_path, uptime())
+        if ended.is_set():
+            return 0
+        import asyncio
+
         asyncio.run(_run_all(servers))
         return 0
     finally:
         stop.set()
+        ended.set()
         for sock in sockets:
             sock.close()
         with contextlib.suppress(FileNotFoundError):
             if sock_path is not None and sock_path.is_socket() and sockets:
                 sock_path.unlink()
         claim.release()
+
+
+def main_channel(home: str, port: str) -> int:
+    """`nestor --home HOME serve --channel PORT` without the CLI (nestor/__main__.py): the same
+    checks, logging and daemon as the CLI's `serve`, its errors as the CLI's one-line messages."""
+    import sys
+
+    from ..errors import NestorError
+
+    try:
+        root = paths.check_home(home)
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        return serve(root.resolve(), None, None, channel=Path(port))
+    except NestorError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _wait_lazily(wanted: threading.Event, ended: threading.Event) -> bool:
+    """Wait until FastAPI is wanted (True) or the daemon is to end (False): SIGTERM or SIGINT
+    end it here, as they do once the servers run."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        _children_get_plain_signals()  # a forked child must not inherit this handler (it would not end)
+        previous = {sig: signal.signal(sig, lambda *_: ended.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not wanted.wait(0.5):
+            if ended.is_set():
+                return False
+        return not ended.is_set()
+    finally:
+        if not ended.is_set():
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _servers(home: Path, netns: str | None, settings: Settings, runtime: Runtime, listener: socket.socket,
+             address: tuple[str, int] | None, sockets: list[socket.socket]) -> list[tuple[uvicorn.Server, socket.socket]]:
+    """The uvicorn servers: the unix socket's, and with `address` the TCP one (TLS, tokens)."""
+    from .app import create_app
+
+    servers = [(_server(create_app(settings, runtime)), listener)]
+    if address is not None:
+        from . import tls
+
+        files = tls.ensure(home, address[0])
+        tcp = bind_tcp(*address)
+        sockets.append(tcp)
+        tcp_app = create_app(Settings(home, netns, require_token=True), runtime)
+        servers.append((_server(tcp_app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key)), tcp))
+        bound = tcp.getsockname()
+        log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",
+                 bound[0], bound[1], files.ca_cert)
+    return servers

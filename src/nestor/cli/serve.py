@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from ..api import tokens
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, rows_out
 
@@ -41,6 +40,8 @@ def token() -> None:
 @pass_ctx
 def token_new(ctx: Ctx, name: str) -> None:
     """Create a token; it is shown once (only its hash is kept)."""
+    from ..api import tokens
+
     click.echo(tokens.new(ctx.home, name))
 
 
@@ -49,6 +50,8 @@ def token_new(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def token_list(ctx: Ctx, output: str) -> None:
     """The tokens' names (never the tokens)."""
+    from ..api import tokens
+
     rows_out(tokens.list_(ctx.home), output, ["name", "created"], empty="no tokens")
 
 
@@ -57,5 +60,7 @@ def token_list(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def token_revoke(ctx: Ctx, name: str) -> None:
     """Delete a token: requests with it are refused from now on."""
+    from ..api import tokens
+
     tokens.revoke(ctx.home, name)
     click.echo(f"token '{name}' revoked")

@@ -4,10 +4,10 @@
 # PID 1 is busybox init (/sbin/init -> /bin/busybox), so `poweroff`, `reboot` and the ACPI power
 # button (acpid -> /etc/acpi/PWRF/00000080 -> busybox poweroff) all work. It reads /etc/inittab,
 # which runs this script in several roles, chosen by $1:
-#   sysinit    ::sysinit   mount the API filesystems, hostname, virtio modules, the payload disk
-#                          at /opt/nestor, nestor's home; then nestor serve in the background (its
-#                          Python start is most of an L1's boot under TCG, so it overlaps the rest),
-#                          modules (kvm_amd nested=1, netfilter), acpid, network.
+#   sysinit    ::sysinit   mount the API filesystems, hostname, the payload disk at /opt/nestor,
+#                          nestor's home; then nestor serve in the background (its Python start
+#                          is most of an L1's boot under TCG, so it overlaps the rest), virtio
+#                          modules, modules (kvm_amd nested=1, netfilter), acpid, network.
 #   ready      ::once      wait for the guest agent to hold its port, then print the boot line.
 #   agent      ::respawn   qemu-ga on the virtio-serial port org.qemu.guest_agent.0.
 #   api        ::respawn   nestor serve: this level's API, reached by the host over the
@@ -64,11 +64,12 @@ mount_api() {
 }
 
 load_virtio_modules() {
-    # virtio_mmio first: on microvm it finds the virtio-mmio devices through ACPI.
-    # Few modprobe runs: each process costs ~0.1 s under TCG.
+    # virtio_mmio first: on microvm it finds the virtio-mmio devices through ACPI (the initramfs
+    # loaded it and virtio_blk already, for the root disk). virtio_console next: nestor serve
+    # waits for its port. Few modprobe runs: each process costs ~0.1 s under TCG. kvm comes
+    # with kvm_amd/kvm_intel in load_modules, after nestor serve has started.
     $MODPROBE virtio_mmio 2>/dev/null
-    $MODPROBE -a virtio_net virtio_blk virtio_console virtio_balloon virtio_rng button evdev \
-        kvm 2>/dev/null
+    $MODPROBE -a virtio_console virtio_net virtio_blk virtio_balloon virtio_rng button evdev 2>/dev/null
 }
 
 load_modules() {
@@ -114,10 +115,13 @@ stage_sysinit() {
     mount_api
     read_cmdline
     echo "${CMDLINE_hostname:-nestor-l1}" > /proc/sys/kernel/hostname
-    load_virtio_modules
+    # The payload disk is there already (the initramfs loaded virtio_blk for the root disk), so
+    # nestor serve starts before any module is loaded: its Python start is the longest part of
+    # an L1's boot under TCG, and everything below overlaps it.
     mount_payload
     setup_home
     run_api < /dev/null &
+    load_virtio_modules
     load_modules
     # The ACPI power button (GED on microvm) -> evdev -> acpid -> /etc/acpi/PWRF/00000080.
     wait_for /dev/input/event0 20
@@ -171,10 +175,10 @@ stage_ready() {
 }
 
 # run_api: nestor serve on the API port, holding $API_LOCK (fd 9) for its life; waits while
-# another one holds it. Returns only when there is no port or no payload.
+# another one holds it. Returns only when there is no port (within 30 s) or no payload.
 run_api() {
     n=0
-    while ! find_port "$API_PORT_NAME" && [ "$n" -lt 50 ]; do
+    while ! find_port "$API_PORT_NAME" && [ "$n" -lt 300 ]; do  # virtio_console may still be loading
         usleep 100000
         n=$((n + 1))
     done

@@ -1,0 +1,581 @@
+"""The API's resources: one table (api/table.py) of handlers over the service facade.
+
+Each handler: take its typed arguments, call the facade, answer to_json(result). Standard library
+only (besides nestor): FastAPI serves this table (api/routes.py) and so does the plain dispatcher
+of an L1's channel (table.dispatch), with the same handlers. Handlers are plain `def`: FastAPI
+runs them in its thread pool, and each opens its own Service. Long work (start, stop, save, image
+builds) is an operation (202 + its URL; api/runtime.py). Streams (events, the serial console)
+are FastAPI's alone (api/routes.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidInput
+from ..service.guest_types import (
+    CheckpointInfo,
+    DiskInfo,
+    DiskResize,
+    GuestSpec,
+    StoredImageInfo,
+    VMAddress,
+)
+from ..service.net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+    SwitchType,
+)
+from ..service.types import (
+    ExecResult,
+    HostInfo,
+    HostReport,
+    ImageInfo,
+    MemoryChange,
+    MemoryResult,
+    NewVM,
+    ProcessorResult,
+    Tree,
+    VMInfo,
+    VMSpec,
+    to_json,
+)
+from .table import Answer, Body, Ctx, Query, Table, described, empty, json_answer
+
+
+class Operation:
+    """Documents an operation's answer (202): api/routes.py puts its pydantic model OperationOut here."""
+
+
+OPERATION = Operation
+
+
+def _doc(model: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """Document a route's answer with the service's own type, without validating it again per request
+    (listing 1,000 VMs should not pay pydantic for data the service typed already)."""
+    return {status: {"model": model, "description": "success"}}
+
+
+table = Table()
+
+
+# -- request bodies (FastAPI gets pydantic models of them, extra fields forbidden) ----------------
+class VMNew(Body):
+    name: str
+    vcpus: int = 1
+    memory: int = described(512 << 20, "bytes")
+    nested: bool = False
+    image: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+    run_script: str | None = None
+    config_version: str | None = None
+    switches: list[str] = described(factory=list)
+    host: str | None = described(None, "a libvirt host, or 'auto' (placement); none: this machine")
+    maximum: int | None = described(None, "libvirt host: bytes a running VM can be given")
+    disk: str | None = described(None, "libvirt host: a disk image file on that host")
+    network: str | None = described(None, "libvirt host: a libvirt network")
+    generation: int = described(1, "disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V")
+    secure_boot: bool = described(False, "generation 2: UEFI secure boot")
+    iso: str | None = described(None, "disk-image VMs: installer media (a file on the server's host)")
+    disk_size: int | None = described(None, "disk-image VMs: grow the root disk to this many bytes")
+    user: str | None = described(None, "cloud-init: the user to create (default: debian)")
+    ssh_key: str | None = described(None, "cloud-init: a public key file on the server's host")
+    no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
+    hostname: str | None = described(None, "cloud-init: the guest's hostname")
+    cloud_init: str | None = described(None, "cloud-init: a user-data file on the server's host")
+
+
+class HostNew(Body):
+    name: str
+    uri: str
+
+
+class Move(Body):
+    host: str
+
+
+class Stop(Body):
+    turn_off: bool = False
+    timeout: float = 30.0
+
+
+class Processor(Body):
+    count: int | None = None
+    nested: bool | None = None
+
+
+class Memory(Body):
+    startup: int | None = None
+    dynamic: bool | None = None
+    minimum: int | None = None
+    maximum: int | None = None
+    buffer: int | None = None
+
+
+class Exec(Body):
+    argv: list[str]
+    timeout: float = 120.0
+    stdin_b64: str | None = None
+
+
+class ImageBuild(Body):
+    force: bool = False
+    release: str | None = described(None, "debian: the Debian release (default: bookworm)")
+    packages: list[str] = described(factory=list, description="debian: more packages")
+    size: int | None = described(None, "debian: the disk's size in bytes (default: 8 GiB)")
+    image_name: str | None = described(None, "debian: the image's name (default: debian-RELEASE)")
+
+
+class ImageImport(Body):
+    path: str = described(description="a qcow2 or raw image file on the server's host (absolute path)")
+    name: str | None = described(None, "the image's name (default: from the file name)")
+
+
+class DiskNew(Body):
+    name: str
+    size: int = described(description="bytes")
+
+
+class DiskSize(Body):
+    size: int = described(description="bytes; disks only grow")
+
+
+class CheckpointNew(Body):
+    name: str
+
+
+class SwitchNew(Body):
+    name: str
+    type: SwitchType
+    uplink: str | None = described(None, "external: the interface to enslave")
+    move_addresses: bool = described(False, "external: move the uplink's addresses and routes onto the switch")
+
+
+class SwitchAddress(Body):
+    address: str = described(description="ADDR/PREFIX, e.g. 192.168.100.1/24")
+
+
+class AdapterNew(Body):
+    switch: str
+    mac: str | None = None
+    name: str | None = None
+
+
+class AdapterSet(Body):
+    """What is not given stays as it is."""
+
+    mac_spoofing: bool | None = None
+    router_guard: bool | None = None
+    dhcp_guard: bool | None = None
+
+
+class NatNew(Body):
+    name: str
+    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24")
+    switch: str | None = described(None, "this machine's internal switch with an address in the prefix")
+    host: str | None = described(None, "or a libvirt host: a libvirt NAT network there")
+    dhcp: bool = described(False, "serve DHCP and DNS on the switch (dnsmasq)")
+
+
+def _json(result: Any, status: int = 200) -> Answer:
+    """A service result as JSON, straight: FastAPI's jsonable_encoder would walk every value again
+    (250 ms for a list of 1,000 VMs on a loaded 2-core machine; json.dumps takes 10 ms)."""
+    return json_answer(to_json(result), status)
+
+
+# -- host ----------------------------------------------------------------------------------------
+@table.get("/host", responses=_doc(HostReport))
+def host(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.host_check())
+
+
+# -- libvirt hosts (issue 12) ---------------------------------------------------------------------
+@table.get("/hosts", responses=_doc(list[HostInfo]))
+def host_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.host_list())
+
+
+@table.post("/hosts", status_code=201, responses=_doc(HostInfo, 201))
+def host_add(ctx: Ctx, body: HostNew) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.host_add(body.name, body.uri), 201)
+
+
+@table.get("/hosts/{name}", responses=_doc(HostInfo))
+def host_show(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.host_show(name))
+
+
+@table.delete("/hosts/{name}", status_code=204)
+def host_remove(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        s.host_remove(name)
+    return empty()
+
+
+@table.post("/vms/{name}/move", status_code=202, responses=_doc(OPERATION, 202))
+def vm_move(ctx: Ctx, name: str, body: Move) -> Answer:
+    _known(ctx, name)
+    return ctx.runtime.operations.submit(
+        f"move vm '{name}' to host '{body.host}'", lambda s, op: s.vm_move(name, body.host, op.progress), vm=name)
+
+
+# -- VMs -----------------------------------------------------------------------------------------
+@table.get("/vms", responses=_doc(list[VMInfo]))
+def vm_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_list())
+
+
+_GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_key", "no_ssh_key", "hostname",
+                 "cloud_init")
+
+
+def _path(value: str | None) -> Path | None:
+    """A file named in a request: a path on the server's host (no NUL: the OS cannot name it)."""
+    if value and "\x00" in value:
+        raise InvalidInput("a file path contains a NUL character", hint="give the file's path on the server's host")
+    return Path(value) if value else None
+
+
+@table.post("/vms", status_code=201, responses=_doc(NewVM, 201))
+def vm_new(ctx: Ctx, body: VMNew) -> Answer:
+    """A VM: the appliance, the nested host or a kernel, a VM on a libvirt host, or a disk-image VM
+    (an image of GET /images/store, or installer media), with its cloud-init fields."""
+    fields = body.as_dict()
+    guest_fields = {k: fields.pop(k) for k in _GUEST_FIELDS}
+    spec = VMSpec(**{**fields, "switches": tuple(body.switches)})
+    guest = GuestSpec(generation=guest_fields["generation"], secure_boot=guest_fields["secure_boot"],
+                      iso=_path(guest_fields["iso"]), disk_size=guest_fields["disk_size"], user=guest_fields["user"],
+                      ssh_key=_path(guest_fields["ssh_key"]), no_ssh_key=guest_fields["no_ssh_key"],
+                      hostname=guest_fields["hostname"], cloud_init=_path(guest_fields["cloud_init"]))
+    with ctx.settings.service() as s:
+        result = s.vm_new_request(spec, guest)
+    ctx.runtime.events.publish("vm", {"vm": spec.name, "action": "created"})
+    return _json(result, 201)
+
+
+@table.get("/vms/{name}", responses=_doc(VMInfo))
+def vm_show(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_show(name))
+
+
+@table.delete("/vms/{name}", status_code=204, query={"force": (bool, Query(False))})
+def vm_remove(ctx: Ctx, name: str, force: bool = False) -> Answer:
+    with ctx.settings.service() as s:
+        s.vm_remove(name, force=force)
+    ctx.runtime.events.publish("vm", {"vm": name, "action": "removed"})
+    return empty()
+
+
+def _known(ctx: Ctx, name: str) -> None:
+    """404 (or 400) now rather than an operation that fails at once (a VM here or on a libvirt host)."""
+    with ctx.settings.service() as s:
+        s.vm_show(name)
+
+
+@table.post("/vms/{name}/start", status_code=202, responses=_doc(OPERATION, 202))
+def vm_start(ctx: Ctx, name: str) -> Answer:
+    _known(ctx, name)
+    return ctx.runtime.operations.submit(f"start vm '{name}'", lambda s, op: s.vm_start(name), vm=name)
+
+
+@table.post("/vms/{name}/stop", status_code=202, responses=_doc(OPERATION, 202))
+def vm_stop(ctx: Ctx, name: str, body: Stop | None = None) -> Answer:
+    stop = body or Stop()
+    _known(ctx, name)
+    return ctx.runtime.operations.submit(
+        f"stop vm '{name}'", lambda s, op: s.vm_stop(name, turn_off=stop.turn_off, timeout=stop.timeout), vm=name)
+
+
+@table.post("/vms/{name}/save", status_code=202, responses=_doc(OPERATION, 202))
+def vm_save(ctx: Ctx, name: str) -> Answer:
+    _known(ctx, name)
+    return ctx.runtime.operations.submit(f"save vm '{name}'", lambda s, op: s.vm_save(name), vm=name)
+
+
+@table.patch("/vms/{name}/processor", responses=_doc(ProcessorResult))
+def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_set_processor(name, count=body.count, nested=body.nested))
+
+
+@table.patch("/vms/{name}/memory", responses=_doc(MemoryResult))
+def vm_memory(ctx: Ctx, name: str, body: Memory) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_set_memory(name, MemoryChange(**body.as_dict())))
+
+
+@table.post("/vms/{name}/upgrade", responses=_doc(VMInfo))
+def vm_upgrade(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_upgrade(name))
+
+
+@table.post("/vms/{target:path}/exec", responses=_doc(ExecResult))
+def vm_exec(ctx: Ctx, target: str, body: Exec) -> Answer:
+    """Run a command in the guest (TARGET may be a path such as l1/l2); output base64."""
+    with ctx.settings.service() as s:
+        return _json(s.vm_exec(target, body.argv, timeout=body.timeout))
+
+
+@table.get("/vms/{name}/log", responses={200: {"content": {"application/octet-stream": {}}, "description": "bytes"}},
+           query={"tail": (int | None, Query(None, ge=0, le=1 << 30)), "until": (str | None, Query(None)),
+                  "timeout": (float | None, Query(None, gt=0, le=86400))})
+def vm_log(ctx: Ctx, name: str, tail: int | None = None, until: str | None = None,
+           timeout: float | None = None) -> Answer:
+    """The serial console's output (the last `tail` bytes); with `until`, wait for that text."""
+    with ctx.settings.service() as s:
+        data = b"".join(s.vm_log(name, until=until, timeout=timeout, tail=tail))
+    return Answer(200, data, "application/octet-stream")
+
+
+# -- tree, images --------------------------------------------------------------------------------
+@table.get("/tree", responses=_doc(Tree), query={"timeout": (float, Query(30.0, gt=0, le=86400))})
+def tree(ctx: Ctx, timeout: float = 30.0) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.tree(timeout=timeout))
+
+
+@table.get("/images", responses=_doc(list[ImageInfo]))
+def image_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.image_list())
+
+
+@table.post("/images/{name}/build", status_code=202, responses=_doc(OPERATION, 202))
+def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
+    """Build (or reuse) appliance, nested-host or debian; debian takes release, packages, size and
+    image_name (the operation's result is then the stored image)."""
+    build = body or ImageBuild()
+    force = build.force
+    if name == "debian":
+        from ..images.debian import DEFAULT_RELEASE, DEFAULT_SIZE, DebianRequest
+
+        wanted = DebianRequest(release=build.release or DEFAULT_RELEASE, packages=tuple(build.packages),
+                               size=DEFAULT_SIZE if build.size is None else build.size, name=build.image_name)
+        with ctx.settings.service() as s:
+            debian = s.image_check_debian(wanted)
+        return ctx.runtime.operations.submit(
+            f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force))
+    if build.release or build.packages or build.size is not None or build.image_name:
+        raise InvalidInput("release, packages, size and image_name are for the debian image",
+                           hint=f"POST /v1/images/debian/build, or only force for '{name}'")
+    return ctx.runtime.operations.submit(
+        f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force))
+
+
+@table.get("/images/store", responses=_doc(list[StoredImageInfo]))
+def image_store_list(ctx: Ctx) -> Answer:
+    """The disk images (built from Debian packages or imported): format, sizes, the VMs using them."""
+    with ctx.settings.service() as s:
+        return _json(s.image_store_list())
+
+
+@table.post("/images/store", status_code=202, responses=_doc(OPERATION, 202))
+def image_import(ctx: Ctx, body: ImageImport) -> Answer:
+    """Import a qcow2 or raw file of the server's host (qemu-img checks: no backing or data file,
+    a known format, a sane size); stored as qcow2. An operation with progress."""
+    path = _path(body.path) or Path()
+    if not path.is_absolute():
+        raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
+    return ctx.runtime.operations.submit(
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress))
+
+
+@table.delete("/images/store/{name}", status_code=204)
+def image_remove(ctx: Ctx, name: str) -> Answer:
+    """Remove a disk image (refused while a VM uses it)."""
+    with ctx.settings.service() as s:
+        s.image_remove(name)
+    return empty()
+
+
+# -- disk-image VMs: disks, checkpoints, address ---------------------------------------------------
+@table.get("/vms/{name}/disks", responses=_doc(list[DiskInfo]))
+def disk_list(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_disk_list(name))
+
+
+@table.post("/vms/{name}/disks", status_code=201, responses=_doc(DiskInfo, 201))
+def disk_add(ctx: Ctx, name: str, body: DiskNew) -> Answer:
+    """An empty qcow2 data disk (while the VM is off)."""
+    with ctx.settings.service() as s:
+        result = s.vm_disk_add(name, body.name, body.size)
+    ctx.runtime.events.publish("vm", {"vm": name, "action": "disk added", "disk": body.name})
+    return _json(result, 201)
+
+
+@table.patch("/vms/{name}/disks/{disk}", responses=_doc(DiskResize))
+def disk_resize(ctx: Ctx, name: str, disk: str, body: DiskSize) -> Answer:
+    """Grow a disk; on a running VM online (QMP block_resize: the guest sees it at once)."""
+    with ctx.settings.service() as s:
+        result = s.vm_disk_resize(name, disk, body.size)
+    ctx.runtime.events.publish("vm", {"vm": name, "action": "disk resized", "disk": disk})
+    return _json(result)
+
+
+@table.delete("/vms/{name}/disks/{disk}", status_code=204)
+def disk_remove(ctx: Ctx, name: str, disk: str) -> Answer:
+    with ctx.settings.service() as s:
+        s.vm_disk_remove(name, disk)
+    ctx.runtime.events.publish("vm", {"vm": name, "action": "disk removed", "disk": disk})
+    return empty()
+
+
+@table.get("/vms/{name}/checkpoints", responses=_doc(list[CheckpointInfo]))
+def checkpoint_list(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_checkpoint_list(name))
+
+
+@table.post("/vms/{name}/checkpoints", status_code=202, responses=_doc(OPERATION, 202))
+def checkpoint_new(ctx: Ctx, name: str, body: CheckpointNew) -> Answer:
+    """Checkpoint-VM: of a stopped VM its disks, of a running one its disks and memory. Refusals
+    (R12-R14 while a hypervisor runs inside, a taken name) answer at once; the work is an operation
+    whose result is a CheckpointResult."""
+    with ctx.settings.service() as s:
+        s.vm_checkpoint_check(name, body.name, "new")
+    return ctx.runtime.operations.submit(
+        f"checkpoint '{body.name}' of vm '{name}'", lambda s, op: s.vm_checkpoint_new(name, body.name), vm=name)
+
+
+@table.post("/vms/{name}/checkpoints/{checkpoint}/apply", status_code=202, responses=_doc(OPERATION, 202))
+def checkpoint_apply(ctx: Ctx, name: str, checkpoint: str) -> Answer:
+    """Restore-VMCheckpoint: one with memory to the running VM, one without to the stopped VM."""
+    with ctx.settings.service() as s:
+        s.vm_checkpoint_check(name, checkpoint, "apply")
+    return ctx.runtime.operations.submit(
+        f"apply checkpoint '{checkpoint}' to vm '{name}'", lambda s, op: s.vm_checkpoint_apply(name, checkpoint),
+        vm=name)
+
+
+@table.delete("/vms/{name}/checkpoints/{checkpoint}", status_code=204)
+def checkpoint_remove(ctx: Ctx, name: str, checkpoint: str) -> Answer:
+    with ctx.settings.service() as s:
+        s.vm_checkpoint_remove(name, checkpoint)
+    ctx.runtime.events.publish("vm", {"vm": name, "action": "checkpoint removed", "checkpoint": checkpoint})
+    return empty()
+
+
+@table.get("/vms/{name}/address", responses=_doc(VMAddress))
+def vm_address(ctx: Ctx, name: str) -> Answer:
+    """Where the running VM can be reached (what `vm ssh` connects to) and how it was found:
+    the DHCP lease on a nestor NAT switch, the guest agent, or the static address."""
+    with ctx.settings.service() as s:
+        return _json(s.vm_address(name))
+
+
+# -- network -------------------------------------------------------------------------------------
+@table.get("/switches", responses=_doc(list[SwitchInfo]))
+def switch_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.switch_list())
+
+
+@table.post("/switches", status_code=201, responses=_doc(SwitchInfo, 201))
+def switch_new(ctx: Ctx, body: SwitchNew) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.switch_new(SwitchSpec(body.name, body.type, body.uplink, body.move_addresses)), 201)
+
+
+@table.get("/switches/{name}", responses=_doc(SwitchDetail))
+def switch_show(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.switch_show(name))
+
+
+@table.put("/switches/{name}/address", responses=_doc(SwitchInfo))
+def switch_set_ip(ctx: Ctx, name: str, body: SwitchAddress) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.switch_set_ip(name, body.address))
+
+
+@table.delete("/switches/{name}", responses=_doc(SwitchRemoval), query={"force": (bool, Query(False))})
+def switch_remove(ctx: Ctx, name: str, force: bool = False) -> Answer:
+    """With `force` also the NAT and the adapters on it (the answer names them)."""
+    with ctx.settings.service() as s:
+        return _json(s.switch_remove(name, force=force))
+
+
+@table.get("/vms/{vm}/adapters", responses=_doc(list[AdapterInfo]))
+def adapter_list(ctx: Ctx, vm: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.adapter_list(vm))
+
+
+@table.post("/vms/{vm}/adapters", status_code=201, responses=_doc(AdapterInfo, 201))
+def adapter_add(ctx: Ctx, vm: str, body: AdapterNew) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.adapter_add(vm, AdapterSpec(body.switch, mac=body.mac, name=body.name)), 201)
+
+
+@table.patch("/vms/{vm}/adapters/{name}", responses=_doc(AdapterInfo))
+def adapter_set(ctx: Ctx, vm: str, name: str, body: AdapterSet) -> Answer:
+    with ctx.settings.service() as s:
+        change = GuardChange(mac_spoofing=body.mac_spoofing, router_guard=body.router_guard, dhcp_guard=body.dhcp_guard)
+        return _json(s.adapter_set(vm, name, change))
+
+
+@table.delete("/vms/{vm}/adapters/{name}", status_code=204)
+def adapter_remove(ctx: Ctx, vm: str, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        s.adapter_remove(vm, name)
+    return empty()
+
+
+@table.get("/nats", responses=_doc(list[NatInfo]))
+def nat_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.nat_list())
+
+
+@table.post("/nats", status_code=201, responses=_doc(NatInfo, 201))
+def nat_new(ctx: Ctx, body: NatNew) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.nat_new(NatSpec(body.name, body.switch, body.prefix, dhcp=body.dhcp, host=body.host)), 201)
+
+
+@table.get("/nats/{name}", responses=_doc(NatInfo))
+def nat_show(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.nat_show(name))
+
+
+@table.delete("/nats/{name}", status_code=204)
+def nat_remove(ctx: Ctx, name: str) -> Answer:
+    with ctx.settings.service() as s:
+        s.nat_remove(name)
+    return empty()
+
+
+# -- operations ----------------------------------------------------------------------------------
+@table.get("/operations", responses=_doc(list[Operation]))
+def operation_list(ctx: Ctx) -> Answer:
+    return json_answer(ctx.runtime.operations.list())
+
+
+@table.get("/operations/{op_id}", responses=_doc(OPERATION), query={"wait": (float, Query(0.0, ge=0, le=3600))})
+def operation_show(ctx: Ctx, op_id: str, wait: float = 0.0) -> Answer:
+    """One operation; with `wait`, answer once it has ended or `wait` seconds passed."""
+    return json_answer(ctx.runtime.operations.get(op_id, wait))
+
+
+@table.delete("/operations/{op_id}", status_code=202, responses=_doc(OPERATION, 202))
+def operation_cancel(ctx: Ctx, op_id: str) -> Answer:
+    return json_answer(ctx.runtime.operations.cancel(op_id), 202)
