@@ -177,6 +177,7 @@ def reap(home: Path, raw: subprocess.Popen[bytes] | None) -> list[int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--result", default="guest_boot", help="bench/results/RESULT.json")
     args = parser.parse_args()
     debian.build_debian(CACHE_IMAGES, debian.DebianRequest(), lambda line: print(line, file=sys.stderr))
     home = scratch_home()
@@ -276,7 +277,7 @@ def main() -> None:
                 log(f"run {run + 1} {side}: boot {(boot_nestor if side == 'nestor' else boot_raw)[-1]:.1f} s, "
                     f"dd write {disk[side]['write'][-1]:.1f} MB/s read {disk[side]['read'][-1]:.1f} MB/s, "
                     f"load {loads[-1]}")
-            report(args.runs, vm_new, first, cloud_init, boot_nestor, boot_raw, disk, checkpoint_new,
+            report(args.result, args.runs, vm_new, first, cloud_init, boot_nestor, boot_raw, disk, checkpoint_new,
                    checkpoint_apply, loads, argv, raw_argv)
     finally:
         killed = reap(home, raw_proc)
@@ -290,7 +291,7 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def report(runs: int, vm_new: float, first: float, cloud_init: float, boot_nestor: list[float],
+def report(name: str, runs: int, vm_new: float, first: float, cloud_init: float, boot_nestor: list[float],
            boot_raw: list[float], disk: dict[str, dict[str, list[float]]], checkpoint_new: list[float],
            checkpoint_apply: list[float], loads: list[list[float]], argv: list[str], raw_argv: list[str]) -> None:
     """Written after every A/B pair (a run cut short keeps what it measured)."""
@@ -302,7 +303,7 @@ def report(runs: int, vm_new: float, first: float, cloud_init: float, boot_nesto
                                    "ratio_of_medians": round(n["median"] / r["median"], 3),
                                    "samples_nestor": [round(x, 1) for x in disk["nestor"][direction]],
                                    "samples_raw": [round(x, 1) for x in disk["raw"][direction]]}
-    record("guest_boot", {
+    record(name, {
         "what": "Debian image (generation 1, 1 vCPU, 1G, TCG): boot to ssh ready from `vm start` / the raw "
                 f"QEMU's exec; dd O_DIRECT {DD_MIB} MiB on a 256M qcow2 data disk; checkpoints of the running VM",
         "runs": runs, "runs_done": len(boot_raw), "vm_new_s": round(vm_new, 2),
@@ -310,7 +311,9 @@ def report(runs: int, vm_new: float, first: float, cloud_init: float, boot_nesto
         "boot_to_ssh": {"nestor_s": a, "raw_qemu_s": b, "ratio_of_medians": round(a["median"] / b["median"], 3),
                         "difference_s": round(a["median"] - b["median"], 2),
                         "samples_nestor": [round(x, 1) for x in boot_nestor],
-                        "samples_raw": [round(x, 1) for x in boot_raw]},
+                        "samples_raw": [round(x, 1) for x in boot_raw],
+                        # run i boots nestor and raw back to back (order alternating): its own ratio
+                        "pair_ratios": [round(n / r, 3) for n, r in zip(boot_nestor, boot_raw, strict=False)]},
         "disk_dd": disk_summary,
         "checkpoint_running_1g": {"new_s": summary(checkpoint_new), "apply_s": summary(checkpoint_apply),
                                   "samples_new": [round(x, 2) for x in checkpoint_new],
