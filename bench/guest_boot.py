@@ -32,6 +32,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -179,6 +180,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--result", default="guest_boot", help="bench/results/RESULT.json")
     args = parser.parse_args()
+    # SIGTERM (timeout, a CI job cancelled) unwinds like Ctrl-C, so `finally` reaps and tears down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     debian.build_debian(CACHE_IMAGES, debian.DebianRequest(), lambda line: print(line, file=sys.stderr))
     home = scratch_home()
     netns = f"nt-{secrets.token_hex(4)}"
@@ -249,6 +252,7 @@ def main() -> None:
 
         boot_nestor: list[float] = []
         boot_raw: list[float] = []
+        start_cli: list[float] = []  # `nestor vm start` until the CLI returns (QEMU's QMP listens)
         disk: dict[str, dict[str, list[float]]] = {"nestor": {"write": [], "read": []}, "raw": {"write": [], "read": []}}
         for run in range(args.runs):
             # A then B on odd runs, B then A on even ones: a load trend hits both alike.
@@ -256,6 +260,7 @@ def main() -> None:
                 started = time.monotonic()
                 if side == "nestor":
                     cli(home, netns, "vm", "start", "b")
+                    start_cli.append(time.monotonic() - started)
                     boot_nestor.append(until_ok([*ssh, "true"], started, vm_dir))
                 else:
                     process.clean_runtime_files(raw_dir)
@@ -277,8 +282,8 @@ def main() -> None:
                 log(f"run {run + 1} {side}: boot {(boot_nestor if side == 'nestor' else boot_raw)[-1]:.1f} s, "
                     f"dd write {disk[side]['write'][-1]:.1f} MB/s read {disk[side]['read'][-1]:.1f} MB/s, "
                     f"load {loads[-1]}")
-            report(args.result, args.runs, vm_new, first, cloud_init, boot_nestor, boot_raw, disk, checkpoint_new,
-                   checkpoint_apply, loads, argv, raw_argv)
+            report(args.result, args.runs, vm_new, first, cloud_init, boot_nestor, boot_raw, start_cli, disk,
+                   checkpoint_new, checkpoint_apply, loads, argv, raw_argv)
     finally:
         killed = reap(home, raw_proc)
         if killed:
@@ -292,7 +297,7 @@ def main() -> None:
 
 
 def report(name: str, runs: int, vm_new: float, first: float, cloud_init: float, boot_nestor: list[float],
-           boot_raw: list[float], disk: dict[str, dict[str, list[float]]], checkpoint_new: list[float],
+           boot_raw: list[float], start_cli: list[float], disk: dict[str, dict[str, list[float]]], checkpoint_new: list[float],
            checkpoint_apply: list[float], loads: list[list[float]], argv: list[str], raw_argv: list[str]) -> None:
     """Written after every A/B pair (a run cut short keeps what it measured)."""
     a, b = summary(boot_nestor), summary(boot_raw)
@@ -314,6 +319,7 @@ def report(name: str, runs: int, vm_new: float, first: float, cloud_init: float,
                         "samples_raw": [round(x, 1) for x in boot_raw],
                         # run i boots nestor and raw back to back (order alternating): its own ratio
                         "pair_ratios": [round(n / r, 3) for n, r in zip(boot_nestor, boot_raw, strict=False)]},
+        "vm_start_cli_s": [round(x, 2) for x in start_cli],
         "disk_dd": disk_summary,
         "checkpoint_running_1g": {"new_s": summary(checkpoint_new), "apply_s": summary(checkpoint_apply),
                                   "samples_new": [round(x, 2) for x in checkpoint_new],
