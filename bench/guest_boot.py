@@ -175,13 +175,20 @@ def reap(home: Path, raw: subprocess.Popen[bytes] | None) -> list[int]:
     return killed
 
 
+def on_sigterm(main_pid: int, signum: int, frame: object) -> None:
+    if os.getpid() != main_pid:
+        os._exit(128 + signum)
+    sys.exit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--result", default="guest_boot", help="bench/results/RESULT.json")
     args = parser.parse_args()
-    # SIGTERM (timeout, a CI job cancelled) unwinds like Ctrl-C, so `finally` reaps and tears down.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM (timeout, a CI job cancelled) unwinds like Ctrl-C, so `finally` reaps and tears down;
+    # only in this process: a forked child (pyroute2's NetNS proxy) that gets SIGTERM just exits.
+    signal.signal(signal.SIGTERM, functools.partial(on_sigterm, os.getpid()))
     debian.build_debian(CACHE_IMAGES, debian.DebianRequest(), lambda line: print(line, file=sys.stderr))
     home = scratch_home()
     netns = f"nt-{secrets.token_hex(4)}"
