@@ -17,7 +17,7 @@ log; nothing else changes). Then A and B alternate:
 Both probe with the very ssh argv `nestor vm ssh` runs (service/ssh.py), every 0.5 s. After each
 boot ``dd`` with O_DIRECT runs inside the guest on /dev/vdb (write, then read); the guest is then
 powered off through ACPI. Results: ratios of medians (nestor / raw) of one run, the load average
-after every boot; bench/results/guest_boot.json is written after every A/B pair.
+after every boot; bench/results/guest_boot.json (or --result NAME) is written after every A/B pair.
 Every QEMU the bench started is reaped by PID (nestor's by its pidfile, the raw one by its Popen).
 Run: .venv/bin/python bench/guest_boot.py [--runs 3]  (each boot takes minutes under TCG)
 """
