@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -47,6 +48,50 @@ def raw_argv(argv: list[str]) -> list[str]:
     """nestor's QEMU argv as a user would run it by hand (QEMU logs the console into serial.log
     itself; nestor's daemon only rotates that file)."""
     return list(argv)
+
+
+def relocate_argv(argv: list[str], old_dir: Path, new_dir: Path) -> list[str]:
+    """``argv`` with every path under ``old_dir`` (disks, seed, sockets, pidfile, serial log)
+    moved under ``new_dir``: the same QEMU command on a copy of the VM's files, so a raw run
+    never shares a disk, a socket or a pidfile with nestor's VM."""
+    old, new = f"{old_dir}/", f"{new_dir}/"
+    return [arg.replace(old, new) for arg in argv]
+
+
+def drive_files(argv: list[str], under: Path) -> list[Path]:
+    """The ``file=`` of every ``-drive`` in ``argv`` that lies under ``under`` (the VM's own
+    overlay, data disks, seed, NVRAM; not the shared firmware or image store)."""
+    files: list[Path] = []
+    for option, value in itertools.pairwise(argv):
+        if option != "-drive":
+            continue
+        for part in value.split(","):
+            if part.startswith("file="):
+                path = Path(part.removeprefix("file="))
+                if path.is_relative_to(under) and path not in files:
+                    files.append(path)
+    return files
+
+
+def qemu_user(argv: list[str]) -> str | None:
+    """The user QEMU drops root to (``-runas NAME`` or ``-run-with user=NAME``), if any."""
+    for option, value in itertools.pairwise(argv):
+        if option == "-runas":
+            return value
+        if option == "-run-with":
+            for part in value.split(","):
+                if part.startswith("user="):
+                    return part.removeprefix("user=")
+    return None
+
+
+def tap_names(argv: list[str]) -> list[str]:
+    """The tap interfaces of ``-netdev tap,…,ifname=NAME``."""
+    taps: list[str] = []
+    for option, value in itertools.pairwise(argv):
+        if option == "-netdev" and value.startswith("tap,"):
+            taps += [part.removeprefix("ifname=") for part in value.split(",") if part.startswith("ifname=")]
+    return taps
 
 
 def summary(samples: list[float]) -> dict[str, float]:
