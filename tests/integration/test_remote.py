@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nestor import remotes
+from nestor import api_remotes
 from nestor.images.appliance import BOOT_LINE
 from tests.helpers import Daemon, nestor, reap_home, vm_dir, wait_for_text
 from tests.integration.test_api_tcp import free_port
@@ -64,7 +64,7 @@ def test_remote_registry(tmp_path: Path) -> None:
         assert result.returncode == code and result.stderr.startswith("error: ") and text in result.stderr, (args, result)
         assert "hint: " in result.stderr and "Traceback" not in result.stderr
     nestor(home, "remote", "add", "x", "https://h:1", "--token", "secret")
-    assert (home / remotes.FILE).stat().st_mode & 0o777 == 0o600
+    assert (home / api_remotes.FILE).stat().st_mode & 0o777 == 0o600
     assert nestor(home, "remote", "add", "x", "https://h:2", "--token", "t", check=False).returncode == 4
     listed = json.loads(nestor(home, "remote", "list", "-o", "json").stdout)
     assert listed == [{"name": "x", "url": "https://h:1", "token": True, "ca": False}]

@@ -58,9 +58,9 @@ class Ctx:
         """This host's service, or with `--remote NAME` a client of that host's API."""
         if self._backend is None:
             if self.remote is not None:
-                from .. import remotes
+                from .. import api_remotes
 
-                self._backend = remotes.get(self.home, self.remote).client()
+                self._backend = api_remotes.get(self.home, self.remote).client()
             else:
                 self._backend = self.local
         return self._backend

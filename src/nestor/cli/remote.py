@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .. import remotes
+from .. import api_remotes
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, rows_out
 
@@ -25,7 +25,7 @@ def remote() -> None:
 @pass_ctx
 def add(ctx: Ctx, name: str, url: str, token: str | None, ca: Path | None) -> None:
     """Remember a remote: URL is https://HOST:PORT (or unix:/PATH for a local daemon)."""
-    remotes.add(ctx.home, name, url, token, ca)
+    api_remotes.add(ctx.home, name, url, token, ca)
     click.echo(f"remote '{name}' added")
 
 
@@ -35,7 +35,7 @@ def add(ctx: Ctx, name: str, url: str, token: str | None, ca: Path | None) -> No
 def list_(ctx: Ctx, output: str) -> None:
     """The remotes (never their tokens)."""
     rows = [{"name": r.name, "url": r.url, "token": r.token is not None, "ca": r.ca_pem is not None}
-            for r in remotes.list_(ctx.home)]
+            for r in api_remotes.list_(ctx.home)]
     rows_out(rows, output, ["name", "url", "token", "ca"], empty="no remotes")
 
 
@@ -44,5 +44,5 @@ def list_(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str) -> None:
     """Forget a remote."""
-    remotes.remove(ctx.home, name)
+    api_remotes.remove(ctx.home, name)
     click.echo(f"remote '{name}' removed")

@@ -1,4 +1,5 @@
-"""Other nestor hosts this CLI can drive: `nestor remote add/list/remove`, `nestor --remote NAME …`.
+"""Other nestor daemons (their APIs) this CLI can drive: `nestor remote add/list/remove`,
+`nestor --remote NAME …`. (libvirt hosts are another thing: nestor.remote, `nestor host`.)
 
 Stored in HOME/remotes.json (mode 0600: it holds the bearer tokens) as
 ``{name: {"url", "token", "ca_pem"}}``; the CA certificate is copied in at `add`, so the remote keeps
