@@ -155,7 +155,17 @@ class Client:
         self._request("DELETE", f"/hosts/{name}")
 
     def vm_start(self, name: str, timeout: float | None = None) -> VMInfo:
-        return from_json(VMInfo, self._operation(self._request("POST", f"/vms/{name}/start"), timeout))
+        return self.vm_started(self.vm_start_submit(name), timeout)
+
+    def vm_start_submit(self, name: str) -> dict[str, Any]:
+        """Start `name` without waiting for it: the operation (202), for `vm_started`. Other requests
+        may go in meanwhile (the server starts the VM in a worker)."""
+        op: dict[str, Any] = self._request("POST", f"/vms/{name}/start")
+        return op
+
+    def vm_started(self, op: dict[str, Any], timeout: float | None = None) -> VMInfo:
+        """Wait for a start submitted with `vm_start_submit`: the VM, or the start's error raised."""
+        return from_json(VMInfo, self._operation(op, timeout))
 
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         op = self._request("POST", f"/vms/{name}/stop", {"turn_off": turn_off, "timeout": timeout})

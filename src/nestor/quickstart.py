@@ -123,16 +123,20 @@ class Quickstart:
             self._wait_l1(service)
         self.result.facts["hypervisor running in l1 before l2"] = service.vm_show(L1).hypervisor_running
         with l1_api(service.core, L1, timeout=L2_BOOT_TIMEOUT + 30) as l1:
-            with self.step("l1 NAT network (l1's API)"):
+            # l2's QEMU starts in l1 (a process on l1's other vCPU) while l1's nestor builds the
+            # NAT: l2 needs only the switch to start, and the NAT's DHCP only when its kernel is up.
+            with self.step("l2 start begun (l1's API)"):
                 l1.switch_new(NAT_SWITCH, "internal")
-                l1.switch_set_ip(NAT_SWITCH, NAT_GATEWAY)
-                l1.nat_new(NAT_SWITCH, NAT_SWITCH, NAT_PREFIX, dhcp=True)
-            with self.step("l2 start (l1's API)"):
                 with guests.agent(service.core, L1, timeout=30) as agent:
                     agent.write_file(L2_SCRIPT, L2_PING.encode())
                 l1.vm_new(VMSpec(L2, memory=L2_MEMORY, switches=(NAT_SWITCH,), append="nestor.dhcp=1",
                                  run_script=L2_SCRIPT))
-                l1.vm_start(L2)
+                starting = l1.vm_start_submit(L2)
+            with self.step("l1 NAT network, while l2 starts (l1's API)"):
+                l1.switch_set_ip(NAT_SWITCH, NAT_GATEWAY)
+                l1.nat_new(NAT_SWITCH, NAT_SWITCH, NAT_PREFIX, dhcp=True)
+            with self.step("l2 started (l1's API)"):
+                l1.vm_started(starting, timeout=L2_BOOT_TIMEOUT)
             with self.step("l2 boot"):
                 l1.vm_log(L2, until=L2_BOOT_LINE, timeout=L2_BOOT_TIMEOUT)
             self.result.facts["hypervisor running in l1 with l2"] = service.vm_show(L1).hypervisor_running

@@ -529,6 +529,8 @@ def test_r7_hold_shows_while_a_hypervisor_runs_inside(l1_home: Path, browser: An
         assert "[R7]" in page.inner_text("#error .message")
         page.click("#error .close")
         page.evaluate("document.getElementById('memory').scrollIntoView()")
+        page.wait_for_function("Number(document.getElementById('memory-chart').dataset.samples) >= 3",
+                               timeout=60_000)  # the chart draws lines once it has samples
         shot(page, "vm-r7-hold")
         assert show(home, "l1")["memory_buffer"] == 20
     finally:

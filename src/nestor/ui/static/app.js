@@ -626,6 +626,7 @@ pages.vm = () => {
 function drawChart(canvas, samples, limit) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width, h = canvas.height, pad = 36;
+  canvas.dataset.samples = String(samples.length);  // a line needs two
   ctx.clearRect(0, 0, w, h);
   const top = Math.max(limit || 0, ...samples.map((s) => Math.max(s.assigned || 0, s.demand || 0)), 1);
   ctx.strokeStyle = "#d5dae1"; ctx.fillStyle = "#5b6573"; ctx.font = "11px sans-serif"; ctx.lineWidth = 1;
