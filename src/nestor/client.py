@@ -39,8 +39,10 @@ from .service.guest_types import (
 )
 from .service.net_types import AdapterInfo, GuardChange, NatInfo, SwitchDetail, SwitchInfo, SwitchRemoval, SwitchType
 from .service.types import (
+    AuditEntry,
     ExecResult,
     HostInfo,
+    HostPolicy,
     HostReport,
     ImageInfo,
     MemoryChange,
@@ -127,6 +129,25 @@ class Client:
     # -- host and VMs -------------------------------------------------------------------------
     def host_check(self) -> HostReport:
         return from_json(HostReport, self._request("GET", "/host"))
+
+    def host_policy(self) -> HostPolicy:
+        return from_json(HostPolicy, self._request("GET", "/host/policy"))
+
+    def host_set_policy(self, nesting: str | None = None) -> HostPolicy:
+        return from_json(HostPolicy, self._request("PATCH", "/host/policy", {"nesting": nesting}))
+
+    def audit_list(self, since: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        return [from_json(AuditEntry, e) for e in self._request("GET", "/audit", params={"since": since, "limit": limit})]
+
+    def metrics(self) -> str:
+        """GET /metrics: Prometheus's text format (not under /v1)."""
+        try:
+            response = self._http.get("/metrics", timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.text
 
     def vm_list(self) -> list[VMInfo]:
         return [from_json(VMInfo, v) for v in self._request("GET", "/vms")]

@@ -21,6 +21,7 @@ from ..errors import NestorError, Unauthorized
 from . import routes
 from .table import STATUS, Settings, bug_answer, error_body
 
+TOKEN_KEY = "nestor.token"  # the ASGI scope's key for the bearer token's name
 __all__ = ["STATUS", "Settings", "create_app", "error_response"]
 
 log = logging.getLogger("nestor.api")
@@ -76,7 +77,9 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
 
             header = request.headers.get("authorization", "")
             scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not tokens.valid(settings.home, token.strip()):
+            name = tokens.name_of(settings.home, token.strip()) if scheme.lower() == "bearer" else None
+            request.scope[TOKEN_KEY] = name  # who asks, for the audit log (api/routes.py)
+            if name is None:
                 refused = Unauthorized("a valid bearer token is required",
                                        hint="nestor token new NAME gives one; send it as 'Authorization: Bearer TOKEN'")
                 return JSONResponse({"error": refused.to_json()}, status_code=401, headers={"WWW-Authenticate": "Bearer"})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from ..policy.nesting import Nesting
 from ..service.guest_types import (
     CheckpointInfo,
     DiskInfo,
@@ -35,8 +36,10 @@ from ..service.net_types import (
     SwitchType,
 )
 from ..service.types import (
+    AuditEntry,
     ExecResult,
     HostInfo,
+    HostPolicy,
     HostReport,
     ImageInfo,
     MemoryChange,
@@ -93,6 +96,12 @@ class VMNew(Body):
     no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
     hostname: str | None = described(None, "cloud-init: the guest's hostname")
     cloud_init: str | None = described(None, "cloud-init: a user-data file on the server's host")
+
+
+class PolicyChange(Body):
+    """What is not given stays as it is."""
+
+    nesting: Nesting | None = described(None, "block: no VM may have nesting turned on or start with it; allow")
 
 
 class HostNew(Body):
@@ -200,6 +209,30 @@ def host(ctx: Ctx) -> Answer:
         return _json(s.host_check())
 
 
+@table.get("/host/policy", responses=_doc(HostPolicy))
+def host_policy(ctx: Ctx) -> Answer:
+    """The host's policy (nesting allow | block) and the VMs with nesting on."""
+    with ctx.settings.service() as s:
+        return _json(s.host_policy())
+
+
+@table.patch("/host/policy", responses=_doc(HostPolicy))
+def host_set_policy(ctx: Ctx, body: PolicyChange) -> Answer:
+    """Set the host's policy; a block refuses (kind policy, rule nesting-block) nesting on and
+    starting a VM that has it, and stops no running VM."""
+    with ctx.settings.service() as s:
+        return _json(s.host_set_policy(None if body.nesting is None else body.nesting.value))
+
+
+@table.get("/audit", responses=_doc(list[AuditEntry]),
+           query={"since": (str | None, Query(None)), "limit": (int, Query(1000, ge=1, le=100_000))})
+def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
+    """The audit log, oldest first: every change of state (who, what, when, result), not reads.
+    `since`: a unix time, a duration back from now (30m, 2h, 7d) or an ISO 8601 time."""
+    with ctx.settings.service() as s:
+        return _json(s.audit_list(since, limit))
+
+
 # -- libvirt hosts (issue 12) ---------------------------------------------------------------------
 @table.get("/hosts", responses=_doc(list[HostInfo]))
 def host_list(ctx: Ctx) -> Answer:
@@ -230,7 +263,8 @@ def host_remove(ctx: Ctx, name: str) -> Answer:
 def vm_move(ctx: Ctx, name: str, body: Move) -> Answer:
     _known(ctx, name)
     return ctx.runtime.operations.submit(
-        f"move vm '{name}' to host '{body.host}'", lambda s, op: s.vm_move(name, body.host, op.progress), vm=name)
+        f"move vm '{name}' to host '{body.host}'", lambda s, op: s.vm_move(name, body.host, op.progress), vm=name,
+        kind="vm.move")
 
 
 # -- VMs -----------------------------------------------------------------------------------------
@@ -291,7 +325,7 @@ def _known(ctx: Ctx, name: str) -> None:
 @table.post("/vms/{name}/start", status_code=202, responses=_doc(OPERATION, 202))
 def vm_start(ctx: Ctx, name: str) -> Answer:
     _known(ctx, name)
-    return ctx.runtime.operations.submit(f"start vm '{name}'", lambda s, op: s.vm_start(name), vm=name)
+    return ctx.runtime.operations.submit(f"start vm '{name}'", lambda s, op: s.vm_start(name), vm=name, kind="vm.start")
 
 
 @table.post("/vms/{name}/stop", status_code=202, responses=_doc(OPERATION, 202))
@@ -299,13 +333,14 @@ def vm_stop(ctx: Ctx, name: str, body: Stop | None = None) -> Answer:
     stop = body or Stop()
     _known(ctx, name)
     return ctx.runtime.operations.submit(
-        f"stop vm '{name}'", lambda s, op: s.vm_stop(name, turn_off=stop.turn_off, timeout=stop.timeout), vm=name)
+        f"stop vm '{name}'", lambda s, op: s.vm_stop(name, turn_off=stop.turn_off, timeout=stop.timeout), vm=name,
+        kind="vm.stop")
 
 
 @table.post("/vms/{name}/save", status_code=202, responses=_doc(OPERATION, 202))
 def vm_save(ctx: Ctx, name: str) -> Answer:
     _known(ctx, name)
-    return ctx.runtime.operations.submit(f"save vm '{name}'", lambda s, op: s.vm_save(name), vm=name)
+    return ctx.runtime.operations.submit(f"save vm '{name}'", lambda s, op: s.vm_save(name), vm=name, kind="vm.save")
 
 
 @table.patch("/vms/{name}/processor", responses=_doc(ProcessorResult))
@@ -371,12 +406,13 @@ def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
         with ctx.settings.service() as s:
             debian = s.image_check_debian(wanted)
         return ctx.runtime.operations.submit(
-            f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force))
+            f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force),
+            kind="image.build")
     if build.release or build.packages or build.size is not None or build.image_name:
         raise InvalidInput("release, packages, size and image_name are for the debian image",
                            hint=f"POST /v1/images/debian/build, or only force for '{name}'")
     return ctx.runtime.operations.submit(
-        f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force))
+        f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force), kind="image.build")
 
 
 @table.get("/images/store", responses=_doc(list[StoredImageInfo]))
@@ -394,7 +430,7 @@ def image_import(ctx: Ctx, body: ImageImport) -> Answer:
     if not path.is_absolute():
         raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
     return ctx.runtime.operations.submit(
-        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress))
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress), kind="image.import")
 
 
 @table.delete("/images/store/{name}", status_code=204)
@@ -452,7 +488,8 @@ def checkpoint_new(ctx: Ctx, name: str, body: CheckpointNew) -> Answer:
     with ctx.settings.service() as s:
         s.vm_checkpoint_check(name, body.name, "new")
     return ctx.runtime.operations.submit(
-        f"checkpoint '{body.name}' of vm '{name}'", lambda s, op: s.vm_checkpoint_new(name, body.name), vm=name)
+        f"checkpoint '{body.name}' of vm '{name}'", lambda s, op: s.vm_checkpoint_new(name, body.name), vm=name,
+        kind="vm.checkpoint.new")
 
 
 @table.post("/vms/{name}/checkpoints/{checkpoint}/apply", status_code=202, responses=_doc(OPERATION, 202))
@@ -462,7 +499,7 @@ def checkpoint_apply(ctx: Ctx, name: str, checkpoint: str) -> Answer:
         s.vm_checkpoint_check(name, checkpoint, "apply")
     return ctx.runtime.operations.submit(
         f"apply checkpoint '{checkpoint}' to vm '{name}'", lambda s, op: s.vm_checkpoint_apply(name, checkpoint),
-        vm=name)
+        vm=name, kind="vm.checkpoint.apply")
 
 
 @table.delete("/vms/{name}/checkpoints/{checkpoint}", status_code=204)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import inspect
+import os
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..errors import NestorError
+from ..service.audit import CHANNEL, Actor, acting
 from . import handlers
 from .table import API_PREFIX, Answer, Body, Ctx, Route, body_fields
 
@@ -104,6 +106,21 @@ def response(answer: Answer) -> Response:
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
 
 
+def actor_of(request: Request) -> Actor:
+    """Who asks (the audit log): the bearer token's name over TCP; over the unix socket the peer's
+    uid (SO_PEERCRED, api/peer.py), or the channel when the peer is this daemon itself (an L1's
+    channel forwards the host's requests to its own socket); else unknown ("api")."""
+    from . import peer
+
+    if request.app.state.settings.require_token:
+        return Actor("tcp", token=request.scope.get("nestor.token"))
+    cred = request.scope.get(peer.SCOPE_KEY)
+    if cred is None:
+        return Actor("api")
+    pid, uid, _gid = cred
+    return CHANNEL if pid == os.getpid() else Actor("unix", uid=uid, pid=pid)
+
+
 def endpoint(route: Route) -> Callable[..., Response]:
     """The table's handler behind the signature FastAPI reads for this route."""
     handler, model = route.handler, model_of(route.body) if route.body is not None else None
@@ -113,7 +130,8 @@ def endpoint(route: Route) -> Callable[..., Response]:
             given = kwargs.get("body")
             kwargs["body"] = None if given is None else route.body(**{  # type: ignore[misc]
                 name: getattr(given, name) for name in model.model_fields})
-        return response(handler(Ctx(request.app.state.settings, request.app.state.runtime), **kwargs))
+        with acting(actor_of(request)):
+            return response(handler(Ctx(request.app.state.settings, request.app.state.runtime), **kwargs))
 
     params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     for name in route.params:

@@ -12,6 +12,7 @@ server-sent events; a subscriber that falls behind loses its oldest events, not 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import json
 import threading
@@ -79,11 +80,52 @@ def _put(queue: asyncio.Queue[str], text: str) -> None:
     queue.put_nowait(text)
 
 
+# Buckets of the operations' duration histogram (seconds): starts under TCG take tens of seconds,
+# image builds minutes.
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+class OperationStats:
+    """Counts and durations of ended operations per kind and status, for /metrics (api/metrics.py)
+    without importing prometheus_client here (an L1's channel path imports this module)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+        self.buckets: dict[str, list[int]] = {}  # per kind: counts per bucket (cumulative at export)
+        self.sums: dict[str, float] = {}
+        self.totals: dict[str, int] = {}
+
+    def observe(self, kind: str, status: str, seconds: float) -> None:
+        with self._lock:
+            self.counts[(kind, status)] = self.counts.get((kind, status), 0) + 1
+            buckets = self.buckets.setdefault(kind, [0] * len(DURATION_BUCKETS))
+            for i, bound in enumerate(DURATION_BUCKETS):
+                if seconds <= bound:
+                    buckets[i] += 1
+                    break
+            self.sums[kind] = self.sums.get(kind, 0.0) + seconds
+            self.totals[kind] = self.totals.get(kind, 0) + 1
+
+    def snapshot(self) -> tuple[dict[tuple[str, str], int], dict[str, tuple[list[int], float, int]]]:
+        """(counts, per kind: (cumulative bucket counts, sum, count))."""
+        with self._lock:
+            hist = {}
+            for kind, buckets in self.buckets.items():
+                cumulative, total = [], 0
+                for n in buckets:
+                    total += n
+                    cumulative.append(total)
+                hist[kind] = (cumulative, self.sums[kind], self.totals[kind])
+            return dict(self.counts), hist
+
+
 @dataclass
 class Operation:
     id: str
     description: str
     vm: str | None = None
+    kind: str = "other"  # what kind of work: vm.start, image.build, ... (the metrics' label)
     status: str = "pending"
     created: float = field(default_factory=time.time)
     ended: float | None = None
@@ -115,15 +157,18 @@ class Operations:
     def __init__(self, settings: Settings, events: EventBus) -> None:
         self.settings = settings
         self.events = events
+        self.stats = OperationStats()
         self._ops: dict[str, Operation] = {}
         self._lock = threading.Lock()
 
-    def submit(self, description: str, work: Work, vm: str | None = None) -> Answer:
-        op = Operation(str(uuid.uuid4()), description, vm, on_progress=self._progressed)
+    def submit(self, description: str, work: Work, vm: str | None = None, kind: str = "other") -> Answer:
+        """Run `work` in a thread, in the context of the caller (who asked: service/audit.py)."""
+        op = Operation(str(uuid.uuid4()), description, vm, kind, on_progress=self._progressed)
         with self._lock:
             self._expire()
             self._ops[op.id] = op
-        threading.Thread(target=self._run, args=(op, work), name=f"op-{op.id[:8]}", daemon=True).start()
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._run, op, work), name=f"op-{op.id[:8]}", daemon=True).start()
         return json_answer(op.to_json(), 202, headers={"Location": f"/v1/operations/{op.id}"})
 
     def _progressed(self, op: Operation, line: str) -> None:
@@ -148,6 +193,7 @@ class Operations:
                         "hint": "this is a bug: see the daemon's log", "rule": None, "resource": {}}
             op.status = "failure"
         op.ended = time.time()
+        self.stats.observe(op.kind, op.status, op.ended - op.created)
         op.done.set()
         self.events.publish("operation", {"operation": op.id, "status": op.status, "vm": op.vm,
                                           "error": op.error})

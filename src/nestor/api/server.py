@@ -155,8 +155,10 @@ def _server(app: Any, ssl_certfile: str | None = None, ssl_keyfile: str | None =
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    from . import peer
+
     return _Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5,
-                                  ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile))
+                                  ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, http=peer.protocol()))
 
 
 def uptime() -> float | None:
@@ -181,6 +183,7 @@ def process_start() -> float | None:
 def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event) -> Any:
     """The channel's local answer (channel_guest.LocalAnswer): the route table's plain dispatcher;
     what it leaves to FastAPI sets `wanted` (the full server loads) and goes to the socket."""
+    from ..service.audit import CHANNEL, acting
     from . import handlers
     from .table import dispatch
 
@@ -189,7 +192,8 @@ def plain_answerer(settings: Settings, runtime: Runtime, wanted: threading.Event
 
     def answer(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes] | None:
         started = time.monotonic()
-        done = dispatch(handlers.table, ctx, method, path, headers, body)
+        with acting(CHANNEL):  # the host asks, through this L1's virtio-serial channel (audit log)
+            done = dispatch(handlers.table, ctx, method, path, headers, body)
         took = time.monotonic() - started
         if took >= SLOW_REQUEST:
             log.info("channel: %s %s took %.1f s", method, path.partition("?")[0], took)

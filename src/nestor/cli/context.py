@@ -11,7 +11,9 @@ from ..errors import InvalidInput
 if TYPE_CHECKING:
     from ..service import Service
     from ..service.types import (
+        AuditEntry,
         ExecResult,
+        HostPolicy,
         HostReport,
         MemoryChange,
         MemoryResult,
@@ -42,6 +44,9 @@ class Backend(Protocol):
     def vm_upgrade(self, name: str) -> VMInfo: ...
     def vm_exec(self, target: str, argv: list[str], timeout: float = ...) -> ExecResult: ...
     def tree(self, timeout: float = ...) -> Tree: ...
+    def host_policy(self) -> HostPolicy: ...
+    def host_set_policy(self, nesting: str | None = None) -> HostPolicy: ...
+    def audit_list(self, since: str | None = None, limit: int = 1000) -> list[AuditEntry]: ...
 
 
 @dataclass
@@ -82,7 +87,7 @@ class Ctx:
 
 # The commands that may make a new home; every other one refuses a home that does not exist
 # (a mistyped --home must not leave an empty home behind).
-CREATING = frozenset({"vm new", "switch new", "nat new", "image build", "quickstart", "serve", "host add",
+CREATING = frozenset({"vm new", "switch new", "nat new", "image build", "quickstart", "serve", "host add", "host set",
                       "ps"})  # `nestor ps` runs a script that may create VMs (New-VM)
 
 

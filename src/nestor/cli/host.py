@@ -5,9 +5,9 @@ import sys
 import click
 
 from ..service import Service
-from ..service.types import to_json
+from ..service.types import HostPolicy, to_json
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json
+from .output import OUTPUT, emit_json, fields
 
 
 @click.group()
@@ -21,16 +21,60 @@ def host() -> None:
 def check(ctx: Ctx, output: str) -> None:
     """Prerequisites, accelerator (kvm | tcg and why), nesting ability."""
     report = Service.host_check()  # no home needed: a missing one is neither refused nor made
+    # The home's policy, where the home exists (a missing one is not made: allow is the default)
+    policy = ctx.service.host_policy() if ctx.remote or ctx.home.joinpath("nestor.db").exists() else None
     if output == "json":
-        emit_json({"facts": report.facts, "checks": [to_json(c) for c in report.checks]})
+        emit_json({"facts": report.facts, "checks": [to_json(c) for c in report.checks],
+                   "policy": to_json(policy) if policy is not None else {"nesting": "allow", "changed": None}})
         return
     for c in report.checks:
         mark = "pass" if c.ok else "FAIL"
         click.echo(f"[{mark}] {c.name}: {c.detail}")
         if c.fix:
             click.echo(f"       fix: {c.fix}")
+    click.echo(f"[info] nesting policy: {policy_line(policy)}")
     if not report.ok:
         sys.exit(1)
+
+
+def policy_line(policy: HostPolicy | None) -> str:
+    if policy is None or policy.nesting == "allow":
+        return "allow (nestor host set --nesting block refuses nested virtualization on this host)"
+    line = f"block (rule {policy.rule}): no VM may turn nesting on or start with it; nestor host set --nesting allow"
+    if policy.running_nested:
+        line += f"; running with nesting on (not stopped by the block): {', '.join(policy.running_nested)}"
+    return line
+
+
+@host.command("set")
+@click.option("--nesting", type=click.Choice(["block", "allow"]), default=None,
+              help="block: refuse turning nested virtualization on, and starting a VM that has it")
+@OUTPUT
+@pass_ctx
+def set_(ctx: Ctx, nesting: str | None, output: str) -> None:
+    """Set this host's policy (stored in the home's database)."""
+    policy = ctx.service.host_set_policy(nesting)
+    _show_policy(policy, output)
+
+
+@host.command("policy")
+@OUTPUT
+@pass_ctx
+def policy_(ctx: Ctx, output: str) -> None:
+    """This host's policy: nesting allow | block, and the VMs with nesting on."""
+    _show_policy(ctx.service.host_policy(), output)
+
+
+def _show_policy(policy: HostPolicy, output: str) -> None:
+    if output == "json":
+        emit_json(to_json(policy))
+        return
+    from datetime import UTC, datetime
+
+    fields({"nesting": policy.nesting, "rule": policy.rule,
+            "changed": datetime.fromtimestamp(policy.changed, UTC).isoformat(timespec="seconds") if policy.changed else None,
+            "nested_vms": ", ".join(policy.nested_vms) or None,
+            "running_nested": ", ".join(policy.running_nested) or None})
 
 
 # libvirt hosts (issue 12): add, list, show, remove live in cli/hosts.py.

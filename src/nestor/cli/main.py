@@ -29,6 +29,7 @@ COMMANDS = {
     "token": "serve:token",
     "remote": "remote:remote",
     "ps": "ps:ps",
+    "audit": "audit:audit",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
 LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps"}

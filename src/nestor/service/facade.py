@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from .. import bootplan
 from ..errors import Conflict, InvalidInput, NestorError, StateError
 from ..model import validate_name
+from ..policy import nesting as nesting_rule
 from ..policy.checks import host_checks
 from . import guests, memory
+from .audit import audited
 from .core import Core
 from .guest_types import (
     AddressResult,
@@ -43,9 +45,11 @@ from .net_types import (
 )
 from .remote import Remote
 from .types import (
+    AuditEntry,
     CheckResult,
     ExecResult,
     HostInfo,
+    HostPolicy,
     HostReport,
     ImageInfo,
     MemoryChange,
@@ -69,12 +73,18 @@ LOG_CHUNK = 65536
 LOG_POLL = 0.1
 
 
+def _vm_and(arg: str) -> Callable[[dict[str, Any]], str]:
+    """An audit target of a VM's part: `VM/PART` (an adapter, a disk, a checkpoint)."""
+    return lambda a: f"{a['vm']}/{a[arg]}" if a.get(arg) else str(a["vm"])
+
+
 class Service:
     def __init__(self, home: Path, netns: str | None = None, create: bool = True) -> None:
         """`create=False` (read-only and changing commands): a missing home is refused, not made."""
         self.core = Core(home, netns, create)
         self._vms = VMs(self.core)
         self.remote = Remote(self.core)  # VMs on libvirt hosts (service/remote.py)
+        self._auditing = False  # inside an audited call (service/audit.py): nested calls record nothing
 
     @property
     def home(self) -> Path:
@@ -104,7 +114,10 @@ class Service:
             return self.remote.vm_show(name)
         return self._vms.show(name)
 
+    @audited("vm.new", lambda a: a["spec"].name)
     def vm_new(self, spec: VMSpec) -> NewVM:
+        if spec.nested:
+            self._check_nesting(spec.name, nesting_rule.Action.NEW)
         if spec.host is not None:
             return self.remote.vm_new(spec)
         if spec.maximum is not None or spec.disk or spec.network:
@@ -112,45 +125,61 @@ class Service:
                                hint="add --host NAME (or --host auto)")
         return self._vms.new(spec)
 
+    @audited("vm.start")
     def vm_start(self, name: str) -> VMInfo:
+        if self._nesting() is nesting_rule.Nesting.BLOCK:
+            remote = self.remote.owns(name)
+            nested = self.remote.vm_show(name).nested if remote else self.core.vms.get(validate_name(name)).nested
+            if nested:
+                self._check_nesting(name, nesting_rule.Action.START)
         if self.remote.owns(name):
             return self.remote.vm_start(name)
         return self._vms.start(name)
 
+    @audited("vm.stop")
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         guests.check_timeout(timeout)
         if self.remote.owns(name):
             return self.remote.vm_stop(name, turn_off, timeout)
         return self._vms.stop(name, turn_off=turn_off, timeout=timeout)
 
+    @audited("vm.remove")
     def vm_remove(self, name: str, force: bool = False) -> None:
         if self.remote.owns(name):
             return self.remote.vm_remove(name, force)
         self._vms.remove(name, force=force)
 
+    @audited("vm.set-processor")
     def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
+        if nested:
+            self._check_nesting(name, nesting_rule.Action.ENABLE)
         if self.remote.owns(name):
             return self.remote.vm_set_processor(name, count, nested)
         return self._vms.set_processor(name, count=count, nested=nested)
 
+    @audited("vm.set-memory")
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         if self.remote.owns(name):
             return self.remote.vm_set_memory(name, change)
         return memory.set_memory(self.core, name, change)
 
+    @audited("vm.save")
     def vm_save(self, name: str) -> SaveResult:
         if self.remote.owns(name):
             return self.remote.vm_save(name)
         return memory.save(self.core, name, self._vms.stopped)
 
+    @audited("vm.reset-disk")
     def vm_reset_disk(self, name: str) -> bool:
         """Discard an Off VM's disk; True if it had one (the next start makes a fresh one)."""
         return self._vms.reset_disk(name)
 
+    @audited("vm.upgrade")
     def vm_upgrade(self, name: str) -> VMInfo:
         self._local_only(name, "configuration versions")
         return self._vms.upgrade(name)
 
+    @audited("vm.move")
     def vm_move(self, name: str, host: str, progress: Progress = lambda line: None) -> MoveResult:
         """Live migration to another libvirt host (issue 12); refused while a hypervisor runs inside."""
         if not self.remote.owns(name):
@@ -165,6 +194,7 @@ class Service:
                                hint=f"nestor vm show {name}")
 
     # -- libvirt hosts (issue 12) -----------------------------------------------------------------
+    @audited("host.add")
     def host_add(self, name: str, uri: str) -> HostInfo:
         return self.remote.host_add(name, uri)
 
@@ -174,9 +204,54 @@ class Service:
     def host_show(self, name: str) -> HostInfo:
         return self.remote.host_show(name)
 
+    @audited("host.remove")
     def host_remove(self, name: str) -> None:
         self.remote.host_remove(name)
 
+    # -- host policy (policy/nesting.py) and the audit log (service/audit.py) ----------------------
+    def _nesting(self) -> nesting_rule.Nesting:
+        from ..state.hostpolicy import NESTING, PolicyRepo
+
+        value, _ = PolicyRepo(self.core.conn).get(NESTING, nesting_rule.Nesting.ALLOW.value)
+        return nesting_rule.Nesting(value) if value in nesting_rule.Nesting.__members__.values() \
+            else nesting_rule.Nesting.BLOCK  # an unknown stored value: the safe side
+
+    def _check_nesting(self, name: str, action: nesting_rule.Action) -> None:
+        nesting_rule.check(self._nesting(), name, action)
+
+    def host_policy(self) -> HostPolicy:
+        """The host's policy, with the VMs it concerns (nesting on; running ones are not stopped by a block)."""
+        from ..state.hostpolicy import NESTING, PolicyRepo
+
+        _, changed = PolicyRepo(self.core.conn).get(NESTING, nesting_rule.Nesting.ALLOW.value)
+        nested = [info for info in self.vm_list() if info.nested]
+        return HostPolicy(nesting=self._nesting().value, changed=changed, rule=nesting_rule.RULE,
+                          nested_vms=[info.name for info in nested],
+                          running_nested=[info.name for info in nested if info.state.value in ("running", "paused")])
+
+    @audited("host.set-policy", lambda a: None if a["nesting"] is None else f"nesting={a['nesting']}")
+    def host_set_policy(self, nesting: str | None = None) -> HostPolicy:
+        """`nestor host set --nesting block|allow`; a block does not stop running VMs (host_policy lists them)."""
+        if nesting is None:
+            raise InvalidInput("nothing to change", hint="give --nesting block or --nesting allow")
+        from ..state.hostpolicy import NESTING, PolicyRepo
+
+        PolicyRepo(self.core.conn).set(NESTING, nesting_rule.parse(str(nesting)).value)
+        return self.host_policy()
+
+    def audit_list(self, since: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        """The audit log, oldest first: the newest `limit` entries at or after `since` (a unix
+        time, a duration back from now such as 2h, or an ISO 8601 time)."""
+        from ..state.audit import AuditRepo
+        from .audit import parse_since, who
+
+        if not 1 <= limit <= 100_000:
+            raise InvalidInput(f"limit must be between 1 and 100000, not {limit}", hint="e.g. --limit 1000")
+        start = None if since is None else parse_since(since, time.time())
+        return [AuditEntry(who=who(row["via"], row["uid"], row["token"]), **row)
+                for row in AuditRepo(self.core.conn).since(start, limit)]
+
+    @audited("vm.exec", "target")
     def vm_exec(self, target: str, argv: list[str], timeout: float = guests.EXEC_TIMEOUT) -> ExecResult:
         self._local_only(target.split("/", 1)[0], "exec and the guest agent")
         return guests.vm_exec(self.core, target, argv, timeout)
@@ -277,6 +352,7 @@ class Service:
         return tree
 
     # -- network: switches, adapters, NAT (service/network.py) ------------------------------------
+    @audited("switch.new", lambda a: a["spec"].name)
     def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
         net = self.core.network
         return net.switch_info(net.switch_new(spec.name, spec.type.value, spec.uplink, spec.move_addresses))
@@ -287,14 +363,17 @@ class Service:
     def switch_show(self, name: str) -> SwitchDetail:
         return self.core.network.switch_show(name)
 
+    @audited("switch.set-ip")
     def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
         """The host's ADDR/PREFIX on an internal or external switch (replaces the one it had)."""
         net = self.core.network
         return net.switch_info(net.switch_set_ip(name, address))
 
+    @audited("switch.remove")
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
         return self.core.network.switch_remove(name, force=force)
 
+    @audited("adapter.add", "vm")
     def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
         net = self.core.network
         return net.adapter_info(net.adapter_add(vm, spec.switch, mac=spec.mac, name=spec.name))
@@ -302,16 +381,19 @@ class Service:
     def adapter_list(self, vm: str) -> list[AdapterInfo]:
         return self.core.network.adapter_list(vm)
 
+    @audited("adapter.set", _vm_and("name"))
     def adapter_set(self, vm: str, name: str | None, change: GuardChange) -> AdapterInfo:
         """MAC spoofing (R8) and the router/DHCP guards, applied at once (also while the VM runs)."""
         net = self.core.network
         return net.adapter_info(net.adapter_set(vm, name, mac_spoofing=change.mac_spoofing,
                                                 router_guard=change.router_guard, dhcp_guard=change.dhcp_guard))
 
+    @audited("adapter.remove", _vm_and("name"))
     def adapter_remove(self, vm: str, name: str) -> None:
         self.core.network.adapter_remove(vm, name)
 
     # NAT: this machine's (on an internal switch) or a libvirt NAT network on a libvirt host
+    @audited("nat.new", lambda a: a["spec"].name)
     def nat_new(self, spec: NatSpec) -> NatInfo:
         if (spec.switch is None) == (spec.host is None):
             raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
@@ -338,6 +420,7 @@ class Service:
         net.store.nat(name)  # an unknown name: NotFound, before any reconcile
         return next(n for n in net.nat_list() if n.name == name)
 
+    @audited("nat.remove")
     def nat_remove(self, name: str) -> None:
         if self.remote.owns_nat(name):
             self.remote.nats.remove(name)
@@ -345,6 +428,7 @@ class Service:
             self.core.network.nat_remove(name)
 
     # -- images -------------------------------------------------------------------------------
+    @audited("image.build", "image")
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
         from ..images import initramfs
 
@@ -373,13 +457,17 @@ class Service:
         return [self._image(image) for image in bootplan.IMAGES]
 
     # -- disk-image guests: service/diskvms.py, disks.py, checkpoints.py, ssh.py; images/store.py --
+    @audited("vm.new")
     def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
                      nested: bool = False, config_version: str | None = None) -> NewVM:
         from . import diskvms
 
+        if nested:
+            self._check_nesting(name, nesting_rule.Action.NEW)
         config, warnings = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
         return NewVM(self._vms.info(config), warnings)
 
+    @audited("vm.new", lambda a: a["spec"].name)
     def vm_new_request(self, spec: VMSpec, guest: GuestSpec) -> NewVM:
         """`vm new` from one request that may describe any kind of VM (the API's POST /vms): a
         disk-image guest when the image is a stored one or a guest flag is given, else vm_new."""
@@ -404,6 +492,7 @@ class Service:
 
         return debian.validate(request)
 
+    @audited("image.build", lambda a: a["request"].image_name)
     def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
         from ..images import debian
         from . import diskvms
@@ -413,6 +502,7 @@ class Service:
         debian.build_debian(self.core.home.images, request, progress, force=force, in_use=in_use)
         return self._stored(name)
 
+    @audited("image.import", lambda a: a["name"] or str(a["file"])[:200])
     def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
         from ..images import store
 
@@ -435,6 +525,7 @@ class Service:
         publish.remove_leftovers(store.store_dir(self.core.home.images))
         return [self._stored(image.name) for image in store.all_images(self.core.home.images)]
 
+    @audited("image.remove")
     def image_remove(self, name: str) -> None:
         from ..images import store
         from . import diskvms
@@ -442,6 +533,7 @@ class Service:
         store.validate_image_name(name)
         store.remove(self.core.home.images, name, diskvms.GuestRepo(self.core.conn).image_users(name))
 
+    @audited("vm.disk.add", _vm_and("name"))
     def vm_disk_add(self, vm: str, name: str, size: int) -> DiskInfo:
         from . import disks
 
@@ -452,16 +544,19 @@ class Service:
 
         return disks.listing(self.core, vm)
 
+    @audited("vm.disk.resize", _vm_and("name"))
     def vm_disk_resize(self, vm: str, name: str, size: int) -> DiskResize:
         from . import disks
 
         return disks.resize(self.core, vm, name, size)
 
+    @audited("vm.disk.remove", _vm_and("name"))
     def vm_disk_remove(self, vm: str, name: str) -> None:
         from . import disks
 
         disks.remove(self.core, vm, name)
 
+    @audited("vm.checkpoint.new", _vm_and("name"))
     def vm_checkpoint_new(self, vm: str, name: str) -> CheckpointResult:
         from . import checkpoints
 
@@ -472,6 +567,7 @@ class Service:
 
         return checkpoints.listing(self.core, vm)
 
+    @audited("vm.checkpoint.{action}", _vm_and("name"), refusals_only=True)
     def vm_checkpoint_check(self, vm: str, name: str, action: str) -> None:
         """Raise now what `vm_checkpoint_new` ('new') or `_apply` ('apply') would refuse (R12-R14,
         wrong state, unknown names): the API answers refusals before it starts an operation."""
@@ -479,11 +575,13 @@ class Service:
 
         checkpoints.check(self.core, vm, name, action)
 
+    @audited("vm.checkpoint.apply", _vm_and("name"))
     def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
         from . import checkpoints
 
         return checkpoints.apply(self.core, vm, name)
 
+    @audited("vm.checkpoint.remove", _vm_and("name"))
     def vm_checkpoint_remove(self, vm: str, name: str) -> None:
         from . import checkpoints
 
@@ -503,6 +601,7 @@ class Service:
         return VMAddress(vm=vm, address=t.address, how=t.how, user=t.user, key=str(t.key) if t.key else None,
                          netns=t.netns)
 
+    @audited("adapter.set-address", _vm_and("adapter"))
     def adapter_set_address(self, vm: str, adapter: str | None, ip: str | None, gateway: str | None,
                             dns: str | None, clear: bool = False) -> AddressResult:
         from . import diskvms

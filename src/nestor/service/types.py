@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 from ..model import VMState
 
 __all__ = [
-    "CheckResult", "ExecResult", "HostInfo", "HostReport", "HostTree", "ImageInfo", "MemoryChange", "MemoryOutcome",
-    "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult",
+    "AuditEntry", "CheckResult", "ExecResult", "HostInfo", "HostPolicy", "HostReport", "HostTree", "ImageInfo",
+    "MemoryChange", "MemoryOutcome", "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult",
     "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "from_json", "to_json",
 ]
 
@@ -321,3 +321,33 @@ class ImageInfo:
     built: bool
     path: str
 
+
+
+# -- host policy and the audit log -------------------------------------------------------------
+@dataclass(frozen=True)
+class HostPolicy:
+    """The host's policy (`nestor host set`): nesting allow | block."""
+
+    nesting: str  # allow | block
+    changed: float | None = None  # when it was last set (unix time); None: never set, the default
+    rule: str = "nesting-block"  # the rule id its refusals carry
+    nested_vms: list[str] = field(default_factory=list)  # VMs with nesting on (they cannot start while blocked)
+    running_nested: list[str] = field(default_factory=list)  # of those, the running ones (not stopped by a block)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One change of state: who (via, uid, token), what (operation, target), when, the result."""
+
+    id: int
+    time: float  # unix time
+    who: str  # in words: "uid 0 (root)", "token ci", "host (channel)"
+    via: str  # cli | unix | tcp | channel | api
+    uid: int | None
+    pid: int | None
+    token: str | None
+    operation: str  # e.g. vm.start, host.set-policy
+    target: str | None
+    result: str  # ok, or the error's kind (policy, not_found, ...)
+    rule: str | None = None
+    message: str | None = None

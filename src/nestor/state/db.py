@@ -141,6 +141,29 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL DEFAULT (julianday('now'))
     );
     """,
+    # Host policy and the audit log (state/hostpolicy.py, state/audit.py): the host's settings
+    # (nesting allow|block) as name/value rows; one audit row per change of state, who/what/result.
+    """
+    CREATE TABLE host_settings (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        changed REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        via TEXT NOT NULL,
+        uid INTEGER,
+        pid INTEGER,
+        token TEXT,
+        operation TEXT NOT NULL,
+        target TEXT,
+        result TEXT NOT NULL,
+        rule TEXT,
+        message TEXT
+    );
+    CREATE INDEX audit_time ON audit(time);
+    """,
 )
 
 
