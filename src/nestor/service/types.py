@@ -19,7 +19,8 @@ from ..model import VMState
 
 __all__ = [
     "AuditEntry", "CheckResult", "ExecResult", "HostInfo", "HostPolicy", "HostReport", "HostTree", "ImageInfo",
-    "MemoryChange", "MemoryOutcome", "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow", "StopResult",
+    "MemoryChange", "MemoryOutcome", "MemoryResult", "MoveResult", "NewVM", "ProcessorResult", "SaveResult", "StopHow",
+    "StopResult",
     "Tree", "TreeNode", "VMInfo", "VMSpec", "VMState", "from_json", "to_json",
 ]
 
