@@ -243,6 +243,16 @@ def register(app: FastAPI, documented: bool = False) -> None:
     def root() -> JSONResponse:
         return JSONResponse({"nestor": "v1", "openapi": "/v1/openapi.json"})
 
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus's text format"}})
+    def metrics(request: Request) -> Response:
+        """This host's VMs and every nested level's (labelled with their path), the host's nesting
+        policy, and the API operations' counts and durations (api/metrics.py)."""
+        from . import metrics as metrics_mod
+
+        body, content_type = metrics_mod.render(request.app.state.settings, request.app.state.runtime)
+        return Response(body, media_type=content_type)
+
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()

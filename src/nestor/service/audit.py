@@ -145,21 +145,25 @@ def _text(value: Any) -> str | None:
 
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
+_UNIX = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_since(text: str, now: float) -> float:
-    """`--since`: a duration back from now (30m, 2h, 7d, 1w) or an ISO 8601 time (UTC unless it
-    says otherwise): the unix time it names."""
+    """`--since`: a duration back from now (30m, 2h, 7d, 1w), an ISO 8601 time (UTC unless it
+    says otherwise) or a unix time (1800000000): the unix time it names."""
     text = text.strip()
     m = _DURATION.fullmatch(text)
     if m:
         return now - int(m[1]) * _UNIT[m[2]]
+    if _UNIX.fullmatch(text):
+        return float(text)
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"invalid --since {text[:40]!r}",
-                           hint="a duration (30m, 2h, 7d) or a time (2026-12-07T05:00:00, UTC unless it has an offset)") from None
+                           hint="a duration (30m, 2h, 7d), a time (2026-12-07T05:00:00, UTC unless it has an offset)"
+                                " or a unix time") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.UTC)
     return when.timestamp()
