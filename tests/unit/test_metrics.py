@@ -1,0 +1,64 @@
+"""GET /metrics in-process: Prometheus's text format, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from nestor.api import tokens
+from nestor.api.app import Settings, create_app
+
+
+def samples(text: str) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(sample)
+    return found
+
+
+def value(found: dict[str, list[Any]], name: str, **labels: str) -> float:
+    (match,) = [s for s in found[name] if all(s.labels.get(k) == v for k, v in labels.items())]
+    return float(match.value)
+
+
+def test_metrics_of_defined_vms_policy_and_operations(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    kernel = tmp_path / "vmlinux"
+    kernel.write_bytes(b"not really a kernel")
+    with TestClient(create_app(Settings(home))) as api:
+        for name, nested in (("web", False), ("l1", True)):
+            assert api.post("/v1/vms", json={"name": name, "memory": 256 << 20, "vcpus": 2, "kernel": str(kernel),
+                                             "nested": nested}).status_code == 201
+        api.patch("/v1/host/policy", json={"nesting": "block"})
+        op = api.post("/v1/images/nosuch/build").json()
+        api.get(op["url"], params={"wait": 30})
+        response = api.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert value(found, "nestor_vm_state", vm="web", level="1", state="off") == 1
+    assert value(found, "nestor_vm_state", vm="web", level="1", state="running") == 0
+    assert value(found, "nestor_vm_vcpus", vm="l1") == 2
+    assert value(found, "nestor_vm_memory_startup_bytes", vm="l1") == 256 << 20
+    assert value(found, "nestor_vm_nested", vm="l1") == 1 and value(found, "nestor_vm_nested", vm="web") == 0
+    assert value(found, "nestor_level_vms", host="/", level="0") == 2
+    assert value(found, "nestor_host_nesting_blocked") == 1
+    assert "nestor_vm_memory_assigned_bytes" not in found  # only running VMs have it
+    assert value(found, "nestor_operations_total", operation="image.build", status="failure") == 1
+    assert value(found, "nestor_operation_duration_seconds_count", operation="image.build") == 1
+    assert value(found, "nestor_operation_duration_seconds_bucket", operation="image.build", le="+Inf") == 1
+
+
+def test_metrics_need_the_token_over_tcp(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    token = tokens.new(home, "prom")
+    with TestClient(create_app(Settings(home, require_token=True))) as api:
+        refused = api.get("/metrics")
+        assert refused.status_code == 401 and refused.json()["error"]["kind"] == "unauthorized"
+        ok = api.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and "nestor_level_vms" in ok.text
