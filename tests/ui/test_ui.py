@@ -537,3 +537,22 @@ def test_r7_hold_shows_while_a_hypervisor_runs_inside(l1_home: Path, browser: An
         context.close()
         server.stop()
         in_l1(home, "nestor", "vm", "stop", "l2", "--turn-off")
+
+
+def test_audit_page_lists_changes_and_refusals(served: Served, api: httpx.Client, page: Any) -> None:
+    """The audit page: the API's changes (an accepted one, a refused one) as rows, newest first."""
+    assert api.patch("/v1/host/policy", json={"nesting": "block"}).status_code == 200
+    try:
+        refused = api.post("/v1/vms", json={"name": "audited", "nested": True, "memory": 256 << 20})
+        assert refused.status_code == 422 and refused.json()["error"]["rule"] == "nesting-block"
+        page.goto(f"{served.url}/ui/audit")
+        rows = page.locator("#audit tbody tr[data-audit]")
+        rows.first.wait_for()
+        first = rows.first.inner_text()
+        assert "vm.new" in first and "audited" in first and "policy" in first and "nesting-block" in first
+        assert page.locator("#audit tr[data-result='ok']", has_text="host.set-policy").count() >= 1
+        assert "Nesting policy: block" in page.locator("#policy").inner_text()
+        assert page.locator("nav a.active").inner_text() == "Audit"
+        shot(page, "audit")
+    finally:
+        api.patch("/v1/host/policy", json={"nesting": "allow"})

@@ -161,3 +161,13 @@ def test_operations_are_recorded_with_the_submitters_identity(home: Path) -> Non
         entries = tcp.get("/v1/audit", headers=auth).json()
     assert [(e["via"], e["token"], e["operation"], e["target"], e["result"]) for e in entries] == [
         ("tcp", "ops", "image.build", "nosuch", "invalid_input")]
+
+
+def test_ps_set_vmprocessor_is_refused_by_the_block_and_recorded(home: Path) -> None:
+    kernel = str(home.parent / "vmlinux")
+    assert cli(home, "vm", "new", "web", "--kernel", kernel, "--memory", "256M")[0] == 0
+    assert cli(home, "host", "set", "--nesting", "block")[0] == 0
+    code, _, err = cli(home, "ps", "-c", "Set-VMProcessor -VMName web -ExposeVirtualizationExtensions $true")
+    assert code == 5 and "policy blocks nesting" in err and "hint: nestor host set --nesting allow" in err
+    last = audit_of(home)[-1]
+    assert (last["via"], last["operation"], last["target"], last["result"]) == ("cli", "vm.set-processor", "web", "policy")

@@ -36,7 +36,8 @@ HERE = Path(__file__).parent
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 PAGES = [("overview", "Overview", f"{PREFIX}/"), ("vms", "VMs", f"{PREFIX}/vms"), ("new", "Create VM", f"{PREFIX}/vms/new"),
-         ("networks", "Networks", f"{PREFIX}/networks"), ("images", "Images", f"{PREFIX}/images")]
+         ("networks", "Networks", f"{PREFIX}/networks"), ("images", "Images", f"{PREFIX}/images"),
+         ("audit", "Audit", f"{PREFIX}/audit")]
 
 
 def serves(path: str) -> bool:
@@ -106,6 +107,11 @@ def networks(request: Request) -> HTMLResponse:
 @router.get("/images", response_class=HTMLResponse)
 def images(request: Request) -> HTMLResponse:
     return _page(request, "images.html", "images")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit(request: Request) -> HTMLResponse:
+    return _page(request, "audit.html", "audit")
 
 
 def _safe_next(target: str | None) -> str:

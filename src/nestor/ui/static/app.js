@@ -313,6 +313,29 @@ pages.networks = () => {
   setInterval(load, 5000);
 };
 
+pages.audit = () => {
+  const tbody = document.querySelector("#audit tbody");
+  const since = document.getElementById("since");
+  const policy = document.getElementById("policy");
+  const load = async () => {
+    try {
+      const query = since.value ? `?since=${encodeURIComponent(since.value)}` : "";
+      const [entries, host] = await Promise.all([api("GET", `/audit${query}`), api("GET", "/host/policy")]);
+      policy.textContent = host.nesting === "block"
+        ? `Nesting policy: block (rule ${host.rule}): no VM may turn nesting on or start with it.`
+        : "Nesting policy: allow.";
+      fill(tbody, entries.slice().reverse().map((e) => el("tr", { "data-audit": e.id, "data-result": e.result },
+        el("td", {}, new Date(e.time * 1000).toISOString().slice(0, 19).replace("T", " ")),
+        el("td", {}, e.who), el("td", {}, e.via), el("td", {}, el("code", {}, e.operation)), el("td", {}, e.target || "–"),
+        el("td", {}, el("span", { class: e.result === "ok" ? "badge on" : "badge warn" }, e.result)),
+        el("td", {}, e.rule || "–"), el("td", { class: "muted" }, e.message || ""))), 8, "No changes recorded in this time.");
+    } catch (err) { showError(err); }
+  };
+  since.addEventListener("change", load);
+  load();
+  setInterval(load, 5000);
+};
+
 pages.images = () => {
   const tbody = document.querySelector("#images tbody");
   const builds = document.getElementById("builds");
