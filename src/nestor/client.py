@@ -224,6 +224,18 @@ class Client:
 
         return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, params={"timeout": timeout}))
 
+    def host_check_tree(self, path: str = "", timeout: float = 30.0) -> dict[str, Any]:
+        from .service.report import check_tree_from_json
+
+        return check_tree_from_json(self._request("GET", "/host/check-tree", timeout=timeout + 15,
+                                                  params={"path": path or None, "timeout": timeout}))
+
+    def bugreport(self, path: str = "", timeout: float = 30.0) -> dict[str, Any]:
+        from .service.report import bugreport_from_json
+
+        return bugreport_from_json(self._request("GET", "/host/bugreport", timeout=timeout + 15,
+                                                 params={"path": path or None, "timeout": timeout}))
+
     def image_list(self) -> list[ImageInfo]:
         return [from_json(ImageInfo, v) for v in self._request("GET", "/images")]
 

@@ -123,3 +123,24 @@ def test_quickstart_end_to_end(nested_store: Path, tmp_path: Path) -> None:
     finally:
         nestor(home, "quickstart", "--teardown", check=False)
         reap_home(home)  # the home's on-demand daemon (started with l1) would only end after a minute idle
+
+
+def test_host_check_tree_and_bugreport_reach_l1(l1_home: Path, tmp_path: Path) -> None:
+    """L0 asks the nestor inside l1 for its own checks and bug report, through its API channel."""
+    import tarfile
+
+    tree = json.loads(nestor(l1_home, "host", "check", "--tree", "-o", "json").stdout)
+    inside = tree["below"]["l1"]
+    assert inside["facts"]["level"] == tree["facts"]["level"] + 1
+    assert {c["name"] for c in inside["checks"]} >= {"accelerator", "nested virtualization"}
+    text = nestor(l1_home, "host", "check", "--tree").stdout
+    assert "L0 (" in text and "\n  l1 (" in text
+
+    archive = tmp_path / "report.tar.gz"
+    out = json.loads(nestor(l1_home, "bugreport", "--file", str(archive), "-o", "json").stdout)
+    assert out["levels"] == ["L0", "L0/l1"]
+    with tarfile.open(archive) as tar:
+        names = {m.name.split("/", 1)[1] for m in tar.getmembers()}
+    assert {"L0/vms/l1/argv.txt", "L0/vms/l1/inside/versions.txt", "L0/vms/l1/inside/kvm-parameters.txt"} <= names
+    only_l1 = json.loads(nestor(l1_home, "bugreport", "l1", "--file", str(tmp_path / "l1.tar.gz"), "-o", "json").stdout)
+    assert only_l1["levels"] == ["l1"]

@@ -233,6 +233,24 @@ def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
         return _json(s.audit_list(since, limit))
 
 
+_REPORT_QUERY = {"path": (str | None, Query(None)), "timeout": (float, Query(30.0, gt=0, le=86400))}
+
+
+@table.get("/host/check-tree", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
+def host_check_tree(ctx: Ctx, path: str | None = None, timeout: float = 30.0) -> Answer:
+    """`host check` of this level and of every level below (below `path`, a VM path, if given)."""
+    with ctx.settings.service() as s:
+        return _json(s.host_check_tree(path or "", timeout=timeout))
+
+
+@table.get("/host/bugreport", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
+def bugreport(ctx: Ctx, path: str | None = None, timeout: float = 30.0) -> Answer:
+    """Versions, host check, CPU flags, kvm parameters, kernel log and VM logs of every level
+    below (no tokens, keys or cloud-init user data)."""
+    with ctx.settings.service() as s:
+        return _json(s.bugreport(path or "", timeout=timeout))
+
+
 # -- libvirt hosts (issue 12) ---------------------------------------------------------------------
 @table.get("/hosts", responses=_doc(list[HostInfo]))
 def host_list(ctx: Ctx) -> Answer:

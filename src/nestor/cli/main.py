@@ -30,9 +30,10 @@ COMMANDS = {
     "remote": "remote:remote",
     "ps": "ps:ps",
     "audit": "audit:audit",
+    "bugreport": "bugreport:bugreport",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
-LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps"}
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "bugreport"}
 
 
 class LazyGroup(click.Group):

@@ -351,6 +351,41 @@ class Service:
             tree.hosts = self.remote.tree(timeout)
         return tree
 
+    # -- reports across levels (service/report.py) ----------------------------------------------
+    def host_check_tree(self, path: str = "", timeout: float = guests.TREE_TIMEOUT) -> dict[str, Any]:
+        """`host check` of this level and of every level below (below PATH, if given)."""
+        from . import report
+
+        guests.check_timeout(timeout)
+        if path:
+            first, rest = self._below(path)
+            with self._level(first, timeout) as inner:
+                below: dict[str, Any] = inner.host_check_tree("/".join(rest), timeout=max(timeout - 5, 2))
+                return below
+        return report.check_tree(self.core, timeout, self.host_check)
+
+    def bugreport(self, path: str = "", timeout: float = guests.TREE_TIMEOUT) -> dict[str, Any]:
+        """The bug report of this level and of every level below (below PATH, if given)."""
+        from . import report
+
+        guests.check_timeout(timeout)
+        if path:
+            first, rest = self._below(path)
+            with self._level(first, timeout) as inner:
+                data: dict[str, Any] = inner.bugreport("/".join(rest), timeout=max(timeout - 5, 2))
+                return data
+        return report.bugreport(self.core, timeout, self.host_check)
+
+    def _below(self, path: str) -> tuple[str, list[str]]:
+        first, *rest = guests.split_target(path)
+        self._local_only(first, "reports through the API channel")
+        return first, rest
+
+    def _level(self, name: str, timeout: float) -> Any:
+        from . import channel
+
+        return channel.client(self.core, name, timeout)
+
     # -- network: switches, adapters, NAT (service/network.py) ------------------------------------
     @audited("switch.new", lambda a: a["spec"].name)
     def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
