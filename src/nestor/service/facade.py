@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from .. import bootplan
 from ..errors import Conflict, InvalidInput, NestorError, StateError
@@ -53,18 +54,20 @@ from .types import (
     MoveResult,
     NewVM,
     ProcessorResult,
+    Progress,
     SaveResult,
     StopResult,
     Tree,
     VMInfo,
     VMSpec,
+    no_progress,
 )
 from .vms import VMs
 
 if TYPE_CHECKING:
+    from ..client import Client
     from ..images.debian import DebianRequest
 
-Progress = Callable[[str], None]
 LOG_CHUNK = 65536
 LOG_POLL = 0.1
 
@@ -79,6 +82,24 @@ class Service:
     @property
     def home(self) -> Path:
         return self.core.home.root
+
+    # -- the handle (nestor.hypervisor.Hypervisor) ------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.core.conn.close()
+
+    def guest(self, name: str) -> Client:
+        """The nestor inside running VM `name` (a nested-host guest): a Client over its channel,
+        which holds the channel until closed."""
+        from . import channel
+
+        self._local_only(name, "the nestor API channel")
+        return channel.open_client(self.core, validate_name(name), channel.GUEST_TIMEOUT)
 
     # -- host ---------------------------------------------------------------------------------
     @staticmethod
@@ -151,7 +172,7 @@ class Service:
         self._local_only(name, "configuration versions")
         return self._vms.upgrade(name)
 
-    def vm_move(self, name: str, host: str, progress: Progress = lambda line: None) -> MoveResult:
+    def vm_move(self, name: str, host: str, progress: Progress = no_progress) -> MoveResult:
         """Live migration to another libvirt host (issue 12); refused while a hypervisor runs inside."""
         if not self.remote.owns(name):
             self._vms.show(validate_name(name))  # an unknown name: NotFound

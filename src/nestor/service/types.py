@@ -321,3 +321,11 @@ class ImageInfo:
     built: bool
     path: str
 
+
+
+Progress = typing.Callable[[str], None]  # a long use case's progress lines (image builds, moves)
+
+
+def no_progress(line: str) -> None:
+    """The default Progress: lines go nowhere (the same object on every Hypervisor, so their
+    signatures compare equal)."""
