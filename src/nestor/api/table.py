@@ -383,8 +383,12 @@ def _match(table: Table, method: str, path: str) -> tuple[Route, dict[str, str]]
 
 def dispatch(table: Table, ctx: Ctx, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer | None:
     """The answer to one request, or None when FastAPI must answer it (see the module's doc)."""
+    raw_path, _, raw_query = target.partition("?")
+    from . import forward
+
+    if forward.wanted(urllib.parse.unquote(raw_path), raw_query):  # a level below answers (api/forward.py)
+        return forward.forward(ctx.settings, method, urllib.parse.unquote(raw_path), raw_query, headers, body)
     try:
-        raw_path, _, raw_query = target.partition("?")
         route, params = _match(table, method.lower(), urllib.parse.unquote(raw_path))
         lowered = {k.lower(): v for k, v in headers.items()}
         query = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
