@@ -12,7 +12,9 @@
         ...
 
 Results are the service's own types (nestor.service.types), errors the same NestorError classes
-the service raises (with kind, rule, hint), so code written against the facade reads the same.
+the service raises (with kind, rule, hint), and the signatures the Service's: a Client is a
+nestor.hypervisor.Hypervisor (tests/unit/test_hypervisor_parity.py). `api.guest("l1")` is the
+nestor inside VM l1 (its requests carry `at=l1`, which the daemon forwards through l1's channel).
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 
-from .errors import EngineError, NestorError
+from .errors import EngineError, InvalidInput, NestorError
 from .service.guest_types import (
     CheckpointInfo,
     CheckpointResult,
@@ -37,7 +39,17 @@ from .service.guest_types import (
     StoredImageInfo,
     VMAddress,
 )
-from .service.net_types import AdapterInfo, GuardChange, NatInfo, SwitchDetail, SwitchInfo, SwitchRemoval, SwitchType
+from .service.net_types import (
+    AdapterInfo,
+    AdapterSpec,
+    GuardChange,
+    NatInfo,
+    NatSpec,
+    SwitchDetail,
+    SwitchInfo,
+    SwitchRemoval,
+    SwitchSpec,
+)
 from .service.types import (
     AuditEntry,
     ExecResult,
@@ -50,33 +62,49 @@ from .service.types import (
     MoveResult,
     NewVM,
     ProcessorResult,
+    Progress,
     SaveResult,
     StopResult,
     Tree,
     VMInfo,
     VMSpec,
     from_json,
+    no_progress,
     to_json,
 )
+
+if TYPE_CHECKING:
+    from .images.debian import DebianRequest
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
 OPERATION_POLL = 30.0  # seconds one long-poll of an operation waits
+LEVEL_POLL = 2.0  # the same for a level below: a long poll would hold that level's channel
+OPERATION_TIMEOUT = 3600.0  # how long a long use case (start, stop, build) may take
+EXEC_TIMEOUT = 120.0
+TREE_TIMEOUT = 30.0
 
 
 class Client:
     def __init__(self, base_url: str = "http://nestor", *, socket: Path | str | None = None, token: str | None = None,
                  verify: str | Path | bool | ssl.SSLContext = True, transport: httpx.BaseTransport | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        """`verify`: True (the system's CAs), a CA file (the daemon's HOME/tls/ca.crt), or an SSLContext."""
+                 timeout: float = DEFAULT_TIMEOUT, at: str = "", operation_timeout: float = OPERATION_TIMEOUT,
+                 http: httpx.Client | None = None) -> None:
+        """`verify`: True (the system's CAs), a CA file (the daemon's HOME/tls/ca.crt), or an SSLContext.
+        `at`: the level below that API's own (a VM path, 'l1/l2'), which every request names.
+        `http`: another Client's connection (guest()), which this one does not close."""
         if transport is None and socket is not None:
             transport = httpx.HTTPTransport(uds=str(socket))
         if isinstance(verify, str | Path):
             verify = ssl.create_default_context(cafile=str(verify))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
-        self._http = httpx.Client(base_url=base_url, transport=transport, headers=headers, verify=verify,
-                                  timeout=timeout)
+        self.operation_timeout = operation_timeout
+        self.at = at
+        self._owns_http = http is None
+        self._http = http or httpx.Client(base_url=base_url, transport=transport, headers=headers, verify=verify,
+                                          timeout=timeout)
+        self._also: list[Any] = []  # what close() closes too (at(): the levels above this one)
 
     @classmethod
     def local(cls, home: Path | None = None, timeout: float = DEFAULT_TIMEOUT) -> Client:
@@ -92,15 +120,44 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
+        also, self._also = self._also, []
+        for level in reversed(also):
+            level.close()
+
+    def close_also(self, levels: list[Any]) -> None:
+        """Closing this Client closes `levels` too (nestor.hypervisor.at: the chain it opened)."""
+        self._also.extend(levels)
+
+    def guest(self, name: str) -> Client:
+        """The nestor inside running VM `name` of this API's level: the same connection, with `at`
+        one level deeper (the daemon forwards the requests through the VM's channel)."""
+        from .model import validate_name
+
+        validate_name(name)
+        return Client(timeout=self.timeout, at=f"{self.at}/{name}" if self.at else name,
+                      operation_timeout=self.operation_timeout, http=self._http)
+
+    def forward(self, method: str, path: str, query: str, headers: dict[str, str],
+                body: bytes, timeout: float | None = None) -> httpx.Response:
+        """One request passed on as it is (the API's forwarding layer, api/forward.py): `path`
+        under the server's root, `query` its query string; the answer as it came."""
+        try:
+            return self._http.request(method, path, params=httpx.QueryParams(query), headers=headers, content=body,
+                                      timeout=timeout or self.timeout)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
 
     # -- plumbing -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                  params: dict[str, Any] | None = None) -> Any:
         """One request; `timeout` is the HTTP client's, `params` the query (None values left out)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        if self.at:
+            query["at"] = self.at
         try:
-            response = self._http.request(method, f"/v1{path}", json=body,
-                                          params={k: v for k, v in (params or {}).items() if v is not None},
+            response = self._http.request(method, f"/v1{path}", json=body, params=query,
                                           timeout=timeout or self.timeout)
         except httpx.HTTPError as exc:
             raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
@@ -112,15 +169,22 @@ class Client:
             return response.json()
         return response.content
 
-    def _operation(self, op: dict[str, Any], timeout: float | None) -> Any:
-        """Follow an operation (202) to its end; its result, or its error raised."""
-        deadline = time.monotonic() + (timeout or 3600.0)
-        while op["status"] in ("pending", "running"):
+    def _operation(self, op: dict[str, Any], timeout: float | None = None, progress: Progress = no_progress) -> Any:
+        """Follow an operation (202) to its end, its progress lines to `progress`; its result, or its error raised."""
+        deadline = time.monotonic() + (timeout or self.operation_timeout)
+        seen = 0
+        while True:
+            lines = op.get("progress") or []
+            for line in lines[seen:]:
+                progress(str(line))
+            seen = max(seen, len(lines))
+            if op["status"] not in ("pending", "running"):
+                break
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineError(f"operation {op['id']} ({op['description']}) did not end in time",
                                   hint=f"GET {op['url']}")
-            wait = min(left, OPERATION_POLL)
+            wait = min(left, LEVEL_POLL if self.at else OPERATION_POLL)
             op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, params={"wait": round(wait, 1)})
         if op["status"] != "success":
             raise NestorError.from_json(op.get("error") or {"message": f"operation {op['status']}"})
@@ -160,8 +224,27 @@ class Client:
         body["switches"] = list(spec.switches)
         return from_json(NewVM, self._request("POST", "/vms", body))
 
-    def vm_move(self, name: str, host: str, timeout: float | None = None) -> MoveResult:
-        return from_json(MoveResult, self._operation(self._request("POST", f"/vms/{name}/move", {"host": host}), timeout))
+    def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
+                     nested: bool = False, config_version: str | None = None) -> NewVM:
+        """A disk-image VM (files named in `guest` are on the server's host)."""
+        return self.vm_new_request(VMSpec(name, vcpus=vcpus, memory=memory, nested=nested, image=guest.image,
+                                          config_version=config_version, switches=tuple(guest.switches)), guest)
+
+    def vm_new_request(self, spec: VMSpec, guest: GuestSpec) -> NewVM:
+        """`vm new` of any kind (POST /vms): the spec's fields and the guest's, in one body (the
+        spec's image and switches, as the service takes them)."""
+        body = to_json(spec)
+        body["switches"] = list(spec.switches)
+        body.update({"generation": guest.generation, "secure_boot": guest.secure_boot, "disk_size": guest.disk_size,
+                     "user": guest.user, "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname})
+        for key in ("iso", "ssh_key", "cloud_init"):
+            value = getattr(guest, key)
+            body[key] = str(value) if value is not None else None
+        return from_json(NewVM, self._request("POST", "/vms", body))
+
+    def vm_move(self, name: str, host: str, progress: Progress = no_progress) -> MoveResult:
+        op = self._request("POST", f"/vms/{name}/move", {"host": host})
+        return from_json(MoveResult, self._operation(op, progress=progress))
 
     def host_add(self, name: str, uri: str) -> HostInfo:
         return from_json(HostInfo, self._request("POST", "/hosts", {"name": name, "uri": uri}))
@@ -175,8 +258,8 @@ class Client:
     def host_remove(self, name: str) -> None:
         self._request("DELETE", f"/hosts/{name}")
 
-    def vm_start(self, name: str, timeout: float | None = None) -> VMInfo:
-        return self.vm_started(self.vm_start_submit(name), timeout)
+    def vm_start(self, name: str) -> VMInfo:
+        return self.vm_started(self.vm_start_submit(name))
 
     def vm_start_submit(self, name: str) -> dict[str, Any]:
         """Start `name` without waiting for it: the operation (202), for `vm_started`. Other requests
@@ -193,7 +276,7 @@ class Client:
         return from_json(StopResult, self._operation(op, timeout + 60))
 
     def vm_save(self, name: str) -> SaveResult:
-        return from_json(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save"), None))
+        return from_json(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save")))
 
     def vm_remove(self, name: str, force: bool = False) -> None:
         self._request("DELETE", f"/vms/{name}", params={"force": "true" if force else None})
@@ -208,18 +291,25 @@ class Client:
     def vm_upgrade(self, name: str) -> VMInfo:
         return from_json(VMInfo, self._request("POST", f"/vms/{name}/upgrade"))
 
-    def vm_exec(self, target: str, argv: list[str], timeout: float = 120.0) -> ExecResult:
+    def vm_exec(self, target: str, argv: list[str], timeout: float = EXEC_TIMEOUT) -> ExecResult:
         data = self._request("POST", f"/vms/{target}/exec", {"argv": argv, "timeout": timeout}, timeout=timeout + 15)
         return from_json(ExecResult, data)
 
-    def vm_log(self, name: str, until: str | None = None, timeout: float | None = None,
-               tail: int | None = None) -> bytes:
+    def vm_log(self, name: str, follow: bool = False, until: str | None = None, timeout: float | None = None,
+               tail: int | None = None) -> Iterator[bytes]:
+        """The serial console's output (the last `tail` bytes); with `until`, what came until that
+        text appeared (or `timeout` passed). One answer: following without `until` is the
+        console's own (the websocket, /v1/vms/NAME/console)."""
+        if follow and until is None:
+            raise InvalidInput("following a console log over the API needs --until TEXT",
+                               hint="nestor vm log NAME --until TEXT, or the console (nestor vm console NAME)")
         wait = (timeout or 0) + 15 if until else None
         data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait,
                                     params={"until": until, "tail": tail, "timeout": timeout or None})
-        return data or b""
+        if data:
+            yield data
 
-    def tree(self, timeout: float = 30.0) -> Tree:
+    def tree(self, timeout: float = TREE_TIMEOUT) -> Tree:
         from .service.guests import tree_from_json
 
         return tree_from_json(self._request("GET", "/tree", timeout=timeout + 15, params={"timeout": timeout}))
@@ -239,21 +329,21 @@ class Client:
     def image_list(self) -> list[ImageInfo]:
         return [from_json(ImageInfo, v) for v in self._request("GET", "/images")]
 
-    def image_build(self, name: str, force: bool = False, timeout: float | None = None) -> ImageInfo:
-        return from_json(ImageInfo, self._operation(self._request("POST", f"/images/{name}/build", {"force": force}),
-                                                    timeout))
+    def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
+        op = self._request("POST", f"/images/{image}/build", {"force": force})
+        return from_json(ImageInfo, self._operation(op, progress=progress))
 
-    def image_build_debian(self, release: str | None = None, packages: list[str] | None = None,
-                           size: int | None = None, name: str | None = None, force: bool = False,
-                           timeout: float | None = None) -> StoredImageInfo:
+    def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
         """`image build debian`: a bootable disk image from Debian packages (an operation)."""
-        body = {"force": force, "release": release, "packages": packages or [], "size": size, "image_name": name}
-        return from_json(StoredImageInfo, self._operation(self._request("POST", "/images/debian/build", body), timeout))
+        body = {"force": force, "release": request.release, "packages": list(request.packages), "size": request.size,
+                "image_name": request.name}
+        op = self._request("POST", "/images/debian/build", body)
+        return from_json(StoredImageInfo, self._operation(op, progress=progress))
 
-    def image_import(self, path: Path | str, name: str | None = None, timeout: float | None = None) -> StoredImageInfo:
+    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
         """Import a qcow2 or raw file of the server's host (an operation; qemu-img's checks apply)."""
-        op = self._request("POST", "/images/store", {"path": str(path), "name": name})
-        return from_json(StoredImageInfo, self._operation(op, timeout))
+        op = self._request("POST", "/images/store", {"path": str(file), "name": name})
+        return from_json(StoredImageInfo, self._operation(op, progress=progress))
 
     def image_store_list(self) -> list[StoredImageInfo]:
         return [from_json(StoredImageInfo, v) for v in self._request("GET", "/images/store")]
@@ -262,19 +352,6 @@ class Client:
         self._request("DELETE", f"/images/store/{name}")
 
     # -- disk-image VMs -----------------------------------------------------------------------
-    def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
-                     nested: bool = False, config_version: str | None = None) -> NewVM:
-        """A disk-image VM (files named in `guest` are on the server's host)."""
-        body: dict[str, Any] = {"name": name, "vcpus": vcpus, "memory": memory, "nested": nested,
-                                "config_version": config_version, "image": guest.image,
-                                "switches": list(guest.switches), "generation": guest.generation,
-                                "secure_boot": guest.secure_boot, "disk_size": guest.disk_size, "user": guest.user,
-                                "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname}
-        for key in ("iso", "ssh_key", "cloud_init"):
-            value = getattr(guest, key)
-            body[key] = str(value) if value is not None else None
-        return from_json(NewVM, self._request("POST", "/vms", body))
-
     def vm_disk_list(self, vm: str) -> list[DiskInfo]:
         return [from_json(DiskInfo, d) for d in self._request("GET", f"/vms/{vm}/disks")]
 
@@ -290,13 +367,13 @@ class Client:
     def vm_checkpoint_list(self, vm: str) -> list[CheckpointInfo]:
         return [from_json(CheckpointInfo, c) for c in self._request("GET", f"/vms/{vm}/checkpoints")]
 
-    def vm_checkpoint_new(self, vm: str, name: str, timeout: float | None = None) -> CheckpointResult:
+    def vm_checkpoint_new(self, vm: str, name: str) -> CheckpointResult:
         op = self._request("POST", f"/vms/{vm}/checkpoints", {"name": name})
-        return from_json(CheckpointResult, self._operation(op, timeout))
+        return from_json(CheckpointResult, self._operation(op))
 
-    def vm_checkpoint_apply(self, vm: str, name: str, timeout: float | None = None) -> CheckpointResult:
+    def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
         op = self._request("POST", f"/vms/{vm}/checkpoints/{name}/apply")
-        return from_json(CheckpointResult, self._operation(op, timeout))
+        return from_json(CheckpointResult, self._operation(op))
 
     def vm_checkpoint_remove(self, vm: str, name: str) -> None:
         self._request("DELETE", f"/vms/{vm}/checkpoints/{name}")
@@ -306,9 +383,8 @@ class Client:
         return from_json(VMAddress, self._request("GET", f"/vms/{vm}/address"))
 
     # -- network ------------------------------------------------------------------------------
-    def switch_new(self, name: str, type_: str | SwitchType, uplink: str | None = None,
-                   move_addresses: bool = False) -> SwitchInfo:
-        body = {"name": name, "type": str(type_), "uplink": uplink, "move_addresses": move_addresses}
+    def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
+        body = {"name": spec.name, "type": spec.type.value, "uplink": spec.uplink, "move_addresses": spec.move_addresses}
         return from_json(SwitchInfo, self._request("POST", "/switches", body))
 
     def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
@@ -323,24 +399,30 @@ class Client:
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
         return from_json(SwitchRemoval, self._request("DELETE", f"/switches/{name}", params={"force": force}))
 
-    def adapter_add(self, vm: str, switch: str, mac: str | None = None, name: str | None = None) -> AdapterInfo:
-        body = {"switch": switch, "mac": mac, "name": name}
+    def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
+        body = {"switch": spec.switch, "mac": spec.mac, "name": spec.name}
         return from_json(AdapterInfo, self._request("POST", f"/vms/{vm}/adapters", body))
 
     def adapter_list(self, vm: str) -> list[AdapterInfo]:
         return [from_json(AdapterInfo, v) for v in self._request("GET", f"/vms/{vm}/adapters")]
 
-    def adapter_set(self, vm: str, name: str, change: GuardChange) -> AdapterInfo:
+    def adapter_set(self, vm: str, name: str | None, change: GuardChange) -> AdapterInfo:
+        """`name` None: the VM's one adapter (as the service picks it)."""
         body = {k: v for k, v in to_json(change).items() if v is not None}
+        if name is None:
+            adapters = self.adapter_list(vm)
+            if len(adapters) != 1:
+                which = "no network adapter" if not adapters else f"{len(adapters)} adapters: say which with --name"
+                raise InvalidInput(f"vm '{vm}' has {which}", hint="adapters: " + ", ".join(a.name for a in adapters))
+            name = adapters[0].name
         return from_json(AdapterInfo, self._request("PATCH", f"/vms/{vm}/adapters/{name}", body))
 
     def adapter_remove(self, vm: str, name: str) -> None:
         self._request("DELETE", f"/vms/{vm}/adapters/{name}")
 
-    def nat_new(self, name: str, switch: str | None, prefix: str, dhcp: bool = False,
-                host: str | None = None) -> NatInfo:
-        """On this machine's internal `switch`, or (with `host`, switch None) a libvirt NAT network there."""
-        body = {"name": name, "switch": switch, "host": host, "prefix": prefix, "dhcp": dhcp}
+    def nat_new(self, spec: NatSpec) -> NatInfo:
+        """On this machine's internal switch, or (with a host, switch None) a libvirt NAT network there."""
+        body = {"name": spec.name, "switch": spec.switch, "host": spec.host, "prefix": spec.prefix, "dhcp": spec.dhcp}
         return from_json(NatInfo, self._request("POST", "/nats", body))
 
     def nat_list(self) -> list[NatInfo]:
@@ -363,7 +445,9 @@ class Client:
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """The event stream (lifecycle, operations, balancer decisions), one dict per event."""
-        with self._http.stream("GET", "/v1/events", timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
+        params = {"at": self.at} if self.at else None
+        with self._http.stream("GET", "/v1/events", params=params,
+                               timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)

@@ -20,7 +20,7 @@ from .images.contract import APPLIANCE_BOOT_LINE as L2_BOOT_LINE
 from .images.contract import cmdline_params
 from .net.host import NETNS_DIR
 from .net.run import run
-from .service import Service, SwitchSpec, SwitchType, VMSpec, guests
+from .service import NatSpec, Service, SwitchSpec, SwitchType, VMSpec, guests
 from .service.channel import client as l1_api
 from .service.channel import wait_ready
 from .service.types import to_json
@@ -126,7 +126,7 @@ class Quickstart:
             # l2's QEMU starts in l1 (a process on l1's other vCPU) while l1's nestor builds the
             # NAT: l2 needs only the switch to start, and the NAT's DHCP only when its kernel is up.
             with self.step("l2 start begun (l1's API)"):
-                l1.switch_new(NAT_SWITCH, "internal")
+                l1.switch_new(SwitchSpec(NAT_SWITCH, SwitchType.INTERNAL))
                 with guests.agent(service.core, L1, timeout=30) as agent:
                     agent.write_file(L2_SCRIPT, L2_PING.encode())
                 l1.vm_new(VMSpec(L2, memory=L2_MEMORY, switches=(NAT_SWITCH,), append="nestor.dhcp=1",
@@ -134,19 +134,19 @@ class Quickstart:
                 starting = l1.vm_start_submit(L2)
             with self.step("l1 NAT network, while l2 starts (l1's API)"):
                 l1.switch_set_ip(NAT_SWITCH, NAT_GATEWAY)
-                l1.nat_new(NAT_SWITCH, NAT_SWITCH, NAT_PREFIX, dhcp=True)
+                l1.nat_new(NatSpec(NAT_SWITCH, NAT_SWITCH, NAT_PREFIX, dhcp=True))
             with self.step("l2 started (l1's API)"):
                 l1.vm_started(starting, timeout=L2_BOOT_TIMEOUT)
             with self.step("l2 boot"):
-                l1.vm_log(L2, until=L2_BOOT_LINE, timeout=L2_BOOT_TIMEOUT)
+                b"".join(l1.vm_log(L2, until=L2_BOOT_LINE, timeout=L2_BOOT_TIMEOUT))
             self.result.facts["hypervisor running in l1 with l2"] = service.vm_show(L1).hypervisor_running
             with self.step("l2 pings l0 through l1's NAT"):
-                log = l1.vm_log(L2, until="l2-ping: ", timeout=60).decode(errors="replace")
+                log = b"".join(l1.vm_log(L2, until="l2-ping: ", timeout=60)).decode(errors="replace")
                 ends = time.monotonic() + 10
                 # the marker may come in before its word (the console is read as it arrives): its line's end
                 while "\n" not in log.rpartition("l2-ping: ")[2] and time.monotonic() < ends:
                     time.sleep(0.2)
-                    log = l1.vm_log(L2, tail=4096).decode(errors="replace")
+                    log = b"".join(l1.vm_log(L2, tail=4096)).decode(errors="replace")
                 words = log.rpartition("l2-ping: ")[2].split() if "l2-ping: " in log else []
                 result = words[0] if words else "missing"
                 self.result.facts["l2 reached l0 through NAT"] = result == "ok"

@@ -105,9 +105,9 @@ def test_vm_lifecycle_through_the_api(api: tuple[Daemon, Client, httpx.Client]) 
         info = client.vm_show("web")
         assert info.state is VMState.RUNNING and info.accelerator in ("tcg", "kvm") and info.pid == ended["result"]["pid"]
         # the appliance has no guest agent: its serial console shows it booted
-        log = client.vm_log("web", until=BOOT_LINE, timeout=120)
+        log = b"".join(client.vm_log("web", until=BOOT_LINE, timeout=120))
         assert BOOT_LINE.encode() in log
-        assert BOOT_LINE.encode() in client.vm_log("web", tail=1 << 20)
+        assert BOOT_LINE.encode() in b"".join(client.vm_log("web", tail=1 << 20))
 
         # R2: nesting cannot change while the VM runs; the refusal names its rule (422)
         with pytest.raises(PolicyError) as refused:

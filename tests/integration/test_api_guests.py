@@ -26,7 +26,9 @@ import pytest
 from nestor.client import Client
 from nestor.errors import InvalidInput, PolicyError, StateError
 from nestor.net import dnsmasq
+from nestor.service import NatSpec, SwitchSpec, SwitchType
 from nestor.service.guest_types import GuestSpec
+from nestor.service.types import no_progress
 from tests.helpers import Daemon, guest_home, reap_home
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(2400)]
@@ -115,7 +117,7 @@ def test_image_import_and_the_debian_build_operation(api: Api, tmp_path: Path) -
     assert op["result"]["virtual_size"] == 32 * MiB and op["result"]["used_by"] == []
     assert {i.name for i in api.client.image_store_list()} >= {"small", IMAGE}
     # The same through the typed client; then removed.
-    stored = api.client.image_import(raw_file, name="small2")
+    stored = api.client.image_import(raw_file, "small2", no_progress)
     assert (stored.name, stored.virtual_size) == ("small2", 32 * MiB)
     api.client.image_remove("small2")
     assert "small2" not in {i.name for i in api.client.image_store_list()}
@@ -126,7 +128,7 @@ def test_image_import_and_the_debian_build_operation(api: Api, tmp_path: Path) -
     assert op["status"] == "failure" and op["error"]["kind"] == "invalid_input", op
     assert "backing" in op["error"]["message"], op["error"]
     with pytest.raises(InvalidInput):
-        api.client.image_import(backed, name="backed")
+        api.client.image_import(backed, "backed", no_progress)
     assert "backed" not in {i.name for i in api.client.image_store_list()}
     # Bad input answers at once: 400 with the envelope, and no operation.
     envelope(api.raw.post("/v1/images/store", json={"path": "relative.raw"}), 400, "invalid_input")
@@ -145,9 +147,9 @@ def test_image_import_and_the_debian_build_operation(api: Api, tmp_path: Path) -
 
 def test_disk_image_vm_disks_and_checkpoints_while_off(api: Api) -> None:
     c = api.client
-    c.switch_new("natsw", "internal")
+    c.switch_new(SwitchSpec("natsw", SwitchType.INTERNAL))
     c.switch_set_ip("natsw", f"{api.subnet}.1/24")
-    c.nat_new("lan", "natsw", f"{api.subnet}.0/24", dhcp=True)
+    c.nat_new(NatSpec("lan", "natsw", f"{api.subnet}.0/24", dhcp=True))
     made = c.vm_new_guest("g1", GuestSpec(image=IMAGE, no_ssh_key=True, hostname="apiguest", switches=("natsw",)),
                           memory=1024 * MiB, nested=True)
     assert made.vm.name == "g1" and made.vm.nested

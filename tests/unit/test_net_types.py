@@ -196,13 +196,13 @@ def test_client_gets_the_types_back_from_the_api(tmp_path: Path) -> None:
         with TestClient(create_app(Settings(home, netns))) as api:
             assert api.post("/v1/vms", json={"name": "web", "kernel": str(tmp_path / "vmlinux")}).status_code == 201
             client = Client(transport=api._transport)
-            made = client.switch_new("lan", "internal")
+            made = client.switch_new(SwitchSpec("lan", SwitchType.INTERNAL))
             assert made.type is SwitchType.INTERNAL and made.state is LinkState.UP and made.adapters == 0
             assert client.switch_set_ip("lan", "10.77.0.1/24").address == "10.77.0.1/24"
-            nat = client.nat_new("out", "lan", "10.77.0.0/24")
+            nat = client.nat_new(NatSpec("out", "lan", "10.77.0.0/24"))
             assert nat == NatInfo("out", "lan", "10.77.0.0/24", "10.77.0.1", netns, dhcp=False)
             assert client.nat_list() == [nat] and client.nat_show("out") == nat
-            added = client.adapter_add("web", "lan", mac="52:54:00:77:00:01")
+            added = client.adapter_add("web", AdapterSpec("lan", mac="52:54:00:77:00:01"))
             assert added.vm == "web" and added.name == "net0" and not added.mac_spoofing
             changed = client.adapter_set("web", "net0", GuardChange(mac_spoofing=True, dhcp_guard=False))
             assert changed.mac_spoofing and not changed.dhcp_guard and changed.router_guard

@@ -71,6 +71,22 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
         return routes.response(bug_answer(exc))
 
     @app.middleware("http")
+    async def levels(request: Request, call_next: Any) -> Response:
+        """A request with `at=l1/l2` is that level's to answer (api/forward.py), before any route."""
+        from . import forward
+
+        query = request.url.query
+        if not forward.wanted(request.url.path, query):
+            passed: Response = await call_next(request)
+            return passed
+        from starlette.concurrency import run_in_threadpool
+
+        body = await request.body()
+        answer = await run_in_threadpool(forward.forward, settings, request.method, request.url.path, query,
+                                         dict(request.headers), body)
+        return routes.response(answer)
+
+    @app.middleware("http")
     async def authenticate(request: Request, call_next: Any) -> Response:
         if settings.require_token and not ui.serves(request.url.path):  # the UI gates its own pages
             from . import tokens

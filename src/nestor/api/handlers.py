@@ -51,7 +51,7 @@ from ..service.types import (
     VMSpec,
     to_json,
 )
-from .table import Answer, Body, Ctx, Query, Table, described, empty, json_answer
+from .table import RUNTIME, Answer, Body, Ctx, Query, Table, described, empty, json_answer
 
 
 class Operation:
@@ -203,20 +203,20 @@ def _json(result: Any, status: int = 200) -> Answer:
 
 
 # -- host ----------------------------------------------------------------------------------------
-@table.get("/host", responses=_doc(HostReport))
+@table.get("/host", does="host_check", responses=_doc(HostReport))
 def host(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.host_check())
 
 
-@table.get("/host/policy", responses=_doc(HostPolicy))
+@table.get("/host/policy", does="host_policy", responses=_doc(HostPolicy))
 def host_policy(ctx: Ctx) -> Answer:
     """The host's policy (nesting allow | block) and the VMs with nesting on."""
     with ctx.settings.service() as s:
         return _json(s.host_policy())
 
 
-@table.patch("/host/policy", responses=_doc(HostPolicy))
+@table.patch("/host/policy", does="host_set_policy", responses=_doc(HostPolicy))
 def host_set_policy(ctx: Ctx, body: PolicyChange) -> Answer:
     """Set the host's policy; a block refuses (kind policy, rule nesting-block) nesting on and
     starting a VM that has it, and stops no running VM."""
@@ -224,7 +224,7 @@ def host_set_policy(ctx: Ctx, body: PolicyChange) -> Answer:
         return _json(s.host_set_policy(None if body.nesting is None else body.nesting.value))
 
 
-@table.get("/audit", responses=_doc(list[AuditEntry]),
+@table.get("/audit", does="audit_list", responses=_doc(list[AuditEntry]),
            query={"since": (str | None, Query(None)), "limit": (int, Query(1000, ge=1, le=100_000))})
 def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
     """The audit log, oldest first: every change of state (who, what, when, result), not reads.
@@ -236,14 +236,14 @@ def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
 _REPORT_QUERY = {"path": (str | None, Query(None)), "timeout": (float, Query(30.0, gt=0, le=86400))}
 
 
-@table.get("/host/check-tree", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
+@table.get("/host/check-tree", does="host_check_tree", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
 def host_check_tree(ctx: Ctx, path: str | None = None, timeout: float = 30.0) -> Answer:
     """`host check` of this level and of every level below (below `path`, a VM path, if given)."""
     with ctx.settings.service() as s:
         return _json(s.host_check_tree(path or "", timeout=timeout))
 
 
-@table.get("/host/bugreport", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
+@table.get("/host/bugreport", does="bugreport", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
 def bugreport(ctx: Ctx, path: str | None = None, timeout: float = 30.0) -> Answer:
     """Versions, host check, CPU flags, kvm parameters, kernel log and VM logs of every level
     below (no tokens, keys or cloud-init user data)."""
@@ -252,32 +252,32 @@ def bugreport(ctx: Ctx, path: str | None = None, timeout: float = 30.0) -> Answe
 
 
 # -- libvirt hosts (issue 12) ---------------------------------------------------------------------
-@table.get("/hosts", responses=_doc(list[HostInfo]))
+@table.get("/hosts", does="host_list", responses=_doc(list[HostInfo]))
 def host_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.host_list())
 
 
-@table.post("/hosts", status_code=201, responses=_doc(HostInfo, 201))
+@table.post("/hosts", does="host_add", status_code=201, responses=_doc(HostInfo, 201))
 def host_add(ctx: Ctx, body: HostNew) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.host_add(body.name, body.uri), 201)
 
 
-@table.get("/hosts/{name}", responses=_doc(HostInfo))
+@table.get("/hosts/{name}", does="host_show", responses=_doc(HostInfo))
 def host_show(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.host_show(name))
 
 
-@table.delete("/hosts/{name}", status_code=204)
+@table.delete("/hosts/{name}", does="host_remove", status_code=204)
 def host_remove(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         s.host_remove(name)
     return empty()
 
 
-@table.post("/vms/{name}/move", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/move", does="vm_move", status_code=202, responses=_doc(OPERATION, 202))
 def vm_move(ctx: Ctx, name: str, body: Move) -> Answer:
     _known(ctx, name)
     return ctx.runtime.operations.submit(
@@ -286,7 +286,7 @@ def vm_move(ctx: Ctx, name: str, body: Move) -> Answer:
 
 
 # -- VMs -----------------------------------------------------------------------------------------
-@table.get("/vms", responses=_doc(list[VMInfo]))
+@table.get("/vms", does="vm_list", responses=_doc(list[VMInfo]))
 def vm_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_list())
@@ -303,7 +303,7 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-@table.post("/vms", status_code=201, responses=_doc(NewVM, 201))
+@table.post("/vms", does="vm_new_request", status_code=201, responses=_doc(NewVM, 201))
 def vm_new(ctx: Ctx, body: VMNew) -> Answer:
     """A VM: the appliance, the nested host or a kernel, a VM on a libvirt host, or a disk-image VM
     (an image of GET /images/store, or installer media), with its cloud-init fields."""
@@ -320,13 +320,13 @@ def vm_new(ctx: Ctx, body: VMNew) -> Answer:
     return _json(result, 201)
 
 
-@table.get("/vms/{name}", responses=_doc(VMInfo))
+@table.get("/vms/{name}", does="vm_show", responses=_doc(VMInfo))
 def vm_show(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_show(name))
 
 
-@table.delete("/vms/{name}", status_code=204, query={"force": (bool, Query(False))})
+@table.delete("/vms/{name}", does="vm_remove", status_code=204, query={"force": (bool, Query(False))})
 def vm_remove(ctx: Ctx, name: str, force: bool = False) -> Answer:
     with ctx.settings.service() as s:
         s.vm_remove(name, force=force)
@@ -340,13 +340,13 @@ def _known(ctx: Ctx, name: str) -> None:
         s.vm_show(name)
 
 
-@table.post("/vms/{name}/start", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/start", does="vm_start", status_code=202, responses=_doc(OPERATION, 202))
 def vm_start(ctx: Ctx, name: str) -> Answer:
     _known(ctx, name)
     return ctx.runtime.operations.submit(f"start vm '{name}'", lambda s, op: s.vm_start(name), vm=name, kind="vm.start")
 
 
-@table.post("/vms/{name}/stop", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/stop", does="vm_stop", status_code=202, responses=_doc(OPERATION, 202))
 def vm_stop(ctx: Ctx, name: str, body: Stop | None = None) -> Answer:
     stop = body or Stop()
     _known(ctx, name)
@@ -355,38 +355,39 @@ def vm_stop(ctx: Ctx, name: str, body: Stop | None = None) -> Answer:
         kind="vm.stop")
 
 
-@table.post("/vms/{name}/save", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/save", does="vm_save", status_code=202, responses=_doc(OPERATION, 202))
 def vm_save(ctx: Ctx, name: str) -> Answer:
     _known(ctx, name)
     return ctx.runtime.operations.submit(f"save vm '{name}'", lambda s, op: s.vm_save(name), vm=name, kind="vm.save")
 
 
-@table.patch("/vms/{name}/processor", responses=_doc(ProcessorResult))
+@table.patch("/vms/{name}/processor", does="vm_set_processor", responses=_doc(ProcessorResult))
 def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_set_processor(name, count=body.count, nested=body.nested))
 
 
-@table.patch("/vms/{name}/memory", responses=_doc(MemoryResult))
+@table.patch("/vms/{name}/memory", does="vm_set_memory", responses=_doc(MemoryResult))
 def vm_memory(ctx: Ctx, name: str, body: Memory) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_set_memory(name, MemoryChange(**body.as_dict())))
 
 
-@table.post("/vms/{name}/upgrade", responses=_doc(VMInfo))
+@table.post("/vms/{name}/upgrade", does="vm_upgrade", responses=_doc(VMInfo))
 def vm_upgrade(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_upgrade(name))
 
 
-@table.post("/vms/{target:path}/exec", responses=_doc(ExecResult))
+@table.post("/vms/{target:path}/exec", does="vm_exec", responses=_doc(ExecResult))
 def vm_exec(ctx: Ctx, target: str, body: Exec) -> Answer:
     """Run a command in the guest (TARGET may be a path such as l1/l2); output base64."""
     with ctx.settings.service() as s:
         return _json(s.vm_exec(target, body.argv, timeout=body.timeout))
 
 
-@table.get("/vms/{name}/log", responses={200: {"content": {"application/octet-stream": {}}, "description": "bytes"}},
+@table.get("/vms/{name}/log", does="vm_log",
+           responses={200: {"content": {"application/octet-stream": {}}, "description": "bytes"}},
            query={"tail": (int | None, Query(None, ge=0, le=1 << 30)), "until": (str | None, Query(None)),
                   "timeout": (float | None, Query(None, gt=0, le=86400))})
 def vm_log(ctx: Ctx, name: str, tail: int | None = None, until: str | None = None,
@@ -398,19 +399,19 @@ def vm_log(ctx: Ctx, name: str, tail: int | None = None, until: str | None = Non
 
 
 # -- tree, images --------------------------------------------------------------------------------
-@table.get("/tree", responses=_doc(Tree), query={"timeout": (float, Query(30.0, gt=0, le=86400))})
+@table.get("/tree", does="tree", responses=_doc(Tree), query={"timeout": (float, Query(30.0, gt=0, le=86400))})
 def tree(ctx: Ctx, timeout: float = 30.0) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.tree(timeout=timeout))
 
 
-@table.get("/images", responses=_doc(list[ImageInfo]))
+@table.get("/images", does="image_list", responses=_doc(list[ImageInfo]))
 def image_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.image_list())
 
 
-@table.post("/images/{name}/build", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/images/{name}/build", does="image_build", status_code=202, responses=_doc(OPERATION, 202))
 def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
     """Build (or reuse) appliance, nested-host or debian; debian takes release, packages, size and
     image_name (the operation's result is then the stored image)."""
@@ -433,14 +434,14 @@ def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
         f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force), kind="image.build")
 
 
-@table.get("/images/store", responses=_doc(list[StoredImageInfo]))
+@table.get("/images/store", does="image_store_list", responses=_doc(list[StoredImageInfo]))
 def image_store_list(ctx: Ctx) -> Answer:
     """The disk images (built from Debian packages or imported): format, sizes, the VMs using them."""
     with ctx.settings.service() as s:
         return _json(s.image_store_list())
 
 
-@table.post("/images/store", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/images/store", does="image_import", status_code=202, responses=_doc(OPERATION, 202))
 def image_import(ctx: Ctx, body: ImageImport) -> Answer:
     """Import a qcow2 or raw file of the server's host (qemu-img checks: no backing or data file,
     a known format, a sane size); stored as qcow2. An operation with progress."""
@@ -451,7 +452,7 @@ def image_import(ctx: Ctx, body: ImageImport) -> Answer:
         f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress), kind="image.import")
 
 
-@table.delete("/images/store/{name}", status_code=204)
+@table.delete("/images/store/{name}", does="image_remove", status_code=204)
 def image_remove(ctx: Ctx, name: str) -> Answer:
     """Remove a disk image (refused while a VM uses it)."""
     with ctx.settings.service() as s:
@@ -460,13 +461,13 @@ def image_remove(ctx: Ctx, name: str) -> Answer:
 
 
 # -- disk-image VMs: disks, checkpoints, address ---------------------------------------------------
-@table.get("/vms/{name}/disks", responses=_doc(list[DiskInfo]))
+@table.get("/vms/{name}/disks", does="vm_disk_list", responses=_doc(list[DiskInfo]))
 def disk_list(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_disk_list(name))
 
 
-@table.post("/vms/{name}/disks", status_code=201, responses=_doc(DiskInfo, 201))
+@table.post("/vms/{name}/disks", does="vm_disk_add", status_code=201, responses=_doc(DiskInfo, 201))
 def disk_add(ctx: Ctx, name: str, body: DiskNew) -> Answer:
     """An empty qcow2 data disk (while the VM is off)."""
     with ctx.settings.service() as s:
@@ -475,7 +476,7 @@ def disk_add(ctx: Ctx, name: str, body: DiskNew) -> Answer:
     return _json(result, 201)
 
 
-@table.patch("/vms/{name}/disks/{disk}", responses=_doc(DiskResize))
+@table.patch("/vms/{name}/disks/{disk}", does="vm_disk_resize", responses=_doc(DiskResize))
 def disk_resize(ctx: Ctx, name: str, disk: str, body: DiskSize) -> Answer:
     """Grow a disk; on a running VM online (QMP block_resize: the guest sees it at once)."""
     with ctx.settings.service() as s:
@@ -484,7 +485,7 @@ def disk_resize(ctx: Ctx, name: str, disk: str, body: DiskSize) -> Answer:
     return _json(result)
 
 
-@table.delete("/vms/{name}/disks/{disk}", status_code=204)
+@table.delete("/vms/{name}/disks/{disk}", does="vm_disk_remove", status_code=204)
 def disk_remove(ctx: Ctx, name: str, disk: str) -> Answer:
     with ctx.settings.service() as s:
         s.vm_disk_remove(name, disk)
@@ -492,13 +493,13 @@ def disk_remove(ctx: Ctx, name: str, disk: str) -> Answer:
     return empty()
 
 
-@table.get("/vms/{name}/checkpoints", responses=_doc(list[CheckpointInfo]))
+@table.get("/vms/{name}/checkpoints", does="vm_checkpoint_list", responses=_doc(list[CheckpointInfo]))
 def checkpoint_list(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_checkpoint_list(name))
 
 
-@table.post("/vms/{name}/checkpoints", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/checkpoints", does="vm_checkpoint_new", status_code=202, responses=_doc(OPERATION, 202))
 def checkpoint_new(ctx: Ctx, name: str, body: CheckpointNew) -> Answer:
     """Checkpoint-VM: of a stopped VM its disks, of a running one its disks and memory. Refusals
     (R12-R14 while a hypervisor runs inside, a taken name) answer at once; the work is an operation
@@ -510,7 +511,8 @@ def checkpoint_new(ctx: Ctx, name: str, body: CheckpointNew) -> Answer:
         kind="vm.checkpoint.new")
 
 
-@table.post("/vms/{name}/checkpoints/{checkpoint}/apply", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/vms/{name}/checkpoints/{checkpoint}/apply", does="vm_checkpoint_apply", status_code=202,
+            responses=_doc(OPERATION, 202))
 def checkpoint_apply(ctx: Ctx, name: str, checkpoint: str) -> Answer:
     """Restore-VMCheckpoint: one with memory to the running VM, one without to the stopped VM."""
     with ctx.settings.service() as s:
@@ -520,7 +522,7 @@ def checkpoint_apply(ctx: Ctx, name: str, checkpoint: str) -> Answer:
         vm=name, kind="vm.checkpoint.apply")
 
 
-@table.delete("/vms/{name}/checkpoints/{checkpoint}", status_code=204)
+@table.delete("/vms/{name}/checkpoints/{checkpoint}", does="vm_checkpoint_remove", status_code=204)
 def checkpoint_remove(ctx: Ctx, name: str, checkpoint: str) -> Answer:
     with ctx.settings.service() as s:
         s.vm_checkpoint_remove(name, checkpoint)
@@ -528,7 +530,7 @@ def checkpoint_remove(ctx: Ctx, name: str, checkpoint: str) -> Answer:
     return empty()
 
 
-@table.get("/vms/{name}/address", responses=_doc(VMAddress))
+@table.get("/vms/{name}/address", does="vm_address", responses=_doc(VMAddress))
 def vm_address(ctx: Ctx, name: str) -> Answer:
     """Where the running VM can be reached (what `vm ssh` connects to) and how it was found:
     the DHCP lease on a nestor NAT switch, the guest agent, or the static address."""
@@ -537,82 +539,82 @@ def vm_address(ctx: Ctx, name: str) -> Answer:
 
 
 # -- network -------------------------------------------------------------------------------------
-@table.get("/switches", responses=_doc(list[SwitchInfo]))
+@table.get("/switches", does="switch_list", responses=_doc(list[SwitchInfo]))
 def switch_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.switch_list())
 
 
-@table.post("/switches", status_code=201, responses=_doc(SwitchInfo, 201))
+@table.post("/switches", does="switch_new", status_code=201, responses=_doc(SwitchInfo, 201))
 def switch_new(ctx: Ctx, body: SwitchNew) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.switch_new(SwitchSpec(body.name, body.type, body.uplink, body.move_addresses)), 201)
 
 
-@table.get("/switches/{name}", responses=_doc(SwitchDetail))
+@table.get("/switches/{name}", does="switch_show", responses=_doc(SwitchDetail))
 def switch_show(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.switch_show(name))
 
 
-@table.put("/switches/{name}/address", responses=_doc(SwitchInfo))
+@table.put("/switches/{name}/address", does="switch_set_ip", responses=_doc(SwitchInfo))
 def switch_set_ip(ctx: Ctx, name: str, body: SwitchAddress) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.switch_set_ip(name, body.address))
 
 
-@table.delete("/switches/{name}", responses=_doc(SwitchRemoval), query={"force": (bool, Query(False))})
+@table.delete("/switches/{name}", does="switch_remove", responses=_doc(SwitchRemoval), query={"force": (bool, Query(False))})
 def switch_remove(ctx: Ctx, name: str, force: bool = False) -> Answer:
     """With `force` also the NAT and the adapters on it (the answer names them)."""
     with ctx.settings.service() as s:
         return _json(s.switch_remove(name, force=force))
 
 
-@table.get("/vms/{vm}/adapters", responses=_doc(list[AdapterInfo]))
+@table.get("/vms/{vm}/adapters", does="adapter_list", responses=_doc(list[AdapterInfo]))
 def adapter_list(ctx: Ctx, vm: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.adapter_list(vm))
 
 
-@table.post("/vms/{vm}/adapters", status_code=201, responses=_doc(AdapterInfo, 201))
+@table.post("/vms/{vm}/adapters", does="adapter_add", status_code=201, responses=_doc(AdapterInfo, 201))
 def adapter_add(ctx: Ctx, vm: str, body: AdapterNew) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.adapter_add(vm, AdapterSpec(body.switch, mac=body.mac, name=body.name)), 201)
 
 
-@table.patch("/vms/{vm}/adapters/{name}", responses=_doc(AdapterInfo))
+@table.patch("/vms/{vm}/adapters/{name}", does="adapter_set", responses=_doc(AdapterInfo))
 def adapter_set(ctx: Ctx, vm: str, name: str, body: AdapterSet) -> Answer:
     with ctx.settings.service() as s:
         change = GuardChange(mac_spoofing=body.mac_spoofing, router_guard=body.router_guard, dhcp_guard=body.dhcp_guard)
         return _json(s.adapter_set(vm, name, change))
 
 
-@table.delete("/vms/{vm}/adapters/{name}", status_code=204)
+@table.delete("/vms/{vm}/adapters/{name}", does="adapter_remove", status_code=204)
 def adapter_remove(ctx: Ctx, vm: str, name: str) -> Answer:
     with ctx.settings.service() as s:
         s.adapter_remove(vm, name)
     return empty()
 
 
-@table.get("/nats", responses=_doc(list[NatInfo]))
+@table.get("/nats", does="nat_list", responses=_doc(list[NatInfo]))
 def nat_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.nat_list())
 
 
-@table.post("/nats", status_code=201, responses=_doc(NatInfo, 201))
+@table.post("/nats", does="nat_new", status_code=201, responses=_doc(NatInfo, 201))
 def nat_new(ctx: Ctx, body: NatNew) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.nat_new(NatSpec(body.name, body.switch, body.prefix, dhcp=body.dhcp, host=body.host)), 201)
 
 
-@table.get("/nats/{name}", responses=_doc(NatInfo))
+@table.get("/nats/{name}", does="nat_show", responses=_doc(NatInfo))
 def nat_show(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.nat_show(name))
 
 
-@table.delete("/nats/{name}", status_code=204)
+@table.delete("/nats/{name}", does="nat_remove", status_code=204)
 def nat_remove(ctx: Ctx, name: str) -> Answer:
     with ctx.settings.service() as s:
         s.nat_remove(name)
@@ -620,17 +622,17 @@ def nat_remove(ctx: Ctx, name: str) -> Answer:
 
 
 # -- operations ----------------------------------------------------------------------------------
-@table.get("/operations", responses=_doc(list[Operation]))
+@table.get("/operations", does=RUNTIME, responses=_doc(list[Operation]))
 def operation_list(ctx: Ctx) -> Answer:
     return json_answer(ctx.runtime.operations.list())
 
 
-@table.get("/operations/{op_id}", responses=_doc(OPERATION), query={"wait": (float, Query(0.0, ge=0, le=3600))})
+@table.get("/operations/{op_id}", does=RUNTIME, responses=_doc(OPERATION), query={"wait": (float, Query(0.0, ge=0, le=3600))})
 def operation_show(ctx: Ctx, op_id: str, wait: float = 0.0) -> Answer:
     """One operation; with `wait`, answer once it has ended or `wait` seconds passed."""
     return json_answer(ctx.runtime.operations.get(op_id, wait))
 
 
-@table.delete("/operations/{op_id}", status_code=202, responses=_doc(OPERATION, 202))
+@table.delete("/operations/{op_id}", does=RUNTIME, status_code=202, responses=_doc(OPERATION, 202))
 def operation_cancel(ctx: Ctx, op_id: str) -> Answer:
     return json_answer(ctx.runtime.operations.cancel(op_id), 202)

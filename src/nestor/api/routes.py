@@ -22,7 +22,7 @@ from fastapi import Query as FastQuery
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..errors import NestorError
+from ..errors import InvalidInput, NestorError
 from ..service.audit import CHANNEL, Actor, acting
 from . import handlers
 from .table import API_PREFIX, Answer, Body, Ctx, Route, body_fields
@@ -126,6 +126,7 @@ def endpoint(route: Route) -> Callable[..., Response]:
     handler, model = route.handler, model_of(route.body) if route.body is not None else None
 
     def call(request: Request, **kwargs: Any) -> Response:
+        kwargs.pop("at", None)  # a level below was the forwarding layer's (api/forward.py); '' is this level
         if model is not None:
             given = kwargs.get("body")
             kwargs["body"] = None if given is None else route.body(**{  # type: ignore[misc]
@@ -144,6 +145,7 @@ def endpoint(route: Route) -> Callable[..., Response]:
         bounded = q.ge is not None or q.gt is not None or q.le is not None
         default = FastQuery(q.default, ge=q.ge, gt=q.gt, le=q.le) if bounded else q.default
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=default))
+    params.append(AT_PARAMETER)
     # Any where a model documents the answer (the document names its schema after the route), as declared before
     documented = any("model" in answer for answer in route.responses.values())
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -151,6 +153,12 @@ def endpoint(route: Route) -> Callable[..., Response]:
     call.__name__ = call.__qualname__ = handler.__name__
     call.__doc__ = handler.__doc__
     return call
+
+
+AT_DESCRIPTION = ("the level that answers: a VM path such as l1/l2 (the nestor inside l2 inside l1, through each "
+                  "VM's channel); none or empty: this one")
+AT_PARAMETER = inspect.Parameter("at", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
+                                 default=FastQuery(None, description=AT_DESCRIPTION, max_length=4096))
 
 
 class Routes:
@@ -177,7 +185,8 @@ class Routes:
 router = Routes()
 
 
-async def vm_console(websocket: WebSocket, name: str) -> None:
+async def vm_console(websocket: WebSocket, name: str,
+                     at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096)) -> None:
     """The serial console, both ways: binary frames in and out."""
     settings = websocket.app.state.settings
     if settings.require_token:
@@ -188,6 +197,9 @@ async def vm_console(websocket: WebSocket, name: str) -> None:
             await websocket.close(code=4401)
             return
     try:
+        if at:
+            raise InvalidInput(f"the console of vm '{at}/{name}' is not forwarded from this level yet",
+                               hint=f"nestor vm exec {at} -- nestor vm log {name}")
         with settings.service() as s:
             sock = s.vm_console_socket(name)
     except NestorError as err:
@@ -218,7 +230,8 @@ async def vm_console(websocket: WebSocket, name: str) -> None:
         writer.close()
 
 
-async def events(request: Request) -> StreamingResponse:
+async def events(request: Request,
+                 at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096)) -> StreamingResponse:
     """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds)."""
     stream = request.app.state.runtime.events.subscribe()
 

@@ -43,6 +43,7 @@ log = logging.getLogger("nestor.api")
 log.addHandler(logging.NullHandler())
 
 API_PREFIX = "/v1"
+RUNTIME = "(runtime)"  # a route's `does` when it is the daemon's, not a level's action (operations)
 STATUS = {
     "invalid_input": 400, "not_found": 404, "conflict": 409, "wrong_state": 409, "policy": 422,
     "cancelled": 409, "host": 503, "image": 500, "engine": 502, "guest": 502, "unauthorized": 401,
@@ -210,6 +211,7 @@ class Route:
     status_code: int = 200
     responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
     query: dict[str, tuple[Any, Query]] = field(default_factory=dict)  # name -> (type, Query)
+    does: str = ""  # the nestor.hypervisor.Hypervisor method it answers, or RUNTIME
 
     # Worked out on first use, not at import: an L1's daemon imports this table on its way to
     # its first answer, where each annotation evaluated and each pattern compiled costs (TCG).
@@ -258,9 +260,11 @@ class Table:
 
     def route(self, method: str, path: str, status_code: int = 200,
               responses: dict[int | str, dict[str, Any]] | None = None,
-              query: dict[str, tuple[Any, Query]] | None = None) -> Callable[[Callable[..., Answer]], Callable[..., Answer]]:
+              query: dict[str, tuple[Any, Query]] | None = None,
+              does: str = "") -> Callable[[Callable[..., Answer]], Callable[..., Answer]]:
+        """`does`: the Hypervisor method this route answers (tests/unit/test_hypervisor_parity.py)."""
         def decorate(handler: Callable[..., Answer]) -> Callable[..., Answer]:
-            self.routes.append(Route(method, path, handler, status_code, responses or {}, dict(query or {})))
+            self.routes.append(Route(method, path, handler, status_code, responses or {}, dict(query or {}), does))
             return handler
         return decorate
 
@@ -379,8 +383,12 @@ def _match(table: Table, method: str, path: str) -> tuple[Route, dict[str, str]]
 
 def dispatch(table: Table, ctx: Ctx, method: str, target: str, headers: dict[str, str], body: bytes) -> Answer | None:
     """The answer to one request, or None when FastAPI must answer it (see the module's doc)."""
+    raw_path, _, raw_query = target.partition("?")
+    from . import forward
+
+    if forward.wanted(urllib.parse.unquote(raw_path), raw_query):  # a level below answers (api/forward.py)
+        return forward.forward(ctx.settings, method, urllib.parse.unquote(raw_path), raw_query, headers, body)
     try:
-        raw_path, _, raw_query = target.partition("?")
         route, params = _match(table, method.lower(), urllib.parse.unquote(raw_path))
         lowered = {k.lower(): v for k, v in headers.items()}
         query = urllib.parse.parse_qs(raw_query, keep_blank_values=True)

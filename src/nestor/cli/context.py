@@ -2,51 +2,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:
+    from ..hypervisor import Hypervisor
     from ..service import Service
-    from ..service.types import (
-        AuditEntry,
-        ExecResult,
-        HostPolicy,
-        HostReport,
-        MemoryChange,
-        MemoryResult,
-        NewVM,
-        ProcessorResult,
-        SaveResult,
-        StopResult,
-        Tree,
-        VMInfo,
-        VMSpec,
-    )
-
-
-class Backend(Protocol):
-    """The use cases a command may run here (Service) or on a remote host (nestor.client.Client):
-    the same names, arguments and result types, so the command's output does not change."""
-
-    def host_check(self) -> HostReport: ...
-    def vm_list(self) -> list[VMInfo]: ...
-    def vm_show(self, name: str) -> VMInfo: ...
-    def vm_new(self, spec: VMSpec) -> NewVM: ...
-    def vm_start(self, name: str) -> VMInfo: ...
-    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult: ...
-    def vm_remove(self, name: str, force: bool = False) -> None: ...
-    def vm_save(self, name: str) -> SaveResult: ...
-    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult: ...
-    def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult: ...
-    def vm_upgrade(self, name: str) -> VMInfo: ...
-    def vm_exec(self, target: str, argv: list[str], timeout: float = ...) -> ExecResult: ...
-    def tree(self, timeout: float = ...) -> Tree: ...
-    def host_policy(self) -> HostPolicy: ...
-    def host_set_policy(self, nesting: str | None = None) -> HostPolicy: ...
-    def audit_list(self, since: str | None = None, limit: int = 1000) -> list[AuditEntry]: ...
 
 
 @dataclass
@@ -56,11 +20,12 @@ class Ctx:
     debug: bool
     remote: str | None = None
     _service: Service | None = field(default=None, repr=False)
-    _backend: Backend | None = field(default=None, repr=False)
+    _backend: Hypervisor | None = field(default=None, repr=False)
 
     @property
-    def service(self) -> Backend:
-        """This host's service, or with `--remote NAME` a client of that host's API."""
+    def service(self) -> Hypervisor:
+        """This host's service, or with `--remote NAME` a client of that host's API: either way
+        a nestor.hypervisor.Hypervisor (the same names, arguments and result types)."""
         if self._backend is None:
             if self.remote is not None:
                 from .. import api_remotes

@@ -23,9 +23,9 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -33,6 +33,9 @@ from ..engine import process
 from ..errors import GuestError
 from ..state.lock import file_lock
 from .core import Core
+
+if TYPE_CHECKING:
+    from ..client import Client
 
 CONNECT_TIMEOUT = 5.0
 SYNC_TIMEOUT = 5.0
@@ -139,20 +142,37 @@ class ChannelTransport(httpx.BaseTransport):
         self._sock.close()
 
 
-@contextmanager
-def client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT) -> Iterator[Any]:
-    """The typed API client (nestor.client.Client) of the nestor inside VM `name`. `sync_timeout`
-    bounds the session's first exchange (is the guest's end open at all?)."""
+GUEST_TIMEOUT = 60.0  # Service.guest(): a request's default wait, and the wait for the channel's lock
+
+
+def open_client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT) -> Client:
+    """The typed API client (nestor.client.Client) of the nestor inside VM `name`, holding the
+    channel (its lock) until it is closed. `sync_timeout` bounds the session's first exchange
+    (is the guest's end open at all?)."""
     from ..client import Client
 
     files = core.running_files(name)
     if not files.api_sock.exists():
         raise GuestError(f"vm '{name}' has no nestor API channel", hint="use the nested-host image, which runs nestor serve")
     lock = files.lock.with_name(f"api-{files.dir.name}.lock")
-    with file_lock(lock, f"vm '{name}': another command is using its nestor API channel", timeout=timeout):
+    held = ExitStack()
+    try:
+        held.enter_context(file_lock(lock, f"vm '{name}': another command is using its nestor API channel",
+                                     timeout=timeout))
         transport = ChannelTransport(files.api_sock, name, timeout, sync_timeout)
-        with Client(transport=transport, timeout=timeout) as api:
-            yield api
+        api = Client(transport=transport, timeout=timeout)
+    except BaseException:
+        held.close()
+        raise
+    api.close_also([held])
+    return api
+
+
+@contextmanager
+def client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT) -> Iterator[Client]:
+    """open_client as a context."""
+    with open_client(core, name, timeout, sync_timeout) as api:
+        yield api
 
 
 def wait_ready(core: Core, name: str, timeout: float) -> None:

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from .. import bootplan
 from ..errors import Conflict, InvalidInput, NestorError, StateError
@@ -57,18 +58,20 @@ from .types import (
     MoveResult,
     NewVM,
     ProcessorResult,
+    Progress,
     SaveResult,
     StopResult,
     Tree,
     VMInfo,
     VMSpec,
+    no_progress,
 )
 from .vms import VMs
 
 if TYPE_CHECKING:
+    from ..client import Client
     from ..images.debian import DebianRequest
 
-Progress = Callable[[str], None]
 LOG_CHUNK = 65536
 LOG_POLL = 0.1
 
@@ -89,6 +92,24 @@ class Service:
     @property
     def home(self) -> Path:
         return self.core.home.root
+
+    # -- the handle (nestor.hypervisor.Hypervisor) ------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.core.conn.close()
+
+    def guest(self, name: str) -> Client:
+        """The nestor inside running VM `name` (a nested-host guest): a Client over its channel,
+        which holds the channel until closed."""
+        from . import channel
+
+        self._local_only(name, "the nestor API channel")
+        return channel.open_client(self.core, validate_name(name), channel.GUEST_TIMEOUT)
 
     # -- host ---------------------------------------------------------------------------------
     @staticmethod
@@ -180,7 +201,7 @@ class Service:
         return self._vms.upgrade(name)
 
     @audited("vm.move")
-    def vm_move(self, name: str, host: str, progress: Progress = lambda line: None) -> MoveResult:
+    def vm_move(self, name: str, host: str, progress: Progress = no_progress) -> MoveResult:
         """Live migration to another libvirt host (issue 12); refused while a hypervisor runs inside."""
         if not self.remote.owns(name):
             self._vms.show(validate_name(name))  # an unknown name: NotFound

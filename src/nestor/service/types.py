@@ -352,3 +352,11 @@ class AuditEntry:
     result: str  # ok, or the error's kind (policy, not_found, ...)
     rule: str | None = None
     message: str | None = None
+
+
+Progress = typing.Callable[[str], None]  # a long use case's progress lines (image builds, moves)
+
+
+def no_progress(line: str) -> None:
+    """The default Progress: lines go nowhere (the same object on every Hypervisor, so their
+    signatures compare equal)."""
