@@ -70,6 +70,71 @@ def check_home(given: str | Path) -> Path:
     return root
 
 
+# What nestor itself makes at the top of a home (the tightening of an old loose home touches only
+# these), and which of them it tightens all the way down (images/ and cache/ are left: image files
+# are shared read-only with QEMU's user).
+OWN_ENTRIES = frozenset({DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", "vms", "images", "cache", "locks", "net", "tls",
+                         "serve.pid", "serve.log", "serve.spawned", "serve.lock", "known_hosts", "tokens.json",
+                         "remotes.json"})
+TIGHTENED_TREES = frozenset({"vms", "locks", "net", "tls"})
+# What nestor may find in a home before its database exists, which makes a directory nestor's too:
+# the files it writes before the first database (`nestor token new` before the first `serve`, the
+# daemon's lock and log, TLS files), an images/ or cache/ store linked in, and a fresh
+# filesystem's lost+found.
+_BEFORE_DB = frozenset({"lost+found", "images", "cache", "tokens.json", "remotes.json", "tls", "known_hosts",
+                        "serve.pid", "serve.log", "serve.spawned", "serve.lock"})
+
+
+def foreign_entries(root: Path) -> list[str]:
+    """What in `root` nestor did not make (sorted names); [] for a missing directory."""
+    if (root / DB_NAME).is_file():
+        return []
+    if not root.exists():
+        return []
+    return sorted(entry.name for entry in root.iterdir() if entry.name not in _BEFORE_DB)
+
+
+def is_home(root: Path) -> bool:
+    """A nestor home: a directory holding nestor.db (the marker: nestor makes it first), or one
+    holding only what nestor writes before it (tokens.json, an images/ link, …)."""
+    if not root.is_dir() or (root / DB_NAME).is_symlink():
+        return False
+    if (root / DB_NAME).is_file():
+        return True
+    try:
+        return any(True for _ in root.iterdir()) and not foreign_entries(root)
+    except OSError:
+        return False
+
+
+def check_takeover(root: Path, create: bool) -> None:
+    """nestor uses a directory only if it is already a nestor home, or (for a command that creates
+    things) it does not exist or is empty: a mistyped --home (~/projects, /usr/local) must never get
+    a database, nor have its modes changed, and a read-only command creates nothing. Refused with
+    InvalidInput / NotFound naming the directory and the fix."""
+    from .errors import InvalidInput, NotFound
+    from .model import shown
+
+    if root.exists() and not root.is_dir():
+        raise InvalidInput(f"cannot use home directory {root}: it is not a directory",
+                           hint="give a new or empty directory with --home / NESTOR_HOME")
+    if is_home(root):
+        return
+    try:
+        foreign = foreign_entries(root)
+    except OSError as exc:
+        raise InvalidInput(f"cannot use home directory {root}: {exc.strerror or exc}",
+                           hint="give a new or empty directory with --home / NESTOR_HOME") from exc
+    if not foreign and not create:
+        raise NotFound(f"cannot use home directory {root}: it is not a nestor home (no {DB_NAME})", hint=CREATING_HINT)
+    if foreign:
+        listed = ", ".join(shown(name, 40) for name in foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        error = NotFound if not create else InvalidInput
+        raise error(f"cannot use home directory {root}: it is not a nestor home (no {DB_NAME}) and not empty "
+                    f"({listed}); nestor takes over only a new or empty directory",
+                    hint=f"check --home / NESTOR_HOME, or give a new directory (e.g. --home {root / 'nestor'})")
+
+
 def default_home() -> Path:
     env = os.environ.get("NESTOR_HOME")
     if env:

@@ -85,3 +85,17 @@ def test_nat_on_a_libvirt_host_through_the_api(api: Api, tmp_path: Path) -> None
     assert api.delete("/v1/vms/web").status_code == 204
     assert api.delete("/v1/nats/vmnat").status_code == 204
     assert api.get("/v1/nats").json() == []
+
+
+def test_a_uri_query_that_runs_a_program_is_refused_through_the_api(api: Api, tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    program = tmp_path / "program"
+    program.write_text(f"#!/bin/sh\necho \"$@\" > {ran}\nexit 1\n")
+    program.chmod(0o755)
+    for query in (f"command={program}", f"netcat={program}", "keyfile=/etc/shadow", "socket=/run/x.sock"):
+        reply = api.post("/v1/hosts", json={"name": "x", "uri": f"qemu+ssh://127.0.0.1/system?{query}"})
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["kind"] == "invalid_input" and "is not allowed" in error["message"] and error["hint"], reply.text
+    assert not ran.exists()
+    assert api.get("/v1/hosts").json() == []

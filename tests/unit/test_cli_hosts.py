@@ -158,3 +158,18 @@ def test_nat_on_a_libvirt_host(home: Path) -> None:
     nestor(home, "nat", "remove", "vmnat")
     nestor(home, "nat", "remove", "other")
     assert json.loads(nestor(home, "nat", "list", "-o", "json").stdout) == []
+
+
+def test_a_uri_query_that_runs_or_reads_things_is_refused_before_connecting(home: Path, tmp_path: Path) -> None:
+    """issue 18: libvirt's ssh transport runs `?command=` (and `?netcat=`) instead of ssh, as root here.
+    The refusal comes before any connection: the program never runs."""
+    ran = tmp_path / "ran"
+    program = tmp_path / "program"
+    program.write_text(f"#!/bin/sh\necho \"$@\" > {ran}\nexit 1\n")
+    program.chmod(0o755)
+    nestor(home, "host", "add", "a", uri(home, "a"))
+    for query in (f"command={program}", f"netcat={program}", "keyfile=/etc/shadow", "no_verify=1",
+                  "socket=/run/x.sock", "pkipath=/tmp", "no_tty=1&command=/bin/true"):
+        code, line = refused(home, "host", "add", "x", f"qemu+ssh://127.0.0.1/system?{query}")
+        assert code == 2 and "is not allowed" in line, line
+    assert not ran.exists()

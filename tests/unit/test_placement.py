@@ -105,7 +105,8 @@ def test_progress_line() -> None:
 
 
 @pytest.mark.parametrize("good", ["qemu+ssh://root@host-a/system", "qemu+tcp://10.0.0.2/system",
-                                  "qemu+tls://host-b.example/system", "test:///default", "qemu:///system"])
+                                  "qemu+tls://host-b.example/system", "test:///default", "qemu:///system",
+                                  "qemu+ssh://admin@[fd00::2]:2222/system?no_tty=1&mode=legacy", "qemu+ssh://h:22/system"])
 def test_uri_accepted(good: str) -> None:
     assert uri.validate(good) == good
 
@@ -114,6 +115,16 @@ def test_uri_accepted(good: str) -> None:
     ("http://host/system", "unsupported"), ("qemu+ssh:///system", "no host name"),
     ("qemu+ssh://h/", "must end in /system"), ("test:///relative.txt", "absolute path to a .xml"),
     ("test:///no/such/file.xml", "no such file"), ("test://h/default", "in-process"), ("", "unsupported"),
+    # issue 18: query keys that make libvirt (root, here) run a program, read a file or skip a check
+    ("qemu+ssh://h/system?command=/tmp/x", "'command' is not allowed"), ("qemu+ssh://h/system?netcat=/tmp/x", "'netcat'"),
+    ("qemu+ssh://h/system?keyfile=/etc/shadow", "'keyfile'"), ("qemu+tls://h/system?no_verify=1", "'no_verify'"),
+    ("qemu+tcp://h/system?socket=/run/x", "'socket'"), ("qemu+tls://h/system?pkipath=/tmp", "'pkipath'"),
+    ("qemu+ssh://h/system?known_hosts=/etc/passwd", "'known_hosts'"), ("qemu:///system?socket=/tmp/s", "'socket'"),
+    ("qemu+ssh://h/system?no_tty=1&COMMAND=x", "'COMMAND'"), ("qemu+ssh://h/system?no_tty=yes", "'no_tty=yes'"),
+    ("qemu+ssh://h/system?no_tty=1&no_tty=1", "twice"), ("qemu+ssh://h/system?no_tty", "malformed"),
+    ("qemu+ssh://h/system#frag", "fragment"), ("test:///default?x=1", "no query"),
+    ("qemu+ssh://-oProxyCommand=x/system", "invalid host name"), ("qemu+ssh://h:0/system", "invalid port"),
+    ("qemu+ssh://u:secret@h/system", "invalid user name"),
 ])
 def test_uri_refused(bad: str, what: str) -> None:
     with pytest.raises(InvalidInput, match=what):

@@ -289,6 +289,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     when first needed (the module's doc)."""
     home_paths = paths.Home(home)
     address = parse_listen(listen) if listen else None
+    paths.check_takeover(home, create=True)  # before the claim writes serve.lock there
     claim = daemon.Claim(home_paths)
     if not claim.acquire():
         if on_demand:  # the CLI raced another start: that daemon serves

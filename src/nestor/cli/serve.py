@@ -40,8 +40,10 @@ def token() -> None:
 @pass_ctx
 def token_new(ctx: Ctx, name: str) -> None:
     """Create a token; it is shown once (only its hash is kept)."""
+    from .. import paths
     from ..api import tokens
 
+    paths.check_takeover(paths.check_home(ctx.home), create=True)
     click.echo(tokens.new(ctx.home, name))
 
 

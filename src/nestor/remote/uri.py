@@ -1,14 +1,70 @@
-"""Which libvirt URIs nestor accepts for `host add`. Pure."""
+"""Which libvirt URIs nestor accepts for `host add`. Pure.
+
+A libvirt URI's query is not just options: several keys make libvirt, running here as root, run or
+read things on this machine (`command=` and `netcat=` name a program to run, `keyfile=`, `pkipath=`,
+`socket=` and `known_hosts=` name local files, `no_verify=1` and `known_hosts_verify=ignore` turn off
+the checks of the other end, `tls_priority=` can weaken TLS, `name=` changes which driver the other
+end opens). An API token holder must not get any of that through `POST /v1/hosts`, so the query is an
+allow-list of keys that only shape the connection (QUERY_KEYS), each with its allowed values.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import InvalidInput
 
 REMOTE_SCHEMES = ("qemu+ssh", "qemu+tcp", "qemu+tls")
 EXAMPLES = "qemu+ssh://root@host-a/system, qemu+tls://host-b/system, test:///default or test:///ABSOLUTE/PATH.xml"
+
+# The query keys a `host add` URI may carry, with their allowed values: `no_tty=1` (ssh must not ask
+# for a password on a terminal), `mode=` (which daemon socket the other end connects to: the
+# monolithic libvirtd or the modular virtqemud). Nothing that names a program, a file or a check.
+QUERY_KEYS: dict[str, tuple[str, ...]] = {"no_tty": ("0", "1"), "mode": ("auto", "legacy", "direct")}
+# A host name or address as ssh/libvirt take it: no leading '-' (ssh would read it as an option).
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|\[[0-9A-Fa-f:.]+\]")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def _query(uri: str, query: str, fragment: str) -> None:
+    if fragment:
+        raise InvalidInput(f"libvirt URI '{uri}' has a fragment ('#{fragment}')", hint="remove the '#…' part")
+    if not query:
+        return
+    allowed = ", ".join(f"{key}={'|'.join(values)}" for key, values in QUERY_KEYS.items())
+    seen: set[str] = set()
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise InvalidInput(f"libvirt URI '{uri}' has a malformed query '?{query}'",
+                           hint=f"nestor accepts only {allowed}") from None
+    for key, value in pairs:
+        if key not in QUERY_KEYS:
+            raise InvalidInput(f"libvirt URI '{uri}': the query key '{key}' is not allowed (it could make libvirt "
+                               "run a program or read a file on this machine, or skip a check)",
+                               hint=f"nestor accepts only {allowed}; set ssh options in ~/.ssh/config instead")
+        if value not in QUERY_KEYS[key] or key in seen:
+            raise InvalidInput(f"libvirt URI '{uri}': '{key}={value}' is not allowed" +
+                               (" twice" if key in seen else ""), hint=f"nestor accepts only {allowed}")
+        seen.add(key)
+
+
+def _authority(uri: str, netloc: str, hostname: str | None) -> None:
+    authority = netloc.rpartition("@")[2]
+    user = netloc.rpartition("@")[0] if "@" in netloc else None
+    host, _, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if not host:
+        host, port = authority, ""
+    if not hostname or not _HOST.fullmatch(host):
+        raise InvalidInput(f"libvirt URI '{uri}' has an invalid host name '{host}'",
+                           hint="a host name or address, e.g. qemu+ssh://root@host-a/system")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise InvalidInput(f"libvirt URI '{uri}' has an invalid port '{port}'", hint="a port is 1 to 65535")
+    if user is not None and not _USER.fullmatch(user):
+        raise InvalidInput(f"libvirt URI '{uri}' has an invalid user name '{user}'",
+                           hint="a user name only, no password (use ssh keys or ~/.ssh/config)")
 
 
 def validate(uri: str) -> str:
@@ -18,6 +74,8 @@ def validate(uri: str) -> str:
         if parts.netloc:
             raise InvalidInput(f"test URI '{uri}' names a machine; the test driver is in-process",
                                hint="test:///default or test:///ABSOLUTE/PATH.xml")
+        if parts.query or parts.fragment:
+            raise InvalidInput(f"test URI '{uri}' takes no query or fragment", hint="test:///default or test:///PATH.xml")
         if parts.path == "/default":
             return uri
         if not parts.path.endswith(".xml") or not parts.path.startswith("/"):
@@ -32,8 +90,11 @@ def validate(uri: str) -> str:
         if parts.path not in ("/system", "/session"):
             raise InvalidInput(f"libvirt URI '{uri}' must end in /system (or /session)",
                                hint=f"e.g. {parts.scheme}://{parts.netloc}/system")
+        _authority(uri, parts.netloc, parts.hostname)
+        _query(uri, parts.query, parts.fragment)
         return uri
     if parts.scheme == "qemu" and parts.path in ("/system", "/session") and not parts.netloc:
+        _query(uri, parts.query, parts.fragment)
         return uri  # this machine's own libvirtd
     raise InvalidInput(f"unsupported libvirt URI '{uri}'", hint=f"use one of: {EXAMPLES}")
 

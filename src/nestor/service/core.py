@@ -46,6 +46,7 @@ class Core:
             validate_netns(netns)
         if not create and not root.is_dir():
             raise NotFound(f"cannot use home directory {root}: it does not exist", hint=paths.CREATING_HINT)
+        paths.check_takeover(root, create)
         self.home = paths.Home(root)
         self.netns = netns
         _prepare_home(root)
@@ -166,15 +167,20 @@ def from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:
 
 def _prepare_home(root: Path) -> None:
     """Home 0700, whatever the umask; a home left looser (an older nestor's 0755 with 0644 files)
-    is tightened once, everything in it, before it is used."""
+    is tightened once, before it is used: only what nestor itself makes there (paths.OWN_ENTRIES),
+    never a file or directory someone else put in it (paths.check_takeover vetted the home)."""
     try:
         loose = root.is_dir() and root.stat().st_mode & 0o777 != files.DIR_MODE
         files.private_dir(root)
         if loose:
-            for top, dirs, names in os.walk(root):
-                dirs[:] = [d for d in dirs if not (top == str(root) and d in ("images", "cache"))]
-                for name in (*dirs, *names):
-                    files.tighten(Path(top) / name)
+            for entry in sorted(root.iterdir()):
+                if entry.name not in paths.OWN_ENTRIES or entry.is_symlink():
+                    continue
+                files.tighten(entry)
+                if entry.name in paths.TIGHTENED_TREES and entry.is_dir():
+                    for top, dirs, names in os.walk(entry):
+                        for name in (*dirs, *names):
+                            files.tighten(Path(top) / name)
     except OSError as exc:
         raise HostError(f"cannot use home directory {root}: {exc.strerror or exc}",
                         hint="pass a writable directory with --home or NESTOR_HOME") from exc
