@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 
+from . import untrusted
 from .errors import EngineError, InvalidInput, NestorError
 from .service.guest_types import (
     CheckpointInfo,
@@ -83,6 +85,32 @@ LEVEL_POLL = 2.0  # the same for a level below: a long poll would hold that leve
 OPERATION_TIMEOUT = 3600.0  # how long a long use case (start, stop, build) may take
 EXEC_TIMEOUT = 120.0
 TREE_TIMEOUT = 30.0
+
+
+class MalformedAnswer(EngineError):
+    """An answer this client cannot read (not JSON, too many objects, not the type asked for).
+    The other end may be a guest's nestor, which is not trusted: its answer never becomes an
+    internal error here. channel.client turns it into a GuestError that names the VM."""
+
+
+def _decode(cls: type[T], data: Any) -> T:
+    """from_json, with any failure a MalformedAnswer (a list is checked to be one)."""
+    name = getattr(cls, "__name__", str(cls))
+    try:
+        if typing.get_origin(cls) is list and not isinstance(data, list):
+            raise TypeError("not a list")
+        return from_json(cls, data)
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise MalformedAnswer(f"the nestor API sent a malformed {name}: {type(exc).__name__}: {str(exc)[:100]}",
+                              hint="is the other end a nestor of this version?") from None
+
+
+def _parse(response: httpx.Response) -> Any:
+    try:
+        return untrusted.loads(response.content)
+    except ValueError as exc:
+        raise MalformedAnswer(f"the nestor API answered {response.status_code} with a body that is not readable JSON: "
+                              f"{str(exc)[:100]}") from None
 
 
 class Client:
@@ -166,42 +194,46 @@ class Client:
         if response.status_code == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
-            return response.json()
+            return _parse(response)
         return response.content
 
     def _operation(self, op: dict[str, Any], timeout: float | None = None, progress: Progress = no_progress) -> Any:
         """Follow an operation (202) to its end, its progress lines to `progress`; its result, or its error raised."""
         deadline = time.monotonic() + (timeout or self.operation_timeout)
         seen = 0
+        _check_operation(op)
         while True:
-            lines = op.get("progress") or []
+            lines = op.get("progress")
+            lines = lines if isinstance(lines, list) else []
             for line in lines[seen:]:
-                progress(str(line))
+                progress(untrusted_line(line))
             seen = max(seen, len(lines))
             if op["status"] not in ("pending", "running"):
                 break
             left = deadline - time.monotonic()
             if left <= 0:
-                raise EngineError(f"operation {op['id']} ({op['description']}) did not end in time",
-                                  hint=f"GET {op['url']}")
+                raise EngineError(f"operation {op['id']} ({op.get('description')}) did not end in time",
+                                  hint=f"GET /v1/operations/{op['id']}")
             wait = min(left, LEVEL_POLL if self.at else OPERATION_POLL)
-            op = self._request("GET", f"/operations/{op['id']}", timeout=wait + 10, params={"wait": round(wait, 1)})
+            op = _check_operation(self._request("GET", f"/operations/{op['id']}", timeout=wait + 10,
+                                                params={"wait": round(wait, 1)}))
         if op["status"] != "success":
-            raise NestorError.from_json(op.get("error") or {"message": f"operation {op['status']}"})
-        return op["result"]
+            error = op.get("error")
+            raise NestorError.from_json(error if isinstance(error, dict) else {"message": f"operation {op['status']}"})
+        return op.get("result")
 
     # -- host and VMs -------------------------------------------------------------------------
     def host_check(self) -> HostReport:
-        return from_json(HostReport, self._request("GET", "/host"))
+        return _decode(HostReport, self._request("GET", "/host"))
 
     def host_policy(self) -> HostPolicy:
-        return from_json(HostPolicy, self._request("GET", "/host/policy"))
+        return _decode(HostPolicy, self._request("GET", "/host/policy"))
 
     def host_set_policy(self, nesting: str | None = None) -> HostPolicy:
-        return from_json(HostPolicy, self._request("PATCH", "/host/policy", {"nesting": nesting}))
+        return _decode(HostPolicy, self._request("PATCH", "/host/policy", {"nesting": nesting}))
 
     def audit_list(self, since: str | None = None, limit: int = 1000) -> list[AuditEntry]:
-        return [from_json(AuditEntry, e) for e in self._request("GET", "/audit", params={"since": since, "limit": limit})]
+        return _decode(list[AuditEntry], self._request("GET", "/audit", params={"since": since, "limit": limit}))
 
     def metrics(self) -> str:
         """GET /metrics: Prometheus's text format (not under /v1)."""
@@ -214,15 +246,15 @@ class Client:
         return response.text
 
     def vm_list(self) -> list[VMInfo]:
-        return [from_json(VMInfo, v) for v in self._request("GET", "/vms")]
+        return _decode(list[VMInfo], self._request("GET", "/vms"))
 
     def vm_show(self, name: str) -> VMInfo:
-        return from_json(VMInfo, self._request("GET", f"/vms/{name}"))
+        return _decode(VMInfo, self._request("GET", f"/vms/{name}"))
 
     def vm_new(self, spec: VMSpec) -> NewVM:
         body = to_json(spec)
         body["switches"] = list(spec.switches)
-        return from_json(NewVM, self._request("POST", "/vms", body))
+        return _decode(NewVM, self._request("POST", "/vms", body))
 
     def vm_new_guest(self, name: str, guest: GuestSpec, vcpus: int = 1, memory: int = 512 << 20,
                      nested: bool = False, config_version: str | None = None) -> NewVM:
@@ -240,20 +272,20 @@ class Client:
         for key in ("iso", "ssh_key", "cloud_init"):
             value = getattr(guest, key)
             body[key] = str(value) if value is not None else None
-        return from_json(NewVM, self._request("POST", "/vms", body))
+        return _decode(NewVM, self._request("POST", "/vms", body))
 
     def vm_move(self, name: str, host: str, progress: Progress = no_progress) -> MoveResult:
         op = self._request("POST", f"/vms/{name}/move", {"host": host})
-        return from_json(MoveResult, self._operation(op, progress=progress))
+        return _decode(MoveResult, self._operation(op, progress=progress))
 
     def host_add(self, name: str, uri: str) -> HostInfo:
-        return from_json(HostInfo, self._request("POST", "/hosts", {"name": name, "uri": uri}))
+        return _decode(HostInfo, self._request("POST", "/hosts", {"name": name, "uri": uri}))
 
     def host_list(self) -> list[HostInfo]:
-        return [from_json(HostInfo, h) for h in self._request("GET", "/hosts")]
+        return _decode(list[HostInfo], self._request("GET", "/hosts"))
 
     def host_show(self, name: str) -> HostInfo:
-        return from_json(HostInfo, self._request("GET", f"/hosts/{name}"))
+        return _decode(HostInfo, self._request("GET", f"/hosts/{name}"))
 
     def host_remove(self, name: str) -> None:
         self._request("DELETE", f"/hosts/{name}")
@@ -269,31 +301,31 @@ class Client:
 
     def vm_started(self, op: dict[str, Any], timeout: float | None = None) -> VMInfo:
         """Wait for a start submitted with `vm_start_submit`: the VM, or the start's error raised."""
-        return from_json(VMInfo, self._operation(op, timeout))
+        return _decode(VMInfo, self._operation(op, timeout))
 
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         op = self._request("POST", f"/vms/{name}/stop", {"turn_off": turn_off, "timeout": timeout})
-        return from_json(StopResult, self._operation(op, timeout + 60))
+        return _decode(StopResult, self._operation(op, timeout + 60))
 
     def vm_save(self, name: str) -> SaveResult:
-        return from_json(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save")))
+        return _decode(SaveResult, self._operation(self._request("POST", f"/vms/{name}/save")))
 
     def vm_remove(self, name: str, force: bool = False) -> None:
         self._request("DELETE", f"/vms/{name}", params={"force": "true" if force else None})
 
     def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
-        return from_json(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor",
+        return _decode(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor",
                                                         {"count": count, "nested": nested}))
 
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
-        return from_json(MemoryResult, self._request("PATCH", f"/vms/{name}/memory", to_json(change)))
+        return _decode(MemoryResult, self._request("PATCH", f"/vms/{name}/memory", to_json(change)))
 
     def vm_upgrade(self, name: str) -> VMInfo:
-        return from_json(VMInfo, self._request("POST", f"/vms/{name}/upgrade"))
+        return _decode(VMInfo, self._request("POST", f"/vms/{name}/upgrade"))
 
     def vm_exec(self, target: str, argv: list[str], timeout: float = EXEC_TIMEOUT) -> ExecResult:
         data = self._request("POST", f"/vms/{target}/exec", {"argv": argv, "timeout": timeout}, timeout=timeout + 15)
-        return from_json(ExecResult, data)
+        return _decode(ExecResult, data)
 
     def vm_log(self, name: str, follow: bool = False, until: str | None = None, timeout: float | None = None,
                tail: int | None = None) -> Iterator[bytes]:
@@ -304,8 +336,10 @@ class Client:
             raise InvalidInput("following a console log over the API needs --until TEXT",
                                hint="nestor vm log NAME --until TEXT, or the console (nestor vm console NAME)")
         wait = (timeout or 0) + 15 if until else None
-        data: bytes = self._request("GET", f"/vms/{name}/log", timeout=wait,
-                                    params={"until": until, "tail": tail, "timeout": timeout or None})
+        data = self._request("GET", f"/vms/{name}/log", timeout=wait,
+                             params={"until": until, "tail": tail, "timeout": timeout or None})
+        if data is not None and not isinstance(data, bytes):
+            raise MalformedAnswer("the nestor API sent a log that is not bytes")
         if data:
             yield data
 
@@ -327,84 +361,84 @@ class Client:
                                                  params={"path": path or None, "timeout": timeout}))
 
     def image_list(self) -> list[ImageInfo]:
-        return [from_json(ImageInfo, v) for v in self._request("GET", "/images")]
+        return _decode(list[ImageInfo], self._request("GET", "/images"))
 
     def image_build(self, image: str, progress: Progress, force: bool = False) -> ImageInfo:
         op = self._request("POST", f"/images/{image}/build", {"force": force})
-        return from_json(ImageInfo, self._operation(op, progress=progress))
+        return _decode(ImageInfo, self._operation(op, progress=progress))
 
     def image_build_debian(self, request: DebianRequest, progress: Progress, force: bool = False) -> StoredImageInfo:
         """`image build debian`: a bootable disk image from Debian packages (an operation)."""
         body = {"force": force, "release": request.release, "packages": list(request.packages), "size": request.size,
                 "image_name": request.name}
         op = self._request("POST", "/images/debian/build", body)
-        return from_json(StoredImageInfo, self._operation(op, progress=progress))
+        return _decode(StoredImageInfo, self._operation(op, progress=progress))
 
     def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
         """Import a qcow2 or raw file of the server's host (an operation; qemu-img's checks apply)."""
         op = self._request("POST", "/images/store", {"path": str(file), "name": name})
-        return from_json(StoredImageInfo, self._operation(op, progress=progress))
+        return _decode(StoredImageInfo, self._operation(op, progress=progress))
 
     def image_store_list(self) -> list[StoredImageInfo]:
-        return [from_json(StoredImageInfo, v) for v in self._request("GET", "/images/store")]
+        return _decode(list[StoredImageInfo], self._request("GET", "/images/store"))
 
     def image_remove(self, name: str) -> None:
         self._request("DELETE", f"/images/store/{name}")
 
     # -- disk-image VMs -----------------------------------------------------------------------
     def vm_disk_list(self, vm: str) -> list[DiskInfo]:
-        return [from_json(DiskInfo, d) for d in self._request("GET", f"/vms/{vm}/disks")]
+        return _decode(list[DiskInfo], self._request("GET", f"/vms/{vm}/disks"))
 
     def vm_disk_add(self, vm: str, name: str, size: int) -> DiskInfo:
-        return from_json(DiskInfo, self._request("POST", f"/vms/{vm}/disks", {"name": name, "size": size}))
+        return _decode(DiskInfo, self._request("POST", f"/vms/{vm}/disks", {"name": name, "size": size}))
 
     def vm_disk_resize(self, vm: str, name: str, size: int) -> DiskResize:
-        return from_json(DiskResize, self._request("PATCH", f"/vms/{vm}/disks/{name}", {"size": size}))
+        return _decode(DiskResize, self._request("PATCH", f"/vms/{vm}/disks/{name}", {"size": size}))
 
     def vm_disk_remove(self, vm: str, name: str) -> None:
         self._request("DELETE", f"/vms/{vm}/disks/{name}")
 
     def vm_checkpoint_list(self, vm: str) -> list[CheckpointInfo]:
-        return [from_json(CheckpointInfo, c) for c in self._request("GET", f"/vms/{vm}/checkpoints")]
+        return _decode(list[CheckpointInfo], self._request("GET", f"/vms/{vm}/checkpoints"))
 
     def vm_checkpoint_new(self, vm: str, name: str) -> CheckpointResult:
         op = self._request("POST", f"/vms/{vm}/checkpoints", {"name": name})
-        return from_json(CheckpointResult, self._operation(op))
+        return _decode(CheckpointResult, self._operation(op))
 
     def vm_checkpoint_apply(self, vm: str, name: str) -> CheckpointResult:
         op = self._request("POST", f"/vms/{vm}/checkpoints/{name}/apply")
-        return from_json(CheckpointResult, self._operation(op))
+        return _decode(CheckpointResult, self._operation(op))
 
     def vm_checkpoint_remove(self, vm: str, name: str) -> None:
         self._request("DELETE", f"/vms/{vm}/checkpoints/{name}")
 
     def vm_address(self, vm: str) -> VMAddress:
         """Where the running VM can be reached and how that was found (lease, guest agent, static)."""
-        return from_json(VMAddress, self._request("GET", f"/vms/{vm}/address"))
+        return _decode(VMAddress, self._request("GET", f"/vms/{vm}/address"))
 
     # -- network ------------------------------------------------------------------------------
     def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
         body = {"name": spec.name, "type": spec.type.value, "uplink": spec.uplink, "move_addresses": spec.move_addresses}
-        return from_json(SwitchInfo, self._request("POST", "/switches", body))
+        return _decode(SwitchInfo, self._request("POST", "/switches", body))
 
     def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
-        return from_json(SwitchInfo, self._request("PUT", f"/switches/{name}/address", {"address": address}))
+        return _decode(SwitchInfo, self._request("PUT", f"/switches/{name}/address", {"address": address}))
 
     def switch_list(self) -> list[SwitchInfo]:
-        return [from_json(SwitchInfo, v) for v in self._request("GET", "/switches")]
+        return _decode(list[SwitchInfo], self._request("GET", "/switches"))
 
     def switch_show(self, name: str) -> SwitchDetail:
-        return from_json(SwitchDetail, self._request("GET", f"/switches/{name}"))
+        return _decode(SwitchDetail, self._request("GET", f"/switches/{name}"))
 
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
-        return from_json(SwitchRemoval, self._request("DELETE", f"/switches/{name}", params={"force": force}))
+        return _decode(SwitchRemoval, self._request("DELETE", f"/switches/{name}", params={"force": force}))
 
     def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
         body = {"switch": spec.switch, "mac": spec.mac, "name": spec.name}
-        return from_json(AdapterInfo, self._request("POST", f"/vms/{vm}/adapters", body))
+        return _decode(AdapterInfo, self._request("POST", f"/vms/{vm}/adapters", body))
 
     def adapter_list(self, vm: str) -> list[AdapterInfo]:
-        return [from_json(AdapterInfo, v) for v in self._request("GET", f"/vms/{vm}/adapters")]
+        return _decode(list[AdapterInfo], self._request("GET", f"/vms/{vm}/adapters"))
 
     def adapter_set(self, vm: str, name: str | None, change: GuardChange) -> AdapterInfo:
         """`name` None: the VM's one adapter (as the service picks it)."""
@@ -415,7 +449,7 @@ class Client:
                 which = "no network adapter" if not adapters else f"{len(adapters)} adapters: say which with --name"
                 raise InvalidInput(f"vm '{vm}' has {which}", hint="adapters: " + ", ".join(a.name for a in adapters))
             name = adapters[0].name
-        return from_json(AdapterInfo, self._request("PATCH", f"/vms/{vm}/adapters/{name}", body))
+        return _decode(AdapterInfo, self._request("PATCH", f"/vms/{vm}/adapters/{name}", body))
 
     def adapter_remove(self, vm: str, name: str) -> None:
         self._request("DELETE", f"/vms/{vm}/adapters/{name}")
@@ -423,13 +457,13 @@ class Client:
     def nat_new(self, spec: NatSpec) -> NatInfo:
         """On this machine's internal switch, or (with a host, switch None) a libvirt NAT network there."""
         body = {"name": spec.name, "switch": spec.switch, "host": spec.host, "prefix": spec.prefix, "dhcp": spec.dhcp}
-        return from_json(NatInfo, self._request("POST", "/nats", body))
+        return _decode(NatInfo, self._request("POST", "/nats", body))
 
     def nat_list(self) -> list[NatInfo]:
-        return [from_json(NatInfo, v) for v in self._request("GET", "/nats")]
+        return _decode(list[NatInfo], self._request("GET", "/nats"))
 
     def nat_show(self, name: str) -> NatInfo:
-        return from_json(NatInfo, self._request("GET", f"/nats/{name}"))
+        return _decode(NatInfo, self._request("GET", f"/nats/{name}"))
 
     def nat_remove(self, name: str) -> None:
         self._request("DELETE", f"/nats/{name}")
@@ -456,9 +490,22 @@ class Client:
                     yield json.loads(line[6:])
 
 
+def untrusted_line(line: Any) -> str:
+    """A progress line from the other end, bounded (it may be a guest's nestor)."""
+    return str(line)[:1000]
+
+
+def _check_operation(op: Any) -> dict[str, Any]:
+    if not (isinstance(op, dict) and isinstance(op.get("status"), str) and isinstance(op.get("id"), str)):
+        raise MalformedAnswer("the nestor API sent a malformed operation")
+    return op
+
+
 def _error(response: httpx.Response) -> NestorError:
     try:
-        body = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        return EngineError(f"the nestor API answered {response.status_code}: {response.text[:200]}")
+        body = untrusted.loads(response.content)["error"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        body = None
+    if not isinstance(body, dict):
+        return MalformedAnswer(f"the nestor API answered {response.status_code}: {response.text[:200]}")
     return NestorError.from_json(body)

@@ -31,6 +31,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+MAX_TEXT = 1000  # characters of a message, hint or resource received from another nestor
+
 
 class NestorError(Exception):
     exit_code = 1
@@ -54,10 +56,15 @@ class NestorError(Exception):
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> NestorError:
         """Rebuild an error received from the API (client side): same class, same fields."""
+        def text(value: Any) -> str | None:  # the other end may be an untrusted guest: bounded strings
+            return None if value is None else str(value)[:MAX_TEXT] if isinstance(value, str | int | float) else "?"
+
         kind = str(data.get("kind", "error"))
         err_cls = next((c for c in _all_errors() if c.kind == kind), NestorError)
-        err = err_cls(str(data.get("message", "")), data.get("hint"), data.get("rule"))
-        err.context.update({str(k): str(v) for k, v in (data.get("resource") or {}).items()})
+        err = err_cls(text(data.get("message")) or "", text(data.get("hint")), text(data.get("rule")))
+        resource = data.get("resource")
+        if isinstance(resource, dict):
+            err.context.update({str(k)[:MAX_TEXT]: text(v) or "" for k, v in list(resource.items())[:8]})
         return err
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from nestor.engine import seriallog
 
 
@@ -101,3 +103,51 @@ def test_a_follower_reads_everything_in_order_across_rotations(tmp_path: Path) -
     assert numbers == sorted(numbers), "out of order"
     assert len(set(numbers)) == len(numbers), "a line twice"
     assert len(numbers) == len(lines), f"{len(lines) - len(numbers)} lines lost"
+
+
+def test_the_daemon_caps_qemu_log_and_the_dnsmasq_logs_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu.log (a guest can make QEMU print a line per crafted virtio-serial message) and the
+    dnsmasq --log-dhcp log grew without bound on main: the daemon's cap now cuts them as serial.log."""
+    import threading
+    import time
+
+    from nestor import paths
+    from nestor.api.server import cap_logs
+
+    cap = 8192
+    monkeypatch.setenv(seriallog.MAX_LOG_ENV, str(cap))
+    home = paths.Home(tmp_path / "home")
+    logs = [home.root / "vms" / "1" / "qemu.log", home.root / "vms" / "1" / "serial.log",
+            home.root / "net" / "dnsmasq-3.log"]
+    small = home.root / "vms" / "2" / "qemu.log"
+    for log in (*logs, small):
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_bytes(b"x" * (cap * 3 // 2 if log != small else 100))
+    stop = threading.Event()
+    watcher = threading.Thread(target=cap_logs, args=(home, stop))
+    watcher.start()
+    try:
+        end = time.monotonic() + 30
+        while time.monotonic() < end and any(log.stat().st_size for log in logs):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join()
+    assert [log.stat().st_size for log in logs] == [0, 0, 0]
+    assert all(seriallog.rotated(log).stat().st_size == cap * 3 // 2 for log in logs)
+    assert small.stat().st_size == 100 and not seriallog.rotated(small).exists()
+
+
+def test_a_start_cuts_a_qemu_log_past_the_cap(tmp_path: Path) -> None:
+    """qemu.log is appended across starts: each start holds the cap too (the daemon may be down)."""
+    from nestor import paths
+    from nestor.engine import process
+    from nestor.errors import EngineError
+
+    log = tmp_path / paths.QEMU_LOG
+    log.write_bytes(b"old\n" * (seriallog.MAX_LOG // 4 + 1))
+    with pytest.raises(EngineError, match="exited at start"):
+        process.spawn(["sh", "-c", "echo the last line; exit 3"], tmp_path, None)
+    assert log.read_bytes() == b"the last line\n"
+    assert seriallog.rotated(log).stat().st_size == seriallog.MAX_LOG + 4
+    assert process.last_line(log) == "the last line"

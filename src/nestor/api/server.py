@@ -106,13 +106,14 @@ def watch_states(home: Path, netns: str | None, runtime: Runtime, stop: threadin
 
 
 def cap_logs(home: paths.Home, stop: threading.Event) -> None:
-    """The serial-log cap of every VM of the home (no process per VM: one stat each per look)."""
+    """The cap of every log a guest can grow (engine/seriallog.py: each VM's serial.log and
+    qemu.log, each NAT's dnsmasq log); no process per VM: one stat each per look."""
     cap = seriallog.cap_from_env()
     while not stop.wait(seriallog.CHECK_INTERVAL):
         try:
-            seriallog.enforce_all(home.vms, paths.SERIAL_LOG, cap)
+            seriallog.enforce_home(home.root, cap)
         except Exception:
-            log.exception("serial log cap failed")
+            log.exception("log cap failed")
 
 
 def any_vm_running(home: paths.Home) -> bool:

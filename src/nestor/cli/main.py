@@ -69,8 +69,9 @@ def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool, re
 def one_line(text: str) -> str:
     """An error is one line whatever it quotes: control characters (a newline in a name, a
     terminal escape) are shown escaped, never sent to the terminal."""
-    return text if text.isprintable() else "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text)
+    from .output import escape_controls
+
+    return escape_controls(text, keep="")
 
 
 def main(argv: list[str] | None = None) -> None:

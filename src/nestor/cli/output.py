@@ -1,11 +1,19 @@
-"""Rendering for people (rich tables) and programs (-o json)."""
+"""Rendering for people (rich tables) and programs (-o json).
+
+Text that reaches a terminal may come from a guest (a VM's console, an exec's output, a tree's
+error, a DHCP hostname), and a guest must not drive L0's terminal: `escape_controls` is the one
+rule, used by every front end that prints. What people read (tables, trees, errors, `nestor ps`)
+is always escaped; a guest's own bytes (`vm log`, `vm exec`) are escaped only on a TTY
+(GuestOutput), so a pipe gets them exactly.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -55,9 +63,47 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    text = str(value)
     # Stored values may predate validation or come from a guest: never send a terminal escape.
-    return text if text.isprintable() else "".join(ch if ch.isprintable() else "?" for ch in text)
+    return escape_controls(str(value), keep="")
+
+
+def escape_controls(text: str, keep: str = "\n\t") -> str:
+    """`text` safe for a terminal: every character that is not printable (C0 and C1 controls such
+    as ESC and CSI, DEL, bidi overrides and other format characters) shown as its Python escape
+    (`\\x1b`, `\\u202e`), except those in `keep`. A CR before LF is dropped (the terminal shows the
+    same); a lone CR, which would let a line overwrite what came before it, is escaped."""
+    if text.isprintable():
+        return text
+    if "\n" in keep:
+        text = text.replace("\r\n", "\n")
+    return "".join(ch if ch.isprintable() or ch in keep else ch.encode("unicode_escape").decode() for ch in text)
+
+
+class GuestOutput:
+    """A guest's bytes to `stream` (sys.stdout or sys.stderr): exactly as they came when the stream
+    is not a terminal; on a terminal decoded as UTF-8 (a stray byte shown as `\\xNN`) and passed
+    through escape_controls. Chunks may split a character or a CR LF: both are carried over."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("backslashreplace")
+        self._pending = ""
+
+    def write(self, data: bytes, final: bool = False) -> None:
+        if not self.tty:
+            self.stream.buffer.write(data)
+        else:
+            text = self._pending + self._decoder.decode(data, final)
+            self._pending = ""
+            if text.endswith("\r") and not final:
+                text, self._pending = text[:-1], "\r"
+            encoding = self.stream.encoding or "utf-8"
+            self.stream.buffer.write(escape_controls(text).encode(encoding, "backslashreplace"))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.write(b"", final=True)
 
 
 def warn(message: str) -> None:

@@ -10,7 +10,7 @@ import click
 
 from ..errors import InvalidInput, NotFound
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json
+from .output import OUTPUT, emit_json, escape_controls
 
 
 def _script(command: str | None, file: str | None) -> str:
@@ -55,13 +55,13 @@ def ps(ctx: Ctx, file: str | None, command: str | None, list_cmdlets: bool, outp
     script = _script(command, file)
 
     def note(message: str) -> None:
-        click.echo(message, err=True)
+        click.echo(escape_controls(message), err=True)
 
     collected: list[Any] = []
     for _statement, objects in execute(ctx.local, script, note):
         if output == "json":
             collected += to_json(objects)
         elif objects:
-            click.echo(render(objects) + "\n")
+            click.echo(escape_controls(render(objects)) + "\n")  # cells may hold a guest's text (a DHCP hostname)
     if output == "json":
         emit_json(collected)

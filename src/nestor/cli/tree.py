@@ -7,7 +7,7 @@ import click
 from ..service import guests
 from ..service.types import to_json
 from .context import Ctx, pass_ctx
-from .output import OUTPUT, emit_json
+from .output import OUTPUT, emit_json, escape_controls
 
 
 @click.command("tree")
@@ -24,12 +24,12 @@ def tree(ctx: Ctx, output: str, timeout: float) -> None:
     print_tree(data)
     for host in data.get("hosts", []):  # libvirt hosts (issue 12), then their VMs
         state = "" if host["reachable"] else f"  unreachable: {host['error']}"
-        click.echo(f"{host['host']} (L{host['level']}, libvirt {host['uri']}){state}")
+        click.echo(escape_controls(f"{host['host']} (L{host['level']}, libvirt {host['uri']}){state}", keep=""))
         _print(host["vms"], "")
 
 
 def print_tree(data: dict[str, Any]) -> None:
-    click.echo(f"{data['host']} (L{data.get('level', 0)})")
+    click.echo(escape_controls(f"{data['host']} (L{data.get('level', 0)})", keep=""))
     _print(data["vms"], "")
 
 
@@ -43,5 +43,6 @@ def _print(nodes: list[dict[str, Any]], indent: str) -> None:
             parts.append(f"hypervisor running: {'yes' if node['hypervisor_running'] else 'no'}")
         if node.get("reachable") is False:
             parts.append(f"unreachable: {node.get('error')}")
-        click.echo(f"{indent}{'└── ' if last else '├── '}{'  '.join(parts)}")
+        # A node's fields may come from a guest (its error quotes what it sent): one line, no escape.
+        click.echo(f"{indent}{'└── ' if last else '├── '}{escape_controls('  '.join(map(str, parts)), keep='')}")
         _print(node.get("children", []), indent + ("    " if last else "│   "))

@@ -15,7 +15,7 @@ from . import console as serial_console
 from . import present
 from .context import Ctx, pass_ctx
 from .guest_options import guest_options, guest_spec, is_guest_request
-from .output import OUTPUT, emit_json, fields, rows_out, warn
+from .output import OUTPUT, GuestOutput, emit_json, fields, rows_out, warn
 
 ON_OFF = click.Choice(["on", "off"])
 
@@ -185,9 +185,10 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
     """The VM's serial console output (at most the last 2 MiB; the 2 MiB before are in serial.log.1)."""
+    out = GuestOutput(sys.stdout)  # the guest's bytes: escaped on a terminal, exact in a pipe
     for chunk in ctx.local.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
+        out.write(chunk)
+    out.close()
 
 
 @vm.command("console")
@@ -214,10 +215,9 @@ def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> No
     if not argv:
         raise InvalidInput("no command given", hint="nestor vm exec [--timeout S] NAME -- CMD [ARG...]")
     result = ctx.service.vm_exec(target, argv, timeout=timeout)
-    sys.stdout.buffer.write(result.stdout)
-    sys.stdout.flush()
-    sys.stderr.buffer.write(result.stderr)
-    sys.stderr.flush()
+    for stream, data in ((sys.stdout, result.stdout), (sys.stderr, result.stderr)):
+        out = GuestOutput(stream)  # escaped on a terminal, exact in a pipe
+        out.write(data, final=True)
     sys.exit(result.code if 0 <= result.code <= 255 else 255)
 
 

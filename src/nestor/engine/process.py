@@ -42,6 +42,7 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
     log_path = vm_dir / paths.QEMU_LOG
     (vm_dir / "serial.pipe").unlink(missing_ok=True)  # the FIFO of the per-VM log pump nestor used before
     seriallog.prepare(vm_dir / paths.SERIAL_LOG)
+    seriallog.enforce(log_path)  # qemu.log is appended across starts: the cap holds at each one too
     return _spawn(argv, vm_dir, log_path)
 
 
@@ -74,9 +75,12 @@ def _spawn(argv: list[str], vm_dir: Path, log_path: Path) -> int:
     raise EngineError(f"QEMU did not open its QMP socket within {START_TIMEOUT:.0f} s", hint=f"see {log_path}")
 
 
-def last_line(path: Path) -> str:
+def last_line(path: Path, window: int = 1 << 16) -> str:
+    """The last non-empty line of the log (read from its last `window` bytes: it may be large)."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - window))
+            lines = [line for line in f.read().decode(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no log"
     return lines[-1] if lines else "no output"

@@ -51,15 +51,32 @@ class _Session:
         self._client.await_greeting = self.greeting
         self._client.negotiate = self.greeting
 
+    deadline: float | None = None  # time.monotonic() by which the whole session ends (the agent's)
+
+    def _left(self, timeout: float | None) -> float:
+        """This command's time: its own timeout, within the session's deadline."""
+        wait = timeout or self.timeout
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - time.monotonic())
+            if wait <= 0:
+                raise self.error(f"vm '{self.name}': no time left on {self.sock.name} ({self.timeout:.0f} s in all)",
+                                 hint="raise --timeout")
+        return wait
+
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         import asyncio
 
         from qemu.qmp import ExecuteError, QMPError
 
         try:
-            return self._loop.run_until_complete(asyncio.wait_for(coro, timeout or self.timeout))
+            wait = self._left(timeout)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coro, wait))
         except TimeoutError as exc:
-            raise self.error(f"vm '{self.name}': no answer on {self.sock.name} within {timeout or self.timeout:.0f} s") from exc
+            raise self.error(f"vm '{self.name}': no answer on {self.sock.name} within {wait:.1f} s") from exc
         except ExecuteError as exc:
             raise self.error(f"vm '{self.name}': {exc.error_class}: {exc}") from exc
         except (QMPError, OSError) as exc:
@@ -237,9 +254,12 @@ class Agent(_Session):
     SYNC_TIMEOUT = 5.0
 
     def __init__(self, sock: Path, name: str, timeout: float = AGENT_TIMEOUT) -> None:
+        """`timeout` bounds the whole session, from connecting to the last answer: a guest that
+        trickles its answers a byte at a time cannot hold a caller past it."""
         super().__init__(sock, name, timeout)
 
     def __enter__(self) -> Self:
+        self.deadline = time.monotonic() + self.timeout
         try:
             raw = self._synced_socket()
             self._run(self._client.connect(raw))
@@ -250,14 +270,28 @@ class Agent(_Session):
 
     def _synced_socket(self) -> socket.socket:
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # One deadline for the sync, not one per recv(): stale bytes trickled slower than a
+        # per-recv timeout would otherwise keep the caller here forever.
+        deadline = time.monotonic() + min(self.timeout, self.SYNC_TIMEOUT)
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+
+        def left() -> float:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError
+            return wait
+
         try:
-            raw.settimeout(min(self.timeout, self.SYNC_TIMEOUT))
+            raw.settimeout(left())
             raw.connect(str(self.sock))
             token = secrets.randbelow(1 << 31)
+            raw.settimeout(left())
             raw.sendall(b"\xff" + json.dumps({"execute": "guest-sync-delimited", "arguments": {"id": token}}).encode()
                         + b"\n")
             buffer = b""
             while True:
+                raw.settimeout(left())
                 chunk = raw.recv(65536)
                 if not chunk:
                     raise GuestError(f"vm '{self.name}': the guest agent closed the connection")
@@ -281,7 +315,8 @@ class Agent(_Session):
                     buffer = buffer[end + 1:]  # an older client's sync: keep looking
         except TimeoutError as exc:
             raw.close()
-            raise GuestError(f"vm '{self.name}': the guest agent did not answer guest-sync-delimited",
+            raise GuestError(f"vm '{self.name}': the guest agent did not answer guest-sync-delimited "
+                             f"within {min(self.timeout, self.SYNC_TIMEOUT):.1f} s",
                              hint="is qemu-guest-agent running in the guest?") from exc
         except OSError as exc:
             raw.close()
@@ -306,11 +341,16 @@ class Agent(_Session):
         args: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
         if stdin is not None:
             args["input-data"] = base64.b64encode(stdin).decode()
-        pid = self.execute("guest-exec", args)["pid"]
+        started = self.execute("guest-exec", args)
+        pid = started.get("pid") if isinstance(started, dict) else None
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise self._malformed("guest-exec", started)
         deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
             status = self.execute("guest-exec-status", {"pid": pid})
+            if not isinstance(status, dict):
+                raise self._malformed("guest-exec-status", status)
             if status.get("exited"):
                 break
             if time.monotonic() > deadline:
@@ -320,7 +360,16 @@ class Agent(_Session):
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
-        out = base64.b64decode(status.get("out-data", ""))
-        err = base64.b64decode(status.get("err-data", ""))
-        code = int(status.get("exitcode", -status.get("signal", 1) if "signal" in status else 1))
+        try:
+            out = base64.b64decode(status.get("out-data", ""), validate=True)
+            err = base64.b64decode(status.get("err-data", ""), validate=True)
+        except (TypeError, ValueError):
+            raise self._malformed("guest-exec-status", status) from None
+        code = status.get("exitcode", -status["signal"] if isinstance(status.get("signal"), int) else 1)
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise self._malformed("guest-exec-status", status)
         return code, out, err
+
+    def _malformed(self, command: str, answer: Any) -> GuestError:
+        return GuestError(f"vm '{self.name}': the guest agent's answer to {command} is malformed: {str(answer)[:100]}",
+                          hint="is qemu-guest-agent the agent running in the guest?")

@@ -1,4 +1,9 @@
-"""The serial console's log, capped: QEMU appends to serial.log, nestor rotates it (copytruncate).
+"""Every per-VM log, capped: the writer appends, nestor rotates it (copytruncate), as virtlogd does.
+
+The logs a guest can make grow (VM_LOGS, NET_LOGS): the serial console's serial.log, QEMU's own
+qemu.log (its stderr: a guest can make QEMU print a line per crafted virtio-serial control
+message) and each NAT's dnsmasq log (--log-dhcp: a line per DHCP packet a guest sends). The
+serial log is the model below; the others are capped the same way, at the same size.
 
 A guest controls its serial output (`yes > /dev/ttyS0`), so the log must not grow without bound.
 QEMU writes serial.log itself (chardev `logfile=…,logappend=on`, which QEMU opens with O_APPEND:
@@ -118,6 +123,23 @@ def enforce_all(vms_dir: Path, name: str, cap: int | None = None) -> int:
     except OSError:
         return 0
     return sum(enforce(d / name, cap) for d in dirs)
+
+
+# Every log a guest can make grow, and who writes it (each with O_APPEND, so copytruncate is safe):
+VM_LOGS = ("serial.log", "qemu.log")  # QEMU's chardev logfile; QEMU's stdout/stderr (process.spawn opens it)
+NET_LOGS = "dnsmasq-*.log"  # each NAT's dnsmasq --log-facility (--log-dhcp: a line per guest DHCP packet)
+
+
+def enforce_home(root: Path, cap: int | None = None) -> int:
+    """`enforce` on every capped log of the home at `root`: each VM's serial.log and qemu.log,
+    each NAT's dnsmasq log; how many were rotated."""
+    cap = cap_from_env() if cap is None else cap
+    rotated_count = sum(enforce_all(root / "vms", name, cap) for name in VM_LOGS)
+    try:
+        net_logs = list((root / "net").glob(NET_LOGS))
+    except OSError:
+        net_logs = []
+    return rotated_count + sum(enforce(log, cap) for log in net_logs)
 
 
 def identity(path: Path) -> tuple[int, int, int] | None:

@@ -59,7 +59,9 @@ class StreamTransport(ChannelTransport):
             if not data:
                 return
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, wait: float) -> None:
+        # A blocking libvirt stream has no timeout of its own: a send waits for the guest to read
+        # (virtio-serial's buffer), bounded by the VM, not by `wait`.
         view = memoryview(data)
         while view:
             try:

@@ -7,8 +7,8 @@ asked through the nestor of the level above, so no nestor CLI is spawned inside 
 
 from __future__ import annotations
 
-import functools
 import socket
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ TREE_TIMEOUT = 30.0
 PING_TIMEOUT = 3.0
 MAX_TIMEOUT = 24 * 3600.0
 MAX_DEPTH = 8  # levels below a host that a tree may report (a guest's answer is not trusted)
+MAX_NODES = 4096  # VMs a tree from a guest may hold, at all its levels together
 
 
 def check_timeout(timeout: float, what: str = "timeout") -> float:
@@ -60,9 +61,14 @@ def vm_exec(core: Core, target: str, argv: list[str], timeout: float = EXEC_TIME
     if rest:
         from . import channel
 
-        with channel.client(core, first, timeout) as inner:
+        # One deadline for the whole call: the inner exec's timeout, plus the margin each level takes.
+        with channel.client(core, first, timeout, deadline=time.monotonic() + timeout + 15) as inner:
             result: ExecResult = inner.vm_exec("/".join(rest), argv, timeout=max(timeout - 5, 1))
-            return result
+        if not (isinstance(result.code, int) and not isinstance(result.code, bool)
+                and isinstance(result.stdout, bytes) and isinstance(result.stderr, bytes)):
+            raise GuestError(f"vm '{first}': its nestor API sent a malformed exec result",
+                             hint=f"the nestor inside '{first}' is not one this nestor understands")
+        return result
     with agent(core, first, timeout) as guest:
         guest.ping(timeout=PING_TIMEOUT)
         code, out, err = guest.exec(argv, timeout=timeout)
@@ -84,7 +90,11 @@ def tree(core: Core, timeout: float = TREE_TIMEOUT, level: int = 0) -> Tree:
             node.hypervisor_running, _ = core.hypervisor_running(config)
             from . import channel
 
-            descend(node, functools.partial(channel.client, core, node.name, timeout), timeout)
+            def connect(name: str = node.name) -> AbstractContextManager[Client]:
+                # One deadline per level: connecting, the sync, the request and the whole answer.
+                return channel.client(core, name, timeout, deadline=time.monotonic() + timeout)
+
+            descend(node, connect, timeout)
         nodes.append(node)
     return Tree(socket.gethostname(), level, nodes)
 
@@ -95,12 +105,13 @@ def descend(node: TreeNode, connect: Callable[[], AbstractContextManager[Client]
     try:
         with connect() as inner:
             below = inner.tree(timeout=max(timeout - 5, 2))
+        children = [_rebase(child, node.level, 1) for child in below.vms]
     except NestorError as exc:
         node.reachable = False
         node.error = exc.message
         return
     node.reachable = True
-    node.children = [_rebase(child, node.level, 1) for child in below.vms]
+    node.children = children
 
 
 def _rebase(node: TreeNode, parent_level: int, depth: int) -> TreeNode:
@@ -113,15 +124,22 @@ def _rebase(node: TreeNode, parent_level: int, depth: int) -> TreeNode:
 
 
 def tree_from_json(data: Any, depth: int = 0) -> Tree:
-    """Validate a tree received from a guest or a remote (untrusted): schema, depth, names."""
+    """Validate a tree received from a guest or a remote (untrusted): schema, depth, node count, names."""
     if not isinstance(data, dict) or not isinstance(data.get("vms"), list):
         raise GuestError("the tree from the guest is malformed")
-    return Tree(_clean(data.get("host"), "?"), _int(data.get("level"), 0), [node_from_json(n, depth + 1) for n in data["vms"]])
+    budget = [MAX_NODES]
+    return Tree(_clean(data.get("host"), "?"), _int(data.get("level"), 0),
+                [node_from_json(n, depth + 1, budget) for n in data["vms"]])
 
 
-def node_from_json(data: Any, depth: int) -> TreeNode:
+def node_from_json(data: Any, depth: int, budget: list[int] | None = None) -> TreeNode:
+    """One node and its subtree; `budget` holds how many more nodes the whole tree may have."""
+    budget = [MAX_NODES] if budget is None else budget
     if depth > MAX_DEPTH:
         raise GuestError(f"the tree from the guest is deeper than {MAX_DEPTH} levels")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise GuestError(f"the tree from the guest has more than {MAX_NODES} VMs")
     if not isinstance(data, dict):
         raise GuestError("a tree node from the guest is malformed")
     name = _clean(data.get("name"), "?")
@@ -137,7 +155,7 @@ def node_from_json(data: Any, depth: int) -> TreeNode:
         hypervisor_running=running if isinstance(running, bool) else None,
         reachable=reachable if isinstance(reachable, bool) else None,
         error=_clean(error, "") if error is not None else None,
-        children=[node_from_json(child, depth + 1) for child in children],
+        children=[node_from_json(child, depth + 1, budget) for child in children],
     )
 
 

@@ -671,7 +671,8 @@ class Network:
         with error_context(nat=name), self._lock():
             nat = self.store.nat(name)
             dnsmasq.stop(self.files.dnsmasq_pid(nat.id))
-            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id)):
+            log_file = self.files.dnsmasq_log(nat.id)
+            for path in (self.files.dnsmasq_leases(nat.id), log_file, log_file.with_name(log_file.name + ".1")):
                 path.unlink(missing_ok=True)
             try:
                 host.require_netns(nat.netns)

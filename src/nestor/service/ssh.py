@@ -40,16 +40,21 @@ class Target:
     netns: str | None
 
 
-def agent_addresses(interfaces: list[dict[str, Any]]) -> list[str]:
-    """IPv4 addresses from guest-network-get-interfaces, loopback and link-local left out. Pure."""
-    found = []
-    for iface in interfaces:
-        if iface.get("name") == "lo":
+def agent_addresses(interfaces: Any) -> list[str]:
+    """IPv4 addresses from guest-network-get-interfaces, loopback and link-local left out. Pure.
+    The answer comes from the guest: whatever is malformed in it is skipped."""
+    found: list[str] = []
+    for iface in interfaces if isinstance(interfaces, list) else []:
+        if not isinstance(iface, dict) or iface.get("name") == "lo":
             continue
-        for addr in iface.get("ip-addresses", []):
-            if addr.get("ip-address-type") != "ipv4":
+        addrs = iface.get("ip-addresses")
+        for addr in addrs if isinstance(addrs, list) else []:
+            if not isinstance(addr, dict) or addr.get("ip-address-type") != "ipv4":
                 continue
-            ip = ipaddress.IPv4Address(addr["ip-address"])
+            try:
+                ip = ipaddress.IPv4Address(addr.get("ip-address"))
+            except ValueError:
+                continue
             if not (ip.is_loopback or ip.is_link_local):
                 found.append(str(ip))
     return found
