@@ -117,10 +117,12 @@ class Client:
     def __init__(self, base_url: str = "http://nestor", *, socket: Path | str | None = None, token: str | None = None,
                  verify: str | Path | bool | ssl.SSLContext = True, transport: httpx.BaseTransport | None = None,
                  timeout: float = DEFAULT_TIMEOUT, at: str = "", operation_timeout: float = OPERATION_TIMEOUT,
-                 http: httpx.Client | None = None) -> None:
+                 http: httpx.Client | None = None, where: str = "") -> None:
         """`verify`: True (the system's CAs), a CA file (the daemon's HOME/tls/ca.crt), or an SSLContext.
         `at`: the level below that API's own (a VM path, 'l1/l2'), which every request names.
-        `http`: another Client's connection (guest()), which this one does not close."""
+        `http`: another Client's connection (guest()), which this one does not close.
+        `where`: that API's own level as the caller names it ('l1' for l1's channel), so errors
+        about a level below name it from the caller's end (`vm 'l1/l9': no VM 'l9' in l1`)."""
         if transport is None and socket is not None:
             transport = httpx.HTTPTransport(uds=str(socket))
         if isinstance(verify, str | Path):
@@ -129,6 +131,7 @@ class Client:
         self.timeout = timeout
         self.operation_timeout = operation_timeout
         self.at = at
+        self.where = where
         self._owns_http = http is None
         self._http = http or httpx.Client(base_url=base_url, transport=transport, headers=headers, verify=verify,
                                           timeout=timeout)
@@ -165,7 +168,7 @@ class Client:
 
         validate_name(name)
         return Client(timeout=self.timeout, at=f"{self.at}/{name}" if self.at else name,
-                      operation_timeout=self.operation_timeout, http=self._http)
+                      operation_timeout=self.operation_timeout, http=self._http, where=self.where)
 
     def forward(self, method: str, path: str, query: str, headers: dict[str, str],
                 body: bytes, timeout: float | None = None) -> httpx.Response:
@@ -190,7 +193,7 @@ class Client:
         except httpx.HTTPError as exc:
             raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
         if response.status_code >= 400:
-            raise _error(response)
+            raise self._level_error(response)
         if response.status_code == 204 or not response.content:
             return None
         if response.headers.get("content-type", "").startswith("application/json"):
@@ -221,6 +224,18 @@ class Client:
             error = op.get("error")
             raise NestorError.from_json(error if isinstance(error, dict) else {"message": f"operation {op['status']}"})
         return op.get("result")
+
+    def _level_error(self, response: httpx.Response) -> NestorError:
+        """The error of an answer; one about a level below (api/forward.py's header) names that
+        level by its path from the caller's end."""
+        err = _error(response)
+        failed = response.headers.get(LEVEL_HEADER)
+        if not failed:
+            return err
+        from .hypervisor import level_error
+
+        path = f"{self.where}/{failed}" if self.where else failed
+        return level_error(path, path.rpartition("/")[0], err)
 
     # -- host and VMs -------------------------------------------------------------------------
     def host_check(self) -> HostReport:
@@ -484,10 +499,13 @@ class Client:
                                timeout=httpx.Timeout(self.timeout, read=timeout)) as response:
             if response.status_code >= 400:
                 response.read()
-                raise _error(response)
+                raise self._level_error(response)
             for line in response.iter_lines():
                 if line.startswith("data: "):
                     yield json.loads(line[6:])
+
+
+LEVEL_HEADER = "x-nestor-level"  # api/forward.py: the level below that failed, from the API's end
 
 
 def untrusted_line(line: Any) -> str:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NestorError
 
 if TYPE_CHECKING:
     from ..hypervisor import Hypervisor
@@ -48,6 +50,51 @@ class Ctx:
             words = click.get_current_context().command_path.split()[1:]
             self._service = Service(self.home, self.netns, create=" ".join(words) in CREATING)
         return self._service
+
+
+    @contextmanager
+    def level(self, path: str, local: bool = False) -> Iterator[Hypervisor]:
+        """The Hypervisor at `path` ('' or none: this host's; 'l1/l2': the nestor inside l2 inside
+        l1, nestor.hypervisor.at). `local`: a command that runs only on this host, not --remote."""
+        from ..hypervisor import at, split_levels
+
+        root = self.local if local else self.service
+        if not split_levels(path or ""):
+            yield root
+            return
+        with at(root, path) as level:
+            yield level
+
+    @contextmanager
+    def vm(self, path: str, local: bool = False) -> Iterator[tuple[Hypervisor, str]]:
+        """The level of the VM at `path` ('web', 'l1/l2') and the VM's own name there; errors
+        name the level (`vm 'l1/l9': no VM 'l9' in l1`)."""
+        from ..hypervisor import level_error, split_path
+
+        levels, name = split_path(path)
+        above = "/".join(levels)
+        try:
+            with self.level(above, local) as level:
+                yield level, name
+        except NestorError as exc:
+            reworded = level_error(path, above, exc)
+            if reworded is exc:
+                raise
+            raise reworded from exc
+
+    def only_here(self, path: str, what: str) -> str:
+        """`path` when it names a VM of this host; a VM below refused for `what` (no route for it yet)."""
+        from ..hypervisor import split_path
+
+        levels, name = split_path(path)
+        if levels:
+            raise InvalidInput(f"vm '{path}': {what} works on this host's VMs only",
+                               hint=f"nestor vm exec {'/'.join(levels)} -- nestor ... {name}")
+        return name
+
+
+AT = click.option("--at", "at", default="", metavar="PATH",
+                  help="the level: a VM path such as l1 or l1/l2, whose nestor does it (default: this host)")
 
 
 # The commands that may make a new home; every other one refuses a home that does not exist

@@ -40,7 +40,7 @@ def ssh(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
     """Log in with ssh, or run `-- CMD` (as ssh does, the guest's login shell runs CMD).
 
     The address comes from the DHCP lease, the guest agent or `adapter set --ip`."""
-    argv = ctx.local.vm_ssh_argv(name, list(command))
+    argv = ctx.local.vm_ssh_argv(ctx.only_here(name, "ssh"), list(command))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
@@ -58,7 +58,8 @@ def disk() -> None:
 @pass_ctx
 def disk_add(ctx: Ctx, vm: str, name: str, size: str) -> None:
     """Add an empty data disk (while the VM is off)."""
-    disk = ctx.local.vm_disk_add(vm, name, parse_size(size, "disk"))
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        disk = level.vm_disk_add(vm_name, name, parse_size(size, "disk"))
     click.echo(f"disk '{disk.name}' ({human_size(disk.virtual_size)}) added to vm '{vm}'")
 
 
@@ -68,7 +69,9 @@ def disk_add(ctx: Ctx, vm: str, name: str, size: str) -> None:
 @pass_ctx
 def disk_list(ctx: Ctx, vm: str, output: str) -> None:
     """The VM's disks: virtual and allocated size, the image under the root disk."""
-    rows_out([_disk_row(d, output) for d in ctx.local.vm_disk_list(vm)], output,
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        disks = level.vm_disk_list(vm_name)
+    rows_out([_disk_row(d, output) for d in disks], output,
              ["name", "virtual_size", "allocated", "image", "file"])
 
 
@@ -79,7 +82,8 @@ def disk_list(ctx: Ctx, vm: str, output: str) -> None:
 @pass_ctx
 def disk_resize(ctx: Ctx, vm: str, name: str, size: str) -> None:
     """Grow a disk; a running VM sees the new size at once (QMP block_resize)."""
-    result = ctx.local.vm_disk_resize(vm, name, parse_size(size, "disk"))
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        result = level.vm_disk_resize(vm_name, name, parse_size(size, "disk"))
     click.echo(f"disk '{name}' of vm '{vm}' is now {human_size(result.disk.virtual_size)} "
                f"({'online' if result.online else 'offline'})")
 
@@ -90,7 +94,8 @@ def disk_resize(ctx: Ctx, vm: str, name: str, size: str) -> None:
 @pass_ctx
 def disk_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Remove a data disk and its file (while the VM is off)."""
-    ctx.local.vm_disk_remove(vm, name)
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        level.vm_disk_remove(vm_name, name)
     click.echo(f"disk '{name}' removed from vm '{vm}'")
 
 
@@ -106,7 +111,8 @@ def checkpoint() -> None:
 @pass_ctx
 def checkpoint_new(ctx: Ctx, vm: str, name: str, output: str) -> None:
     """Take a checkpoint (Hyper-V: Checkpoint-VM)."""
-    result = ctx.local.vm_checkpoint_new(vm, name)
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        result = level.vm_checkpoint_new(vm_name, name)
     if output == "json":
         emit_json(to_json(result))
     else:
@@ -119,7 +125,9 @@ def checkpoint_new(ctx: Ctx, vm: str, name: str, output: str) -> None:
 @pass_ctx
 def checkpoint_list(ctx: Ctx, vm: str, output: str) -> None:
     """The VM's checkpoints (Hyper-V: Get-VMCheckpoint)."""
-    rows_out([_checkpoint_row(c, output) for c in ctx.local.vm_checkpoint_list(vm)], output,
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        checkpoints = level.vm_checkpoint_list(vm_name)
+    rows_out([_checkpoint_row(c, output) for c in checkpoints], output,
              ["name", "created", "memory", "memory_size"], empty="no checkpoints")
 
 
@@ -130,7 +138,8 @@ def checkpoint_list(ctx: Ctx, vm: str, output: str) -> None:
 @pass_ctx
 def checkpoint_apply(ctx: Ctx, vm: str, name: str, output: str) -> None:
     """Go back to a checkpoint (Hyper-V: Restore-VMCheckpoint)."""
-    result = ctx.local.vm_checkpoint_apply(vm, name)
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        result = level.vm_checkpoint_apply(vm_name, name)
     if output == "json":
         emit_json(to_json(result))
     else:
@@ -143,7 +152,8 @@ def checkpoint_apply(ctx: Ctx, vm: str, name: str, output: str) -> None:
 @pass_ctx
 def checkpoint_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Delete a checkpoint (Hyper-V: Remove-VMCheckpoint)."""
-    ctx.local.vm_checkpoint_remove(vm, name)
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        level.vm_checkpoint_remove(vm_name, name)
     click.echo(f"checkpoint '{name}' of vm '{vm}' removed")
 
 

@@ -19,7 +19,7 @@ from ..service.net_types import (
     SwitchType,
 )
 from ..service.types import to_json
-from .context import Ctx, pass_ctx
+from .context import AT, Ctx, pass_ctx
 from .output import OUTPUT, emit_json, fields, rows_out, table
 
 SWITCH_TYPES = tuple(t.value for t in SwitchType)
@@ -39,19 +39,23 @@ def switch() -> None:
 @click.option("--uplink", default=None, help="external: the interface to enslave")
 @click.option("--move-addresses", is_flag=True,
               help="external: move the uplink's addresses and routes onto the switch (and back on removal)")
+@AT
 @pass_ctx
-def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_addresses: bool) -> None:
+def switch_new(ctx: Ctx, name: str, type_: str, uplink: str | None, move_addresses: bool, at: str) -> None:
     """Create a switch (a bridge, in --netns if given)."""
-    sw = ctx.local.switch_new(SwitchSpec(name, SwitchType(type_), uplink, move_addresses=move_addresses))
+    with ctx.level(at, local=True) as level:
+        sw = level.switch_new(SwitchSpec(name, SwitchType(type_), uplink, move_addresses=move_addresses))
     click.echo(f"switch '{sw.name}' created ({sw.type}, bridge {sw.bridge})")
 
 
 @switch.command("list")
 @OUTPUT
+@AT
 @pass_ctx
-def switch_list(ctx: Ctx, output: str) -> None:
+def switch_list(ctx: Ctx, output: str, at: str) -> None:
     """All switches, with their observed state."""
-    rows = to_json(ctx.local.switch_list())
+    with ctx.level(at, local=True) as level:
+        rows = to_json(level.switch_list())
     rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
              empty="no switches")
 
@@ -59,10 +63,12 @@ def switch_list(ctx: Ctx, output: str) -> None:
 @switch.command("show")
 @click.argument("name")
 @OUTPUT
+@AT
 @pass_ctx
-def switch_show(ctx: Ctx, name: str, output: str) -> None:
+def switch_show(ctx: Ctx, name: str, output: str, at: str) -> None:
     """One switch in detail."""
-    data = switch_json(ctx.local.switch_show(name))
+    with ctx.level(at, local=True) as level:
+        data = switch_json(level.switch_show(name))
     if output == "json":
         emit_json(data)
         return
@@ -77,10 +83,12 @@ def switch_show(ctx: Ctx, name: str, output: str) -> None:
 @click.argument("name")
 @click.option("--force", is_flag=True,
               help="also remove the NAT and the adapters of VMs that are off (refused while an attached VM runs or is saved)")
+@AT
 @pass_ctx
-def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
+def switch_remove(ctx: Ctx, name: str, force: bool, at: str) -> None:
     """Delete a switch."""
-    result = ctx.local.switch_remove(name, force=force)
+    with ctx.level(at, local=True) as level:
+        result = level.switch_remove(name, force=force)
     removed = ([f"nat '{result.nat}'"] if result.nat else []) + [f"adapter {a.vm}/{a.adapter}" for a in result.adapters]
     also = f" (with {', '.join(removed)})" if removed else ""
     click.echo(f"switch '{name}' removed{also}")
@@ -89,10 +97,12 @@ def switch_remove(ctx: Ctx, name: str, force: bool) -> None:
 @switch.command("set-ip")
 @click.argument("name")
 @click.argument("address")
+@AT
 @pass_ctx
-def switch_set_ip(ctx: Ctx, name: str, address: str) -> None:
+def switch_set_ip(ctx: Ctx, name: str, address: str, at: str) -> None:
     """Give the host ADDR/PREFIX on the switch (seed: New-NetIPAddress)."""
-    sw = ctx.local.switch_set_ip(name, address)
+    with ctx.level(at, local=True) as level:
+        sw = level.switch_set_ip(name, address)
     click.echo(f"switch '{sw.name}' has address {sw.address}")
 
 
@@ -109,8 +119,9 @@ def adapter() -> None:
 @pass_ctx
 def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str | None) -> None:
     """Add an adapter (only while the VM is off)."""
-    a = ctx.local.adapter_add(vm, AdapterSpec(switch_name, mac=mac, name=name))
-    click.echo(f"adapter '{a.name}' added to vm '{a.vm}' (switch {a.switch}, mac {a.mac})")
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        a = level.adapter_add(vm_name, AdapterSpec(switch_name, mac=mac, name=name))
+    click.echo(f"adapter '{a.name}' added to vm '{vm}' (switch {a.switch}, mac {a.mac})")
 
 
 @adapter.command("list")
@@ -119,7 +130,8 @@ def adapter_add(ctx: Ctx, vm: str, switch_name: str, mac: str | None, name: str 
 @pass_ctx
 def adapter_list(ctx: Ctx, vm: str, output: str) -> None:
     """A VM's adapters, with the frames the MAC guard dropped."""
-    rows = [adapter_json(a) for a in ctx.local.adapter_list(vm)]
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        rows = [adapter_json(a) for a in level.adapter_list(vm_name)]
     rows_out(rows, output, ["name", "switch", "mac", "mac_spoofing", "router_guard", "dhcp_guard", "tap", "netns",
                             "dropped_frames"], empty="no adapters")
 
@@ -155,14 +167,16 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
     if dhcp and (ip or gateway or dns):
         raise InvalidInput("--dhcp excludes --ip, --gateway and --dns", hint="give one of them")
     if addressing:
-        r = ctx.local.adapter_set_address(vm, name, ip, gateway, dns, clear=dhcp)
+        r = ctx.local.adapter_set_address(ctx.only_here(vm, "--ip/--gateway/--dns/--dhcp"), name, ip, gateway, dns,
+                                          clear=dhcp)
         click.echo(f"adapter '{r.adapter}' of vm '{vm}': " + (f"address {r.ip}" if r.ip else "DHCP")
                    + (f", gateway {r.gateway}" if r.gateway else "") + (f", dns {','.join(r.dns)}" if r.dns else ""))
     if guards:
-        a = ctx.local.adapter_set(vm, name, GuardChange(mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard),
-                                                         dhcp_guard=flag(dhcp_guard)))
+        change = GuardChange(mac_spoofing=flag(mac_spoofing), router_guard=flag(router_guard), dhcp_guard=flag(dhcp_guard))
+        with ctx.vm(vm, local=True) as (level, vm_name):
+            a = level.adapter_set(vm_name, name, change)
         state = {True: "on", False: "off"}
-        click.echo(f"adapter '{a.name}' of vm '{a.vm}': mac spoofing {state[a.mac_spoofing]}, "
+        click.echo(f"adapter '{a.name}' of vm '{vm}': mac spoofing {state[a.mac_spoofing]}, "
                    f"router guard {state[a.router_guard]}, dhcp guard {state[a.dhcp_guard]}")
 
 
@@ -172,7 +186,8 @@ def adapter_set(ctx: Ctx, vm: str, name: str | None, mac_spoofing: str | None, r
 @pass_ctx
 def adapter_remove(ctx: Ctx, vm: str, name: str) -> None:
     """Remove an adapter (only while the VM is off)."""
-    ctx.local.adapter_remove(vm, name)
+    with ctx.vm(vm, local=True) as (level, vm_name):
+        level.adapter_remove(vm_name, name)
     click.echo(f"adapter '{name}' removed from vm '{vm}'")
 
 
@@ -189,11 +204,13 @@ def nat() -> None:
 @click.option("--prefix", required=True, help="the internal network, e.g. 192.168.100.0/24")
 @click.option("--dhcp", is_flag=True, help="serve DHCP and DNS on the switch (dnsmasq)")
 @OUTPUT
+@AT
 @pass_ctx
 def nat_new(ctx: Ctx, name: str, switch_name: str | None, host: str | None, prefix: str, dhcp: bool,
-            output: str) -> None:
+            output: str, at: str) -> None:
     """Create a NAT (seed: New-NetNat -InternalIPInterfaceAddressPrefix)."""
-    n = ctx.local.nat_new(NatSpec(name, switch_name, prefix, dhcp=dhcp, host=host))
+    with ctx.level(at, local=True) as level:
+        n = level.nat_new(NatSpec(name, switch_name, prefix, dhcp=dhcp, host=host))
     if output == "json":
         emit_json(nat_json(n))
         return
@@ -203,10 +220,12 @@ def nat_new(ctx: Ctx, name: str, switch_name: str | None, host: str | None, pref
 
 @nat.command("list")
 @OUTPUT
+@AT
 @pass_ctx
-def nat_list(ctx: Ctx, output: str) -> None:
+def nat_list(ctx: Ctx, output: str, at: str) -> None:
     """All NATs (this machine's and those on libvirt hosts), their dnsmasq and leases."""
-    rows = [nat_json(n) for n in ctx.local.nat_list()]
+    with ctx.level(at, local=True) as level:
+        rows = [nat_json(n) for n in level.nat_list()]
     if output == "json":
         emit_json(rows)
         return
@@ -219,10 +238,12 @@ def nat_list(ctx: Ctx, output: str) -> None:
 
 @nat.command("remove")
 @click.argument("name")
+@AT
 @pass_ctx
-def nat_remove(ctx: Ctx, name: str) -> None:
+def nat_remove(ctx: Ctx, name: str, at: str) -> None:
     """Delete a NAT: its rules and its dnsmasq (on a libvirt host: its libvirt network)."""
-    ctx.local.nat_remove(name)
+    with ctx.level(at, local=True) as level:
+        level.nat_remove(name)
     click.echo(f"nat '{name}' removed")
 
 

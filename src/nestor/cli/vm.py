@@ -13,7 +13,7 @@ from ..service import guests
 from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
 from . import present
-from .context import Ctx, pass_ctx
+from .context import AT, Ctx, pass_ctx
 from .guest_options import guest_options, guest_spec, is_guest_request
 from .output import OUTPUT, GuestOutput, emit_json, fields, rows_out, warn
 
@@ -46,12 +46,13 @@ def vm() -> None:
 @click.option("--disk", default=None, help="with --host: a disk image file on that host")
 @click.option("--network", default=None, help="with --host: a libvirt network on that host (MAC guard: clean-traffic)")
 @guest_options
+@AT
 @pass_ctx
-def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
+def new(ctx: Ctx, /, name: str, at: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
         config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
         disk: str | None, network: str | None, **guest_flags: Any) -> None:
-    """Define a new VM (it starts Off), here or on a libvirt host (--host)."""
+    """Define a new VM (it starts Off), here, on a libvirt host (--host) or at a level below (--at l1)."""
     guest = guest_spec(image, switches, guest_flags)
     if is_guest_request(image, guest):  # a disk-image VM (service/diskvms.py)
         if host or maximum or disk or network:
@@ -60,32 +61,38 @@ def new(ctx: Ctx, /, name: str, vcpus: int, memory: str, image: str | None, kern
         if kernel or initrd or run_script or append:
             raise InvalidInput("--kernel/--initrd/--append/--run are for the appliance; a disk-image VM boots its disk",
                                hint="drop them, or drop --image/--iso and the guest flags")
-        result = ctx.local.vm_new_guest(name, guest, vcpus=vcpus, memory=parse_size(memory), nested=nested,
-                                          config_version=config_version)
+        with ctx.level(at, local=True) as level:
+            result = level.vm_new_guest(name, guest, vcpus=vcpus, memory=parse_size(memory), nested=nested,
+                                        config_version=config_version)
         for message in result.warnings:
             warn(message)
         click.echo(f"vm '{result.vm.name}' created (generation {guest.generation})")
         return
-    result = ctx.service.vm_new(VMSpec(
+    spec = VMSpec(
         name=name, vcpus=vcpus, memory=parse_size(memory), nested=nested, image=image,
         kernel=str(kernel) if kernel else None, initrd=str(initrd) if initrd else None, append=append,
         run_script=str(run_script) if run_script else None, config_version=config_version, switches=switches,
         host=host, maximum=_size(maximum, "maximum"), disk=disk, network=network,
-    ))
+    )
+    with ctx.level(at) as level:
+        result = level.vm_new(spec)
     for message in result.warnings:
         warn(message)
     if result.placement:
         click.echo(result.placement)
     where = f" on host '{result.vm.host}'" if result.vm.host else ""
-    click.echo(f"vm '{result.vm.name}' created{where}")
+    path = f"{at}/{result.vm.name}" if at else result.vm.name
+    click.echo(f"vm '{path}' created{where}")
 
 
 @vm.command("list")
 @OUTPUT
+@AT
 @pass_ctx
-def list_(ctx: Ctx, output: str) -> None:
-    """All VMs with their observed state."""
-    infos = ctx.service.vm_list()
+def list_(ctx: Ctx, output: str, at: str) -> None:
+    """All VMs with their observed state (of this host, or of the level --at names)."""
+    with ctx.level(at) as level:
+        infos = level.vm_list()
     columns = ["name", "state", "vcpus", "memory", "nested", "image", "pid"]
     if any(info.host for info in infos):
         columns.append("host")  # VMs on libvirt hosts
@@ -97,8 +104,9 @@ def list_(ctx: Ctx, output: str) -> None:
 @OUTPUT
 @pass_ctx
 def show(ctx: Ctx, name: str, output: str) -> None:
-    """One VM in detail."""
-    data = present.vm(ctx.service.vm_show(name))
+    """One VM in detail (NAME may be a path such as l1/l2)."""
+    with ctx.vm(name) as (level, vm_name):
+        data = present.vm(level.vm_show(vm_name))
     if output == "json":
         emit_json(data)
         return
@@ -110,8 +118,9 @@ def show(ctx: Ctx, name: str, output: str) -> None:
 @click.argument("name")
 @pass_ctx
 def start(ctx: Ctx, name: str) -> None:
-    """Start a VM (QEMU runs detached)."""
-    info = ctx.service.vm_start(name)
+    """Start a VM (QEMU runs detached; NAME may be a path such as l1/l2)."""
+    with ctx.vm(name) as (level, vm_name):
+        info = level.vm_start(vm_name)
     if info.host:
         click.echo(f"vm '{name}' started on host '{info.host}'")
         return
@@ -126,7 +135,8 @@ def start(ctx: Ctx, name: str) -> None:
 @pass_ctx
 def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
     """Shut a VM down (ACPI power button), or turn it off."""
-    result = ctx.service.vm_stop(name, turn_off=turn_off, timeout=timeout)
+    with ctx.vm(name) as (level, vm_name):
+        result = level.vm_stop(vm_name, turn_off=turn_off, timeout=timeout)
     how = {"turned off after the timeout": f"turned off after {timeout:g} s without a guest shutdown",
            "saved state discarded": "turned off: its saved state is discarded"}.get(result.how.value, result.how.value)
     click.echo(f"vm '{name}' {how}")
@@ -138,7 +148,8 @@ def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
 @pass_ctx
 def remove(ctx: Ctx, name: str, force: bool) -> None:
     """Delete a VM and its files."""
-    ctx.service.vm_remove(name, force=force)
+    with ctx.vm(name) as (level, vm_name):
+        level.vm_remove(vm_name, force=force)
     click.echo(f"vm '{name}' removed")
 
 
@@ -149,7 +160,8 @@ def remove(ctx: Ctx, name: str, force: bool) -> None:
 @pass_ctx
 def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
     """Change vCPUs or nesting (seed: only while the VM is off)."""
-    result = ctx.service.vm_set_processor(name, count=count, nested=None if nested is None else nested == "on")
+    with ctx.vm(name) as (level, vm_name):
+        result = level.vm_set_processor(vm_name, count=count, nested=None if nested is None else nested == "on")
     for message in result.warnings:
         warn(message)
     click.echo(f"vm '{name}' processor updated")
@@ -160,7 +172,8 @@ def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) ->
 @pass_ctx
 def upgrade(ctx: Ctx, name: str) -> None:
     """Raise the VM configuration version to the current one."""
-    info = ctx.service.vm_upgrade(name)
+    with ctx.vm(name) as (level, vm_name):
+        info = level.vm_upgrade(vm_name)
     click.echo(f"vm '{name}' is at configuration version {info.config_version}")
 
 
@@ -172,7 +185,7 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
     """Discard an Off VM's disk; its next start begins afresh from the current image."""
     if not yes and not click.confirm(f"delete the disk of vm '{name}' and all data on it?", default=False):
         raise click.exceptions.Abort()
-    found = ctx.local.vm_reset_disk(name)
+    found = ctx.local.vm_reset_disk(ctx.only_here(name, "reset-disk"))
     click.echo(f"vm '{name}': disk {'discarded; the next start makes a fresh one' if found else 'was not made yet'}")
 
 
@@ -185,10 +198,11 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
     """The VM's serial console output (at most the last 2 MiB; the 2 MiB before are in serial.log.1)."""
-    out = GuestOutput(sys.stdout)  # the guest's bytes: escaped on a terminal, exact in a pipe
-    for chunk in ctx.local.vm_log(name, follow=follow, until=until, timeout=timeout, tail=tail):
-        out.write(chunk)
-    out.close()
+    with ctx.vm(name, local=True) as (level, vm_name):
+        out = GuestOutput(sys.stdout)  # the guest's bytes: escaped on a terminal, exact in a pipe
+        for chunk in level.vm_log(vm_name, follow=follow, until=until, timeout=timeout, tail=tail):
+            out.write(chunk)
+        out.close()
 
 
 @vm.command("console")
@@ -196,7 +210,7 @@ def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | N
 @pass_ctx
 def console(ctx: Ctx, name: str) -> None:
     """Attach to the serial console (Ctrl-] detaches)."""
-    serial_console.attach(ctx.local.vm_console_socket(name))
+    serial_console.attach(ctx.local.vm_console_socket(ctx.only_here(name, "the console")))
 
 
 @vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -246,10 +260,12 @@ def _buffer(text: str | None) -> int | None:
 def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, minimum: str | None,
                maximum: str | None, buffer: str | None) -> None:
     """Change a VM's memory (seed: Set-VMMemory); a running VM is resized live unless R7 forbids it."""
-    result = ctx.service.vm_set_memory(name, MemoryChange(
+    change = MemoryChange(
         startup=_size(startup, "startup"), dynamic=None if dynamic is None else dynamic == "on",
         minimum=_size(minimum, "minimum"), maximum=_size(maximum, "maximum"), buffer=_buffer(buffer),
-    ))
+    )
+    with ctx.vm(name) as (level, vm_name):
+        result = level.vm_set_memory(vm_name, change)
     if result.outcome is MemoryOutcome.RESIZED and result.target is not None:
         click.echo(f"vm '{name}' memory is now {format_size(result.target)}")
     elif result.outcome is MemoryOutcome.RESIZING and result.target is not None and result.actual is not None:
@@ -264,7 +280,8 @@ def set_memory(ctx: Ctx, name: str, startup: str | None, dynamic: str | None, mi
 @pass_ctx
 def save(ctx: Ctx, name: str) -> None:
     """Save a running VM's state to its directory and turn it off; `vm start` resumes it."""
-    result = ctx.service.vm_save(name)
+    with ctx.vm(name) as (level, vm_name):
+        result = level.vm_save(vm_name)
     if not result.size:  # a VM on a libvirt host: libvirt keeps the state there
         click.echo(f"vm '{name}' saved ({result.path}; nestor vm start {name} resumes it)")
         return

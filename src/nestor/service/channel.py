@@ -219,7 +219,7 @@ def open_client(core: Core, name: str, timeout: float, sync_timeout: float = SYN
         held.enter_context(file_lock(lock, f"vm '{name}': another command is using its nestor API channel",
                                      timeout=wait))
         transport = ChannelTransport(files.api_sock, name, timeout, sync_timeout, deadline)
-        api = Client(transport=transport, timeout=timeout)
+        api = Client(transport=transport, timeout=timeout, where=name)
     except BaseException:
         held.close()
         raise
