@@ -49,7 +49,6 @@ from .net_types import (
     SwitchType,
 )
 
-BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": a bridge's own fixed MAC
 MAC_ATTEMPTS = 32
 
 StateOf = Callable[[VMConfig], VMState]
@@ -147,11 +146,15 @@ class Network:
             return
         self._apply_nat(netns)
         for nat in nats:
-            if nat.dhcp and dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) is None:
-                sw = self.store.switch(nat.switch)
+            if not nat.dhcp:
+                continue
+            sw = self.store.switch(nat.switch)
+            cfg = self._dhcp_config(nat, sw)
+            self._publish_names(nat, cfg)
+            if dnsmasq.live_pid(cfg.pidfile) is None:
                 with netlink.session(netns) as ipr:
                     self._realize_switch(ipr, sw)
-                dnsmasq.start(netns, self._dhcp_config(nat, sw))
+                dnsmasq.start(netns, cfg)
 
     def _reconcile_all_nats(self) -> None:
         """Before a `nat` command: every namespace we can reach and change (quietly otherwise)."""
@@ -183,7 +186,7 @@ class Network:
         at all on a private switch.
         """
         settings = sysctl.bridge_ipv6(sw.bridge, private=sw.type == "private")
-        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(BRIDGE_OUI),
+        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(addresses.BRIDGE_OUI),
                                         before_up=lambda: sysctl.write(sw.netns, settings))
         if sw.uplink:
             netlink.enslave(ipr, sw.uplink, sw.bridge, sw.netns)
@@ -621,6 +624,7 @@ class Network:
         if gateway.ip not in net:
             raise InvalidInput(f"switch '{switch}' address {sw.address} is outside the prefix {net}",
                                hint=f"nestor switch set-ip {switch} {first}, or a prefix that contains it")
+        addresses.check_nat_in_switch(net, switch, gateway)
         addresses.check_no_overlap(name, net, ((n.name, ipaddress.IPv4Network(n.prefix)) for n in self.store.nats()))
         if dhcp:
             addresses.dhcp_range(net, gateway.ip)  # a range must exist
@@ -635,7 +639,9 @@ class Network:
             if dhcp:
                 with netlink.session(sw.netns) as ipr:
                     netlink.require(ipr, sw.bridge, sw.netns)
-                dnsmasq.start(sw.netns, self._dhcp_config(nat, sw))
+                cfg = self._dhcp_config(nat, sw)
+                self._publish_names(nat, cfg)
+                dnsmasq.start(sw.netns, cfg)
                 revert.add(lambda: dnsmasq.stop(self.files.dnsmasq_pid(nat.id)))
             revert.success()
         return nat
@@ -645,8 +651,13 @@ class Network:
             bridge=sw.bridge, prefix=ipaddress.IPv4Network(nat.prefix),
             gateway=ipaddress.IPv4Interface(sw.address or "").ip,
             pidfile=self.files.dnsmasq_pid(nat.id), leasefile=self.files.dnsmasq_leases(nat.id),
-            logfile=self.files.dnsmasq_log(nat.id),
+            logfile=self.files.dnsmasq_log(nat.id), hostsfile=self.files.dnsmasq_hosts(nat.id),
         )
+
+    def _publish_names(self, nat: Nat, cfg: dnsmasq.DhcpConfig) -> None:
+        """The names dnsmasq may publish: each adapter on the NAT's switch gets its VM's name."""
+        if dnsmasq.write_hosts(cfg, ((a.mac, a.vm) for a in self.store.adapters_on_switch(nat.switch_id))):
+            dnsmasq.reload(cfg.pidfile)
 
     def nat_list(self) -> list[NatInfo]:
         self._reconcile_all_nats()
@@ -671,7 +682,7 @@ class Network:
         with error_context(nat=name), self._lock():
             nat = self.store.nat(name)
             dnsmasq.stop(self.files.dnsmasq_pid(nat.id))
-            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id)):
+            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id), self.files.dnsmasq_hosts(nat.id)):
                 path.unlink(missing_ok=True)
             try:
                 host.require_netns(nat.netns)
