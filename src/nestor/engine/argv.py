@@ -36,6 +36,12 @@ class Disk:
     id: str | None = None  # the drive id (QMP block_resize names it); default disk<index>
     boot: bool = False  # q35: first disk the firmware boots from (bootindex)
     cache: str = "unsafe"  # writable disks: "unsafe" for scratch overlays, "writeback" for real guests
+    # qcow2 with pin_backing: the backing comes from here, never from the header (which QEMU may
+    # rewrite: an escaped QEMU naming /dev/sda would have it opened as root at the next start).
+    # backing None then means "none" (`backing=`).
+    backing: Path | None = None
+    backing_format: str = "qcow2"
+    pin_backing: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,10 +176,21 @@ def _disks(spec: LaunchSpec) -> list[str]:
             boot = f",id={drive}-dev{boot}"
             node = f",node-name=n-{drive}"
         argv += [
-            "-drive", f"id={drive},file={disk.path},format={disk.format},if=none,{mode}{node}",
+            "-drive", f"id={drive},file={disk.path},format={disk.format},if=none,{mode}{node}{_backing(disk)}",
             "-device", f"virtio-blk-{_bus(spec)},drive={drive}{boot}",
         ]
     return argv
+
+
+def _backing(disk: Disk) -> str:
+    """A qcow2's backing as nestor knows it, read-only, with a fixed format and no chain below."""
+    if not disk.pin_backing or disk.format != "qcow2":
+        return ""
+    if disk.backing is None:
+        return ",backing="
+    below = ",backing.backing=" if disk.backing_format == "qcow2" else ""
+    return (f",backing.driver={disk.backing_format},backing.file.driver=file,backing.file.filename={disk.backing},"
+            f"backing.read-only=on{below}")
 
 
 def _cdroms(spec: LaunchSpec) -> list[str]:

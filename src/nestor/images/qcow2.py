@@ -11,7 +11,7 @@ untrusted input), and refuses a disk whose header is not what nestor wrote:
   features beyond "dirty" and "corrupt" (so no external data file, bit 2);
 - no external data file header extension;
 - a backing file name exactly the one nestor gave it (the stored image of the root overlay) or
-  none (data disks, blank roots), and if a backing format is named, qcow2.
+  none (data disks, blank roots), and if a backing format is named, the one nestor wrote.
 
 Pure parsing of bytes (``parse``) apart from the one read (``read``).
 """
@@ -106,7 +106,7 @@ def read(path: Path) -> Header:
         os.close(fd)
 
 
-def problem(header: Header, backing: Path | None) -> str | None:
+def problem(header: Header, backing: Path | None, backing_format: str = "qcow2") -> str | None:
     """Why a VM disk's header is not the one nestor wrote, or None. Pure."""
     if header.has_data_file:
         return f"it names an external data file ({header.data_file or 'feature bit set'})"
@@ -115,19 +115,20 @@ def problem(header: Header, backing: Path | None) -> str | None:
         return f"it has incompatible features nestor does not know ({unknown:#x})"
     if backing is None:
         if header.backing is not None or header.backing_format is not None:
-            return f"it names a backing file ({header.backing!r}), and this disk has none"
+            return f"it names a backing file {header.backing!r}, and this disk has none"
         return None
     if header.backing != str(backing):
         return f"it names the backing file {header.backing!r}, not its image {str(backing)!r}"
-    if header.backing_format not in (None, "qcow2"):
-        return f"it names the backing format {header.backing_format!r}, not qcow2"
+    if header.backing_format not in (None, backing_format):
+        return f"it names the backing format {header.backing_format!r}, not {backing_format}"
     return None
 
 
-def check(path: Path, backing: Path | None, what: str) -> None:
-    """Refuse (StateError) a VM disk whose header an escaped QEMU may have rewritten."""
+def check(path: Path, backing: Path | None, what: str, backing_format: str = "qcow2") -> None:
+    """Refuse (StateError) a VM disk whose header an escaped QEMU may have rewritten. ``backing``:
+    the one file it may be an overlay of (as nestor wrote it), None for a disk that has none."""
     try:
-        reason = problem(read(path), backing)
+        reason = problem(read(path), backing, backing_format)
     except (OSError, BadHeader) as exc:
         reason = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
     if reason is not None:
