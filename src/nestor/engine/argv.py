@@ -26,6 +26,7 @@ KEEP_RW = "auto-read-only=off"
 class Nic:
     mac: str
     tap: str | None = None  # None: QEMU user-mode networking (no host changes)
+    fd: int | None = None  # the tap's descriptor nestor opened and passes (QEMU never opens it by name)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,12 @@ def _cdroms(spec: LaunchSpec) -> list[str]:
 def _nics(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, nic in enumerate(spec.nics):
-        backend = f"user,id=net{index}" if nic.tap is None else f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"
+        if nic.tap is None:
+            backend = f"user,id=net{index}"
+        elif nic.fd is not None:
+            backend = f"tap,id=net{index},fd={nic.fd}"
+        else:
+            backend = f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"
         argv += ["-netdev", backend, "-device", f"virtio-net-{_bus(spec)},netdev=net{index},mac={nic.mac}"]
     return argv
 

@@ -23,7 +23,6 @@ from typing import Any
 
 from .. import paths
 from ..engine.argv import Nic
-from ..engine.runas import QemuUser
 from ..errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
 from ..model import VMConfig, VMState, validate_name
 from ..net import addresses, dnsmasq, forwarding, host, names, netlink, nft, sysctl
@@ -547,12 +546,12 @@ class Network:
                 netlink.delete(ipr, adapter.tap)
 
     # -- the VM lifecycle hooks ------------------------------------------------------------------
-    def attach(self, config: VMConfig, owner: QemuUser | None = None) -> tuple[Nic, ...]:
+    def attach(self, config: VMConfig) -> tuple[Nic, ...]:
         """Before QEMU starts: fresh taps on their bridges, the guard applied; the VM's NICs.
 
         Idempotent: a tap left by a killed QEMU is replaced, a missing bridge is made again.
-        `owner`: the user QEMU runs as; the taps are its (TUNSETOWNER/TUNSETGROUP), as libvirt
-        gives them to libvirt-qemu, so an unprivileged QEMU may open them.
+        The taps are root's (no TUNSETOWNER): `vm start` opens each one and hands QEMU the
+        descriptor (net/tapfd.py), as libvirt does, so the shared QEMU user can open no tap.
         """
         adapters = self.store.adapters_of_vm(config.id)
         if not adapters:
@@ -572,8 +571,7 @@ class Network:
                 self._realize_switch(ipr, sw)
                 settings = sysctl.tap_ipv6(a.tap)
                 netlink.fresh_tap(ipr, a.tap, sw.bridge, self.netns,
-                                  before_up=functools.partial(sysctl.write, self.netns, settings),
-                                  owner=None if owner is None else (owner.uid, owner.gid))
+                                  before_up=functools.partial(sysctl.write, self.netns, settings))
                 revert.add(functools.partial(netlink.delete, ipr, a.tap))
             self._apply_guard(self.netns)
             if any(self.store.nat_of_switch(a.switch_id) for a in adapters):
