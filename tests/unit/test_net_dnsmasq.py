@@ -12,7 +12,8 @@ def config(tmp_path: Path) -> dnsmasq.DhcpConfig:
     return dnsmasq.DhcpConfig(
         bridge="nsbr1", prefix=ipaddress.IPv4Network("192.168.100.0/24"),
         gateway=ipaddress.IPv4Address("192.168.100.1"), pidfile=tmp_path / "d.pid",
-        leasefile=tmp_path / "d.leases", logfile=tmp_path / "d.log", hostsfile=tmp_path / "d.hosts",
+        leasefile=tmp_path / "d.leases", logfile=tmp_path / "d.log",
+        hosts=(("52:54:00:00:00:02", "b"), ("52:54:00:00:00:01", "a")),
     )
 
 
@@ -37,22 +38,14 @@ def test_argv(tmp_path: Path) -> None:
 
 
 def test_dns_publishes_only_names_nestor_assigned(tmp_path: Path) -> None:
-    """Issue 18: no L0 /etc/hosts through DNS; no client-chosen names ('wpad', another VM's);
-    leases keyed on the guarded MAC, not on a client id a guest can copy."""
+    """Issue 18: no L0 /etc/hosts through DNS; no client-chosen names ('wpad', another VM's),
+    each adapter's MAC its VM's name; leases keyed on the guarded MAC, not a copyable client id."""
     argv = dnsmasq.argv(config(tmp_path))
-    for expected in ("--no-hosts", "--dhcp-ignore-names", f"--dhcp-hostsfile={tmp_path / 'd.hosts'}",
-                     "--dhcp-ignore-clid"):
+    for expected in ("--no-hosts", "--dhcp-ignore-names", "--dhcp-ignore-clid"):
         assert expected in argv
-
-
-def test_hosts_file_names_each_mac_and_changes_only_when_needed(tmp_path: Path) -> None:
-    cfg = config(tmp_path)
-    entries = [("52:54:00:00:00:02", "b"), ("52:54:00:00:00:01", "a")]
-    assert dnsmasq.write_hosts(cfg, entries) is True
-    assert cfg.hostsfile.read_text() == "52:54:00:00:00:01,a\n52:54:00:00:00:02,b\n"
-    assert dnsmasq.write_hosts(cfg, reversed(entries)) is False  # same content: no reload
-    assert dnsmasq.write_hosts(cfg, entries[:1]) is True
-    assert dnsmasq.reload(cfg.pidfile) is False  # no dnsmasq runs for it
+    assert [a for a in argv if a.startswith("--dhcp-host")] == ["--dhcp-host=52:54:00:00:00:01,a",
+                                                                "--dhcp-host=52:54:00:00:00:02,b"]
+    assert dnsmasq.running_argv(1 << 30) is None
 
 
 def test_stop_ignores_a_pid_that_is_not_ours(tmp_path: Path) -> None:

@@ -8,10 +8,7 @@ in that pidfile, after /proc/PID/cmdline proves the process is this NAT's dnsmas
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +29,7 @@ class DhcpConfig:
     pidfile: Path
     leasefile: Path
     logfile: Path
-    hostsfile: Path  # "MAC,NAME" per adapter on the switch: the only names DNS publishes
+    hosts: tuple[tuple[str, str], ...] = ()  # (MAC, VM name) per adapter on the switch: the only names DNS publishes
 
 
 def argv(cfg: DhcpConfig) -> list[str]:
@@ -55,45 +52,23 @@ def argv(cfg: DhcpConfig) -> list[str]:
         # DNS answers for the VMs only, never from L0's own /etc/hosts (guests would read it).
         "--no-hosts",
         # Names are nestor's, not the guests': a client-sent name ('wpad', another VM's) is never
-        # published; each adapter's MAC gets its VM's name from the hosts file (re-read on SIGHUP).
+        # published; each adapter's MAC gets its VM's name. On the command line, not in a
+        # --dhcp-hostsfile: dnsmasq re-reads that as 'nobody', who cannot enter the home.
         "--dhcp-ignore-names",
-        f"--dhcp-hostsfile={cfg.hostsfile}",
+        *(f"--dhcp-host={mac},{name}" for mac, name in sorted(set(cfg.hosts))),
         # Leases are keyed on the MAC the guard binds (frame source and chaddr), never on a
         # client id a guest can copy from another VM.
         "--dhcp-ignore-clid",
     ]
 
 
-def hosts_text(entries: Iterable[tuple[str, str]]) -> str:
-    """The --dhcp-hostsfile: one 'MAC,NAME' line per (MAC, VM name), sorted."""
-    return "".join(f"{mac},{name}\n" for mac, name in sorted(set(entries)))
-
-
-def write_hosts(cfg: DhcpConfig, entries: Iterable[tuple[str, str]]) -> bool:
-    """Write the hosts file; True if it changed (a running dnsmasq then needs a SIGHUP)."""
-    text = hosts_text(entries)
+def running_argv(pid: int) -> list[str] | None:
+    """The command line a dnsmasq runs with (None if it is gone)."""
     try:
-        if cfg.hostsfile.read_text() == text:
-            return False
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        pass
-    cfg.hostsfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.hostsfile.with_name(cfg.hostsfile.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, cfg.hostsfile)
-    return True
-
-
-def reload(pidfile: Path) -> bool:
-    """SIGHUP this pidfile's dnsmasq: it re-reads the hosts file. False if none runs."""
-    pid = live_pid(pidfile)
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, signal.SIGHUP)
-    except ProcessLookupError:
-        return False
-    return True
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def live_pid(pidfile: Path) -> int | None:

@@ -82,6 +82,3 @@ class NetFiles:
 
     def dnsmasq_log(self, nat_id: int) -> Path:
         return self.dir / f"dnsmasq-{nat_id}.log"
-
-    def dnsmasq_hosts(self, nat_id: int) -> Path:
-        return self.dir / f"dnsmasq-{nat_id}.hosts"

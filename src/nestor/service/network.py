@@ -149,8 +149,11 @@ class Network:
                 continue
             sw = self.store.switch(nat.switch)
             cfg = self._dhcp_config(nat, sw)
-            self._publish_names(nat, cfg)
-            if dnsmasq.live_pid(cfg.pidfile) is None:
+            pid = dnsmasq.live_pid(cfg.pidfile)
+            if pid is not None and dnsmasq.running_argv(pid) != dnsmasq.argv(cfg):
+                dnsmasq.stop(cfg.pidfile)  # another VM's name to publish (or one less): leases stay in the file
+                pid = None
+            if pid is None:
                 with netlink.session(netns) as ipr:
                     self._realize_switch(ipr, sw)
                 dnsmasq.start(netns, cfg)
@@ -637,9 +640,7 @@ class Network:
             if dhcp:
                 with netlink.session(sw.netns) as ipr:
                     netlink.require(ipr, sw.bridge, sw.netns)
-                cfg = self._dhcp_config(nat, sw)
-                self._publish_names(nat, cfg)
-                dnsmasq.start(sw.netns, cfg)
+                dnsmasq.start(sw.netns, self._dhcp_config(nat, sw))
                 revert.add(lambda: dnsmasq.stop(self.files.dnsmasq_pid(nat.id)))
             revert.success()
         return nat
@@ -649,13 +650,10 @@ class Network:
             bridge=sw.bridge, prefix=ipaddress.IPv4Network(nat.prefix),
             gateway=ipaddress.IPv4Interface(sw.address or "").ip,
             pidfile=self.files.dnsmasq_pid(nat.id), leasefile=self.files.dnsmasq_leases(nat.id),
-            logfile=self.files.dnsmasq_log(nat.id), hostsfile=self.files.dnsmasq_hosts(nat.id),
+            logfile=self.files.dnsmasq_log(nat.id),
+            # the names dnsmasq may publish: each adapter on the NAT's switch gets its VM's name
+            hosts=tuple((a.mac, a.vm) for a in self.store.adapters_on_switch(nat.switch_id)),
         )
-
-    def _publish_names(self, nat: Nat, cfg: dnsmasq.DhcpConfig) -> None:
-        """The names dnsmasq may publish: each adapter on the NAT's switch gets its VM's name."""
-        if dnsmasq.write_hosts(cfg, ((a.mac, a.vm) for a in self.store.adapters_on_switch(nat.switch_id))):
-            dnsmasq.reload(cfg.pidfile)
 
     def nat_list(self) -> list[NatInfo]:
         self._reconcile_all_nats()
@@ -680,7 +678,7 @@ class Network:
         with error_context(nat=name), self._lock():
             nat = self.store.nat(name)
             dnsmasq.stop(self.files.dnsmasq_pid(nat.id))
-            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id), self.files.dnsmasq_hosts(nat.id)):
+            for path in (self.files.dnsmasq_leases(nat.id), self.files.dnsmasq_log(nat.id)):
                 path.unlink(missing_ok=True)
             try:
                 host.require_netns(nat.netns)
