@@ -62,6 +62,11 @@ def test_as_user_really_is_the_qemu_user(tmp_path: Path) -> None:
         with pytest.raises(EngineError, match="Permission denied"):
             qemu_img.run(["info", str(disk)], "info", as_user=True)
         qemu_img.run(["info", str(disk)], "info")  # root may
+        disk.chmod(0o644)
+        private = tmp_path / "home"  # a root-only directory on the way, as a nestor home is
+        private.mkdir(mode=0o700)
+        (private / "link.qcow2").symlink_to(disk)
+        assert qemu_img.readable_by(user, disk) and not qemu_img.readable_by(user, private / "link.qcow2")
     finally:
         shutil.rmtree(public)
     assert not qemu_img.readable_by(user, tmp_path / "missing")

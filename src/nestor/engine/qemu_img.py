@@ -75,14 +75,16 @@ def run(argv: Sequence[str], what: str, *, timeout: float = DEFAULT_TIMEOUT, as_
 
 
 def readable_by(user: runas.QemuUser, path: os.PathLike[str] | str) -> bool:
-    """Whether ``user`` may read ``path`` by its mode bits (each directory searchable, the file
-    readable); ACLs are not looked at, so a False may be wrong but never lets root's files out."""
+    """Whether ``user`` may read ``path`` by its mode bits (each directory of the path as given and
+    as resolved searchable, the file readable); ACLs are not looked at, so a False may be wrong
+    but never lets root's files out."""
     import grp
     import pwd
     import stat
     from pathlib import Path
 
-    target = Path(path).resolve()
+    given = Path(os.path.abspath(path))
+    target = given.resolve()
     try:
         name = pwd.getpwuid(user.uid).pw_name
     except KeyError:
@@ -97,7 +99,8 @@ def readable_by(user: runas.QemuUser, path: os.PathLike[str] | str) -> bool:
         return bool(st.st_mode & bit)
 
     try:
-        for parent in reversed(target.parents):
+        # the walk crosses the given path's directories up to a symlink, then the target's
+        for parent in (*reversed(given.parents), *reversed(target.parents)):
             if not allowed(parent.stat(), 1):
                 return False
         st = target.stat()
