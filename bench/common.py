@@ -94,6 +94,15 @@ def tap_names(argv: list[str]) -> list[str]:
     return taps
 
 
+def tap_fds(argv: list[str]) -> list[int]:
+    """The descriptor numbers of ``-netdev tap,…,fd=N`` (nestor passes its taps' descriptors)."""
+    fds: list[int] = []
+    for option, value in itertools.pairwise(argv):
+        if option == "-netdev" and value.startswith("tap,"):
+            fds += [int(part.removeprefix("fd=")) for part in value.split(",") if part.startswith("fd=")]
+    return fds
+
+
 def summary(samples: list[float]) -> dict[str, float]:
     return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "n": len(samples)}
 

@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -39,13 +38,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CACHE_IMAGES, drive_files, qemu_user, record, relocate_argv, scratch_home, summary, tap_names
+from common import CACHE_IMAGES, drive_files, record, relocate_argv, scratch_home, summary, tap_fds
 
 from nestor import paths
 from nestor.engine import process
 from nestor.engine.qmp import Monitor
 from nestor.images import debian
-from nestor.net import netlink, sysctl
+from nestor.net import netlink, sysctl, tapfd
 from nestor.service import daemon
 from nestor.service import ssh as vm_ssh
 
@@ -132,12 +131,21 @@ def make_raw_dir(vm_dir: Path, raw_dir: Path, argv: list[str]) -> list[str]:
     return relocate_argv(argv, vm_dir, raw_dir)
 
 
-def make_taps(netns: str, taps: list[str], bridge: str, owner: tuple[int, int] | None) -> None:
-    """Taps as nestor makes them at `vm start` (service/network.py attach)."""
+def make_taps(netns: str, taps: list[str], bridge: str) -> list[int]:
+    """Taps as nestor makes them at `vm start` (service/network.py attach, then net/tapfd.py):
+    each opened by root for QEMU; their descriptors, in the order of the taps."""
     with netlink.session(netns) as ipr:
         for tap in taps:
             netlink.fresh_tap(ipr, tap, bridge, netns,
-                              before_up=functools.partial(sysctl.write, netns, sysctl.tap_ipv6(tap)), owner=owner)
+                              before_up=functools.partial(sysctl.write, netns, sysctl.tap_ipv6(tap)))
+    return [tapfd.open_tap(tap, netns) for tap in taps]
+
+
+def with_fds(argv: list[str], recorded: list[int], fds: list[int]) -> list[str]:
+    """nestor's argv with its tap descriptor numbers replaced by this process's own."""
+    table = dict(zip(recorded, fds, strict=True))
+    return [re.sub(r"(?<=^tap,)(.*,)?fd=(\d+)", lambda m: f"{m.group(1) or ''}fd={table[int(m.group(2))]}", arg)
+            if arg.startswith("tap,") else arg for arg in argv]
 
 
 def delete_taps(netns: str, taps: list[str]) -> None:
@@ -248,12 +256,8 @@ def main() -> None:
 
         # The raw run's own copy of the VM's files, taken with the VM stopped (the same state).
         raw_argv = make_raw_dir(vm_dir, raw_dir, argv)
-        taps = tap_names(raw_argv)
-        user = qemu_user(raw_argv)
-        owner = None
-        if user is not None:
-            entry = pwd.getpwnam(user)
-            owner = (entry.pw_uid, entry.pw_gid)
+        taps = [a["tap"] for a in json.loads(cli(home, netns, "adapter", "list", "b", "-o", "json").stdout)]
+        fds = tap_fds(raw_argv)
         bridge = json.loads(cli(home, netns, "switch", "list", "-o", "json").stdout)[0]["bridge"]
         log(f"raw argv: {raw_argv}")
 
@@ -271,10 +275,15 @@ def main() -> None:
                     boot_nestor.append(until_ok([*ssh, "true"], started, vm_dir))
                 else:
                     process.clean_runtime_files(raw_dir)
-                    make_taps(netns, taps, bridge, owner)
-                    raw_proc = subprocess.Popen(["ip", "netns", "exec", netns, *raw_argv], stdin=subprocess.DEVNULL,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                                start_new_session=True)
+                    passed = make_taps(netns, taps, bridge)
+                    try:
+                        run_argv = with_fds(raw_argv, fds, passed)
+                        raw_proc = subprocess.Popen(["ip", "netns", "exec", netns, *run_argv], stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                                    start_new_session=True, pass_fds=passed)
+                    finally:
+                        for fd in passed:
+                            os.close(fd)
                     boot_raw.append(until_ok([*ssh, "true"], started, raw_proc))
                 for direction in ("write", "read"):
                     disk[side][direction].append(dd(ssh, direction))

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import paths
+from .engine import qemu_img
 from .engine.argv import Disk
-from .errors import EngineError, InvalidInput, NotFound, StateError
+from .errors import InvalidInput, NotFound, StateError
 from .files import FILE_MODE, open_private, write_private
+from .images import qcow2
 from .model import BootSource, shown, validate_text
 
 IMAGES = ("appliance", "nested-host")
@@ -118,7 +119,9 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
                        hint="run nestor from a checkout (scripts/setup installs it editable)")
     payload_disk = payload.build_payload(images, root, lambda _line: None)
     overlay = _overlay(host.rootfs, vm_dir, name)
-    disks = (Disk(overlay, "qcow2"), Disk(payload_disk, readonly=True))
+    # The overlay's backing is pinned on the command line (an escaped QEMU may rewrite its header)
+    disks = (Disk(overlay, "qcow2", backing=host.rootfs.resolve(), backing_format="raw", pin_backing=True),
+             Disk(payload_disk, readonly=True))
     return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *contract.cmdline_params(root="/dev/vda")], disks, agent=True)
 
 
@@ -141,17 +144,12 @@ def _overlay(base: Path, vm_dir: Path, name: str) -> Path:
                 f"vm '{name}': its disk is an overlay of another nested-host image ({made_from.split(' ')[0]}) "
                 f"than the current one ({base.resolve()}); nestor does not delete a disk implicitly",
                 hint=f"nestor vm reset-disk {name} discards the VM's disk and starts from the current image")
+        qcow2.check(overlay, base.resolve(), f"vm '{name}': its disk", backing_format="raw")
         return overlay
     tmp = vm_dir / (OVERLAY + ".tmp")
     tmp.unlink(missing_ok=True)
-    try:
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()), str(tmp)],
-            check=True, capture_output=True, text=True, timeout=60,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or str(exc)
-        raise EngineError(f"cannot create the overlay disk: {detail.strip()}", hint="apt-get install qemu-utils") from exc
+    qemu_img.run(["create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base.resolve()), str(tmp)],
+                 "cannot create the overlay disk", timeout=60)
     os.chmod(tmp, FILE_MODE)  # the L1's disk: the guest's data, root's alone
     write_private(stamp, identity)
     tmp.replace(overlay)

@@ -285,6 +285,9 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         cli(home, ns, "switch", "new", "lan", "--type", "internal")
         cli(home, ns, "switch", "set-ip", "lan", f"{host_ip}/24")
+        # dnsmasq on the switch: the victim of forged DHCP requests (its log names every chaddr)
+        cli(home, ns, "nat", "new", "out", "--switch", "lan", "--prefix", f"10.{net}.0.0/24", "--dhcp")
+        dhcp_log = next((home / "net").glob("dnsmasq-*.log"))
         cli(home, ns, "vm", "new", "evil", "--image", "nested-host", "--memory", "512M", "--switch", "lan",
             "--append", f"nestor.ip={guest_ip}/24 nestor.gw={host_ip}")
         cli(home, ns, "vm", "start", "evil")
@@ -296,15 +299,27 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
         start = counters(ns, home)
         assert start and not any(start.values()), start
 
-        def send(rounds: int = 5) -> None:
+        def send(rounds: int = 5, only: str = "") -> None:
             out = nestor(home, "vm", "exec", "--timeout", "120", "evil", "--", "python3", "-c", FRAMES.read_text(),
-                         guest_ip, host_ip, str(rounds), netns=ns, timeout=200).stdout
-            assert "sent router" in out, out
+                         guest_ip, host_ip, str(rounds), *([only] if only else []), netns=ns, timeout=200).stdout
+            assert ("sent " if only else "sent router") in out, out
+
+        def dropped(kind: str) -> int:
+            return counters(ns, home)[names.counter_name(kind, tap)]
 
         send()
         got = counters(ns, home)
         for kind in names.GUARD_KINDS:
             assert got[names.counter_name(kind, tap)] > 0, (kind, got)
+        # A rogue offer from a non-standard source port (issue 18): every one is dropped.
+        held = dropped("dhcp")
+        send(4, "offer-6767")
+        assert dropped("dhcp") == held + 4
+        # A discover from the right MAC naming another one as BOOTP chaddr never reaches dnsmasq.
+        held = dropped("mac")
+        send(4, "chaddr")
+        assert dropped("mac") == held + 4
+        assert "52:54:00:de:ad:01" not in dhcp_log.read_text()
         assert host_view(ns) == before
         neigh = sh("ip", "-n", ns, "neigh").stdout
         assert "52:54:00:de:ad:01" not in neigh, neigh
@@ -321,11 +336,15 @@ def test_hostile_guest_cannot_take_over_the_host(tmp_path: Path, nested_store: P
         held = counters(ns, home)
         send(3)
         assert counters(ns, home) == held  # nothing dropped any more ...
+        wait_for_text(dhcp_log, "52:54:00:de:ad:01", timeout=30)  # (the forged chaddr now reaches dnsmasq)
         assert "2001:db8:77" not in sh("ip", "-n", ns, "-6", "addr").stdout  # ... and still nothing learnt
         assert "default" not in sh("ip", "-n", ns, "-6", "route").stdout
         assert host_view(ns)["routes"] == before["routes"]
     finally:
         reap_home(home)
+        nestor(home, "nat", "remove", "out", netns=ns, check=False)
+        for pidfile in (home / "net").glob("dnsmasq-*.pid"):
+            dnsmasq.stop(pidfile)
         nestor(home, "switch", "remove", "lan", "--force", netns=ns, check=False)
         sh("ip", "netns", "del", ns)
 

@@ -97,7 +97,12 @@ def test_qemu_runs_as_the_qemu_user_without_capabilities(home: Path, ns: str, qe
     taps = [link for link in links if link.get("linkinfo", {}).get("info_data", {}).get("type") == "tap"]
     assert len(taps) == 1, links
     data = taps[0]["linkinfo"]["info_data"]
-    assert (data.get("user"), data.get("group")) == (runas.USER, pwd.getpwuid(qemu_user.pw_uid).pw_name), data
+    # Issue 18: the tap is root's, not the shared QEMU user's; QEMU got its descriptor instead.
+    assert data.get("user") in (None, "root") and data.get("group") in (None, "root"), data
+    tap = taps[0]["ifname"]
+    fd = next(int(a.split("fd=")[1]) for a in launch["argv"] if a.startswith("tap,id=net0,fd="))
+    assert Path(f"/proc/{pid}/fdinfo/{fd}").read_text().count(f"iff:\t{tap}") == 1
+    assert not [a for a in launch["argv"] if "ifname=" in a]
     cannot_open_home(home, directory, "u")
     assert (home.stat().st_mode & 0o777) == 0o700 and home.stat().st_uid == 0  # the home stays root's alone
 
@@ -199,5 +204,83 @@ def test_a_uefi_disk_image_vm_works_after_the_drop(image_store: Path, tmp_path: 
         with Monitor(directory / paths.QMP_SOCK, "g") as mon:
             assert mon.status() == "running"
         cannot_open_home(home, directory, "g")
+    finally:
+        reap_home(home)
+
+
+def _set_data_file_bit(disk: Path, on: bool) -> None:
+    """What an escaped QEMU can do through its read-write descriptor: flip the qcow2 header's
+    'external data file' feature (qemu-img amend refuses to add one to an existing image)."""
+    import struct
+
+    from nestor.images import qcow2
+
+    with disk.open("r+b") as f:
+        f.seek(72)
+        (features,) = struct.unpack(">Q", f.read(8))
+        features = features | qcow2.INCOMPAT_DATA_FILE if on else features & ~qcow2.INCOMPAT_DATA_FILE
+        f.seek(72)
+        f.write(struct.pack(">Q", features))
+
+
+def test_a_disk_header_rewritten_by_qemu_is_refused_before_root_opens_it(image_store: Path, tmp_path: Path,
+                                                                          qemu_user: pwd.struct_passwd) -> None:
+    """Issue 18: QEMU keeps read-write descriptors on its qcow2 files and may rewrite a header to
+    name /etc/shadow as backing file or an external data file. The next `vm start`, and the
+    root-side qemu-img of `vm disk resize`/`list` and `vm checkpoint`, refuse such a disk; a
+    running VM's backings come from the command line, never from the header."""
+    from nestor.images import qcow2
+    from tests.helpers import guest_home
+
+    home = guest_home(tmp_path / "home", image_store)
+    tiny = tmp_path / "tiny.qcow2"
+    assert sh("qemu-img", "create", "-q", "-f", "qcow2", str(tiny), "64M").returncode == 0
+    try:
+        nestor(home, "image", "import", str(tiny), "--name", "tiny", timeout=120)
+        nestor(home, "vm", "new", "g", "--image", "tiny", "--memory", "128M", "--no-ssh-key", timeout=120)
+        nestor(home, "vm", "disk", "add", "g", "--name", "data", "--size", "16M")
+        directory = vm_dir(home, "g")
+        root, data = directory / "root.qcow2", directory / "disk-data.qcow2"
+        image = qcow2.read(root).backing
+        assert image is not None and image.endswith("/tiny/disk.qcow2")
+
+        nestor(home, "vm", "start", "g")
+        pid = process.live_pid(directory)
+        assert pid is not None
+        assert_unprivileged(pid, qemu_user)
+        drives = [a for a in json.loads((directory / paths.LAUNCH).read_text())["argv"] if a.startswith("id=disk-")]
+        assert any(f"file={root}," in d and f"backing.file.filename={image},backing.read-only=on" in d for d in drives)
+        assert any(f"file={data}," in d and d.endswith(",backing=") for d in drives), drives
+        nestor(home, "vm", "stop", "g", "--turn-off")
+
+        def refused(*argv: str, disk: str, why: str) -> None:
+            result = nestor(home, *argv, check=False)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode != 0 and lines[0].startswith(f"error: vm 'g' disk '{disk}'"), result.stderr
+            assert why in lines[0] and "is refused" in lines[0] and lines[-1].startswith("hint: "), result.stderr
+
+        # the root overlay now names /etc/shadow as its backing file
+        assert sh("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "/etc/shadow", str(root)).returncode == 0
+        refused("vm", "start", "g", disk="root", why="/etc/shadow")
+        assert process.live_pid(directory) is None  # no QEMU was started on it
+        refused("vm", "disk", "resize", "g", "root", "--size", "128M", disk="root", why="/etc/shadow")
+        refused("vm", "checkpoint", "new", "g", "c1", disk="root", why="/etc/shadow")
+        refused("vm", "disk", "list", "g", disk="root", why="/etc/shadow")
+        assert sh("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", image, str(root)).returncode == 0
+
+        # a data disk: a backing file, then an external data file
+        assert sh("qemu-img", "rebase", "-u", "-f", "qcow2", "-F", "raw", "-b", "/dev/sda", str(data)).returncode == 0
+        refused("vm", "start", "g", disk="data", why="/dev/sda")
+        assert sh("qemu-img", "rebase", "-u", "-f", "qcow2", "-b", "", str(data)).returncode == 0
+        _set_data_file_bit(data, True)
+        refused("vm", "start", "g", disk="data", why="external data file")
+        refused("vm", "disk", "resize", "g", "data", "--size", "32M", disk="data", why="external data file")
+        _set_data_file_bit(data, False)
+
+        # as nestor wrote them again: everything works
+        nestor(home, "vm", "disk", "resize", "g", "data", "--size", "32M")
+        nestor(home, "vm", "start", "g")
+        assert process.live_pid(directory) is not None
+        nestor(home, "vm", "stop", "g", "--turn-off")
     finally:
         reap_home(home)

@@ -7,7 +7,7 @@ from nestor.engine.argv import Cdrom, Disk, LaunchSpec, Nic, build
 from nestor.engine.runas import QemuUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from common import drive_files, qemu_user, relocate_argv, tap_names
+from common import drive_files, qemu_user, relocate_argv, tap_fds, tap_names
 
 VM = Path("/h/vms/1")
 RAW = Path("/h/raw/b")
@@ -54,3 +54,4 @@ def test_qemu_user_and_taps() -> None:
     assert qemu_user(["-run-with", "user=q,chroot=/x"]) == "q"
     assert tap_names(gen1()) == ["nt1a0", "nt1a1"]
     assert tap_names(["-netdev", "user,id=net0"]) == []
+    assert tap_fds(["-netdev", "tap,id=net0,fd=5", "-netdev", "user,id=net1", "-netdev", "tap,id=net2,fd=9"]) == [5, 9]

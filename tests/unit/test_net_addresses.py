@@ -30,6 +30,8 @@ def test_good_macs(text: str, expected: str) -> None:
     ("52:54:00-12:34:56", "invalid"),
     ("5254.0012.3456", "invalid"),
     ("", "invalid"),
+    ("02:6e:73:00:00:01", "nestor's own bridges"),  # issue 18: a VM posing as its switch
+    ("02:6E:73:AB:CD:EF", "nestor's own bridges"),
 ])
 def test_bad_macs(text: str, why: str) -> None:
     with pytest.raises(InvalidInput) as err:
@@ -70,6 +72,12 @@ def test_bad_interface(text: str, why: str) -> None:
     ("192.168.100.0", "lacks"),
     ("192.168.100.0/31", "too small"),
     ("0.0.0.0/0", "too large"),
+    ("0.0.0.0/1", "half of all"),  # issue 18
+    ("128.0.0.0/1", "half of all"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/24", "multicast"),
+    ("0.0.0.0/2", "covers 'this network'"),
     ("fd00::/64", "not IPv4"),
     ("banana/24", "invalid"),
 ])
@@ -140,3 +148,22 @@ def test_clash_names_the_route_or_address() -> None:
         addresses.check_no_clash(addresses.parse_interface("172.20.0.1/16"), taken, "here")
     assert "address 172.20.0.5/24 on eth0" in err.value.message
     addresses.check_no_clash(addresses.parse_interface("192.168.5.1/24"), taken, "here")
+
+
+def test_bridge_macs_are_refused_for_adapters() -> None:
+    for _ in range(20):
+        with pytest.raises(InvalidInput):
+            addresses.validate_mac(addresses.random_mac(addresses.BRIDGE_OUI))
+    assert addresses.validate_mac("02:6e:74:00:00:01") == "02:6e:74:00:00:01"  # a neighbour prefix is fine
+
+
+def test_nat_prefix_must_lie_inside_its_switch_subnet() -> None:
+    """Issue 18: a NAT prefix larger than the switch's subnet masquerades addresses not behind it."""
+    net, iface = ipaddress.IPv4Network, ipaddress.IPv4Interface
+    addresses.check_nat_in_switch(net("192.168.100.0/24"), "sw", iface("192.168.100.1/24"))
+    addresses.check_nat_in_switch(net("192.168.100.0/25"), "sw", iface("192.168.100.1/24"))
+    for prefix in ("192.168.0.0/16", "192.168.100.0/23", "128.0.0.0/1"):
+        with pytest.raises(InvalidInput) as err:
+            addresses.check_nat_in_switch(net(prefix), "sw", iface("192.168.100.1/24"))
+        assert "larger than switch 'sw' subnet 192.168.100.0/24" in err.value.message
+        assert err.value.hint == "use 192.168.100.0/24 or a prefix inside it"

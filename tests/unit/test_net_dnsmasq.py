@@ -13,6 +13,7 @@ def config(tmp_path: Path) -> dnsmasq.DhcpConfig:
         bridge="nsbr1", prefix=ipaddress.IPv4Network("192.168.100.0/24"),
         gateway=ipaddress.IPv4Address("192.168.100.1"), pidfile=tmp_path / "d.pid",
         leasefile=tmp_path / "d.leases", logfile=tmp_path / "d.log",
+        hosts=(("52:54:00:00:00:02", "b"), ("52:54:00:00:00:01", "a")),
     )
 
 
@@ -34,6 +35,17 @@ def test_argv(tmp_path: Path) -> None:
         assert expected in argv
     assert "--port=0" not in argv  # DNS stays on
     assert not any(a.startswith("--keep-in-foreground") for a in argv)  # it detaches
+
+
+def test_dns_publishes_only_names_nestor_assigned(tmp_path: Path) -> None:
+    """Issue 18: no L0 /etc/hosts through DNS; no client-chosen names ('wpad', another VM's),
+    each adapter's MAC its VM's name; leases keyed on the guarded MAC, not a copyable client id."""
+    argv = dnsmasq.argv(config(tmp_path))
+    for expected in ("--no-hosts", "--dhcp-ignore-names", "--dhcp-ignore-clid"):
+        assert expected in argv
+    assert [a for a in argv if a.startswith("--dhcp-host")] == ["--dhcp-host=52:54:00:00:00:01,a",
+                                                                "--dhcp-host=52:54:00:00:00:02,b"]
+    assert dnsmasq.running_argv(1 << 30) is None
 
 
 def test_stop_ignores_a_pid_that_is_not_ours(tmp_path: Path) -> None:

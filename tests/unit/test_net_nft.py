@@ -57,8 +57,27 @@ def test_guard_spoofing_on_keeps_router_and_dhcp_guards() -> None:
     assert 'iifname "nstab12c-2" icmpv6 type { nd-router-advert, nd-redirect } counter name "router_nstab12c-2" drop' \
         in rules
     assert 'iifname "nstab12c-2" icmp type redirect counter name "router_nstab12c-2" drop' in rules
-    assert 'iifname "nstab12c-2" udp sport 67 counter name "dhcp_nstab12c-2" drop' in rules
-    assert 'iifname "nstab12c-2" udp sport 547 counter name "dhcp_nstab12c-2" drop' in rules
+    assert 'iifname "nstab12c-2" udp sport { 67, 547 } counter name "dhcp_nstab12c-2" drop' in rules
+    assert not [r for r in rules if "@th,288,48" in r]  # spoofing on: chaddr is free too
+
+
+def test_dhcp_guard_drops_replies_whatever_their_source_port() -> None:
+    """A rogue offer from port 6767 to port 68 is as good as one from 67 to a client (issue 18)."""
+    rules = rules_of(nft.render_guard(TAG, PORTS), "nstab12c-2")
+    assert 'iifname "nstab12c-2" udp dport { 68, 546 } counter name "dhcp_nstab12c-2" drop' in rules
+    assert 'iifname "nstab12c-2" udp dport 67 @th,64,8 != 1 counter name "dhcp_nstab12c-2" drop' in rules
+    assert 'iifname "nstab12c-2" udp dport 547 @th,64,8 { 2, 7, 10, 13 } counter name "dhcp_nstab12c-2" drop' in rules
+    assert not [r for r in rules_of(nft.render_guard(TAG, PORTS), "nstab12c-3") if "dhcp_" in r]  # guard off
+
+
+def test_spoofing_off_binds_the_bootp_client_address_to_the_mac() -> None:
+    """dnsmasq keys leases on chaddr: with spoofing off a request must name the adapter's MAC."""
+    rules = rules_of(nft.render_guard(TAG, PORTS), "nstab12c-1")
+    assert 'iifname "nstab12c-1" udp dport 67 @th,288,48 != 0x525400aabb01 counter name "mac_nstab12c-1" drop' in rules
+    assert 'iifname "nstab12c-1" udp dport 67 @th,72,16 != 0x0106 counter name "mac_nstab12c-1" drop' in rules
+    assert 'iifname "nstab12c-1" ip frag-off & 0x3fff != 0 udp dport 67 counter name "mac_nstab12c-1" drop' in rules
+    # the router guard's port 3 has no DHCP guard but still its MAC binding
+    assert any("@th,288,48 != 0x525400aabb03" in r for r in rules_of(nft.render_guard(TAG, PORTS), "nstab12c-3"))
 
 
 def test_guards_off_mean_no_rule_but_counters_stay() -> None:

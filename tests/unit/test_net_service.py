@@ -100,6 +100,11 @@ def test_nat_validation_before_any_host_change(net: Network) -> None:
         net.nat_new("n", "nope", "10.9.0.0/24")
     other = net.store.add_switch("sw2", "internal", "nt-unit", None)
     net.store.set_switch_address(other.id, "10.9.1.1/24")
+    with pytest.raises(InvalidInput, match="larger than switch 'sw2' subnet 10.9.1.0/24"):
+        net.nat_new("second", "sw2", "10.9.0.0/16")
+    with pytest.raises(InvalidInput, match="half of all"):
+        net.nat_new("second", "sw2", "0.0.0.0/1")
+    net.store.set_switch_address(other.id, "10.9.1.1/16")
     net.store.add_nat("first", net.store.switch("sw"), "10.9.0.0/24", False)
     with pytest.raises(Conflict, match="overlaps nat 'first'"):
         net.nat_new("second", "sw2", "10.9.0.0/16")

@@ -130,17 +130,20 @@ class FakeIPR:
         return [7]
 
 
-def test_taps_belong_to_the_qemu_user(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_taps_are_roots_and_qemu_gets_their_descriptors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: no TUNSETOWNER to the shared QEMU user; `-netdev tap,fd=N` instead of ifname=."""
     monkeypatch.setattr(netlink, "delete", lambda ipr, name: False)
     monkeypatch.setattr(netlink, "enslave", lambda ipr, name, bridge, netns: None)
     ipr = FakeIPR()
-    netlink.fresh_tap(ipr, "tap0", "br0", None, owner=(995, 993))
-    add = next(kw for command, kw in ipr.calls if command == "add")
-    assert add["kind"] == "tuntap" and add["uid"] == 995 and add["gid"] == 993
-    ipr = FakeIPR()
     netlink.fresh_tap(ipr, "tap0", "br0", None)
     add = next(kw for command, kw in ipr.calls if command == "add")
-    assert "uid" not in add and "gid" not in add
+    assert add["kind"] == "tuntap" and "uid" not in add and "gid" not in add
+    from nestor.engine import argv as qemu_argv
+
+    nics = qemu_argv._nics(qemu_argv.LaunchSpec(name="v", vm_dir=Path("/v"), accel="tcg", cpu_model="max", vcpus=1,
+                                                memory=1 << 28, kernel=None,
+                                                nics=(qemu_argv.Nic("52:54:00:00:00:01", "tap0", fd=9),)))
+    assert nics[1] == "tap,id=net0,fd=9"
 
 
 def test_host_check_names_the_qemu_user(monkeypatch: pytest.MonkeyPatch) -> None:

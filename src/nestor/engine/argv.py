@@ -26,6 +26,7 @@ KEEP_RW = "auto-read-only=off"
 class Nic:
     mac: str
     tap: str | None = None  # None: QEMU user-mode networking (no host changes)
+    fd: int | None = None  # the tap's descriptor nestor opened and passes (QEMU never opens it by name)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class Disk:
     id: str | None = None  # the drive id (QMP block_resize names it); default disk<index>
     boot: bool = False  # q35: first disk the firmware boots from (bootindex)
     cache: str = "unsafe"  # writable disks: "unsafe" for scratch overlays, "writeback" for real guests
+    # qcow2 with pin_backing: the backing comes from here, never from the header (which QEMU may
+    # rewrite: an escaped QEMU naming /dev/sda would have it opened as root at the next start).
+    # backing None then means "none" (`backing=`).
+    backing: Path | None = None
+    backing_format: str = "qcow2"
+    pin_backing: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,10 +177,21 @@ def _disks(spec: LaunchSpec) -> list[str]:
             boot = f",id={drive}-dev{boot}"
             node = f",node-name=n-{drive}"
         argv += [
-            "-drive", f"id={drive},file={disk.path},format={disk.format},if=none,{mode}{node}",
+            "-drive", f"id={drive},file={disk.path},format={disk.format},if=none,{mode}{node}{_backing(disk)}",
             "-device", f"virtio-blk-{_bus(spec)},drive={drive}{boot}",
         ]
     return argv
+
+
+def _backing(disk: Disk) -> str:
+    """A qcow2's backing as nestor knows it, read-only, with a fixed format and no chain below."""
+    if not disk.pin_backing or disk.format != "qcow2":
+        return ""
+    if disk.backing is None:
+        return ",backing="
+    below = ",backing.backing=" if disk.backing_format == "qcow2" else ""
+    return (f",backing.driver={disk.backing_format},backing.file.driver=file,backing.file.filename={disk.backing},"
+            f"backing.read-only=on{below}")
 
 
 def _cdroms(spec: LaunchSpec) -> list[str]:
@@ -194,7 +212,12 @@ def _cdroms(spec: LaunchSpec) -> list[str]:
 def _nics(spec: LaunchSpec) -> list[str]:
     argv: list[str] = []
     for index, nic in enumerate(spec.nics):
-        backend = f"user,id=net{index}" if nic.tap is None else f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"
+        if nic.tap is None:
+            backend = f"user,id=net{index}"
+        elif nic.fd is not None:
+            backend = f"tap,id=net{index},fd={nic.fd}"
+        else:
+            backend = f"tap,id=net{index},ifname={nic.tap},script=no,downscript=no"
         argv += ["-netdev", backend, "-device", f"virtio-net-{_bus(spec)},netdev=net{index},mac={nic.mac}"]
     return argv
 

@@ -34,8 +34,9 @@ def clean_runtime_files(vm_dir: Path) -> None:
         (vm_dir / name).unlink(missing_ok=True)
 
 
-def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
-    """Start QEMU detached; return its PID once QMP listens, or raise with QEMU's own error."""
+def spawn(argv: list[str], vm_dir: Path, netns: str | None, pass_fds: tuple[int, ...] = ()) -> int:
+    """Start QEMU detached; return its PID once QMP listens, or raise with QEMU's own error.
+    ``pass_fds``: descriptors QEMU gets under the same numbers (its taps)."""
     clean_runtime_files(vm_dir)
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip netns exec execs: the PID is QEMU's
@@ -43,10 +44,10 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None) -> int:
     (vm_dir / "serial.pipe").unlink(missing_ok=True)  # the FIFO of the per-VM log pump nestor used before
     seriallog.prepare(vm_dir / paths.SERIAL_LOG)
     seriallog.enforce(log_path)  # qemu.log is appended across starts: the cap holds at each one too
-    return _spawn(argv, vm_dir, log_path)
+    return _spawn(argv, vm_dir, log_path, pass_fds)
 
 
-def _spawn(argv: list[str], vm_dir: Path, log_path: Path) -> int:
+def _spawn(argv: list[str], vm_dir: Path, log_path: Path, pass_fds: tuple[int, ...] = ()) -> int:
     with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         try:
             proc = subprocess.Popen(
@@ -56,6 +57,7 @@ def _spawn(argv: list[str], vm_dir: Path, log_path: Path) -> int:
                 stderr=log,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise EngineError(f"cannot start {argv[0]}: {exc}", hint="apt-get install qemu-system-x86") from exc

@@ -376,8 +376,10 @@ def run_build_vm(disk: Path, kernel: Path, initrd: Path, root_uuid: str, log: Pa
 
 
 def convert(raw: Path, qcow2: Path) -> None:
-    _run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)],
-         "qemu-img convert", "apt-get install qemu-utils")
+    from ..engine import qemu_img
+
+    qemu_img.run(["convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], "Debian image: qemu-img convert",
+                 timeout=_TIMEOUT_TOOL, error=ImageError)
 
 
 def _run(argv: list[str], what: str, hint: str) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 from nestor.errors import Conflict, ImageError, InvalidInput, NotFound
 from nestor.model import validate_name
 
+from ..engine import qemu_img
 from . import publish
 
 STORE_DIR = "store"
@@ -119,22 +119,16 @@ def describe(path: Path) -> str:
 
 def qemu_img_info(path: Path, fmt: str | None = None) -> dict[str, Any]:
     """``qemu-img info --output=json`` of one file (never following a backing chain)."""
-    argv = ["qemu-img", "info", "--output=json"]
+    argv = ["info", "--output=json"]
     if fmt:
         argv += ["-f", fmt]
     argv.append(str(path))
+    user = qemu_img.unprivileged()
+    out = qemu_img.run(argv, f"'{path}' is not a disk image qemu-img can read", timeout=_TIMEOUT_INFO,
+                       error=ImageError, refused=InvalidInput, hint="give a qcow2 or raw disk image",
+                       as_user=user is not None and qemu_img.readable_by(user, path))
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_INFO, check=False)
-    except FileNotFoundError as exc:
-        raise ImageError("qemu-img is not installed", hint="apt-get install qemu-utils") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ImageError(f"qemu-img info {path} timed out") from exc
-    if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()
-        raise InvalidInput(f"'{path}' is not a disk image qemu-img can read: {detail[-1] if detail else ''}".rstrip(": "),
-                           hint="give a qcow2 or raw disk image")
-    try:
-        data = json.loads(proc.stdout)
+        data = json.loads(out)
     except ValueError as exc:
         raise ImageError(f"qemu-img info {path}: unreadable output") from exc
     if not isinstance(data, dict):
@@ -178,13 +172,8 @@ def import_image(images_dir: Path, source: Path, name: str, progress: Any) -> St
         out.mkdir()
         progress(f"converting {info['format']} ({info['virtual-size'] >> 20} MiB) to qcow2")
         started = time.monotonic()
-        argv = ["qemu-img", "convert", "-q", "-f", str(info["format"]), "-O", "qcow2", str(source), str(out / DISK)]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT_CONVERT, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise ImageError(f"qemu-img convert {source} timed out") from exc
-        if proc.returncode != 0:
-            raise ImageError(f"qemu-img convert failed: {proc.stderr.strip()}")
+        qemu_img.run(["convert", "-q", "-f", str(info["format"]), "-O", "qcow2", str(source), str(out / DISK)],
+                     f"qemu-img convert {source}", timeout=_TIMEOUT_CONVERT, error=ImageError)
         check = verdict(qemu_img_info(out / DISK, "qcow2"))
         if check is not None:
             raise ImageError(f"the converted image is not self-contained: {check}")

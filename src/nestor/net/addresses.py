@@ -11,6 +11,7 @@ from ..errors import Conflict, InvalidInput
 
 MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 QEMU_OUI = "52:54:00"  # QEMU's locally administered prefix
+BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": nestor's bridges' own MACs, never an adapter's
 MAX_NAT_PREFIXLEN = 30  # at least two usable hosts: the switch and one VM
 
 
@@ -27,6 +28,11 @@ def validate_mac(text: str) -> str:
         raise InvalidInput(
             f"invalid MAC address '{text}': it is a multicast address (lowest bit of the first byte set)",
             hint="a NIC needs a unicast MAC, e.g. 52:54:00:12:34:56",
+        )
+    if mac.startswith(BRIDGE_OUI + ":"):
+        raise InvalidInput(
+            f"invalid MAC address '{text}': {BRIDGE_OUI}:… is the prefix of nestor's own bridges",
+            hint="a VM posing as its switch would take the host's traffic; omit --mac for a generated one",
         )
     return mac
 
@@ -69,10 +75,27 @@ def parse_prefix(text: str) -> ipaddress.IPv4Network:
         raise InvalidInput(f"prefix '{text}' is not IPv4", hint=hint)
     if str(net) != text.strip():
         raise InvalidInput(f"prefix '{text}' has host bits set", hint=f"did you mean {net}?")
-    if net.prefixlen > MAX_NAT_PREFIXLEN or net.prefixlen == 0:
-        raise InvalidInput(f"prefix '{text}' is too {'small' if net.prefixlen else 'large'} for a NAT",
-                           hint=f"use a length between /1 and /{MAX_NAT_PREFIXLEN}, e.g. /24")
+    hint = f"use a length between /{MIN_HOST_PREFIXLEN} and /{MAX_NAT_PREFIXLEN}, e.g. /24"
+    if net.prefixlen > MAX_NAT_PREFIXLEN:
+        raise InvalidInput(f"prefix '{text}' is too small for a NAT", hint=hint)
+    if net.prefixlen < MIN_HOST_PREFIXLEN:
+        raise InvalidInput(f"prefix '{text}' is too large for a NAT: it would masquerade "
+                           f"{'every' if net.prefixlen == 0 else 'half of all'} IPv4 address(es)", hint=hint)
+    for reserved, what in RESERVED:
+        if net.overlaps(reserved):
+            raise InvalidInput(f"prefix '{text}' {'is in' if net.subnet_of(reserved) else 'covers'} {what}",
+                               hint="use a private network, e.g. 192.168.100.0/24")
     return net
+
+
+def check_nat_in_switch(prefix: ipaddress.IPv4Network, switch: str, address: ipaddress.IPv4Interface) -> None:
+    """A NAT masquerades its prefix as coming from its switch: a prefix larger than the switch's
+    own subnet would claim addresses (other hosts, other switches) that are not behind it."""
+    if not prefix.subnet_of(address.network):
+        raise InvalidInput(
+            f"prefix {prefix} is larger than switch '{switch}' subnet {address.network} (address {address})",
+            hint=f"use {address.network} or a prefix inside it",
+        )
 
 
 def check_no_overlap(name: str, prefix: ipaddress.IPv4Network,

@@ -29,6 +29,7 @@ class DhcpConfig:
     pidfile: Path
     leasefile: Path
     logfile: Path
+    hosts: tuple[tuple[str, str], ...] = ()  # (MAC, VM name) per adapter on the switch: the only names DNS publishes
 
 
 def argv(cfg: DhcpConfig) -> list[str]:
@@ -48,7 +49,26 @@ def argv(cfg: DhcpConfig) -> list[str]:
         "--dhcp-authoritative",
         "--no-ping",  # measured: a lease in 0.3 s instead of 3.5 s (no ICMP probe before offering)
         "--log-dhcp",
+        # DNS answers for the VMs only, never from L0's own /etc/hosts (guests would read it).
+        "--no-hosts",
+        # Names are nestor's, not the guests': a client-sent name ('wpad', another VM's) is never
+        # published; each adapter's MAC gets its VM's name. On the command line, not in a
+        # --dhcp-hostsfile: dnsmasq re-reads that as 'nobody', who cannot enter the home.
+        "--dhcp-ignore-names",
+        *(f"--dhcp-host={mac},{name}" for mac, name in sorted(set(cfg.hosts))),
+        # Leases are keyed on the MAC the guard binds (frame source and chaddr), never on a
+        # client id a guest can copy from another VM.
+        "--dhcp-ignore-clid",
     ]
+
+
+def running_argv(pid: int) -> list[str] | None:
+    """The command line a dnsmasq runs with (None if it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def live_pid(pidfile: Path) -> int | None:

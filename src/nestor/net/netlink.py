@@ -101,16 +101,15 @@ def release(ipr: Any, ifname: str) -> None:
 
 
 def fresh_tap(ipr: Any, ifname: str, bridge: str, netns: str | None,
-              before_up: Callable[[], object] | None = None, owner: tuple[int, int] | None = None) -> None:
+              before_up: Callable[[], object] | None = None) -> None:
     """A new persistent tap on ``bridge``, up; one left by a killed QEMU is replaced.
 
     Recreating (rather than reusing) drops whatever state the old one had: a wrong master, a
-    stale MTU or flags from another QEMU. ``before_up`` runs while it is still down. ``owner``
-    (uid, gid): the only user and group that may open the tap besides CAP_NET_ADMIN.
+    stale MTU or flags from another QEMU. ``before_up`` runs while it is still down. No owner:
+    only CAP_NET_ADMIN opens it (nestor, which hands QEMU the descriptor: net/tapfd.py).
     """
     delete(ipr, ifname)
-    ids = {} if owner is None else {"uid": owner[0], "gid": owner[1]}
-    ipr.link("add", ifname=ifname, kind="tuntap", mode="tap", iff_no_pi=True, **ids)
+    ipr.link("add", ifname=ifname, kind="tuntap", mode="tap", iff_no_pi=True)
     if before_up is not None:
         before_up()
     enslave(ipr, ifname, bridge, netns)

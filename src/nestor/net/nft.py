@@ -81,6 +81,14 @@ def _port_rules(port: GuardPort) -> list[str]:
             "        # ... and a message with more than that one option could hide a second,",
             "        # forged one behind it: 24 bytes + one 8-byte option is all NS/NA need.",
             rule("nd", "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 length > 32"),
+            "        # dnsmasq keys leases on the BOOTP client hardware address (chaddr, 28 bytes into",
+            "        # the BOOTP message, after the 8-byte UDP header): a request naming another MAC",
+            "        # would take that VM's lease, and `vm ssh` would land on this one. Requests must",
+            "        # be Ethernet (htype 1, hlen 6) and name the adapter's own MAC, and unfragmented:",
+            "        # a first fragment could end before chaddr, where the rules cannot look.",
+            rule("mac", "ip frag-off & 0x3fff != 0 udp dport 67"),
+            rule("mac", "udp dport 67 @th,72,16 != 0x0106"),
+            rule("mac", f"udp dport 67 @th,288,48 != {_hex_mac(port.mac)}"),
         ]
     if port.router_guard:
         lines += [
@@ -93,10 +101,16 @@ def _port_rules(port: GuardPort) -> list[str]:
     if port.dhcp_guard:
         lines += [
             f"        # {port.label}: DHCP guard (adapter set --dhcp-guard): a VM is no DHCP server.",
-            "        # Its offers and acks (from the server ports) would hand out rogue addresses,",
-            "        # gateways and DNS servers to the other VMs.",
-            rule("dhcp", "udp sport 67"),
-            rule("dhcp", "udp sport 547"),
+            "        # Its offers and acks would hand out rogue addresses, gateways and DNS servers to",
+            "        # the other VMs. Clients accept them from any source port, so the guard looks at",
+            "        # where they go: nothing to the client ports (68, 546) ...",
+            rule("dhcp", "udp dport { 68, 546 }"),
+            "        # ... no BOOTP reply (op 2) or DHCPv6 server message (advertise 2, reply 7,",
+            "        # reconfigure 10, relay-reply 13) to the server ports either (relays listen there) ...",
+            rule("dhcp", "udp dport 67 @th,64,8 != 1"),
+            rule("dhcp", "udp dport 547 @th,64,8 { 2, 7, 10, 13 }"),
+            "        # ... and nothing from the server ports, whatever it is sent to.",
+            rule("dhcp", "udp sport { 67, 547 }"),
         ]
     return lines
 

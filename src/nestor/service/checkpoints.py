@@ -37,7 +37,7 @@ def _disks(core: Core, config: VMConfig) -> list[disks.DiskRow]:
     if not rows:
         raise InvalidInput(f"vm '{config.name}' has no qcow2 disks: checkpoints are for disk-image VMs",
                            hint="make the VM from an image: nestor vm new NAME --image IMAGE")
-    return rows
+    return disks.checked(core, config, rows)
 
 
 def _root(rows: list[disks.DiskRow]) -> disks.DiskRow:

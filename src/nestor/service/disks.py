@@ -13,16 +13,16 @@ a disk under a filesystem destroys data, and Hyper-V's Resize-VHD refuses it too
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import files, paths
 from ..engine import process
+from ..engine import qemu_img as qemu_img_tool
 from ..engine.qmp import Monitor
-from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
-from ..images import store
+from ..errors import Conflict, InvalidInput, NotFound, StateError, error_context
+from ..images import qcow2, store
 from ..model import VMConfig, format_size, validate_name
 from ..state.lock import vm_lock
 from .guest_types import DiskInfo, DiskResize
@@ -74,6 +74,22 @@ class DiskRepo:
         self.conn.execute("DELETE FROM vm_disks WHERE id = ?", (disk_id,))
 
 
+def backing_of(core: Core, config: VMConfig, disk: DiskRow) -> Path | None:
+    """The one backing file a disk may have: the stored image under the root overlay of a VM made
+    from an image (as create_overlay wrote it), none for data disks and blank roots."""
+    if disk.name != ROOT or not config.boot.image:
+        return None
+    return (store.store_dir(core.home.images) / config.boot.image / store.DISK).resolve()
+
+
+def checked(core: Core, config: VMConfig, rows: list[DiskRow]) -> list[DiskRow]:
+    """The disks, each header read and found as nestor wrote it (images/qcow2.py), before root
+    opens them by path again (qemu-img, or QEMU at the next start)."""
+    for disk in rows:
+        qcow2.check(disk.file, backing_of(core, config, disk), f"vm '{config.name}' disk '{disk.name}'")
+    return rows
+
+
 def validate_disk_name(name: str) -> str:
     validate_name(name, "disk")
     return name
@@ -88,16 +104,8 @@ def check_size(size: int, what: str = "disk") -> int:
 
 
 def qemu_img(argv: list[str], what: str) -> str:
-    try:
-        proc = subprocess.run(["qemu-img", *argv], capture_output=True, text=True, timeout=_TIMEOUT, check=False)
-    except FileNotFoundError as exc:
-        raise EngineError("qemu-img is not installed", hint="apt-get install qemu-utils") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise EngineError(f"{what}: qemu-img timed out") from exc
-    if proc.returncode != 0:
-        raise EngineError(f"{what}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}",
-                          hint="nestor vm show VM; is the disk in use by another program?")
-    return proc.stdout
+    return qemu_img_tool.run(argv, what, timeout=_TIMEOUT,
+                             hint="nestor vm show VM; is the disk in use by another program?")
 
 
 def info(path: Path) -> dict[str, Any]:
@@ -157,6 +165,7 @@ def _guest_vm(core: Core, vm: str) -> tuple[VMConfig, Path, DiskRepo]:
     if not repo.of_vm(config.id):
         raise InvalidInput(f"vm '{vm}' has no qcow2 disks: `vm disk` is for disk-image VMs",
                            hint="make the VM from an image: nestor vm new NAME --image IMAGE")
+    checked(core, config, repo.of_vm(config.id))
     return config, core.vm_dir(config), repo
 
 
@@ -192,6 +201,7 @@ def resize(core: Core, vm: str, name: str, size: int) -> DiskResize:
     config, vm_dir, repo = _guest_vm(core, vm)
     disk = repo.get(config.id, name)
     with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
+        checked(core, config, [disk])  # again under the lock, right before qemu-img opens it
         current = int(info(disk.file)["virtual-size"])
         check_grow(name, current, size)
         if process.live_pid(vm_dir) is None:

@@ -227,8 +227,9 @@ def launch_spec(core: Core, config: VMConfig, accel: accel_policy.Accel, guest: 
     """The q35 machine of a disk-image guest. The processor rules are the same as for microvm
     (``accel.cpu_model``); nothing microvm-specific (tsc_early_khz, a kernel line) is passed."""
     vm_dir = core.vm_dir(config)
-    rows = disks.DiskRepo(core.conn).of_vm(config.id)
-    drives = tuple(qemu_argv.Disk(d.file, "qcow2", id=d.drive_id, boot=d.name == disks.ROOT, cache="writeback")
+    rows = disks.checked(core, config, disks.DiskRepo(core.conn).of_vm(config.id))
+    drives = tuple(qemu_argv.Disk(d.file, "qcow2", id=d.drive_id, boot=d.name == disks.ROOT, cache="writeback",
+                                  backing=disks.backing_of(core, config, d), pin_backing=True)
                    for d in rows)
     cdroms: list[qemu_argv.Cdrom] = []
     if guest.iso:

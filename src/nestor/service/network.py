@@ -23,7 +23,6 @@ from typing import Any
 
 from .. import paths
 from ..engine.argv import Nic
-from ..engine.runas import QemuUser
 from ..errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
 from ..model import VMConfig, VMState, validate_name
 from ..net import addresses, dnsmasq, forwarding, host, names, netlink, nft, sysctl
@@ -49,7 +48,6 @@ from .net_types import (
     SwitchType,
 )
 
-BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": a bridge's own fixed MAC
 MAC_ATTEMPTS = 32
 
 StateOf = Callable[[VMConfig], VMState]
@@ -147,11 +145,18 @@ class Network:
             return
         self._apply_nat(netns)
         for nat in nats:
-            if nat.dhcp and dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) is None:
-                sw = self.store.switch(nat.switch)
+            if not nat.dhcp:
+                continue
+            sw = self.store.switch(nat.switch)
+            cfg = self._dhcp_config(nat, sw)
+            pid = dnsmasq.live_pid(cfg.pidfile)
+            if pid is not None and dnsmasq.running_argv(pid) != dnsmasq.argv(cfg):
+                dnsmasq.stop(cfg.pidfile)  # another VM's name to publish (or one less): leases stay in the file
+                pid = None
+            if pid is None:
                 with netlink.session(netns) as ipr:
                     self._realize_switch(ipr, sw)
-                dnsmasq.start(netns, self._dhcp_config(nat, sw))
+                dnsmasq.start(netns, cfg)
 
     def _reconcile_all_nats(self) -> None:
         """Before a `nat` command: every namespace we can reach and change (quietly otherwise)."""
@@ -183,7 +188,7 @@ class Network:
         at all on a private switch.
         """
         settings = sysctl.bridge_ipv6(sw.bridge, private=sw.type == "private")
-        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(BRIDGE_OUI),
+        created = netlink.ensure_bridge(ipr, sw.bridge, addresses.random_mac(addresses.BRIDGE_OUI),
                                         before_up=lambda: sysctl.write(sw.netns, settings))
         if sw.uplink:
             netlink.enslave(ipr, sw.uplink, sw.bridge, sw.netns)
@@ -544,12 +549,12 @@ class Network:
                 netlink.delete(ipr, adapter.tap)
 
     # -- the VM lifecycle hooks ------------------------------------------------------------------
-    def attach(self, config: VMConfig, owner: QemuUser | None = None) -> tuple[Nic, ...]:
+    def attach(self, config: VMConfig) -> tuple[Nic, ...]:
         """Before QEMU starts: fresh taps on their bridges, the guard applied; the VM's NICs.
 
         Idempotent: a tap left by a killed QEMU is replaced, a missing bridge is made again.
-        `owner`: the user QEMU runs as; the taps are its (TUNSETOWNER/TUNSETGROUP), as libvirt
-        gives them to libvirt-qemu, so an unprivileged QEMU may open them.
+        The taps are root's (no TUNSETOWNER): `vm start` opens each one and hands QEMU the
+        descriptor (net/tapfd.py), as libvirt does, so the shared QEMU user can open no tap.
         """
         adapters = self.store.adapters_of_vm(config.id)
         if not adapters:
@@ -569,8 +574,7 @@ class Network:
                 self._realize_switch(ipr, sw)
                 settings = sysctl.tap_ipv6(a.tap)
                 netlink.fresh_tap(ipr, a.tap, sw.bridge, self.netns,
-                                  before_up=functools.partial(sysctl.write, self.netns, settings),
-                                  owner=None if owner is None else (owner.uid, owner.gid))
+                                  before_up=functools.partial(sysctl.write, self.netns, settings))
                 revert.add(functools.partial(netlink.delete, ipr, a.tap))
             self._apply_guard(self.netns)
             if any(self.store.nat_of_switch(a.switch_id) for a in adapters):
@@ -621,6 +625,7 @@ class Network:
         if gateway.ip not in net:
             raise InvalidInput(f"switch '{switch}' address {sw.address} is outside the prefix {net}",
                                hint=f"nestor switch set-ip {switch} {first}, or a prefix that contains it")
+        addresses.check_nat_in_switch(net, switch, gateway)
         addresses.check_no_overlap(name, net, ((n.name, ipaddress.IPv4Network(n.prefix)) for n in self.store.nats()))
         if dhcp:
             addresses.dhcp_range(net, gateway.ip)  # a range must exist
@@ -646,6 +651,8 @@ class Network:
             gateway=ipaddress.IPv4Interface(sw.address or "").ip,
             pidfile=self.files.dnsmasq_pid(nat.id), leasefile=self.files.dnsmasq_leases(nat.id),
             logfile=self.files.dnsmasq_log(nat.id),
+            # the names dnsmasq may publish: each adapter on the NAT's switch gets its VM's name
+            hosts=tuple((a.mac, a.vm) for a in self.store.adapters_on_switch(nat.switch_id)),
         )
 
     def nat_list(self) -> list[NatInfo]:

@@ -6,8 +6,10 @@ lifecycle steps on one VM hold its lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -30,6 +32,7 @@ from ..model import (
     validate_name,
     validate_text,
 )
+from ..net import tapfd
 from ..net.revert import Reverter
 from ..policy import accel as accel_policy
 from ..policy import memory as memory_rules
@@ -165,7 +168,8 @@ class VMs:
         config = core.vms.get(validate_name(name))
         files = core.files(config)
         self.reconcile_vm(config)
-        with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert:
+        with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert, \
+                contextlib.ExitStack() as closing:
             if process.live_pid(files.dir) is not None:
                 raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
             accel = accel_policy.choose(core.facts)
@@ -180,9 +184,19 @@ class VMs:
             saved = memory.saved(files)  # a saved VM resumes: the same room, and -incoming
             write_private(files.launch, "{}")  # from here on, a kill leaves work for `reconcile`
             revert.add(lambda: files.launch.unlink(missing_ok=True))
-            spec = replace(self._launch_spec(config, accel), user=user,
-                           nics=core.network.attach(config, owner=user))
+            nics = core.network.attach(config)
             revert.add(lambda: core.network.detach(config))
+            # The taps stay root's: QEMU gets their descriptors (net/tapfd.py), never their names.
+            passed = []
+            for nic in nics:
+                if nic.tap:
+                    fd = tapfd.open_tap(nic.tap, core.netns)
+                    closing.callback(os.close, fd)
+                    nic = replace(nic, fd=fd)
+                passed.append(nic)
+            nics = tuple(passed)
+            tap_fds = tuple(nic.fd for nic in nics if nic.fd is not None)
+            spec = replace(self._launch_spec(config, accel), user=user, nics=nics)
             faults.point("vm-start:after-attach")
             if saved is not None:
                 spec = replace(spec, memory=saved.room, incoming=True)
@@ -191,7 +205,7 @@ class VMs:
                 memory.check_pin(name, saved, argv)
             write_private(files.launch, json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
                                                     "netns": core.netns}))
-            pid = process.spawn(argv, files.dir, core.netns)
+            pid = process.spawn(argv, files.dir, core.netns, pass_fds=tap_fds)
             revert.add(lambda: _end(pid, files.dir))
             faults.point("vm-start:after-spawn")
             memory.after_spawn(core, config, spec.memory, saved)

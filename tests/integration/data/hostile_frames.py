@@ -1,7 +1,9 @@
 """Run inside a guest (python3, root): send the frames a hostile VM would, raw on eth0.
 
-argv: OWN_IP HOST_IP ROUNDS. Prints one "sent KIND" line per frame kind. Every frame that may
-carry the adapter's own MAC as source does, so only the rule meant for it can drop it.
+argv: OWN_IP HOST_IP ROUNDS [LABEL,...]. Prints one "sent KIND" line per frame kind sent. Every
+frame that may carry the adapter's own MAC as source does, so only the rule meant for it can drop
+it. With LABELs only those frames are sent (one each per round): "offer-6767" (a rogue DHCP offer
+from a non-standard source port) and "chaddr" (a DHCP discover naming another MAC inside BOOTP).
 """
 
 import socket
@@ -12,6 +14,7 @@ import time
 IF = "eth0"
 AF6 = socket.AF_INET6
 own_ip, host_ip, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+only = set(sys.argv[4].split(",")) if len(sys.argv) > 4 else None
 with open(f"/sys/class/net/{IF}/address") as f:
     mine = bytes.fromhex(f.read().strip().replace(":", ""))
 forged = bytes.fromhex("525400dead01")
@@ -62,7 +65,7 @@ def mcast6(addr: str) -> bytes:
     return b"\x33\x33" + socket.inet_pton(AF6, addr)[-4:]
 
 
-def frames() -> list[tuple[str, bytes]]:
+def frames() -> list[tuple]:  # (counter kind, frame[, label])
     out = []
     # 1. a frame with another machine's source MAC
     out.append(("mac", eth(bcast, forged, 0x0800, udp4(own_ip, host_ip, 40000, 9, b"forged source"))))
@@ -96,6 +99,14 @@ def frames() -> list[tuple[str, bytes]]:
                         b"", b"")
     bootp += b"\x63\x82\x53\x63" + bytes([53, 1, 2, 3, 4]) + socket.inet_aton(own_ip) + bytes([255])
     out.append(("dhcp", eth(bcast, mine, 0x0800, udp4(own_ip, "255.255.255.255", 67, 68, bootp))))
+    # 6b. the same offer from port 6767: clients take offers from any source port
+    out.append(("dhcp", eth(bcast, mine, 0x0800, udp4(own_ip, "255.255.255.255", 6767, 68, bootp)), "offer-6767"))
+    # 6c. a DHCP discover (client port 68 to server port 67) from the adapter's own MAC whose
+    #     BOOTP client address (chaddr) is another machine's: dnsmasq keys leases on chaddr
+    discover = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, 0x4321, 0, 0x8000, b"\0" * 4, b"\0" * 4,
+                           b"\0" * 4, b"\0" * 4, forged + b"\0" * 10, b"", b"")
+    discover += b"\x63\x82\x53\x63" + bytes([53, 1, 1, 255])
+    out.append(("mac", eth(bcast, mine, 0x0800, udp4("0.0.0.0", "255.255.255.255", 68, 67, discover)), "chaddr"))
     # 7. a DHCPv6 advertise (server port 547 to client port 546)
     adv = bytes([2, 0x12, 0x34, 0x56])
     udp = struct.pack("!HHHH", 547, 546, 8 + len(adv), 0) + adv
@@ -105,7 +116,8 @@ def frames() -> list[tuple[str, bytes]]:
 
 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.bind((IF, 0))
-kinds = frames()
+labelled = [(f[0], f[1], f[2] if len(f) > 2 else f[0]) for f in frames()]
+kinds = [(kind, frame) for kind, frame, label in labelled if only is None or label in only]
 for _ in range(rounds):
     for _kind, frame in kinds:
         sock.send(frame)
