@@ -217,9 +217,10 @@ class Client:
         body = {"force": force, "release": release, "packages": packages or [], "size": size, "image_name": name}
         return from_json(StoredImageInfo, self._operation(self._request("POST", "/images/debian/build", body), timeout))
 
-    def image_import(self, path: Path | str, name: str | None = None, timeout: float | None = None) -> StoredImageInfo:
-        """Import a qcow2 or raw file of the server's host (an operation; qemu-img's checks apply)."""
-        op = self._request("POST", "/images/store", {"path": str(path), "name": name})
+    def image_import(self, path: Path | str, name: str | None = None, timeout: float | None = None,
+                     fmt: str | None = None, force: bool = False) -> StoredImageInfo:
+        """Import a qcow2 or raw file of the server's files directory (an operation; qemu-img's checks apply)."""
+        op = self._request("POST", "/images/store", {"path": str(path), "name": name, "format": fmt, "force": force})
         return from_json(StoredImageInfo, self._operation(op, timeout))
 
     def image_store_list(self) -> list[StoredImageInfo]:

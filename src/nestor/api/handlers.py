@@ -140,6 +140,8 @@ class ImageBuild(Body):
 class ImageImport(Body):
     path: str = described(description="a qcow2 or raw image file in the server's files directory (absolute path)")
     name: str | None = described(None, "the image's name (default: from the file name)")
+    format: str | None = described(None, "qcow2 or raw (none: qemu-img's probe, which must find qcow2; a raw disk is named raw)")
+    force: bool = described(False, "import even if the virtual size exceeds the image store's free space")
 
 
 class DiskNew(Body):
@@ -424,7 +426,7 @@ def image_import(ctx: Ctx, body: ImageImport) -> Answer:
     if not path.is_absolute():
         raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
     return ctx.runtime.operations.submit(
-        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress))
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress, fmt=body.format, force=body.force))
 
 
 @table.delete("/images/store/{name}", status_code=204)

@@ -207,9 +207,12 @@ class Service:
             guests.check_timeout(timeout)
         if tail is not None and tail < 0:
             raise InvalidInput(f"tail must not be negative, not {tail}", hint="e.g. --tail 4096")
-        from ..engine import seriallog
+        if until is not None and not until:
+            raise InvalidInput("--until needs the text to wait for, not ''", hint="e.g. --until 'login:'")
+        from ..engine import process, seriallog
 
-        path = self.core.files(self.core.vms.get(validate_name(name))).serial_log
+        vm_files = self.core.files(self.core.vms.get(validate_name(name)))
+        path = vm_files.serial_log
         older = seriallog.rotated(path)
         cap = seriallog.cap_from_env()
         seriallog.enforce(path, cap)
@@ -223,6 +226,9 @@ class Service:
                 what = f"'{until}'" if until else "more output"
                 raise StateError(f"vm '{name}': no {what} on the console in time",
                                  hint=f"nestor vm log {name} shows what it printed")
+            if until is not None and process.live_pid(vm_files.dir) is None:  # all it printed has been read
+                raise StateError(f"vm '{name}' is not running: '{until}' will not appear on its console",
+                                 hint=f"nestor vm start {name}, then wait; nestor vm log {name} shows what it printed")
             time.sleep(LOG_POLL)
 
         while not path.exists():
@@ -413,10 +419,12 @@ class Service:
         debian.build_debian(self.core.home.images, request, progress, force=force, in_use=in_use)
         return self._stored(name)
 
-    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
+    def image_import(self, file: Path, name: str | None, progress: Progress, fmt: str | None = None,
+                     force: bool = False) -> StoredImageInfo:
         from ..images import store
 
-        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress)
+        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress,
+                                   fmt=fmt, force=force)
         return self._stored(image.name)
 
     def _stored(self, name: str) -> StoredImageInfo:
