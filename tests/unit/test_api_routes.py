@@ -184,8 +184,9 @@ def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -
     with TestClient(create_app(Settings(home))) as api:
         kernel = str(uploads / "vmlinux")
         for body in ({"run_script": "/etc/shadow"}, {"kernel": "/etc/shadow"}, {"kernel": kernel, "initrd": "/etc/shadow"},
-                     {"iso": "/etc/shadow"}, {"image": "x", "ssh_key": "/etc/shadow"}, {"image": "x", "cloud_init": "/etc/shadow"},
-                     {"kernel": str(uploads / ".." / "nestor.db")}, {"kernel": str(uploads / "up" / "nestor.db")},
+                     {"iso": "/etc/shadow"}, {"image": "x", "ssh_key": "/etc/shadow"},
+                     {"image": "x", "cloud_init": "/etc/shadow"}, {"kernel": str(uploads / ".." / "nestor.db")},
+                     {"kernel": str(uploads / "up" / "nestor.db")},
                      {"kernel": "vmlinux"}):
             error = error_of(api.post("/v1/vms", json={"name": "x", **body}), 400, "invalid_input")
             assert "files directory" in error["message"] or "absolute" in error["message"], (body, error)

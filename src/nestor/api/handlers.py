@@ -426,7 +426,8 @@ def image_import(ctx: Ctx, body: ImageImport) -> Answer:
     if not path.is_absolute():
         raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
     return ctx.runtime.operations.submit(
-        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress, fmt=body.format, force=body.force))
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress,
+                                                                   fmt=body.format, force=body.force))
 
 
 @table.delete("/images/store/{name}", status_code=204)

@@ -16,7 +16,7 @@ _INT = re.compile(r"[+-]?[0-9]{1,18}")
 _FLOAT = re.compile(r"[+-]?([0-9]{1,15}(\.[0-9]{0,15})?|\.[0-9]{1,15})")
 
 
-class StrictInt(click.ParamType):
+class StrictInt(click.ParamType):  # type: ignore[type-arg]
     name = "integer"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
@@ -28,7 +28,7 @@ class StrictInt(click.ParamType):
         return int(text)
 
 
-class StrictFloat(click.ParamType):
+class StrictFloat(click.ParamType):  # type: ignore[type-arg]
     name = "number"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:

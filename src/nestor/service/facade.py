@@ -226,14 +226,14 @@ class Service:
                 what = f"'{until}'" if until else "more output"
                 raise StateError(f"vm '{name}': no {what} on the console in time",
                                  hint=f"nestor vm log {name} shows what it printed")
-            if until is not None and process.live_pid(vm_files.dir) is None:  # all it printed has been read
-                raise StateError(f"vm '{name}' is not running: '{until}' will not appear on its console",
-                                 hint=f"nestor vm start {name}, then wait; nestor vm log {name} shows what it printed")
             time.sleep(LOG_POLL)
 
         while not path.exists():
             if not follow:
                 return
+            if timeout is None and process.live_pid(vm_files.dir) is None:  # never started: nothing will come
+                raise StateError(f"vm '{name}' is off and has no console output to wait in",
+                                 hint=f"nestor vm start {name} first (or give --timeout)")
             tick()
         def found(chunk: bytes) -> bool:
             nonlocal seen
