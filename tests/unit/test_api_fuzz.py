@@ -205,3 +205,14 @@ def test_coerced_types_and_outside_files_are_refused(api: TestClient, bad: dict[
     assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["a"]
     imported = api.post("/v1/images/store", json={"path": "/etc/shadow"})
     assert imported.status_code == 400 and "files directory" in imported.json()["error"]["message"], imported.text
+
+
+def test_listen_takes_ascii_ports_only() -> None:
+    """Issue 18: `--listen 127.0.0.1:９９９９` was port 9999 (str.isdigit and int() take any digit)."""
+    from nestor.api.server import parse_listen
+    from nestor.errors import InvalidInput
+
+    assert parse_listen("127.0.0.1:8443") == ("127.0.0.1", 8443)
+    for bad in ("127.0.0.1:\uff19\uff19\uff19\uff19", "127.0.0.1:\u0664\u0664", "127.0.0.1:\u00b2", "127.0.0.1:000008443"):
+        with pytest.raises(InvalidInput):
+            parse_listen(bad)
