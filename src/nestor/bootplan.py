@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import paths
+from . import files, paths
 from .engine import qemu_img
 from .engine.argv import Disk
 from .errors import InvalidInput, NotFound, StateError
@@ -80,13 +79,8 @@ def _input_file(given: str, option: str, what: str, limit: int) -> Path:
     if "," in given:
         raise InvalidInput(f"{option} path {shown(given)} contains ','",
                            hint="QEMU reads ',' as an option separator: rename the file")
-    path = Path(given).resolve()
-    try:
-        st = path.stat()
-    except OSError:
-        raise NotFound(f"{what} {shown(given)} not found", hint=f"give an existing file to {option}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise InvalidInput(f"{what} {shown(given)} is not a regular file", hint=f"give a regular file to {option}")
+    path = files.regular_file(Path(given), what, hint=f"give an existing regular file to {option}")
+    st = path.stat()
     if st.st_size > limit:
         raise InvalidInput(f"{what} {shown(given)} is too big ({st.st_size >> 20} MiB, at most {limit >> 20} MiB)",
                            hint=f"give a smaller file to {option}")
@@ -99,8 +93,10 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
     """`level` is the guest's nesting level (this host's + 1), passed as nestor.level=."""
     from .images import contract, initramfs
 
-    if boot.kernel:
-        return BootPlan(Path(boot.kernel), Path(boot.initrd) if boot.initrd else None)
+    if boot.kernel:  # QEMU opens them by path at each start: checked each time (a link put there since is refused)
+        kernel = _input_file(boot.kernel, "--kernel", "kernel file", MAX_KERNEL)
+        initrd = _input_file(boot.initrd, "--initrd", "initrd file", MAX_INITRD) if boot.initrd else None
+        return BootPlan(kernel, initrd)
     app = initramfs.load_appliance(images)
     if app is None:
         raise NotFound(f"image '{boot.image}' is not built", hint=f"nestor image build {boot.image}")

@@ -389,9 +389,10 @@ class Client:
         op = self._request("POST", "/images/debian/build", body)
         return _decode(StoredImageInfo, self._operation(op, progress=progress))
 
-    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
-        """Import a qcow2 or raw file of the server's host (an operation; qemu-img's checks apply)."""
-        op = self._request("POST", "/images/store", {"path": str(file), "name": name})
+    def image_import(self, file: Path, name: str | None, progress: Progress, fmt: str | None = None,
+                     force: bool = False) -> StoredImageInfo:
+        """Import a qcow2 or raw file of the server's files directory (an operation; qemu-img's checks apply)."""
+        op = self._request("POST", "/images/store", {"path": str(file), "name": name, "format": fmt, "force": force})
         return _decode(StoredImageInfo, self._operation(op, progress=progress))
 
     def image_store_list(self) -> list[StoredImageInfo]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import files
-from .errors import HostError, InvalidInput, NotFound
+from .errors import HostError, InvalidInput
 
 SEED = "seed.iso"
 DEFAULT_USER = "debian"
@@ -30,8 +30,9 @@ DEFAULT_KEYS = ("id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub")
 USER_DATA_STARTS = ("#cloud-config", "#!", "#include", "#cloud-boothook", "Content-Type:")
 MAX_USER_DATA = 1 << 20
 
-_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+_USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # fullmatch: `$` would let a trailing newline through
+_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", re.IGNORECASE)
+MAX_KEY_FILE = 64 << 10
 _KEY_RE = re.compile(r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-[a-z0-9@.-]+)\s+[A-Za-z0-9+/]+={0,3}(\s.*)?$")
 
 
@@ -66,7 +67,7 @@ class SeedSpec:
 
 
 def validate_user(user: str) -> str:
-    if not _USER_RE.match(user):
+    if not _USER_RE.fullmatch(user):
         raise InvalidInput(f"invalid user name '{user}'",
                            hint="lower-case letters, digits, '_' and '-', at most 32, starting with a letter")
     if user == "root":
@@ -76,7 +77,7 @@ def validate_user(user: str) -> str:
 
 def validate_hostname(hostname: str) -> str:
     labels = hostname.split(".")
-    if len(hostname) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+    if len(hostname) > 253 or not all(_LABEL_RE.fullmatch(label) for label in labels):
         raise InvalidInput(f"invalid hostname '{hostname}'",
                            hint="letters, digits and '-' (labels of at most 63, dot-separated)")
     return hostname
@@ -84,12 +85,8 @@ def validate_hostname(hostname: str) -> str:
 
 def read_public_key(path: Path) -> str:
     """The first key line of a public key file, checked."""
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError as exc:
-        raise NotFound(f"ssh key file '{path}' not found", hint="give a public key such as ~/.ssh/id_ed25519.pub") from exc
-    except OSError as exc:
-        raise InvalidInput(f"cannot read ssh key file '{path}': {exc.strerror}", hint="give a readable .pub file") from exc
+    text = files.read_capped(path, MAX_KEY_FILE, "ssh key file",
+                             hint="give a public key such as ~/.ssh/id_ed25519.pub").decode(errors="replace")
     if "PRIVATE KEY" in text:
         raise InvalidInput(f"'{path}' is a private key", hint=f"give the public key ({path}.pub)")
     keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
@@ -115,14 +112,7 @@ def private_key_for(public: Path) -> Path | None:
 
 
 def read_user_data(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise NotFound(f"cloud-init file '{path}' not found", hint="give an existing user-data file") from exc
-    except OSError as exc:
-        raise InvalidInput(f"cannot read cloud-init file '{path}': {exc.strerror}", hint="give a readable file") from exc
-    if len(data) > MAX_USER_DATA:
-        raise InvalidInput(f"cloud-init file '{path}' is too large ({len(data)} bytes)", hint="at most 1 MiB")
+    data = files.read_capped(path, MAX_USER_DATA, "cloud-init file", hint="give a #cloud-config file of at most 1 MiB")
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:

@@ -107,22 +107,33 @@ def exec_ok(api: Api, *argv: str, timeout: float = 60) -> str:
 
 def test_image_import_and_the_debian_build_operation(api: Api, tmp_path: Path) -> None:
     # A raw image is imported (an operation with progress) and stored as qcow2.
-    raw_file = tmp_path / "small.raw"
+    uploads = api.home / "uploads"  # the files an API caller may name (issue 18)
+    uploads.mkdir(exist_ok=True)
+    raw_file = uploads / "small.raw"
     with open(raw_file, "wb") as f:
         f.truncate(32 * MiB)
+    # Outside the files directory, a link, or a file that merely reads as raw: refused at once or by the operation.
+    outside = tmp_path / "outside.raw"
+    outside.write_bytes(raw_file.read_bytes())
+    envelope(api.raw.post("/v1/images/store", json={"path": str(outside), "format": "raw"}), 400, "invalid_input")
+    (uploads / "shadow").symlink_to(uploads / "small.raw")
+    op = follow(api.raw, api.raw.post("/v1/images/store", json={"path": str(uploads / "shadow"), "format": "raw"}))
+    assert op["status"] == "failure" and "symbolic link" in op["error"]["message"], op
     op = follow(api.raw, api.raw.post("/v1/images/store", json={"path": str(raw_file), "name": "small"}))
+    assert op["status"] == "failure" and "--format raw" in op["error"]["hint"], op
+    op = follow(api.raw, api.raw.post("/v1/images/store", json={"path": str(raw_file), "name": "small", "format": "raw"}))
     assert op["status"] == "success", op
     assert any("qcow2" in line for line in op["progress"]), op["progress"]
     assert op["result"]["name"] == "small" and op["result"]["format"] == "qcow2"
     assert op["result"]["virtual_size"] == 32 * MiB and op["result"]["used_by"] == []
     assert {i.name for i in api.client.image_store_list()} >= {"small", IMAGE}
     # The same through the typed client; then removed.
-    stored = api.client.image_import(raw_file, "small2", no_progress)
+    stored = api.client.image_import(raw_file, "small2", no_progress, fmt="raw")
     assert (stored.name, stored.virtual_size) == ("small2", 32 * MiB)
     api.client.image_remove("small2")
     assert "small2" not in {i.name for i in api.client.image_store_list()}
     # A qcow2 naming a backing file is refused by qemu-img's checks, and nothing is stored.
-    backed = tmp_path / "backed.qcow2"
+    backed = uploads / "backed.qcow2"
     assert sh("qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(raw_file), str(backed)).returncode == 0
     op = follow(api.raw, api.raw.post("/v1/images/store", json={"path": str(backed), "name": "backed"}))
     assert op["status"] == "failure" and op["error"]["kind"] == "invalid_input", op

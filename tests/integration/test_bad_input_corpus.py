@@ -48,6 +48,7 @@ class Case:
     home: str | None = None  # None: the corpus home; otherwise --home HOME (and no --netns)
     netns: str | None = None  # overrides the test namespace
     absent: str | None = None  # a path that must still not exist afterwards (a mistyped home)
+    stdin: bytes | None = None  # what the command reads on standard input
 
     @property
     def id(self) -> str:
@@ -147,6 +148,30 @@ def _cases(tmp: Path) -> list[Case]:
         c("vm", "new", "o", "--config-version", "9.0", "--nested", expect="10.0"),
         c("vm", "new", "s", "--switch", "nope", expect="not found"),
     ]
+    # -- issue 18: links, files read whole, Unicode digits, ISO and image formats, ps, vm log ----------
+    cases += [
+        c("vm", "new", "r", "--run", str(run / "link.sh"), expect="symbolic link"),
+        c("vm", "new", "k", "--kernel", str(run / "link.sh"), expect="symbolic link"),
+        c("vm", "new", "k", "--kernel", str(run / "ok.sh"), "--initrd", str(run / "link.sh"), expect="symbolic link"),
+        c("vm", "new", "d", "--iso", str(run / "ok.sh"), "--no-ssh-key", expect="not an ISO image"),
+        c("vm", "new", "d", "--iso", str(run / "link.sh"), "--no-ssh-key", expect="symbolic link"),
+        c("vm", "new", "d", "--iso", "/dev/zero", "--no-ssh-key", expect="not a regular file"),
+        c("vm", "new", "d", "--iso", str(run / "a,b.sh"), "--no-ssh-key", expect="','"),
+        c("image", "import", str(run / "ok.sh"), "--name", "txt", expect="no image format"),
+        c("image", "import", str(run / "link.sh"), "--name", "lnk", "--format", "raw", expect="symbolic link"),
+        c("image", "import", "/dev/zero", "--name", "zero", "--format", "raw", expect="not a regular file"),
+        c("ps", "/dev/zero", expect="larger than"),
+        c("ps", "-c", "New-VM -Name psx -MemoryStartupBytes " + "9" * 400, expect="too large"),
+        c("ps", "-c", "New-VM -Name psx -MemoryStartupBytes " + "9" * 30 + "GB", expect="too large"),
+        c("ps", expect="not UTF-8", stdin=b"Get-VM \xff\xfe\n"),
+        c("ps", "-c", "Get-VM\n" * 20000, expect="statements"),
+        c("vm", "log", "off1", "--until", "", expect="--until"),
+        c("vm", "log", "off1", "--until", "login:", expect="off"),
+    ]
+    for digits in ("\uff14", "\u0664", "\u0967", "\u00b2", "1\u0660"):
+        cases.append(c("vm", "new", "u", "--vcpus", digits, expect="not an integer"))
+        cases.append(c("vm", "set-processor", "off1", "--count", digits, expect="not an integer"))
+        cases.append(c("vm", "stop", "run1", "--timeout", digits, expect="not a number"))
     # -- state rules ------------------------------------------------------------------------------
     cases += [
         c("vm", "new", "off1", expect="already exists"),
@@ -265,6 +290,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(run / "big.sh", "wb") as f:
         f.truncate((16 << 20) + 1)
     os.mkfifo(run / "fifo")
+    (run / "link.sh").symlink_to(run / "ok.sh")
     return tmp
 
 
@@ -294,9 +320,9 @@ def corpus_home(tmp_path_factory: pytest.TempPathFactory, image_store: Path) -> 
         subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
 
 
-def run_cli(argv: list[str]) -> tuple[int, str, str]:
+def run_cli(argv: list[str], stdin: bytes | None = None) -> tuple[int, str, str]:
     runner = CliRunner()
-    with runner.isolation() as (out, err, _):
+    with runner.isolation(input=stdin) as (out, err, _):
         try:
             main(argv)
             code = 0
@@ -328,7 +354,7 @@ def test_refused(index: int, corpus_home: tuple[Path, str], files: Path) -> None
         argv = ["--home", case.home]
     else:
         argv = ["--home", str(home), "--netns", case.netns if case.netns is not None else ns]
-    code, out, err = run_cli([*argv, *case.args])
+    code, out, err = run_cli([*argv, *case.args], case.stdin)
     lines = err.strip("\n").split("\n")
     assert code != 0, f"accepted: {case.args!r}\n{out}{err}"
     assert "Traceback" not in out + err, err

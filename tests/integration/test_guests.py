@@ -276,7 +276,7 @@ def test_imported_raw_image_boots_under_uefi_secure_boot(ghome: Path, debian_sto
     raw = tmp_path / "plain.raw"
     assert sh("qemu-img", "convert", "-O", "raw", str(debian_store / "store" / "debian-bookworm" / "disk.qcow2"),
               str(raw), timeout=300).returncode == 0
-    nestor(ghome, "image", "import", str(raw), "--name", "plain", timeout=300)
+    nestor(ghome, "image", "import", str(raw), "--name", "plain", "--format", "raw", timeout=300)
     rows = {r["name"]: r for r in json.loads(nestor(ghome, "image", "list", "-o", "json").stdout)}
     assert rows["plain"]["format"] == "qcow2" and rows["plain"]["virtual_size"] == 8 << 30
     nestor(ghome, "vm", "new", "u1", "--image", "plain", "--generation", "2", "--secure-boot", "--memory", "1G",

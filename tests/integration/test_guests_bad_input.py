@@ -4,6 +4,7 @@ and nothing changed (no VM, no image, no file). Real CLI, real qemu-img; no VM b
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ def ghome(image_store: Path, tmp_path: Path) -> Iterator[Path]:
     raw = tmp_path / "tiny.raw"
     with raw.open("wb") as f:
         f.truncate(16 << 20)
-    nestor(home, "image", "import", str(raw), "--name", "tiny")
+    nestor(home, "image", "import", str(raw), "--name", "tiny", "--format", "raw")
     try:
         yield home
     finally:
@@ -80,6 +81,24 @@ def test_vm_new_bad_guest_flags(ghome: Path, tmp_path: Path) -> None:
     refused(ghome, "vm", "new", "x", "--iso", str(tmp_path / "missing.iso"), code=3)
     refused(ghome, *new, "--kernel", str(key), code=2)
     refused(ghome, "vm", "new", "Bad_Name", "--image", "tiny", code=2)
+    # Issue 18: empty names, a trailing newline, files read whole, a file that is not an ISO, links.
+    refused(ghome, *new, "--hostname", "", code=2, text="invalid hostname")
+    refused(ghome, *new, "--hostname", "web\n", code=2, text="invalid hostname")
+    refused(ghome, *new, "--user", "", code=2, text="invalid user name")
+    refused(ghome, *new, "--user", "alice\n", code=2, text="invalid user name")
+    refused(ghome, "vm", "new", "x", "--image", "tiny", "--ssh-key", "/dev/zero", code=2, text="not a regular file")
+    refused(ghome, "vm", "new", "x", "--image", "tiny", "--cloud-init", "/dev/zero", code=2, text="not a regular file")
+    huge_key = tmp_path / "huge.pub"
+    with huge_key.open("wb") as f:
+        f.truncate(1 << 30)
+    refused(ghome, "vm", "new", "x", "--image", "tiny", "--ssh-key", str(huge_key), code=2, text="larger than")
+    (tmp_path / "link.pub").symlink_to(f"{key}.pub")
+    refused(ghome, "vm", "new", "x", "--image", "tiny", "--ssh-key", str(tmp_path / "link.pub"), code=2, text="symbolic link")
+    not_iso = tmp_path / "notes.iso"
+    not_iso.write_bytes(b"x" * 40000)
+    refused(ghome, "vm", "new", "x", "--iso", str(not_iso), code=2, text="not an ISO image")
+    (tmp_path / "a,b.iso").write_bytes(b"x")
+    refused(ghome, "vm", "new", "x", "--iso", str(tmp_path / "a,b.iso"), code=2, text="','")
 
 
 def test_adapter_disk_checkpoint_bad_input(ghome: Path, tmp_path: Path) -> None:
@@ -119,13 +138,25 @@ def test_checkpoint_off_roundtrip(ghome: Path) -> None:
 
 def test_image_bad_input(ghome: Path, tmp_path: Path) -> None:
     refused(ghome, "image", "import", str(tmp_path / "missing.qcow2"), code=3)
-    refused(ghome, "image", "import", str(tmp_path), code=3)
+    refused(ghome, "image", "import", str(tmp_path), code=2, text="not a regular file")
     vmdk = tmp_path / "x.vmdk"
     subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(vmdk), "16M"], check=True)
     refused(ghome, "image", "import", str(vmdk), code=2, text="not qcow2 or raw")
     empty = tmp_path / "empty.raw"
     empty.write_bytes(b"")
-    refused(ghome, "image", "import", str(empty), code=2, text="virtual size is 0")
+    refused(ghome, "image", "import", str(empty), "--format", "raw", code=2, text="virtual size is 0")
+    # Issue 18: a text file was imported as a raw disk; a link to /etc/shadow was imported; a virtual
+    # size beyond the free space was accepted.
+    text = tmp_path / "notes.txt"
+    text.write_text("not a disk\n" * 100)
+    refused(ghome, "image", "import", str(text), code=2, text="no image format")
+    link = tmp_path / "shadow.raw"
+    link.symlink_to("/etc/shadow")
+    refused(ghome, "image", "import", str(link), "--format", "raw", code=2, text="symbolic link")
+    big = tmp_path / "big.qcow2"
+    free = shutil.disk_usage(ghome).free
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(big), str(free + (1 << 40))], check=True)
+    refused(ghome, "image", "import", str(big), code=2, text="GiB free")
     huge = tmp_path / "huge.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(huge), "17T"], check=True)
     refused(ghome, "image", "import", str(huge), code=2, text="absurd")

@@ -146,6 +146,24 @@ def api(served: Served) -> Iterator[httpx.Client]:
         yield client
 
 
+def test_the_browser_checks_the_names_of_the_forms(served: Served, page: Any) -> None:
+    """Issue 18: the Create VM form's `pattern` was an invalid regular expression for current Chromium
+    (patterns are compiled with the v flag, where '-' in a class must be escaped), so the browser
+    never checked the name. Now Chromium itself refuses an invalid name and accepts a valid one."""
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto(f"{served.url}/ui/vms/new")
+    name = page.locator("input[name=name]").first
+    for bad in ("Bad_Name", "-web", "web-", "wéb", "a b"):
+        name.fill(bad)
+        assert name.evaluate("e => e.validity.patternMismatch || e.validity.tooLong || !e.checkValidity()"), bad
+        assert name.evaluate("e => !e.form.checkValidity()"), bad
+    for good in ("web1", "a", "my-vm-2", "0" * 32):
+        name.fill(good)
+        assert name.evaluate("e => e.validity.valid"), good
+    assert not [m for m in console if "pattern" in m.lower() or "regular expression" in m.lower()], console
+
+
 def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Client, page: Any) -> None:
     # A switch with NAT and DHCP in the test namespace, made through the API, for the form's switch list.
     net = 16 + secrets.randbelow(200)
@@ -273,13 +291,16 @@ def test_create_start_console_nesting_refusal_stop(served: Served, api: httpx.Cl
     row.locator(".state.off").wait_for(timeout=5_000)
 
 
-def test_disks_and_checkpoints_on_the_vm_page(served: Served, api: httpx.Client, page: Any, tmp_path: Path) -> None:
+def test_disks_and_checkpoints_on_the_vm_page(served: Served, ui_home: tuple[Path, str], api: httpx.Client, page: Any,
+                                             tmp_path: Path) -> None:
     """A disk-image VM from installer media (a blank qcow2 root disk and a non-bootable ISO: SeaBIOS
     finds nothing to boot and waits, a real q35 QEMU whose disks and memory are checkpointed)."""
     media = tmp_path / "media"
     media.mkdir()
     (media / "README").write_text("not bootable\n")
-    iso = tmp_path / "blank.iso"
+    uploads = ui_home[0] / "uploads"  # the files an API caller may name
+    uploads.mkdir(exist_ok=True)
+    iso = uploads / "blank.iso"
     assert sh("genisoimage", "-quiet", "-o", str(iso), "-V", "BLANK", str(media)).returncode == 0
     made = api.post("/v1/vms", json={"name": "disky", "memory": 256 << 20, "iso": str(iso), "no_ssh_key": True})
     assert made.status_code == 201, made.text

@@ -35,7 +35,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
             raise NotFound(f"vm '{name}' not found", hint="nestor vm list shows the VMs")
         if name == "l2" and (tmp_path / "l2-silent").exists():
             raise GuestError(f"vm '{name}': no answer from its nestor API within 5 s")
-        app = TestClient(create_app(Settings(below)))
+        app = TestClient(create_app(Settings(below, files=below.parent)))
         clients.append(app)
         # TestClient's own transport (the app in process) behind a plain httpx client, as a channel is
         return Client(transport=app._transport, where=name)

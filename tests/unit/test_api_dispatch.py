@@ -28,7 +28,7 @@ class Side:
         self.home = root / "home"
         self.home.mkdir(parents=True)
         (root / "vmlinux").write_bytes(b"not really a kernel")
-        self.settings = Settings(self.home)
+        self.settings = Settings(self.home, files=root)  # the kernel file is in root
         self.runtime = Runtime(self.settings)
         self.ctx = Ctx(self.settings, self.runtime)
 

@@ -48,7 +48,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     home = root / "home"
     home.mkdir()
     (root / "vmlinux").write_bytes(b"not a kernel")
-    settings_ = Settings(home, netns)
+    settings_ = Settings(home, netns, files=root)  # the kernel file is in root
     try:
         with TestClient(create_app(settings_)) as client:
             created = client.post("/v1/vms", json={"name": "a", "memory": 256 << 20, "kernel": str(root / "vmlinux")})
@@ -189,3 +189,30 @@ DOCUMENTED = _documented()
 
 def test_successes_are_checked_against_the_document() -> None:
     assert DOCUMENTED[("get", "/v1/vms", 200)] is not None and ("post", "/v1/vms/{name}/start", 202) in DOCUMENTED
+
+
+# Issue 18's categories, through the same app: coerced types and files outside the files directory.
+COERCED = [{"vcpus": True}, {"vcpus": "2"}, {"memory": "268435456"}, {"nested": 1}, {"name": 7}, {"switches": [1]}]
+OUTSIDE = [{"run_script": "/etc/shadow"}, {"kernel": "/etc/shadow"}, {"iso": "/etc/shadow"},
+           {"image": "x", "ssh_key": "/etc/shadow"}, {"image": "x", "cloud_init": "/etc/shadow"}, {"kernel": "/dev/zero"}]
+
+
+@pytest.mark.parametrize("bad", COERCED + OUTSIDE, ids=[str(b) for b in COERCED + OUTSIDE])
+def test_coerced_types_and_outside_files_are_refused(api: TestClient, bad: dict[str, Any]) -> None:
+    response = api.post("/v1/vms", json={"name": "b", "memory": 256 << 20, **bad})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["kind"] == "invalid_input"
+    assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["a"]
+    imported = api.post("/v1/images/store", json={"path": "/etc/shadow"})
+    assert imported.status_code == 400 and "files directory" in imported.json()["error"]["message"], imported.text
+
+
+def test_listen_takes_ascii_ports_only() -> None:
+    """Issue 18: `--listen 127.0.0.1:９９９９` was port 9999 (str.isdigit and int() take any digit)."""
+    from nestor.api.server import parse_listen
+    from nestor.errors import InvalidInput
+
+    assert parse_listen("127.0.0.1:8443") == ("127.0.0.1", 8443)
+    for bad in ("127.0.0.1:\uff19\uff19\uff19\uff19", "127.0.0.1:\u0664\u0664", "127.0.0.1:\u00b2", "127.0.0.1:000008443"):
+        with pytest.raises(InvalidInput):
+            parse_listen(bad)

@@ -27,7 +27,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(home))) as client:
+    with TestClient(create_app(Settings(home, files=home.parent))) as client:  # the kernel file is there
         yield client
 
 
@@ -160,10 +160,60 @@ def test_disk_image_resources_refuse_bad_input_with_the_envelope(api: TestClient
     error_of(api.get("/v1/vms/plain/address"), 409, "wrong_state")  # off
     error_of(api.post("/v1/images/store", json={"path": "/a\x00b"}), 400, "invalid_input")
     error_of(api.post("/v1/images/store", json={"path": "rel.qcow2"}), 400, "invalid_input")
-    error_of(api.post("/v1/vms", json={"name": "g", "iso": "/nonexistent.iso", "no_ssh_key": True}), 404, "not_found")
+    error_of(api.post("/v1/vms", json={"name": "g", "iso": str(home.parent / "none.iso"), "no_ssh_key": True}), 404,
+             "not_found")
     error_of(api.post("/v1/vms", json={"name": "g", "image": "nope", "user": "alice"}), 404, "not_found")
     error_of(api.post("/v1/images/debian/build", json={"release": "hamm"}), 400, "invalid_input")
     error_of(api.post("/v1/images/debian/build", json={"size": 1}), 400, "invalid_input")
     error_of(api.post("/v1/images/nested-host/build", json={"packages": ["vim"]}), 400, "invalid_input")
     assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["plain"]
     assert api.get("/v1/images/store").json() == [] and api.get("/v1/operations").json() == []
+
+
+def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -> None:
+    """Issue 18: `{"run_script": "/etc/shadow"}` put root's file into the guest; every path field of the
+    API is refused outside the files directory (HOME/uploads by default), and nestor's own files and
+    symbolic links are refused inside it too."""
+    from nestor.service import Service
+
+    home = tmp_path / "home"
+    Service(home).close()  # a nestor home first: nestor takes over no directory that holds files already
+    uploads = home / "uploads"
+    uploads.mkdir()
+    (uploads / "vmlinux").write_bytes(b"not really a kernel")
+    (uploads / "shadow").symlink_to("/etc/shadow")
+    (uploads / "up").symlink_to(home)
+    (uploads / "link").symlink_to(uploads / "vmlinux")
+    with TestClient(create_app(Settings(home))) as api:
+        kernel = str(uploads / "vmlinux")
+        for body in ({"run_script": "/etc/shadow"}, {"kernel": "/etc/shadow"}, {"kernel": kernel, "initrd": "/etc/shadow"},
+                     {"iso": "/etc/shadow"}, {"image": "x", "ssh_key": "/etc/shadow"},
+                     {"image": "x", "cloud_init": "/etc/shadow"}, {"kernel": str(uploads / ".." / "nestor.db")},
+                     {"kernel": str(uploads / "up" / "nestor.db")},
+                     {"kernel": "vmlinux"}):
+            error = error_of(api.post("/v1/vms", json={"name": "x", **body}), 400, "invalid_input")
+            assert "files directory" in error["message"] or "absolute" in error["message"], (body, error)
+            assert str(uploads) in error["hint"]
+        error = error_of(api.post("/v1/vms", json={"name": "x", "kernel": str(uploads / "link")}), 400, "invalid_input")
+        assert "symbolic link" in error["message"], error
+        error = error_of(api.post("/v1/images/store", json={"path": "/etc/shadow"}), 400, "invalid_input")
+        assert "files directory" in error["message"]
+        assert api.get("/v1/vms").json() == [] and api.get("/v1/operations").json() == []
+        assert api.post("/v1/vms", json={"name": "ok", "memory": 256 << 20, "kernel": kernel}).status_code == 201
+    other = tmp_path / "files"
+    other.mkdir()
+    (other / "vmlinux").write_bytes(b"not really a kernel")
+    with TestClient(create_app(Settings(home, files=other))) as api:  # nestor serve --files DIR
+        assert api.post("/v1/vms", json={"name": "ok2", "memory": 256 << 20, "kernel": str(other / "vmlinux")}).status_code == 201
+        error_of(api.post("/v1/vms", json={"name": "x", "kernel": kernel}), 400, "invalid_input")
+
+
+def test_api_bodies_take_no_coerced_types(api: TestClient, home: Path) -> None:
+    """Issue 18: `"vcpus": true` and `"vcpus": "2"` were read as 1 and 2 (pydantic's lax mode)."""
+    kernel = str(home.parent / "vmlinux")
+    for bad in ({"vcpus": True}, {"vcpus": "2"}, {"vcpus": 2.0}, {"memory": "268435456"}, {"nested": 1}, {"nested": "true"},
+                {"name": 5}, {"switches": "sw"}, {"switches": [1]}):
+        body = {"name": "x", "memory": 256 << 20, "kernel": kernel, **bad}
+        error_of(api.post("/v1/vms", json=body), 400, "invalid_input")
+    error_of(api.post("/v1/vms/x/stop", json={"turn_off": "yes"}), 400, "invalid_input")
+    assert api.get("/v1/vms").json() == []

@@ -30,7 +30,7 @@ def test_metrics_of_defined_vms_policy_and_operations(tmp_path: Path) -> None:
     home.mkdir()
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"not really a kernel")
-    with TestClient(create_app(Settings(home))) as api:
+    with TestClient(create_app(Settings(home, files=tmp_path))) as api:
         for name, nested in (("web", False), ("l1", True)):
             assert api.post("/v1/vms", json={"name": name, "memory": 256 << 20, "vcpus": 2, "kernel": str(kernel),
                                              "nested": nested}).status_code == 201

@@ -129,3 +129,26 @@ def test_uri_accepted(good: str) -> None:
 def test_uri_refused(bad: str, what: str) -> None:
     with pytest.raises(InvalidInput, match=what):
         uri.validate(bad)
+
+
+def test_a_move_between_tls_hosts_is_encrypted_and_others_say_they_are_not() -> None:
+    """Issue 18: `vm move` sent RAM and disk in clear. Between qemu+tls:// hosts the stream uses
+    libvirt's TLS migration; between in-process or local hosts nothing crosses a network; over
+    qemu+ssh:// or qemu+tcp:// it cannot be encrypted without certificates, and the move says so."""
+    import libvirt
+
+    assert migration.VIR_MIGRATE_TLS == libvirt.VIR_MIGRATE_TLS
+    tls = migration.plan("l1", True, None, "qemu+tls://a/system", "qemu+tls://b/system")
+    assert tls.flags & libvirt.VIR_MIGRATE_TLS and tls.transport == "tls" and "tls" in migration.flag_names(tls.flags)
+    assert migration.transport_note(tls) is None
+    copy = migration.StorageCopy("vda", "/a/l1.qcow2", "/b/l1.qcow2", "<domain/>")
+    assert migration.plan("l1", True, copy, "qemu+tls://a/system", "qemu+tls://b/system").flags & libvirt.VIR_MIGRATE_TLS
+    for source, dest in (("qemu+ssh://root@a/system", "qemu+ssh://root@b/system"), ("qemu+tls://a/system", "qemu+tcp://b/system"),
+                         ("qemu+ssh://a/system", "qemu+tls://b/system")):
+        plain = migration.plan("l1", True, None, source, dest)
+        assert not plain.flags & libvirt.VIR_MIGRATE_TLS and plain.transport == "unencrypted"
+        assert "unencrypted" in (migration.transport_note(plain) or ""), (source, dest)
+    local = migration.plan("l1", True, None, "test:///default", "test:///tmp/b.xml")
+    assert local.transport == "local" and migration.transport_note(local) is None
+    off = migration.plan("l1", False, None, "qemu+tls://a/system", "qemu+tls://b/system")
+    assert not off.flags & libvirt.VIR_MIGRATE_TLS  # an off VM moves only its definition, over libvirt's own TLS

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import files
 from ..errors import InvalidInput
 from ..policy.nesting import Nesting
 from ..service.guest_types import (
@@ -51,7 +52,7 @@ from ..service.types import (
     VMSpec,
     to_json,
 )
-from .table import RUNTIME, Answer, Body, Ctx, Query, Table, described, empty, json_answer
+from .table import RUNTIME, UPLOADS, Answer, Body, Ctx, Query, Table, described, empty, json_answer
 
 
 class Operation:
@@ -89,13 +90,13 @@ class VMNew(Body):
     network: str | None = described(None, "libvirt host: a libvirt network")
     generation: int = described(1, "disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V")
     secure_boot: bool = described(False, "generation 2: UEFI secure boot")
-    iso: str | None = described(None, "disk-image VMs: installer media (a file on the server's host)")
+    iso: str | None = described(None, "disk-image VMs: installer media (a file in the server's files directory)")
     disk_size: int | None = described(None, "disk-image VMs: grow the root disk to this many bytes")
     user: str | None = described(None, "cloud-init: the user to create (default: debian)")
-    ssh_key: str | None = described(None, "cloud-init: a public key file on the server's host")
+    ssh_key: str | None = described(None, "cloud-init: a public key file in the server's files directory")
     no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
     hostname: str | None = described(None, "cloud-init: the guest's hostname")
-    cloud_init: str | None = described(None, "cloud-init: a user-data file on the server's host")
+    cloud_init: str | None = described(None, "cloud-init: a user-data file in the server's files directory")
 
 
 class PolicyChange(Body):
@@ -146,8 +147,10 @@ class ImageBuild(Body):
 
 
 class ImageImport(Body):
-    path: str = described(description="a qcow2 or raw image file on the server's host (absolute path)")
+    path: str = described(description="a qcow2 or raw image file in the server's files directory (absolute path)")
     name: str | None = described(None, "the image's name (default: from the file name)")
+    format: str | None = described(None, "qcow2 or raw (none: qemu-img's probe, which must find qcow2; a raw disk is named raw)")
+    force: bool = described(False, "import even if the virtual size exceeds the image store's free space")
 
 
 class DiskNew(Body):
@@ -303,17 +306,46 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
+def api_file(ctx: Ctx, value: str | None, field: str) -> Path | None:
+    """A file an API caller names, which the daemon (root) will open: only an absolute path inside
+    the server's files directory (HOME/uploads, or `nestor serve --files DIR`), links resolved, so
+    that a token holder cannot make root read /etc/shadow into a guest. The CLI, which runs as its
+    user, may name any file that user can read (docs/security.md)."""
+    path = _path(value)
+    if path is None:
+        return None
+    top, shown = ctx.settings.files_dir, (value or "")[:200]
+    hint = f"put the file into {top} on the server's host and name it there (nestor serve --files DIR sets the directory)"
+    if not path.is_absolute():
+        raise InvalidInput(f"{field} '{shown}' is not an absolute path", hint=hint)
+    inside_home = files.within(path, ctx.settings.home) and not files.within(path, ctx.settings.home / UPLOADS)
+    if not files.within(path, top) or inside_home:  # nestor's own files (the database, disks) never
+        raise InvalidInput(f"{field} '{shown}' is outside the files directory {top}: "
+                           "an API caller may name only files in it", hint=hint)
+    return path
+
+
+def _api_str(ctx: Ctx, value: str | None, field: str) -> str | None:
+    path = api_file(ctx, value, field)
+    return None if path is None else value
+
+
 @table.post("/vms", does="vm_new_request", status_code=201, responses=_doc(NewVM, 201))
 def vm_new(ctx: Ctx, body: VMNew) -> Answer:
     """A VM: the appliance, the nested host or a kernel, a VM on a libvirt host, or a disk-image VM
     (an image of GET /images/store, or installer media), with its cloud-init fields."""
     fields = body.as_dict()
     guest_fields = {k: fields.pop(k) for k in _GUEST_FIELDS}
+    fields["run_script"] = _api_str(ctx, body.run_script, "run_script")
+    if body.host is None:  # on a libvirt host, kernel and initrd are that host's files (libvirt opens them there)
+        fields["kernel"] = _api_str(ctx, body.kernel, "kernel")
+        fields["initrd"] = _api_str(ctx, body.initrd, "initrd")
     spec = VMSpec(**{**fields, "switches": tuple(body.switches)})
     guest = GuestSpec(generation=guest_fields["generation"], secure_boot=guest_fields["secure_boot"],
-                      iso=_path(guest_fields["iso"]), disk_size=guest_fields["disk_size"], user=guest_fields["user"],
-                      ssh_key=_path(guest_fields["ssh_key"]), no_ssh_key=guest_fields["no_ssh_key"],
-                      hostname=guest_fields["hostname"], cloud_init=_path(guest_fields["cloud_init"]))
+                      iso=api_file(ctx, guest_fields["iso"], "iso"), disk_size=guest_fields["disk_size"],
+                      user=guest_fields["user"], ssh_key=api_file(ctx, guest_fields["ssh_key"], "ssh_key"),
+                      no_ssh_key=guest_fields["no_ssh_key"], hostname=guest_fields["hostname"],
+                      cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"))
     with ctx.settings.service() as s:
         result = s.vm_new_request(spec, guest)
     ctx.runtime.events.publish("vm", {"vm": spec.name, "action": "created"})
@@ -445,11 +477,13 @@ def image_store_list(ctx: Ctx) -> Answer:
 def image_import(ctx: Ctx, body: ImageImport) -> Answer:
     """Import a qcow2 or raw file of the server's host (qemu-img checks: no backing or data file,
     a known format, a sane size); stored as qcow2. An operation with progress."""
-    path = _path(body.path) or Path()
+    path = api_file(ctx, body.path, "path") or Path()
     if not path.is_absolute():
         raise InvalidInput(f"path '{body.path[:200]}' is not absolute", hint="give the file's full path on the server's host")
     return ctx.runtime.operations.submit(
-        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress), kind="image.import")
+        f"import image '{body.path[:200]}'", lambda s, op: s.image_import(path, body.name, op.progress,
+                                                                   fmt=body.format, force=body.force),
+        kind="image.import")
 
 
 @table.delete("/images/store/{name}", does="image_remove", status_code=204)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
+import operator
 import os
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi import Query as FastQuery
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
 from ..errors import InvalidInput, NestorError
 from ..service.audit import CHANNEL, Actor, acting
@@ -73,6 +76,19 @@ class _Model(BaseModel):
 
 
 _MODELS: dict[type[Body], type[BaseModel]] = {}
+_STRICT: dict[Any, Any] = {int: StrictInt, bool: StrictBool, str: StrictStr, float: StrictFloat}
+
+
+def strict(kind: Any) -> Any:
+    """A body field's type with no coercion: `"vcpus": true` or `"vcpus": "2"` is refused, not read
+    as 1 or 2 (pydantic's lax mode would), exactly as the plain dispatcher (table._plain) takes only
+    the JSON type itself. An int is still a float; enums take their values."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, [strict(a) for a in args])
+    if origin is list:
+        return list[strict(args[0])]  # type: ignore[misc]
+    return _STRICT.get(kind, kind)
 
 
 def model_of(body: type[Body]) -> type[BaseModel]:
@@ -81,7 +97,7 @@ def model_of(body: type[Body]) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for f in body_fields(body):
             default = ... if f.required else f.make_default()
-            fields[f.name] = (f.kind, Field(default, description=f.description) if f.description else default)
+            fields[f.name] = (strict(f.kind), Field(default, description=f.description) if f.description else default)
         _MODELS[body] = create_model(body.__name__, __base__=_Model, __doc__=body.__doc__, __module__=__name__,
                                      **fields)
     return _MODELS[body]

@@ -126,7 +126,7 @@ def any_vm_running(home: paths.Home) -> bool:
 def parse_listen(text: str) -> tuple[str, int]:
     """HOST:PORT, [IPv6]:PORT or :PORT (all addresses) for --listen."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5 or not 0 <= int(port) < 65536:
         raise InvalidInput(f"invalid --listen address '{text}'", hint="give HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
@@ -282,7 +282,7 @@ async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
 
 
 def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, on_demand: bool = False,
-          channel: Path | None = None, listen: str | None = None) -> int:
+          channel: Path | None = None, listen: str | None = None, files_dir: Path | None = None) -> int:
     """Run the daemon until SIGTERM. With `listen` (HOST:PORT) the API is also served over TCP with
     TLS (HOME/tls/, made on first start) by a second server in the same loop: its own app instance,
     which refuses every request without a valid bearer token; both share the runtime (operations,
@@ -309,7 +309,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     wanted = threading.Event()  # FastAPI is needed (set at once unless the channel comes first)
     ended = threading.Event()  # SIGTERM, or idle, before the servers run
     try:
-        settings = Settings(home, netns)
+        settings = Settings(home, netns, files=files_dir)
         runtime = Runtime(settings)
         from ..service.vms import VMs
 
@@ -444,7 +444,7 @@ def _servers(home: Path, netns: str | None, settings: Settings, runtime: Runtime
         files = tls.ensure(home, address[0])
         tcp = bind_tcp(*address)
         sockets.append(tcp)
-        tcp_app = create_app(Settings(home, netns, require_token=True), runtime)
+        tcp_app = create_app(Settings(home, netns, require_token=True, files=settings.files), runtime)
         servers.append((_server(tcp_app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key)), tcp))
         bound = tcp.getsockname()
         log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",

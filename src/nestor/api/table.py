@@ -44,6 +44,7 @@ log.addHandler(logging.NullHandler())
 
 API_PREFIX = "/v1"
 RUNTIME = "(runtime)"  # a route's `does` when it is the daemon's, not a level's action (operations)
+UPLOADS = "uploads"  # HOME/uploads: the files an API caller may name (nestor serve --files DIR: another)
 STATUS = {
     "invalid_input": 400, "not_found": 404, "conflict": 409, "wrong_state": 409, "policy": 422,
     "cancelled": 409, "host": 503, "image": 500, "engine": 502, "guest": 502, "unauthorized": 401,
@@ -57,6 +58,11 @@ class Settings:
     home: Path
     netns: str | None = None
     require_token: bool = False
+    files: Path | None = None  # the one directory an API caller may name files in (None: HOME/uploads)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.files if self.files is not None else self.home / UPLOADS
 
     @contextmanager
     def service(self) -> Iterator[Service]:

@@ -11,13 +11,14 @@ import click
 from ..model import parse_size
 from ..service.diskvms import is_guest_request
 from ..service.guest_types import GuestSpec
+from . import numbers
 
 __all__ = ["guest_options", "guest_spec", "is_guest_request"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _OPTIONS = [
-    click.option("--generation", type=int, default=1, show_default=True,
+    click.option("--generation", type=numbers.INT, default=1, show_default=True,
                  help="disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V"),
     click.option("--secure-boot", is_flag=True, help="generation 2: UEFI secure boot (Microsoft keys enrolled)"),
     click.option("--iso", type=click.Path(path_type=Path), default=None,

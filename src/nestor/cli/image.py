@@ -75,13 +75,16 @@ def list_(ctx: Ctx, output: str, at: str) -> None:
 @image.command("import")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="the image's name (default: from the file name)")
+@click.option("--format", "fmt", type=click.Choice(["qcow2", "raw"]), default=None,
+              help="the file's format (a raw disk must be named raw: any file reads as raw)")
+@click.option("--force", is_flag=True, help="import even if its virtual size exceeds the free space")
 @AT
 @pass_ctx
-def import_(ctx: Ctx, file: Path, name: str | None, at: str) -> None:
+def import_(ctx: Ctx, file: Path, name: str | None, fmt: str | None, force: bool, at: str) -> None:
     """Import a qcow2 or raw disk image (checked with qemu-img info, stored as qcow2; with --at a
     file of that level's machine)."""
     with ctx.level(at, local=True) as level:
-        stored = level.image_import(file, name, progress)
+        stored = level.image_import(file, name, progress, fmt=fmt, force=force)
     click.echo(f"image {stored.name}: {stored.path} ({human_size(stored.virtual_size)})")
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, escape_controls
 
@@ -18,16 +18,22 @@ def _script(command: str | None, file: str | None) -> str:
         raise InvalidInput("give -c COMMAND or a FILE, not both", hint="nestor ps -c \"Get-VM\"")
     if command is not None:
         return command
-    if file is not None and file != "-":
-        try:
-            return Path(file).read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise NotFound(f"script '{file}' not found", hint="nestor ps FILE.ps1, nestor ps -c COMMAND") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read script '{file}': {exc}", hint="a UTF-8 text file") from None
-    if sys.stdin.isatty():
-        raise InvalidInput("no script given", hint="nestor ps -c \"Get-VM\", nestor ps FILE.ps1, or a script on stdin")
-    return sys.stdin.read()
+    if file is None or file == "-":
+        if sys.stdin.isatty():
+            raise InvalidInput("no script given", hint="nestor ps -c \"Get-VM\", nestor ps FILE.ps1, or a script on stdin")
+        path = None
+    else:
+        path = Path(file)
+    from ..files import read_capped
+    from ..ps.parse import MAX_SCRIPT
+
+    # FIFOs too (`nestor ps <(…)`), but never more than MAX_SCRIPT bytes (`nestor ps /dev/zero`)
+    data = read_capped(path, MAX_SCRIPT, "script", hint="a UTF-8 text file of at most 1 MiB", regular=False)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"script '{file or '<stdin>'}' is not UTF-8 text (byte {exc.start} is invalid)",
+                           hint="save the script as UTF-8") from None
 
 
 def _cmdlets() -> None:

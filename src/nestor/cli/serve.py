@@ -20,14 +20,17 @@ from .output import OUTPUT, rows_out
 @click.option("--on-demand", is_flag=True, help="exit once no VM has run for a minute")
 @click.option("--channel", type=click.Path(path_type=Path), default=None,
               help="in a nested-host guest: the virtio-serial port of the host's channel")
+@click.option("--files", "files_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="the directory whose files API callers may name (--iso, --run, image import…; default: HOME/uploads)")
 @pass_ctx
-def serve(ctx: Ctx, socket_path: Path | None, listen: str | None, on_demand: bool, channel: Path | None) -> None:
+def serve(ctx: Ctx, socket_path: Path | None, listen: str | None, on_demand: bool, channel: Path | None,
+          files_dir: Path | None) -> None:
     """Run the daemon: the API, events, the memory balancer of every dynamic VM and the serial-log cap."""
     from ..api import server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.exit(server.serve(ctx.home.resolve(), socket_path, ctx.netns, on_demand=on_demand, channel=channel,
-                          listen=listen))
+                          listen=listen, files_dir=files_dir.resolve() if files_dir else None))
 
 
 @click.group("token")

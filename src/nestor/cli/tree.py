@@ -6,13 +6,14 @@ import click
 
 from ..service import guests
 from ..service.types import to_json
+from . import numbers
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, escape_controls
 
 
 @click.command("tree")
 @OUTPUT
-@click.option("--timeout", type=float, default=guests.TREE_TIMEOUT, show_default=True,
+@click.option("--timeout", type=numbers.FLOAT, default=guests.TREE_TIMEOUT, show_default=True,
               help="seconds to wait for each nested level")
 @pass_ctx
 def tree(ctx: Ctx, output: str, timeout: float) -> None:

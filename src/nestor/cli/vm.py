@@ -12,7 +12,7 @@ from ..model import format_size, parse_size, shown
 from ..service import guests
 from ..service.types import MemoryChange, MemoryOutcome, VMSpec
 from . import console as serial_console
-from . import present
+from . import numbers, present
 from .context import AT, Ctx, pass_ctx
 from .guest_options import guest_options, guest_spec, is_guest_request
 from .output import OUTPUT, GuestOutput, emit_json, fields, rows_out, warn
@@ -27,7 +27,7 @@ def vm() -> None:
 
 @vm.command("new")
 @click.argument("name")
-@click.option("--vcpus", type=int, default=1, show_default=True)
+@click.option("--vcpus", type=numbers.INT, default=1, show_default=True)
 @click.option("--memory", default="512M", show_default=True, help="e.g. 512M, 2G")
 @click.option("--image", default=None,
               help="appliance | nested-host (default: appliance) | an image of `nestor image list`")
@@ -130,7 +130,7 @@ def start(ctx: Ctx, name: str) -> None:
 @vm.command("stop")
 @click.argument("name")
 @click.option("--turn-off", is_flag=True, help="stop at once, like pulling the plug")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=numbers.FLOAT, default=30.0, show_default=True,
               help="seconds to wait for the guest before a hard stop")
 @pass_ctx
 def stop(ctx: Ctx, name: str, turn_off: bool, timeout: float) -> None:
@@ -155,7 +155,7 @@ def remove(ctx: Ctx, name: str, force: bool) -> None:
 
 @vm.command("set-processor")
 @click.argument("name")
-@click.option("--count", type=int, default=None, help="number of vCPUs")
+@click.option("--count", type=numbers.INT, default=None, help="number of vCPUs")
 @click.option("--expose-virtualization-extensions", "--nested", "nested", type=ON_OFF, default=None)
 @pass_ctx
 def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
@@ -193,8 +193,8 @@ def reset_disk(ctx: Ctx, name: str, yes: bool) -> None:
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True)
 @click.option("--until", default=None, help="follow until this text appears, then exit 0")
-@click.option("--timeout", type=float, default=None, help="with --follow/--until: give up after S seconds")
-@click.option("--tail", type=int, default=None, help="start this many bytes before the end")
+@click.option("--timeout", type=numbers.FLOAT, default=None, help="with --follow/--until: give up after S seconds")
+@click.option("--tail", type=numbers.INT, default=None, help="start this many bytes before the end")
 @pass_ctx
 def log(ctx: Ctx, name: str, follow: bool, until: str | None, timeout: float | None, tail: int | None) -> None:
     """The VM's serial console output (at most the last 2 MiB; the 2 MiB before are in serial.log.1)."""
@@ -216,7 +216,7 @@ def console(ctx: Ctx, name: str) -> None:
 @vm.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("target")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--timeout", type=float, default=guests.EXEC_TIMEOUT, show_default=True)
+@click.option("--timeout", type=numbers.FLOAT, default=guests.EXEC_TIMEOUT, show_default=True)
 @pass_ctx
 def exec_(ctx: Ctx, target: str, command: tuple[str, ...], timeout: float) -> None:
     """Run CMD in the guest through its agent; TARGET may be a path like l1/l2.

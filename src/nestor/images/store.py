@@ -155,18 +155,36 @@ def verdict(info: dict[str, Any]) -> str | None:
     return None
 
 
-def import_image(images_dir: Path, source: Path, name: str, progress: Any) -> StoredImage:
+def import_image(images_dir: Path, source: Path, name: str, progress: Any, fmt: str | None = None,
+                 force: bool = False) -> StoredImage:
+    """`fmt`: the format the caller says the file has (None: qemu-img's probe, which must then find
+    qcow2: any file at all probes as raw, so a raw import needs fmt="raw"). `force`: import even if
+    its virtual size exceeds the free space of the image store."""
+    from .. import files
+
     validate_image_name(name)
-    if not source.is_file():
-        raise NotFound(f"image file '{source}' not found", hint="give an existing qcow2 or raw file")
+    if fmt is not None and fmt not in IMPORT_FORMATS:
+        raise InvalidInput(f"unknown image format '{fmt}'", hint="--format qcow2 or --format raw")
+    source = files.regular_file(source, "image file", hint="give an existing qcow2 or raw file")
     if find(images_dir, name) is not None:
         raise Conflict(f"image '{name}' already exists", hint="choose another name with --name")
     # qemu-img probes the format; a raw file is identified as raw only when nothing else matches.
     info = qemu_img_info(source)
+    if fmt is None and info.get("format") == "raw":
+        raise InvalidInput(f"image file '{source}' has no image format qemu-img knows (any file reads as a raw disk)",
+                           hint="if it is a raw disk image, say so: --format raw")
+    if fmt is not None and info.get("format") != fmt:
+        raise InvalidInput(f"image file '{source}' is {info.get('format')!r}, not {fmt!r}", hint=f"--format {info.get('format')}")
     reason = verdict(info)
     if reason is not None:
         raise InvalidInput(f"image file '{source}' is refused: {reason}",
                            hint="import a self-contained qcow2 or raw image (qemu-img convert -O qcow2 …)")
+    existing = next(p for p in (images_dir, *images_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if info["virtual-size"] > free and not force:
+        raise InvalidInput(f"image file '{source}' has a virtual size of {info['virtual-size'] >> 30} GiB, more than the "
+                           f"{free >> 30} GiB free for the image store ({images_dir})",
+                           hint="free space, or import anyway with --force (its disk can then fill the host)")
     with publish.Staging(images_dir, f"import-{name}") as stage:
         out = stage / "out"
         out.mkdir()

@@ -18,6 +18,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from ..errors import InvalidInput
@@ -25,6 +26,8 @@ from ..model import validate_name
 from .tokenize import Kind, Token, tokenize
 
 VALUE_KINDS = (Kind.WORD, Kind.STRING, Kind.VARIABLE)
+MAX_SCRIPT = 1 << 20  # characters: a script is planned whole before anything runs
+MAX_STATEMENTS = 10_000
 _NUMBER_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(kb|mb|gb|tb|pb)?$", re.IGNORECASE)
 _MULTIPLIERS = {"": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
 
@@ -62,10 +65,15 @@ def size(token: Token, what: str) -> int:
     if not match:
         raise InvalidInput(f"{what} expects a number such as 512MB or 2GB, not '{token.text}' ({token.where})",
                            hint="PowerShell size literals: KB, MB, GB, TB (powers of 1024)")
-    number = float(match.group(1)) * _MULTIPLIERS[(match.group(2) or "").lower()]
-    if number != int(number):
+    digits = match.group(1)
+    if len(digits) > 40:  # float() of 400 digits is inf, and int(inf) an OverflowError
+        raise InvalidInput(f"{what}: '{token.text[:60]}…' is too large a number ({token.where})", hint="e.g. 512MB")
+    number = Fraction(digits) * _MULTIPLIERS[(match.group(2) or "").lower()]  # exact: no float rounding
+    if number.denominator != 1:
         raise InvalidInput(f"{what} must be a whole number of bytes, not '{token.text}' ({token.where})",
                            hint="e.g. 512MB")
+    if number >= 1 << 63:
+        raise InvalidInput(f"{what}: '{token.text}' is too large a number ({token.where})", hint="e.g. 512MB")
     return int(number)
 
 
@@ -212,9 +220,16 @@ Lookup = Callable[[Token], Signature]
 # -- parsing -------------------------------------------------------------------------------------
 def parse(script: str, lookup: Lookup) -> list[Statement]:
     """Tokenize and bind a whole script; raises before anything runs."""
+    if len(script) > MAX_SCRIPT:
+        raise InvalidInput(f"the script is {len(script)} characters long, more than nestor ps runs ({MAX_SCRIPT})",
+                           hint="split it into smaller scripts")
     lines = script.splitlines()
     statements = []
-    for segments in _statements(tokenize(script)):
+    found = _statements(tokenize(script))
+    if len(found) > MAX_STATEMENTS:
+        raise InvalidInput(f"the script has {len(found)} statements, more than nestor ps runs in one go ({MAX_STATEMENTS})",
+                           hint="split it into smaller scripts")
+    for segments in found:
         commands = tuple(_bind(tokens, lookup, in_pipeline=i > 0) for i, tokens in enumerate(segments))
         line = segments[0][0].line
         statements.append(Statement(commands, line, lines[line - 1].strip() if line <= len(lines) else ""))

@@ -424,9 +424,12 @@ class Hosts:
                 raise StateError(f"host '{dest.name}' has no network '{vm.network}', which vm '{name}' is attached to",
                                  hint=f"make one there first (a libvirt network named '{vm.network}')")
             copy = self._storage_copy(vm, engine, target, running) if vm.disk else None
-            plan = migration.plan(name, running, copy)
+            plan = migration.plan(name, running, copy, source.uri, dest.uri)
             progress(f"moving vm '{name}' from '{source.name}' to '{dest.name}' "
                      f"({', '.join(migration.flag_names(plan.flags))})")
+            note = migration.transport_note(plan)
+            if note is not None:
+                progress(note)
             if copy is not None:
                 progress(f"copying disk {copy.source_path} to {copy.dest_path} on host '{dest.name}'")
             if running:

@@ -55,16 +55,54 @@ GUEST_MODE_SAMPLES = 5  # query-stats guest_mode readings before "no hypervisor 
 GUEST_MODE_GAP = 0.1  # seconds between them
 
 
-def connect(uri: str) -> Any:
+CONNECT_TIMEOUT = 30.0  # seconds: a host that accepts TCP and never answers must not hang nestor
+
+
+def _open(uri: str, timeout: float) -> Any:
+    """libvirt.open with a deadline. libvirt's open blocks in C with no timeout of its own (an ssh or
+    RPC peer that accepts and never answers hangs it for ever), so it runs in a daemon thread that is
+    abandoned at the deadline; should it connect later, that connection is closed."""
+    result: dict[str, Any] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            result["error"] = exc
+            done.set()
+            return
+        with lock:
+            if done.is_set():  # too late: nobody waits for it any more
+                try:
+                    conn.close()
+                except libvirt.libvirtError:
+                    pass
+                return
+            result["conn"] = conn
+            done.set()
+
+    threading.Thread(target=run, name=f"libvirt-open {uri}", daemon=True).start()
+    done.wait(timeout)
+    with lock:
+        if not done.is_set():
+            done.set()
+            raise EngineError(f"cannot connect to {uri}: no answer within {timeout:g} s",
+                              hint="check that the host runs libvirtd and answers (for qemu+ssh: ssh HOST works)")
+    if "error" in result:
+        exc = result["error"]
+        raise EngineError(f"cannot connect to {uri}: {exc.get_error_message()}",
+                          hint="check the URI, that libvirtd runs there, and ssh keys / TLS certificates") from exc
+    return result["conn"]
+
+
+def connect(uri: str, timeout: float | None = None) -> Any:
     with _LOCK:
         conn = _CONNECTIONS.get(uri)
         if conn is not None:
             return conn
-        try:
-            conn = libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            raise EngineError(f"cannot connect to {uri}: {exc.get_error_message()}",
-                              hint="check the URI, that libvirtd runs there, and ssh keys / TLS certificates") from exc
+        conn = _open(uri, CONNECT_TIMEOUT if timeout is None else timeout)
         _CONNECTIONS[uri] = conn
         return conn
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 # The values of libvirt's virDomainMigrateFlags (libvirt-domain.h); the binding exports the
 # same names, and tests/unit/test_remote.py checks that they agree.
@@ -17,6 +18,7 @@ VIR_MIGRATE_PERSIST_DEST = 1 << 3
 VIR_MIGRATE_UNDEFINE_SOURCE = 1 << 4
 VIR_MIGRATE_NON_SHARED_DISK = 1 << 6  # copy the whole disk to the destination (NBD, while the VM runs)
 VIR_MIGRATE_OFFLINE = 1 << 10
+VIR_MIGRATE_TLS = 1 << 16  # QEMU's migration stream (RAM and the NBD disk copy) over TLS
 
 PARAM_DEST_NAME = "destination_name"  # VIR_MIGRATE_PARAM_DEST_NAME
 PARAM_DEST_XML = "destination_xml"  # VIR_MIGRATE_PARAM_DEST_XML: the domain as the destination runs it
@@ -29,6 +31,35 @@ class MigrationPlan:
     flags: int
     params: dict[str, Any]
     live: bool
+    transport: str = "local"  # how RAM and disk travel: "local", "tls", or "unencrypted" (see `transport`)
+
+
+_LOCAL_SCHEMES = ("test", "qemu")  # in-process, or this machine's own libvirtd (qemu:///system)
+
+
+def transport(source_uri: str | None, dest_uri: str | None) -> tuple[int, str]:
+    """The flags that protect a live migration's stream between these hosts, and what it is. Pure.
+
+    Between two qemu+tls:// hosts (each has TLS certificates for libvirt, the same PKI QEMU's
+    migration TLS uses): VIR_MIGRATE_TLS. Between a host and itself or in-process test hosts:
+    nothing leaves the machine. Otherwise (qemu+ssh://, qemu+tcp://) libvirt's TLS migration needs
+    certificates nestor cannot assume, and tunnelling (VIR_MIGRATE_TUNNELLED) needs a peer-to-peer
+    migration in which the source's libvirtd itself reaches the destination, and cannot copy disks:
+    the stream goes unencrypted, and `vm move` says so."""
+    schemes = {urlsplit(uri or "").scheme for uri in (source_uri, dest_uri)}
+    if schemes <= set(_LOCAL_SCHEMES):
+        return 0, "local"
+    if schemes == {"qemu+tls"}:
+        return VIR_MIGRATE_TLS, "tls"
+    return 0, "unencrypted"
+
+
+def transport_note(plan: MigrationPlan) -> str | None:
+    """The line `vm move` prints about its stream, when it is not encrypted across a network."""
+    if plan.transport == "unencrypted" and plan.live:
+        return ("warning: RAM and disk cross the network unencrypted (TLS migration needs qemu+tls:// URIs on both "
+                "hosts, with libvirt's TLS certificates; see docs/security.md)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -44,7 +75,8 @@ class StorageCopy:
     dest_xml: str  # the running domain's migratable XML with the disk at dest_path
 
 
-def plan(name: str, running: bool, copy: StorageCopy | None = None) -> MigrationPlan:
+def plan(name: str, running: bool, copy: StorageCopy | None = None, source_uri: str | None = None,
+         dest_uri: str | None = None) -> MigrationPlan:
     """Live for a running VM; an off VM moves only its definition (offline migration).
 
     With `copy` (running VMs only), the disk is copied while the VM runs and the destination
@@ -58,13 +90,16 @@ def plan(name: str, running: bool, copy: StorageCopy | None = None) -> Migration
         flags |= VIR_MIGRATE_NON_SHARED_DISK
         params.update({PARAM_DEST_XML: copy.dest_xml, PARAM_PERSIST_XML: copy.dest_xml,
                        PARAM_MIGRATE_DISKS: [copy.target]})
-    return MigrationPlan(flags, params, running)
+    secure, how = transport(source_uri, dest_uri)
+    if running:
+        flags |= secure
+    return MigrationPlan(flags, params, running, how)
 
 
 def flag_names(flags: int) -> list[str]:
     names = {VIR_MIGRATE_LIVE: "live", VIR_MIGRATE_PERSIST_DEST: "persist-dest",
              VIR_MIGRATE_UNDEFINE_SOURCE: "undefine-source", VIR_MIGRATE_OFFLINE: "offline",
-             VIR_MIGRATE_NON_SHARED_DISK: "copy-storage"}
+             VIR_MIGRATE_NON_SHARED_DISK: "copy-storage", VIR_MIGRATE_TLS: "tls"}
     return [label for bit, label in names.items() if flags & bit]
 
 

@@ -92,8 +92,8 @@ class GuestRepo:
 
 def is_guest_request(image: str | None, req: GuestSpec) -> bool:
     """Does `vm new` make a disk-image guest (rather than an appliance/nested-host/kernel VM)?"""
-    flags = (req.iso, req.disk_size is not None, req.user, req.ssh_key, req.hostname, req.cloud_init,
-             req.secure_boot, req.no_ssh_key)
+    flags = (req.iso, req.disk_size is not None, req.user is not None, req.ssh_key, req.hostname is not None,
+             req.cloud_init, req.secure_boot, req.no_ssh_key)
     return (image is not None and image not in store.BUILT_IN) or any(flags) or req.generation != 1
 
 
@@ -102,14 +102,26 @@ def is_guest_request(image: str | None, req: GuestSpec) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_iso(path: Path) -> Path:
-    if not path.is_file():
-        raise NotFound(f"ISO file '{path}' not found", hint="give an existing installer ISO to --iso")
-    info = store.qemu_img_info(path)
-    if info.get("format") != "raw" or info.get("backing-filename"):
-        raise InvalidInput(f"'{path}' is not an ISO image (qemu-img sees {info.get('format')!r})",
-                           hint="give an ISO 9660 installer image")
-    return path.resolve()
+ISO_MAGIC_OFFSET, ISO_MAGIC = 0x8001, b"CD001"  # ISO 9660: the primary volume descriptor's standard identifier
+
+
+def check_iso(path: Path) -> Path:
+    """An installer ISO: a regular file (not a link or device), with no ',' in its path (QEMU's
+    option separator), carrying the ISO 9660 signature. Checked at `vm new` and again at every
+    start (QEMU opens it by path each time)."""
+    hint = "give an ISO 9660 installer image to --iso"
+    path = files.regular_file(path, "ISO file", hint)
+    if "," in str(path):
+        raise InvalidInput(f"ISO path '{path}' contains ','", hint="QEMU reads ',' as an option separator: rename the file")
+    try:
+        with open(path, "rb") as f:
+            f.seek(ISO_MAGIC_OFFSET)
+            magic = f.read(len(ISO_MAGIC))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read ISO file '{path}': {exc.strerror}", hint=hint) from None
+    if magic != ISO_MAGIC:
+        raise InvalidInput(f"'{path}' is not an ISO image (no ISO 9660 signature CD001 at offset 0x8001)", hint=hint)
+    return path
 
 
 def validate_request(core: Core, req: GuestSpec) -> tuple[GuestConfig, store.StoredImage | None, int | None]:
@@ -118,7 +130,7 @@ def validate_request(core: Core, req: GuestSpec) -> tuple[GuestConfig, store.Sto
     if req.generation == 2:
         firmware.ovmf_files(req.secure_boot)
     image = store.get(core.home.images, req.image) if req.image else None
-    iso = str(_check_iso(req.iso)) if req.iso else None
+    iso = str(check_iso(req.iso)) if req.iso else None
     if image is None and iso is None:
         raise InvalidInput("a disk-image VM needs --image NAME or --iso FILE",
                            hint="nestor image list shows the images; or --iso installer.iso")
@@ -128,8 +140,8 @@ def validate_request(core: Core, req: GuestSpec) -> tuple[GuestConfig, store.Sto
                            hint="put the user and key into your cloud-init file, or drop --cloud-init")
     if req.ssh_key and req.no_ssh_key:
         raise InvalidInput("--ssh-key and --no-ssh-key exclude each other", hint="give one of them")
-    user = cloudinit.validate_user(req.user) if req.user else None
-    hostname = cloudinit.validate_hostname(req.hostname) if req.hostname else None
+    user = cloudinit.validate_user(req.user) if req.user is not None else None
+    hostname = cloudinit.validate_hostname(req.hostname) if req.hostname is not None else None
     key_file: Path | None = None
     if req.ssh_key:
         key_file = req.ssh_key
@@ -235,6 +247,7 @@ def launch_spec(core: Core, config: VMConfig, accel: accel_policy.Accel, guest: 
     if guest.iso:
         if not Path(guest.iso).is_file():
             raise NotFound(f"ISO file '{guest.iso}' of vm '{config.name}' is gone", hint="put it back")
+        check_iso(Path(guest.iso))  # QEMU opens it by path at each start: it may have become a link since
         cdroms.append(qemu_argv.Cdrom(Path(guest.iso), "cd-install", boot=True))
     if guest.image is not None:
         cdroms.append(qemu_argv.Cdrom(cloudinit.write_seed(seed_spec(core, config, guest), vm_dir), "cd-seed"))

@@ -303,9 +303,12 @@ class Service:
             guests.check_timeout(timeout)
         if tail is not None and tail < 0:
             raise InvalidInput(f"tail must not be negative, not {tail}", hint="e.g. --tail 4096")
-        from ..engine import seriallog
+        if until is not None and not until:
+            raise InvalidInput("--until needs the text to wait for, not ''", hint="e.g. --until 'login:'")
+        from ..engine import process, seriallog
 
-        path = self.core.files(self.core.vms.get(validate_name(name))).serial_log
+        vm_files = self.core.files(self.core.vms.get(validate_name(name)))
+        path = vm_files.serial_log
         older = seriallog.rotated(path)
         cap = seriallog.cap_from_env()
         seriallog.enforce(path, cap)
@@ -324,6 +327,9 @@ class Service:
         while not path.exists():
             if not follow:
                 return
+            if timeout is None and process.live_pid(vm_files.dir) is None:  # never started: nothing will come
+                raise StateError(f"vm '{name}' is off and has no console output to wait in",
+                                 hint=f"nestor vm start {name} first (or give --timeout)")
             tick()
         def found(chunk: bytes) -> bool:
             nonlocal seen
@@ -559,10 +565,12 @@ class Service:
         return self._stored(name)
 
     @audited("image.import", lambda a: a["name"] or str(a["file"])[:200])
-    def image_import(self, file: Path, name: str | None, progress: Progress) -> StoredImageInfo:
+    def image_import(self, file: Path, name: str | None, progress: Progress, fmt: str | None = None,
+                     force: bool = False) -> StoredImageInfo:
         from ..images import store
 
-        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress)
+        image = store.import_image(self.core.home.images, file, name or store.name_from_file(file), progress,
+                                   fmt=fmt, force=force)
         return self._stored(image.name)
 
     def _stored(self, name: str) -> StoredImageInfo:
