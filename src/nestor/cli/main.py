@@ -29,9 +29,10 @@ COMMANDS = {
     "token": "serve:token",
     "remote": "remote:remote",
     "ps": "ps:ps",
+    "lab": "lab:lab",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
-LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps"}
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "lab"}
 
 
 class LazyGroup(click.Group):
