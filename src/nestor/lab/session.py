@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import paths
 from ..errors import InvalidInput, PolicyError, StateError
 from ..host import facts as host_facts
 from ..policy.lab import Problem, preflight, refusal
@@ -39,7 +40,7 @@ class Labs:
     def __init__(self, home: Path, netns: str | None) -> None:
         self.home = home
         self.netns = netns
-        self.owners = Owners(home / "nestor.db")
+        self.owners = Owners(home / paths.DB_NAME)
 
     def _levels(self, netns: str | None) -> Levels:
         return Levels(self.home, netns)

@@ -122,7 +122,7 @@ def _memory(lab: Lab, plan: Plan, mem_free: int) -> list[Problem]:
         names = ", ".join(f"'{vm.name}' ({format_size(vm.memory)})" for vm in new)
         found.append(Problem(f"vms {names} at L0", "memory",
                              f"need {format_size(need)} with {format_size(VM_OVERHEAD)} overhead each, "
-                             f"and this host has {format_size(mem_free)} free",
+                             f"and this host has {format_size(mem_free // MiB * MiB)} free",
                              "give the VMs less memory, or stop other VMs first"))
     for level in lab.levels():
         for vm in level.vms.values():
