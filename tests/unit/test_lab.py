@@ -214,3 +214,16 @@ def test_status_and_inventory_name_every_vm_with_its_address(tmp_path: Path) -> 
     assert inv["_meta"]["hostvars"]["hv1"]["ansible_host"] == "10.81.0.11"
     assert inv["in_hv1"]["hosts"] == ["hv1/web1"]
     json.dumps(inv)
+
+
+def test_the_shipped_quickstart_lab_passes_the_file_and_the_preflight() -> None:
+    from nestor.policy.lab import preflight
+    from tests.unit.test_lab_preflight import TCG
+
+    lab = lab_file.read(ROOT / "examples" / "quickstart.lab.yaml")
+    assert [level.path for level in lab.levels()] == ["", "l1"]
+    assert lab.level("l1").vms["l2"].run is not None
+    from nestor.lab.observe import Seen
+
+    seen: dict[str, Seen | None] = {"": Seen()}
+    assert preflight(lab, plan(lab, seen, set()), TCG, 8 << 30, seen) == []

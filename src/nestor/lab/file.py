@@ -37,7 +37,17 @@ def parse(text: str, where: str = "lab file") -> Lab:
     return to_lab(load_yaml(text, where))
 
 
+def _need(module: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InvalidInput(f"lab files need the Python package {'PyYAML' if module == 'yaml' else module}",
+                           hint="pip install 'nestor[lab]' (scripts/setup installs it)")
+
+
 def load_yaml(text: str, where: str = "lab file") -> Any:
+    _need("yaml")
+    _need("jsonschema")
     import yaml
 
     class Loader(yaml.SafeLoader):
