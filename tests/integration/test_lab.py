@@ -113,3 +113,46 @@ def test_a_refused_preflight_creates_nothing(home: Path, netns: NewNetns, tmp_pa
     assert "vms 'a' (65536G), 'b' (512M) at L0" in lines[0] and "vm 'b' at L0" in lines[0]  # every blocking VM
     assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
     assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
+
+
+ONE = """\
+name: one
+switches:
+  lan: {{type: internal, address: 10.{net}.0.1/24}}
+nats:
+  lan: {{switch: lan, prefix: 10.{net}.0.0/24, dhcp: true}}
+vms:
+  a: {{memory: 256M, adapters: [{{switch: lan, ip: 10.{net}.0.11/24}}]}}
+"""
+
+
+@pytest.mark.parametrize("point", ["lab-up:after-claim", "lab-up:after-network", "vm-new:before-commit",
+                                   "vm-start:after-spawn"])
+def test_lab_up_killed_at_any_point_converges_on_the_next_run(home: Path, netns: NewNetns, tmp_path: Path,
+                                                              point: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nestor import faults
+
+    assert point in faults.POINTS
+    ns = netns()
+    lab = tmp_path / "one.lab.yaml"
+    lab.write_text(ONE.format(net=subnet()))
+    argv = [sys.executable, "-m", "nestor", "--home", str(home), "--netns", ns, "lab", "up", str(lab)]
+    killed = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, faults.ENV: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    nestor(home, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "nothing to do" in nestor(home, "lab", "up", str(lab), netns=ns).stdout
+    vms = {vm["name"]: vm["state"] for vm in json.loads(nestor(home, "vm", "list", "-o", "json").stdout)}
+    assert vms == {"a": "running"}
+    nestor(home, "lab", "down", "one")
+    # nothing leaked: no VM, switch, NAT or lab record; the NAT's table and dnsmasq went with it
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+    assert json.loads(nestor(home, "switch", "list", "-o", "json", netns=ns).stdout) == []
+    assert json.loads(nestor(home, "nat", "list", "-o", "json", netns=ns).stdout) == []
+    assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
+    assert list((home / "net").glob("dnsmasq-*.pid")) == []

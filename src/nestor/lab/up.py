@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import faults
 from ..errors import NestorError, NotFound
 from ..images.contract import GUEST_HOME, cmdline_params
 from ..service import AdapterSpec, GuardChange, MemoryChange, NatSpec, SwitchSpec, SwitchType, VMSpec
@@ -66,6 +67,7 @@ class Up:
             actions = plan_level(level, seen, self.owners.objects(self.lab.name)).actions
             self._removals(hv, level, actions)
             self._network(hv, level, actions)
+            faults.point("lab-up:after-network")
         vms = [vm for vm in level.vms.values()]
         if len(vms) == 1:
             self._guarded(level, vms[0], seen, actions)
@@ -76,6 +78,7 @@ class Up:
 
     def _claim(self, level: Level, kind: str, name: str) -> None:
         self.owners.claim(self.lab.name, level.path, kind, name)
+        faults.point("lab-up:after-claim")
 
     def _removals(self, hv: Any, level: Level, actions: list[Action]) -> None:
         for kind in ("vm", "nat", "switch"):
