@@ -36,6 +36,7 @@ def netns(nested_home: Path) -> Iterator[NewNetns]:
     yield from netns_maker(nested_home)
 
 
+@pytest.mark.timeout(900)
 def test_the_quickstart_lab_up_again_status_down(nested_home: Path, netns: NewNetns) -> None:
     home, ns = nested_home, netns()
     planned = json.loads(nestor(home, "lab", "plan", str(LAB), "-o", "json", netns=ns).stdout)
