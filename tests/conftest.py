@@ -53,13 +53,15 @@ def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`cluster` tests (two L1s, many minutes under TCG) run only when `-m` names them."""
-    if "cluster" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="the cluster in a box runs on demand: pytest -m cluster")
-    for item in items:
-        if item.get_closest_marker("cluster"):
-            item.add_marker(skip)
+    """`cluster` tests (two L1s, many minutes under TCG) and `ondemand` ones run only when `-m` names them."""
+    asked = config.getoption("-m") or ""
+    for marker in ("cluster", "ondemand"):
+        if marker in asked:
+            continue
+        skip = pytest.mark.skip(reason=f"runs on demand: pytest -m {marker}")
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ POINTS = (
     "vm-restore:before-cont",  # the state is loaded into QEMU, the guest not yet resumed
     "vm-remove:after-forget",  # adapters forgotten, the row and directory still there
     "vm-remove:after-row",  # the row is gone, the directory still there
+    "lab-up:after-claim",  # an object recorded as the lab's, not yet made
+    "lab-up:after-network",  # L0's switches and NATs made, no VM yet
     "image-publish:before-rename",  # the new image complete in its staging directory, not yet in place
     "image-publish:after-exchange",  # the new image in place, the old one in the staging directory
 )

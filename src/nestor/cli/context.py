@@ -100,7 +100,7 @@ AT = click.option("--at", "at", default="", metavar="PATH",
 # The commands that may make a new home; every other one refuses a home that does not exist
 # (a mistyped --home must not leave an empty home behind).
 CREATING = frozenset({"vm new", "switch new", "nat new", "image build", "quickstart", "serve", "host add", "host set",
-                      "ps"})  # `nestor ps` runs a script that may create VMs (New-VM)
+                      "ps", "lab up"})  # `nestor ps` runs a script that may create VMs (New-VM)
 
 
 pass_ctx = click.make_pass_decorator(Ctx)

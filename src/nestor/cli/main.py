@@ -31,9 +31,10 @@ COMMANDS = {
     "ps": "ps:ps",
     "audit": "audit:audit",
     "bugreport": "bugreport:bugreport",
+    "lab": "lab:lab",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
-LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "bugreport"}
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "bugreport", "lab"}
 
 
 class LazyGroup(click.Group):

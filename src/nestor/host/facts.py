@@ -73,6 +73,17 @@ def parse_meminfo(text: str) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
+def parse_mem_available(text: str) -> int:
+    """MemAvailable of /proc/meminfo in bytes (0 when absent)."""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) * 1024 if match else 0
+
+
+def mem_available() -> int:
+    """This host's free memory now (the kernel's estimate of what can be given without swapping)."""
+    return parse_mem_available(_read("/proc/meminfo"))
+
+
 def _kvm_kind(modules: Path) -> tuple[str, str | None]:
     if not Path("/dev/kvm").exists():
         return "absent", None

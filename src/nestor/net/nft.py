@@ -170,7 +170,12 @@ def render_nat(tag: str, nats: Iterable[NatNet], isolated: Iterable[str] = ()) -
         "        # Our own accept decisions; another table's drop still wins (nft evaluates every",
         "        # base chain on the hook), so this never opens more than the host allows.",
         "        type filter hook forward priority filter; policy accept;",
+        "        # Two VMs of one switch talk bridged, not routed; with br_netfilter loaded",
+        "        # (bridge-nf-call-iptables=1) their frames still meet this hook, the bridge as both",
+        "        # interfaces: that is the switch, not forwarding through the host.",
     ]
+    for bridge in bridges:
+        body += [f"        # {bridge}: VM to VM on that switch.", f'        iifname "{bridge}" oifname "{bridge}" accept']
     for nat in nats:
         body += [
             f"        # nat {nat.name}: the replies to the VMs' own connections come back in.",

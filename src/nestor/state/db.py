@@ -164,6 +164,26 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_time ON audit(time);
     """,
+    # Labs (nestor/lab/owners.py): a lab's file text, and every object it made at every level
+    # (level '' is this home's; 'hv1' is inside VM hv1), so `lab down` removes those and nothing else.
+    """
+    CREATE TABLE labs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        source TEXT,
+        netns TEXT,
+        text TEXT NOT NULL,
+        created REAL NOT NULL DEFAULT (julianday('now')),
+        updated REAL NOT NULL DEFAULT (julianday('now'))
+    );
+    CREATE TABLE lab_objects (
+        lab_id INTEGER NOT NULL REFERENCES labs(id) ON DELETE CASCADE,
+        level TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('vm', 'switch', 'nat')),
+        name TEXT NOT NULL,
+        UNIQUE (level, kind, name)
+    );
+    """,
 )
 
 

@@ -1,0 +1,150 @@
+"""`nestor lab …`: a tree of levels from one YAML file (docs/labs.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..lab.plan import SYMBOL, Op
+from ..lab.spec import level_name
+from .context import Ctx, pass_ctx
+from .output import OUTPUT, emit_json, progress, rows_out
+
+LAB_FILE = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+
+
+def _labs(ctx: Ctx) -> Any:
+    from ..lab.session import Labs
+
+    return Labs(ctx.home, ctx.netns)
+
+
+@click.group()
+def lab() -> None:
+    """Labs: switches, NATs and VMs at every level, from one file."""
+
+
+def _print_plan(data: dict[str, Any]) -> None:
+    current = None
+    for action in data["actions"]:
+        if action["level"] != current:
+            current = action["level"]
+            click.echo(f"{level_name(current)}:")
+        op = Op(action["op"])
+        click.echo(f"  {SYMBOL[op]:>3} {action['kind']} {action['name']}: {op.value} ({action['reason']})")
+    counts = data["counts"]
+    click.echo(f"plan: {counts['create']} to create, {counts['change']} to change, {counts['replace']} to replace, "
+               f"{counts['start']} to start, {counts['remove']} to remove, {counts['keep']} unchanged")
+
+
+@lab.command("plan")
+@LAB_FILE
+@OUTPUT
+@pass_ctx
+def plan_cmd(ctx: Ctx, file: Path, output: str) -> None:
+    """What `lab up FILE` would do, level by level, and why; changes nothing."""
+    from ..lab import file as lab_file
+    from ..lab.session import _refused
+
+    planned = _labs(ctx).plan(lab_file.read(file))
+    if output == "json":
+        emit_json(planned.to_json())
+    else:
+        _print_plan(planned.to_json())
+        for problem in planned.problems:
+            click.echo(f"refused: {problem.line()}; fix: {problem.fix}")
+    if planned.problems:
+        raise _refused(planned.problems)
+
+
+@lab.command("up")
+@LAB_FILE
+@OUTPUT
+@pass_ctx
+def up_cmd(ctx: Ctx, file: Path, output: str) -> None:
+    """Reconcile every level to FILE (a second run has nothing to do)."""
+    from ..lab.session import failed
+
+    labs = _labs(ctx)
+    if not file.is_file():
+        from ..errors import InvalidInput
+
+        raise InvalidInput(f"no lab file {file}", hint="give the path of a lab file (docs/labs.md)")
+    planned, outcome = labs.up(file, progress)
+    done = [] if outcome is None else [a.to_json() for a in outcome.done]
+    if output == "json":
+        emit_json({"lab": planned.lab.name, "changes": len(done), "done": done,
+                   "failed": [] if outcome is None else outcome.failed})
+    elif outcome is None:
+        click.echo(f"lab '{planned.lab.name}': nothing to do, every level is as in the file")
+    else:
+        click.echo(f"lab '{planned.lab.name}': {len(done)} change{'s' if len(done) != 1 else ''} made")
+    if outcome is not None and outcome.failed:
+        raise failed(outcome, planned.lab.name, file)
+
+
+@lab.command("status")
+@click.argument("name", required=False)
+@OUTPUT
+@pass_ctx
+def status_cmd(ctx: Ctx, name: str | None, output: str) -> None:
+    """The lab's tree (every lab without NAME) with each object's state."""
+    labs = _labs(ctx)
+    names = [name] if name else [r["name"] for r in labs.records()]
+    data = [labs.status(n) for n in names]
+    if output == "json":
+        emit_json(data[0] if name else data)
+        return
+    if not data:
+        click.echo("no labs")
+    for one in data:
+        click.echo(f"lab {one['lab']}")
+        for level in one["levels"]:
+            reach = "" if level["reachable"] else f" (not reachable: {level['error']})"
+            click.echo(f"  {level['level_name']}{reach}")
+            for s in level["switches"]:
+                click.echo(f"    switch {s['name']} {s['type']} {s['address'] or ''} {s['state']}".rstrip())
+            for n in level["nats"]:
+                click.echo(f"    nat {n['name']} {n['prefix']} on {n['switch']} {n['state']}")
+            for vm in level["vms"]:
+                addr = ",".join(vm["addresses"]) or "-"
+                click.echo(f"    vm {vm['path']} {vm['image']} {vm['state']} {addr}")
+
+
+@lab.command("list")
+@OUTPUT
+@pass_ctx
+def list_cmd(ctx: Ctx, output: str) -> None:
+    """The labs of this home."""
+    rows_out(_labs(ctx).records(), output, ["name", "objects", "netns", "file"], empty="no labs")
+
+
+@lab.command("down")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def down_cmd(ctx: Ctx, name: str, output: str) -> None:
+    """Remove everything lab NAME made, at every level, and nothing else."""
+    removed = _labs(ctx).down(name, progress)
+    if output == "json":
+        emit_json({"lab": name, "removed": [{"level": lvl, "kind": k, "name": n} for lvl, k, n in removed]})
+    else:
+        click.echo(f"lab '{name}': removed {len(removed)} object{'s' if len(removed) != 1 else ''}")
+
+
+@lab.command("inventory")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["ansible", "json"]), default="ansible", help="output format")
+@pass_ctx
+def inventory_cmd(ctx: Ctx, name: str, output: str) -> None:
+    """The lab's VMs and addresses: Ansible's JSON inventory, or plain JSON."""
+    data = _labs(ctx).inventory(name)
+    if output == "json":
+        hostvars = data["_meta"]["hostvars"]
+        emit_json([{"path": p, "addresses": v["nestor_addresses"], "image": v["nestor_image"]} for p, v in hostvars.items()])
+    else:
+        emit_json(data)
+    sys.stdout.flush()

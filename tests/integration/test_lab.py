@@ -1,0 +1,158 @@
+"""Labs (issue 17) on real QEMU, bridges, nft and dnsmasq: `lab plan`, `up`, `up` again, `status`,
+`inventory` and `down` of a one-level lab (two appliance VMs on an internal switch with a NAT) at L0,
+inside a network namespace this test made (tests/integration/test_network.py's fixtures)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nestor import paths
+from tests.helpers import nestor, vm_dir, wait_for_text
+from tests.integration.test_network import NewNetns, netns_maker, subnet
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture
+def netns(home: Path) -> Iterator[NewNetns]:
+    yield from netns_maker(home)
+
+
+def lab_text(net: int) -> str:
+    return f"""\
+name: pair
+switches:
+  lan: {{type: internal, address: 10.{net}.0.1/24}}
+nats:
+  lan: {{switch: lan, prefix: 10.{net}.0.0/24, dhcp: true}}
+vms:
+  a:
+    memory: 256M
+    adapters: [{{switch: lan, ip: 10.{net}.0.11/24}}]
+    run: |
+      #!/bin/sh
+      ip -4 addr show eth0 | grep inet
+      echo "lab-a: up"
+  b:
+    memory: 256M
+    adapters: [{{switch: lan, dhcp: true}}]
+    run: |
+      #!/bin/sh
+      for _ in $(seq 60); do
+        if ping -c 1 -W 2 10.{net}.0.11 >/dev/null; then echo "lab-ping: ok"; exit 0; fi
+      done
+      echo "lab-ping: failed"
+"""
+
+
+def test_lab_plan_up_again_status_inventory_down(home: Path, netns: NewNetns, tmp_path: Path) -> None:
+    ns = netns()
+    net = subnet()
+    lab = tmp_path / "pair.lab.yaml"
+    lab.write_text(lab_text(net))
+
+    def cli(*args: str, check: bool = True) -> object:
+        return nestor(home, *args, netns=ns, timeout=300, check=check)
+
+    # a switch that is not the lab's: the lab must leave it alone
+    cli("switch", "new", "keep0", "--type", "private")
+
+    planned = json.loads(nestor(home, "lab", "plan", str(lab), "-o", "json", netns=ns).stdout)
+    ops = {(a["level"], a["kind"], a["name"]): a["op"] for a in planned["actions"]}
+    assert ops == {("", "switch", "lan"): "create", ("", "nat", "lan"): "create",
+                   ("", "vm", "a"): "create", ("", "vm", "b"): "create"}
+    assert planned["problems"] == []
+    listed = json.loads(nestor(home, "vm", "list", "-o", "json").stdout)
+    assert listed == []  # plan changed nothing
+
+    up = nestor(home, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "4 changes made" in up.stdout, up.stdout + up.stderr
+    assert "a: started" in up.stderr and "b: started" in up.stderr  # progress per VM
+
+    # the VMs are real: b got a lease from the lab's NAT and reached a over the lab's switch
+    a_log = wait_for_text(vm_dir(home, "a") / paths.SERIAL_LOG, "lab-a: up", timeout=180)
+    assert f"inet 10.{net}.0.11/24" in a_log
+    b_log = wait_for_text(vm_dir(home, "b") / paths.SERIAL_LOG, "lab-ping: ", timeout=180)
+    assert "lab-ping: ok" in wait_for_text(vm_dir(home, "b") / paths.SERIAL_LOG, "lab-ping: ", timeout=180), (b_log, a_log)
+
+    again = nestor(home, "lab", "up", str(lab), netns=ns)
+    assert "nothing to do" in again.stdout, again.stdout + again.stderr
+
+    status = json.loads(nestor(home, "lab", "status", "pair", "-o", "json").stdout)
+    vms = {vm["name"]: vm for vm in status["levels"][0]["vms"]}
+    assert vms["a"]["state"] == vms["b"]["state"] == "running"
+    assert vms["a"]["addresses"] == [f"10.{net}.0.11"]
+    assert len(vms["b"]["addresses"]) == 1 and vms["b"]["addresses"][0].startswith(f"10.{net}.0.")
+    assert [lab_row["name"] for lab_row in json.loads(nestor(home, "lab", "list", "-o", "json").stdout)] == ["pair"]
+
+    inventory = json.loads(nestor(home, "lab", "inventory", "pair", "-o", "ansible").stdout)
+    assert inventory["_meta"]["hostvars"]["a"]["ansible_host"] == f"10.{net}.0.11"
+    assert inventory["_meta"]["hostvars"]["b"]["ansible_host"] == vms["b"]["addresses"][0]
+
+    down = nestor(home, "lab", "down", "pair")
+    assert "removed 4 objects" in down.stdout
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+    switches = json.loads(nestor(home, "switch", "list", "-o", "json", netns=ns).stdout)
+    assert [s["name"] for s in switches] == ["keep0"]
+    assert json.loads(nestor(home, "nat", "list", "-o", "json", netns=ns).stdout) == []
+    assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
+
+
+def test_a_refused_preflight_creates_nothing(home: Path, netns: NewNetns, tmp_path: Path) -> None:
+    ns = netns()
+    lab = tmp_path / "big.lab.yaml"
+    lab.write_text("name: big\nvms:\n  a: {memory: 64T}\n  b: {cpus: 999}\n")
+    result = nestor(home, "lab", "up", str(lab), netns=ns, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: preflight refused (2 problems): ") and lines[1].startswith("hint: ")
+    assert "vms 'a' (65536G), 'b' (512M) at L0" in lines[0] and "vm 'b' at L0" in lines[0]  # every blocking VM
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+    assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
+
+
+ONE = """\
+name: one
+switches:
+  lan: {{type: internal, address: 10.{net}.0.1/24}}
+nats:
+  lan: {{switch: lan, prefix: 10.{net}.0.0/24, dhcp: true}}
+vms:
+  a: {{memory: 256M, adapters: [{{switch: lan, ip: 10.{net}.0.11/24}}]}}
+"""
+
+
+@pytest.mark.parametrize("point", ["lab-up:after-claim", "lab-up:after-network", "vm-new:before-commit",
+                                   "vm-start:after-spawn"])
+def test_lab_up_killed_at_any_point_converges_on_the_next_run(home: Path, netns: NewNetns, tmp_path: Path,
+                                                              point: str) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nestor import faults
+
+    assert point in faults.POINTS
+    ns = netns()
+    lab = tmp_path / "one.lab.yaml"
+    lab.write_text(ONE.format(net=subnet()))
+    argv = [sys.executable, "-m", "nestor", "--home", str(home), "--netns", ns, "lab", "up", str(lab)]
+    killed = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False,
+                            env={**os.environ, faults.ENV: point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    nestor(home, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "nothing to do" in nestor(home, "lab", "up", str(lab), netns=ns).stdout
+    vms = {vm["name"]: vm["state"] for vm in json.loads(nestor(home, "vm", "list", "-o", "json").stdout)}
+    assert vms == {"a": "running"}
+    nestor(home, "lab", "down", "one")
+    # nothing leaked: no VM, switch, NAT or lab record; the NAT's table and dnsmasq went with it
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+    assert json.loads(nestor(home, "switch", "list", "-o", "json", netns=ns).stdout) == []
+    assert json.loads(nestor(home, "nat", "list", "-o", "json", netns=ns).stdout) == []
+    assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
+    assert list((home / "net").glob("dnsmasq-*.pid")) == []
