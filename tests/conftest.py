@@ -80,9 +80,7 @@ def image_store() -> Path:
 @pytest.fixture
 def home(tmp_path: Path, image_store: Path) -> Iterator[Path]:
     """A fresh nestor home sharing the cached images; every QEMU it started is reaped."""
-    root = tmp_path / "home"
-    root.mkdir()
-    (root / "images").symlink_to(image_store)
+    root = _home_with(image_store, tmp_path / "home")
     try:
         yield root
     finally:
@@ -118,8 +116,13 @@ def nested_store(image_store: Path) -> Path:
 
 
 def _home_with(images: Path, root: Path) -> Path:
+    """A nestor home (its database made) with the cached images linked in: tests may then put their
+    own files into it (nestor takes over only a new, empty or nestor directory)."""
+    from nestor.service import Service
+
     root.mkdir(parents=True, exist_ok=True)
     (root / "images").symlink_to(images)
+    Service(root).close()
     return root
 
 

@@ -120,7 +120,7 @@ class Daemon:
         argv = [sys.executable, "-m", "nestor", "--home", str(home)]
         if netns:
             argv += ["--netns", netns]
-        self.log = home / "serve-test.log"
+        self.log = home.parent / f"serve-test-{home.name}.log"  # beside the home: nestor takes over no foreign file
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*argv, "serve", "--socket", str(socket), *extra],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)

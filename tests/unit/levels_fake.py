@@ -19,6 +19,15 @@ from nestor.service import Service, VMSpec
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     """l0 runs VM l1 whose nestor runs VM l2 (each home's VMs defined, nothing boots)."""
+    import os
+    import secrets
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("the levels' switches need a network namespace (root)")
+    # Network safety: a level's switch is a real bridge, so the levels below live in a namespace of the test's.
+    netns = f"nt-lv-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
     homes = {level: tmp_path / level for level in ("l0", "l1", "l2")}
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"not really a kernel")
@@ -35,14 +44,17 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
             raise NotFound(f"vm '{name}' not found", hint="nestor vm list shows the VMs")
         if name == "l2" and (tmp_path / "l2-silent").exists():
             raise GuestError(f"vm '{name}': no answer from its nestor API within 5 s")
-        app = TestClient(create_app(Settings(below, files=below.parent)))
+        app = TestClient(create_app(Settings(below, netns, files=below.parent)))
         clients.append(app)
         # TestClient's own transport (the app in process) behind a plain httpx client, as a channel is
         return Client(transport=app._transport, where=name)
 
     monkeypatch.setattr(Service, "guest", guest)
-    yield homes
-    for http in clients:
-        http.close()
+    try:
+        yield homes
+    finally:
+        for http in clients:
+            http.close()
+        subprocess.run(["ip", "netns", "delete", netns], check=False)
 
 
