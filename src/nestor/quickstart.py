@@ -32,7 +32,7 @@ SWITCH = "qs0"
 L0_ADDRESS, L1_ADDRESS = "10.77.0.1", "10.77.0.2"
 L1_APPEND = " ".join(cmdline_params(ip=f"{L1_ADDRESS}/24", gw=L0_ADDRESS))
 NAT_SWITCH, NAT_GATEWAY, NAT_PREFIX = "nat0", "192.168.100.1/24", "192.168.100.0/24"
-L2_SCRIPT = "/tmp/l2-ping.sh"
+L2_SCRIPT = "/var/lib/nestor/uploads/l2-ping.sh"  # l1's files directory: an API caller may name only files there
 # Runs in l2 once it is up (after its DHCP lease): the proof that l2 reaches l0 through l1's NAT.
 # One echo reply is the proof (as `ping -c 3` succeeded on any reply), so up to three tries of one
 # ping each: the first reply ends it, not three pings a second apart.
@@ -128,6 +128,7 @@ class Quickstart:
             with self.step("l2 start begun (l1's API)"):
                 l1.switch_new(SwitchSpec(NAT_SWITCH, SwitchType.INTERNAL))
                 with guests.agent(service.core, L1, timeout=30) as agent:
+                    agent.exec(["mkdir", "-p", "-m", "0700", L2_SCRIPT.rpartition("/")[0]], timeout=30)
                     agent.write_file(L2_SCRIPT, L2_PING.encode())
                 l1.vm_new(VMSpec(L2, memory=L2_MEMORY, switches=(NAT_SWITCH,), append="nestor.dhcp=1",
                                  run_script=L2_SCRIPT))

@@ -79,7 +79,7 @@ def l1(tmp_path: Path) -> Iterator[tuple[Daemon, Path, Path]]:
     (tmp_path / "vmlinux").write_bytes(b"not really a kernel")
     run = Path(tempfile.mkdtemp(prefix="nt-chan-", dir="/tmp"))  # unix socket paths: 108 bytes at most
     relay = PtyRelay(run / "chan.sock")
-    daemon = Daemon(home, run / "api.sock", "--channel", relay.port)
+    daemon = Daemon(home, run / "api.sock", "--channel", relay.port, "--files", str(tmp_path))  # the kernel is there
     try:
         yield daemon, run / "chan.sock", home
     finally:

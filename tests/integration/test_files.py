@@ -161,7 +161,9 @@ def test_disk_image_vm_files_are_private_under_umask_zero(home: Path, tmp_path: 
     from nestor import cloudinit
 
     iso = tmp_path / "media.iso"
-    iso.write_bytes(b"\0" * (1 << 20))
+    blob = bytearray(1 << 20)
+    blob[0x8001:0x8006] = b"CD001"  # the ISO 9660 signature nestor checks (the medium is never booted here)
+    iso.write_bytes(bytes(blob))
     loose_nestor(home, "vm", "new", "g", "--iso", str(iso), "--disk-size", "64M", "--generation", "2")
     loose_nestor(home, "vm", "disk", "add", "g", "--name", "data", "--size", "16M")
     directory = vm_dir(home, "g")
