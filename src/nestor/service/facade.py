@@ -383,25 +383,23 @@ class Service:
         """`host check` of this level and of every level below (below PATH, if given)."""
         from . import report
 
-        guests.check_timeout(timeout)
-        if path:
-            first, rest = self._below(path)
-            with self._level(first, timeout) as inner:
-                below: dict[str, Any] = inner.host_check_tree("/".join(rest), timeout=max(timeout - 5, 2))
-                return below
-        return report.check_tree(self.core, timeout, self.host_check)
+        return self._report(path, timeout, report.check_tree, "host_check_tree")
 
     def bugreport(self, path: str = "", timeout: float = guests.TREE_TIMEOUT) -> dict[str, Any]:
         """The bug report of this level and of every level below (below PATH, if given)."""
         from . import report
 
+        return self._report(path, timeout, report.bugreport, "bugreport")
+
+    def _report(self, path: str, timeout: float, here: Callable[..., dict[str, Any]], method: str) -> dict[str, Any]:
+        """A report of this level (`here`), or, below PATH, the same report method of the nestor there."""
         guests.check_timeout(timeout)
-        if path:
-            first, rest = self._below(path)
-            with self._level(first, timeout) as inner:
-                data: dict[str, Any] = inner.bugreport("/".join(rest), timeout=max(timeout - 5, 2))
-                return data
-        return report.bugreport(self.core, timeout, self.host_check)
+        if not path:
+            return here(self.core, timeout, self.host_check)
+        first, rest = self._below(path)
+        with self._level(first, timeout) as inner:
+            data: dict[str, Any] = getattr(inner, method)("/".join(rest), timeout=max(timeout - 5, 2))
+            return data
 
     def _below(self, path: str) -> tuple[str, list[str]]:
         first, *rest = guests.split_target(path)
