@@ -107,8 +107,16 @@ def show(home: Path, name: str) -> dict[str, object]:
 
 
 def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
-    """Run argv inside the VM 'l1' through its guest agent; its stdout."""
-    return nestor(home, "vm", "exec", "--timeout", str(timeout), "l1", "--", *argv, timeout=timeout + 30).stdout
+    """Run argv inside the VM 'l1' through its guest agent; its stdout. On failure the message
+    carries the tail of l1's console: a stalled L1 kernel says so there."""
+    try:
+        return nestor(home, "vm", "exec", "--timeout", str(timeout), "l1", "--", *argv, timeout=timeout + 30).stdout
+    except AssertionError as exc:
+        try:
+            tail = (vm_dir(home, "l1") / "serial.log").read_text(errors="replace").splitlines()[-40:]
+        except (OSError, AssertionError):
+            tail = ["(no serial.log)"]
+        raise AssertionError(f"{exc}\n--- l1 serial.log, last lines ---\n" + "\n".join(tail)) from None
 
 
 class Daemon:

@@ -9,6 +9,7 @@ mistaken for our QEMU.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -70,11 +71,30 @@ def _spawn(argv: list[str], vm_dir: Path, log_path: Path, pass_fds: tuple[int, .
                 f"QEMU exited at start (status {code}): {last_line(log_path)}",
                 hint=f"see {log_path}",
             )
-        if qmp.exists() and (vm_dir / paths.PIDFILE).exists():
+        if qmp.exists() and (vm_dir / paths.PIDFILE).exists() and _greets(qmp, deadline):
             return proc.pid
         time.sleep(0.01)
     terminate(proc.pid)
     raise EngineError(f"QEMU did not open its QMP socket within {START_TIMEOUT:.0f} s", hint=f"see {log_path}")
+
+
+def _greets(qmp: Path, deadline: float) -> bool:
+    """Has QEMU's main loop sent its QMP greeting? QEMU binds the socket and writes the pidfile
+    early, but drops root (`-run-with user=`) only after, just before its main loop starts; the
+    greeting comes from that loop. So once it greets, QEMU no longer runs as root."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        try:
+            conn.settimeout(max(0.01, min(1.0, deadline - time.monotonic())))
+            conn.connect(str(qmp))
+            data = b""
+            while b"\n" not in data and len(data) < 1 << 16:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return False
+                data += chunk
+        except OSError:
+            return False  # not listening yet, or the loop is still busy: look again
+    return b'"QMP"' in data
 
 
 def last_line(path: Path, window: int = 1 << 16) -> str:
