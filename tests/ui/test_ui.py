@@ -560,6 +560,22 @@ def test_r7_hold_shows_while_a_hypervisor_runs_inside(l1_home: Path, browser: An
         in_l1(home, "nestor", "vm", "stop", "l2", "--turn-off")
 
 
+def test_a_nested_vm_page_asks_its_level_and_has_no_console(served: Served, page: Any) -> None:
+    """The page of a VM path (no VM boots): its calls carry `at=`, so the API's error names the level
+    that is missing, and in place of the console (not forwarded below L1) a note says so."""
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/v1/vms/" in request.url else None)
+    page.goto(f"{served.url}/ui/vms/ghost/l2")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "ghost" in page.inner_text("#error .message"), page.inner_text("#error")
+    assert "Not available below L1" in page.inner_text("#console-unavailable")
+    assert page.locator("#console-connect").count() == 0 and page.locator("#console .xterm").count() == 0
+    assert "ghost" in page.inner_text("#vm-level") and page.get_attribute("#vm-level a", "href") == "/ui/vms/ghost"
+    assert any(url.endswith("/v1/vms/l2?at=ghost") for url in asked), asked
+    assert all("at=ghost" in url for url in asked), asked
+    assert httpx.get(f"{served.url}/ui/vms/Bad_Name/l2").status_code == 404  # not a VM path
+
+
 def test_audit_page_lists_changes_and_refusals(served: Served, api: httpx.Client, page: Any) -> None:
     """The audit page: the API's changes (an accepted one, a refused one) as rows, newest first."""
     assert api.patch("/v1/host/policy", json={"nesting": "block"}).status_code == 200
