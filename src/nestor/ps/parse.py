@@ -109,6 +109,26 @@ def name_pattern(token: Token, what: str) -> str:
     return text(token, what).lower()
 
 
+LOCAL_COMPUTERS = ("localhost", ".")
+
+
+def computer_name(token: Token, what: str) -> str:
+    """Hyper-V's -ComputerName as a level: a VM path below this host ('l1', 'l1/l2'), or '' for
+    this host itself ('localhost', '.'). Folded to lower case like every name."""
+    from ..errors import NestorError
+    from ..hypervisor import split_levels
+
+    value = text(token, what).lower()
+    if value in LOCAL_COMPUTERS:
+        return ""
+    try:
+        return "/".join(split_levels(value))
+    except NestorError as exc:
+        raise InvalidInput(f"{what}: '{token.text}' is not a VM path of this host ({exc.message}) ({token.where})",
+                           hint="a nested host by its VM path: -ComputerName l1, -ComputerName l1/l2; "
+                                "localhost for this host") from None
+
+
 def ipv4(token: Token, what: str) -> ipaddress.IPv4Address:
     value = text(token, what)
     try:
