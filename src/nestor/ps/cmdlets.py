@@ -63,7 +63,7 @@ NAT_NAME = nestor_name("nat")
 CHECKPOINT_NAME = nestor_name("checkpoint")
 PASSTHRU = Param("Passthru", None, aliases=("PassThru",))
 # -ComputerName: the nested host (a VM path) whose nestor runs the cmdlet, as Hyper-V runs it on that host
-COMPUTER = Param("ComputerName", computer_name)
+COMPUTER = Param("ComputerName", computer_name, yields=True)
 REMOTE = {
     "ComputerName": "this cmdlet runs on this host only (nestor ps keeps its data here); "
                     "run it inside the level: nestor vm exec l1 -- nestor ps -c '...'",

@@ -163,6 +163,7 @@ class Param:
     position: int | None = None
     required: bool = False
     pipeline: bool = False  # the pipeline's objects can fill it
+    yields: bool = False  # a prefix it shares with the cmdlet's own parameters is theirs (-c: -Count)
 
     @property
     def is_switch(self) -> bool:
@@ -188,6 +189,8 @@ class Signature:
                                    f"the nestor command: {self.command}", hint=hint)
         matches = [p for p in self.params
                    if any(n.lower().startswith(key) for n in (p.name, *p.aliases))]
+        if len(matches) > 1:  # a parameter every cmdlet has (-ComputerName) never makes an old prefix ambiguous
+            matches = [p for p in matches if not p.yields] or matches
         if len(matches) == 1:
             return matches[0]
         if matches:
