@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -144,3 +145,35 @@ def test_host_check_tree_and_bugreport_reach_l1(l1_home: Path, tmp_path: Path) -
     assert {"L0/vms/l1/argv.txt", "L0/vms/l1/inside/versions.txt", "L0/vms/l1/inside/kvm-parameters.txt"} <= names
     only_l1 = json.loads(nestor(l1_home, "bugreport", "l1", "--file", str(tmp_path / "l1.tar.gz"), "-o", "json").stdout)
     assert only_l1["levels"] == ["l1"]
+
+
+def test_ps_computer_name_drives_l1s_nestor(l1_home: Path) -> None:
+    """`nestor ps` with Hyper-V's -ComputerName: each cmdlet runs on l1's nestor (its API channel), objects
+    carry ComputerName down the pipeline, l1's own CLI sees the changes, L0's VMs do not change."""
+    def ps(script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return nestor(l1_home, "ps", "-c", script, "-o", "json", check=check, timeout=240)
+
+    before = nestor(l1_home, "vm", "list", "-o", "json").stdout
+    (made,) = json.loads(ps("New-VM -Name psvm -MemoryStartupBytes 160MB -ComputerName l1").stdout)
+    assert (made["Name"], made["ComputerName"], made["MemoryStartup"]) == ("psvm", "l1", 160 << 20)
+    try:
+        ps("Start-VM psvm -ComputerName l1")
+        assert json.loads(in_l1(l1_home, "nestor", "vm", "show", "psvm", "-o", "json"))["state"] == "running"
+        listed = {o["Name"]: o for o in json.loads(ps("Get-VM -ComputerName l1").stdout)}
+        assert listed["psvm"]["State"] == "Running" and listed["psvm"]["ComputerName"] == "l1"
+        ps("Stop-VM -Name psvm -ComputerName l1 -TurnOff")
+        assert json.loads(in_l1(l1_home, "nestor", "vm", "show", "psvm", "-o", "json"))["state"] == "off"
+        (processor,) = json.loads(ps("Get-VM psvm -ComputerName l1 | Set-VMProcessor -Count 2 -Passthru").stdout)
+        assert (processor["Count"], processor["ComputerName"]) == (2, "l1")
+        assert json.loads(in_l1(l1_home, "nestor", "vm", "show", "psvm", "-o", "json"))["vcpus"] == 2
+        missing = ps("Stop-VM l9 -ComputerName l1", check=False)
+        assert missing.returncode != 0 and "vm 'l1/l9': no VM 'l9' in l1" in missing.stderr, missing.stderr
+        assert "is not a VM path" in ps("Get-VM -ComputerName l1//x", check=False).stderr
+        ps("Get-VM psvm -ComputerName l1 | Remove-VM")
+        names = [v["name"] for v in json.loads(in_l1(l1_home, "nestor", "vm", "list", "-o", "json"))]
+        assert "psvm" not in names
+    finally:
+        # gone already when the test passed; else l1's own CLI removes it (this check=False is cleanup only)
+        nestor(l1_home, "vm", "exec", "l1", "--", "nestor", "vm", "remove", "psvm", "--force", check=False, timeout=120)
+    assert [v["name"] for v in json.loads(before)] == [v["name"] for v in json.loads(
+        nestor(l1_home, "vm", "list", "-o", "json").stdout)]

@@ -560,6 +560,75 @@ def test_r7_hold_shows_while_a_hypervisor_runs_inside(l1_home: Path, browser: An
         in_l1(home, "nestor", "vm", "stop", "l2", "--turn-off")
 
 
+@pytest.mark.nested
+@pytest.mark.timeout(900)
+def test_stop_and_start_an_l2_from_l0s_ui(l1_home: Path, browser: Any) -> None:
+    """l1's VM l2, from L0's browser: its link in the tree, its page (through `at=l1`), Turn off and
+    Start there, and the tree following each change. Reuses the module's booted l1 (and the l2 the
+    R7 test left off in it; made here through L0's API when this test runs alone)."""
+    server = Served(create_app(Settings(l1_home)))
+    context = browser.new_context(viewport=VIEWPORT)
+    errors: list[str] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as api:
+            if api.get("/v1/vms/l2", params={"at": "l1"}).status_code == 404:
+                made = api.post("/v1/vms", params={"at": "l1"}, json={"name": "l2", "memory": 192 << 20})
+                assert made.status_code == 201, made.text
+            if api.get("/v1/vms/l2", params={"at": "l1"}).json()["state"] != "off":
+                op = api.post("/v1/vms/l2/stop", params={"at": "l1"}, json={"turn_off": True}).json()
+                assert api.get(f"/v1/operations/{op['id']}", params={"at": "l1", "wait": 60}).json()["status"] == "success"
+            page = context.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server.url}/ui/")
+            node = page.locator(".tree li[data-path='l1/l2'][data-level='2']")
+            node.locator(":scope > .row .state.off").wait_for(timeout=90_000)
+            node.locator(":scope > .row a").click()
+            page.wait_for_url(f"{server.url}/ui/vms/l1/l2")
+            page.wait_for_selector("#vm-state[data-state=off]", timeout=60_000)
+            assert "Not available below L1" in page.inner_text("#console-unavailable")
+
+            page.click("#start")
+            page.wait_for_selector("#vm-state[data-state=running]", timeout=180_000)
+            assert page.is_hidden("#error"), page.inner_text("#error")
+            assert api.get("/v1/vms/l2", params={"at": "l1"}).json()["state"] == "running"
+            page.wait_for_selector("#adapters tbody td:has-text('No network adapters.')", timeout=60_000)  # l1's answer
+            page.wait_for_function("Number(document.getElementById('memory-chart').dataset.samples) >= 2",
+                                   timeout=60_000)
+            shot(page, "vm-nested")
+            page.goto(f"{server.url}/ui/")
+            node.locator(":scope > .row .state.running").wait_for(timeout=90_000)
+            shot(page, "overview-nested-running")
+
+            node.locator(":scope > .row a").click()
+            page.wait_for_selector("#vm-state[data-state=running]", timeout=60_000)
+            page.click("#turn-off")
+            page.wait_for_selector("#vm-state[data-state=off]", timeout=120_000)
+            assert page.is_hidden("#error"), page.inner_text("#error")
+            assert api.get("/v1/vms/l2", params={"at": "l1"}).json()["state"] == "off"
+            page.goto(f"{server.url}/ui/")
+            node.locator(":scope > .row .state.off").wait_for(timeout=90_000)
+    finally:
+        context.close()
+        server.stop()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_a_nested_vm_page_asks_its_level_and_has_no_console(served: Served, page: Any) -> None:
+    """The page of a VM path (no VM boots): its calls carry `at=`, so the API's error names the level
+    that is missing, and in place of the console (not forwarded below L1) a note says so."""
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if "/v1/vms/" in request.url else None)
+    page.goto(f"{served.url}/ui/vms/ghost/l2")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "ghost" in page.inner_text("#error .message"), page.inner_text("#error")
+    assert "Not available below L1" in page.inner_text("#console-unavailable")
+    assert page.locator("#console-connect").count() == 0 and page.locator("#console .xterm").count() == 0
+    assert "ghost" in page.inner_text("#vm-level") and page.get_attribute("#vm-level a", "href") == "/ui/vms/ghost"
+    assert any(url.endswith("/v1/vms/l2?at=ghost") for url in asked), asked
+    assert all("at=ghost" in url for url in asked), asked
+    assert httpx.get(f"{served.url}/ui/vms/Bad_Name/l2").status_code == 404  # not a VM path
+
+
 def test_audit_page_lists_changes_and_refusals(served: Served, api: httpx.Client, page: Any) -> None:
     """The audit page: the API's changes (an accepted one, a refused one) as rows, newest first."""
     assert api.patch("/v1/host/policy", json={"nesting": "block"}).status_code == 200

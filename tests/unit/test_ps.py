@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from nestor.errors import InvalidInput, NestorError
+from nestor.errors import InvalidInput, NestorError, NotFound
+from nestor.model import VMState
 from nestor.ps import plan
 from nestor.ps.network import NetshDns
 from nestor.ps.objects import PSObject, render, to_json
 from nestor.ps.tokenize import Kind, tokenize
+from nestor.service.types import StopHow, StopResult, VMInfo
 
 # The seed (shared/seed/000_3ebcd23104e572cc.txt), byte for byte, so CI has it too.
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed.txt"
@@ -361,3 +363,100 @@ def test_checkpoint_cmdlets_are_planned_with_their_parameters() -> None:
     assert "-Name and the pipeline's objects" in refused("Get-VMCheckpoint web | Restore-VMCheckpoint -Name x")
     assert "writes no objects to the pipeline without -Passthru" in refused("Checkpoint-VM web | Format-List")
     assert "cannot take the objects of Get-VM" in refused("Get-VM web | Restore-VMCheckpoint")
+
+
+# -- -ComputerName: a level below ----------------------------------------------------------------
+def test_computer_name_is_a_vm_path_of_this_host() -> None:
+    assert one("Get-VM -ComputerName L1")["ComputerName"] == "l1"
+    assert one("Get-VM -ComputerName l1/L2")["ComputerName"] == "l1/l2"
+    for local in ("localhost", "LocalHost", "."):
+        assert one(f"Get-VM -ComputerName {local}")["ComputerName"] == ""
+    args = one("Stop-VM -Name l2 -ComputerName l1 -TurnOff")
+    assert (args["Name"], args["ComputerName"], args["TurnOff"]) == ("l2", "l1", True)
+    assert one("Set-VMProcessor -VMName l2 -Count 2 -Comp:l1")["ComputerName"] == "l1"  # a prefix, the colon form
+    assert one("Set-VMProcessor -VMName l2 -c 2")["Count"] == 2  # a prefix of the cmdlet's own parameter stays its
+    for cmdlet in ("Start-VM l2", "Set-VMMemory -VMName l2 -StartupBytes 512MB", "Get-VMNetworkAdapter -VMName l2",
+                   "New-VMSwitch -Name lan -SwitchType Internal", "Get-NetNat", "Checkpoint-VM l2 c1"):
+        assert one(f"{cmdlet} -ComputerName l1")["ComputerName"] == "l1", cmdlet
+    for bad, needle in (("l1//l2", "is not a VM path"), ("Bad_Name", "is not a VM path"), ("'l1 l2'", "is not a VM path")):
+        assert needle in refused(f"Get-VM -ComputerName {bad}"), bad
+
+
+def test_computer_name_is_refused_where_nestor_ps_keeps_data_here() -> None:
+    for script in ('Set-DnsClientServerAddress -InterfaceAlias "vEthernet (lan)" -ServerAddresses 192.0.2.53 '
+                   '-ComputerName l1', 'Get-DnsClientServerAddress -ComputerName l1', "Get-VM | Format-List -ComputerName l1"):
+        with pytest.raises(InvalidInput) as info:
+            plan(script)
+        assert "-ComputerName is not supported" in info.value.message, script
+        assert "nestor vm exec l1 -- nestor ps" in (info.value.hint or ""), script
+
+
+class _Level:
+    """A level of pure data for the ps runner's routing (no QEMU): its VMs and the levels inside."""
+
+    def __init__(self, vms: dict[str, VMState], inside: dict[str, _Level] | None = None) -> None:
+        self.vms = vms
+        self.inside = inside or {}
+        self.calls: list[str] = []
+        self.closed = 0
+
+    def _info(self, name: str) -> VMInfo:
+        if name not in self.vms:
+            raise NotFound(f"vm '{name}' not found", hint="nestor vm list")
+        return VMInfo(name, self.vms[name], 1, 256 << 20, False, "11.0", "appliance")
+
+    def vm_list(self) -> list[VMInfo]:
+        return [self._info(n) for n in sorted(self.vms)]
+
+    def vm_show(self, name: str) -> VMInfo:
+        return self._info(name)
+
+    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
+        self._info(name)
+        self.calls.append(f"stop {name}")
+        self.vms[name] = VMState.OFF
+        return StopResult(name, StopHow.TURNED_OFF if turn_off else StopHow.SHUT_DOWN, timeout)
+
+    def guest(self, name: str) -> _Level:
+        if name not in self.inside:
+            raise NotFound(f"vm '{name}' not found", hint="nestor vm list")
+        return self.inside[name]
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _ps(root: _Level, script: str) -> list[PSObject]:
+    from nestor.ps import execute
+
+    return [o for _, objects in execute(root, script, lambda _: None) for o in objects]  # type: ignore[arg-type]
+
+
+def test_a_cmdlet_runs_on_the_level_its_computer_name_names() -> None:
+    l2 = _Level({"l3": VMState.RUNNING})
+    l1 = _Level({"l2": VMState.RUNNING, "web": VMState.RUNNING}, {"l2": l2})
+    root = _Level({"l1": VMState.RUNNING, "web": VMState.RUNNING}, {"l1": l1})
+    (vm,) = _ps(root, "Stop-VM -Name web -ComputerName l1 -TurnOff -Passthru")
+    assert l1.calls == ["stop web"] and root.calls == [] and l1.vms["web"] is VMState.OFF
+    assert (vm["Name"], vm["ComputerName"], vm["State"]) == ("web", "l1", "Off")
+    assert l1.closed == 1  # the levels a script opened are closed when it ends
+    # The pipeline's objects carry their level: the next cmdlet acts there.
+    _ps(root, "Get-VM -ComputerName l1/l2 | Stop-VM")
+    assert l2.calls == ["stop l3"] and root.calls == [] and l1.calls == ["stop web"]
+    # This host's objects have no ComputerName (as before), and the same name here is another VM.
+    (here,) = _ps(root, "Get-VM web")
+    assert "ComputerName" not in here.props and here["State"] == "Running"
+    assert [o["ComputerName"] for o in _ps(root, "Get-VM -ComputerName l1 | Format-List")] == ["l1", "l1"]
+
+
+def test_errors_at_a_level_name_the_vm_by_its_path() -> None:
+    root = _Level({"l1": VMState.RUNNING}, {"l1": _Level({"l2": VMState.RUNNING})})
+    with pytest.raises(NotFound) as info:
+        _ps(root, "Stop-VM l9 -ComputerName l1")
+    assert info.value.message == "vm 'l1/l9': no VM 'l9' in l1"
+    with pytest.raises(NotFound) as info:
+        _ps(root, "Get-VM -ComputerName l7")
+    assert "l7" in info.value.message
+    with pytest.raises(InvalidInput) as refused_info:
+        _ps(root, "Get-VM -ComputerName l1 | Stop-VM -ComputerName localhost")
+    assert "pipeline's object is of 'l1'" in refused_info.value.message and refused_info.value.hint

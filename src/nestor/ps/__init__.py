@@ -5,7 +5,7 @@
     cmdlets   the table: each cmdlet's signature, pipeline kinds and implementation
     vms       the VM cmdlets over nestor.service.Service (lifecycle, processor, memory)
     network   the network cmdlets over the facade's network use cases (adapters, switches, NAT, addresses, netsh)
-    session   what each cmdlet gets (the service, notes) and the helpers they share
+    session   what each cmdlet gets (the Hypervisor of its level, -ComputerName; notes) and shared helpers
     objects   the pipeline's objects and their table / JSON forms
     run       plan a whole script (nothing runs if any part is wrong), then run it
     dns       the DNS servers netsh gives, kept until nestor's store has a place for them

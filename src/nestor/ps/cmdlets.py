@@ -26,6 +26,7 @@ from .parse import (
     Signature,
     boolean,
     choice,
+    computer_name,
     integer,
     ipv4,
     ipv4_prefix,
@@ -61,8 +62,11 @@ SWITCH_NAME = nestor_name("switch")
 NAT_NAME = nestor_name("nat")
 CHECKPOINT_NAME = nestor_name("checkpoint")
 PASSTHRU = Param("Passthru", None, aliases=("PassThru",))
+# -ComputerName: the nested host (a VM path) whose nestor runs the cmdlet, as Hyper-V runs it on that host
+COMPUTER = Param("ComputerName", computer_name, yields=True)
 REMOTE = {
-    "ComputerName": "nestor ps drives this host; for another host run nestor there",
+    "ComputerName": "this cmdlet runs on this host only (nestor ps keeps its data here); "
+                    "run it inside the level: nestor vm exec l1 -- nestor ps -c '...'",
     "CimSession": "nestor ps drives this host; for another host run nestor there",
     "Credential": "nestor ps drives this host; no credentials are needed",
     "WhatIf": "nestor ps has no dry run; run the native nestor command to see what it would do",
@@ -108,8 +112,10 @@ def out_null(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
 
 # -- the table -----------------------------------------------------------------------------------
 def _sig(name: str, native: str, *params: Param, unsupported: dict[str, str] | None = None,
-         raw: Callable[[list[Token]], Any] | None = None) -> Signature:
-    return Signature(name, params, native, {**REMOTE, **(unsupported or {})}, raw)
+         raw: Callable[[list[Token]], Any] | None = None, levels: bool = True) -> Signature:
+    """A cmdlet's signature; with `levels` (the default) it takes -ComputerName, a level below."""
+    return Signature(name, (*params, COMPUTER) if levels and raw is None else params, native,
+                     {**REMOTE, **(unsupported or {})}, raw)
 
 
 NO_DISKS = "nestor VMs boot an image (nestor vm new NAME --image appliance|nested-host); disks come later"
@@ -226,7 +232,8 @@ CMDLETS: tuple[Cmdlet, ...] = (
     Cmdlet(_sig("Set-DnsClientServerAddress", "(no nestor command: nestor ps keeps the DNS server; see docs/ps.md)",
                 Param("InterfaceAlias", text, aliases=("ifAlias",), position=0, required=True, pipeline=True),
                 Param("ServerAddresses", ipv4, required=True),
-                unsupported={"ResetServerAddresses": "not in nestor ps", "InterfaceIndex": "use -InterfaceAlias"}),
+                unsupported={"ResetServerAddresses": "not in nestor ps", "InterfaceIndex": "use -InterfaceAlias"},
+                levels=False),
            network.set_dnsclientserveraddress, ("netadapter",)),
     Cmdlet(_sig("Checkpoint-VM", "nestor vm checkpoint new VM NAME",
                 _vm_param(), Param("SnapshotName", CHECKPOINT_NAME, aliases=("CheckpointName",), position=1),
@@ -250,12 +257,12 @@ CMDLETS: tuple[Cmdlet, ...] = (
                              "VMSnapshot": "pipe the checkpoint in: Get-VMCheckpoint -VMName VM -Name C | "
                                            "Remove-VMCheckpoint"}),
            checkpoints.remove_vmcheckpoint, ("vm", "checkpoint")),
-    Cmdlet(_sig("Format-List", "-o json (every property)"), format_list, ("*",), "formatted"),
-    Cmdlet(_sig("Format-Table", "(the default view)"), format_table, ("*",), "formatted"),
-    Cmdlet(_sig("Out-Null", "(no output)"), out_null, ("*",)),
+    Cmdlet(_sig("Format-List", "-o json (every property)", levels=False), format_list, ("*",), "formatted"),
+    Cmdlet(_sig("Format-Table", "(the default view)", levels=False), format_table, ("*",), "formatted"),
+    Cmdlet(_sig("Out-Null", "(no output)", levels=False), out_null, ("*",)),
     Cmdlet(_sig("Get-DnsClientServerAddress", "(nestor ps only; see docs/ps.md)",
                 Param("InterfaceAlias", text, aliases=("ifAlias",), position=0, pipeline=True),
-                Param("AddressFamily", _address_family)),
+                Param("AddressFamily", _address_family), levels=False),
            network.get_dnsclientserveraddress, ("netadapter",), "dns"),
 )
 

@@ -103,7 +103,8 @@ def get_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObjec
 def remove_vmswitch(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     name = cmd.args["Name"] if obj is None else str(obj.props.get("SwitchName") or obj["Name"])
     s.service.switch_remove(name)
-    dns.forget(s.service.home, name)
+    if not s.level:  # the DNS servers nestor ps keeps are this host's
+        dns.forget(s.local.home, name)
     s.note(f"switch '{name}' removed")
     return []
 
@@ -281,19 +282,22 @@ def _dns_note(s: Session, switch: str, listed: list[str]) -> None:
 
 def run_netsh(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     raw: NetshDns = cmd.raw
-    listed = dns.add(s.service.home, raw.switch, _switch_bridge(s, raw.switch), raw.address, raw.index)
+    s.only_here("netsh")
+    listed = dns.add(s.local.home, raw.switch, _switch_bridge(s, raw.switch), raw.address, raw.index)
     _dns_note(s, raw.switch, listed)
     return []
 
 
 def set_dnsclientserveraddress(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    s.only_here(cmd.name)
     switch = str(obj["SwitchName"]) if obj is not None else vnic_switch(cmd.args["InterfaceAlias"])
-    listed = dns.replace(s.service.home, switch, _switch_bridge(s, switch), [cmd.args["ServerAddresses"]])
+    listed = dns.replace(s.local.home, switch, _switch_bridge(s, switch), [cmd.args["ServerAddresses"]])
     _dns_note(s, switch, listed)
     return []
 
 
 def get_dnsclientserveraddress(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    s.only_here(cmd.name)
     alias = cmd.get("InterfaceAlias")
     if obj is not None:
         switches = [str(obj["SwitchName"])]
@@ -304,5 +308,5 @@ def get_dnsclientserveraddress(s: Session, cmd: Command, obj: PSObject | None) -
     out = []
     for switch in switches:
         bridge = _switch_bridge(s, switch)
-        out.append(ob.dns(switch, dns.servers(s.service.home, switch, bridge)))
+        out.append(ob.dns(switch, dns.servers(s.local.home, switch, bridge)))
     return out

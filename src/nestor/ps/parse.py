@@ -109,6 +109,26 @@ def name_pattern(token: Token, what: str) -> str:
     return text(token, what).lower()
 
 
+LOCAL_COMPUTERS = ("localhost", ".")
+
+
+def computer_name(token: Token, what: str) -> str:
+    """Hyper-V's -ComputerName as a level: a VM path below this host ('l1', 'l1/l2'), or '' for
+    this host itself ('localhost', '.'). Folded to lower case like every name."""
+    from ..errors import NestorError
+    from ..hypervisor import split_levels
+
+    value = text(token, what).lower()
+    if value in LOCAL_COMPUTERS:
+        return ""
+    try:
+        return "/".join(split_levels(value))
+    except NestorError as exc:
+        raise InvalidInput(f"{what}: '{token.text}' is not a VM path of this host ({exc.message}) ({token.where})",
+                           hint="a nested host by its VM path: -ComputerName l1, -ComputerName l1/l2; "
+                                "localhost for this host") from None
+
+
 def ipv4(token: Token, what: str) -> ipaddress.IPv4Address:
     value = text(token, what)
     try:
@@ -143,6 +163,7 @@ class Param:
     position: int | None = None
     required: bool = False
     pipeline: bool = False  # the pipeline's objects can fill it
+    yields: bool = False  # a prefix it shares with the cmdlet's own parameters is theirs (-c: -Count)
 
     @property
     def is_switch(self) -> bool:
@@ -168,6 +189,8 @@ class Signature:
                                    f"the nestor command: {self.command}", hint=hint)
         matches = [p for p in self.params
                    if any(n.lower().startswith(key) for n in (p.name, *p.aliases))]
+        if len(matches) > 1:  # a parameter every cmdlet has (-ComputerName) never makes an old prefix ambiguous
+            matches = [p for p in matches if not p.yields] or matches
         if len(matches) == 1:
             return matches[0]
         if matches:

@@ -4,18 +4,26 @@ Objects flow through a pipeline as in PowerShell: the first command runs once, e
 command runs once per object the one before it wrote (none: it does not run). The first error
 stops the script (PowerShell's ``$ErrorActionPreference = 'Stop'``): the statements before it
 have run, and the error names the line it happened on.
+
+A command runs on the level its -ComputerName names (a VM path: Hyper-V's "run this cmdlet on
+that host"), else on the level of the pipeline object it was given, else on this host. Objects
+written at a level below carry its path as ComputerName, so `Get-VM -ComputerName l1 | Stop-VM`
+stops l1's VMs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import InvalidInput, NestorError
+from ..hypervisor import level_error
 from ..service import Service
 from .cmdlets import BY_NAME, Cmdlet, lookup
 from .objects import PSObject
-from .parse import Statement, parse
+from .parse import Command, Statement, parse
 from .session import Note, Session
 
 
@@ -57,18 +65,52 @@ def execute(service: Service, script: str, note: Note) -> Iterator[tuple[Stateme
     """Plan the script, then run it; yields each statement with the objects it wrote."""
     planned = plan(script)
     session = Session(service, note)
-    for item in planned:
-        try:
-            yield item.statement, _pipeline(session, item)
-        except NestorError as exc:
-            if len(planned) > 1:
-                exc.context.setdefault("line", str(item.statement.line))
-            raise
+    try:
+        for item in planned:
+            try:
+                yield item.statement, _pipeline(session, item)
+            except NestorError as exc:
+                if len(planned) > 1:
+                    exc.context.setdefault("line", str(item.statement.line))
+                raise
+    finally:
+        session.close()
+
+
+def level_of(cmd: Command, obj: PSObject | None) -> str:
+    """The VM path of the host CMD runs on: its -ComputerName, else its pipeline object's, else this host ('')."""
+    given = cmd.get("ComputerName")
+    carried = obj.props.get("ComputerName") if obj is not None else None
+    if given is not None and carried is not None and given != carried:
+        raise InvalidInput(f"{cmd.name}: -ComputerName {given or 'localhost'} but the pipeline's object is of "
+                           f"'{carried}' ({cmd.token.where})", hint=f"drop -ComputerName from {cmd.name}")
+    return str(given if given is not None else carried or "")
+
+
+_VM_MESSAGE = re.compile(r"^vm '([a-z0-9-]+)'")
+
+
+def _run(session: Session, cmdlet: Cmdlet, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    """CMDLET on its level; what it writes there carries the level as ComputerName; an error about
+    a VM of that level names it by its path (`vm 'l1/l9': no VM 'l9' in l1`)."""
+    session.level = level_of(cmd, obj)
+    level = session.level
+    try:
+        objects = cmdlet.run(session, cmd, obj)
+    except NestorError as exc:
+        named = _VM_MESSAGE.match(exc.message)
+        if level and named:
+            raise level_error(f"{level}/{named.group(1)}", level, exc) from exc
+        raise
+    if not level:
+        return objects
+    return [o if "ComputerName" in o.props else dataclasses.replace(o, props={**o.props, "ComputerName": level})
+            for o in objects]
 
 
 def _pipeline(session: Session, item: Planned) -> list[PSObject]:
     commands = item.statement.commands
-    objects = item.cmdlets[0].run(session, commands[0], None)
+    objects = _run(session, item.cmdlets[0], commands[0], None)
     for cmd, cmdlet in zip(commands[1:], item.cmdlets[1:], strict=True):
         if not objects:
             if "*" not in cmdlet.accepts:  # formatting nothing is not worth a note
@@ -76,6 +118,6 @@ def _pipeline(session: Session, item: Planned) -> list[PSObject]:
             return []
         out: list[PSObject] = []
         for obj in objects:
-            out += cmdlet.run(session, cmd, obj)
+            out += _run(session, cmdlet, cmd, obj)
         objects = out
     return objects

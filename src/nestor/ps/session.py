@@ -1,12 +1,13 @@
-"""What every cmdlet gets: the service and a way to tell the user; and the helpers they share."""
+"""What every cmdlet gets: the Hypervisor of its level and a way to tell the user; and the helpers they share."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..errors import NotFound
+from ..errors import InvalidInput, NotFound
+from ..hypervisor import Hypervisor, at
 from ..model import validate_name
 from ..service import Service
 from .objects import PSObject
@@ -19,8 +20,33 @@ _WILDCARDS = set("*?[")
 
 @dataclass
 class Session:
-    service: Service
+    """`local` is this host's service; `level` the VM path (Hyper-V's -ComputerName) of the host the
+    running command acts on ('' this one), and `service` that level's Hypervisor (opened once)."""
+
+    local: Service
     note: Note
+    level: str = ""
+    _levels: dict[str, Hypervisor] = field(default_factory=dict)
+
+    @property
+    def service(self) -> Hypervisor:
+        if not self.level:
+            return self.local
+        if self.level not in self._levels:
+            self._levels[self.level] = at(self.local, self.level)
+        return self._levels[self.level]
+
+    def only_here(self, what: str) -> None:
+        """Refuse WHAT at a level below (it keeps its data in this host's home)."""
+        if self.level:
+            raise InvalidInput(f"{what} runs on this host only, not on '{self.level}': nestor ps keeps its data "
+                               "in this host's home", hint=f"run it inside the level: nestor vm exec {self.level} "
+                               "-- nestor ps -c '...'")
+
+    def close(self) -> None:
+        for level in reversed(list(self._levels.values())):
+            level.close()
+        self._levels.clear()
 
 
 def vnic_switch(alias: str, where: str = "") -> str:

@@ -17,6 +17,7 @@ login page can load them.
 from __future__ import annotations
 
 import functools
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -94,9 +95,18 @@ def vm_new(request: Request) -> HTMLResponse:
     return _page(request, "new.html", "new")
 
 
-@router.get("/vms/{name}", response_class=HTMLResponse)
-def vm_detail(request: Request, name: str) -> HTMLResponse:
-    return _page(request, "vm.html", "vms", vm=name)
+@router.get("/vms/{path:path}", response_class=HTMLResponse)
+def vm_detail(request: Request, path: str) -> HTMLResponse:
+    """The page of the VM at PATH: `l1` here, `l1/l2` the VM l2 of l1's nestor (its API calls carry `at=l1`)."""
+    from ..errors import NestorError
+    from ..hypervisor import split_path
+
+    try:
+        levels, name = split_path(path)
+    except NestorError as err:
+        return HTMLResponse(f"not a VM path: {escape(err.message)}", status_code=404)
+    return _page(request, "vm.html", "vms", vm=name, at="/".join(levels), path=path,
+                 crumbs=[("/".join(levels[:i + 1]), level) for i, level in enumerate(levels)])
 
 
 @router.get("/networks", response_class=HTMLResponse)

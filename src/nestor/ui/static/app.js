@@ -70,11 +70,18 @@ async function api(method, path, data) {
   return json === null ? text : json;
 }
 
-// An operation (202): wait until it ends; its result, or its error thrown as an ApiError.
-async function operation(op, onProgress) {
+// A path of the API at the level AT ('' is this one, "l1/l2" the nestor inside l2 inside l1):
+// the API passes a request with `at=` on to that level (docs/decisions.md, "levels").
+function atLevel(path, at) {
+  if (!at) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}at=${encodeURIComponent(at)}`;
+}
+
+// An operation (202) of the level AT: wait until it ends; its result, or its error thrown as an ApiError.
+async function operation(op, onProgress, at = "") {
   while (op.status === "pending" || op.status === "running") {
     if (onProgress) onProgress(op);
-    op = await api("GET", `/operations/${op.id}?wait=2`);
+    op = await api("GET", atLevel(`/operations/${op.id}?wait=2`, at));
   }
   if (onProgress) onProgress(op);
   if (op.status !== "success") throw new ApiError(op.error || { message: `operation ${op.status}` }, 0);
@@ -180,8 +187,13 @@ function stateBadge(state) {
   return el("span", { class: `state ${String(state).replace(/\s+/g, "-")}` }, state);
 }
 
-function vmLink(name) {
-  return el("a", { href: `${PREFIX}/vms/${encodeURIComponent(name)}` }, name);
+// The page of the VM at PATH ("web" here, "l1/l2" the VM l2 inside l1), labelled with its name.
+function vmHref(path) {
+  return `${PREFIX}/vms/${path.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+function vmLink(path) {
+  return el("a", { href: vmHref(path) }, path.split("/").pop());
 }
 
 function debounce(fn, ms) {
@@ -213,15 +225,16 @@ pages.login = () => {
   });
 };
 
-function treeNode(node) {
+function treeNode(node, above = "") {
+  const path = above ? `${above}/${node.name}` : node.name;
   const badges = [stateBadge(node.state), el("span", { class: `badge ${node.nested ? "on" : "off"}` }, `nesting ${node.nested ? "on" : "off"}`)];
   if (node.hypervisor_running) badges.push(el("span", { class: "badge hv" }, "hypervisor running"));
   if (node.reachable === false) badges.push(el("span", { class: "badge warn", title: node.error || "" }, "unreachable"));
-  const label = node.level === 1 ? vmLink(node.name) : el("span", {}, node.name);
-  return el("li", { class: "node", "data-vm": node.name, "data-level": node.level },
+  const label = vmLink(path);
+  return el("li", { class: "node", "data-vm": node.name, "data-path": path, "data-level": node.level },
     el("div", { class: "row" }, el("span", { class: "level" }, `L${node.level}`), label,
       el("span", { class: "muted" }, `${node.vcpus} vCPU · ${node.memory}`), ...badges),
-    node.children && node.children.length ? el("ul", {}, node.children.map(treeNode)) : null);
+    node.children && node.children.length ? el("ul", {}, node.children.map((child) => treeNode(child, path))) : null);
 }
 
 pages.overview = () => {
@@ -389,6 +402,9 @@ const R2_REASON = "Nesting (and the vCPU count) can change only while the VM is 
 
 pages.vm = () => {
   const name = body.dataset.vm;
+  const AT = body.dataset.at || "";  // the level whose VM this is ('' here): its calls carry at=AT
+  const call = (method, path, data) => api(method, atLevel(path, AT), data);
+  const finished = (op) => operation(op, null, AT);
   const $ = (id) => document.getElementById(id);
   let vm = null;
   const samples = [];
@@ -451,17 +467,17 @@ pages.vm = () => {
   };
 
   const refresh = async () => {
-    try { render(await api("GET", `/vms/${name}`)); } catch (err) { if (!vm) showError(err); }
+    try { render(await call("GET", `/vms/${name}`)); } catch (err) { if (!vm) showError(err); }
   };
 
   const loadAdapters = async () => {
     try {
-      const adapters = await api("GET", `/vms/${name}/adapters`);
+      const adapters = await call("GET", `/vms/${name}/adapters`);
       fill(document.querySelector("#adapters tbody"), adapters.map((a) => el("tr", { "data-adapter": a.name },
         el("td", {}, a.name), el("td", {}, a.switch), el("td", {}, el("code", {}, a.mac)),
         el("td", {}, el("label", { class: "check" }, el("input", { type: "checkbox", class: "spoofing", checked: a.mac_spoofing,
           onchange: (e) => act(null, async () => {
-            try { await api("PATCH", `/vms/${name}/adapters/${a.name}`, { mac_spoofing: e.target.checked }); } finally { loadAdapters(); }
+            try { await call("PATCH", `/vms/${name}/adapters/${a.name}`, { mac_spoofing: e.target.checked }); } finally { loadAdapters(); }
           }) }), a.mac_spoofing ? "allowed" : "guarded"),
           a.mac_spoofing || a.dropped_frames === null ? null : el("div", { class: "muted guard" }, `${a.dropped_frames} spoofed frames dropped`)))),
       4, "No network adapters.");
@@ -485,7 +501,7 @@ pages.vm = () => {
   };
   const loadDisks = async () => {
     try {
-      const disks = await api("GET", `/vms/${name}/disks`);
+      const disks = await call("GET", `/vms/${name}/disks`);
       $("disks-body").hidden = false;
       $("disks-none").hidden = true;
       if (!changed("disks", disks)) return;
@@ -495,11 +511,11 @@ pages.vm = () => {
           el("td", {}, d.name), el("td", { class: "size" }, bytes(d.virtual_size)), el("td", {}, bytes(d.allocated)),
           el("td", {}, d.image || "–"),
           el("td", { class: "form inline" }, size, el("button", { type: "button", class: "resize", onclick: (e) => act(e.target, async () => {
-            await api("PATCH", `/vms/${name}/disks/${encodeURIComponent(d.name)}`, { size: Number(size.value) * 1048576 });
+            await call("PATCH", `/vms/${name}/disks/${encodeURIComponent(d.name)}`, { size: Number(size.value) * 1048576 });
             await loadDisks();
           }) }, "Grow")),
           el("td", { class: "actions" }, d.name === "root" ? null : el("button", { type: "button", class: "danger remove", onclick: (e) => act(e.target, async () => {
-            await api("DELETE", `/vms/${name}/disks/${encodeURIComponent(d.name)}`);
+            await call("DELETE", `/vms/${name}/disks/${encodeURIComponent(d.name)}`);
             await loadDisks();
           }) }, "Remove")));
       }), 6, "No disks.");
@@ -507,7 +523,7 @@ pages.vm = () => {
   };
   const loadCheckpoints = async () => {
     try {
-      const checkpoints = await api("GET", `/vms/${name}/checkpoints`);
+      const checkpoints = await call("GET", `/vms/${name}/checkpoints`);
       $("checkpoints-body").hidden = false;
       $("checkpoints-none").hidden = true;
       if (!changed("checkpoints", checkpoints)) return;
@@ -516,11 +532,11 @@ pages.vm = () => {
         el("td", {}, c.memory ? `yes (${bytes(c.memory_size)})` : "no (disks only)"),
         el("td", { class: "actions" },
           el("button", { type: "button", class: "apply", onclick: (e) => act(e.target, async () => {
-            await operation(await api("POST", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}/apply`));
+            await finished(await call("POST", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}/apply`));
             await Promise.all([refresh(), loadCheckpoints()]);
           }) }, "Apply"), " ",
           el("button", { type: "button", class: "danger remove", onclick: (e) => act(e.target, async () => {
-            await api("DELETE", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}`);
+            await call("DELETE", `/vms/${name}/checkpoints/${encodeURIComponent(c.name)}`);
             await loadCheckpoints();
           }) }, "Remove")))), 4, "No checkpoints yet.");
     } catch (err) { noDisks("checkpoints", err); }
@@ -529,7 +545,7 @@ pages.vm = () => {
     e.preventDefault();
     const f = e.target;
     act(e.submitter, async () => {
-      await api("POST", `/vms/${name}/disks`, { name: f.name.value.trim(), size: Number(f.size.value) * 1048576 });
+      await call("POST", `/vms/${name}/disks`, { name: f.name.value.trim(), size: Number(f.size.value) * 1048576 });
       f.reset();
       await loadDisks();
     });
@@ -538,14 +554,14 @@ pages.vm = () => {
     e.preventDefault();
     const f = e.target;
     act(e.submitter, async () => {
-      await operation(await api("POST", `/vms/${name}/checkpoints`, { name: f.name.value.trim() }));
+      await finished(await call("POST", `/vms/${name}/checkpoints`, { name: f.name.value.trim() }));
       f.reset();
       await loadCheckpoints();
     });
   });
 
   const lifecycle = (path, data) => (e) => act(e.target, async () => {
-    const result = await operation(await api("POST", `/vms/${name}/${path}`, data));
+    const result = await finished(await call("POST", `/vms/${name}/${path}`, data));
     await refresh();
     if (path === "start") { connectConsole(); setTimeout(loadLog, 3000); }
     return result;
@@ -556,7 +572,7 @@ pages.vm = () => {
 
   $("processor-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    act(e.submitter, async () => render((await api("PATCH", `/vms/${name}/processor`, { count: Number(e.target.vcpus.value) })).vm));
+    act(e.submitter, async () => render((await call("PATCH", `/vms/${name}/processor`, { count: Number(e.target.vcpus.value) })).vm));
   });
   $("memory-form").addEventListener("input", () => { memoryEdited = true; });
   $("memory-form").addEventListener("submit", (e) => {
@@ -572,7 +588,7 @@ pages.vm = () => {
       if (f.buffer.value && Number(f.buffer.value) !== vm.memory_buffer) change.buffer = Number(f.buffer.value);
     }
     act(e.submitter, async () => {
-      await api("PATCH", `/vms/${name}/memory`, change);
+      await call("PATCH", `/vms/${name}/memory`, change);
       memoryEdited = false;
       await refresh();
     });
@@ -582,10 +598,47 @@ pages.vm = () => {
   $("nesting").addEventListener("click", (e) => {
     e.preventDefault();
     const want = !vm.nested;
-    act(null, async () => render((await api("PATCH", `/vms/${name}/processor`, { nested: want })).vm));
+    act(null, async () => render((await call("PATCH", `/vms/${name}/processor`, { nested: want })).vm));
   });
 
-  // the serial console: xterm.js over the API's websocket
+  // the serial console: xterm.js over the API's websocket (of this level only: the API does not
+  // pass streams on to a level below, so a VM below L1 has a note instead, from the template)
+  const connectConsole = AT ? () => {} : serialConsole(name);
+
+  const loadLog = async () => {
+    try {
+      const text = await call("GET", `/vms/${name}/log?tail=16384`);
+      const pre = $("bootlog");
+      // terminal control sequences (cursor queries, colours) are for terminals, not for this view
+      pre.textContent = (typeof text === "string" ? text : JSON.stringify(text))
+        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "").replace(/\n{3,}/g, "\n\n");
+      pre.scrollTop = pre.scrollHeight;
+    } catch (err) { $("bootlog").textContent = `(${err.message})`; }
+  };
+  $("log-refresh").addEventListener("click", loadLog);
+
+  onEvent((event) => {
+    // lifecycle events and the end of this VM's operations (this level's; a level below has its own stream)
+    if (!AT && event.vm === name) {
+      refresh();
+      loadAdapters();
+      loadDisks();
+      loadCheckpoints();
+    }
+  });
+  refresh().then(() => { if (vm && vm.state === "running") connectConsole(); });
+  loadAdapters();
+  loadDisks();
+  loadCheckpoints();
+  loadLog();
+  // a level below answers through its parent's channel, one call at a time: poll it less often
+  setInterval(refresh, AT ? 3000 : 1000);
+  setInterval(loadLog, AT ? 15000 : 5000);
+};
+
+// The serial console of this level's VM NAME in the #console terminal; returns its connect().
+function serialConsole(name) {
+  const $ = (id) => document.getElementById(id);
   const term = new Terminal({ convertEol: false, fontSize: 13, rows: 24, cols: 100, scrollback: 2000,
     theme: { background: "#111418" } });
   const fit = new FitAddon.FitAddon();
@@ -616,35 +669,9 @@ pages.vm = () => {
   const encoder = new TextEncoder();
   term.onData((data) => { if (ws && ws.readyState === 1) ws.send(encoder.encode(data)); });
   $("console-connect").addEventListener("click", connectConsole);
+  return connectConsole;
+}
 
-  const loadLog = async () => {
-    try {
-      const text = await api("GET", `/vms/${name}/log?tail=16384`);
-      const pre = $("bootlog");
-      // terminal control sequences (cursor queries, colours) are for terminals, not for this view
-      pre.textContent = (typeof text === "string" ? text : JSON.stringify(text))
-        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "").replace(/\n{3,}/g, "\n\n");
-      pre.scrollTop = pre.scrollHeight;
-    } catch (err) { $("bootlog").textContent = `(${err.message})`; }
-  };
-  $("log-refresh").addEventListener("click", loadLog);
-
-  onEvent((event) => {
-    if (event.vm === name) {  // lifecycle events and the end of this VM's operations
-      refresh();
-      loadAdapters();
-      loadDisks();
-      loadCheckpoints();
-    }
-  });
-  refresh().then(() => { if (vm && vm.state === "running") connectConsole(); });
-  loadAdapters();
-  loadDisks();
-  loadCheckpoints();
-  loadLog();
-  setInterval(refresh, 1000);
-  setInterval(loadLog, 5000);
-};
 
 function drawChart(canvas, samples, limit) {
   const ctx = canvas.getContext("2d");
