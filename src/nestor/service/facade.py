@@ -439,7 +439,16 @@ class Service:
 
     @audited("switch.remove")
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
-        return self.core.network.switch_remove(name, force=force)
+        """The default switch goes with the NAT it was made with (of its name) once no adapter is
+        on it, without --force; the next `vm new` that needs it makes both again."""
+        net = self.core.network
+        sw = net.store.switch(name)
+        nat = net.store.nat_of_switch(sw.id)
+        if (not force and name == self._default_switch() and nat is not None and nat.name == name
+                and not net.store.adapters_on_switch(sw.id)):
+            net.nat_remove(nat.name)
+            return replace(net.switch_remove(name), nat=nat.name)
+        return net.switch_remove(name, force=force)
 
     @audited("adapter.add", "vm")
     def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
