@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,15 @@ def test_who_gets_the_default_switch() -> None:
     assert not rules.wants_default((), no_network=True)
     with pytest.raises(InvalidInput):
         rules.wants_default(("sw",), no_network=True)
+
+
+def test_the_service_refuses_no_network_with_switches_before_any_change(tmp_path: Path) -> None:
+    """POST /v1/vms and `vm new` alike: no_network with switches is bad input, and nothing is made."""
+    from nestor.service import Service, VMSpec
+    from nestor.service.guest_types import GuestSpec
+
+    with Service(tmp_path / "home") as s:
+        with pytest.raises(InvalidInput) as caught:
+            s.vm_new_request(VMSpec("web", switches=("lan",)), GuestSpec(no_network=True))
+        assert "--no-network excludes --switch" in caught.value.message
+        assert s.vm_list() == [] and s.switch_list() == []
