@@ -59,7 +59,8 @@ def main() -> None:
             started = time.monotonic()
             disks.create_overlay(stored, target, None)
             overlay.append(time.monotonic() - started)
-        vm_new = [timed_cli(home, "vm", "new", f"v{i}", "--image", "debian-bookworm", "--no-ssh-key")
+        vm_new = [timed_cli(home, "vm", "new", f"v{i}", "--image", "debian-bookworm", "--no-ssh-key",
+                             "--no-network")
                   for i in range(args.runs)]
         loads.append(load())
     finally:

@@ -12,6 +12,12 @@ import pytest
 
 from tests.helpers import CACHE, reap_home
 
+# Network safety: no test makes the default switch (a bridge, a NAT, a dnsmasq) by accident, least
+# of all in the root network namespace. Every nestor of the run (in process, subprocesses, daemons)
+# inherits this; a test that wants the default switch drops it for commands given --netns
+# (tests/helpers.nestor(..., default_switch=True)). docs/decisions.md, "the default switch".
+os.environ["NESTOR_DEFAULT_SWITCH"] = "none"
+
 
 def _processes_naming(text: str) -> dict[int, str]:
     """Live (not zombie) processes whose command line names `text`, but not this process's tree."""

@@ -17,12 +17,18 @@ CACHE = Path(os.environ.get("NESTOR_TEST_CACHE", "/var/cache/nestor-test"))
 
 
 def nestor(home: Path, *args: str, netns: str | None = None, timeout: float = 120,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a user would."""
+           check: bool = True, default_switch: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess, as a user would. The test run turns the default switch
+    off (tests/conftest.py); `default_switch` turns it back on for this command, only in a
+    namespace of the test's (--netns)."""
     argv = [sys.executable, "-m", "nestor", "--home", str(home)]
+    env = dict(os.environ)
+    if default_switch:
+        assert netns, "the default switch only in a namespace the test made (network safety)"
+        env.pop("NESTOR_DEFAULT_SWITCH", None)
     if netns:
         argv += ["--netns", netns]
-    result = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=timeout, check=False, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"nestor {' '.join(args)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
     return result

@@ -283,7 +283,8 @@ class Client:
         body = to_json(spec)
         body["switches"] = list(spec.switches)
         body.update({"generation": guest.generation, "secure_boot": guest.secure_boot, "disk_size": guest.disk_size,
-                     "user": guest.user, "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname})
+                     "user": guest.user, "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname,
+                     "no_network": guest.no_network})
         for key in ("iso", "ssh_key", "cloud_init"):
             value = getattr(guest, key)
             body[key] = str(value) if value is not None else None

@@ -3,14 +3,16 @@ BIOS and UEFI boots, cloud-init from the flags, `vm ssh`, disks, checkpoints, im
 
 One BIOS VM is booted once for the module and shared by the tests (a systemd boot under TCG
 takes minutes). It is a nested-enabled L1 (`--nested`) with two adapters, both on switches inside
-a network namespace this test made: net0 on an internal switch with a static address from the
-flags, net1 on a switch with a nestor NAT and its DHCP (the NAT has no way out of the namespace).
+a network namespace this test made: net0 on the default switch `vm new` made on first use (a
+nestor NAT and its DHCP; the NAT has no way out of the namespace), net1 on an internal switch with
+a static address from the flags.
 Traffic only goes between that namespace and the VM; the finalizer ends every QEMU and deletes
 the namespace, also when a test fails.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import pwd
 import secrets
@@ -69,26 +71,19 @@ def subnet() -> str:
 
 
 @pytest.fixture(scope="module")
-def nat_subnet(subnet: str) -> str:
-    while True:
-        other = f"10.{120 + secrets.randbelow(8)}.{secrets.randbelow(250)}"
-        if other != subnet:
-            return other
-
-
-@pytest.fixture(scope="module")
-def booted(ghome: Path, netns: str, key: Path, subnet: str, nat_subnet: str) -> dict[str, object]:
-    """g1: generation 1 (SeaBIOS), nested-enabled; net0 with a static address from `adapter set`,
-    net1 by DHCP from a nestor NAT; a data disk; booted to SSH."""
+def booted(ghome: Path, netns: str, key: Path, subnet: str) -> dict[str, object]:
+    """g1: generation 1 (SeaBIOS), nested-enabled; net0 by DHCP on the default switch (made by this
+    first `vm new` of the home, in the test's namespace), net1 with a static address from
+    `adapter set`; a data disk; booted to SSH."""
     cli = lambda *a, **kw: nestor(ghome, *a, netns=netns, **kw)  # noqa: E731
+    made = time.monotonic()
+    new = cli("vm", "new", "g1", "--image", "debian-bookworm", "--memory", "1G", "--nested", "--user", USER,
+              "--ssh-key", str(key), "--hostname", HOSTNAME, default_switch=True).stdout
+    print(f"[measure] g1 vm new with the default switch made: {time.monotonic() - made:.1f} s", file=sys.stderr)
     cli("switch", "new", "sw", "--type", "internal")
     cli("switch", "set-ip", "sw", f"{subnet}.1/24")
-    cli("switch", "new", "natsw", "--type", "internal")
-    cli("switch", "set-ip", "natsw", f"{nat_subnet}.1/24")
-    cli("nat", "new", "out", "--switch", "natsw", "--prefix", f"{nat_subnet}.0/24", "--dhcp")
-    cli("vm", "new", "g1", "--image", "debian-bookworm", "--memory", "1G", "--nested", "--user", USER,
-        "--ssh-key", str(key), "--hostname", HOSTNAME, "--switch", "sw", "--switch", "natsw")
-    cli("adapter", "set", "g1", "--name", "net0", "--ip", f"{subnet}.10/24", "--gateway", f"{subnet}.1",
+    cli("adapter", "add", "g1", "--switch", "sw")
+    cli("adapter", "set", "g1", "--name", "net1", "--ip", f"{subnet}.10/24", "--gateway", f"{subnet}.1",
         "--dns", f"{subnet}.1")
     cli("vm", "disk", "add", "g1", "--name", "data", "--size", "64M")
     started = time.monotonic()
@@ -107,7 +102,7 @@ def booted(ghome: Path, netns: str, key: Path, subnet: str, nat_subnet: str) -> 
         assert time.monotonic() < deadline + 300, "cloud-init did not finish"
         time.sleep(3)
     print(f"[measure] g1 boot to cloud-init done: {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return {"boot_seconds": boot}
+    return {"boot_seconds": boot, "new": new}
 
 
 def ssh(ghome: Path, netns: str, *command: str, check: bool = True) -> str:
@@ -137,7 +132,7 @@ def test_static_address_gateway_dns(ghome: Path, netns: str, subnet: str, key: P
     assert f"default via {subnet}.1" in ssh(ghome, netns, "ip", "-4", "route", "show", "default")
     assert f"{subnet}.1" in ssh(ghome, netns, "resolvectl", "dns")
     # ssh reaches the guest at the static address too (from the test's namespace; `vm ssh`
-    # itself prefers net1's DHCP lease).
+    # itself prefers net0's DHCP lease).
     direct = sh("ip", "netns", "exec", netns, "ssh", "-i", str(key.with_suffix("")), "-o", "BatchMode=yes",
                 "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=30",
                 "-l", USER, "--", f"{subnet}.10", "echo $SSH_CONNECTION", timeout=120)
@@ -145,16 +140,16 @@ def test_static_address_gateway_dns(ghome: Path, netns: str, subnet: str, key: P
 
 
 @pytest.mark.timeout(BOOT_TIMEOUT + 600)
-def test_vm_ssh_finds_the_dhcp_lease_of_a_nat_switch(ghome: Path, netns: str, subnet: str, nat_subnet: str,
+def test_vm_ssh_finds_the_dhcp_lease_of_a_nat_switch(ghome: Path, netns: str, subnet: str,
                                                      booted: dict[str, object]) -> None:
-    """net1 got its address from the NAT's dnsmasq; `vm ssh` connects to that leased address,
-    found in the lease file, with the guest agent stopped (so it cannot be what answered)."""
+    """net0 got its address from the default switch's NAT's dnsmasq; `vm ssh` connects to that
+    leased address, found in the lease file, with the guest agent stopped (so it cannot be what answered)."""
     nats = json.loads(nestor(ghome, "nat", "list", "-o", "json", netns=netns).stdout)
-    (nat,) = [n for n in nats if n["name"] == "out"]
+    (nat,) = [n for n in nats if n["name"] == "default"]
     adapters = json.loads(nestor(ghome, "adapter", "list", "g1", "-o", "json", netns=netns).stdout)
-    mac = {a["name"]: a["mac"] for a in adapters}["net1"].lower()
+    mac = {a["name"]: a["mac"] for a in adapters}["net0"].lower()
     leased = [lease["ip"] for lease in nat["leases"] if lease["mac"].lower() == mac]
-    assert len(leased) == 1 and leased[0].startswith(f"{nat_subnet}."), nat["leases"]
+    assert len(leased) == 1 and ipaddress.ip_address(leased[0]) in ipaddress.ip_network(nat["prefix"]), nat["leases"]
     assert leased[0] in ssh(ghome, netns, "ip", "-4", "-o", "addr", "show")
     ssh(ghome, netns, "sudo systemctl stop qemu-guest-agent")
     try:
@@ -166,6 +161,58 @@ def test_vm_ssh_finds_the_dhcp_lease_of_a_nat_switch(ghome: Path, netns: str, su
         assert not connection[2].startswith(f"{subnet}.")
     finally:
         ssh(ghome, netns, "sudo systemctl start qemu-guest-agent", check=False)
+
+
+def test_default_switch_made_on_first_use(ghome: Path, netns: str, booted: dict[str, object]) -> None:
+    """g1's `vm new` named no switch: nestor made the default switch (internal, NAT, DHCP + DNS) in
+    the test's namespace, said on which prefix, and `switch list` marks it; g1 reached ssh through it."""
+    said = str(booted["new"])
+    assert f"default switch 'default' made in network namespace '{netns}'" in said, said
+    switches = {s["name"]: s for s in json.loads(nestor(ghome, "switch", "list", "-o", "json", netns=netns).stdout)}
+    default = switches["default"]
+    assert default["default"] is True and switches["sw"]["default"] is False
+    assert default["type"] == "internal" and default["nat"] == "default" and default["netns"] == netns
+    prefix = ipaddress.ip_interface(default["address"]).network
+    assert f"on {prefix} (gateway {ipaddress.ip_interface(default['address']).ip})" in said, said
+    table = nestor(ghome, "switch", "list", netns=netns).stdout
+    assert "DEFAULT" in table.splitlines()[0] and "yes" in next(line for line in table.splitlines()
+                                                               if line.startswith("default "))
+
+
+def test_default_switch_avoids_taken_prefixes_and_comes_back(ghome: Path, netns: str, tmp_path: Path,
+                                                           debian_store: Path, booted: dict[str, object]) -> None:
+    """A second fresh home in the same namespace: its default switch avoids the prefix g1's home
+    took there (a route and an address of the namespace); removed while no VM uses it (its NAT
+    with it), it is gone from the namespace, and the next `vm new` that needs it makes it again;
+    `--no-network` gives no adapter and with `--switch` is refused."""
+    other = guest_home(tmp_path / "other", debian_store)
+    cli = lambda *a, **kw: nestor(other, *a, netns=netns, **kw)  # noqa: E731
+    try:
+        taken = ipaddress.ip_interface(json.loads(nestor(ghome, "switch", "show", "default", "-o", "json",
+                                                         netns=netns).stdout)["address"]).network
+        said = cli("vm", "new", "a", "--image", "debian-bookworm", "--no-ssh-key", default_switch=True).stdout
+        (sw,) = json.loads(cli("switch", "list", "-o", "json").stdout)
+        prefix = ipaddress.ip_interface(sw["address"]).network
+        assert sw["default"] and not prefix.overlaps(taken) and f"on {prefix} " in said, (said, taken)
+        refused = cli("switch", "remove", "default", check=False)
+        assert refused.returncode == 4 and "a/net0" in refused.stderr and "hint: " in refused.stderr
+        cli("vm", "remove", "a")
+        assert cli("switch", "remove", "default").stdout.strip() == "switch 'default' removed (with nat 'default')"
+        assert json.loads(cli("switch", "list", "-o", "json").stdout) == []
+        assert json.loads(cli("nat", "list", "-o", "json").stdout) == []
+        assert sw["bridge"] not in sh("ip", "-n", netns, "-br", "link").stdout
+        cli("vm", "new", "c", "--image", "debian-bookworm", "--no-ssh-key", "--no-network", default_switch=True)
+        assert json.loads(cli("adapter", "list", "c", "-o", "json").stdout) == []
+        assert json.loads(cli("switch", "list", "-o", "json").stdout) == []  # not needed: not made
+        both = cli("vm", "new", "d", "--image", "debian-bookworm", "--switch", "default", "--no-network",
+                   default_switch=True, check=False)
+        assert both.returncode == 2 and "--no-network excludes --switch" in both.stderr
+        again = cli("vm", "new", "b", "--image", "debian-bookworm", "--no-ssh-key", default_switch=True).stdout
+        assert "default switch 'default' made" in again
+        (back,) = json.loads(cli("switch", "list", "-o", "json").stdout)
+        assert back["name"] == "default" and back["default"] and back["adapters"] == 1 and back["nat"] == "default"
+    finally:
+        reap_home(other)
 
 
 def test_exec_through_the_agent(ghome: Path, netns: str, booted: dict[str, object]) -> None:

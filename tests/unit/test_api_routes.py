@@ -217,3 +217,14 @@ def test_api_bodies_take_no_coerced_types(api: TestClient, home: Path) -> None:
         error_of(api.post("/v1/vms", json=body), 400, "invalid_input")
     error_of(api.post("/v1/vms/x/stop", json={"turn_off": "yes"}), 400, "invalid_input")
     assert api.get("/v1/vms").json() == []
+
+
+def test_vm_new_no_network(api: TestClient, home: Path) -> None:
+    """POST /v1/vms takes no_network: a VM without adapters; with switches it is bad input, nothing made."""
+    created = new_vm(api, home, "quiet", no_network=True)
+    assert created["network"] is None and created["vm"]["name"] == "quiet"
+    assert api.get("/v1/vms/quiet/adapters").json() == []
+    error = error_of(api.post("/v1/vms", json={"name": "both", "kernel": str(home.parent / "vmlinux"),
+                                               "no_network": True, "switches": ["lan"]}), 400, "invalid_input")
+    assert "--no-network excludes --switch" in error["message"]
+    assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["quiet"]

@@ -111,7 +111,7 @@ def test_cli_json_keeps_its_shapes() -> None:
     assert shown["moved_from_uplink"] == "192.0.2.10/24, 2001:db8::10/64, route default via 192.0.2.1, " \
                                          "route 198.51.100.0/24"
     assert list(shown) == ["name", "type", "netns", "bridge", "address", "uplink", "adapters", "nat", "state", "ports",
-                           "host_addresses", "moved_from_uplink"]
+                           "host_addresses", "moved_from_uplink", "default"]
     assert shown["adapters"] == [{"vm": "web", "adapter": "net0", "mac": "52:54:00:aa:bb:01", "tap": "nstab12c-1"}]
 
 

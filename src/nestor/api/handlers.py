@@ -97,6 +97,8 @@ class VMNew(Body):
     no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
     hostname: str | None = described(None, "cloud-init: the guest's hostname")
     cloud_init: str | None = described(None, "cloud-init: a user-data file in the server's files directory")
+    no_network: bool = described(False, "no adapter; without it and without switches a disk-image VM gets one "
+                                        "on the default switch (made on first use)")
 
 
 class PolicyChange(Body):
@@ -296,7 +298,7 @@ def vm_list(ctx: Ctx) -> Answer:
 
 
 _GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_key", "no_ssh_key", "hostname",
-                 "cloud_init")
+                 "cloud_init", "no_network")
 
 
 def _path(value: str | None) -> Path | None:
@@ -345,7 +347,8 @@ def vm_new(ctx: Ctx, body: VMNew) -> Answer:
                       iso=api_file(ctx, guest_fields["iso"], "iso"), disk_size=guest_fields["disk_size"],
                       user=guest_fields["user"], ssh_key=api_file(ctx, guest_fields["ssh_key"], "ssh_key"),
                       no_ssh_key=guest_fields["no_ssh_key"], hostname=guest_fields["hostname"],
-                      cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"))
+                      cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"),
+                      no_network=guest_fields["no_network"])
     with ctx.settings.service() as s:
         result = s.vm_new_request(spec, guest)
     ctx.runtime.events.publish("vm", {"vm": spec.name, "action": "created"})

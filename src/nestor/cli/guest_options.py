@@ -46,4 +46,5 @@ def guest_spec(image: str | None, switches: tuple[str, ...], flags: dict[str, An
         disk_size=parse_size(flags["disk_size"], "disk") if flags["disk_size"] is not None else None,
         user=flags["user"], ssh_key=flags["ssh_key"], no_ssh_key=flags["no_ssh_key"],
         hostname=flags["hostname"], cloud_init=flags["cloud_init"], switches=switches,
+        no_network=flags["no_network"],
     )

@@ -56,8 +56,10 @@ def switch_list(ctx: Ctx, output: str, at: str) -> None:
     """All switches, with their observed state."""
     with ctx.level(at, local=True) as level:
         rows = to_json(level.switch_list())
-    rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat"],
-             empty="no switches")
+    if output != "json":
+        rows = [{**row, "default": "yes" if row["default"] else ""} for row in rows]
+    rows_out(rows, output, ["name", "type", "state", "bridge", "address", "uplink", "netns", "adapters", "nat",
+                            "default"], empty="no switches")
 
 
 @switch.command("show")

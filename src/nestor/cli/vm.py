@@ -39,7 +39,9 @@ def vm() -> None:
 @click.option("--expose-virtualization-extensions", "--nested", "nested", is_flag=True,
               help="let the guest run its own hypervisor (seed: Set-VMProcessor -ExposeVirtualizationExtensions)")
 @click.option("--config-version", default=None, help="VM configuration version (default: current)")
-@click.option("--switch", "switches", multiple=True, help="connect an adapter to this switch (repeatable)")
+@click.option("--switch", "switches", multiple=True,
+              help="connect an adapter to this switch (repeatable; default for disk-image VMs: the default switch)")
+@click.option("--no-network", is_flag=True, help="no adapter (a disk-image VM gets none on the default switch)")
 @click.option("--host", "host", default=None,
               help="a libvirt host (nestor host list), or 'auto': the most free memory among those that fit")
 @click.option("--maximum", default=None, help="with --host: the memory the VM can grow to while running")
@@ -50,10 +52,12 @@ def vm() -> None:
 @pass_ctx
 def new(ctx: Ctx, /, name: str, at: str, vcpus: int, memory: str, image: str | None, kernel: Path | None,
         initrd: Path | None, append: str, run_script: Path | None, nested: bool,
-        config_version: str | None, switches: tuple[str, ...], host: str | None, maximum: str | None,
-        disk: str | None, network: str | None, **guest_flags: Any) -> None:
+        config_version: str | None, switches: tuple[str, ...], no_network: bool, host: str | None,
+        maximum: str | None, disk: str | None, network: str | None, **guest_flags: Any) -> None:
     """Define a new VM (it starts Off), here, on a libvirt host (--host) or at a level below (--at l1)."""
-    guest = guest_spec(image, switches, guest_flags)
+    guest = guest_spec(image, switches, {**guest_flags, "no_network": no_network})
+    if no_network and switches:
+        raise InvalidInput("--no-network excludes --switch", hint="give one of them")
     if is_guest_request(image, guest):  # a disk-image VM (service/diskvms.py)
         if host or maximum or disk or network:
             raise InvalidInput("--host/--maximum/--disk/--network are for VMs on libvirt hosts, not disk-image VMs",
@@ -66,6 +70,8 @@ def new(ctx: Ctx, /, name: str, at: str, vcpus: int, memory: str, image: str | N
                                         config_version=config_version)
         for message in result.warnings:
             warn(message)
+        if result.network:
+            click.echo(result.network)
         click.echo(f"vm '{result.vm.name}' created (generation {guest.generation})")
         return
     spec = VMSpec(

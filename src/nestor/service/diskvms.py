@@ -27,9 +27,10 @@ from ..images import store
 from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, validate_config_version, validate_name
 from ..net.revert import Reverter
 from ..policy import accel as accel_policy
+from ..policy import default_switch as default_switch_rules
 from ..policy import memory as memory_rules
 from ..policy import processor as rules
-from . import disks
+from . import default_switch, disks
 from .guest_types import AddressResult, GuestSpec
 
 if TYPE_CHECKING:
@@ -162,9 +163,11 @@ def validate_request(core: Core, req: GuestSpec) -> tuple[GuestConfig, store.Sto
 
 
 def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_version: str | None,
-           req: GuestSpec) -> tuple[VMConfig, list[str]]:
+           req: GuestSpec) -> tuple[VMConfig, list[str], str | None]:
     """`vm new` of a disk-image guest: every flag checked first, then the VM, its disk, its NVRAM
-    and its adapters, undone together on failure."""
+    and its adapters, undone together on failure. Without --switch and --no-network its one
+    adapter is on the default switch, made now if missing (service/default_switch.py): the third
+    item says what was made."""
     validate_name(name)
     config_version = validate_config_version(config_version or CURRENT_CONFIG_VERSION)
     accel = accel_policy.choose(core.facts)
@@ -175,7 +178,14 @@ def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_
     guest, image, size = validate_request(core, req)
     for switch in req.switches:
         core.network.store.switch(switch)  # an unknown switch fails before the VM exists
+    wanted = default_switch_rules.wants_default(req.switches, req.no_network)
     with Reverter() as revert:
+        switches, made = req.switches, None
+        if wanted:
+            network = default_switch.ensure(core, revert)
+            switches, made = ((network.switch,) if network.switch else ()), network.made
+            if network.warning:
+                warnings = [*warnings, network.warning]
         config = core.vms.add(VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
                                        config_version=config_version, boot=BootSource(image=guest.image)))
         revert.add(lambda: core.vms.remove(config.id))
@@ -195,10 +205,10 @@ def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_
         if guest.generation == 2:
             firmware.make_nvram(vm_dir, guest.secure_boot)
         revert.add(lambda: core.network.forget(config))
-        for switch in req.switches:
+        for switch in switches:
             core.network.adapter_add(config.name, switch)
         revert.success()
-    return config, warnings
+    return config, warnings, made
 
 
 # --------------------------------------------------------------------------------------------

@@ -418,10 +418,18 @@ class Service:
         return net.switch_info(net.switch_new(spec.name, spec.type.value, spec.uplink, spec.move_addresses))
 
     def switch_list(self) -> list[SwitchInfo]:
-        return self.core.network.switch_list()
+        """Every switch; the home's default switch (service/default_switch.py) marked `default`."""
+        default = self._default_switch()
+        return [replace(sw, default=sw.name == default) for sw in self.core.network.switch_list()]
 
     def switch_show(self, name: str) -> SwitchDetail:
-        return self.core.network.switch_show(name)
+        detail = self.core.network.switch_show(name)
+        return replace(detail, default=detail.name == self._default_switch())
+
+    def _default_switch(self) -> str | None:
+        from . import default_switch
+
+        return default_switch.name(self.core)
 
     @audited("switch.set-ip")
     def switch_set_ip(self, name: str, address: str) -> SwitchInfo:
@@ -431,7 +439,16 @@ class Service:
 
     @audited("switch.remove")
     def switch_remove(self, name: str, force: bool = False) -> SwitchRemoval:
-        return self.core.network.switch_remove(name, force=force)
+        """The default switch goes with the NAT it was made with (of its name) once no adapter is
+        on it, without --force; the next `vm new` that needs it makes both again."""
+        net = self.core.network
+        sw = net.store.switch(name)
+        nat = net.store.nat_of_switch(sw.id)
+        if (not force and name == self._default_switch() and nat is not None and nat.name == name
+                and not net.store.adapters_on_switch(sw.id)):
+            net.nat_remove(nat.name)
+            return replace(net.switch_remove(name), nat=nat.name)
+        return net.switch_remove(name, force=force)
 
     @audited("adapter.add", "vm")
     def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:
@@ -524,15 +541,17 @@ class Service:
 
         if nested:
             self._check_nesting(name, nesting_rule.Action.NEW)
-        config, warnings = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
-        return NewVM(self._vms.info(config), warnings)
+        config, warnings, made = diskvms.create(self.core, name, vcpus, memory, nested, config_version, guest)
+        return NewVM(self._vms.info(config), warnings, network=made)
 
     @audited("vm.new", lambda a: a["spec"].name)
     def vm_new_request(self, spec: VMSpec, guest: GuestSpec) -> NewVM:
         """`vm new` from one request that may describe any kind of VM (the API's POST /vms): a
         disk-image guest when the image is a stored one or a guest flag is given, else vm_new."""
+        from ..policy import default_switch as default_switch_rules
         from . import diskvms
 
+        default_switch_rules.wants_default(spec.switches, guest.no_network)  # no_network with switches: refused
         if not diskvms.is_guest_request(spec.image, guest):
             return self.vm_new(spec)
         if spec.host or spec.maximum is not None or spec.disk or spec.network:

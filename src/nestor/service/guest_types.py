@@ -26,6 +26,7 @@ class GuestSpec:
     hostname: str | None = None
     cloud_init: Path | None = None
     switches: tuple[str, ...] = field(default=())
+    no_network: bool = False  # no adapter at all (without it and without switches: the default switch)
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class SwitchInfo:
     adapters: int
     nat: str | None
     state: LinkState
+    default: bool = False  # the home's default switch (new disk-image VMs get an adapter on it)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class SwitchDetail:
     ports: list[str] | None  # None: could not look
     host_addresses: list[str] | None  # CIDR, as observed on the bridge; None: could not look
     moved_from_uplink: MovedUplink | None = None
+    default: bool = False  # the home's default switch
 
 
 @dataclass(frozen=True)

@@ -160,6 +160,7 @@ class NewVM:
     vm: VMInfo
     warnings: list[str] = field(default_factory=list)
     placement: str | None = None  # `host: auto`: why that host was chosen
+    network: str | None = None  # the default switch made for it, and on which prefix (made on first use)
 
 
 @dataclass(frozen=True)

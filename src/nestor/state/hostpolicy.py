@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 NESTING = "nesting"
+DEFAULT_SWITCH = "default_switch"  # the default switch's name (policy/default_switch.py), or none
 
 
 class PolicyRepo:
