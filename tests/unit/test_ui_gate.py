@@ -64,7 +64,9 @@ def test_login_returns_only_to_pages_of_the_ui(guarded: tuple[Any, str]) -> None
 
 def test_without_require_token_pages_open_and_the_vm_name_is_escaped(tmp_path: Path) -> None:
     app = create_app(Settings(tmp_path / "home"))
-    page = get(app, "/ui/vms/<b>x")
+    page = get(app, "/ui/vms/l1/web")
     assert page.status_code == 200
-    assert 'data-vm="&lt;b&gt;x"' in page.text and "<b>x" not in page.text
+    assert 'data-vm="web"' in page.text and 'data-at="l1"' in page.text
+    bad = get(app, "/ui/vms/<b>x")  # not a VM path: refused, and never reflected as markup
+    assert bad.status_code == 404 and "<b>x" not in bad.text
     assert get(app, "/ui/nope").status_code == 404
