@@ -177,3 +177,29 @@ def test_ps_computer_name_drives_l1s_nestor(l1_home: Path) -> None:
         nestor(l1_home, "vm", "exec", "l1", "--", "nestor", "vm", "remove", "psvm", "--force", check=False, timeout=120)
     assert [v["name"] for v in json.loads(before)] == [v["name"] for v in json.loads(
         nestor(l1_home, "vm", "list", "-o", "json").stdout)]
+
+
+def test_paths_drive_l2_from_l0(l1_home: Path) -> None:
+    """Issue 16: L0's CLI addresses l1's VMs and switches by path (`l1/p2`, `--at l1`); l1's own CLI
+    sees the same; errors name the level."""
+    nestor(l1_home, "vm", "new", "p2", "--at", "l1", "--memory", "160M", timeout=180)
+    try:
+        assert show(l1_home, "l1/p2")["state"] == "off"
+        nestor(l1_home, "vm", "start", "l1/p2", timeout=240)
+        shown = show(l1_home, "l1/p2")
+        assert (shown["name"], shown["state"], shown["accelerator"]) == ("p2", "running", "kvm"), shown
+        assert json.loads(in_l1(l1_home, "nestor", "vm", "show", "p2", "-o", "json"))["state"] == "running"
+        nestor(l1_home, "vm", "stop", "l1/p2", "--turn-off", timeout=180)
+        assert show(l1_home, "l1/p2")["state"] == "off"
+
+        nestor(l1_home, "switch", "new", "plan", "--type", "private", "--at", "l1", timeout=120)
+        listed = json.loads(nestor(l1_home, "switch", "list", "--at", "l1", "-o", "json").stdout)
+        assert "plan" in [s["name"] for s in listed]
+        assert "plan" not in [s["name"] for s in json.loads(nestor(l1_home, "switch", "list", "-o", "json").stdout)]
+        nestor(l1_home, "switch", "remove", "plan", "--at", "l1", timeout=120)
+
+        missing = nestor(l1_home, "vm", "stop", "l1/l9", check=False)
+        assert missing.returncode != 0 and "vm 'l1/l9': no VM 'l9' in l1" in missing.stderr, missing.stderr
+    finally:
+        nestor(l1_home, "vm", "remove", "l1/p2", "--force", check=False, timeout=180)
+    assert "p2" not in [v["name"] for v in json.loads(in_l1(l1_home, "nestor", "vm", "list", "-o", "json"))]
