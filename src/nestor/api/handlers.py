@@ -143,7 +143,7 @@ class Memory(Body):
 
 
 class Exec(Body):
-    argv: list[str] = described(description="the command and its arguments", max_items=rules.MAX_ITEMS)
+    argv: list[str] = described(description="the command and its arguments", min_items=1, max_items=rules.MAX_ITEMS)
     timeout: float = described(120.0, "seconds", ge=rules.MIN_TIMEOUT, le=rules.MAX_TIMEOUT)
     stdin_b64: str | None = described(None, "standard input, base64", pattern=rules.BASE64)
 
@@ -250,7 +250,8 @@ def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
         return _json(s.audit_list(since, limit))
 
 
-_REPORT_QUERY = {"path": (str | None, Query(None, pattern=rules.LEVEL, max_length=4096)), "timeout": (float, Query(30.0, gt=0, le=86400))}
+_REPORT_QUERY = {"path": (str | None, Query(None, pattern=rules.LEVEL, max_length=4096)),
+                  "timeout": (float, Query(30.0, gt=0, le=86400))}
 
 
 @table.get("/host/check-tree", does="host_check_tree", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
@@ -434,7 +435,8 @@ def vm_exec(ctx: Ctx, target: str, body: Exec) -> Answer:
 
 @table.get("/vms/{name}/log", does="vm_log",
            responses={200: {"content": {"application/octet-stream": {}}, "description": "bytes"}},
-           query={"tail": (int | None, Query(None, ge=0, le=1 << 30)), "until": (str | None, Query(None, max_length=4096)),
+           query={"tail": (int | None, Query(None, ge=0, le=1 << 30)),
+                  "until": (str | None, Query(None, pattern=rules.UNTIL, max_length=4096)),
                   "timeout": (float | None, Query(None, gt=0, le=86400))})
 def vm_log(ctx: Ctx, name: str, tail: int | None = None, until: str | None = None,
            timeout: float | None = None) -> Answer:

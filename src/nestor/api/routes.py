@@ -24,7 +24,17 @@ from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as FastPath
 from fastapi import Query as FastQuery
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    create_model,
+)
 
 from ..errors import InvalidInput, NestorError
 from ..service.audit import CHANNEL, Actor, acting
@@ -78,7 +88,14 @@ class _Model(BaseModel):
 
 
 _MODELS: dict[type[Body], type[BaseModel]] = {}
-_STRICT: dict[Any, Any] = {int: StrictInt, bool: StrictBool, str: StrictStr, float: StrictFloat}
+def _whole(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema: 1.0 is one); any other float stays
+    a float, and strict int refuses it (as it refuses true and "2")."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WholeInt = typing.Annotated[int, Strict(), BeforeValidator(_whole)]
+_STRICT: dict[Any, Any] = {int: WholeInt, bool: StrictBool, str: StrictStr, float: StrictFloat}
 
 
 def strict(kind: Any) -> Any:
@@ -98,6 +115,10 @@ _FIELD_RULES = {"pattern", "ge", "le", "multiple_of", "min_length", "max_length"
 
 def _ruled(kind: Any, rules: dict[str, Any]) -> Any:
     """KIND (strict) with a field's rules (table.described) that pydantic checks and documents."""
+    numeric = {k: v for k, v in rules.items() if k in ("ge", "le", "multiple_of")}
+    if numeric and kind in (int, int | None):  # the bounds on the int itself, before JSON's 1.0 becomes 1
+        whole = typing.Annotated[int, Strict(), Field(**numeric), BeforeValidator(_whole)]
+        return whole if kind is int else whole | None
     kind = strict(kind)
     if "enum" in rules:
         words = typing.Literal[tuple(rules["enum"])]  # type: ignore[valid-type]
@@ -109,7 +130,7 @@ def _ruled(kind: Any, rules: dict[str, Any]) -> Any:
         nullable = origin in (typing.Union, types.UnionType) and type(None) in args
         (inner,) = [a for a in args if a is not type(None)] if nullable else (kind,)
         item = typing.get_args(inner)[0]
-        inner = list[typing.Annotated[item, Field(**{k: v for k, v in items.items() if k in _FIELD_RULES})]]  # type: ignore[misc,valid-type]
+        inner = list[typing.Annotated[item, Field(**{k: v for k, v in items.items() if k in _FIELD_RULES})]]  # type: ignore[valid-type]
         kind = inner | None if nullable else inner
     return kind
 
@@ -120,9 +141,12 @@ def model_of(body: type[Body]) -> type[BaseModel]:
         fields: dict[str, Any] = {}
         for f in body_fields(body):
             default = ... if f.required else f.make_default()
-            rules = {k: v for k, v in f.rules.items() if k in _FIELD_RULES}
+            rules = {k: v for k, v in f.rules.items() if k in _FIELD_RULES
+                     and not (f.kind in (int, int | None) and k in ("ge", "le", "multiple_of"))}
             if "max_items" in f.rules:
                 rules["max_length"] = f.rules["max_items"]
+            if "min_items" in f.rules:
+                rules["min_length"] = f.rules["min_items"]
             kind = _ruled(f.kind, f.rules)
             if f.description or rules:
                 fields[f.name] = (kind, Field(default, description=f.description, **rules))

@@ -55,3 +55,4 @@ _OCTET = "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 CIDR = anchored(rf"{_OCTET}(?:\.{_OCTET}){{3}}/(?:[0-9]|[12][0-9]|3[0-2])")
 BASE64 = anchored("(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 URI_EXAMPLES = "qemu+ssh://root@host-a/system, qemu+tls://host-b/system, test:///default"
+UNTIL = anchored(r"[\s\S]+")  # vm log --until: some text to wait for

@@ -335,6 +335,8 @@ def _plain(kind: Any, value: Any) -> Any:
         return value
     if kind is int and type(value) is int:
         return value
+    if kind is int and type(value) is float and value.is_integer():  # JSON Schema: 1.0 is an integer
+        return int(value)
     if kind is float and type(value) in (int, float):
         return float(value)
     if isinstance(kind, type) and issubclass(kind, enum.Enum) and type(value) is str:
@@ -352,7 +354,7 @@ def obeys(value: Any, rules: dict[str, Any]) -> bool:
     if "enum" in rules:
         return (value.value if isinstance(value, enum.Enum) else value) in rules["enum"]
     if isinstance(value, list):
-        return (len(value) <= rules.get("max_items", len(value))
+        return (rules.get("min_items", 0) <= len(value) <= rules.get("max_items", len(value))
                 and all(obeys(v, rules.get("items", {})) for v in value))
     if isinstance(value, enum.Enum):
         value = value.value
