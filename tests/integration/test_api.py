@@ -154,7 +154,7 @@ def test_error_envelopes(api: tuple[Daemon, Client, httpx.Client]) -> None:
 
     envelope(raw.get("/v1/vms/ghost"), 404, "not_found")
     envelope(raw.post("/v1/vms/ghost/start"), 404, "not_found")  # checked before an operation is made
-    envelope(raw.get("/v1/operations/nope"), 404, "not_found")
+    envelope(raw.get("/v1/operations/00000000-0000-4000-8000-000000000000"), 404, "not_found")
     envelope(raw.delete("/v1/nats/nope"), 404, "not_found")
     error = envelope(raw.post("/v1/vms", json={"name": "Bad Name!"}), 400, "invalid_input")
     assert error["hint"]

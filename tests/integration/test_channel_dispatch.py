@@ -115,7 +115,8 @@ def test_the_channel_answers_before_fastapi_and_like_it(l1: tuple[Daemon, Path, 
                     ("GET", "/v1/switches", None), ("GET", "/v1/nats", None), ("GET", "/v1/vms/l2/log?tail=10", None),
                     ("GET", "/v1/vms/l3", None), ("DELETE", "/v1/nats/nat0", None),
                     ("PUT", "/v1/switches/nat0/address", {"address": "10.0.0.1/24"}),
-                    ("POST", "/v1/vms/l3/start", None), ("GET", "/v1/operations/nope?wait=0.5", None)]
+                    ("POST", "/v1/vms/l3/start", None),
+                    ("GET", "/v1/operations/00000000-0000-4000-8000-000000000000?wait=0.5", None)]
         through_channel = [api.request(m, p, json=b) for m, p, b in requests]
         log = daemon.log.read_text()
         assert "answered without FastAPI" in log and "loading" not in log, log[-2000:]

@@ -101,7 +101,7 @@ def test_the_quickstart_and_tree_requests_are_answered_alike_without_fastapi(sid
         _request("GET", "/v1/tree?timeout=5.0"),
         _request("GET", "/v1/vms/l2"),  # 404 envelope, from the handler
         _request("GET", "/v1/vms/l2/log?until=l2-ping%3A+&timeout=1.0"),  # 404 envelope
-        _request("GET", "/v1/operations/nope?wait=0.5"),  # 404 envelope
+        _request("GET", "/v1/operations/00000000-0000-4000-8000-000000000000?wait=0.5"),  # 404 envelope
         _request("DELETE", "/v1/switches/nat0?force=false"),  # 404 envelope
         _request("DELETE", "/v1/nats/nat0"),
         _request("POST", "/v1/vms/l2/start"),  # 404 before any operation

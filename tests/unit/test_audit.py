@@ -149,18 +149,29 @@ def test_api_changes_are_recorded_with_who_and_result(home: Path) -> None:
         ("tcp", "ci", "token ci", "vm.remove", "ok"), ("tcp", "ci", "token ci", "vm.remove", "not_found")]
 
 
-def test_operations_are_recorded_with_the_submitters_identity(home: Path) -> None:
+def fail_appliance_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build fails inside the operation's thread, as a real one can (no minutes of building)."""
+    from nestor.images import initramfs
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise InvalidInput("no packages here", hint="a test")
+
+    monkeypatch.setattr(initramfs, "build_appliance", refuse)
+
+
+def test_operations_are_recorded_with_the_submitters_identity(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Long work runs in a thread: it carries the request's context (who asked)."""
+    fail_appliance_builds(monkeypatch)
     home.mkdir()
     token = tokens.new(home, "ops")
     with TestClient(create_app(Settings(home, require_token=True, files=home.parent))) as tcp:
         auth = {"Authorization": f"Bearer {token}"}
-        op = tcp.post("/v1/images/nosuch/build", headers=auth).json()
+        op = tcp.post("/v1/images/appliance/build", headers=auth).json()
         done = tcp.get(op["url"].removeprefix("/v1").join(["/v1", ""]), params={"wait": 30}, headers=auth).json()
         assert done["status"] == "failure"
         entries = tcp.get("/v1/audit", headers=auth).json()
     assert [(e["via"], e["token"], e["operation"], e["target"], e["result"]) for e in entries] == [
-        ("tcp", "ops", "image.build", "nosuch", "invalid_input")]
+        ("tcp", "ops", "image.build", "appliance", "invalid_input")]
 
 
 def test_ps_set_vmprocessor_is_refused_by_the_block_and_recorded(home: Path) -> None:

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import ui
 from ..errors import NestorError, Unauthorized
-from . import routes
+from . import routes, rules
 from .table import STATUS, Settings, bug_answer, error_body
 
 TOKEN_KEY = "nestor.token"  # the ASGI scope's key for the bearer token's name
@@ -32,6 +32,25 @@ API_VERSION = "v1"
 
 def error_response(err: NestorError) -> JSONResponse:
     return JSONResponse({"error": err.to_json()}, status_code=STATUS.get(err.kind, 500))
+
+
+def allowed(app: FastAPI, path: str) -> list[str]:
+    """The methods some route of APP answers at PATH (a 405's `Allow`, RFC 9110): all of them, not
+    only the first route's, as Starlette would say; HEAD with GET, as Starlette serves it."""
+    from starlette.routing import Route
+
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    order = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    return sorted(methods, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
+def method_not_allowed(request: Request, methods: list[str]) -> JSONResponse:
+    body = error_body("invalid_input", f"{request.method} {request.url.path}: Method Not Allowed",
+                      f"this path answers {', '.join(methods)}; see /v1/openapi.json")
+    return JSONResponse({"error": body}, status_code=405, headers={"Allow": ", ".join(methods)})
 
 
 def create_app(settings: Settings, runtime: Any = None, documented: bool = False) -> FastAPI:
@@ -54,13 +73,17 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        body = error_body("invalid_input", f"invalid request: {where}: {first.get('msg', 'invalid')}",
-                          "see /v1/openapi.json")
+        hint = "see /v1/openapi.json"
+        if (first.get("ctx") or {}).get("pattern") == rules.FILE:  # a path: say where an API caller's files live
+            hint = f"name an absolute path of a file in the server's files directory, {settings.files_dir}"
+        body = error_body("invalid_input", f"invalid request: {where}: {first.get('msg', 'invalid')}", hint)
         return JSONResponse({"error": body}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own answers (no such route, method not allowed) in the one envelope too."""
+        if exc.status_code == 405:
+            return method_not_allowed(request, allowed(request.app, request.url.path))
         kind = {404: "not_found", 405: "invalid_input"}.get(exc.status_code, "invalid_input")
         body = error_body(kind, f"{request.method} {request.url.path}: {exc.detail}", "see /v1/openapi.json")
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
@@ -79,6 +102,9 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
         if not forward.wanted(request.url.path, query):
             passed: Response = await call_next(request)
             return passed
+        methods = allowed(request.app, request.url.path)
+        if methods and request.method not in methods:  # every level serves the same routes: refused here
+            return method_not_allowed(request, methods)
         from starlette.concurrency import run_in_threadpool
 
         body = await request.body()

@@ -52,6 +52,7 @@ from ..service.types import (
     VMSpec,
     to_json,
 )
+from . import rules
 from .table import RUNTIME, UPLOADS, Answer, Body, Ctx, Query, Table, described, empty, json_answer
 
 
@@ -73,30 +74,36 @@ table = Table()
 
 # -- request bodies (FastAPI gets pydantic models of them, extra fields forbidden) ----------------
 class VMNew(Body):
-    name: str
-    vcpus: int = 1
-    memory: int = described(512 << 20, "bytes")
+    name: str = described(pattern=rules.NAME)
+    vcpus: int = described(1, "vCPUs (at most what the accelerator allows: 409 above it)", ge=1, le=rules.MAX_VCPUS)
+    memory: int = described(512 << 20, "bytes, whole MiB (at most what the host has: 409 above it)",
+                            ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY, multiple_of=rules.MiB)
     nested: bool = False
-    image: str | None = None
-    kernel: str | None = None
-    initrd: str | None = None
-    append: str = ""
-    run_script: str | None = None
-    config_version: str | None = None
-    switches: list[str] = described(factory=list)
-    host: str | None = described(None, "a libvirt host, or 'auto' (placement); none: this machine")
-    maximum: int | None = described(None, "libvirt host: bytes a running VM can be given")
-    disk: str | None = described(None, "libvirt host: a disk image file on that host")
-    network: str | None = described(None, "libvirt host: a libvirt network")
-    generation: int = described(1, "disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V")
+    image: str | None = described(None, "appliance, nested-host, or an image of GET /images/store", pattern=rules.NAME)
+    kernel: str | None = described(None, "a kernel file in the server's files directory", pattern=rules.FILE)
+    initrd: str | None = described(None, "an initrd file in the server's files directory", pattern=rules.FILE)
+    append: str = described("", "more kernel command line (printable ASCII)", pattern=rules.TEXT)
+    run_script: str | None = described(None, "a script file in the server's files directory", pattern=rules.FILE)
+    config_version: str | None = described(None, "the configuration version", pattern=rules.CONFIG_VERSION)
+    switches: list[str] = described(factory=list, max_items=rules.MAX_ITEMS, items={"pattern": rules.NAME})
+    host: str | None = described(None, "a libvirt host, or 'auto' (placement); none: this machine", pattern=rules.NAME)
+    maximum: int | None = described(None, "libvirt host: bytes a running VM can be given",
+                                    ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY, multiple_of=rules.MiB)
+    disk: str | None = described(None, "libvirt host: a disk image file on that host", pattern=rules.FILE)
+    network: str | None = described(None, "libvirt host: a libvirt network", pattern=rules.NAME)
+    generation: int = described(1, "disk-image VMs: 1 = BIOS (SeaBIOS), 2 = UEFI (OVMF), as in Hyper-V", ge=1, le=2)
     secure_boot: bool = described(False, "generation 2: UEFI secure boot")
-    iso: str | None = described(None, "disk-image VMs: installer media (a file in the server's files directory)")
-    disk_size: int | None = described(None, "disk-image VMs: grow the root disk to this many bytes")
-    user: str | None = described(None, "cloud-init: the user to create (default: debian)")
-    ssh_key: str | None = described(None, "cloud-init: a public key file in the server's files directory")
+    iso: str | None = described(None, "disk-image VMs: installer media (a file in the server's files directory)",
+                                pattern=rules.FILE)
+    disk_size: int | None = described(None, "disk-image VMs: grow the root disk to this many bytes",
+                                      ge=rules.MIN_DISK, le=rules.MAX_DISK)
+    user: str | None = described(None, "cloud-init: the user to create (default: debian)", pattern=rules.USER)
+    ssh_key: str | None = described(None, "cloud-init: a public key file in the server's files directory",
+                                    pattern=rules.FILE)
     no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
-    hostname: str | None = described(None, "cloud-init: the guest's hostname")
-    cloud_init: str | None = described(None, "cloud-init: a user-data file in the server's files directory")
+    hostname: str | None = described(None, "cloud-init: the guest's hostname", pattern=rules.HOSTNAME)
+    cloud_init: str | None = described(None, "cloud-init: a user-data file in the server's files directory",
+                                       pattern=rules.FILE)
     no_network: bool = described(False, "no adapter; without it and without switches a disk-image VM gets one "
                                         "on the default switch (made on first use)")
 
@@ -108,81 +115,88 @@ class PolicyChange(Body):
 
 
 class HostNew(Body):
-    name: str
-    uri: str
+    name: str = described(pattern=rules.NAME)
+    uri: str = described(description="a libvirt URI: " + rules.URI_EXAMPLES, max_length=4096)
 
 
 class Move(Body):
-    host: str
+    host: str = described(pattern=rules.NAME)
 
 
 class Stop(Body):
     turn_off: bool = False
-    timeout: float = 30.0
+    timeout: float = described(30.0, "seconds", ge=rules.MIN_TIMEOUT, le=rules.MAX_TIMEOUT)
 
 
 class Processor(Body):
-    count: int | None = None
+    count: int | None = described(None, "vCPUs", ge=1, le=rules.MAX_VCPUS)
     nested: bool | None = None
 
 
 class Memory(Body):
-    startup: int | None = None
+    startup: int | None = described(None, "bytes, whole MiB", ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY,
+                                    multiple_of=rules.MiB)
     dynamic: bool | None = None
-    minimum: int | None = None
-    maximum: int | None = None
-    buffer: int | None = None
+    minimum: int | None = described(None, "bytes, whole MiB", ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY,
+                                    multiple_of=rules.MiB)
+    maximum: int | None = described(None, "bytes, whole MiB", ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY,
+                                    multiple_of=rules.MiB)
+    buffer: int | None = described(None, "percent", ge=rules.BUFFER[0], le=rules.BUFFER[1])
 
 
 class Exec(Body):
-    argv: list[str]
-    timeout: float = 120.0
-    stdin_b64: str | None = None
+    argv: list[str] = described(description="the command and its arguments", min_items=1, max_items=rules.MAX_ITEMS)
+    timeout: float = described(120.0, "seconds", ge=rules.MIN_TIMEOUT, le=rules.MAX_TIMEOUT)
+    stdin_b64: str | None = described(None, "standard input, base64", pattern=rules.BASE64)
 
 
 class ImageBuild(Body):
     force: bool = False
-    release: str | None = described(None, "debian: the Debian release (default: bookworm)")
-    packages: list[str] = described(factory=list, description="debian: more packages")
-    size: int | None = described(None, "debian: the disk's size in bytes (default: 8 GiB)")
-    image_name: str | None = described(None, "debian: the image's name (default: debian-RELEASE)")
+    release: str | None = described(None, "debian: the Debian release (default: bookworm)", enum=rules.RELEASES)
+    packages: list[str] = described(factory=list, description="debian: more packages", max_items=rules.MAX_ITEMS,
+                                    items={"pattern": rules.PACKAGE})
+    size: int | None = described(None, "debian: the disk's size in bytes (default: 8 GiB)",
+                                 ge=rules.MIN_DEBIAN, le=rules.MAX_DISK)
+    image_name: str | None = described(None, "debian: the image's name (default: debian-RELEASE)", pattern=rules.NAME)
 
 
 class ImageImport(Body):
-    path: str = described(description="a qcow2 or raw image file in the server's files directory (absolute path)")
-    name: str | None = described(None, "the image's name (default: from the file name)")
-    format: str | None = described(None, "qcow2 or raw (none: qemu-img's probe, which must find qcow2; a raw disk is named raw)")
+    path: str = described(description="a qcow2 or raw image file in the server's files directory (absolute path)",
+                          pattern=rules.FILE)
+    name: str | None = described(None, "the image's name (default: from the file name)", pattern=rules.NAME)
+    format: str | None = described(None, "qcow2 or raw (none: qemu-img's probe, which must find qcow2; a raw disk is named raw)",
+                                   enum=["qcow2", "raw"])
     force: bool = described(False, "import even if the virtual size exceeds the image store's free space")
 
 
 class DiskNew(Body):
-    name: str
-    size: int = described(description="bytes")
+    name: str = described(pattern=rules.NAME)
+    size: int = described(description="bytes", ge=rules.MIN_DISK, le=rules.MAX_DISK)
 
 
 class DiskSize(Body):
-    size: int = described(description="bytes; disks only grow")
+    size: int = described(description="bytes; disks only grow", ge=rules.MIN_DISK, le=rules.MAX_DISK)
 
 
 class CheckpointNew(Body):
-    name: str
+    name: str = described(pattern=rules.NAME)
 
 
 class SwitchNew(Body):
-    name: str
+    name: str = described(pattern=rules.NAME)
     type: SwitchType
-    uplink: str | None = described(None, "external: the interface to enslave")
+    uplink: str | None = described(None, "external: the interface to enslave", pattern=rules.IFNAME)
     move_addresses: bool = described(False, "external: move the uplink's addresses and routes onto the switch")
 
 
 class SwitchAddress(Body):
-    address: str = described(description="ADDR/PREFIX, e.g. 192.168.100.1/24")
+    address: str = described(description="ADDR/PREFIX, e.g. 192.168.100.1/24", pattern=rules.CIDR)
 
 
 class AdapterNew(Body):
-    switch: str
-    mac: str | None = None
-    name: str | None = None
+    switch: str = described(pattern=rules.NAME)
+    mac: str | None = described(None, "e.g. 02:00:00:00:00:01 (none: one is made)", pattern=rules.MAC)
+    name: str | None = described(None, "the adapter's name (none: one is made)", pattern=rules.NAME)
 
 
 class AdapterSet(Body):
@@ -194,10 +208,10 @@ class AdapterSet(Body):
 
 
 class NatNew(Body):
-    name: str
-    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24")
-    switch: str | None = described(None, "this machine's internal switch with an address in the prefix")
-    host: str | None = described(None, "or a libvirt host: a libvirt NAT network there")
+    name: str = described(pattern=rules.NAME)
+    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24", pattern=rules.CIDR)
+    switch: str | None = described(None, "this machine's internal switch with an address in the prefix", pattern=rules.NAME)
+    host: str | None = described(None, "or a libvirt host: a libvirt NAT network there", pattern=rules.NAME)
     dhcp: bool = described(False, "serve DHCP and DNS on the switch (dnsmasq)")
 
 
@@ -230,7 +244,7 @@ def host_set_policy(ctx: Ctx, body: PolicyChange) -> Answer:
 
 
 @table.get("/audit", does="audit_list", responses=_doc(list[AuditEntry]),
-           query={"since": (str | None, Query(None)), "limit": (int, Query(1000, ge=1, le=100_000))})
+           query={"since": (str | None, Query(None, pattern=rules.SINCE)), "limit": (int, Query(1000, ge=1, le=100_000))})
 def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
     """The audit log, oldest first: every change of state (who, what, when, result), not reads.
     `since`: a unix time, a duration back from now (30m, 2h, 7d) or an ISO 8601 time."""
@@ -238,7 +252,8 @@ def audit_list(ctx: Ctx, since: str | None = None, limit: int = 1000) -> Answer:
         return _json(s.audit_list(since, limit))
 
 
-_REPORT_QUERY = {"path": (str | None, Query(None)), "timeout": (float, Query(30.0, gt=0, le=86400))}
+_REPORT_QUERY = {"path": (str | None, Query(None, pattern=rules.LEVEL, max_length=4096)),
+                  "timeout": (float, Query(30.0, gt=0, le=86400))}
 
 
 @table.get("/host/check-tree", does="host_check_tree", responses=_doc(dict[str, Any]), query=_REPORT_QUERY)
@@ -423,7 +438,8 @@ def vm_exec(ctx: Ctx, target: str, body: Exec) -> Answer:
 
 @table.get("/vms/{name}/log", does="vm_log",
            responses={200: {"content": {"application/octet-stream": {}}, "description": "bytes"}},
-           query={"tail": (int | None, Query(None, ge=0, le=1 << 30)), "until": (str | None, Query(None)),
+           query={"tail": (int | None, Query(None, ge=0, le=1 << 30)),
+                  "until": (str | None, Query(None, pattern=rules.UNTIL, max_length=4096)),
                   "timeout": (float | None, Query(None, gt=0, le=86400))})
 def vm_log(ctx: Ctx, name: str, tail: int | None = None, until: str | None = None,
            timeout: float | None = None) -> Answer:
@@ -446,7 +462,8 @@ def image_list(ctx: Ctx) -> Answer:
         return _json(s.image_list())
 
 
-@table.post("/images/{name}/build", does="image_build", status_code=202, responses=_doc(OPERATION, 202))
+@table.post("/images/{name}/build", does="image_build", status_code=202, responses=_doc(OPERATION, 202),
+            params={"name": {"enum": rules.BUILDS}})
 def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
     """Build (or reuse) appliance, nested-host or debian; debian takes release, packages, size and
     image_name (the operation's result is then the stored image)."""

@@ -21,13 +21,25 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import Path as FastPath
 from fastapi import Query as FastQuery
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    create_model,
+)
 
 from ..errors import InvalidInput, NestorError
 from ..service.audit import CHANNEL, Actor, acting
 from . import handlers
+from . import rules as api_rules
 from .table import API_PREFIX, Answer, Body, Ctx, Route, body_fields
 
 
@@ -76,7 +88,14 @@ class _Model(BaseModel):
 
 
 _MODELS: dict[type[Body], type[BaseModel]] = {}
-_STRICT: dict[Any, Any] = {int: StrictInt, bool: StrictBool, str: StrictStr, float: StrictFloat}
+def _whole(value: Any) -> Any:
+    """A JSON number with no fraction is an integer (JSON Schema: 1.0 is one); any other float stays
+    a float, and strict int refuses it (as it refuses true and "2")."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+WholeInt = typing.Annotated[int, Strict(), BeforeValidator(_whole)]
+_STRICT: dict[Any, Any] = {int: WholeInt, bool: StrictBool, str: StrictStr, float: StrictFloat}
 
 
 def strict(kind: Any) -> Any:
@@ -91,13 +110,48 @@ def strict(kind: Any) -> Any:
     return _STRICT.get(kind, kind)
 
 
+_FIELD_RULES = {"pattern", "ge", "le", "multiple_of", "min_length", "max_length"}
+
+
+def _ruled(kind: Any, rules: dict[str, Any]) -> Any:
+    """KIND (strict) with a field's rules (table.described) that pydantic checks and documents."""
+    numeric = {k: v for k, v in rules.items() if k in ("ge", "le", "multiple_of")}
+    if numeric and kind in (int, int | None):  # the bounds on the int itself, before JSON's 1.0 becomes 1
+        whole = typing.Annotated[int, Strict(), Field(**numeric), BeforeValidator(_whole)]
+        return whole if kind is int else whole | None
+    kind = strict(kind)
+    if "enum" in rules:
+        words = typing.Literal[tuple(rules["enum"])]  # type: ignore[valid-type]
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        return words | None if origin in (typing.Union, types.UnionType) and type(None) in args else words
+    items = rules.get("items")
+    if items:
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+        nullable = origin in (typing.Union, types.UnionType) and type(None) in args
+        (inner,) = [a for a in args if a is not type(None)] if nullable else (kind,)
+        item = typing.get_args(inner)[0]
+        inner = list[typing.Annotated[item, Field(**{k: v for k, v in items.items() if k in _FIELD_RULES})]]  # type: ignore[valid-type]
+        kind = inner | None if nullable else inner
+    return kind
+
+
 def model_of(body: type[Body]) -> type[BaseModel]:
-    """The pydantic model of a table body: same name, fields, defaults and descriptions."""
+    """The pydantic model of a table body: same name, fields, defaults, descriptions and rules."""
     if body not in _MODELS:
         fields: dict[str, Any] = {}
         for f in body_fields(body):
             default = ... if f.required else f.make_default()
-            fields[f.name] = (strict(f.kind), Field(default, description=f.description) if f.description else default)
+            rules = {k: v for k, v in f.rules.items() if k in _FIELD_RULES
+                     and not (f.kind in (int, int | None) and k in ("ge", "le", "multiple_of"))}
+            if "max_items" in f.rules:
+                rules["max_length"] = f.rules["max_items"]
+            if "min_items" in f.rules:
+                rules["min_length"] = f.rules["min_items"]
+            kind = _ruled(f.kind, f.rules)
+            if f.description or rules:
+                fields[f.name] = (kind, Field(default, description=f.description, **rules))
+            else:
+                fields[f.name] = (kind, default)
         _MODELS[body] = create_model(body.__name__, __base__=_Model, __doc__=body.__doc__, __module__=__name__,
                                      **fields)
     return _MODELS[body]
@@ -152,14 +206,21 @@ def endpoint(route: Route) -> Callable[..., Response]:
 
     params = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request)]
     for name in route.params:
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str))
+        rules = route.param_rules(name)
+        kind: Any = str
+        if "enum" in rules:
+            kind = typing.Literal[tuple(rules["enum"])]
+        elif rules:
+            kind = typing.Annotated[str, FastPath(**rules)]
+        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind))
     if model is not None:
         params.append(inspect.Parameter("body", inspect.Parameter.POSITIONAL_OR_KEYWORD,
                                         annotation=model if route.body_required else model | None,
                                         **({} if route.body_required else {"default": None})))
     for name, (kind, q) in route.query.items():
-        bounded = q.ge is not None or q.gt is not None or q.le is not None
-        default = FastQuery(q.default, ge=q.ge, gt=q.gt, le=q.le) if bounded else q.default
+        bounded = any(v is not None for v in (q.ge, q.gt, q.le, q.pattern, q.max_length))
+        default = FastQuery(q.default, ge=q.ge, gt=q.gt, le=q.le, pattern=q.pattern,
+                            max_length=q.max_length) if bounded else q.default
         params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=default))
     params.append(AT_PARAMETER)
     # Any where a model documents the answer (the document names its schema after the route), as declared before
@@ -174,7 +235,7 @@ def endpoint(route: Route) -> Callable[..., Response]:
 AT_DESCRIPTION = ("the level that answers: a VM path such as l1/l2 (the nestor inside l2 inside l1, through each "
                   "VM's channel); none or empty: this one")
 AT_PARAMETER = inspect.Parameter("at", inspect.Parameter.KEYWORD_ONLY, annotation=str | None,
-                                 default=FastQuery(None, description=AT_DESCRIPTION, max_length=4096))
+                                 default=FastQuery(None, description=AT_DESCRIPTION, max_length=4096, pattern=api_rules.LEVEL))
 
 
 class Routes:
@@ -202,7 +263,8 @@ router = Routes()
 
 
 async def vm_console(websocket: WebSocket, name: str,
-                     at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096)) -> None:
+                     at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096,
+                                                pattern=api_rules.LEVEL)) -> None:
     """The serial console, both ways: binary frames in and out."""
     settings = websocket.app.state.settings
     if settings.require_token:
@@ -247,7 +309,8 @@ async def vm_console(websocket: WebSocket, name: str,
 
 
 async def events(request: Request,
-                 at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096)) -> StreamingResponse:
+                 at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096,
+                                            pattern=api_rules.LEVEL)) -> StreamingResponse:
     """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds)."""
     stream = request.app.state.runtime.events.subscribe()
 

@@ -128,23 +128,30 @@ class Query:
     ge: float | None = None
     gt: float | None = None
     le: float | None = None
+    pattern: str | None = None  # a string's rule (api/rules.py), anchored
+    max_length: int | None = None
 
 
 _MISSING: Any = dataclasses.MISSING
 
 
 class Described:
-    """A body field's default (or factory) and its description for the OpenAPI document."""
+    """A body field's default (or factory), its description and its rules for the OpenAPI document."""
 
-    __slots__ = ("default", "description", "factory")
+    __slots__ = ("default", "description", "factory", "rules")
 
-    def __init__(self, default: Any, description: str | None, factory: Callable[[], Any] | None) -> None:
-        self.default, self.description, self.factory = default, description, factory
+    def __init__(self, default: Any, description: str | None, factory: Callable[[], Any] | None,
+                 rules: dict[str, Any]) -> None:
+        self.default, self.description, self.factory, self.rules = default, description, factory, rules
 
 
-def described(default: Any = _MISSING, description: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
-    """`name: T = described(DEFAULT, "what it is")` in a Body; no default: a required field."""
-    return Described(default, description, factory)
+def described(default: Any = _MISSING, description: str | None = None, factory: Callable[[], Any] | None = None,
+              **rules: Any) -> Any:
+    """`name: T = described(DEFAULT, "what it is", pattern=..., ge=..., le=...)` in a Body; no default:
+    a required field. Rules (api/rules.py): pattern (a regular expression the whole value matches),
+    ge, le, multiple_of, min_length, max_length, max_items, and items (the rules of a list's items);
+    the OpenAPI document states them and both servers refuse a value that breaks one (400)."""
+    return Described(default, description, factory, rules)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ class BodyField:
     default: Any = _MISSING
     factory: Callable[[], Any] | None = None
     description: str | None = None
+    rules: dict[str, Any] = field(default_factory=dict)
 
     @property
     def required(self) -> bool:
@@ -202,7 +210,7 @@ def body_fields(body: type[Body]) -> list[BodyField]:
         for name, kind in typing.get_type_hints(body).items():
             value = body.__dict__.get(name, _MISSING)
             if isinstance(value, Described):
-                fields.append(BodyField(name, kind, value.default, value.factory, value.description))
+                fields.append(BodyField(name, kind, value.default, value.factory, value.description, value.rules))
             else:
                 fields.append(BodyField(name, kind, value))
         _FIELDS[body] = fields
@@ -218,6 +226,12 @@ class Route:
     responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
     query: dict[str, tuple[Any, Query]] = field(default_factory=dict)  # name -> (type, Query)
     does: str = ""  # the nestor.hypervisor.Hypervisor method it answers, or RUNTIME
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # path parameter -> its rules (else rules.PATH's)
+
+    def param_rules(self, name: str) -> dict[str, Any]:
+        from .rules import PATH
+
+        return self.rules.get(name, PATH.get(name, {}))
 
     # Worked out on first use, not at import: an L1's daemon imports this table on its way to
     # its first answer, where each annotation evaluated and each pattern compiled costs (TCG).
@@ -267,10 +281,13 @@ class Table:
     def route(self, method: str, path: str, status_code: int = 200,
               responses: dict[int | str, dict[str, Any]] | None = None,
               query: dict[str, tuple[Any, Query]] | None = None,
-              does: str = "") -> Callable[[Callable[..., Answer]], Callable[..., Answer]]:
-        """`does`: the Hypervisor method this route answers (tests/unit/test_hypervisor_parity.py)."""
+              does: str = "", params: dict[str, dict[str, Any]] | None = None,
+              ) -> Callable[[Callable[..., Answer]], Callable[..., Answer]]:
+        """`does`: the Hypervisor method this route answers (tests/unit/test_hypervisor_parity.py);
+        `params`: a path parameter's rules where they are not rules.PATH's for its name."""
         def decorate(handler: Callable[..., Answer]) -> Callable[..., Answer]:
-            self.routes.append(Route(method, path, handler, status_code, responses or {}, dict(query or {}), does))
+            self.routes.append(Route(method, path, handler, status_code, responses or {}, dict(query or {}), does,
+                                     dict(params or {})))
             return handler
         return decorate
 
@@ -318,6 +335,8 @@ def _plain(kind: Any, value: Any) -> Any:
         return value
     if kind is int and type(value) is int:
         return value
+    if kind is int and type(value) is float and value.is_integer():  # JSON Schema: 1.0 is an integer
+        return int(value)
     if kind is float and type(value) in (int, float):
         return float(value)
     if isinstance(kind, type) and issubclass(kind, enum.Enum) and type(value) is str:
@@ -326,6 +345,31 @@ def _plain(kind: Any, value: Any) -> Any:
         except ValueError:
             raise _Unsure from None
     raise _Unsure
+
+
+def obeys(value: Any, rules: dict[str, Any]) -> bool:
+    """Does a (typed) body value keep a field's rules? None always does (a nullable field's null)."""
+    if value is None or not rules:
+        return True
+    if "enum" in rules:
+        return (value.value if isinstance(value, enum.Enum) else value) in rules["enum"]
+    if isinstance(value, list):
+        return (rules.get("min_items", 0) <= len(value) <= rules.get("max_items", len(value))
+                and all(obeys(v, rules.get("items", {})) for v in value))
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, str):
+        pattern = rules.get("pattern")
+        found = None if pattern is None else re.search(pattern, value)
+        return (rules.get("min_length", 0) <= len(value) <= rules.get("max_length", len(value))
+                and (pattern is None or (found is not None and (not pattern.endswith("$") or found.end() == len(value)))))
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        step = rules.get("multiple_of")
+        return (rules.get("ge", value) <= value <= rules.get("le", value)
+                and (step is None or value % step == 0))
+    return True
 
 
 def _query_value(kind: Any, text: str) -> Any:
@@ -345,6 +389,11 @@ def _query_value(kind: Any, text: str) -> Any:
 
 def _bounded(value: Any, q: Query) -> Any:
     if value is None:
+        return value
+    if isinstance(value, str) and not obeys(value, {k: v for k, v in (("pattern", q.pattern), ("max_length", q.max_length))
+                                                    if v is not None}):
+        raise _Unsure
+    if isinstance(value, str):
         return value
     if (q.ge is not None and not value >= q.ge) or (q.gt is not None and not value > q.gt) \
             or (q.le is not None and not value <= q.le):
@@ -374,6 +423,8 @@ def _parse_body(route: Route, headers: dict[str, str], body: bytes) -> Any:
     for f in fields:
         if f.name in data:
             values[f.name] = _plain(f.kind, data[f.name])
+            if not obeys(values[f.name], f.rules):
+                raise _Unsure  # FastAPI words the broken rule
         elif f.required:
             raise _Unsure
     return route.body(**values)
@@ -399,6 +450,8 @@ def dispatch(table: Table, ctx: Ctx, method: str, target: str, headers: dict[str
         lowered = {k.lower(): v for k, v in headers.items()}
         query = urllib.parse.parse_qs(raw_query, keep_blank_values=True)
         kwargs: dict[str, Any] = dict(params)
+        if not all(obeys(value, route.param_rules(name)) for name, value in params.items()):
+            raise _Unsure
         for name, (kind, q) in route.query.items():
             given = query.get(name)
             if given is None:

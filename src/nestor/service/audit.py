@@ -146,19 +146,24 @@ def _text(value: Any) -> str | None:
 
 _DURATION = re.compile(r"([0-9]{1,9})([smhdw])")
 _UNIX = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
+_ISO = (r"[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+        r"(?:[T ](?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?)?")
+# every form --since takes, as one expression (the API's document states it: api/rules.py)
+SINCE_RE = re.compile(f"{_DURATION.pattern}|{_UNIX.pattern}|{_ISO}")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_since(text: str, now: float) -> float:
     """`--since`: a duration back from now (30m, 2h, 7d, 1w), an ISO 8601 time (UTC unless it
     says otherwise) or a unix time (1800000000): the unix time it names."""
-    text = text.strip()
     m = _DURATION.fullmatch(text)
     if m:
         return now - int(m[1]) * _UNIT[m[2]]
     if _UNIX.fullmatch(text):
         return float(text)
     try:
+        if not SINCE_RE.fullmatch(text):
+            raise ValueError(text)
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise InvalidInput(f"invalid --since {text[:40]!r}",
