@@ -13,6 +13,8 @@ from nestor.engine import process
 
 # Images are built once and kept between runs (CI runs on the same machine kind; the first run
 # on a fresh machine builds them).
+# TestClient's base URL: a Host the API answers for (api/guard.py; TestClient's own, testserver, is not)
+LOCAL = "http://localhost"
 CACHE = Path(os.environ.get("NESTOR_TEST_CACHE", "/var/cache/nestor-test"))
 
 
