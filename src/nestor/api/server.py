@@ -341,9 +341,13 @@ def _serve(home: Path, sock_path: Path | None, netns: str | None, on_demand: boo
         if on_demand:  # the CLI raced another start: that daemon serves
             log.info("another nestor serve holds %s: exiting", home)
             return 0
-        pid = daemon.running_pid(home_paths)
-        raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
-                       hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
+        stopped = daemon.take_over(home_paths, claim) if daemon.on_demand_pid(home_paths) is not None else None
+        if claim.held:
+            log.info("took over %s from its on-demand daemon (pid %s, stopped)", home, stopped)
+        else:
+            pid = daemon.running_pid(home_paths)
+            raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
+                           hint=f"stop it first (one daemon per home){f': kill {pid}' if pid else ''}")
     daemon.mark_serving(home_paths)
     stop = threading.Event()
     # The serial-log cap first: a guest may be flooding its console while the API is still being
