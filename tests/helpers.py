@@ -13,6 +13,8 @@ from nestor.engine import process
 
 # Images are built once and kept between runs (CI runs on the same machine kind; the first run
 # on a fresh machine builds them).
+# TestClient's base URL: a Host the API answers for (api/guard.py; TestClient's own, testserver, is not)
+LOCAL = "http://localhost"
 CACHE = Path(os.environ.get("NESTOR_TEST_CACHE", "/var/cache/nestor-test"))
 
 
@@ -128,7 +130,8 @@ def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
 class Daemon:
     """`nestor serve` of a home, run as a subprocess the way a user (or systemd) runs it."""
 
-    def __init__(self, home: Path, socket: Path, *extra: str, netns: str | None = None) -> None:
+    def __init__(self, home: Path, socket: Path, *extra: str, netns: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.home = home
         self.socket = socket
         argv = [sys.executable, "-m", "nestor", "--home", str(home)]
@@ -137,7 +140,8 @@ class Daemon:
         self.log = home.parent / f"serve-test-{home.name}.log"  # beside the home: nestor takes over no foreign file
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([*argv, "serve", "--socket", str(socket), *extra],
-                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env={**os.environ, **env} if env else None)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         import socket
@@ -158,6 +162,15 @@ class Daemon:
                 assert http.get("/v1/vms", timeout=30).status_code == 200
             return
         raise AssertionError(f"nestor serve did not listen in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def wait_log(self, text: str, timeout: float = 60.0) -> None:
+        """Until the daemon's log has `text` (it runs on meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"no '{text}' in the daemon's log (exit {self.proc.poll()}):\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
 
     def stop(self) -> int | None:
         """SIGTERM (by our own PID), then SIGKILL after 10 s; the exit code."""

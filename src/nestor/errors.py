@@ -17,7 +17,8 @@ the process ``exit_code`` the CLI returns. The API maps ``kind`` to an HTTP stat
      ├── engine          EngineError    QEMU failed to start, or QMP failed          8    502
      ├── guest           GuestError     the guest agent failed or timed out          9    502
      ├── cancelled       Cancelled      an operation was cancelled                   10   409
-     └── unauthorized    Unauthorized   no valid bearer token (API over TCP)         11   401
+     ├── unauthorized    Unauthorized   no valid bearer token (API over TCP)         11   401
+     └── forbidden       Forbidden      a foreign Host or Origin (api/guard.py)      12   403
 
 Usage::
 
@@ -116,6 +117,13 @@ class Unauthorized(NestorError):
 
     exit_code = 11
     kind = "unauthorized"
+
+
+class Forbidden(NestorError):
+    """The API refused a request from a foreign web page: its Host or Origin is not nestor's (api/guard.py)."""
+
+    exit_code = 12
+    kind = "forbidden"
 
 
 class HostError(NestorError):

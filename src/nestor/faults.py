@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
+from collections.abc import Callable
 
 ENV = "NESTOR_TEST_KILL_AT"
+PAUSE_ENV = "NESTOR_TEST_PAUSE_AT"  # a point where the process waits instead (pause below)
+PAUSE_MAX = 60.0
 
 POINTS = (
     "vm-new:after-insert",  # the row exists (uncommitted), no directory yet
@@ -36,3 +41,16 @@ def point(name: str) -> None:
     """Die here if the test asked for it."""
     if os.environ.get(ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pause(name: str, until: Callable[[], bool]) -> None:
+    """Wait here (PAUSE_MAX s at most, or until `until()`) if the test asked for it, saying so on
+    stderr first: a test sends its signal into a window it could otherwise only hit by luck.
+    The points: `serve:start` (the daemon's first line), `serve:channel` (an L1's channel answers,
+    the main thread has not gone on)."""
+    if os.environ.get(PAUSE_ENV) != name:
+        return
+    print(f"nestor: paused at {name} (test hook {PAUSE_ENV})", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + PAUSE_MAX
+    while time.monotonic() < deadline and not until():
+        time.sleep(0.05)

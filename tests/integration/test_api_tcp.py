@@ -140,3 +140,23 @@ def test_console_websocket_needs_a_token(remote: Remote) -> None:
                 seen += message if isinstance(message, bytes) else message.encode()
         assert BOOT_LINE.encode() in seen, seen[-2000:]
         local.vm_stop("con", turn_off=True)
+
+
+def test_a_foreign_host_or_origin_is_refused_over_tls_too(remote: Remote) -> None:
+    """A token in hand does not make a page of another site (foreign Origin) or a rebound name
+    (foreign Host) an API caller: 403 before the token is looked at. Addresses and localhost pass."""
+    auth = {"Authorization": f"Bearer {remote.token}"}
+    port = remote.url.rpartition(":")[2]
+    with httpx.Client(base_url=remote.url, verify=ssl.create_default_context(cafile=str(remote.ca)), timeout=30) as http:
+        for headers in ({"Host": f"evil.example:{port}"}, {"Host": f"evil.example:{port}", **auth}):
+            answer = http.get("/v1/vms", headers=headers)
+            assert answer.status_code == 403 and answer.json()["error"]["kind"] == "forbidden", answer.text
+        answer = http.post("/v1/vms", json={"name": "sneaky", "memory": 256 << 20},
+                           headers={"Origin": f"http://127.0.0.1:{port}", **auth})  # http is not this https origin
+        assert answer.status_code == 403 and "Origin" in answer.json()["error"]["message"], answer.text
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"10.1.2.3:{port}"):
+            assert http.get("/v1/vms", headers={"Host": host, **auth}).status_code == 200, host
+        answer = http.post("/v1/vms", json={"name": "mine", "memory": 256 << 20},
+                           headers={"Origin": f"https://127.0.0.1:{port}", **auth})
+        assert answer.status_code == 201, answer.text
+        assert [vm["name"] for vm in http.get("/v1/vms", headers=auth).json()] == ["mine"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nestor import paths
+from nestor import faults, paths
 from nestor.errors import GuestError
 from nestor.service.channel import ChannelTransport
 from tests.helpers import Daemon
@@ -73,13 +73,16 @@ class PtyRelay:
 
 
 @pytest.fixture
-def l1(tmp_path: Path) -> Iterator[tuple[Daemon, Path, Path]]:
+def l1(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Daemon, Path, Path]]:
+    """An L1's daemon; parametrized indirectly with a point, it waits there as it starts (faults.pause)."""
     home = tmp_path / "home"
     home.mkdir()
     (tmp_path / "vmlinux").write_bytes(b"not really a kernel")
     run = Path(tempfile.mkdtemp(prefix="nt-chan-", dir="/tmp"))  # unix socket paths: 108 bytes at most
     relay = PtyRelay(run / "chan.sock")
-    daemon = Daemon(home, run / "api.sock", "--channel", relay.port, "--files", str(tmp_path))  # the kernel is there
+    point = getattr(request, "param", None)
+    env = {faults.PAUSE_ENV: point} if point else None
+    daemon = Daemon(home, run / "api.sock", "--channel", relay.port, "--files", str(tmp_path), env=env)  # the kernel is there
     try:
         yield daemon, run / "chan.sock", home
     finally:
@@ -151,7 +154,37 @@ def test_a_delegated_request_loads_fastapi_first(l1: tuple[Daemon, Path, Path]) 
     assert daemon.stop() == 0
 
 
+def ended_cleanly(daemon: Daemon, home: Path) -> None:
+    assert daemon.stop() == 0, daemon.log.read_text()[-3000:]
+    assert not daemon.socket.exists()
+    assert not paths.Home(home).daemon_pidfile.exists()  # its claim released
+    assert "Traceback" not in daemon.log.read_text()
+
+
+@pytest.mark.parametrize("l1", ["serve:channel"], indirect=True)
 def test_sigterm_before_fastapi_ends_the_daemon_cleanly(l1: tuple[Daemon, Path, Path]) -> None:
+    """Issue 18: the channel answers from its own thread, started before the main thread put its
+    SIGTERM handler in place; a SIGTERM in between killed the daemon (exit -15). The daemon waits
+    at that very point here (faults.pause), so the signal lands in that window every run."""
+    daemon, chan, home = l1
+    daemon.wait_log("paused at serve:channel")
+    with channel(chan) as api:
+        assert api.get("/v1/vms").status_code == 200
+    ended_cleanly(daemon, home)
+    assert "loading" not in daemon.log.read_text()  # FastAPI was never needed
+
+
+@pytest.mark.parametrize("l1", ["serve:start"], indirect=True)
+def test_sigterm_at_the_daemons_first_line_ends_it_cleanly(l1: tuple[Daemon, Path, Path]) -> None:
+    """The earliest point: nestor/__main__.py before it imports the CLI or the server. The daemon
+    ends without claiming its home."""
+    daemon, _chan, home = l1
+    daemon.wait_log("paused at serve:start")
+    ended_cleanly(daemon, home)
+    assert "stopped by a signal before it started" in daemon.log.read_text()
+
+
+def test_sigterm_once_serving_still_ends_the_daemon_cleanly(l1: tuple[Daemon, Path, Path]) -> None:
     daemon, chan, home = l1
     with channel(chan) as api:
         assert api.get("/v1/vms").status_code == 200

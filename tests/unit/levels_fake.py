@@ -14,6 +14,7 @@ from nestor.api.app import Settings, create_app
 from nestor.client import Client
 from nestor.errors import GuestError, NotFound
 from nestor.service import Service, VMSpec
+from tests.helpers import LOCAL
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, 
             raise NotFound(f"vm '{name}' not found", hint="nestor vm list shows the VMs")
         if name == "l2" and (tmp_path / "l2-silent").exists():
             raise GuestError(f"vm '{name}': no answer from its nestor API within 5 s")
-        app = TestClient(create_app(Settings(below, netns, files=below.parent)))
+        app = TestClient(create_app(Settings(below, netns, files=below.parent)), base_url=LOCAL)
         clients.append(app)
         # TestClient's own transport (the app in process) behind a plain httpx client, as a channel is
         return Client(transport=app._transport, where=name)

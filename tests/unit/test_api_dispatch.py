@@ -21,6 +21,7 @@ from nestor.api import handlers
 from nestor.api.app import create_app
 from nestor.api.runtime import Runtime
 from nestor.api.table import Ctx, Settings, dispatch
+from tests.helpers import LOCAL
 
 
 class Side:
@@ -49,7 +50,7 @@ class Side:
 @pytest.fixture
 def sides(tmp_path: Path) -> Iterator[tuple[Side, Side, TestClient]]:
     plain, fast = Side(tmp_path / "plain"), Side(tmp_path / "fast")
-    with TestClient(create_app(fast.settings, fast.runtime)) as client:
+    with TestClient(create_app(fast.settings, fast.runtime), base_url=LOCAL) as client:
         yield plain, fast, client
 
 
@@ -68,7 +69,7 @@ def both(plain: Side, fast: Side, client: TestClient, method: str, path: str, he
     if answer is None:
         # left to FastAPI: the channel sends it to FastAPI of the same daemon, so compare with the
         # same request on a fresh app of the plain side's home
-        with TestClient(create_app(plain.settings, plain.runtime)) as other:
+        with TestClient(create_app(plain.settings, plain.runtime), base_url=LOCAL) as other:
             got = other.request(method, path, headers=headers, content=data)
         status, ctype, body = got.status_code, got.headers.get("content-type"), got.content
         location = got.headers.get("location")

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 
 from nestor.api import openapi
 from nestor.api.app import Settings, create_app
+from tests.helpers import LOCAL
 
 EXAMPLES = int(os.environ.get("NESTOR_FUZZ_EXAMPLES", "25"))  # per route: ~30 routes × 25 requests, ~25 s
 SPEC = openapi.document()
@@ -50,7 +51,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     (root / "vmlinux").write_bytes(b"not a kernel")
     settings_ = Settings(home, netns, files=root)  # the kernel file is in root
     try:
-        with TestClient(create_app(settings_)) as client:
+        with TestClient(create_app(settings_), base_url=LOCAL) as client:
             created = client.post("/v1/vms", json={"name": "a", "memory": 256 << 20, "kernel": str(root / "vmlinux")})
             assert created.status_code == 201, created.text
             yield client

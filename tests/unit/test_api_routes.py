@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from nestor.api import tokens
 from nestor.api.app import Settings, create_app
+from tests.helpers import LOCAL
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def api(home: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(home, files=home.parent))) as client:  # the kernel file is there
+    with TestClient(create_app(Settings(home, files=home.parent)), base_url=LOCAL) as client:  # the kernel file is there
         yield client
 
 
@@ -115,7 +116,7 @@ def test_failed_operation_keeps_its_error(api: TestClient, home: Path) -> None:
 
 def test_tokens_guard_every_request(home: Path) -> None:
     good = tokens.new(home, "ci")
-    with TestClient(create_app(Settings(home, require_token=True))) as api:
+    with TestClient(create_app(Settings(home, require_token=True)), base_url=LOCAL) as api:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {good}"},
                         {"Authorization": "Bearer "}):
             response = api.get("/v1/vms", headers=headers)
@@ -131,16 +132,16 @@ def test_tokens_guard_every_request(home: Path) -> None:
 
 def test_console_websocket(home: Path) -> None:
     good = tokens.new(home, "ci")
-    with TestClient(create_app(Settings(home, require_token=True))) as api:
-        with pytest.raises(WebSocketDisconnect) as refused, api.websocket_connect("/v1/vms/a/console") as ws:
+    with TestClient(create_app(Settings(home, require_token=True)), base_url=LOCAL) as api:
+        with pytest.raises(WebSocketDisconnect) as refused, api.websocket_connect("ws://localhost/v1/vms/a/console") as ws:
             ws.receive_bytes()
         assert refused.value.code == 4401
         with pytest.raises(WebSocketDisconnect) as refused, \
-                api.websocket_connect("/v1/vms/a/console?token=wrong") as ws:
+                api.websocket_connect("ws://localhost/v1/vms/a/console?token=wrong") as ws:
             ws.receive_bytes()
         assert refused.value.code == 4401
         # with the token: an unknown VM is answered with the error, then closed
-        with api.websocket_connect(f"/v1/vms/a/console?token={good}") as ws:
+        with api.websocket_connect(f"ws://localhost/v1/vms/a/console?token={good}") as ws:
             assert ws.receive_json()["error"]["kind"] == "not_found"
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_bytes()
@@ -185,7 +186,7 @@ def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -
     (uploads / "shadow").symlink_to("/etc/shadow")
     (uploads / "up").symlink_to(home)
     (uploads / "link").symlink_to(uploads / "vmlinux")
-    with TestClient(create_app(Settings(home))) as api:
+    with TestClient(create_app(Settings(home)), base_url=LOCAL) as api:
         kernel = str(uploads / "vmlinux")
         for body in ({"run_script": "/etc/shadow"}, {"kernel": "/etc/shadow"}, {"kernel": kernel, "initrd": "/etc/shadow"},
                      {"iso": "/etc/shadow"}, {"image": "x", "ssh_key": "/etc/shadow"},
@@ -205,7 +206,7 @@ def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -
     other = tmp_path / "files"
     other.mkdir()
     (other / "vmlinux").write_bytes(b"not really a kernel")
-    with TestClient(create_app(Settings(home, files=other))) as api:  # nestor serve --files DIR
+    with TestClient(create_app(Settings(home, files=other)), base_url=LOCAL) as api:  # nestor serve --files DIR
         assert api.post("/v1/vms", json={"name": "ok2", "memory": 256 << 20, "kernel": str(other / "vmlinux")}).status_code == 201
         error_of(api.post("/v1/vms", json={"name": "x", "kernel": kernel}), 400, "invalid_input")
 

@@ -18,6 +18,7 @@ from nestor.api.app import Settings, create_app
 from nestor.errors import InvalidInput
 from nestor.service import Service
 from nestor.service.audit import parse_since
+from tests.helpers import LOCAL
 
 # The facade's methods that change nothing. Every other public method must be @audited: a new
 # use case that forgets to say which it is fails here.
@@ -125,7 +126,7 @@ def test_parse_since() -> None:
 def test_api_changes_are_recorded_with_who_and_result(home: Path) -> None:
     kernel = str(home.parent / "vmlinux")
     home.mkdir()
-    with TestClient(create_app(Settings(home, files=home.parent))) as api:
+    with TestClient(create_app(Settings(home, files=home.parent)), base_url=LOCAL) as api:
         assert api.post("/v1/vms", json={"name": "web", "memory": 256 << 20, "kernel": kernel}).status_code == 201
         assert api.get("/v1/vms").status_code == 200 and api.get("/v1/audit").status_code == 200  # reads
         assert api.patch("/v1/host/policy", json={"nesting": "block"}).json()["nesting"] == "block"
@@ -139,7 +140,7 @@ def test_api_changes_are_recorded_with_who_and_result(home: Path) -> None:
     assert all(e["uid"] is None and e["who"] == "api" for e in entries)  # the TestClient has no unix peer
 
     token = tokens.new(home, "ci")
-    with TestClient(create_app(Settings(home, require_token=True, files=home.parent))) as tcp:
+    with TestClient(create_app(Settings(home, require_token=True, files=home.parent)), base_url=LOCAL) as tcp:
         auth = {"Authorization": f"Bearer {token}"}
         assert tcp.delete("/v1/vms/web", headers=auth).status_code == 204
         assert tcp.delete("/v1/vms/web", headers=auth).status_code == 404
@@ -164,7 +165,7 @@ def test_operations_are_recorded_with_the_submitters_identity(home: Path, monkey
     fail_appliance_builds(monkeypatch)
     home.mkdir()
     token = tokens.new(home, "ops")
-    with TestClient(create_app(Settings(home, require_token=True, files=home.parent))) as tcp:
+    with TestClient(create_app(Settings(home, require_token=True, files=home.parent)), base_url=LOCAL) as tcp:
         auth = {"Authorization": f"Bearer {token}"}
         op = tcp.post("/v1/images/appliance/build", headers=auth).json()
         done = tcp.get(op["url"].removeprefix("/v1").join(["/v1", ""]), params={"wait": 30}, headers=auth).json()

@@ -17,6 +17,7 @@ from nestor.api.table import Ctx, dispatch
 from nestor.client import Client
 from nestor.errors import NotFound
 from nestor.service import Service
+from tests.helpers import LOCAL
 from tests.unit.levels_fake import tree as tree  # the fixture
 
 
@@ -26,7 +27,7 @@ def names(answer: object) -> list[str]:
 
 
 def test_every_route_reaches_the_level_at_names(tree: dict[str, Path]) -> None:
-    with TestClient(create_app(Settings(tree["l0"]))) as api:
+    with TestClient(create_app(Settings(tree["l0"])), base_url=LOCAL) as api:
         assert names(api.get("/v1/vms").json()) == ["l1"]
         assert names(api.get("/v1/vms", params={"at": "l1"}).json()) == ["l2"]
         assert names(api.get("/v1/vms", params={"at": "l1/l2"}).json()) == ["web"]
@@ -45,7 +46,7 @@ def test_every_route_reaches_the_level_at_names(tree: dict[str, Path]) -> None:
 
 
 def test_errors_name_the_level(tree: dict[str, Path]) -> None:
-    with TestClient(create_app(Settings(tree["l0"]))) as api:
+    with TestClient(create_app(Settings(tree["l0"])), base_url=LOCAL) as api:
         missing = api.get("/v1/vms", params={"at": "l1/l9"})
         assert missing.status_code == 404
         assert missing.json()["error"]["message"] == "vm 'l1/l9': no VM 'l9' in l1"
@@ -73,7 +74,7 @@ def test_the_plain_dispatcher_forwards_too(tree: dict[str, Path]) -> None:
 
 
 def test_the_client_reaches_a_level_by_at(tree: dict[str, Path]) -> None:
-    with TestClient(create_app(Settings(tree["l0"]))) as app, Client(transport=app._transport) as root:
+    with TestClient(create_app(Settings(tree["l0"])), base_url=LOCAL) as app, Client(transport=app._transport) as root:
         with hypervisor.at(root, "l1/l2") as l2:
             assert [vm.name for vm in l2.vm_list()] == ["web"]
             assert l2.vm_show("web").name == "web"

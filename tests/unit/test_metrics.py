@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nestor.api import tokens
 from nestor.api.app import Settings, create_app
+from tests.helpers import LOCAL
 
 
 def samples(text: str) -> dict[str, list[Any]]:
@@ -34,7 +35,7 @@ def test_metrics_of_defined_vms_policy_and_operations(tmp_path: Path, monkeypatc
     home.mkdir()
     kernel = tmp_path / "vmlinux"
     kernel.write_bytes(b"not really a kernel")
-    with TestClient(create_app(Settings(home, files=tmp_path))) as api:
+    with TestClient(create_app(Settings(home, files=tmp_path)), base_url=LOCAL) as api:
         for name, nested in (("web", False), ("l1", True)):
             assert api.post("/v1/vms", json={"name": name, "memory": 256 << 20, "vcpus": 2, "kernel": str(kernel),
                                              "nested": nested}).status_code == 201
@@ -61,7 +62,7 @@ def test_metrics_need_the_token_over_tcp(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     token = tokens.new(home, "prom")
-    with TestClient(create_app(Settings(home, require_token=True))) as api:
+    with TestClient(create_app(Settings(home, require_token=True)), base_url=LOCAL) as api:
         refused = api.get("/metrics")
         assert refused.status_code == 401 and refused.json()["error"]["kind"] == "unauthorized"
         ok = api.get("/metrics", headers={"Authorization": f"Bearer {token}"})

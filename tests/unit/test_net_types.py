@@ -184,6 +184,7 @@ def test_client_gets_the_types_back_from_the_api(tmp_path: Path) -> None:
 
     from nestor.api.app import Settings, create_app
     from nestor.client import Client
+    from tests.helpers import LOCAL
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("makes a bridge in its own network namespace: needs root and iproute2")
@@ -193,7 +194,7 @@ def test_client_gets_the_types_back_from_the_api(tmp_path: Path) -> None:
     home.mkdir()
     (tmp_path / "vmlinux").write_bytes(b"not a kernel")
     try:
-        with TestClient(create_app(Settings(home, netns, files=tmp_path))) as api:
+        with TestClient(create_app(Settings(home, netns, files=tmp_path)), base_url=LOCAL) as api:
             assert api.post("/v1/vms", json={"name": "web", "kernel": str(tmp_path / "vmlinux")}).status_code == 201
             client = Client(transport=api._transport)
             made = client.switch_new(SwitchSpec("lan", SwitchType.INTERNAL))

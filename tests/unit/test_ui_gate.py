@@ -19,7 +19,7 @@ def get(app: Any, path: str, cookie: str | None = None, **kwargs: Any) -> httpx.
         headers = dict(kwargs.pop("headers", {}))
         if cookie is not None:
             headers["Cookie"] = f"{ui.COOKIE}={cookie}"
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ui") as client:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
             return await client.get(path, headers=headers, **kwargs)
 
     return asyncio.run(go())

@@ -128,6 +128,10 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
         response: Response = await call_next(request)
         return response
 
+    from .guard import Guard
+
+    # Outermost (added last): a foreign Host or Origin is refused before any route or token check.
+    app.add_middleware(Guard, names=settings.hosts, any_address=settings.any_address)
     routes.register(app, documented)
     ui.register(app)
     if not documented:

@@ -47,7 +47,7 @@ class ErrorBody(BaseModel):
     """The one error envelope's body (errors.py): `kind` is the machine-readable code."""
 
     kind: str = Field(description="invalid_input | not_found | conflict | wrong_state | policy | cancelled | host | "
-                                  "image | engine | guest | unauthorized | internal")
+                                  "image | engine | guest | unauthorized | forbidden | internal")
     message: str
     hint: str | None
     rule: str | None = Field(description="the seed's rule that refused (kind policy), e.g. R2")

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import paths
+from .. import paths, stopping
 from ..engine import process, seriallog
 from ..errors import Conflict, HostError, InvalidInput
 from ..service import balancer as balancer_mod
@@ -130,6 +130,31 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise InvalidInput(f"invalid --listen address '{text}'", hint="give HOST:PORT, e.g. 127.0.0.1:8443 or [::1]:8443")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
+
+
+def check_host_name(text: str) -> str:
+    """A name for --allow-host: a DNS name or an IP address (no port), lower case."""
+    import re
+
+    from . import guard
+
+    name = text.strip().lower().strip("[]").rstrip(".")
+    if not (guard.is_address(name) or re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*",
+                                                     name)):
+        raise InvalidInput(f"invalid --allow-host name '{text[:100]}'",
+                           hint="give a host name or address without a port, e.g. --allow-host nestor.example.org")
+    return name
+
+
+def tcp_hosts(listen_host: str, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The Host names the TCP server answers for (api/guard.py adds the loopback ones and any
+    address): --allow-host's, the --listen name, and the machine's names when it listens on all."""
+    names = list(extra)
+    if listen_host in ("0.0.0.0", "::"):
+        names += [socket.gethostname().lower(), socket.getfqdn().lower()]
+    else:
+        names.append(listen_host.lower())
+    return tuple(dict.fromkeys(names))
 
 
 def bind_tcp(host: str, port: int) -> socket.socket:
@@ -262,43 +287,67 @@ def _children_get_plain_signals() -> None:
         _AT_FORK.append(True)
 
 
-async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+async def _run_all(servers: list[tuple[uvicorn.Server, socket.socket]], ended: threading.Event) -> None:
     import asyncio
 
     loop = asyncio.get_running_loop()
     _children_get_plain_signals()
 
     def shutdown() -> None:
+        ended.set()
         for server, _sock in servers:
             server.should_exit = True
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stopping.SIGNALS:
         loop.add_signal_handler(sig, shutdown)
+    if ended.is_set():  # a signal between the last look and the loop's own handlers
+        shutdown()
     try:
         await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in stopping.SIGNALS:
             loop.remove_signal_handler(sig)
+        stopping.catch()  # the cleanup that follows ends cleanly too
 
 
 def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, on_demand: bool = False,
-          channel: Path | None = None, listen: str | None = None, files_dir: Path | None = None) -> int:
+          channel: Path | None = None, listen: str | None = None, files_dir: Path | None = None,
+          allow_hosts: tuple[str, ...] = ()) -> int:
     """Run the daemon until SIGTERM. With `listen` (HOST:PORT) the API is also served over TCP with
     TLS (HOME/tls/, made on first start) by a second server in the same loop: its own app instance,
     which refuses every request without a valid bearer token; both share the runtime (operations,
     events). With `channel` (and no `listen`) the channel is answered first and FastAPI loads
-    when first needed (the module's doc)."""
+    when first needed (the module's doc). SIGTERM or SIGINT at any point ends it cleanly (exit 0):
+    stopping.py catches them from the process's first line."""
+    ended = stopping.catch()  # SIGTERM, or idle, before the servers run (already set: end now)
+    _children_get_plain_signals()  # a forked child must not inherit that handler (it would not end)
+    try:
+        return _serve(home, sock_path, netns, on_demand, channel, listen, files_dir, allow_hosts, ended)
+    finally:
+        stopping.release()
+
+
+def _serve(home: Path, sock_path: Path | None, netns: str | None, on_demand: bool, channel: Path | None,
+           listen: str | None, files_dir: Path | None, allow_hosts: tuple[str, ...], ended: threading.Event) -> int:
     home_paths = paths.Home(home)
     address = parse_listen(listen) if listen else None
+    hosts = tuple(check_host_name(name) for name in allow_hosts)
+    if ended.is_set():
+        log.info("stopped by a signal before it started")
+        return 0
     paths.check_takeover(home, create=True)  # before the claim writes serve.lock there
     claim = daemon.Claim(home_paths)
     if not claim.acquire():
         if on_demand:  # the CLI raced another start: that daemon serves
             log.info("another nestor serve holds %s: exiting", home)
             return 0
-        pid = daemon.running_pid(home_paths)
-        raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
-                       hint="stop it first (one daemon per home); an on-demand one ends by itself when idle")
+        stopped = daemon.take_over(home_paths, claim) if daemon.on_demand_pid(home_paths) is not None else None
+        if claim.held:
+            log.info("took over %s from its on-demand daemon (pid %s, stopped)", home, stopped)
+        else:
+            pid = daemon.running_pid(home_paths)
+            raise Conflict(f"another nestor serve{f' (pid {pid})' if pid else ''} runs for {home}",
+                           hint=f"stop it first (one daemon per home){f': kill {pid}' if pid else ''}")
     daemon.mark_serving(home_paths)
     stop = threading.Event()
     # The serial-log cap first: a guest may be flooding its console while the API is still being
@@ -307,9 +356,8 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
     sockets: list[socket.socket] = []
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
     wanted = threading.Event()  # FastAPI is needed (set at once unless the channel comes first)
-    ended = threading.Event()  # SIGTERM, or idle, before the servers run
     try:
-        settings = Settings(home, netns, files=files_dir)
+        settings = Settings(home, netns, files=files_dir, hosts=hosts)
         runtime = Runtime(settings)
         from ..service.vms import VMs
 
@@ -367,6 +415,10 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             thread.start()
         if wanted.is_set():
             watch.start()
+        elif channel is not None:
+            from .. import faults
+
+            faults.pause("serve:channel", ended.is_set)  # the channel answers; this thread waits
 
         if not wanted.is_set():
             log.info("nestor serve: home %s, channel %s answered without FastAPI (uptime %s s; process started at %s s)",
@@ -380,7 +432,7 @@ def serve(home: Path, sock_path: Path | None = None, netns: str | None = None, o
             return 0
         import asyncio
 
-        asyncio.run(_run_all(servers))
+        asyncio.run(_run_all(servers, ended))
         return 0
     finally:
         stop.set()
@@ -415,21 +467,12 @@ def main_channel(home: str, port: str) -> int:
 
 
 def _wait_lazily(wanted: threading.Event, ended: threading.Event) -> bool:
-    """Wait until FastAPI is wanted (True) or the daemon is to end (False): SIGTERM or SIGINT
-    end it here, as they do once the servers run."""
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        _children_get_plain_signals()  # a forked child must not inherit this handler (it would not end)
-        previous = {sig: signal.signal(sig, lambda *_: ended.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not wanted.wait(0.5):
-            if ended.is_set():
-                return False
-        return not ended.is_set()
-    finally:
-        if not ended.is_set():
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    """Wait until FastAPI is wanted (True) or the daemon is to end (False: SIGTERM or SIGINT,
+    whose handler serve() installed first thing, or idle)."""
+    while not wanted.wait(0.5):
+        if ended.is_set():
+            return False
+    return not ended.is_set()
 
 
 def _servers(home: Path, netns: str | None, settings: Settings, runtime: Runtime, listener: socket.socket,
@@ -444,7 +487,8 @@ def _servers(home: Path, netns: str | None, settings: Settings, runtime: Runtime
         files = tls.ensure(home, address[0])
         tcp = bind_tcp(*address)
         sockets.append(tcp)
-        tcp_app = create_app(Settings(home, netns, require_token=True, files=settings.files), runtime)
+        tcp_app = create_app(Settings(home, netns, require_token=True, files=settings.files,
+                                      hosts=tcp_hosts(address[0], settings.hosts), any_address=True), runtime)
         servers.append((_server(tcp_app, ssl_certfile=str(files.cert), ssl_keyfile=str(files.key)), tcp))
         bound = tcp.getsockname()
         log.info("nestor serve: TLS on %s:%d (bearer tokens: nestor token new NAME); clients trust the CA %s",

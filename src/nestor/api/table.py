@@ -48,6 +48,7 @@ UPLOADS = "uploads"  # HOME/uploads: the files an API caller may name (nestor se
 STATUS = {
     "invalid_input": 400, "not_found": 404, "conflict": 409, "wrong_state": 409, "policy": 422,
     "cancelled": 409, "host": 503, "image": 500, "engine": 502, "guest": 502, "unauthorized": 401,
+    "forbidden": 403,
 }
 
 
@@ -59,6 +60,8 @@ class Settings:
     netns: str | None = None
     require_token: bool = False
     files: Path | None = None  # the one directory an API caller may name files in (None: HOME/uploads)
+    hosts: tuple[str, ...] = ()  # Host names it answers for besides the loopback ones (api/guard.py)
+    any_address: bool = False  # a Host that is any IP address too (over TCP: addresses are not rebound)
 
     @property
     def files_dir(self) -> Path:

@@ -22,15 +22,22 @@ from .output import OUTPUT, rows_out
               help="in a nested-host guest: the virtio-serial port of the host's channel")
 @click.option("--files", "files_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="the directory whose files API callers may name (--iso, --run, image import…; default: HOME/uploads)")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="a Host name the API answers for besides localhost, 127.0.0.1 and [::1] "
+                   "(a browser's Host through a forward or a proxy; repeatable)")
 @pass_ctx
 def serve(ctx: Ctx, socket_path: Path | None, listen: str | None, on_demand: bool, channel: Path | None,
-          files_dir: Path | None) -> None:
+          files_dir: Path | None, allow_hosts: tuple[str, ...]) -> None:
     """Run the daemon: the API, events, the memory balancer of every dynamic VM and the serial-log cap."""
+    from .. import stopping
+
+    stopping.catch()  # first (nestor/__main__.py did already when run as python -m nestor)
     from ..api import server
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.exit(server.serve(ctx.home.resolve(), socket_path, ctx.netns, on_demand=on_demand, channel=channel,
-                          listen=listen, files_dir=files_dir.resolve() if files_dir else None))
+                          listen=listen, files_dir=files_dir.resolve() if files_dir else None,
+                          allow_hosts=allow_hosts))
 
 
 @click.group("token")

@@ -100,6 +100,36 @@ def stop(home: paths.Home, timeout: float = 10.0) -> bool:
     return found
 
 
+def on_demand_pid(home: paths.Home) -> int | None:
+    """This home's daemon (running or starting) if it was started on demand (`--on-demand`, by
+    the CLI when a VM started): the one a `nestor serve` takes over from."""
+    for pid in (running_pid(home), starting_pid(home)):
+        if pid is not None and "--on-demand" in pids.cmdline(pid):
+            return pid
+    return None
+
+
+def take_over(home: paths.Home, claim: Claim, attempts: int = 5, timeout: float = 10.0) -> int | None:
+    """Claim the home from its on-demand daemon: stop it by the PID of nestor's own records
+    (SIGTERM: it ends cleanly, its VMs run on), then claim. The PID it stopped, or None when the
+    home is held by a daemon that was not started on demand (a user's or systemd's: left alone)."""
+    stopped = None
+    for _ in range(attempts):  # a `vm start` meanwhile may start another on-demand one: stop that too
+        pid = on_demand_pid(home)
+        if pid is None:
+            if claim.acquire():
+                return stopped
+            if running_pid(home) is not None:
+                return None
+            time.sleep(0.1)  # the one we stopped still holds its lock for a moment
+            continue
+        pids.terminate(pid, timeout)
+        stopped = pid
+        if claim.acquire():
+            return stopped
+    return None
+
+
 class Claim:
     """The daemon's claim on its home: an flock held for its lifetime, and the pidfile.
 
@@ -110,6 +140,10 @@ class Claim:
     def __init__(self, home: paths.Home) -> None:
         self.home = home
         self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> bool:
         self.home.root.mkdir(parents=True, exist_ok=True)

@@ -331,6 +331,8 @@ class Service:
                 raise StateError(f"vm '{name}' is off and has no console output to wait in",
                                  hint=f"nestor vm start {name} first (or give --timeout)")
             tick()
+        off_once = False  # waiting for `until` without a timeout, the VM was seen off once
+
         def found(chunk: bytes) -> bool:
             nonlocal seen
             if needle is None:
@@ -369,6 +371,12 @@ class Service:
                         continue
                     if _rotated(path, f.fileno()):
                         break
+                    if needle is not None and timeout is None and process.live_pid(vm_files.dir) is None:
+                        if off_once:  # read to the end once more since: nothing more will come
+                            raise StateError(f"vm '{name}' is off and '{(until or '')[:100]}' is not in its console output",
+                                             hint=f"nestor vm start {name} first, or give --timeout S to wait for a start")
+                        off_once = True
+                        continue
                     seriallog.enforce(path, cap)  # the fallback cap, while the daemon is down
                     tick()
 
