@@ -6,6 +6,7 @@
     plan.py      the diff of the file against the reports: create / change / remove / keep per level
     owners.py    which objects a lab made (the labs tables of the L0 database)
     up.py        reconcile a level tree to the plan, through one handle per level
+    saving.py    save bottom-up / restore top-down of the whole tree (rule: policy.lab.save_order)
     levels.py    the handle of a level, to any depth (nestor.hypervisor.at)
     inventory.py addresses for Ansible or JSON
 
