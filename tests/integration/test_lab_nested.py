@@ -64,3 +64,80 @@ def test_the_quickstart_lab_up_again_status_down(nested_home: Path, netns: NewNe
     assert "removed 2 objects" in down.stdout  # l1 and qs0: l1's switch, NAT and l2 went with l1
     assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
     assert json.loads(nestor(home, "switch", "list", "-o", "json", netns=ns).stdout) == []
+
+
+NESTED_SAVE = """\
+name: deepcount
+vms:
+  l1:
+    image: nested-host
+    memory: 1G
+    cpus: 2
+    nested: true
+    switches:
+      inner: {type: internal, address: 192.168.131.1/24}
+    vms:
+      l2:
+        memory: 128M
+        adapters: [{switch: inner, ip: 192.168.131.11/24}]
+        run: |
+          #!/bin/sh
+          boot=$(cat /proc/sys/kernel/random/boot_id)
+          n=0
+          while :; do n=$((n+1)); echo "tick $boot $n"; sleep 1; done
+"""
+
+
+@pytest.mark.timeout(1500)
+def test_lab_save_and_restore_of_an_l2_inside_an_l1(nested_home: Path, netns: NewNetns, tmp_path: Path) -> None:
+    """`lab save` saves l2 inside l1 (through l1's nestor), then l1; `lab restore` resumes l1,
+    waits for its nestor, resumes l2: l2's counter goes on from where it stopped, same boot."""
+    import time
+
+    from nestor.lab.levels import Levels
+    from tests.integration.test_lab import ticks
+
+    home, ns = nested_home, netns()
+    lab = tmp_path / "deepcount.lab.yaml"
+    lab.write_text(NESTED_SAVE)
+    up = nestor(home, "lab", "up", str(lab), netns=ns, timeout=900)
+    assert "l1/l2: started" in up.stderr, up.stderr
+
+    def l2_ticks() -> list[tuple[str, int]]:
+        with Levels(home, ns).open("l1") as l1:
+            return ticks(l1.vm_log("l2", tail=1 << 16).decode(errors="replace"))
+
+    deadline = time.monotonic() + 300
+    while len(l2_ticks()) < 3:
+        assert time.monotonic() < deadline, "l2's counter did not start"
+        time.sleep(5)
+
+    saved = nestor(home, "lab", "save", "deepcount", timeout=600)
+    assert "saved 2 VMs (l1/l2, l1)" in saved.stdout, saved.stdout + saved.stderr
+    assert saved.stderr.index("l1/l2: saving") < saved.stderr.index("l1: saving")  # bottom-up
+    states = {vm["name"]: vm["state"] for vm in json.loads(nestor(home, "vm", "list", "-o", "json").stdout)}
+    assert states == {"l1": "saved"}
+
+    restored = nestor(home, "lab", "restore", "deepcount", timeout=900)
+    assert "restored 2 VMs (l1, l1/l2)" in restored.stdout, restored.stdout + restored.stderr
+    before = None
+    status = json.loads(nestor(home, "lab", "status", "deepcount", "-o", "json", timeout=300).stdout)
+    assert {vm["path"]: vm["state"] for level in status["levels"] for vm in level["vms"]} == {
+        "l1": "running", "l1/l2": "running"}
+    deadline = time.monotonic() + 300
+    while True:
+        seen = l2_ticks()
+        boots = list(dict.fromkeys(b for b, _ in seen))
+        assert len(boots) == 1, boots  # one boot id in the whole log: resumed, never rebooted
+        if before is None:
+            before = seen
+        numbers = [n for _, n in seen]
+        if len(seen) >= len(before) + 3:
+            break
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(5)
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers  # no restart at 1, no gap
+
+    down = nestor(home, "lab", "down", "deepcount", timeout=300)
+    assert "removed 1 object" in down.stdout
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
