@@ -49,9 +49,9 @@ def test_the_quickstart_lab_up_again_status_down(nested_home: Path, netns: NewNe
     from nestor.lab.levels import Levels
 
     with Levels(home, ns).open("l1") as l1:
-        log = l1.vm_log("l2", until="l2-ping: ", timeout=180).decode(errors="replace")
+        log = b"".join(l1.vm_log("l2", until="l2-ping: ", timeout=180)).decode(errors="replace")
         assert "l2-ping: " in log
-        log = l1.vm_log("l2", tail=4096).decode(errors="replace")
+        log = b"".join(l1.vm_log("l2", tail=4096)).decode(errors="replace")
     assert "l2-ping: ok" in log, log[-2000:]
 
     again = nestor(home, "lab", "up", str(LAB), netns=ns, timeout=300)
@@ -105,7 +105,7 @@ def test_lab_save_and_restore_of_an_l2_inside_an_l1(nested_home: Path, netns: Ne
 
     def l2_ticks() -> list[tuple[str, int]]:
         with Levels(home, ns).open("l1") as l1:
-            return ticks(l1.vm_log("l2", tail=1 << 16).decode(errors="replace"))
+            return ticks(b"".join(l1.vm_log("l2", tail=1 << 16)).decode(errors="replace"))
 
     deadline = time.monotonic() + 300
     while len(l2_ticks()) < 3:
@@ -140,4 +140,67 @@ def test_lab_save_and_restore_of_an_l2_inside_an_l1(nested_home: Path, netns: Ne
 
     down = nestor(home, "lab", "down", "deepcount", timeout=300)
     assert "removed 1 object" in down.stdout
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "labs"
+
+
+@pytest.mark.timeout(2400)
+def test_the_two_hypervisors_example(nested_home: Path, netns: NewNetns) -> None:
+    """examples/labs/two-hypervisors.yaml: hv1 and hv2 up in parallel, each L2 reaches the other
+    L1 through its own L1's NAT and the L0 switch; a second `lab up` has nothing to do."""
+    from nestor.lab.levels import Levels
+
+    home, ns = nested_home, netns()
+    lab = EXAMPLES / "two-hypervisors.yaml"
+    up = nestor(home, "lab", "up", str(lab), netns=ns, timeout=1500)
+    assert "hv1/web1: started" in up.stderr and "hv2/web2: started" in up.stderr, up.stderr
+    for hv, web in (("hv1", "web1"), ("hv2", "web2")):
+        with Levels(home, ns).open(hv) as level:
+            b"".join(level.vm_log(web, until=f"{web}-ping: ", timeout=300))
+            log = b"".join(level.vm_log(web, tail=4096)).decode(errors="replace")
+        assert f"{web}-ping: ok" in log, log[-2000:]
+    assert "nothing to do" in nestor(home, "lab", "up", str(lab), netns=ns, timeout=600).stdout
+    assert "removed 3 objects" in nestor(home, "lab", "down", "twohv", timeout=300).stdout
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
+
+
+@pytest.mark.timeout(3600)
+def test_the_depth3_example_saves_and_restores(nested_home: Path, netns: NewNetns) -> None:
+    """examples/labs/depth3.yaml: l3 inside l2 inside l1; its counter goes on after `lab save` and
+    `lab restore` of the whole tree (l3, then l2, then l1 saved; restored the other way)."""
+    import time
+
+    from nestor.lab.levels import Levels
+    from tests.integration.test_lab import ticks
+
+    home, ns = nested_home, netns()
+    up = nestor(home, "lab", "up", str(EXAMPLES / "depth3.yaml"), netns=ns, timeout=3000)
+    assert "l1/l2/l3: started" in up.stderr, up.stderr
+
+    def l3_ticks() -> list[tuple[str, int]]:
+        with Levels(home, ns).open("l1/l2") as l2:
+            return ticks(b"".join(l2.vm_log("l3", tail=1 << 16)).decode(errors="replace"))
+
+    deadline = time.monotonic() + 900
+    while len(l3_ticks()) < 3:
+        assert time.monotonic() < deadline, "l3's counter did not start"
+        time.sleep(10)
+    saved = nestor(home, "lab", "save", "deep3", timeout=1200)
+    assert "saved 3 VMs (l1/l2/l3, l1/l2, l1)" in saved.stdout, saved.stdout + saved.stderr
+    restored = nestor(home, "lab", "restore", "deep3", timeout=1800)
+    assert "restored 3 VMs (l1, l1/l2, l1/l2/l3)" in restored.stdout, restored.stdout + restored.stderr
+    before = len(l3_ticks())
+    deadline = time.monotonic() + 900
+    while True:
+        seen = l3_ticks()
+        assert len(set(b for b, _ in seen)) == 1, seen[-5:]  # one boot: resumed, never rebooted
+        if len(seen) >= before + 3:
+            break
+        assert time.monotonic() < deadline, seen[-5:]
+        time.sleep(10)
+    numbers = [n for _, n in seen]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers
+    nestor(home, "lab", "down", "deep3", timeout=600)
     assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
