@@ -1,8 +1,9 @@
 """Nested labs on real QEMU (issue 17), each in a test namespace:
 - examples/quickstart.lab.yaml: plan, up, up again, status, down (~30 s here);
 - `lab save` / `lab restore` of an L1 with a counting L2 inside (~1.5 min here);
-- on demand (`pytest -m ondemand`): examples/labs/two-hypervisors.yaml and examples/labs/depth3.yaml
-  (with save and restore)."""
+- examples/labs/two-hypervisors.yaml: two L1s up in parallel, each L2 reaches the other L1 (~40 s here);
+- on demand (`pytest -m ondemand`): examples/labs/depth3.yaml, with save and restore (it fails in
+  this build: no nested-host image inside an L1, see the test)."""
 
 from __future__ import annotations
 
@@ -147,7 +148,6 @@ def test_lab_save_and_restore_of_an_l2_inside_an_l1(nested_home: Path, netns: Ne
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "labs"
 
 
-@pytest.mark.ondemand  # two nested hosts and two L2s under TCG
 @pytest.mark.timeout(2400)
 def test_the_two_hypervisors_example(nested_home: Path, netns: NewNetns) -> None:
     """examples/labs/two-hypervisors.yaml: hv1 and hv2 up in parallel, each L2 reaches the other
@@ -168,7 +168,9 @@ def test_the_two_hypervisors_example(nested_home: Path, netns: NewNetns) -> None
     assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
 
 
-@pytest.mark.ondemand  # three levels under TCG
+# On demand, and failing in this build: l2 (a nested host inside l1) is refused inside l1 with
+# "image 'nested-host' is not built": the L1 payload carries only the appliance image for its VMs.
+@pytest.mark.ondemand
 @pytest.mark.timeout(3600)
 def test_the_depth3_example_saves_and_restores(nested_home: Path, netns: NewNetns) -> None:
     """examples/labs/depth3.yaml: l3 inside l2 inside l1; its counter goes on after `lab save` and
