@@ -156,3 +156,81 @@ def test_lab_up_killed_at_any_point_converges_on_the_next_run(home: Path, netns:
     assert json.loads(nestor(home, "nat", "list", "-o", "json", netns=ns).stdout) == []
     assert json.loads(nestor(home, "lab", "list", "-o", "json").stdout) == []
     assert list((home / "net").glob("dnsmasq-*.pid")) == []
+
+
+COUNTER = """\
+      #!/bin/sh
+      boot=$(cat /proc/sys/kernel/random/boot_id)
+      n=0
+      while :; do n=$((n+1)); echo "tick $boot $n"; sleep 1; done
+"""
+
+SAVE = """\
+name: counters
+switches:
+  lan: {{type: internal, address: 10.{net}.0.1/24}}
+vms:
+  c1:
+    memory: 256M
+    adapters: [{{switch: lan, ip: 10.{net}.0.11/24}}]
+    run: |
+{counter}  c2:
+    memory: 256M
+    adapters: [{{switch: lan, ip: 10.{net}.0.12/24}}]
+    run: |
+{counter}"""
+
+
+def ticks(text: str) -> list[tuple[str, int]]:
+    """The counter's lines: (boot id, number)."""
+    import re
+
+    return [(m.group(1), int(m.group(2))) for m in re.finditer(r"^tick (\S+) (\d+)\r?$", text, re.M)]
+
+
+def test_lab_save_and_restore_keep_the_counters_going(home: Path, netns: NewNetns, tmp_path: Path) -> None:
+    """Every VM of the lab is saved (QEMU gone, state 'saved'); after `lab restore` each guest's
+    counter goes on from the number it had reached, with the same boot id: resumed, not rebooted."""
+    import time
+
+    ns = netns()
+    lab = tmp_path / "counters.lab.yaml"
+    lab.write_text(SAVE.format(net=subnet(), counter=COUNTER))
+    nestor(home, "lab", "up", str(lab), netns=ns, timeout=300)
+    logs = {name: vm_dir(home, name) / paths.SERIAL_LOG for name in ("c1", "c2")}
+    for log in logs.values():
+        wait_for_text(log, " 3\n", timeout=180)
+
+    saved = nestor(home, "lab", "save", "counters", timeout=300)
+    assert "saved 2 VMs" in saved.stdout, saved.stdout + saved.stderr
+    states = {vm["name"]: vm["state"] for vm in json.loads(nestor(home, "vm", "list", "-o", "json").stdout)}
+    assert states == {"c1": "saved", "c2": "saved"}
+    again = nestor(home, "lab", "save", "counters")
+    assert "nothing running to save" in again.stdout
+
+    before = {}
+    for name, log in logs.items():
+        seen = ticks(log.read_text(errors="replace"))
+        assert seen and len(seen[-1][0]) == 36, seen[-3:]  # a boot id
+        before[name] = (seen[-1], log.stat().st_size)
+    time.sleep(3)  # saved: nothing counts meanwhile
+    for name, log in logs.items():
+        assert log.stat().st_size == before[name][1]
+
+    restored = nestor(home, "lab", "restore", "counters", timeout=300)
+    assert "restored 2 VMs" in restored.stdout, restored.stdout + restored.stderr
+    for name, log in logs.items():
+        (boot, last), offset = before[name]
+        deadline = time.monotonic() + 120
+        after: list[tuple[str, int]] = []
+        while len(after) < 3:
+            assert time.monotonic() < deadline, (name, log.read_text(errors="replace")[-2000:])
+            time.sleep(1)
+            after = ticks(log.read_bytes()[offset:].decode(errors="replace"))
+        assert all(b == boot for b, _ in after), (name, boot, after)  # the same boot: no reboot
+        numbers = [n for _, n in after]
+        assert last < numbers[0] <= last + 2 and numbers == list(range(numbers[0], numbers[0] + len(numbers))), \
+            (name, last, numbers)
+    assert "nothing to do" in nestor(home, "lab", "up", str(lab), netns=ns).stdout
+    nestor(home, "lab", "down", "counters")
+    assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []

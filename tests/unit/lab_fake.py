@@ -10,7 +10,7 @@ from typing import Any
 from nestor.errors import EngineError, NotFound
 from nestor.service import AdapterInfo, AdapterSpec, GuardChange, MemoryChange, NatInfo, NatSpec, SwitchInfo, SwitchSpec
 from nestor.service.net_types import LinkState
-from nestor.service.types import VMInfo, VMSpec, VMState
+from nestor.service.types import HostPolicy, SaveResult, VMInfo, VMSpec, VMState
 
 
 class FakeLevel:
@@ -21,6 +21,8 @@ class FakeLevel:
         self.nats: dict[str, NatInfo] = {}
         self.calls: list[str] = []
         self.fail_start: set[str] = set()
+        self.nesting = "allow"
+        self.inside: Any = lambda name: False  # FakeLevels: does a VM run inside VM `name` of this level?
 
     def vm_list(self) -> list[VMInfo]:
         return sorted(self.vms.values(), key=lambda v: v.name)
@@ -45,6 +47,29 @@ class FakeLevel:
         if name in self.fail_start:
             raise EngineError(f"vm '{name}': QEMU exited")
         return self._set(name, state=VMState.RUNNING)
+
+    def vm_show(self, name: str) -> VMInfo:
+        from dataclasses import replace
+
+        if name not in self.vms:
+            raise NotFound(f"vm '{name}' not found")
+        vm = self.vms[name]
+        running = self.inside(name) if vm.state is VMState.RUNNING else None
+        return replace(vm, hypervisor_running=running if vm.nested else None)
+
+    def vm_save(self, name: str) -> SaveResult:
+        from nestor.errors import PolicyError, StateError
+
+        self.calls.append(f"vm_save {name}")
+        if self.vms[name].state is not VMState.RUNNING:
+            raise StateError(f"vm '{name}' is not running")
+        if self.vm_show(name).hypervisor_running:
+            raise PolicyError(f"vm '{name}' cannot be saved (rules R12-R14)", rule="R12-R14")
+        self._set(name, state=VMState.SAVED)
+        return SaveResult(name, f"/saved/{name}", 1 << 20)
+
+    def host_policy(self) -> HostPolicy:
+        return HostPolicy(nesting=self.nesting)
 
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> None:
         self.calls.append(f"vm_stop {name}")
@@ -149,7 +174,10 @@ class FakeLevels:
 
                 raise GuestError(f"level {path} does not answer")
             self.levels.setdefault(path, FakeLevel())
-        yield self.levels[path]
+        level = self.levels[path]
+        level.inside = lambda name: any(v.state is VMState.RUNNING
+                                        for v in self.levels.get(f"{path}/{name}" if path else name, FakeLevel()).vms.values())
+        yield level
 
     def wait_ready(self, path: str, timeout: float) -> None:
         with self.open(path):

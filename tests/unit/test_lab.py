@@ -129,7 +129,7 @@ def test_up_makes_every_level_then_a_second_run_has_nothing_to_do(tmp_path: Path
     assert l0.switches["lan"].address == "10.81.0.1/24"
     assert l0.adapters["hv2"][0].mac_spoofing is True and l0.adapters["hv1"][0].mac_spoofing is False
     assert l1.nats["inner"].dhcp and l1.vms["web1"].state is VMState.RUNNING
-    assert levels.files[("hv1", "/var/lib/nestor/labs/twohv/web1.sh")] == "echo hi"
+    assert levels.files[("hv1", "/var/lib/nestor/uploads/labs/twohv/web1.sh")] == "echo hi"
     assert ("hv1", "vm", "web1") in owners.objects("twohv")
     # the second run: the plan over every level keeps everything
     lab = lab_file.parse(TWOHV)

@@ -148,3 +148,40 @@ def inventory_cmd(ctx: Ctx, name: str, output: str) -> None:
     else:
         emit_json(data)
     sys.stdout.flush()
+
+
+@lab.command("save")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def save_cmd(ctx: Ctx, name: str, output: str) -> None:
+    """Save every running VM of lab NAME, deepest first (refused before anything is saved if one cannot be)."""
+    saved = _labs(ctx).save(name, progress)
+    if output == "json":
+        emit_json({"lab": name, "saved": [{"path": s.path, "size": s.size} for s in saved]})
+    elif not saved:
+        click.echo(f"lab '{name}': nothing running to save")
+    else:
+        click.echo(f"lab '{name}': saved {len(saved)} VM{'s' if len(saved) != 1 else ''} "
+                   f"({', '.join(s.path for s in saved)}); nestor lab restore {name} resumes them")
+
+
+@lab.command("restore")
+@click.argument("name")
+@OUTPUT
+@pass_ctx
+def restore_cmd(ctx: Ctx, name: str, output: str) -> None:
+    """Resume the saved VMs of lab NAME, top down (each level once its nestor answers)."""
+    from ..errors import StateError
+
+    done = _labs(ctx).restore(name, progress)
+    if output == "json":
+        emit_json({"lab": name, "restored": done.paths, "failed": done.failed})
+    elif not done.paths and not done.failed:
+        click.echo(f"lab '{name}': nothing saved to restore")
+    else:
+        click.echo(f"lab '{name}': restored {len(done.paths)} VM{'s' if len(done.paths) != 1 else ''}"
+                   + (f" ({', '.join(done.paths)})" if done.paths else ""))
+    if done.failed:
+        raise StateError(f"lab '{name}': {len(done.failed)} failed: " + "; ".join(done.failed),
+                         hint=f"nestor lab status {name}; nestor lab restore {name} again resumes what is still saved")

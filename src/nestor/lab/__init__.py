@@ -6,7 +6,8 @@
     plan.py      the diff of the file against the reports: create / change / remove / keep per level
     owners.py    which objects a lab made (the labs tables of the L0 database)
     up.py        reconcile a level tree to the plan, through one handle per level
-    levels.py    the handle of a level (stand-in until nestor.hypervisor.at lands)
+    saving.py    save bottom-up / restore top-down of the whole tree (rule: policy.lab.save_order)
+    levels.py    the handle of a level, to any depth (nestor.hypervisor.at)
     inventory.py addresses for Ansible or JSON
 
 Preflight rules are pure and live in nestor.policy.lab.

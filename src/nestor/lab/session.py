@@ -1,4 +1,4 @@
-"""The lab use cases over one home: plan, up, status, down, inventory (the CLI's and, later, the API's)."""
+"""The lab use cases over one home: plan, up, status, save, restore, down, inventory (the CLI's and, later, the API's)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from ..errors import InvalidInput, PolicyError, StateError
 from ..host import facts as host_facts
 from ..policy.lab import Problem, preflight, refusal
 from . import file as lab_file
+from . import saving
 from .down import down
 from .levels import Levels
 from .observe import Seen
 from .owners import Owners
 from .plan import Plan, plan
+from .saving import Restored, Saved
 from .spec import Lab
 from .status import inventory, status
 from .survey import survey
@@ -88,6 +90,14 @@ class Labs:
 
     def records(self) -> list[dict[str, Any]]:
         return [{"name": r.name, "file": r.source, "netns": r.netns, "objects": r.objects} for r in self.owners.all()]
+
+    def save(self, name: str, progress: Progress) -> list[Saved]:
+        lab, levels = self.stored(name)
+        return saving.save(lab, levels, progress)
+
+    def restore(self, name: str, progress: Progress) -> Restored:
+        lab, levels = self.stored(name)
+        return saving.restore(lab, levels, progress)
 
     def down(self, name: str, progress: Progress) -> list[tuple[str, str, str]]:
         record = self.owners.get(name)

@@ -176,7 +176,8 @@ class Up:
     def _script_path(self, level: Level, vm: VMDef) -> str:
         if not level.path:
             return str(self.levels.home / "labs" / self.lab.name / f"{vm.name}.sh")
-        return f"{GUEST_HOME}/labs/{self.lab.name}/{vm.name}.sh"
+        # the level's files directory (HOME/uploads): the only place an API caller may name a file in
+        return f"{GUEST_HOME}/uploads/labs/{self.lab.name}/{vm.name}.sh"
 
     def _change(self, hv: Any, path: str, vm: VMDef, state: str) -> None:
         if state != "off":

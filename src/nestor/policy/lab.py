@@ -197,3 +197,62 @@ def refusal(problems: list[Problem]) -> str:
     """The one-line message of a refusal naming every problem."""
     return f"preflight refused ({len(problems)} problem{'s' if len(problems) != 1 else ''}): " + "; ".join(
         p.line() for p in problems)
+
+
+# -- lab save (the seed's rules R12-R14 over the whole tree) ------------------------------------
+@dataclass(frozen=True)
+class SaveView:
+    """One VM of the lab as `lab save` sees it before it saves anything."""
+
+    path: str  # "hv1/web"
+    state: str  # off | running | paused | saved | (absent: not made)
+    nested: bool
+    hypervisor_running: bool | None
+    detection: str | None = None  # how hypervisor_running was told (or why it could not be)
+    inside: tuple[str, ...] | None = None  # the running VMs its nestor reports; None: no nestor answered
+    level_blocks_nesting: bool = False  # its level's host policy is nesting=block (a restore would be refused)
+
+
+SAVABLE = ("running", "paused")
+
+
+def save_order(lab: Lab, views: dict[str, SaveView]) -> tuple[list[str], list[Problem]]:
+    """Which of the lab's VMs `lab save` saves, deepest first (a VM only once every VM running
+    inside it is saved, so no hypervisor runs in it when it is), and every VM that makes the save
+    refuse before anything is saved."""
+    order: list[str] = []
+    problems: list[Problem] = []
+    for level in lab.levels():
+        for vm in level.vms.values():
+            path = level.vm_path(vm.name)
+            view = views.get(path)
+            if view is None or view.state not in SAVABLE:
+                continue
+            order.append(path)
+            subject = f"vm '{path}' at {level_name(level.path)}"
+            declared = set(vm.inner.vms) if vm.inner is not None else set()
+            inside = view.inside or ()
+            foreign = sorted(set(inside) - declared)
+            if foreign:
+                names = ", ".join(f"'{n}'" for n in foreign)
+                problems.append(Problem(subject, "ownership",
+                                        f"VMs {names} run inside it and are not the lab's: they would keep a hypervisor "
+                                        "running in it",
+                                        f"stop them (nestor vm stop NAME --at {path}), or add them to the lab file"))
+            explained = bool(set(inside) & declared)
+            if view.hypervisor_running and not explained:
+                why = "its nestor runs none of the lab's VMs" if view.inside is not None else "no nestor answers inside it"
+                problems.append(Problem(subject, "R12-R14",
+                                        f"a hypervisor nestor does not manage runs inside it ({why}); saving it is unsafe",
+                                        f"stop what runs VMs inside {path}, or stop {path}"))
+            elif view.hypervisor_running is None and view.nested and not explained:
+                problems.append(Problem(subject, "R12-R14",
+                                        f"cannot tell whether a hypervisor runs inside it ({view.detection or 'not observed'})",
+                                        "try again"))
+            if view.nested and view.level_blocks_nesting:
+                problems.append(Problem(subject, "nesting-block",
+                                        f"its level's policy blocks nesting, so {path} could be saved but not restored",
+                                        (f"nestor vm exec {level.path} -- nestor host set --nesting allow" if level.path
+                                         else "nestor host set --nesting allow")))
+    order.sort(key=lambda p: -p.count("/"))  # stable: deepest first, the file's order within a depth
+    return order, problems
