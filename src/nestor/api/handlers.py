@@ -97,6 +97,7 @@ class VMNew(Body):
     no_ssh_key: bool = described(False, "cloud-init: do not add the server user's default public key")
     hostname: str | None = described(None, "cloud-init: the guest's hostname")
     cloud_init: str | None = described(None, "cloud-init: a user-data file in the server's files directory")
+    tpm: bool = described(False, "disk-image VMs: a virtual TPM 2.0 (swtpm)")
 
 
 class PolicyChange(Body):
@@ -122,6 +123,7 @@ class Stop(Body):
 class Processor(Body):
     count: int | None = None
     nested: bool | None = None
+    enlightenments: str | None = described(None, "hyperv: the QEMU hv-* set Windows and Hyper-V use; off")
 
 
 class Memory(Body):
@@ -296,7 +298,7 @@ def vm_list(ctx: Ctx) -> Answer:
 
 
 _GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_key", "no_ssh_key", "hostname",
-                 "cloud_init")
+                 "cloud_init", "tpm")
 
 
 def _path(value: str | None) -> Path | None:
@@ -345,7 +347,7 @@ def vm_new(ctx: Ctx, body: VMNew) -> Answer:
                       iso=api_file(ctx, guest_fields["iso"], "iso"), disk_size=guest_fields["disk_size"],
                       user=guest_fields["user"], ssh_key=api_file(ctx, guest_fields["ssh_key"], "ssh_key"),
                       no_ssh_key=guest_fields["no_ssh_key"], hostname=guest_fields["hostname"],
-                      cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"))
+                      cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"), tpm=guest_fields["tpm"])
     with ctx.settings.service() as s:
         result = s.vm_new_request(spec, guest)
     ctx.runtime.events.publish("vm", {"vm": spec.name, "action": "created"})
@@ -396,7 +398,8 @@ def vm_save(ctx: Ctx, name: str) -> Answer:
 @table.patch("/vms/{name}/processor", does="vm_set_processor", responses=_doc(ProcessorResult))
 def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
     with ctx.settings.service() as s:
-        return _json(s.vm_set_processor(name, count=body.count, nested=body.nested))
+        return _json(s.vm_set_processor(name, count=body.count, nested=body.nested,
+                                           enlightenments=body.enlightenments))
 
 
 @table.patch("/vms/{name}/memory", does="vm_set_memory", responses=_doc(MemoryResult))
