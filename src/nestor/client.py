@@ -284,7 +284,7 @@ class Client:
         body["switches"] = list(spec.switches)
         body.update({"generation": guest.generation, "secure_boot": guest.secure_boot, "disk_size": guest.disk_size,
                      "user": guest.user, "no_ssh_key": guest.no_ssh_key, "hostname": guest.hostname,
-                     "no_network": guest.no_network})
+                     "no_network": guest.no_network, "tpm": guest.tpm})
         for key in ("iso", "ssh_key", "cloud_init"):
             value = getattr(guest, key)
             body[key] = str(value) if value is not None else None
@@ -329,9 +329,12 @@ class Client:
     def vm_remove(self, name: str, force: bool = False) -> None:
         self._request("DELETE", f"/vms/{name}", params={"force": "true" if force else None})
 
-    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
-        return _decode(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor",
-                                                        {"count": count, "nested": nested}))
+    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None,
+                         enlightenments: str | None = None) -> ProcessorResult:
+        body: dict[str, Any] = {"count": count, "nested": nested}
+        if enlightenments is not None:  # an older server's body forbids unknown fields
+            body["enlightenments"] = enlightenments
+        return _decode(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor", body))
 
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         return _decode(MemoryResult, self._request("PATCH", f"/vms/{name}/memory", to_json(change)))

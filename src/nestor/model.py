@@ -139,3 +139,5 @@ class VMConfig:
     memory_minimum: int | None = None  # None: the default for dynamic memory
     memory_maximum: int | None = None  # None: startup (static) / the default (dynamic)
     memory_buffer: int = 20  # percent kept free above the guest's demand (dynamic memory)
+    enlightenments: str = "off"  # "hyperv": the QEMU hv-* set (policy/enlightenments.py); "off"
+    tpm: bool = False  # a virtual TPM 2.0 (swtpm, engine/swtpm.py): disk-image VMs only

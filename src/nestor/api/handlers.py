@@ -106,6 +106,7 @@ class VMNew(Body):
                                        pattern=rules.FILE)
     no_network: bool = described(False, "no adapter; without it and without switches a disk-image VM gets one "
                                         "on the default switch (made on first use)")
+    tpm: bool = described(False, "disk-image VMs: a virtual TPM 2.0 (swtpm)")
 
 
 class PolicyChange(Body):
@@ -131,6 +132,7 @@ class Stop(Body):
 class Processor(Body):
     count: int | None = described(None, "vCPUs", ge=1, le=rules.MAX_VCPUS)
     nested: bool | None = None
+    enlightenments: str | None = described(None, "hyperv: the QEMU hv-* set Windows and Hyper-V use; off")
 
 
 class Memory(Body):
@@ -313,7 +315,7 @@ def vm_list(ctx: Ctx) -> Answer:
 
 
 _GUEST_FIELDS = ("generation", "secure_boot", "iso", "disk_size", "user", "ssh_key", "no_ssh_key", "hostname",
-                 "cloud_init", "no_network")
+                 "cloud_init", "no_network", "tpm")
 
 
 def _path(value: str | None) -> Path | None:
@@ -363,7 +365,7 @@ def vm_new(ctx: Ctx, body: VMNew) -> Answer:
                       user=guest_fields["user"], ssh_key=api_file(ctx, guest_fields["ssh_key"], "ssh_key"),
                       no_ssh_key=guest_fields["no_ssh_key"], hostname=guest_fields["hostname"],
                       cloud_init=api_file(ctx, guest_fields["cloud_init"], "cloud_init"),
-                      no_network=guest_fields["no_network"])
+                      no_network=guest_fields["no_network"], tpm=guest_fields["tpm"])
     with ctx.settings.service() as s:
         result = s.vm_new_request(spec, guest)
     ctx.runtime.events.publish("vm", {"vm": spec.name, "action": "created"})
@@ -414,7 +416,8 @@ def vm_save(ctx: Ctx, name: str) -> Answer:
 @table.patch("/vms/{name}/processor", does="vm_set_processor", responses=_doc(ProcessorResult))
 def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
     with ctx.settings.service() as s:
-        return _json(s.vm_set_processor(name, count=body.count, nested=body.nested))
+        return _json(s.vm_set_processor(name, count=body.count, nested=body.nested,
+                                           enlightenments=body.enlightenments))
 
 
 @table.patch("/vms/{name}/memory", does="vm_set_memory", responses=_doc(MemoryResult))

@@ -31,6 +31,7 @@ _OPTIONS = [
     click.option("--hostname", default=None, help="cloud-init: the guest's hostname (default: the VM name)"),
     click.option("--cloud-init", type=click.Path(path_type=Path), default=None,
                  help="cloud-init: your own user-data file (replaces --user/--ssh-key)"),
+    click.option("--tpm", is_flag=True, help="disk-image VMs: a virtual TPM 2.0 (swtpm), as Windows 11 needs"),
 ]
 
 
@@ -45,6 +46,6 @@ def guest_spec(image: str | None, switches: tuple[str, ...], flags: dict[str, An
         image=image, generation=flags["generation"], secure_boot=flags["secure_boot"], iso=flags["iso"],
         disk_size=parse_size(flags["disk_size"], "disk") if flags["disk_size"] is not None else None,
         user=flags["user"], ssh_key=flags["ssh_key"], no_ssh_key=flags["no_ssh_key"],
-        hostname=flags["hostname"], cloud_init=flags["cloud_init"], switches=switches,
+        hostname=flags["hostname"], cloud_init=flags["cloud_init"], tpm=flags["tpm"], switches=switches,
         no_network=flags["no_network"],
     )

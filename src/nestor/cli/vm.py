@@ -163,11 +163,15 @@ def remove(ctx: Ctx, name: str, force: bool) -> None:
 @click.argument("name")
 @click.option("--count", type=numbers.INT, default=None, help="number of vCPUs")
 @click.option("--expose-virtualization-extensions", "--nested", "nested", type=ON_OFF, default=None)
+@click.option("--enlightenments", type=click.Choice(["hyperv", "off"]), default=None,
+              help="hyperv: the Hyper-V enlightenments Windows uses (needs KVM); off")
 @pass_ctx
-def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None) -> None:
-    """Change vCPUs or nesting (seed: only while the VM is off)."""
+def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None, enlightenments: str | None) -> None:
+    """Change vCPUs, nesting or enlightenments (seed: only while the VM is off)."""
     with ctx.vm(name) as (level, vm_name):
-        result = level.vm_set_processor(vm_name, count=count, nested=None if nested is None else nested == "on")
+        kwargs = {} if enlightenments is None else {"enlightenments": enlightenments}
+        result = level.vm_set_processor(vm_name, count=count, nested=None if nested is None else nested == "on",
+                                        **kwargs)
     for message in result.warnings:
         warn(message)
     click.echo(f"vm '{name}' processor updated")

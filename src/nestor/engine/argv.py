@@ -85,6 +85,8 @@ class LaunchSpec:
     firmware: Firmware | None = None
     cdroms: tuple[Cdrom, ...] = ()
     user: QemuUser | None = None  # drop root to this user once started (engine/runas.py); None: stay
+    cpu_flags: tuple[str, ...] = ()  # added to -cpu: the Hyper-V enlightenments (policy/enlightenments.py)
+    tpm_socket: Path | None = None  # swtpm's control socket (engine/swtpm.py): a TPM 2.0 on q35
     extra: tuple[str, ...] = field(default=())
 
 
@@ -114,7 +116,8 @@ def _firmware(spec: LaunchSpec) -> list[str]:
 
 
 def _cpu(spec: LaunchSpec) -> list[str]:
-    return ["-cpu", spec.cpu_model, "-smp", str(spec.vcpus), "-m", f"{spec.memory >> 20}M"]
+    model = ",".join((spec.cpu_model, *spec.cpu_flags))
+    return ["-cpu", model, "-smp", str(spec.vcpus), "-m", f"{spec.memory >> 20}M"]
 
 
 def _base(spec: LaunchSpec) -> list[str]:
@@ -222,6 +225,17 @@ def _nics(spec: LaunchSpec) -> list[str]:
     return argv
 
 
+def _tpm(spec: LaunchSpec) -> list[str]:
+    """A TPM 2.0 backed by the VM's swtpm: CRB, the interface Windows 11 and Linux both drive."""
+    if spec.tpm_socket is None:
+        return []
+    return [
+        "-chardev", f"socket,id=tpm0,path={spec.tpm_socket}",
+        "-tpmdev", "emulator,id=tpm0,chardev=tpm0",
+        "-device", "tpm-crb,tpmdev=tpm0",
+    ]
+
+
 def _incoming(spec: LaunchSpec) -> list[str]:
     # `defer`, not `exec:`/`file:`: spawn=deny forbids exec, and QEMU 7.2 has no file: URI.
     return ["-incoming", "defer"] if spec.incoming else []
@@ -251,6 +265,7 @@ def build(spec: LaunchSpec) -> list[str]:
         *_nics(spec),
         *_agent(spec),
         *_balloon(spec),
+        *_tpm(spec),
         *_serial(spec),
         *_control(spec),
         *_incoming(spec),

@@ -146,8 +146,10 @@ CMDLETS: tuple[Cmdlet, ...] = (
     Cmdlet(_sig("Update-VMVersion", "nestor vm upgrade NAME", _vm_param(), Param("Force", None)),
            vms.update_vmversion, ("vm",)),
     Cmdlet(_sig("Set-VMProcessor",
-                "nestor vm set-processor NAME [--count N] [--expose-virtualization-extensions on|off]",
+                "nestor vm set-processor NAME [--count N] [--expose-virtualization-extensions on|off] "
+                "[--enlightenments hyperv|off]",
                 _vm_param("VMName", ()), Param("ExposeVirtualizationExtensions", boolean),
+                Param("EnableHyperVEnlightenments", boolean),
                 Param("Count", integer), PASSTHRU,
                 unsupported={k: "nestor vm set-processor offers --count and --expose-virtualization-extensions"
                              for k in ("Reserve", "Maximum", "RelativeWeight", "CompatibilityForMigrationEnabled",

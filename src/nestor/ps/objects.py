@@ -65,6 +65,7 @@ def processor(info: VMInfo) -> PSObject:
     return PSObject("processor", "VMProcessor", {
         "VMName": info.name, "Count": info.vcpus, "ExposeVirtualizationExtensions": info.nested,
         "HypervisorRunning": info.hypervisor_running,
+        "EnableHyperVEnlightenments": info.enlightenments == "hyperv",
     })
 
 

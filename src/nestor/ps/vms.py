@@ -81,15 +81,19 @@ def update_vmversion(s: Session, cmd: Command, obj: PSObject | None) -> list[PSO
 
 # -- processor and memory ----------------------------------------------------------------------
 def check_processor(cmd: Command) -> None:
-    if "Count" not in cmd.args and "ExposeVirtualizationExtensions" not in cmd.args:
+    if not {"Count", "ExposeVirtualizationExtensions", "EnableHyperVEnlightenments"} & set(cmd.args):
         raise InvalidInput(f"Set-VMProcessor: nothing to change ({cmd.token.where})",
-                           hint="give -ExposeVirtualizationExtensions $true|$false and/or -Count N")
+                           hint="give -ExposeVirtualizationExtensions $true|$false, -EnableHyperVEnlightenments "
+                                "$true|$false and/or -Count N")
 
 
 def set_vmprocessor(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     out = []
     for name in targets(cmd, obj, "VMName"):
-        result = s.service.vm_set_processor(name, count=cmd.get("Count"), nested=cmd.get("ExposeVirtualizationExtensions"))
+        hv = cmd.get("EnableHyperVEnlightenments")
+        kwargs = {} if hv is None else {"enlightenments": "hyperv" if hv else "off"}
+        result = s.service.vm_set_processor(name, count=cmd.get("Count"),
+                                            nested=cmd.get("ExposeVirtualizationExtensions"), **kwargs)
         for warning in result.warnings:
             s.note(f"warning: {warning}")
         s.note(f"vm '{name}': {result.vm.vcpus} vCPU(s), virtualization extensions "

@@ -13,11 +13,13 @@ running VM are refused (R12-R14, :mod:`nestor.policy.checkpoints`).
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import paths
-from ..engine import process
+from ..engine import process, swtpm
 from ..engine.qmp import Monitor
 from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
 from ..model import VMConfig, validate_name
@@ -140,6 +142,8 @@ def _take_or_apply(core: Core, vm: str, name: str, action: str) -> CheckpointRes
             flag, label = _OFFLINE[action]
             for d in rows:
                 disks.qemu_img(["snapshot", flag, name, str(d.file)], f"{label} '{d.name}'")
+            if config.tpm:
+                _tpm_copy(core.vm_dir(config), name, action)
         return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
 
 
@@ -154,8 +158,31 @@ def remove(core: Core, vm: str, name: str) -> None:
         if process.live_pid(vm_dir) is None:
             for d in rows:
                 disks.qemu_img(["snapshot", "-d", name, str(d.file)], f"removing from disk '{d.name}'")
+            shutil.rmtree(_tpm_saved(vm_dir, name), ignore_errors=True)
         else:
             _job(core, config, "snapshot-delete", {"tag": name, "devices": [f"n-{d.drive_id}" for d in rows]})
+
+
+TPM_CHECKPOINTS = "tpm-checkpoints"
+
+
+def _tpm_saved(vm_dir: Path, name: str) -> Path:
+    return vm_dir / TPM_CHECKPOINTS / name
+
+
+def _tpm_copy(vm_dir: Path, name: str, action: str) -> None:
+    """A stopped VM's TPM state goes with its disks: copied beside them at `new`, back at `apply`.
+    (A running VM's checkpoint holds the TPM in its vmstate: QEMU's tpm-emulator migrates it.)"""
+    live, saved = swtpm.state_dir(vm_dir), _tpm_saved(vm_dir, name)
+    if action == "new":
+        shutil.rmtree(saved, ignore_errors=True)
+        saved.parent.mkdir(mode=0o700, exist_ok=True)
+        if live.is_dir():
+            shutil.copytree(live, saved, symlinks=True, ignore=shutil.ignore_patterns(swtpm.SOCK, ".lock"))
+    elif saved.is_dir():
+        shutil.rmtree(live, ignore_errors=True)
+        shutil.copytree(saved, live, symlinks=True)
+        live.chmod(0o700)
 
 
 def _job(core: Core, config: VMConfig, command: str, args: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .. import cloudinit, files
 from ..engine import argv as qemu_argv
-from ..engine import firmware
+from ..engine import firmware, swtpm
 from ..errors import InvalidInput, NotFound, StateError
 from ..images import store
 from ..model import CURRENT_CONFIG_VERSION, BootSource, VMConfig, validate_config_version, validate_name
@@ -94,7 +94,7 @@ class GuestRepo:
 def is_guest_request(image: str | None, req: GuestSpec) -> bool:
     """Does `vm new` make a disk-image guest (rather than an appliance/nested-host/kernel VM)?"""
     flags = (req.iso, req.disk_size is not None, req.user is not None, req.ssh_key, req.hostname is not None,
-             req.cloud_init, req.secure_boot, req.no_ssh_key)
+             req.cloud_init, req.secure_boot, req.no_ssh_key, req.tpm)
     return (image is not None and image not in store.BUILT_IN) or any(flags) or req.generation != 1
 
 
@@ -187,7 +187,8 @@ def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_
             if network.warning:
                 warnings = [*warnings, network.warning]
         config = core.vms.add(VMConfig(name=name, vcpus=vcpus, memory=memory, nested=nested,
-                                       config_version=config_version, boot=BootSource(image=guest.image)))
+                                       config_version=config_version, boot=BootSource(image=guest.image),
+                                       tpm=req.tpm))
         revert.add(lambda: core.vms.remove(config.id))
         vm_dir = core.vm_dir(config)
         if vm_dir.exists():
@@ -204,6 +205,8 @@ def create(core: Core, name: str, vcpus: int, memory: int, nested: bool, config_
         disks.DiskRepo(core.conn).add(config.id, disks.ROOT, root)
         if guest.generation == 2:
             firmware.make_nvram(vm_dir, guest.secure_boot)
+        if req.tpm:
+            swtpm.make_state(vm_dir, None)  # handed to the QEMU user at each start
         revert.add(lambda: core.network.forget(config))
         for switch in switches:
             core.network.adapter_add(config.name, switch)

@@ -171,12 +171,16 @@ class Service:
         self._vms.remove(name, force=force)
 
     @audited("vm.set-processor")
-    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
+    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None,
+                         enlightenments: str | None = None) -> ProcessorResult:
         if nested:
             self._check_nesting(name, nesting_rule.Action.ENABLE)
         if self.remote.owns(name):
+            if enlightenments is not None:
+                raise InvalidInput(f"vm '{name}' is on a libvirt host: nestor sets no enlightenments there",
+                                   hint="give them in the domain's <hyperv> block with virsh edit")
             return self.remote.vm_set_processor(name, count, nested)
-        return self._vms.set_processor(name, count=count, nested=nested)
+        return self._vms.set_processor(name, count=count, nested=nested, enlightenments=enlightenments)
 
     @audited("vm.set-memory")
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:

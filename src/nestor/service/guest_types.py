@@ -25,6 +25,7 @@ class GuestSpec:
     no_ssh_key: bool = False
     hostname: str | None = None
     cloud_init: Path | None = None
+    tpm: bool = False  # a virtual TPM 2.0 (swtpm), as Windows 11 needs
     switches: tuple[str, ...] = field(default=())
     no_network: bool = False  # no adapter at all (without it and without switches: the default switch)
 

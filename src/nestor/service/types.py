@@ -153,6 +153,8 @@ class VMInfo:
     memory_balancer: str | None = None  # the balancer's last decision (a reason), while it runs
     host: str | None = None  # the libvirt host the VM is on; None: this machine
     host_state: str | None = None  # libvirt's own word where `state` cannot say it (missing, crashed, …)
+    enlightenments: str = "off"  # "hyperv": the QEMU hv-* set (policy/enlightenments.py)
+    tpm: bool = False  # a virtual TPM 2.0 (swtpm)
 
 
 @dataclass(frozen=True)

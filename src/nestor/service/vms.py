@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import bootplan, faults
 from ..engine import argv as qemu_argv
-from ..engine import process
+from ..engine import process, swtpm
 from ..engine.qmp import Monitor
 from ..errors import EngineError, InvalidInput, NestorError, StateError, error_context
 from ..files import private_dir, write_private
@@ -35,6 +35,7 @@ from ..model import (
 from ..net import tapfd
 from ..net.revert import Reverter
 from ..policy import accel as accel_policy
+from ..policy import enlightenments as enlightenment_rules
 from ..policy import memory as memory_rules
 from ..policy import processor as rules
 from ..state.lock import vm_lock
@@ -63,6 +64,8 @@ class VMs:
             "config_version": config.config_version,
             "image": config.boot.image or config.boot.kernel,
             "pid": pid,
+            "enlightenments": config.enlightenments,
+            "tpm": config.tpm,
         }
         fields.update(memory.info_fields(core, config, pid is not None, detail))
         if pid is not None:
@@ -180,6 +183,7 @@ class VMs:
                     hint="nestor host check",
                 )
             rules.check_vcpus(config.vcpus, config.nested, accel)
+            enlightenment_rules.check_available(name, config.enlightenments, accel, "cannot start")
             user = core.qemu_user()  # QEMU drops root to it (a missing user fails here, nothing made)
             saved = memory.saved(files)  # a saved VM resumes: the same room, and -incoming
             write_private(files.launch, "{}")  # from here on, a kill leaves work for `reconcile`
@@ -196,7 +200,12 @@ class VMs:
                 passed.append(nic)
             nics = tuple(passed)
             tap_fds = tuple(nic.fd for nic in nics if nic.fd is not None)
-            spec = replace(self._launch_spec(config, accel), user=user, nics=nics)
+            spec = replace(self._launch_spec(config, accel), user=user, nics=nics,
+                           cpu_flags=enlightenment_rules.flags(config.enlightenments, accel, core.facts))
+            if config.tpm:
+                swtpm.start(files.dir, user)
+                revert.add(lambda: swtpm.stop(files.dir))
+                spec = replace(spec, tpm_socket=swtpm.socket_path(files.dir))
             faults.point("vm-start:after-attach")
             if saved is not None:
                 spec = replace(spec, memory=saved.room, incoming=True)
@@ -278,6 +287,7 @@ class VMs:
         """QEMU is gone: its runtime files, the balancer's state and the taps go too."""
         files = self.core.files(config)
         process.clean_runtime_files(files.dir)
+        swtpm.stop(files.dir)  # --terminate ends it with QEMU's connection; this catches the rest
         memory.on_stopped(files)
         self.core.network.detach(config)
         files.launch.unlink(missing_ok=True)  # last: while it is there, the next command reconciles
@@ -316,9 +326,13 @@ class VMs:
             return bootplan.reset_disk(files.dir)
 
     # -- settings -----------------------------------------------------------------------------
-    def set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> ProcessorResult:
-        if count is None and nested is None:
-            raise InvalidInput("nothing to change", hint="give --count N or --expose-virtualization-extensions on|off")
+    def set_processor(self, name: str, count: int | None = None, nested: bool | None = None,
+                      enlightenments: str | None = None) -> ProcessorResult:
+        if count is None and nested is None and enlightenments is None:
+            raise InvalidInput("nothing to change", hint="give --count N, --expose-virtualization-extensions on|off "
+                                                         "or --enlightenments hyperv|off")
+        if enlightenments is not None:
+            enlightenment_rules.validate_mode(enlightenments)
         core = self.core
         config = core.vms.get(validate_name(name))
         files = core.files(config)
@@ -330,12 +344,17 @@ class VMs:
                 rules.check_offline_change(name, state, "nested virtualization")
             if count is not None:
                 rules.check_offline_change(name, state, "the vCPU count")
+            if enlightenments is not None:
+                rules.check_offline_change(name, state, "Hyper-V enlightenments")
             accel = accel_policy.choose(core.facts)
             new = replace(
                 config,
                 vcpus=config.vcpus if count is None else count,
                 nested=config.nested if nested is None else nested,
+                enlightenments=config.enlightenments if enlightenments is None else enlightenments,
             )
+            if enlightenments is not None:
+                enlightenment_rules.check_available(name, new.enlightenments, accel, "cannot turn them on")
             warnings = rules.check_vcpus(new.vcpus, new.nested, accel)
             if new.nested and not config.nested:
                 rules.check_nesting_version(name, config.config_version, accel)

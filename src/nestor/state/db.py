@@ -184,6 +184,11 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (level, kind, name)
     );
     """,
+    # A Windows-ready VM (issue 19): Hyper-V enlightenments ('off' | 'hyperv') and a virtual TPM 2.0.
+    """
+    ALTER TABLE vms ADD COLUMN enlightenments TEXT NOT NULL DEFAULT 'off';
+    ALTER TABLE vms ADD COLUMN tpm INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
@@ -240,6 +245,8 @@ def _to_config(row: sqlite3.Row) -> VMConfig:
         memory_minimum=row["memory_minimum"],
         memory_maximum=row["memory_maximum"],
         memory_buffer=row["memory_buffer"],
+        enlightenments=row["enlightenments"],
+        tpm=bool(row["tpm"]),
     )
 
 
@@ -254,9 +261,10 @@ class VMRepo:
         try:
             self.conn.execute(
                 "INSERT INTO vms (name, vcpus, memory, nested, config_version, image, kernel, initrd,"
-                " append, run_script) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " append, run_script, enlightenments, tpm) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (config.name, config.vcpus, config.memory, int(config.nested), config.config_version,
-                 boot.image, boot.kernel, boot.initrd, boot.append, boot.run_script),
+                 boot.image, boot.kernel, boot.initrd, boot.append, boot.run_script, config.enlightenments,
+                 int(config.tpm)),
             )
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" not in str(exc):
@@ -281,9 +289,10 @@ class VMRepo:
     def update(self, config: VMConfig) -> None:
         self.conn.execute(
             "UPDATE vms SET vcpus=?, memory=?, nested=?, config_version=?, dynamic_memory=?, memory_minimum=?,"
-            " memory_maximum=?, memory_buffer=? WHERE id=?",
+            " memory_maximum=?, memory_buffer=?, enlightenments=?, tpm=? WHERE id=?",
             (config.vcpus, config.memory, int(config.nested), config.config_version, int(config.dynamic_memory),
-             config.memory_minimum, config.memory_maximum, config.memory_buffer, config.id),
+             config.memory_minimum, config.memory_maximum, config.memory_buffer, config.enlightenments,
+             int(config.tpm), config.id),
         )
 
     def remove(self, vm_id: int) -> None:
