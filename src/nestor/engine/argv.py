@@ -191,8 +191,8 @@ def _backing(disk: Disk) -> str:
     if disk.backing is None:
         return ",backing="
     below = ",backing.backing=" if disk.backing_format == "qcow2" else ""
-    return (f",backing.driver={disk.backing_format},backing.file.driver={disk.backing_driver},backing.file.filename={disk.backing},"
-            f"backing.read-only=on{below}")
+    return (f",backing.driver={disk.backing_format},backing.file.driver={disk.backing_driver},"
+            f"backing.file.filename={disk.backing},backing.read-only=on{below}")
 
 
 def _cdroms(spec: LaunchSpec) -> list[str]:
