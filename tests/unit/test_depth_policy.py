@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from nestor.errors import InvalidInput, StateError
@@ -24,7 +26,7 @@ def test_each_nested_host_holds_its_child(n: int) -> None:
     chain = depth.levels(n)
     assert [lvl.name for lvl in chain] == [f"l{k}" for k in range(1, n + 1)]
     assert [lvl.nested_host for lvl in chain] == [True] * (n - 1) + [False]
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert parent.memory >= child.memory + VM_OVERHEAD + NESTED_HOST_BASE  # the lab rule
         assert parent.memory % (256 * MiB) == 0
     assert chain[-1].path == "/".join(f"l{k}" for k in range(1, n + 1))
