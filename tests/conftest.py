@@ -111,13 +111,10 @@ def debian_store() -> Path:
 @pytest.fixture(scope="session")
 def nested_store(image_store: Path) -> Path:
     """The cached images directory with the nested-host image (mmdebstrap, ~1 min cold) and payload."""
-    from nestor import bootplan
     from nestor.images import nested_host
 
     nested_host.build_nested_host(image_store, lambda line: print(f"[image] {line}", file=sys.stderr))
-    root = bootplan.source_root()
-    assert root is not None
-    nested_host.build_payload(image_store, root, lambda line: print(f"[image] {line}", file=sys.stderr))
+    nested_host.build_payload(image_store, lambda line: print(f"[image] {line}", file=sys.stderr))
     return image_store
 
 

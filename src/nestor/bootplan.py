@@ -37,12 +37,6 @@ class BootPlan:
     agent: bool = False  # the image runs qemu-guest-agent
 
 
-def source_root() -> Path | None:
-    """The checkout nestor runs from (it has pyproject.toml), if any: the payload for L1s."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() and (root / "src" / "nestor").is_dir() else None
-
-
 def image_built(images: Path, image: str) -> bool:
     from .images import initramfs
 
@@ -109,16 +103,39 @@ def plan(images: Path, boot: BootSource, name: str, vm_dir: Path, level: int) ->
     host = rootfs.load_nested_host(images)
     if host is None:
         raise NotFound("image 'nested-host' is not built", hint="nestor image build nested-host")
-    root = source_root()
-    if root is None:
-        raise NotFound("nestor's source checkout is not available to make the L1 payload",
-                       hint="run nestor from a checkout (scripts/setup installs it editable)")
-    payload_disk = payload.build_payload(images, root, lambda _line: None)
-    overlay = _overlay(host.rootfs, vm_dir, name)
+    payload_disk = payload.build_payload(images, lambda _line: None)
+    return nested_host_plan(host.rootfs, payload_disk, vm_dir, name, [*base, *contract.cmdline_params(root="/dev/vda")],
+                            host.kernel.vmlinux, host.initrd)
+
+
+def nested_host_plan(rootfs: Path, payload_disk: Path, vm_dir: Path, name: str, append: list[str],
+                     kernel: Path, initrd: Path | None) -> BootPlan:
+    """A nested host's disks: vda a copy-on-write overlay of this level's pristine root filesystem
+    (a file at L0, this level's own read-only rootfs disk below), vdb the payload read-only, vdc
+    the pristine rootfs read-only (contract.GUEST_ROOTFS_DISK: the guest's nested-host image for
+    the level below). Nothing is copied: every level's disks are overlays of the one L0 file."""
+    base = rootfs.resolve()
+    block = base.is_block_device()
+    overlay = _overlay(rootfs, vm_dir, name)
     # The overlay's backing is pinned on the command line (an escaped QEMU may rewrite its header)
-    disks = (Disk(overlay, "qcow2", backing=host.rootfs.resolve(), backing_format="raw", pin_backing=True),
-             Disk(payload_disk, readonly=True))
-    return BootPlan(host.kernel.vmlinux, host.initrd, [*base, *contract.cmdline_params(root="/dev/vda")], disks, agent=True)
+    disks = (Disk(overlay, "qcow2", backing=base, backing_format="raw", pin_backing=True,
+                  backing_driver="host_device" if block else "file"),
+             Disk(payload_disk, readonly=True),
+             Disk(base, readonly=True))
+    return BootPlan(kernel, initrd, append, disks, agent=True)
+
+
+def base_identity(base: Path) -> str:
+    """What an overlay was made from: the image's path, and for a file its mtime and size; for a
+    block device (a nested host's rootfs disk, whose node is made anew at each boot) its name
+    and size."""
+    resolved = base.resolve()
+    if resolved.is_block_device():
+        with open(resolved, "rb") as disk:
+            size = disk.seek(0, os.SEEK_END)
+        return f"{resolved} {base.name} {size}"
+    st = resolved.stat()
+    return f"{resolved} {st.st_mtime_ns} {st.st_size}"
 
 
 def _overlay(base: Path, vm_dir: Path, name: str) -> Path:
@@ -129,7 +146,7 @@ def _overlay(base: Path, vm_dir: Path, name: str) -> Path:
     The stamp is written before the overlay appears (a kill in between leaves only a .tmp)."""
     overlay = vm_dir / OVERLAY
     stamp = vm_dir / OVERLAY_BASE
-    identity = f"{base.resolve()} {base.stat().st_mtime_ns} {base.stat().st_size}"
+    identity = base_identity(base)
     if overlay.exists():
         try:
             made_from = stamp.read_text()

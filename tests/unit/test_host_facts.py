@@ -43,3 +43,11 @@ def test_parse_level() -> None:
     assert parse_level("console=ttyS0 nestor.level=2 quiet") == 2
     assert parse_level("nestor.level=1") == 1
     assert parse_level("console=ttyS0 xnestor.level=3") == 0
+
+
+def test_qemu_probes_wait_longer_inside_a_guest() -> None:
+    """Inside a nestor guest QEMU's start is emulated (under nested TCG below l1): seen ~100 s."""
+    from nestor.host import facts as host_facts
+
+    assert host_facts.probe_timeout(0) == host_facts.PROBE_TIMEOUT
+    assert host_facts.probe_timeout(1) == host_facts.probe_timeout(3) == 120.0

@@ -1,7 +1,7 @@
 """Unit tests for nestor.images.nested_host: no QEMU, no network, no mmdebstrap.
 
 The payload tests walk the real venv (the dependencies nestor runs with) and, where mkfs.ext4
-is installed, build a real (small) payload image from a fake checkout.
+is installed, build a real (small) payload image from a fake installed distribution.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from nestor.images import appliance, nested_host, publish
 from nestor.images import rootfs as rootfs_module
 from nestor.images.nested_host import (
     BOOT_LINE,
-    DEFAULT_DEPENDENCIES,
     GUEST_INIT,
     INITTAB,
     PACKAGES,
@@ -28,6 +27,7 @@ from nestor.images.nested_host import (
     ROOTFS_SYMLINKS,
     SHUTDOWN_SCRIPT,
     Entry,
+    Installed,
     NestedHostImage,
     build_payload,
     configure_rootfs,
@@ -35,6 +35,7 @@ from nestor.images.nested_host import (
     distribution_files,
     init_script,
     inputs_hash,
+    installed_nestor,
     load_nested_host,
     mmdebstrap_argv,
     mmdebstrap_error,
@@ -44,10 +45,10 @@ from nestor.images.nested_host import (
     payload_hash,
     payload_image_size,
     populate_payload,
-    project_dependencies,
     prune_payloads,
     rootfs_image_size,
     rootfs_inputs,
+    running_payload,
     wrapper_script,
 )
 
@@ -80,18 +81,24 @@ def make_appliance(images_dir: Path, version: str = VERSION) -> appliance.Applia
     return image
 
 
-def make_checkout(root: Path, dependencies: list[str]) -> Path:
-    """A tiny nestor checkout: src/nestor with a module, a shell file and byte code to skip."""
-    package = root / "src" / "nestor"
+DEPENDENCIES = ("qemu.qmp", "pyroute2", "click", "rich")
+
+
+def make_installed(root: Path, dependencies: list[str]) -> Installed:
+    """A tiny installed nestor: a package with a module, a shell file and byte code to skip."""
+    from nestor.images.payload import package_files
+
+    package = root / "nestor"
     (package / "images").mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "__main__.py").write_text("print('nestor')\n")
     (package / "images" / "x_init.sh").write_text("#!/bin/sh\n")
     (package / "__pycache__").mkdir()
     (package / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"junk")
-    (root / "pyproject.toml").write_text(
-        "[project]\nname = 'nestor'\ndependencies = [" + ", ".join(f"'{d}'" for d in dependencies) + "]\n")
-    return root
+    files = tuple((f"nestor/{rel}", path) for rel, path in package_files(package))
+    metadata = "Metadata-Version: 2.1\nName: nestor\nVersion: 9.9\n" + "".join(
+        f"Requires-Dist: {d}\n" for d in dependencies)
+    return Installed("nestor", "9.9", metadata, files, (*dependencies, 'pytest>=8; extra == "test"'))
 
 
 # -- the contract -----------------------------------------------------------------------------
@@ -139,6 +146,13 @@ def write_nested_manifest(images_dir: Path, inputs: str) -> Path:
     top.mkdir(parents=True, exist_ok=True)
     (top / publish.MANIFEST).write_text(json.dumps({"format": nested_host.FORMAT, "inputs": inputs}))
     return top / nested_host.rootfs_name(inputs)
+
+
+def make_nested_host(images_dir: Path) -> Path:
+    """A fake built nested-host image (on a fake appliance of VERSION); its rootfs."""
+    rootfs = write_nested_manifest(images_dir, inputs_hash(rootfs_inputs(VERSION)))
+    rootfs.write_bytes(b"")
+    return rootfs
 
 
 def test_load_nested_host(tmp_path: Path) -> None:
@@ -319,7 +333,7 @@ def test_parse_requirement(requirement: str, expected: tuple[str, str]) -> None:
 
 
 def test_dependency_closure_on_the_real_venv() -> None:
-    names = {normalize(d.metadata["Name"]) for d in dependency_closure(DEFAULT_DEPENDENCIES)}
+    names = {normalize(d.metadata["Name"]) for d in dependency_closure(DEPENDENCIES)}
     assert {"qemu-qmp", "pyroute2", "click", "rich", "markdown-it-py", "mdurl", "pygments"} <= names
     # Only runtime requirements: no extras, no test tools, nothing for Windows.
     assert not names & {"pytest", "mypy", "ruff", "pip", "setuptools", "colorama", "win-inet-pton", "nestor"}
@@ -338,16 +352,43 @@ def test_distribution_files_stay_inside_site_packages() -> None:
     assert not any(".." in rel.split("/") or rel.endswith(".pyc") or "__pycache__" in rel for rel in files)
 
 
-def test_project_dependencies(tmp_path: Path) -> None:
-    assert set(project_dependencies(REPO)) >= set(DEFAULT_DEPENDENCIES)
-    assert project_dependencies(tmp_path) == list(DEFAULT_DEPENDENCIES)  # no pyproject.toml
-    make_checkout(tmp_path, ["mdurl>=0.1", 'click; python_version >= "3"'])
-    assert project_dependencies(tmp_path) == ["mdurl", "click"]
+def test_installed_nestor_is_the_imported_package() -> None:
+    """The running nestor's distribution (editable here: its RECORD names only a finder, so the
+    imported package's files are carried) with its runtime requirements."""
+    import nestor
+
+    installed = installed_nestor()
+    files = dict(installed.files)
+    assert files["nestor/__init__.py"].resolve() == Path(nestor.__file__).resolve()
+    assert "nestor/images/nested_host_init.sh" in files
+    assert not any("__pycache__" in rel or rel.endswith(".pyc") for rel in files)
+    assert "Name: nestor" in installed.metadata
+    assert any(r.startswith("click") for r in installed.requires)
 
 
-def test_payload_entries_for_the_real_checkout(tmp_path: Path) -> None:
+def test_installed_nestor_needs_a_distribution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nestor.images import payload
+
+    monkeypatch.setattr(payload, "DISTRIBUTION", "surely-not-installed-nestor")
+    with pytest.raises(ImageError, match="not installed as a distribution") as err:
+        installed_nestor()
+    assert err.value.hint and "pip install nestor" in err.value.hint
+
+
+def test_running_payload_is_the_mounted_payload_disk() -> None:
+    mounts = ("/dev/vda / ext4 rw,relatime 0 0\n"
+              "/dev/vdb /opt/nestor ext4 ro,relatime 0 0\n")
+    inside = Path("/opt/nestor/lib/nestor")
+    assert running_payload(mounts, inside) == Path("/dev/vdb")
+    assert running_payload(mounts, Path("/work/src/nestor")) is None  # not running from a payload
+    assert running_payload("/dev/vdb /opt/nestor ext4 rw 0 0\n", inside) is None  # not a payload: writable
+    assert running_payload("", inside) is None
+    assert running_payload() is None  # this test runs from a checkout
+
+
+def test_payload_entries_for_the_installed_nestor(tmp_path: Path) -> None:
     image = make_appliance(tmp_path / "images")
-    entries = payload_entries(REPO, image)
+    entries = payload_entries(installed_nestor(), image)
     dests = {e.dest for e in entries}
     assert "bin/nestor" in dests
     assert "lib/nestor/__init__.py" in dests and "lib/nestor/__main__.py" in dests
@@ -367,18 +408,55 @@ def test_payload_entries_for_the_real_checkout(tmp_path: Path) -> None:
     assert wrapper.mode == 0o755 and wrapper.text == wrapper_script()
 
 
-def test_payload_entries_needs_a_checkout(tmp_path: Path) -> None:
+def test_payload_entries_need_package_files(tmp_path: Path) -> None:
     image = make_appliance(tmp_path / "images")
-    with pytest.raises(ImageError, match="not a nestor checkout"):
-        payload_entries(tmp_path, image)
+    with pytest.raises(ImageError, match="no package files"):
+        payload_entries(Installed("nestor", "1", "", ()), image)
+
+
+def test_payload_carries_a_distribution_the_guest_finds(tmp_path: Path) -> None:
+    """Inside the guest, the payload's lib is an installed nestor: importlib.metadata finds it,
+    with its requirements and a RECORD listing its package files (what installed_nestor reads)."""
+    import importlib.metadata as metadata
+
+    image = make_appliance(tmp_path / "images")
+    installed = make_installed(tmp_path / "site", ["mdurl"])
+    tree = tmp_path / "tree"
+    populate_payload(tree, payload_entries(installed, image))
+    (dist,) = [d for d in metadata.distributions(path=[str(tree / "lib")]) if d.metadata["Name"] == "nestor"]
+    assert dist.metadata["Name"] == "nestor" and dist.version == "9.9"
+    assert dist.requires == ["mdurl"]
+    recorded = {f.as_posix() for f in dist.files or []}
+    assert {"nestor/__init__.py", "nestor/__main__.py", "nestor/images/x_init.sh"} <= recorded
+    assert all(Path(str(dist.locate_file(f))).is_file() for f in dist.files or [])
+
+
+def test_payload_names_the_nested_host_image_by_the_guest_rootfs_disk(tmp_path: Path) -> None:
+    """A built nested-host image puts its manifest in the payload and its rootfs as a link to
+    the guest's read-only disk /dev/vdc: the nested host's own nested-host image."""
+    images = tmp_path / "images"
+    image = make_appliance(images)
+    installed = make_installed(tmp_path / "site", ["mdurl"])
+    without = payload_entries(installed, image, images)
+    assert not any(e.dest.startswith("images/nested-host/") for e in without)
+    make_nested_host(images)
+    entries = payload_entries(installed, image, images)
+    host = {e.dest: e for e in entries if e.dest.startswith("images/nested-host/")}
+    (link,) = [e for e in host.values() if e.link is not None]
+    assert link.link == "/dev/vdc" and link.dest.endswith(".img") and "/rootfs-" in link.dest
+    assert "images/nested-host/manifest.json" in host
+    assert payload_hash(entries) != payload_hash(without)
+    tree = tmp_path / "tree"
+    populate_payload(tree, entries)
+    assert os.readlink(tree / link.dest) == "/dev/vdc"
 
 
 def test_payload_layout_is_loadable_by_load_appliance(tmp_path: Path) -> None:
     """What `load_appliance(Path('/opt/nestor/images'))` sees inside L1."""
     image = make_appliance(tmp_path / "images")
-    checkout = make_checkout(tmp_path / "checkout", ["mdurl"])
+    installed = make_installed(tmp_path / "site", ["mdurl"])
     tree = tmp_path / "tree"
-    populate_payload(tree, payload_entries(checkout, image))
+    populate_payload(tree, payload_entries(installed, image))
     inside = appliance.load_appliance(tree / "images")
     assert inside is not None
     assert inside.kernel.version == VERSION
@@ -424,9 +502,9 @@ def debugfs_ls(image: Path, path: str) -> str:
 def test_build_payload_builds_caches_and_rebuilds(tmp_path: Path) -> None:
     images = tmp_path / "images"
     make_appliance(images)
-    checkout = make_checkout(tmp_path / "checkout", ["mdurl"])
+    installed = make_installed(tmp_path / "site", ["mdurl"])
     lines: list[str] = []
-    first = build_payload(images, checkout, lines.append)
+    first = build_payload(images, lines.append, installed)
     assert first.parent == images / "payload" and first.suffix == ".img"
     assert any("mkfs.ext4" in line for line in lines)
     assert "nestor" in debugfs_ls(first, "/bin")
@@ -438,11 +516,11 @@ def test_build_payload_builds_caches_and_rebuilds(tmp_path: Path) -> None:
 
     lines.clear()
     started = time.monotonic()
-    assert build_payload(images, checkout, lines.append) == first
+    assert build_payload(images, lines.append, installed) == first
     assert time.monotonic() - started < 5
     assert any("payload: cached" in line for line in lines)
 
-    (checkout / "src" / "nestor" / "__main__.py").write_text("print('changed')\n")
-    second = build_payload(images, checkout, lines.append)
+    (tmp_path / "site" / "nestor" / "__main__.py").write_text("print('changed')\n")
+    second = build_payload(images, lines.append, installed)
     assert second != first and second.is_file() and first.is_file()
     assert not list((images / "payload").glob(".payload-build-*"))

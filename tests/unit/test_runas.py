@@ -108,7 +108,7 @@ def test_the_probe_is_cached_per_binary(tmp_path: Path, monkeypatch: pytest.Monk
     binary.write_text("#!/bin/sh\n")
     cache = tmp_path / "cache" / "qemu.json"
     calls: list[str] = []
-    monkeypatch.setattr(facts, "qemu_user_option", lambda path: calls.append(path) or "runas")
+    monkeypatch.setattr(facts, "qemu_user_option", lambda path, timeout=10.0: calls.append(path) or "runas")
     assert runas.user_option(str(binary), cache) == "runas"
     assert runas.user_option(str(binary), cache) == "runas"
     assert calls == [str(binary)]

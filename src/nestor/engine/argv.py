@@ -43,6 +43,7 @@ class Disk:
     backing: Path | None = None
     backing_format: str = "qcow2"
     pin_backing: bool = False
+    backing_driver: str = "file"  # "host_device" when the backing is a block device (a nested host's rootfs disk)
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ def _backing(disk: Disk) -> str:
     if disk.backing is None:
         return ",backing="
     below = ",backing.backing=" if disk.backing_format == "qcow2" else ""
-    return (f",backing.driver={disk.backing_format},backing.file.driver=file,backing.file.filename={disk.backing},"
-            f"backing.read-only=on{below}")
+    return (f",backing.driver={disk.backing_format},backing.file.driver={disk.backing_driver},"
+            f"backing.file.filename={disk.backing},backing.read-only=on{below}")
 
 
 def _cdroms(spec: LaunchSpec) -> list[str]:

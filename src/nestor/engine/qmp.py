@@ -337,28 +337,39 @@ class Agent(_Session):
             self.execute("guest-file-close", {"handle": handle})
 
     def exec(self, argv: list[str], timeout: float, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
-        """Run argv in the guest; return (exit code, stdout, stderr)."""
+        """Run argv in the guest; return (exit code, stdout, stderr).
+
+        One deadline for the whole exec (its start and every status poll, within the session's),
+        and no poll is ever retried: QGA forgets a pid once guest-exec-status has answered
+        `exited: true`, so a poll whose answer was lost (a timed-out read) cannot be asked again
+        on this or another connection. The error then says so, and an "Invalid parameter 'pid'"
+        (another client polled the pid to its end) is named for what it is."""
         args: dict[str, Any] = {"path": argv[0], "arg": argv[1:], "capture-output": True}
         if stdin is not None:
             args["input-data"] = base64.b64encode(stdin).decode()
-        started = self.execute("guest-exec", args)
+        deadline = time.monotonic() + timeout
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        shown = " ".join(argv)[:200]
+        started = self.execute("guest-exec", args, timeout=max(deadline - time.monotonic(), 0.001))
         pid = started.get("pid") if isinstance(started, dict) else None
         if not isinstance(pid, int) or isinstance(pid, bool):
             raise self._malformed("guest-exec", started)
-        deadline = time.monotonic() + timeout
         delay = 0.02
         while True:
-            status = self.execute("guest-exec-status", {"pid": pid})
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(f"vm '{self.name}': '{shown}' did not finish within {timeout:.0f} s",
+                                 hint="raise --timeout")
+            try:
+                status = self.execute("guest-exec-status", {"pid": pid}, timeout=left)
+            except GuestError as exc:
+                raise exec_status_error(self.name, shown, pid, exc) from exc
             if not isinstance(status, dict):
                 raise self._malformed("guest-exec-status", status)
             if status.get("exited"):
                 break
-            if time.monotonic() > deadline:
-                raise GuestError(
-                    f"vm '{self.name}': '{' '.join(argv)}' did not finish within {timeout:.0f} s",
-                    hint="raise --timeout",
-                )
-            time.sleep(delay)
+            time.sleep(min(delay, max(deadline - time.monotonic(), 0)))
             delay = min(delay * 2, 0.25)
         try:
             out = base64.b64decode(status.get("out-data", ""), validate=True)
@@ -373,3 +384,15 @@ class Agent(_Session):
     def _malformed(self, command: str, answer: Any) -> GuestError:
         return GuestError(f"vm '{self.name}': the guest agent's answer to {command} is malformed: {str(answer)[:100]}",
                           hint="is qemu-guest-agent the agent running in the guest?")
+
+
+def exec_status_error(vm: str, shown: str, pid: int, exc: GuestError) -> GuestError:
+    """A guest-exec-status that failed, reworded with its cause. Never retried (see Agent.exec)."""
+    if "Invalid parameter 'pid'" in exc.message:
+        return GuestError(f"vm '{vm}': the guest agent no longer knows pid {pid} of '{shown}': another client "
+                          "collected its end (QGA forgets a pid once its exit was reported)",
+                          hint="run one exec per command; nestor never polls a pid twice")
+    if "no answer" in exc.message or "no time left" in exc.message:
+        return GuestError(f"vm '{vm}': '{shown}' (pid {pid}): the guest agent did not answer a status poll in time; "
+                          "its exit status is lost (QGA reports it once)", hint="raise --timeout")
+    return exc

@@ -96,7 +96,8 @@ def user_option(binary: str, cache: Path | None = None) -> str | None:
                 return data.get("user_option") if data.get("user_option") in ("run-with", "runas") else None
         except (OSError, ValueError, AttributeError):
             pass
-    option = facts.qemu_user_option(path)
+    level = facts.parse_level(facts._read("/proc/cmdline"))
+    option = facts.qemu_user_option(path, facts.probe_timeout(level))  # emulated QEMU starts are slow in guests
     if cache is not None and option is not None:
         from ..files import private_dir, write_private
 

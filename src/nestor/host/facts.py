@@ -13,6 +13,14 @@ from typing import Any
 
 QEMU_BINARY = "qemu-system-x86_64"
 PROBE_TIMEOUT = 10.0
+# Inside a nestor guest QEMU's own start (`--version`, `-help`) is emulated, under nested TCG for
+# a level's guests: seen taking up to ~100 s at level 2 while the machine was loaded.
+GUEST_PROBE_TIMEOUT = 120.0
+
+
+def probe_timeout(level: int) -> float:
+    """How long a QEMU probe may take on a host at nesting `level` (0: not a nestor guest)."""
+    return PROBE_TIMEOUT if level == 0 else GUEST_PROBE_TIMEOUT
 
 _KVM_CHECK_EXTENSION = 0xAE03
 _KVM_CAP_MAX_VCPUS = 66
@@ -44,7 +52,7 @@ class HostFacts:
         return data
 
 
-def _read(path: str) -> str:
+def _read(path: str) -> str:  # also runas.py
     try:
         return Path(path).read_text()
     except OSError:
@@ -122,10 +130,10 @@ def parse_level(cmdline: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def qemu_version(path: str) -> str | None:
+def qemu_version(path: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     try:
         out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
+            [path, "--version"], capture_output=True, text=True, timeout=timeout, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -148,11 +156,11 @@ def parse_user_option(help_text: str) -> str | None:
     return None
 
 
-def qemu_user_option(path: str) -> str | None:
+def qemu_user_option(path: str, timeout: float = PROBE_TIMEOUT) -> str | None:
     """Probe `path -help` for the way it drops root (parse_user_option)."""
     try:
         out = subprocess.run(
-            [path, "-help"], capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False
+            [path, "-help"], capture_output=True, text=True, timeout=timeout, check=False
         ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -164,6 +172,8 @@ def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
     vendor, flags, khz = parse_cpuinfo(_read("/proc/cpuinfo"))
     kind, module = _kvm_kind(modules)
     qemu_path = shutil.which(QEMU_BINARY)
+    level = parse_level(_read("/proc/cmdline"))
+    wait = probe_timeout(level)
     return HostFacts(
         cpu_vendor=vendor,
         cpu_flags=flags,
@@ -173,10 +183,10 @@ def probe(modules: Path = Path("/sys/module"), qemu: bool = True) -> HostFacts:
         kvm_nested=_nested_param(module, modules),
         kvm_max_vcpus=_kvm_max_vcpus() if kind == "hardware" else None,
         qemu_path=qemu_path,
-        qemu_version=qemu_version(qemu_path) if qemu_path and qemu else None,
+        qemu_version=qemu_version(qemu_path, wait) if qemu_path and qemu else None,
         mem_total=parse_meminfo(_read("/proc/meminfo")),
         tsc_khz=khz,
         cpus=os.cpu_count() or 1,
-        level=parse_level(_read("/proc/cmdline")),
-        qemu_user_option=qemu_user_option(qemu_path) if qemu_path and qemu else None,
+        level=level,
+        qemu_user_option=qemu_user_option(qemu_path, wait) if qemu_path and qemu else None,
     )

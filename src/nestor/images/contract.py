@@ -37,6 +37,10 @@ GUEST_INIT = f"{GUEST_DIR}/init.sh"  # the nested host's init (the appliance's i
 GUEST_RUN_SCRIPT = "/nestor/run.sh"  # the appliance's user script (from the per-VM run.cpio)
 GUEST_PAYLOAD = "/opt/nestor"  # the nested host's read-only payload disk (nestor, its deps, L2 images)
 GUEST_HOME = "/var/lib/nestor"  # the nested host's nestor home
+# The nested host's third disk: the pristine nested-host root filesystem, read-only. Its nestor's
+# nested-host image for the level below (the payload names it), so each level's nested hosts are
+# copy-on-write overlays of it: nothing of the 850 MB is copied down the tree.
+GUEST_ROOTFS_DISK = "/dev/vdc"
 GUEST_API_LOG = "/var/log/nestor-serve.log"
 
 

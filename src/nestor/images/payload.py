@@ -1,8 +1,14 @@
 """The L1 payload: a small read-only ext4 disk mounted at ``/opt/nestor`` in a nested host.
 
-It holds nestor from the checkout, its pure-Python dependencies copied from the running venv
+It holds the nestor that runs (the installed distribution: its RECORD's files, or for an editable
+install the imported package's), with its metadata (so the guest's nestor is an installed
+distribution too), its dependencies copied from the running environment
 (byte-compiled with unchecked-hash .pyc: the guest cannot write them and mtimes do not matter), a
-``bin/nestor`` wrapper, and the appliance image for L2. It is keyed by a content hash
+``bin/nestor`` wrapper, the appliance image for L2, and the nested-host image's manifest with its
+root filesystem named by the guest's read-only disk ``/dev/vdc`` (contract.GUEST_ROOTFS_DISK): a
+nested host's nestor makes nested hosts of its own from them. Inside a level that runs nestor
+from a payload disk, that disk is the payload for the level below (``running_payload``): the
+same nestor, dependencies and images, so nothing is rebuilt or copied down the tree. It is keyed by a content hash
 (``images_dir/payload/<hash>.img``, the newest few kept), so every code change gives a new payload
 in about a second, without touching the root filesystem.
 """
@@ -17,14 +23,13 @@ import py_compile
 import re
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nestor.errors import ImageError
 
-from .contract import GUEST_HOME, GUEST_PAYLOAD
+from .contract import GUEST_HOME, GUEST_PAYLOAD, GUEST_ROOTFS_DISK
 from .ext4 import describe_size, link_or_copy, make_ext4, round_mib, tree_size
 from .initramfs import APPLIANCE_DIR, INITRD, ApplianceImage, build_appliance
 from .kernel import KERNEL_DIR, VMLINUX
@@ -32,22 +37,83 @@ from .publish import MANIFEST
 from .steps import Progress, Steps
 
 PAYLOAD_DIR = "payload"
-PAYLOAD_FORMAT = 1
+PAYLOAD_FORMAT = 2
 PAYLOAD_LABEL = "nestor-payload"
 PAYLOAD_KEEP = 3
-# The runtime dependencies nestor needs (used when the checkout's pyproject.toml is unreadable).
-DEFAULT_DEPENDENCIES: tuple[str, ...] = ("qemu.qmp", "pyroute2", "click", "rich")
+DISTRIBUTION = "nestor"
 
 
-def build_payload(images_dir: Path, source_root: Path, progress: Progress) -> Path:
-    """The payload disk for an L1 (nestor, its dependencies, the appliance), built if needed.
+@dataclass(frozen=True)
+class Installed:
+    """The nestor that runs, as a distribution: what the payload carries of it."""
 
-    ``source_root`` is the nestor checkout (``source_root/src/nestor``). The image is
+    name: str
+    version: str
+    metadata: str  # its METADATA (Requires-Dist: the dependencies the payload carries)
+    files: tuple[tuple[str, Path], ...]  # (path relative to site-packages, path) of its package
+    requires: tuple[str, ...] = ()
+
+
+def installed_nestor() -> Installed:
+    """The installed nestor distribution, with the files of the package that is imported.
+
+    A regular install (a wheel, `pip install nestor`, or a payload disk) lists them in its
+    RECORD; an editable install's RECORD names only its finder, so the imported package's
+    directory gives them (what runs is what is carried)."""
+    import nestor
+
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError as exc:
+        raise ImageError("payload: nestor is not installed as a distribution (no nestor-*.dist-info)",
+                         hint="pip install nestor, or pip install -e . in a checkout") from exc
+    package = Path(nestor.__file__).resolve().parent
+    recorded = [(rel, path) for rel, path in distribution_files(dist) if rel.startswith(f"{package.name}/")]
+    if not any(path.resolve() == package / "__init__.py" for _, path in recorded):
+        recorded = [(f"{package.name}/{rel}", path) for rel, path in package_files(package)]
+    text = dist.read_text("METADATA") or f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {dist.version}\n"
+    return Installed(DISTRIBUTION, dist.version, text, tuple(recorded), tuple(dist.requires or ()))
+
+
+def running_payload(mounts: str | None = None, package: Path | None = None) -> Path | None:
+    """The payload disk this nestor runs from (inside a nested host), or None.
+
+    It is the payload for the level below as it is: it was built from this very nestor."""
+    if package is None:
+        import nestor
+
+        package = Path(nestor.__file__).resolve().parent
+    if package != Path(GUEST_PAYLOAD) / "lib" / "nestor":
+        return None
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == GUEST_PAYLOAD and fields[0].startswith("/dev/") \
+                and "ro" in fields[3].split(","):
+            return Path(fields[0])
+    return None
+
+
+def build_payload(images_dir: Path, progress: Progress, installed: Installed | None = None) -> Path:
+    """The payload disk for a nested host (nestor, its dependencies, the images), built if needed.
+
+    ``installed`` is the nestor to carry (default: the one that runs, ``installed_nestor``);
+    inside a level that runs from a payload disk, that disk is returned. The image is
     ``images_dir/payload/<hash>.img``, keyed by the content of everything it holds.
     """
     started = time.monotonic()
+    if installed is None:
+        running = running_payload()
+        if running is not None:
+            progress(f"payload: this level's own payload disk ({running})")
+            return running
+        installed = installed_nestor()
     appliance = build_appliance(images_dir, progress)
-    entries = payload_entries(source_root, appliance)
+    entries = payload_entries(installed, appliance, images_dir)
     digest = payload_hash(entries)
     top = images_dir / PAYLOAD_DIR
     image = top / f"{digest[:24]}.img"
@@ -56,7 +122,7 @@ def build_payload(images_dir: Path, source_root: Path, progress: Progress) -> Pa
         progress(f"payload: cached ({image.name}, {time.monotonic() - started:.2f} s)")
         return image
     step = Steps(progress, started)
-    step(f"payload: building from {source_root} ({len(entries)} files)")
+    step(f"payload: building from {installed.name} {installed.version} ({len(entries)} files)")
     native = native_files(entries)
     if native:
         step(f"payload: warning: {len(native)} compiled extension(s) (e.g. {native[0]}): "
@@ -100,28 +166,57 @@ def wrapper_script() -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """One file of the payload: from ``source`` (a file) or ``text`` (generated)."""
+    """One file of the payload: from ``source`` (a file), ``text`` (generated) or a symbolic
+    ``link`` (to a guest path)."""
 
     dest: str  # relative to the payload root
     source: Path | None = None
     text: str | None = None
     mode: int = 0o644
+    link: str | None = None
 
 
-def payload_entries(source_root: Path, appliance: ApplianceImage) -> list[Entry]:
+def payload_entries(installed: Installed, appliance: ApplianceImage, images_dir: Path | None = None) -> list[Entry]:
     """Everything the payload holds, sorted by destination."""
-    package = source_root / "src" / "nestor"
-    if not (package / "__init__.py").is_file():
-        raise ImageError(f"{source_root} is not a nestor checkout (no src/nestor/__init__.py)")
+    if not any(rel.endswith("/__init__.py") and rel.count("/") == 1 for rel, _ in installed.files):
+        raise ImageError(f"payload: {installed.name} {installed.version} has no package files (no __init__.py)",
+                         hint="reinstall it: pip install --force-reinstall nestor")
     entries = [Entry("bin/nestor", text=wrapper_script(), mode=0o755)]
-    entries += [Entry(f"lib/nestor/{rel}", source=path, mode=_mode(path))
-                for rel, path in package_files(package)]
-    for dist in dependency_closure(project_dependencies(source_root)):
+    entries += [Entry(f"lib/{rel}", source=path, mode=_mode(path)) for rel, path in installed.files]
+    entries += distribution_entries(installed)
+    roots = [name for name, marker in map(parse_requirement, installed.requires) if name and "extra" not in marker]
+    for dist in dependency_closure(roots):
         entries += [Entry(f"lib/{rel}", source=path, mode=_mode(path))
                     for rel, path in distribution_files(dist)]
     entries += appliance_entries(appliance)
+    if images_dir is not None:
+        entries += nested_host_entries(images_dir)
     by_dest = {entry.dest: entry for entry in entries}
     return [by_dest[dest] for dest in sorted(by_dest)]
+
+
+def distribution_entries(installed: Installed) -> list[Entry]:
+    """``lib/NAME-VERSION.dist-info``: the guest's nestor is an installed distribution, whose
+    RECORD lists the payload's package files (a nested host builds its own payloads from it)."""
+    info = f"{normalize(installed.name).replace('-', '_')}-{installed.version}.dist-info"
+    names = [rel for rel, _ in installed.files] + [f"{info}/{name}" for name in ("INSTALLER", "METADATA", "RECORD")]
+    return [Entry(f"lib/{info}/INSTALLER", text="nestor-payload\n"),
+            Entry(f"lib/{info}/METADATA", text=installed.metadata),
+            Entry(f"lib/{info}/RECORD", text="".join(f"{name},,\n" for name in sorted(names)))]
+
+
+def nested_host_entries(images_dir: Path) -> list[Entry]:
+    """The nested-host image as a nested host sees it: its manifest, and its root filesystem
+    as the guest's read-only disk GUEST_ROOTFS_DISK (bootplan gives the pristine rootfs there).
+    Nothing if the image is not built."""
+    from .rootfs import NESTED_HOST_DIR, load_nested_host
+
+    host = load_nested_host(images_dir)
+    if host is None:
+        return []
+    top = f"images/{NESTED_HOST_DIR}"
+    return [Entry(f"{top}/{MANIFEST}", source=host.rootfs.parent / MANIFEST),
+            Entry(f"{top}/{host.rootfs.name}", link=GUEST_ROOTFS_DISK)]
 
 
 def package_files(package: Path) -> Iterator[tuple[str, Path]]:
@@ -150,17 +245,6 @@ def appliance_entries(appliance: ApplianceImage) -> list[Entry]:
         if index.is_file():
             entries.append(Entry(f"{modules_rel}/{index.name}", source=index))
     return entries
-
-
-def project_dependencies(source_root: Path) -> list[str]:
-    """The distribution names in ``[project] dependencies`` of the checkout's pyproject.toml."""
-    try:
-        data = tomllib.loads((source_root / "pyproject.toml").read_text())
-        requirements = data["project"]["dependencies"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return list(DEFAULT_DEPENDENCIES)
-    names = [parse_requirement(str(r))[0] for r in requirements]
-    return [name for name in names if name] or list(DEFAULT_DEPENDENCIES)
 
 
 _REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -196,7 +280,7 @@ def dependency_closure(roots: Iterable[str]) -> list[metadata.Distribution]:
         except metadata.PackageNotFoundError as exc:
             if required:
                 raise ImageError(f"payload: dependency {name} is not installed in {_venv()}",
-                                 hint="pip install -e . in the checkout's venv") from exc
+                                 hint=f"pip install {name}") from exc
             continue
         found[key] = dist
         for requirement in dist.requires or []:
@@ -239,7 +323,9 @@ def payload_hash(entries: Iterable[Entry]) -> str:
     digest = hashlib.sha256(f"nestor-payload {PAYLOAD_FORMAT}\n".encode())
     for entry in entries:
         digest.update(f"{entry.dest}\0{entry.mode:o}\0".encode())
-        if entry.text is not None:
+        if entry.link is not None:
+            digest.update(f"link\0{entry.link}".encode())
+        elif entry.text is not None:
             digest.update(hashlib.sha256(entry.text.encode()).digest())
         elif entry.source is not None:
             digest.update(_file_digest(entry.source))
@@ -250,6 +336,9 @@ def populate_payload(tree: Path, entries: Iterable[Entry]) -> None:
     for entry in entries:
         dest = tree / entry.dest
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if entry.link is not None:
+            os.symlink(entry.link, dest)
+            continue
         if entry.text is not None:
             dest.write_text(entry.text)
         elif entry.source is not None:

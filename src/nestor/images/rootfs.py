@@ -51,7 +51,7 @@ FORMAT = 1
 SUITE = "bookworm"
 PACKAGES: tuple[str, ...] = (
     "python3", "qemu-system-x86", "qemu-guest-agent", "iproute2", "nftables", "dnsmasq-base",
-    "busybox", "kmod", "iputils-ping", "e2fsprogs",
+    "busybox", "kmod", "iputils-ping", "e2fsprogs", "qemu-utils",
 )
 ROOTFS_LABEL = "nestor-root"
 ROOTFS_HEADROOM = 400 << 20  # free space for L2 disks, overlays, logs
@@ -185,7 +185,7 @@ def load_nested_host(images_dir: Path) -> NestedHostImage | None:
     if manifest.get("inputs") != digest:
         return None
     rootfs = top / rootfs_name(digest)
-    if not rootfs.is_file():
+    if not (rootfs.is_file() or rootfs.is_block_device()):  # inside a nested host: its read-only disk
         return None
     return NestedHostImage(kernel=appliance.kernel, initrd=appliance.initrd, rootfs=rootfs)
 

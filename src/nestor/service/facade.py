@@ -529,9 +529,7 @@ class Service:
 
             initramfs.build_appliance(images, progress, force=force)
             rootfs.build_nested_host(images, progress, force=force)
-            root = bootplan.source_root()
-            if root is not None:
-                payload.build_payload(images, root, progress)
+            payload.build_payload(images, progress)
         else:
             raise InvalidInput(f"unknown image '{image}'", hint=f"images: {', '.join(bootplan.IMAGES)}")
         return self._image(image)
