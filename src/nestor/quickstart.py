@@ -190,12 +190,14 @@ def below(root: Hypervisor, chain: list[depth_rules.Level], write_script: Callab
 
     for parent, child in itertools.pairwise(chain):
         where = relative(parent)
-
-        def write(text: str, where: str = where) -> None:
-            write_script(where, text)
+        if not child.nested_host:
+            # before the level's handle is open: the write goes through the same channels, which
+            # one command holds at a time ("another command is using its nestor API channel")
+            with step(f"{child.name} ping script ({parent.name})"):
+                write_script(where, LEAF_PING)
 
         with at(root, where) as hv:
-            inside(hv, parent, child, write, step, facts)
+            inside(hv, parent, child, lambda _text: None, step, facts)
     # Every nested host now runs its child: each one's hypervisor as its own host sees it
     for level, child in itertools.pairwise(chain):
         above = relative(level).rpartition("/")[0]
@@ -221,8 +223,7 @@ def inside(hv: Hypervisor, parent: depth_rules.Level, child: depth_rules.Level,
         spec = VMSpec(child.name, vcpus=child.vcpus, memory=child.memory, nested=True, image="nested-host",
                       append="nestor.dhcp=1", switches=(NAT_SWITCH,))
     else:
-        with step(f"{child.name} ping script ({parent.name})"):
-            write_script(LEAF_PING)
+        write_script(LEAF_PING)  # below() writes it before it opens the level's handle
         spec = VMSpec(child.name, vcpus=child.vcpus, memory=child.memory, switches=(NAT_SWITCH,),
                       append="nestor.dhcp=1", run_script=script)
     timeout = boot_timeout(child.level)
