@@ -49,6 +49,9 @@ def netns_maker(home: Path) -> Iterator[NewNetns]:
         assert sh("ip", "netns", "add", name).returncode == 0
         made.append(name)
         sh("ip", "-n", name, "link", "set", "lo", "up")
+        # A new namespace copies IPv4 forwarding from the root one (devconf_inherit_init_net=0), which is 1
+        # on hosts that route (Docker's, say): the tests start from a namespace that does not forward.
+        sh("ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
         return name
 
     try:

@@ -9,7 +9,6 @@ mistaken for our QEMU.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -35,9 +34,11 @@ def clean_runtime_files(vm_dir: Path) -> None:
         (vm_dir / name).unlink(missing_ok=True)
 
 
-def spawn(argv: list[str], vm_dir: Path, netns: str | None, pass_fds: tuple[int, ...] = ()) -> int:
+def spawn(argv: list[str], vm_dir: Path, netns: str | None, pass_fds: tuple[int, ...] = (),
+          uid: int | None = None) -> int:
     """Start QEMU detached; return its PID once QMP listens, or raise with QEMU's own error.
-    ``pass_fds``: descriptors QEMU gets under the same numbers (its taps)."""
+    ``pass_fds``: descriptors QEMU gets under the same numbers (its taps). ``uid``: the user QEMU
+    drops root to (engine/runas.py); then it returns only once QEMU runs as that user."""
     clean_runtime_files(vm_dir)
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]  # ip netns exec execs: the PID is QEMU's
@@ -45,10 +46,11 @@ def spawn(argv: list[str], vm_dir: Path, netns: str | None, pass_fds: tuple[int,
     (vm_dir / "serial.pipe").unlink(missing_ok=True)  # the FIFO of the per-VM log pump nestor used before
     seriallog.prepare(vm_dir / paths.SERIAL_LOG)
     seriallog.enforce(log_path)  # qemu.log is appended across starts: the cap holds at each one too
-    return _spawn(argv, vm_dir, log_path, pass_fds)
+    return _spawn(argv, vm_dir, log_path, pass_fds, uid)
 
 
-def _spawn(argv: list[str], vm_dir: Path, log_path: Path, pass_fds: tuple[int, ...] = ()) -> int:
+def _spawn(argv: list[str], vm_dir: Path, log_path: Path, pass_fds: tuple[int, ...] = (),
+           uid: int | None = None) -> int:
     with os.fdopen(open_private(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log:
         try:
             proc = subprocess.Popen(
@@ -71,30 +73,24 @@ def _spawn(argv: list[str], vm_dir: Path, log_path: Path, pass_fds: tuple[int, .
                 f"QEMU exited at start (status {code}): {last_line(log_path)}",
                 hint=f"see {log_path}",
             )
-        if qmp.exists() and (vm_dir / paths.PIDFILE).exists() and _greets(qmp, deadline):
+        if qmp.exists() and (vm_dir / paths.PIDFILE).exists() and (uid is None or _runs_as(proc.pid, uid)):
             return proc.pid
         time.sleep(0.01)
     terminate(proc.pid)
     raise EngineError(f"QEMU did not open its QMP socket within {START_TIMEOUT:.0f} s", hint=f"see {log_path}")
 
 
-def _greets(qmp: Path, deadline: float) -> bool:
-    """Has QEMU's main loop sent its QMP greeting? QEMU binds the socket and writes the pidfile
-    early, but drops root (`-run-with user=`) only after, just before its main loop starts; the
-    greeting comes from that loop. So once it greets, QEMU no longer runs as root."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-        try:
-            conn.settimeout(max(0.01, min(1.0, deadline - time.monotonic())))
-            conn.connect(str(qmp))
-            data = b""
-            while b"\n" not in data and len(data) < 1 << 16:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return False
-                data += chunk
-        except OSError:
-            return False  # not listening yet, or the loop is still busy: look again
-    return b'"QMP"' in data
+def _runs_as(pid: int, uid: int) -> bool:
+    """Has QEMU dropped root to `uid`? It binds its QMP socket (and greets on it, from the monitor's
+    own thread) and writes its pidfile before it switches user, just before its main loop."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("Uid:"):
+                    return line.split()[1:] == [str(uid)] * 4
+    except OSError:
+        pass
+    return False
 
 
 def last_line(path: Path, window: int = 1 << 16) -> str:

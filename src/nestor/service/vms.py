@@ -214,7 +214,7 @@ class VMs:
                 memory.check_pin(name, saved, argv)
             write_private(files.launch, json.dumps({"accel": accel.name, "cpu_model": spec.cpu_model, "argv": argv,
                                                     "netns": core.netns}))
-            pid = process.spawn(argv, files.dir, core.netns, pass_fds=tap_fds)
+            pid = process.spawn(argv, files.dir, core.netns, pass_fds=tap_fds, uid=user.uid if user else None)
             revert.add(lambda: _end(pid, files.dir))
             faults.point("vm-start:after-spawn")
             memory.after_spawn(core, config, spec.memory, saved)
