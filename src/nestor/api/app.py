@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import ui
 from ..errors import NestorError, Unauthorized
+from ..model import validate_name
 from . import routes, rules
 from .table import STATUS, Settings, bug_answer, error_body
 
@@ -53,6 +54,21 @@ def method_not_allowed(request: Request, methods: list[str]) -> JSONResponse:
     return JSONResponse({"error": body}, status_code=405, headers={"Allow": ", ".join(methods)})
 
 
+_KINDS = {"vms": "vm", "switches": "switch", "nats": "nat", "hosts": "host", "images": "image", "disks": "disk",
+          "checkpoints": "checkpoint", "adapters": "adapter"}
+
+
+def _named(path: str, loc: tuple[Any, ...]) -> str:
+    """What a name names, for its error: a body's `name` is the collection's (POST /v1/switches: a
+    switch), another field is itself (`image`, `host`); a path parameter, the segment before it."""
+    field = str(loc[-1]) if loc else "name"
+    if field != "name":
+        return _KINDS.get(field, field)
+    segments = [s for s in path.split("/") if s]
+    collections = [s for s in segments if s in _KINDS]
+    return _KINDS[collections[-1]] if collections else "vm"
+
+
 def create_app(settings: Settings, runtime: Any = None, documented: bool = False) -> FastAPI:
     """`runtime` is the daemon's shared state (operations, events); None in tests of routes alone.
 
@@ -74,7 +90,13 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         hint = "see /v1/openapi.json"
-        if (first.get("ctx") or {}).get("pattern") == rules.FILE:  # a path: say where an API caller's files live
+        pattern = (first.get("ctx") or {}).get("pattern")
+        if pattern == rules.NAME and isinstance(first.get("input"), str):  # the service's own words for a name
+            try:
+                validate_name(first["input"], _named(request.url.path, first.get("loc", ())))
+            except NestorError as exc:
+                return error_response(exc)
+        if pattern == rules.FILE:  # a path: say where an API caller's files live
             hint = f"name an absolute path of a file in the server's files directory, {settings.files_dir}"
         body = error_body("invalid_input", f"invalid request: {where}: {first.get('msg', 'invalid')}", hint)
         return JSONResponse({"error": body}, status_code=400)
