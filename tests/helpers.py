@@ -211,3 +211,13 @@ def qemus(home: Path) -> list[int]:
             if b"qemu-system" in cmdline and str(home).encode() in cmdline:
                 found.append(int(entry.name))
     return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -8,7 +8,6 @@ streams a booting VM's console to one with a token.
 from __future__ import annotations
 
 import shutil
-import socket
 import ssl
 import tempfile
 import time
@@ -26,16 +25,9 @@ from nestor.client import Client
 from nestor.errors import NestorError
 from nestor.images.appliance import BOOT_LINE
 from nestor.service import VMSpec, VMState
-from tests.helpers import Daemon, nestor, reap_home
+from tests.helpers import Daemon, free_port, nestor, reap_home
 
 pytestmark = pytest.mark.vm
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

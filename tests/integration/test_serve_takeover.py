@@ -5,7 +5,6 @@ a user started (not on demand) is never taken over: the second is refused, namin
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -14,16 +13,9 @@ import pytest
 
 from nestor import paths, pids
 from nestor.service import daemon as daemon_mod
-from tests.helpers import Daemon, nestor, show
+from tests.helpers import Daemon, free_port, nestor, show
 
 pytestmark = pytest.mark.vm
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_serve_takes_over_from_the_on_demand_daemon(home: Path) -> None:
