@@ -65,14 +65,20 @@ class Labs:
                                    hint=f"pass --netns {record.netns}" if record.netns else "drop --netns")
 
     def up(self, path: Path, progress: Progress) -> tuple[Planned, Outcome | None]:
-        text = path.read_text()
-        lab = lab_file.read(path)
+        lab = lab_file.read(path)  # its errors name the file as given
+        return self._up(lab, path.read_text(), str(path.resolve()), progress)
+
+    def up_text(self, text: str, source: str, progress: Progress) -> tuple[Planned, Outcome | None]:
+        """`lab up` of a lab file's text; `source` names it in errors and in the lab's record."""
+        return self._up(lab_file.parse(text, source), text, source, progress)
+
+    def _up(self, lab: Lab, text: str, source: str, progress: Progress) -> tuple[Planned, Outcome | None]:
         planned = self.plan(lab)
         if planned.problems:
             raise _refused(planned.problems)
         if not planned.plan.changes:
             return planned, None
-        self.owners.save(lab.name, str(path.resolve()), self.netns, text)
+        self.owners.save(lab.name, source, self.netns, text)
         outcome = Up(lab, self._levels(self.netns), self.owners, progress).run()
         return planned, outcome
 

@@ -31,6 +31,8 @@ from ..host import facts as host_facts
 from ..model import VMConfig, VMState, validate_name, validate_netns
 from ..state import db
 
+BOOT_SETTLE_TIMEOUT = 120.0  # a nested host's init, from its nestor's first answer to its boot line
+
 if TYPE_CHECKING:
     from .network import Network
 
@@ -69,6 +71,21 @@ class Core:
         if self._facts is None:
             self._facts = host_facts.probe(qemu=False)
         return self._facts
+
+    def settled_facts(self, timeout: float = BOOT_SETTLE_TIMEOUT) -> host_facts.HostFacts:
+        """The facts once this host has booted: a nested host's nestor answers while its init
+        still loads kvm (images/nested_host_init.sh keeps contract.GUEST_BOOTING until its boot
+        line), and a VM started in that window would get TCG, or a refusal of its nesting."""
+        from ..images.contract import GUEST_BOOTING
+
+        deadline = time.monotonic() + timeout
+        waited = False
+        while Path(GUEST_BOOTING).exists() and time.monotonic() < deadline:
+            waited = True
+            time.sleep(0.2)
+        if waited:
+            self._facts = None
+        return self.facts
 
     def ensure_daemon(self) -> None:
         """A VM runs, so the home's daemon must (the serial-log cap, the balancer): started if it
