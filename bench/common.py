@@ -115,3 +115,96 @@ def record(name: str, data: dict[str, object]) -> Path:
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2))
     return path
+
+
+class LoadSampler:
+    """The host's load average, sampled every `every` seconds in a thread while a bench runs
+    (the machine is shared: the numbers of a run mean little without the load beside them)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        import threading
+
+        self.every = every
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, 1-minute load)
+        self.marks: dict[str, list[float]] = {}  # phase → (1, 5, 15)-minute load when it began
+        self._start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 1)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((round(time.monotonic() - self._start, 1), os.getloadavg()[0]))
+            if self._stop.wait(self.every):
+                return
+
+    def mark(self, phase: str) -> None:
+        self.marks[phase] = [round(x, 2) for x in os.getloadavg()]
+
+    def to_json(self) -> dict[str, object]:
+        ones = [load for _, load in self.samples] or [os.getloadavg()[0]]
+        return {"one_minute": {"min": round(min(ones), 2), "median": round(statistics.median(ones), 2),
+                               "max": round(max(ones), 2), "n": len(ones), "every_s": self.every},
+                "at_phase_start": self.marks, "end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of a bench's nestor commands: no default network (every switch is in the
+    bench's own namespace)."""
+    return {**os.environ, "NESTOR_DEFAULT_SWITCH": "none"}
+
+
+def nestor_timed(home: Path, *args: str, netns: str | None = None, timeout: float = 900,
+                 check: bool = True) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """(wall seconds, result) of one CLI command, a new process as a user runs it."""
+    argv = [sys.executable, "-m", "nestor", "--home", str(home), *(["--netns", netns] if netns else []), *args]
+    start = time.monotonic()
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=bench_env())
+    wall = time.monotonic() - start
+    if check and result.returncode != 0:
+        raise SystemExit(f"nestor {' '.join(args)} failed ({result.returncode}) after {wall:.1f} s:\n"
+                         f"{result.stdout[-2000:]}{result.stderr[-3000:]}")
+    return wall, result
+
+
+def new_netns(prefix: str = "nb") -> str:
+    """A network namespace of the bench's own (lo up, no IPv4 forwarding, as the tests make them)."""
+    import secrets
+
+    name = f"{prefix}-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    subprocess.run(["ip", "netns", "exec", name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=True)
+    return name
+
+
+def reap(home: Path, namespaces: list[str]) -> list[int]:
+    """End every QEMU, dnsmasq and daemon of `home` by its pid (tests/helpers.reap_home), then
+    delete the namespaces (the bench's and the quickstart's own, if they are still there)."""
+    from nestor import paths
+    from nestor.engine import process
+    from nestor.net import dnsmasq
+    from nestor.service import daemon
+
+    killed: list[int] = []
+    daemon.stop(paths.Home(home), timeout=5)
+    for vm_dir in sorted((home / "vms").glob("*")):
+        pid = process.live_pid(vm_dir)
+        if pid is not None:
+            process.terminate(pid, timeout=3)
+            killed.append(pid)
+    for pidfile in sorted((home / "net").glob("dnsmasq-*.pid")):
+        pid = dnsmasq.live_pid(pidfile)
+        if pid is not None and dnsmasq.stop(pidfile):
+            killed.append(pid)
+    for name in namespaces:
+        if Path("/run/netns", name).exists():
+            subprocess.run(["ip", "netns", "delete", name], check=False)
+    return killed
