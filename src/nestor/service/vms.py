@@ -27,6 +27,7 @@ from ..model import (
     MAX_APPEND,
     BootSource,
     VMConfig,
+    VMState,
     shown,
     validate_config_version,
     validate_name,
@@ -38,6 +39,7 @@ from ..policy import accel as accel_policy
 from ..policy import enlightenments as enlightenment_rules
 from ..policy import memory as memory_rules
 from ..policy import processor as rules
+from ..policy import tpm as tpm_rules
 from ..state.lock import vm_lock
 from . import memory
 from .core import Core
@@ -360,6 +362,34 @@ class VMs:
                 rules.check_nesting_version(name, config.config_version, accel)
             core.vms.update(new)
             return ProcessorResult(self.info(new), warnings)
+
+    def set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
+        """Enable-VMTPM / Disable-VMTPM, only while the VM is off. Turning it off keeps the TPM's
+        state (its keys) in the VM's directory, so turning it on again gives the same TPM back;
+        `delete_state` deletes it (and the copies its checkpoints hold)."""
+        from . import diskvms
+        from .checkpoints import TPM_CHECKPOINTS
+
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        self.reconcile_vm(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            config = core.vms.get(name)  # read again under the lock: no lost update
+            state, _ = core.observe(config)
+            if state is VMState.OFF and memory.is_saved(files):
+                state = VMState.SAVED
+            disk_image = diskvms.find(core, config) is not None
+            tpm_rules.check_change(name, state, on, disk_image, delete_state)
+            if on and not swtpm.state_dir(files.dir).is_dir():
+                swtpm.make_state(files.dir, None)  # handed to the QEMU user at each start
+            new = replace(config, tpm=on)
+            core.vms.update(new)
+            if delete_state:
+                swtpm.stop(files.dir)  # none runs while the VM is off; an orphan would hold the state
+                shutil.rmtree(swtpm.state_dir(files.dir), ignore_errors=True)
+                shutil.rmtree(files.dir / TPM_CHECKPOINTS, ignore_errors=True)
+        return self.info(new)
 
     def upgrade(self, name: str) -> VMInfo:
         core = self.core
