@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import bootplan, faults
+from .. import bootplan, faults, paths
 from ..engine import argv as qemu_argv
 from ..engine import process, swtpm
 from ..engine.qmp import Monitor
@@ -94,14 +94,15 @@ class VMs:
 
     def reconcile_vm(self, config: VMConfig) -> None:
         """A QEMU that ended without nestor (the guest powered itself off, QEMU crashed, or nestor
-        was killed): its runtime files, the balancer's state and its taps are cleaned up by the
-        next command that looks at the VM. launch.json marks a VM nestor has not seen stop."""
+        was killed): its runtime files, the balancer's state, its taps and its swtpm (one that
+        outlived its QEMU) are cleaned up by the next command that looks at the VM. launch.json
+        marks a VM nestor has not seen stop."""
         files = self.core.files(config)
-        if not files.launch.exists() or process.live_pid(files.dir) is not None:
+        if not _leftovers(files) or process.live_pid(files.dir) is not None:
             return
         try:
             with vm_lock(files.lock, config.name, timeout=0):  # busy: a command is starting or stopping it
-                if files.launch.exists() and process.live_pid(files.dir) is None:
+                if _leftovers(files) and process.live_pid(files.dir) is None:
                     self.stopped(config)
         except NestorError as exc:
             log.info("vm '%s': not reconciled now: %s", config.name, exc.message)
@@ -410,13 +411,19 @@ class VMs:
         cleaned = []
         for config in self.core.vms.all():
             files = self.core.files(config)
-            if process.live_pid(files.dir) is None and (files.launch.exists() or files.qmp_sock.exists()
+            if process.live_pid(files.dir) is None and (_leftovers(files) or files.qmp_sock.exists()
                                                          or files.memory.exists()):
                 with vm_lock(files.lock, config.name):
                     if process.live_pid(files.dir) is None:
                         self.stopped(config)
                         cleaned.append(config.name)
         return cleaned
+
+
+def _leftovers(files: paths.VMFiles) -> bool:
+    """Is there something of a run to clean up once QEMU is gone: launch.json (nestor has not seen
+    it stop), or a live swtpm of this VM (an orphan: --terminate missed its QEMU's end)?"""
+    return files.launch.exists() or swtpm.live_pid(files.dir) is not None
 
 
 def _end(pid: int, vm_dir: Path) -> None:
