@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CACHE, reap_home
+from tests.helpers import CACHE, leftover_processes, reap_home
 
 # Network safety: no test makes the default switch (a bridge, a NAT, a dnsmasq) by accident, least
 # of all in the root network namespace. Every nestor of the run (in process, subprocesses, daemons)
@@ -19,37 +19,21 @@ from tests.helpers import CACHE, reap_home
 os.environ["NESTOR_DEFAULT_SWITCH"] = "none"
 
 
-def _processes_naming(text: str) -> dict[int, str]:
-    """Live (not zombie) processes whose command line names `text`, but not this process's tree."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found[int(entry.name)] = cmdline.strip()
-    return found
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_leftover_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Last to end: a QEMU, dnsmasq or daemon of this run still alive after every fixture has
-    torn down is a leak (a bug): it is ended (by PID: it names this run's temporary directory)
-    and the run fails."""
+    """Last to end: a QEMU, swtpm, dnsmasq or daemon of this run still alive after every fixture
+    has torn down is a leak (a bug): it is ended (by PID: it names this run's temporary directory
+    or works in it) and the run fails."""
     base = str(tmp_path_factory.getbasetemp())
     yield
     import signal
     import time
 
-    left = _processes_naming(base + "/")
+    left = leftover_processes(base + "/")
     deadline = time.monotonic() + 5
     while left and time.monotonic() < deadline:  # a process in the middle of its exit
         time.sleep(0.2)
-        left = _processes_naming(base + "/")
+        left = leftover_processes(base + "/")
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)

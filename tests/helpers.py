@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from nestor import paths
-from nestor.engine import process
+from nestor.engine import process, swtpm
 
 # Images are built once and kept between runs (CI runs on the same machine kind; the first run
 # on a fresh machine builds them).
@@ -63,7 +63,7 @@ def nestor_inprocess(home: Path, *args: str, check: bool = True) -> subprocess.C
 
 def reap_home(home: Path) -> list[int]:
     """End every QEMU started under this home (ours only: live_pid checks the command line),
-    the home's daemon if one was started, and its NATs' dnsmasq (a namespace deleted under a
+    each VM's swtpm, the home's daemon if one was started, and its NATs' dnsmasq (a namespace deleted under a
     running dnsmasq lives on with it)."""
     from nestor.net import dnsmasq
     from nestor.service import daemon
@@ -75,6 +75,10 @@ def reap_home(home: Path) -> list[int]:
         if pid is not None:
             process.terminate(pid, timeout=3)
             killed.append(pid)
+        tpm = swtpm.live_pid(vm_dir)
+        if tpm is not None:
+            swtpm.stop(vm_dir)
+            killed.append(tpm)
     for pidfile in sorted((home / "net").glob("dnsmasq-*.pid")):
         pid = dnsmasq.live_pid(pidfile)
         if pid is not None and dnsmasq.stop(pidfile):
@@ -221,3 +225,25 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def leftover_processes(base: str) -> dict[int, str]:
+    """Live (not zombie) processes of a test run under directory `base` (ending in '/'), but not
+    this process: those whose command line names it (QEMU, dnsmasq, daemons) and those working in
+    it (swtpm names its state and socket relative to its working directory, the VM's tpm/)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd") + "/"
+        except OSError:
+            cwd = ""
+        if (base in cmdline or cwd.startswith(base)) and state != "Z":
+            found[int(entry.name)] = cmdline.strip()
+    return found

@@ -336,6 +336,9 @@ class Client:
             body["enlightenments"] = enlightenments
         return _decode(ProcessorResult, self._request("PATCH", f"/vms/{name}/processor", body))
 
+    def vm_set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
+        return _decode(VMInfo, self._request("PATCH", f"/vms/{name}/tpm", {"on": on, "delete_state": delete_state}))
+
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         return _decode(MemoryResult, self._request("PATCH", f"/vms/{name}/memory", to_json(change)))
 

@@ -78,6 +78,19 @@ def test_define_change_remove(api: TestClient, home: Path) -> None:
     assert api.get("/v1/vms").json() == []
 
 
+def test_tpm_route_refuses_a_kernel_vm_and_bad_bodies(api: TestClient, home: Path) -> None:
+    """PATCH /vms/{name}/tpm (vm set-tpm): a kernel-booted VM has no TPM interface; `on` is required."""
+    new_vm(api, home, "k")
+    refused = error_of(api.patch("/v1/vms/k/tpm", json={"on": True}), 400, "invalid_input")
+    assert "disk-image" in refused["message"]
+    error_of(api.patch("/v1/vms/k/tpm", json={}), 400, "invalid_input")
+    error_of(api.patch("/v1/vms/k/tpm", json={"on": "yes"}), 400, "invalid_input")
+    error_of(api.patch("/v1/vms/k/tpm", json={"on": True, "delete_state": True}), 400, "invalid_input")
+    assert api.get("/v1/vms/k").json()["tpm"] is False
+    off = api.patch("/v1/vms/k/tpm", json={"on": False})  # nothing to turn off: fine
+    assert off.status_code == 200 and off.json()["tpm"] is False, off.text
+
+
 def test_invalid_input_is_400_and_changes_nothing(api: TestClient, home: Path) -> None:
     kernel = str(home.parent / "vmlinux")
     for body in ({"name": "Bad Name"}, {"name": "x", "vcpus": "many"}, {"name": "x", "colour": "red"}, {},

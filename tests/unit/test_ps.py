@@ -460,3 +460,50 @@ def test_errors_at_a_level_name_the_vm_by_its_path() -> None:
     with pytest.raises(InvalidInput) as refused_info:
         _ps(root, "Get-VM -ComputerName l1 | Stop-VM -ComputerName localhost")
     assert "pipeline's object is of 'l1'" in refused_info.value.message and refused_info.value.hint
+
+
+class _TpmLevel:
+    """A level whose VMs have a TPM switch: what Enable/Disable-VMTPM ask of it."""
+
+    def __init__(self) -> None:
+        self.tpm = {"win": False, "web": True}
+        self.calls: list[tuple[str, bool, bool]] = []
+
+    def _info(self, name: str) -> VMInfo:
+        if name not in self.tpm:
+            raise NotFound(f"vm '{name}' not found", hint="nestor vm list")
+        return VMInfo(name, VMState.OFF, 1, 256 << 20, False, "11.0", "debian-bookworm", tpm=self.tpm[name])
+
+    def vm_list(self) -> list[VMInfo]:
+        return [self._info(n) for n in sorted(self.tpm)]
+
+    def vm_show(self, name: str) -> VMInfo:
+        return self._info(name)
+
+    def vm_set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
+        self._info(name)
+        self.calls.append((name, on, delete_state))
+        self.tpm[name] = on
+        return self._info(name)
+
+    def close(self) -> None:
+        pass
+
+
+def test_tpm_cmdlets() -> None:
+    from nestor.ps import execute
+
+    level = _TpmLevel()
+
+    def run(script: str) -> list[PSObject]:
+        return [o for _, objects in execute(level, script, lambda _: None) for o in objects]  # type: ignore[arg-type]
+
+    assert run("Set-VMKeyProtector -VMName win -NewLocalKeyProtector; Enable-VMTPM -VMName win") == []
+    assert level.calls == [("win", True, False)]
+    (security,) = run("Get-VMSecurity -VMName win")
+    assert security.type_name == "VMSecurity" and security["TpmEnabled"] is True
+    (off,) = run("Get-VM web | Disable-VMTPM -Passthru")
+    assert off["VMName"] == "web" and off["TpmEnabled"] is False
+    assert level.calls[-1] == ("web", False, False)  # Disable-VMTPM keeps the TPM's state
+    assert "nestor vm set-tpm" in refused("Enable-VMTPM -VMName win -Frobnicate 1")
+    assert "-VMName is required" in refused("Disable-VMTPM")

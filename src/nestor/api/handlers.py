@@ -135,6 +135,12 @@ class Processor(Body):
     enlightenments: str | None = described(None, "hyperv: the QEMU hv-* set Windows and Hyper-V use; off")
 
 
+class Tpm(Body):
+    on: bool = described(description="true: a virtual TPM 2.0 (swtpm) from the next start; false: none")
+    delete_state: bool = described(False, "with on=false: delete the TPM's state (its keys) too; "
+                                          "otherwise it is kept for when the TPM is turned on again")
+
+
 class Memory(Body):
     startup: int | None = described(None, "bytes, whole MiB", ge=rules.MIN_MEMORY, le=rules.MAX_MEMORY,
                                     multiple_of=rules.MiB)
@@ -418,6 +424,12 @@ def vm_processor(ctx: Ctx, name: str, body: Processor) -> Answer:
     with ctx.settings.service() as s:
         return _json(s.vm_set_processor(name, count=body.count, nested=body.nested,
                                            enlightenments=body.enlightenments))
+
+
+@table.patch("/vms/{name}/tpm", does="vm_set_tpm", responses=_doc(VMInfo))
+def vm_tpm(ctx: Ctx, name: str, body: Tpm) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.vm_set_tpm(name, body.on, delete_state=body.delete_state))
 
 
 @table.patch("/vms/{name}/memory", does="vm_set_memory", responses=_doc(MemoryResult))

@@ -177,6 +177,24 @@ def set_processor(ctx: Ctx, name: str, count: int | None, nested: str | None, en
     click.echo(f"vm '{name}' processor updated")
 
 
+@vm.command("set-tpm")
+@click.argument("name")
+@click.option("--on/--off", "on", default=None, help="a virtual TPM 2.0 (swtpm) from the next start, or none")
+@click.option("--delete-state", is_flag=True,
+              help="with --off: delete the TPM's state (its keys) too; without it the state is kept for --on")
+@pass_ctx
+def set_tpm(ctx: Ctx, name: str, on: bool | None, delete_state: bool) -> None:
+    """Turn the VM's virtual TPM on or off (Hyper-V's Enable-VMTPM / Disable-VMTPM; only while off)."""
+    if on is None:
+        raise InvalidInput("give --on or --off", hint=f"nestor vm set-tpm {name} --on")
+    with ctx.vm(name) as (level, vm_name):
+        level.vm_set_tpm(vm_name, on, delete_state=delete_state)
+    if on:
+        click.echo(f"vm '{name}': TPM on (from its next start)")
+    else:
+        click.echo(f"vm '{name}': TPM off" + ("; its state deleted" if delete_state else "; its state kept"))
+
+
 @vm.command("upgrade")
 @click.argument("name")
 @pass_ctx

@@ -23,7 +23,7 @@ Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 @dataclass(frozen=True)
 class PSObject:
-    kind: str  # vm | processor | memory | adapter | switch | netadapter | nat | ipaddress | dns | checkpoint
+    kind: str  # vm | processor | memory | adapter | switch | netadapter | nat | ipaddress | dns | checkpoint | security
     type_name: str  # PowerShell's type, e.g. VirtualMachine
     props: dict[str, Any]
     view: str = "table"  # table | list (Format-List: every property, one per line)
@@ -67,6 +67,10 @@ def processor(info: VMInfo) -> PSObject:
         "HypervisorRunning": info.hypervisor_running,
         "EnableHyperVEnlightenments": info.enlightenments == "hyperv",
     })
+
+
+def security(info: VMInfo) -> PSObject:
+    return PSObject("security", "VMSecurity", {"VMName": info.name, "TpmEnabled": info.tpm, "Shielded": False})
 
 
 def memory(info: VMInfo) -> PSObject:
@@ -150,6 +154,7 @@ COLUMNS: dict[str, list[Column]] = {
     "processor": [("VMName", _yes("VMName")), ("Count", _yes("Count")),
                   ("ExposeVirtualizationExtensions", _yes("ExposeVirtualizationExtensions")),
                   ("HypervisorRunning", _yes("HypervisorRunning"))],
+    "security": [("VMName", _yes("VMName")), ("TpmEnabled", _yes("TpmEnabled")), ("Shielded", _yes("Shielded"))],
     "memory": [("VMName", _yes("VMName")), ("DynamicMemoryEnabled", _yes("DynamicMemoryEnabled")),
                ("Minimum(M)", _mib("Minimum")), ("Startup(M)", _mib("Startup")), ("Maximum(M)", _mib("Maximum")),
                ("Buffer", _yes("Buffer"))],

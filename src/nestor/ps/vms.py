@@ -130,3 +130,35 @@ def set_vmmemory(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObjec
 
 def get_vmmemory(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
     return [ob.memory(s.service.vm_show(name)) for name in targets(cmd, obj, "VMName")]
+
+
+# -- the virtual TPM (Enable-VMTPM, Disable-VMTPM, Get-VMSecurity, Set-VMKeyProtector) ------------
+def _set_tpm(s: Session, cmd: Command, obj: PSObject | None, on: bool) -> list[PSObject]:
+    out = []
+    for name in targets(cmd, obj, "VMName"):
+        info = s.service.vm_set_tpm(name, on)
+        s.note(f"vm '{name}': TPM {'on' if on else 'off (its state kept)'}")
+        if cmd.get("Passthru"):
+            out.append(ob.security(info))
+    return out
+
+
+def enable_vmtpm(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return _set_tpm(s, cmd, obj, True)
+
+
+def disable_vmtpm(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return _set_tpm(s, cmd, obj, False)
+
+
+def get_vmsecurity(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    return [ob.security(s.service.vm_show(name)) for name in targets(cmd, obj, "VMName")]
+
+
+def set_vmkeyprotector(s: Session, cmd: Command, obj: PSObject | None) -> list[PSObject]:
+    """Hyper-V needs a key protector before Enable-VMTPM; nestor's TPM state is private in the VM's
+    directory and needs none: the VM must exist, nothing changes."""
+    for name in targets(cmd, obj, "VMName"):
+        s.service.vm_show(name)
+        s.note(f"vm '{name}': no key protector needed (the TPM's state is private in the VM's directory)")
+    return []

@@ -182,6 +182,11 @@ class Service:
             return self.remote.vm_set_processor(name, count, nested)
         return self._vms.set_processor(name, count=count, nested=nested, enlightenments=enlightenments)
 
+    @audited("vm.set-tpm")
+    def vm_set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
+        self._local_only(name, "virtual TPMs")
+        return self._vms.set_tpm(name, on, delete_state=delete_state)
+
     @audited("vm.set-memory")
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         if self.remote.owns(name):

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import bootplan, faults
+from .. import bootplan, faults, paths
 from ..engine import argv as qemu_argv
 from ..engine import process, swtpm
 from ..engine.qmp import Monitor
@@ -27,6 +27,7 @@ from ..model import (
     MAX_APPEND,
     BootSource,
     VMConfig,
+    VMState,
     shown,
     validate_config_version,
     validate_name,
@@ -38,6 +39,7 @@ from ..policy import accel as accel_policy
 from ..policy import enlightenments as enlightenment_rules
 from ..policy import memory as memory_rules
 from ..policy import processor as rules
+from ..policy import tpm as tpm_rules
 from ..state.lock import vm_lock
 from . import memory
 from .core import Core
@@ -92,14 +94,15 @@ class VMs:
 
     def reconcile_vm(self, config: VMConfig) -> None:
         """A QEMU that ended without nestor (the guest powered itself off, QEMU crashed, or nestor
-        was killed): its runtime files, the balancer's state and its taps are cleaned up by the
-        next command that looks at the VM. launch.json marks a VM nestor has not seen stop."""
+        was killed): its runtime files, the balancer's state, its taps and its swtpm (one that
+        outlived its QEMU) are cleaned up by the next command that looks at the VM. launch.json
+        marks a VM nestor has not seen stop."""
         files = self.core.files(config)
-        if not files.launch.exists() or process.live_pid(files.dir) is not None:
+        if not _leftovers(files) or process.live_pid(files.dir) is not None:
             return
         try:
             with vm_lock(files.lock, config.name, timeout=0):  # busy: a command is starting or stopping it
-                if files.launch.exists() and process.live_pid(files.dir) is None:
+                if _leftovers(files) and process.live_pid(files.dir) is None:
                     self.stopped(config)
         except NestorError as exc:
             log.info("vm '%s': not reconciled now: %s", config.name, exc.message)
@@ -361,6 +364,34 @@ class VMs:
             core.vms.update(new)
             return ProcessorResult(self.info(new), warnings)
 
+    def set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
+        """Enable-VMTPM / Disable-VMTPM, only while the VM is off. Turning it off keeps the TPM's
+        state (its keys) in the VM's directory, so turning it on again gives the same TPM back;
+        `delete_state` deletes it (and the copies its checkpoints hold)."""
+        from . import diskvms
+        from .checkpoints import TPM_CHECKPOINTS
+
+        core = self.core
+        config = core.vms.get(validate_name(name))
+        files = core.files(config)
+        self.reconcile_vm(config)
+        with error_context(vm=name), vm_lock(files.lock, name):
+            config = core.vms.get(name)  # read again under the lock: no lost update
+            state, _ = core.observe(config)
+            if state is VMState.OFF and memory.is_saved(files):
+                state = VMState.SAVED
+            disk_image = diskvms.find(core, config) is not None
+            tpm_rules.check_change(name, state, on, disk_image, delete_state)
+            if on and not swtpm.state_dir(files.dir).is_dir():
+                swtpm.make_state(files.dir, None)  # handed to the QEMU user at each start
+            new = replace(config, tpm=on)
+            core.vms.update(new)
+            if delete_state:
+                swtpm.stop(files.dir)  # none runs while the VM is off; an orphan would hold the state
+                shutil.rmtree(swtpm.state_dir(files.dir), ignore_errors=True)
+                shutil.rmtree(files.dir / TPM_CHECKPOINTS, ignore_errors=True)
+        return self.info(new)
+
     def upgrade(self, name: str) -> VMInfo:
         core = self.core
         config = core.vms.get(validate_name(name))
@@ -380,13 +411,19 @@ class VMs:
         cleaned = []
         for config in self.core.vms.all():
             files = self.core.files(config)
-            if process.live_pid(files.dir) is None and (files.launch.exists() or files.qmp_sock.exists()
+            if process.live_pid(files.dir) is None and (_leftovers(files) or files.qmp_sock.exists()
                                                          or files.memory.exists()):
                 with vm_lock(files.lock, config.name):
                     if process.live_pid(files.dir) is None:
                         self.stopped(config)
                         cleaned.append(config.name)
         return cleaned
+
+
+def _leftovers(files: paths.VMFiles) -> bool:
+    """Is there something of a run to clean up once QEMU is gone: launch.json (nestor has not seen
+    it stop), or a live swtpm of this VM (an orphan: --terminate missed its QEMU's end)?"""
+    return files.launch.exists() or swtpm.live_pid(files.dir) is not None
 
 
 def _end(pid: int, vm_dir: Path) -> None:
