@@ -10,6 +10,7 @@ from nestor.errors import Conflict, InvalidInput, NotFound, StateError
 from nestor.remote import libvirt_engine, netxml, testnode
 from nestor.remote.hosts import Hosts
 from nestor.remote.nats import RemoteNats
+from nestor.service.types import VMSpec
 from nestor.state import db
 
 G = 1 << 30
@@ -21,7 +22,7 @@ def nats(tmp_path: Path) -> Iterator[RemoteNats]:
         (tmp_path / f"{name}.xml").write_text(testnode.node_xml(kind, 16 * G))
     hosts = Hosts(db.connect(tmp_path / "nestor.db"))
     for name in "ab":
-        hosts.add(name, f"test://{tmp_path}/{name}.xml")
+        hosts.host_add(name, f"test://{tmp_path}/{name}.xml")
     yield RemoteNats(hosts)
     libvirt_engine.disconnect_all()
 
@@ -62,7 +63,7 @@ def test_nat_on_a_host_is_a_started_libvirt_nat_network(nats: RemoteNats) -> Non
     assert [r["name"] for r in nats.list()] == ["vmnat"]
 
     # A VM on that host joins it; the NAT cannot go while the VM uses it.
-    nats.hosts.vm_new("web", "a", network="vmnat")
+    nats.hosts.vm_new(VMSpec("web", host="a", network="vmnat"))
     vm, host = nats.hosts.get_vm("web")
     dom = nats.hosts.engine(host).conn.lookupByUUIDString(vm.uuid)
     assert "<source network='vmnat'" in dom.XMLDesc(0)
@@ -115,7 +116,7 @@ def test_a_new_connection_gets_the_nat_back(nats: RemoteNats, tmp_path: Path) ->
 
 def test_a_vm_moves_only_where_its_network_is(nats: RemoteNats) -> None:
     nats.new("vmnat", "a", "192.168.100.0/24")
-    nats.hosts.vm_new("web", "a", network="vmnat")
+    nats.hosts.vm_new(VMSpec("web", host="a", network="vmnat"))
     with pytest.raises(StateError, match="host 'b' has no network 'vmnat'"):
         nats.hosts.vm_move("web", "b", lambda line: None)
     assert nats.hosts.get_vm("web")[1].name == "a"

@@ -128,11 +128,11 @@ class Service:
         local = self._vms.list_all()
         if not self.remote.has_vms():
             return local
-        return sorted(local + self.remote.vm_list(), key=lambda info: info.name)
+        return sorted(local + self.remote.driver.vm_list(), key=lambda info: info.name)
 
     def vm_show(self, name: str) -> VMInfo:
         if self.remote.owns(name):
-            return self.remote.vm_show(name)
+            return self.remote.driver.vm_show(name)
         return self._vms.show(name)
 
     @audited("vm.new", lambda a: a["spec"].name)
@@ -140,7 +140,7 @@ class Service:
         if spec.nested:
             self._check_nesting(spec.name, nesting_rule.Action.NEW)
         if spec.host is not None:
-            return self.remote.vm_new(spec)
+            return self.remote.driver.vm_new(spec)
         if spec.maximum is not None or spec.disk or spec.network:
             raise InvalidInput("--maximum, --disk and --network are for a VM on a libvirt host",
                                hint="add --host NAME (or --host auto)")
@@ -150,24 +150,24 @@ class Service:
     def vm_start(self, name: str) -> VMInfo:
         if self._nesting() is nesting_rule.Nesting.BLOCK:
             remote = self.remote.owns(name)
-            nested = self.remote.vm_show(name).nested if remote else self.core.vms.get(validate_name(name)).nested
+            nested = self.remote.driver.vm_show(name).nested if remote else self.core.vms.get(validate_name(name)).nested
             if nested:
                 self._check_nesting(name, nesting_rule.Action.START)
         if self.remote.owns(name):
-            return self.remote.vm_start(name)
+            return self.remote.driver.vm_start(name)
         return self._vms.start(name)
 
     @audited("vm.stop")
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         guests.check_timeout(timeout)
         if self.remote.owns(name):
-            return self.remote.vm_stop(name, turn_off, timeout)
+            return self.remote.driver.vm_stop(name, turn_off, timeout)
         return self._vms.stop(name, turn_off=turn_off, timeout=timeout)
 
     @audited("vm.remove")
     def vm_remove(self, name: str, force: bool = False) -> None:
         if self.remote.owns(name):
-            return self.remote.vm_remove(name, force)
+            return self.remote.driver.vm_remove(name, force)
         self._vms.remove(name, force=force)
 
     @audited("vm.set-processor")
@@ -176,22 +176,19 @@ class Service:
         if nested:
             self._check_nesting(name, nesting_rule.Action.ENABLE)
         if self.remote.owns(name):
-            if enlightenments is not None:
-                raise InvalidInput(f"vm '{name}' is on a libvirt host: nestor sets no enlightenments there",
-                                   hint="give them in the domain's <hyperv> block with virsh edit")
-            return self.remote.vm_set_processor(name, count, nested)
+            return self.remote.driver.vm_set_processor(name, count, nested, enlightenments)
         return self._vms.set_processor(name, count=count, nested=nested, enlightenments=enlightenments)
 
     @audited("vm.set-memory")
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         if self.remote.owns(name):
-            return self.remote.vm_set_memory(name, change)
+            return self.remote.driver.vm_set_memory(name, change)
         return memory.set_memory(self.core, name, change)
 
     @audited("vm.save")
     def vm_save(self, name: str) -> SaveResult:
         if self.remote.owns(name):
-            return self.remote.vm_save(name)
+            return self.remote.driver.vm_save(name)
         return memory.save(self.core, name, self._vms.stopped)
 
     @audited("vm.reset-disk")
@@ -211,7 +208,7 @@ class Service:
             self._vms.show(validate_name(name))  # an unknown name: NotFound
             raise InvalidInput(f"vm '{name}' runs on this machine: only VMs on libvirt hosts can move",
                                hint="nestor vm new NAME --host H makes a VM on a libvirt host")
-        return self.remote.vm_move(name, host, progress)
+        return self.remote.driver.vm_move(name, host, progress)
 
     def _local_only(self, name: str, what: str) -> None:
         if self.remote.owns(name):
@@ -221,17 +218,17 @@ class Service:
     # -- libvirt hosts (issue 12) -----------------------------------------------------------------
     @audited("host.add")
     def host_add(self, name: str, uri: str) -> HostInfo:
-        return self.remote.host_add(name, uri)
+        return self.remote.driver.host_add(name, uri)
 
     def host_list(self) -> list[HostInfo]:
-        return self.remote.host_list()
+        return self.remote.driver.host_list()
 
     def host_show(self, name: str) -> HostInfo:
-        return self.remote.host_show(name)
+        return self.remote.driver.host_show(name)
 
     @audited("host.remove")
     def host_remove(self, name: str) -> None:
-        self.remote.host_remove(name)
+        self.remote.driver.host_remove(name)
 
     # -- host policy (policy/nesting.py) and the audit log (service/audit.py) ----------------------
     def _nesting(self) -> nesting_rule.Nesting:
