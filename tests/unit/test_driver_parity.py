@@ -1,9 +1,10 @@
-"""The libvirt driver (nestor.remote.hosts.Hosts) answers the Hypervisor protocol's VM and host
-methods with the protocol's own signatures and types: statically (each method's signature,
-return annotation included, is the protocol's) and at run time (what each method returns on
-libvirt's test driver is an instance of the protocol's return type, down to every field of the
-dataclasses: a VMInfo whose `state` is libvirt's word "running" instead of a VMState fails).
-So the Service hands it a VM on a libvirt host with nothing to translate (service/remote.py).
+"""The libvirt driver (nestor.remote.hosts.Hosts, and remote/nats.py's RemoteNats for NATs)
+answers the Hypervisor protocol's VM, host and NAT methods with the protocol's own signatures and
+types: statically (each method's signature, return annotation included, is the protocol's) and
+at run time (what each method returns on libvirt's test driver is an instance of the protocol's
+return type, down to every field of the dataclasses: a VMInfo whose `state` is libvirt's word
+"running" instead of a VMState fails). So the Service hands it a VM on a libvirt host with
+nothing to translate (service/remote.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from nestor.hypervisor import Hypervisor
 from nestor.remote import hosts as hosts_mod
 from nestor.remote import libvirt_engine, testnode
 from nestor.remote.hosts import AUTO, Hosts
+from nestor.remote.nats import RemoteNats
+from nestor.service.net_types import NatSpec
 from nestor.service.types import MemoryChange, StopResult, VMSpec
 from nestor.state import db
 
@@ -35,13 +38,17 @@ DRIVER_METHODS = (
     "vm_list", "vm_show", "vm_new", "vm_start", "vm_stop", "vm_remove", "vm_save", "vm_set_processor",
     "vm_set_memory", "vm_move", "host_add", "host_list", "host_show", "host_remove",
 )
+NAT_METHODS = ("nat_new", "nat_list", "nat_show", "nat_remove")  # RemoteNats: NATs on libvirt hosts
+DRIVERS = {Hosts: DRIVER_METHODS, RemoteNats: NAT_METHODS}
 
 
 def _globals() -> dict[str, Any]:
     from nestor.images import debian
 
     names: dict[str, Any] = {}
-    for module in (hypervisor, hosts_mod):
+    from nestor.remote import nats
+
+    for module in (hypervisor, hosts_mod, nats):
         names.update(vars(module))
     names.update(DebianRequest=debian.DebianRequest, Hypervisor=Hypervisor)
     return names
@@ -104,16 +111,17 @@ def mismatch(value: Any, tp: Any, where: str) -> str | None:
 
 
 class Checked:
-    """The driver, with every DRIVER_METHODS call's result checked against the protocol's type."""
+    """A driver, with every call of its protocol methods checked against the protocol's type."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, methods: tuple[str, ...] = DRIVER_METHODS) -> None:
         self.driver = driver
+        self.methods = methods
         self.called: set[str] = set()
         self.wrong: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.driver, name)
-        if name not in DRIVER_METHODS:
+        if name not in self.methods:
             return method
 
         def call(*args: Any, **kw: Any) -> Any:
@@ -135,13 +143,16 @@ def driver(tmp_path: Path) -> Iterator[Hosts]:
     libvirt_engine.disconnect_all()
 
 
-def lifecycle(hv: Any, tmp_path: Path) -> None:
+def lifecycle(hv: Any, nats: Any, tmp_path: Path) -> None:
     """Every driver method once or more, as a user would go through them."""
     hv.host_add("a", f"test://{tmp_path}/a.xml")
     hv.host_add("b", f"test://{tmp_path}/b.xml")
     hv.host_list()
+    nats.nat_new(NatSpec("vmnat", None, "192.168.100.0/24", dhcp=True, host="a"))
+    nats.nat_list()
+    nats.nat_show("vmnat")
     hv.vm_new(VMSpec("l1", host=AUTO, memory=1 * G, maximum=2 * G, nested=True))
-    hv.vm_new(VMSpec("web", host="a", memory=512 * M))
+    hv.vm_new(VMSpec("web", host="a", memory=512 * M, network="vmnat"))
     hv.host_show("b")
     hv.vm_list()
     hv.vm_start("l1")
@@ -157,6 +168,7 @@ def lifecycle(hv: Any, tmp_path: Path) -> None:
     hv.vm_list()
     hv.vm_remove("l1")
     hv.vm_remove("web")
+    nats.nat_remove("vmnat")
     hv.host_remove("b")
 
 
@@ -166,25 +178,28 @@ def test_driver_methods_are_protocol_methods() -> None:
     assert set(DRIVER_METHODS) <= protocol
 
 
-@pytest.mark.parametrize("name", DRIVER_METHODS)
-def test_the_libvirt_driver_has_the_protocols_signature(name: str) -> None:
-    assert hasattr(Hosts, name), f"the libvirt driver has no {name}"
-    assert comparable(signature(Hosts, name)) == comparable(signature(Hypervisor, name)), f"Hosts.{name}"
+@pytest.mark.parametrize(("owner", "name"), [(o, n) for o, names in DRIVERS.items() for n in names])
+def test_the_libvirt_driver_has_the_protocols_signature(owner: type, name: str) -> None:
+    assert hasattr(owner, name), f"{owner.__name__} has no {name}"
+    assert comparable(signature(owner, name)) == comparable(signature(Hypervisor, name)), f"{owner.__name__}.{name}"
 
 
-def test_no_driver_method_shadows_a_protocol_method_with_another_signature() -> None:
-    """A public method of the driver named like one of the protocol's is the protocol's."""
+@pytest.mark.parametrize("owner", list(DRIVERS))
+def test_no_driver_method_shadows_a_protocol_method_with_another_signature(owner: type) -> None:
+    """A public method of a driver named like one of the protocol's is the protocol's."""
     protocol = {name for name, value in vars(Hypervisor).items() if callable(value)} - set(vars(object))
-    for name, value in vars(Hosts).items():
+    for name, value in vars(owner).items():
         if callable(value) and name in protocol:
-            assert comparable(signature(Hosts, name)) == comparable(signature(Hypervisor, name)), f"Hosts.{name}"
+            assert comparable(signature(owner, name)) == comparable(signature(Hypervisor, name)), \
+                f"{owner.__name__}.{name}"
 
 
 def test_what_the_libvirt_driver_returns_is_the_protocols_type(driver: Hosts, tmp_path: Path) -> None:
-    checked = Checked(driver)
-    lifecycle(checked, tmp_path)
-    assert checked.called == set(DRIVER_METHODS), f"not exercised: {set(DRIVER_METHODS) - checked.called}"
-    assert not checked.wrong, checked.wrong
+    checked, nats = Checked(driver), Checked(RemoteNats(driver), NAT_METHODS)
+    lifecycle(checked, nats, tmp_path)
+    for seen, wanted in ((checked, DRIVER_METHODS), (nats, NAT_METHODS)):
+        assert seen.called == set(wanted), f"not exercised: {set(wanted) - seen.called}"
+        assert not seen.wrong, seen.wrong
 
 
 def test_a_driver_that_answers_in_sentences_is_caught() -> None:

@@ -36,7 +36,6 @@ from .net_types import (
     AdapterInfo,
     AdapterSpec,
     GuardChange,
-    Lease,
     NatInfo,
     NatSpec,
     SwitchDetail,
@@ -485,7 +484,7 @@ class Service:
             raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
                                hint="nestor nat new NAME --switch SW --prefix CIDR, or --host H --prefix CIDR")
         if spec.host is not None:
-            return _remote_nat(self.remote.nats.new(spec.name, spec.host, spec.prefix, dhcp=spec.dhcp))
+            return self.remote.nats.nat_new(spec)
         assert spec.switch is not None
         if self.remote.owns_nat(spec.name):
             raise Conflict(f"nat '{spec.name}' already exists (on a libvirt host)", hint="choose another name")
@@ -496,12 +495,12 @@ class Service:
         """This machine's NATs, then those on libvirt hosts."""
         nats = self.core.network.nat_list()
         if self.remote.has_nats():
-            nats += [_remote_nat(row) for row in self.remote.nats.list()]
+            nats += self.remote.nats.nat_list()
         return nats
 
     def nat_show(self, name: str) -> NatInfo:
         if self.remote.owns_nat(name):
-            return next(n for n in self.nat_list() if n.name == name)
+            return self.remote.nats.nat_show(name)
         net = self.core.network
         net.store.nat(name)  # an unknown name: NotFound, before any reconcile
         return next(n for n in net.nat_list() if n.name == name)
@@ -509,7 +508,7 @@ class Service:
     @audited("nat.remove")
     def nat_remove(self, name: str) -> None:
         if self.remote.owns_nat(name):
-            self.remote.nats.remove(name)
+            self.remote.nats.nat_remove(name)
         else:
             self.core.network.nat_remove(name)
 
@@ -713,14 +712,6 @@ def _rotated(path: Path, fd: int) -> bool:
         return os.stat(path).st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
-
-
-def _remote_nat(row: dict[str, Any]) -> NatInfo:
-    """A libvirt NAT network (remote/nats.py's row) in the one NAT type."""
-    leases = [Lease(str(x["mac"]), str(x["ip"]), str(x["hostname"])) for x in row.get("leases", [])]
-    return NatInfo(name=row["name"], switch=None, prefix=row["prefix"], gateway=row.get("gateway"), netns=None,
-                   dhcp=bool(row["dhcp"]), leases=leases, host=row["host"], state=row.get("state"),
-                   bridge=row.get("bridge"))
 
 
 def _qemu_user_check(option: str | None) -> list[CheckResult]:
