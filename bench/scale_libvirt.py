@@ -29,6 +29,7 @@ from common import record, summary
 from nestor.policy import placement
 from nestor.remote import libvirt_engine, testnode
 from nestor.remote.hosts import AUTO, Hosts
+from nestor.service.types import VMSpec
 from nestor.state import db
 
 G = 1 << 30
@@ -84,7 +85,7 @@ def main() -> None:
         svc = Hosts(conn)
         start = time.perf_counter()
         for name, uri, _ in layout:
-            svc.add(name, uri)
+            svc.host_add(name, uri)
         add_s = time.perf_counter() - start
         start = time.perf_counter()
         conn.execute("BEGIN")
@@ -109,7 +110,7 @@ def main() -> None:
         views = fresh.host_list()
         host_list_cold_s = time.perf_counter() - start
         assert len(views) == args.hosts and all(v.reachable for v in views)
-        assert sum(v.caps.vms for v in views if v.caps) == vms
+        assert sum(v.vms or 0 for v in views) == vms
         host_list, _ = timed(fresh.host_list, args.runs)
         candidates_s, candidates = timed(fresh.candidates, args.runs)
         cands = list(candidates)  # type: ignore[call-overload]
@@ -120,9 +121,9 @@ def main() -> None:
         new_samples = []
         for i in range(args.runs * 4):
             start = time.perf_counter()
-            fresh.vm_new(f"new{i}", AUTO, memory=4 * G, nested=True)
+            fresh.vm_new(VMSpec(f"new{i}", host=AUTO, memory=4 * G, nested=True))
             new_samples.append(time.perf_counter() - start)
-        tree_s, tree = timed(fresh.tree, args.runs)
+        tree_s, tree = timed(fresh.host_trees, args.runs)
 
         cli_runs = max(1, args.runs // 2)
         results = {

@@ -28,6 +28,7 @@ import pytest
 from nestor.errors import PolicyError, StateError
 from nestor.remote import libvirt_engine
 from nestor.remote.hosts import Hosts
+from nestor.service.types import MemoryChange, MemoryOutcome, StopHow, VMSpec, VMState
 from nestor.state import db
 from tests.helpers import nestor_inprocess
 
@@ -172,38 +173,37 @@ def qemu_cmdline(uri: str, name: str) -> str:
 def test_nestor_vms_on_a_real_libvirtd(daemons: Daemons, tmp_path: Path) -> None:
     uri = daemons.start("a")
     hosts = Hosts(db.connect(tmp_path / "nestor.db"))
-    view = hosts.add("local", uri)
-    assert view.caps is not None
-    cpu = view.caps.cpu
-    assert (view.caps.driver, view.caps.domain_type, cpu.nesting, cpu.nesting_flag) == ("QEMU", "qemu", True, "svm")
-    assert "TCG" in cpu.nesting_reason and view.caps.free_memory > 0
+    info = hosts.host_add("local", uri)
+    assert (info.driver, info.domain_type, info.nesting, info.nesting_flag) == ("QEMU", "qemu", True, "svm")
+    assert info.nesting_reason and "TCG" in info.nesting_reason and info.free_memory and info.free_memory > 0
 
-    hosts.vm_new("l1", "local", memory=256 * M, maximum=512 * M, nested=True)
-    hosts.vm_new("plain", "local", memory=256 * M)
+    hosts.vm_new(VMSpec("l1", host="local", memory=256 * M, maximum=512 * M, nested=True))
+    hosts.vm_new(VMSpec("plain", host="local", memory=256 * M))
     hosts.vm_start("l1")
     hosts.vm_start("plain")
     assert "svm=on" in qemu_cmdline(uri, "l1")  # the toggle, as libvirt hands it to QEMU
     assert "svm=off" in qemu_cmdline(uri, "plain") and "vmx=off" in qemu_cmdline(uri, "plain")
 
     shown = hosts.vm_show("l1")
-    assert shown.state == "running"
+    assert shown.state is VMState.RUNNING and shown.host == "local" and shown.host_state is None
     assert shown.hypervisor_running is False  # read through libvirt's monitor passthrough
     assert shown.hypervisor_detection is not None and "of 1 vCPUs set" in shown.hypervisor_detection
     assert shown.memory_assigned == 512 * M  # the balloon, before the guest has a driver
 
     import libvirt
 
-    assert "live" in hosts.vm_set_memory("l1", 384 * M)
+    resized = hosts.vm_set_memory("l1", MemoryChange(startup=384 * M))
+    assert (resized.outcome, resized.target) == (MemoryOutcome.RESIZED, 384 * M)
     vm, host = hosts.get_vm("l1")
     dom = hosts.engine(host).domain(vm.uuid, "l1")
     assert "<currentMemory unit='KiB'>393216</currentMemory>" in dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     with pytest.raises(PolicyError, match="can only be changed while the VM is off"):
         hosts.vm_set_processor("l1", nested=False)
 
-    hosts.vm_save("l1")  # no hypervisor inside: allowed; libvirt's managed save
-    assert hosts.vm_show("l1").state == "off" and dom.hasManagedSaveImage(0) == 1
-    assert hosts.vm_start("l1").state == "running"  # resumed from the saved state
-    assert hosts.vm_stop("l1", turn_off=True) == "turned off"
+    assert hosts.vm_save("l1").size == 0  # no hypervisor inside: allowed; libvirt's managed save
+    assert hosts.vm_show("l1").state is VMState.SAVED and dom.hasManagedSaveImage(0) == 1
+    assert hosts.vm_start("l1").state is VMState.RUNNING  # resumed from the saved state
+    assert hosts.vm_stop("l1", turn_off=True).how is StopHow.TURNED_OFF
     hosts.vm_remove("l1")
     hosts.vm_remove("plain", force=True)
     assert hosts.vm_list() == [] and hosts.engine(host).states() == {}
@@ -255,10 +255,10 @@ def test_live_move_between_two_libvirtds(daemons: Daemons, tmp_path: Path, image
         return detector_answer[-1] if detector_answer else libvirt_engine.registers_detector(dom)
 
     hosts = Hosts(db.connect(tmp_path / "nestor.db"), detector)
-    hosts.add("a", uri_a)
-    hosts.add("b", uri_b)
-    hosts.vm_new("app", "a", memory=256 * M, nested=True, kernel=str(files / "vmlinux"),
-                 initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1")
+    hosts.host_add("a", uri_a)
+    hosts.host_add("b", uri_b)
+    hosts.vm_new(VMSpec("app", host="a", memory=256 * M, nested=True, kernel=str(files / "vmlinux"),
+                        initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1"))
     vm, host_a = hosts.get_vm("app")
     serial = daemons.top / "app-serial.log"
     # The serial console into a file both libvirtds can write (the spec's serial_log).
@@ -274,17 +274,17 @@ def test_live_move_between_two_libvirtds(daemons: Daemons, tmp_path: Path, image
     detector_answer.append((True, "test: EFER.SVME set"))
     with pytest.raises(PolicyError, match=r"cannot be moved \(rules R12-R14\)"):
         hosts.vm_move("app", "b", lambda line: None)
-    assert hosts.get_vm("app")[1].name == "a" and hosts.vm_show("app").state == "running"
+    assert hosts.get_vm("app")[1].name == "a" and hosts.vm_show("app").state is VMState.RUNNING
     detector_answer.clear()  # the real detector: EFER.SVME of the running appliance is clear
 
     lines: list[str] = []
     started = time.monotonic()
-    message = hosts.vm_move("app", "b", lines.append)
+    moved = hosts.vm_move("app", "b", lines.append)
     print(f"live move: {time.monotonic() - started:.2f} s, progress lines: {lines}")
-    assert message == "vm 'app' moved to host 'b' (live)"
+    assert (moved.source, moved.dest, moved.live, moved.disk_copied_to) == ("a", "b", True, None)
     assert "live, persist-dest, undefine-source" in lines[0]
     vm, host = hosts.get_vm("app")
-    assert host.name == "b" and hosts.vm_show("app").state == "running"
+    assert host.name == "b" and hosts.vm_show("app").state is VMState.RUNNING
     assert hosts.engine(host_a).states() == {}  # undefined at the source
     # Every boot counts from 0. The destination's QEMU reopens (truncates) the serial file, so
     # what follows the move must continue above `before`, without a new "tick 0" (no reboot).
@@ -346,10 +346,10 @@ def test_a_hypervisor_running_inside_is_seen_through_libvirt(daemons: Daemons, t
     files = _appliance_files(daemons, image_store, tmp_path, script, {"mkvm": mkvm})
     uri_a, uri_b = daemons.start("a"), daemons.start("b")
     hosts = Hosts(db.connect(tmp_path / "nestor.db"))  # the real detector
-    hosts.add("a", uri_a)
-    hosts.add("b", uri_b)
-    hosts.vm_new("l1", "a", memory=256 * M, maximum=384 * M, nested=True, kernel=str(files / "vmlinux"),
-                 initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1")
+    hosts.host_add("a", uri_a)
+    hosts.host_add("b", uri_b)
+    hosts.vm_new(VMSpec("l1", host="a", memory=256 * M, maximum=384 * M, nested=True, kernel=str(files / "vmlinux"),
+                        initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1"))
     vm, host = hosts.get_vm("l1")
     serial = daemons.top / "l1-serial.log"
     engine = hosts.engine(host)
@@ -370,14 +370,14 @@ def test_a_hypervisor_running_inside_is_seen_through_libvirt(daemons: Daemons, t
 
     before = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     with pytest.raises(PolicyError, match=r"memory not changed \(rule R7\)"):
-        hosts.vm_set_memory("l1", 320 * M)
+        hosts.vm_set_memory("l1", MemoryChange(startup=320 * M))
     with pytest.raises(PolicyError, match=r"cannot be saved \(rules R12-R14\)"):
         hosts.vm_save("l1")
     with pytest.raises(PolicyError, match=r"cannot be moved \(rules R12-R14\)"):
         hosts.vm_move("l1", "b", lambda line: None)
     assert dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) == before and dom.hasManagedSaveImage(0) == 0
     assert hosts.get_vm("l1")[1].name == "a" and hosts.engine(hosts.hosts.get("b")).states() == {}
-    assert hosts.vm_show("l1").state == "running"
+    assert hosts.vm_show("l1").state is VMState.RUNNING
     with pytest.raises(StateError):
         hosts.vm_remove("l1")  # running: refused without --force
     hosts.vm_remove("l1", force=True)
@@ -419,10 +419,10 @@ def test_live_move_copies_a_disk_the_destination_lacks(daemons: Daemons, tmp_pat
         f.write(marker)
 
     hosts = Hosts(db.connect(tmp_path / "nestor.db"), lambda dom: (False, "test: no hypervisor"))
-    hosts.add("a", uri_a)
-    hosts.add("b", uri_b)
-    hosts.vm_new("app", "a", memory=256 * M, kernel=str(files / "vmlinux"), initrd=str(files / "initrd.img"),
-                 append="console=ttyS0 panic=-1", disk=str(disk))
+    hosts.host_add("a", uri_a)
+    hosts.host_add("b", uri_b)
+    hosts.vm_new(VMSpec("app", host="a", memory=256 * M, kernel=str(files / "vmlinux"),
+                        initrd=str(files / "initrd.img"), append="console=ttyS0 panic=-1", disk=str(disk)))
     from dataclasses import replace
 
     from nestor.remote import domxml
@@ -441,13 +441,13 @@ def test_live_move_copies_a_disk_the_destination_lacks(daemons: Daemons, tmp_pat
     before = _wait_ticks(serial, 5, timeout=120)[-1]
     lines: list[str] = []
     started = time.monotonic()
-    message = hosts.vm_move("app", "b", lines.append)
+    result = hosts.vm_move("app", "b", lines.append)
     print(f"live move with a 24 MiB disk copy: {time.monotonic() - started:.2f} s, progress: {lines}")
     moved = daemons.top / "pool-b" / "app.img"
-    assert message.startswith("vm 'app' moved to host 'b' (live); its disk was copied to " + str(moved)), message
+    assert (result.dest, result.live, result.disk_copied_to) == ("b", True, str(moved)), result
     assert "copy-storage" in lines[0] and any(str(moved) in line for line in lines)
     vm, host = hosts.get_vm("app")
-    assert host.name == "b" and vm.disk == str(moved) and hosts.vm_show("app").state == "running"
+    assert host.name == "b" and vm.disk == str(moved) and hosts.vm_show("app").state is VMState.RUNNING
     import libvirt as lv
 
     dom_b = hosts.engine(host).domain(vm.uuid, "app")

@@ -5,5 +5,6 @@
     migration.py       pure: the flags and parameters of a live migration
     libvirt_engine.py  the typed adapter over the libvirt binding (connections, domains, stats)
     store.py           SQLite: registered hosts and the VMs nestor made on them
-    hosts.py           use cases: host add/list/show/remove, vm new/start/stop/remove/move on hosts
+    hosts.py           the driver: host add/list/show/remove, vm new/start/stop/…/move on hosts, with
+                       the Hypervisor protocol's signatures and typed results (nats.py: its NATs)
 """

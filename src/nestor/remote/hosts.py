@@ -1,4 +1,10 @@
-"""Use cases for libvirt hosts and the VMs nestor runs on them.
+"""Use cases for libvirt hosts and the VMs nestor runs on them: the libvirt driver.
+
+`Hosts` answers the Hypervisor protocol's methods for VMs and hosts (nestor/hypervisor.py) with
+its signatures and its typed results (service/types.py: VMInfo, StopResult, MemoryResult, …), so
+the Service hands it a VM on a libvirt host as it hands a local one to its own engine, and
+nothing above reads a sentence (tests/unit/test_driver_parity.py holds it to that). libvirt's
+own words stay where the types have room for them: `VMInfo.host_state` (missing, crashed, …).
 
 The seed's rules are nestor's, so they hold here as for local VMs, from the same policy modules:
 R2 (the toggle and the vCPU count only while off: policy.processor), R6 (vCPU limits), R7 (no
@@ -23,17 +29,35 @@ from ..policy import migration as migration_rules
 from ..policy import placement
 from ..policy import processor as rules
 from ..policy.accel import TCG_MAX_VCPUS, Accel
+from ..service.types import (
+    HostInfo,
+    HostTree,
+    MemoryChange,
+    MemoryOutcome,
+    MemoryResult,
+    MoveResult,
+    NewVM,
+    ProcessorResult,
+    Progress,
+    SaveResult,
+    StopResult,
+    TreeNode,
+    VMInfo,
+    VMSpec,
+    no_progress,
+)
 from . import domxml, migration
 from . import uri as uri_mod
 from .caps import HostCaps
 from .libvirt_engine import MISSING, Detector, LibvirtHost, registers_detector
 from .store import Host, HostRepo, RemoteVM, RemoteVMRepo
 
-Progress = Callable[[str], None]
 AUTO = "auto"
 PROBE_WORKERS = 16  # hosts probed at once by `host list` and placement
 MiB = 1 << 20
 STORAGE_POOL = "default"  # where a move copies a disk the destination does not have (libvirt's usual pool)
+STATES = {"running": VMState.RUNNING, "paused": VMState.PAUSED, "shutting-down": VMState.RUNNING}
+PLAIN_STATES = ("running", "paused", "off")  # libvirt's words VMState says in full (others: host_state)
 
 
 @dataclass(frozen=True)
@@ -52,38 +76,26 @@ class HostView:
             data.update(self.caps.to_json())
         return data
 
-    def row(self) -> dict[str, Any]:
-        c = self.caps
-        return {
-            "name": self.name, "uri": self.uri, "reachable": self.reachable,
-            "vendor": c.cpu.vendor if c else None,
-            "nesting": (c.cpu.nesting_flag if c.cpu.nesting else "no") if c else None,
-            "free_memory": format_size(c.free_memory // MiB * MiB) if c and c.free_memory else ("0" if c else None),
-            "vms": c.vms if c else None,
-            "error": self.error,
-        }
+    def info(self, vm_names: list[str] | None = None) -> HostInfo:
+        """The host in the protocol's type (`vm_names`: nestor's VMs there, for `host show`)."""
+        data = self.to_json()
+        data["cpu_modes"] = list(data.get("cpu_modes") or [])
+        data["vm_names"] = vm_names or []
+        known = HostInfo.__dataclass_fields__
+        return HostInfo(**{k: v for k, v in data.items() if k in known})
 
 
-@dataclass(frozen=True)
-class RemoteVMInfo:
-    """Sizes in bytes; `state` is libvirt's word (running, paused, off, missing, crashed, …)."""
-
-    name: str
-    host: str
-    state: str
-    vcpus: int
-    memory: int
-    nested: bool
-    memory_maximum: int
-    mac_spoofing: bool
-    saved: bool = False  # a libvirt managed save that `vm start` resumes
-    hypervisor_running: bool | None = None
-    hypervisor_detection: str | None = None
-    memory_assigned: int | None = None
-    memory_available: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))
+def vm_info(vm: RemoteVM, host: str, state: str, *, saved: bool = False, hypervisor_running: bool | None = None,
+            hypervisor_detection: str | None = None, memory_assigned: int | None = None,
+            memory_demand: int | None = None) -> VMInfo:
+    """nestor's record of a VM on a libvirt host and libvirt's `state` word, as a VMInfo."""
+    return VMInfo(
+        name=vm.name, state=STATES.get(state, VMState.SAVED if saved else VMState.OFF), vcpus=vm.vcpus,
+        memory=vm.memory, nested=vm.nested, config_version="-", image=None,
+        hypervisor_running=hypervisor_running, hypervisor_detection=hypervisor_detection,
+        memory_maximum=vm.memory_maximum, memory_room=vm.memory_maximum, memory_assigned=memory_assigned,
+        memory_demand=memory_demand, host=host, host_state=None if state in PLAIN_STATES else state,
+    )
 
 
 def accel_for(caps: HostCaps) -> Accel:
@@ -127,7 +139,7 @@ class Hosts:
         caps, error = self._probe(host)
         return HostView(host.name, host.uri, caps is not None, error, caps, self.vms.count_on(host.id))
 
-    def add(self, name: str, uri: str) -> HostView:
+    def host_add(self, name: str, uri: str) -> HostInfo:
         validate_name(name, "host")
         uri_mod.validate(uri)
         existing = self.hosts.find(name)
@@ -135,9 +147,13 @@ class Hosts:
             raise Conflict(f"host '{name}' already exists ({existing.uri})", hint="choose another name")
         caps = LibvirtHost(name, uri, self.detector).caps()  # unreachable: an error, nothing stored
         host = self.hosts.add(Host(name, uri))
-        return HostView(host.name, host.uri, True, None, caps, 0)
+        return HostView(host.name, host.uri, True, None, caps, 0).info()
 
-    def host_list(self) -> list[HostView]:
+    def host_list(self) -> list[HostInfo]:
+        return [view.info() for view in self.views()]
+
+    def views(self) -> list[HostView]:
+        """Every host with its capabilities read now (in parallel)."""
         hosts = self.hosts.all()
         counts = self.vms.counts()
         for host in hosts:  # connections (and a test host's reconcile) here; probes in parallel below
@@ -153,12 +169,11 @@ class Hosts:
         return [HostView(h.name, h.uri, caps is not None, error, caps, counts.get(h.id, 0))
                 for h, (caps, error) in zip(hosts, probes, strict=True)]
 
-    def show(self, name: str) -> tuple[HostView, list[RemoteVMInfo]]:
+    def host_show(self, name: str) -> HostInfo:
         host = self.hosts.get(validate_name(name, "host"))
-        view = self.view(host)
-        return view, [self.info(vm, host) for vm in self.vms.on_host(host.id)]
+        return self.view(host).info([vm.name for vm in self.vms.on_host(host.id)])
 
-    def remove(self, name: str) -> None:
+    def host_remove(self, name: str) -> None:
         host = self.hosts.get(validate_name(name, "host"))
         vms = self.vms.on_host(host.id)
         if vms:
@@ -170,7 +185,7 @@ class Hosts:
 
     def candidates(self) -> list[placement.Candidate]:
         result = []
-        for view in self.host_list():
+        for view in self.views():
             if view.caps is None:
                 result.append(placement.Candidate(view.name, False, 0, False, error=view.error or ""))
             else:
@@ -202,10 +217,31 @@ class Hosts:
             api_channel=vm.nested and virt != "test",
         )
 
-    def vm_new(self, name: str, host: str, vcpus: int = 1, memory: int = 512 * MiB, nested: bool = False,
-               maximum: int | None = None, disk: str | None = None, network: str | None = None,
-               kernel: str | None = None, initrd: str | None = None, append: str | None = None,
-               ) -> tuple[RemoteVM, placement.Placement | None, list[str]]:
+    def vm_new(self, spec: VMSpec) -> NewVM:
+        if spec.image or spec.run_script or spec.config_version or spec.switches:
+            raise InvalidInput("a VM on a libvirt host takes no --image/--run/--config-version/--switch",
+                               hint="on a libvirt host use --disk, --kernel/--initrd/--append (its files) and --network")
+        if spec.host is None:
+            raise InvalidInput(f"vm '{spec.name}': no libvirt host given", hint="add --host NAME (or --host auto)")
+        validate_name(spec.name)
+        host = spec.host
+        if spec.network:
+            from .nats import RemoteNats  # nats.py builds on this module
+
+            nats = RemoteNats(self)
+            nat = nats.repo.find(spec.network)
+            if nat is not None and host == AUTO:  # a nestor NAT lives on one host: the VM goes there
+                host = self.hosts.by_id(nat.host_id).name
+            nats.check_network(spec.network, host)
+        vm, chosen, warnings = self._new(
+            spec.name, host, vcpus=spec.vcpus, memory=spec.memory, nested=spec.nested, maximum=spec.maximum,
+            disk=spec.disk, network=spec.network, kernel=spec.kernel, initrd=spec.initrd, append=spec.append or None)
+        where = f"placed on host '{chosen.host}': {chosen.reason}" if chosen else None
+        return NewVM(self.vm_show(vm.name), warnings, where)
+
+    def _new(self, name: str, host: str, vcpus: int, memory: int, nested: bool, maximum: int | None,
+             disk: str | None, network: str | None, kernel: str | None, initrd: str | None, append: str | None,
+             ) -> tuple[RemoteVM, placement.Placement | None, list[str]]:
         validate_name(name)
         if (initrd or append) and not kernel:
             raise InvalidInput("--initrd and --append need --kernel", hint="add --kernel FILE (a path on that host)")
@@ -262,29 +298,26 @@ class Hosts:
         return engine
 
     def info(self, vm: RemoteVM, host: Host | None = None, detail: bool = False,
-             states: dict[str, str] | None = None) -> RemoteVMInfo:
+             states: dict[str, str] | None = None) -> VMInfo:
         """`states`: the host's domain states read once for a whole list (a missing UUID: missing)."""
         host = host or self.hosts.by_id(vm.host_id)
-        fields: dict[str, Any] = {
-            "name": vm.name, "host": host.name, "vcpus": vm.vcpus, "memory": vm.memory,
-            "nested": vm.nested, "memory_maximum": vm.memory_maximum, "mac_spoofing": vm.mac_spoofing,
-        }
         try:
             engine = self.engine(host)
             state = states.get(vm.uuid, MISSING) if states is not None else engine.state(vm.uuid)
         except NestorError as exc:
-            return RemoteVMInfo(state=f"unknown ({exc.message})", **fields)
+            return vm_info(vm, host.name, f"unknown ({exc.message})")
+        fields: dict[str, Any] = {}
         if detail and state == "off":
             fields["saved"] = engine.has_saved_state(vm.uuid)
         if detail and state in ("running", "paused"):
             reading = engine.memory(vm.uuid, vm.name)
             fields["memory_assigned"] = reading.actual
-            fields["memory_available"] = reading.available
+            fields["memory_demand"] = reading.demand
             if vm.nested:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = engine.hypervisor_running(vm.uuid, vm.name)
             else:
                 fields["hypervisor_running"], fields["hypervisor_detection"] = False, "nesting is off"
-        return RemoteVMInfo(state=state, **fields)
+        return vm_info(vm, host.name, state, **fields)
 
     def _host_states(self, host: Host) -> dict[str, str] | str:
         """A host's domain states in one call, or why they cannot be read."""
@@ -293,7 +326,7 @@ class Hosts:
         except NestorError as exc:
             return exc.message
 
-    def vm_list(self) -> list[RemoteVMInfo]:
+    def vm_list(self) -> list[VMInfo]:
         """Every VM on every host: one libvirt call per host, not per VM."""
         hosts = {h.id: h for h in self.hosts.all()}
         states = {host_id: self._host_states(host) for host_id, host in hosts.items()}
@@ -301,17 +334,16 @@ class Hosts:
         for vm in self.vms.all():
             known = states[vm.host_id]
             if isinstance(known, str):
-                result.append(RemoteVMInfo(vm.name, hosts[vm.host_id].name, f"unknown ({known})", vm.vcpus,
-                                           vm.memory, vm.nested, vm.memory_maximum, vm.mac_spoofing))
+                result.append(vm_info(vm, hosts[vm.host_id].name, f"unknown ({known})"))
             else:
                 result.append(self.info(vm, hosts[vm.host_id], states=known))
         return result
 
-    def vm_show(self, name: str) -> RemoteVMInfo:
+    def vm_show(self, name: str) -> VMInfo:
         vm, host = self.get_vm(name)
         return self.info(vm, host, detail=True)
 
-    def vm_start(self, name: str) -> RemoteVMInfo:
+    def vm_start(self, name: str) -> VMInfo:
         vm, host = self.get_vm(name)
         with error_context(vm=name, host=host.name):
             engine = self._ensure_defined(vm, host)
@@ -324,7 +356,7 @@ class Hosts:
             engine.start(vm.uuid, name)
         return self.info(vm, host)
 
-    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> str:
+    def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         if timeout <= 0:
             raise InvalidInput(f"timeout must be positive, not {timeout}", hint="e.g. --timeout 30")
         vm, host = self.get_vm(name)
@@ -332,7 +364,7 @@ class Hosts:
             engine = self.engine(host)
             if engine.state(vm.uuid) not in ("running", "paused", "shutting-down"):
                 raise StateError(f"vm '{name}' is not running")
-            return engine.stop(vm.uuid, name, turn_off, timeout)
+            return StopResult(name, engine.stop(vm.uuid, name, turn_off, timeout), timeout)
 
     def vm_remove(self, name: str, force: bool = False) -> None:
         vm, host = self.get_vm(name)
@@ -347,7 +379,11 @@ class Hosts:
         state = engine.state(vm.uuid)
         return {"running": VMState.RUNNING, "paused": VMState.PAUSED}.get(state, VMState.OFF)
 
-    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None) -> list[str]:
+    def vm_set_processor(self, name: str, count: int | None = None, nested: bool | None = None,
+                         enlightenments: str | None = None) -> ProcessorResult:
+        if enlightenments is not None:
+            raise InvalidInput(f"vm '{name}' is on a libvirt host: nestor sets no enlightenments there",
+                               hint="give them in the domain's <hyperv> block with virsh edit")
         vm, host = self.get_vm(name)
         with error_context(vm=name, host=host.name):
             engine = self._ensure_defined(vm, host)
@@ -364,10 +400,16 @@ class Hosts:
                                  hint=f"nestor vm move {name} --host OTHER first")
             engine.define(self.spec(new, caps))
             self.vms.update(new)
-            return warnings
+        return ProcessorResult(self.vm_show(name), warnings)
 
-    def vm_set_memory(self, name: str, startup: int) -> str:
-        """R7 through libvirt: a running VM's balloon moves only while no hypervisor runs inside."""
+    def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
+        """R7 through libvirt: a running VM's balloon moves only while no hypervisor runs inside.
+        Only the startup size is nestor's to set there (no dynamic memory on a libvirt host)."""
+        startup = change.startup
+        others = (change.dynamic, change.minimum, change.maximum, change.buffer)
+        if startup is None or any(v is not None for v in others):
+            raise InvalidInput(f"vm '{name}' is on a libvirt host: only --startup can be set there",
+                               hint=f"nestor vm set-memory {name} --startup SIZE")
         vm, host = self.get_vm(name)
         with error_context(vm=name, host=host.name):
             memory_rules.check_size(startup, "startup", 0)
@@ -382,15 +424,17 @@ class Hosts:
                         f"vm '{name}' was started with room for {format_size(vm.memory_maximum)} of memory; "
                         f"{format_size(startup)} needs more, which the VM can only get while it is off",
                         hint=f"nestor vm stop {name}, then set the memory")
-                engine.set_memory(vm.uuid, name, startup)
+                engine.set_memory(vm.uuid, name, startup)  # live, through the balloon
                 self.vms.update(replace(vm, memory=startup))
-                return f"vm '{name}' memory set to {format_size(startup)} (live, through the balloon)"
+                return MemoryResult(name, MemoryOutcome.RESIZED, startup)
             new = replace(vm, memory=startup, memory_maximum=max(vm.memory_maximum, startup))
             engine.define(self.spec(new, engine.caps()))
             self.vms.update(new)
-            return f"vm '{name}' memory set to {format_size(startup)}"
+            return MemoryResult(name, MemoryOutcome.UPDATED, startup)
 
-    def vm_save(self, name: str) -> None:
+    def vm_save(self, name: str) -> SaveResult:
+        """libvirt's managed save: the state stays on the host (libvirt names no file for it), so
+        the result's `path` says where and its `size` is 0."""
         vm, host = self.get_vm(name)
         with error_context(vm=name, host=host.name):
             engine = self.engine(host)
@@ -400,8 +444,10 @@ class Hosts:
                 busy, how = engine.hypervisor_running(vm.uuid, name)
                 memory_rules.check_save(name, busy, how)  # R12-R14
             engine.save(vm.uuid, name)
+        return SaveResult(name, f"libvirt managed save on host '{host.name}'", 0)
 
-    def vm_move(self, name: str, dest_name: str, progress: Progress) -> str:
+    def vm_move(self, name: str, host: str, progress: Progress = no_progress) -> MoveResult:
+        dest_name = host
         vm, source = self.get_vm(name)
         dest = self.hosts.get(validate_name(dest_name, "host"))
         with error_context(vm=name, host=source.name):
@@ -450,9 +496,8 @@ class Hosts:
                     target.undefine(vm.uuid, name)
                     raise
             self.vms.move(vm, dest.id)
-            return (f"vm '{name}' moved to host '{dest.name}'" + (" (live)" if running else "")
-                    + (f"; its disk was copied to {copy.dest_path} (the source's {copy.source_path} is kept)"
-                       if copy is not None else ""))
+            return MoveResult(name, source.name, dest.name, live=running,
+                              disk_copied_to=copy.dest_path if copy is not None else None)
 
     def _storage_copy(self, vm: RemoteVM, engine: LibvirtHost, target: LibvirtHost,
                       running: bool) -> migration.StorageCopy | None:
@@ -490,20 +535,21 @@ class Hosts:
         return StreamTransport(engine.conn, engine.domain(vm.uuid, name), name, timeout)
 
     # -- tree ------------------------------------------------------------------------------------
-    def tree(self) -> list[dict[str, Any]]:
-        """Every libvirt host and nestor's VMs on it (level 1), for `nestor tree`."""
+    def host_trees(self, descend: Callable[[TreeNode], None] = lambda node: None) -> list[HostTree]:
+        """Every libvirt host and nestor's VMs on it (level 1), for `nestor tree`. `descend(node)`
+        is called for each running VM with nesting on whose nestor can be asked (not on the test
+        driver, which runs no guest) to fill in the levels inside."""
         result = []
-        for view in self.host_list():
+        for view in self.views():
             host = self.hosts.get(view.name)
-            node: dict[str, Any] = {"host": view.name, "uri": view.uri, "level": 0, "reachable": view.reachable,
-                                    "error": view.error, "vms": []}
+            node = HostTree(view.name, view.uri, 0, view.reachable, view.error)
             known = self._host_states(host) if view.reachable else {}
             if isinstance(known, dict):
                 for vm in self.vms.on_host(host.id):
-                    info = self.info(vm, host, states=known)
-                    node["vms"].append({"name": vm.name, "level": 1, "state": info.state, "vcpus": vm.vcpus,
-                                        "memory": format_size(vm.memory), "nested": vm.nested, "children": [],
-                                        "descend": info.state == "running" and vm.nested
-                                        and not host.uri.startswith("test:")})
+                    state = known.get(vm.uuid, MISSING)  # libvirt's word, as `tree` has always shown it
+                    entry = TreeNode(vm.name, 1, state, vm.vcpus, format_size(vm.memory), vm.nested)
+                    if state == "running" and vm.nested and not host.uri.startswith("test:"):
+                        descend(entry)
+                    node.vms.append(entry)
             result.append(node)
         return result

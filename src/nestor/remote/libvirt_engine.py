@@ -25,6 +25,7 @@ import libvirt
 
 from ..engine.qmp import hypervisor_bits
 from ..errors import Conflict, EngineError, NotFound
+from ..service.types import StopHow
 from . import caps as caps_mod
 from . import domxml, migration
 from .uri import test_file
@@ -50,6 +51,7 @@ STATES = {
 }
 MISSING = "missing"  # nestor has the VM, the host has no such domain
 KiB = 1024
+MiB = 1 << 20
 JOB_POLL = 0.5  # seconds between progress lines of a migration
 GUEST_MODE_SAMPLES = 5  # query-stats guest_mode readings before "no hypervisor runs inside"
 GUEST_MODE_GAP = 0.1  # seconds between them
@@ -170,11 +172,23 @@ class DomainStatus:
 
 @dataclass(frozen=True)
 class MemoryReading:
+    """virDomainMemoryStats in bytes. libvirt's words differ from /proc/meminfo's: `available` is
+    the guest's MemTotal, `usable` its MemAvailable, `unused` its MemFree."""
+
     actual: int | None
     maximum: int
     available: int | None
     unused: int | None
     usable: int | None
+
+    @property
+    def demand(self) -> int | None:
+        """What the guest uses (MemTotal - MemAvailable, rounded up to MiB), as nestor's
+        balancer reads it for its own VMs (policy/memory.py's GuestMemory.demand)."""
+        from ..policy.memory import GuestMemory
+
+        used = GuestMemory(self.actual or 0, total=self.available, available=self.usable).demand
+        return None if used is None else -(-used // MiB) * MiB
 
 
 def _error(host: str, what: str, exc: Any) -> EngineError:
@@ -302,7 +316,7 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             raise _error(self.name, f"cannot start vm '{name}'", exc) from exc
 
-    def stop(self, uuid: str, name: str, force: bool, timeout: float) -> str:
+    def stop(self, uuid: str, name: str, force: bool, timeout: float) -> StopHow:
         dom = self.domain(uuid, name)
         try:
             if not force:
@@ -310,11 +324,11 @@ class LibvirtHost:
                 deadline = time.monotonic() + timeout
                 while time.monotonic() < deadline:
                     if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
-                        return "shut down"
+                        return StopHow.SHUT_DOWN
                     time.sleep(0.2)
             if dom.state()[0] != libvirt.VIR_DOMAIN_SHUTOFF:
                 dom.destroy()
-            return "turned off" if force else f"turned off after {timeout:g} s without a guest shutdown"
+            return StopHow.TURNED_OFF if force else StopHow.TIMED_OUT
         except libvirt.libvirtError as exc:
             raise _error(self.name, f"cannot stop vm '{name}'", exc) from exc
 

@@ -5,6 +5,9 @@ started and autostarted through the binding. A VM on that host joins it with `vm
 --network NAME`. NAT names are one namespace with this machine's NATs, so `nat remove NAME`
 finds either. As for VMs, a test:///PATH.xml host forgets between processes: nestor defines its
 NATs there again when it finds them missing.
+
+`RemoteNats` answers the Hypervisor protocol's NAT methods (nat_new, nat_list, nat_show,
+nat_remove) with its signatures and types (NatInfo), as remote/hosts.py does for VMs.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import uuid as uuidlib
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
-from ..errors import Conflict, NestorError, NotFound, StateError, error_context
+from ..errors import Conflict, InvalidInput, NestorError, NotFound, StateError, error_context
 from ..model import validate_name
 from ..net import addresses
+from ..service.net_types import Lease, NatInfo, NatSpec
 from . import netxml
 from .hosts import Hosts
 from .libvirt_engine import MISSING, LibvirtHost
@@ -87,7 +90,11 @@ class RemoteNats:
     def _spec(nat: RemoteNat) -> netxml.NatSpec:
         return netxml.NatSpec(nat.name, nat.uuid, nat.prefix, nat.dhcp)
 
-    def new(self, name: str, host_name: str, prefix: str, dhcp: bool = False) -> dict[str, Any]:
+    def nat_new(self, spec: NatSpec) -> NatInfo:
+        if spec.host is None or spec.switch is not None:
+            raise InvalidInput("a NAT on a libvirt host takes --host and no --switch",
+                               hint="nestor nat new NAME --host H --prefix CIDR")
+        name, host_name, prefix, dhcp = spec.name, spec.host, spec.prefix, spec.dhcp
         validate_name(name, "nat")
         net = addresses.parse_prefix(prefix)
         host = self.hosts.hosts.get(validate_name(host_name, "host"))
@@ -110,28 +117,30 @@ class RemoteNats:
             except BaseException:
                 self.repo.remove(nat.id)
                 raise
-            return self._row(nat, host)
+            return self._info(nat, host)
 
-    def _row(self, nat: RemoteNat, host: Host) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "name": nat.name, "host": host.name, "switch": None, "prefix": nat.prefix,
-            "gateway": str(netxml.gateway(nat.prefix)), "netns": None, "dhcp": nat.dhcp,
-            "dnsmasq": "libvirt's" if nat.dhcp else None, "leases": [], "libvirt_network": nat.name,
-            "bridge": None, "state": "unknown",
-        }
+    def _info(self, nat: RemoteNat, host: Host) -> NatInfo:
+        """The NAT as nestor made it, and its libvirt network's state, bridge and leases now."""
+        info = NatInfo(name=nat.name, switch=None, prefix=nat.prefix, gateway=str(netxml.gateway(nat.prefix)),
+                       netns=None, dhcp=nat.dhcp, host=host.name)
         try:
             status = self._engine(nat, host).network_status(nat.name)
         except NestorError as exc:
-            row["state"] = f"unknown ({exc.message})"
-            return row
-        row.update(state=status["state"], bridge=status["bridge"], leases=status["leases"])
-        return row
+            return replace(info, state=f"unknown ({exc.message})")
+        leases = [Lease(str(x["mac"]), str(x["ip"]), str(x["hostname"])) for x in status["leases"]]
+        return replace(info, leases=leases, state=status["state"], bridge=status["bridge"])
 
-    def list(self) -> list[dict[str, Any]]:
+    def nat_list(self) -> list[NatInfo]:
         hosts = {h.id: h for h in self.hosts.hosts.all()}
-        return [self._row(nat, hosts[nat.host_id]) for nat in self.repo.all()]
+        return [self._info(nat, hosts[nat.host_id]) for nat in self.repo.all()]
 
-    def remove(self, name: str) -> None:
+    def nat_show(self, name: str) -> NatInfo:
+        nat = self.repo.find(validate_name(name, "nat"))
+        if nat is None:
+            raise NotFound(f"nat '{name}' not found", hint="nestor nat list shows the NATs")
+        return self._info(nat, self.hosts.hosts.by_id(nat.host_id))
+
+    def nat_remove(self, name: str) -> None:
         nat = self.repo.find(validate_name(name, "nat"))
         if nat is None:
             raise NotFound(f"nat '{name}' not found", hint="nestor nat list shows the NATs")

@@ -36,7 +36,6 @@ from .net_types import (
     AdapterInfo,
     AdapterSpec,
     GuardChange,
-    Lease,
     NatInfo,
     NatSpec,
     SwitchDetail,
@@ -128,11 +127,11 @@ class Service:
         local = self._vms.list_all()
         if not self.remote.has_vms():
             return local
-        return sorted(local + self.remote.vm_list(), key=lambda info: info.name)
+        return sorted(local + self.remote.driver.vm_list(), key=lambda info: info.name)
 
     def vm_show(self, name: str) -> VMInfo:
         if self.remote.owns(name):
-            return self.remote.vm_show(name)
+            return self.remote.driver.vm_show(name)
         return self._vms.show(name)
 
     @audited("vm.new", lambda a: a["spec"].name)
@@ -140,7 +139,7 @@ class Service:
         if spec.nested:
             self._check_nesting(spec.name, nesting_rule.Action.NEW)
         if spec.host is not None:
-            return self.remote.vm_new(spec)
+            return self.remote.driver.vm_new(spec)
         if spec.maximum is not None or spec.disk or spec.network:
             raise InvalidInput("--maximum, --disk and --network are for a VM on a libvirt host",
                                hint="add --host NAME (or --host auto)")
@@ -150,24 +149,24 @@ class Service:
     def vm_start(self, name: str) -> VMInfo:
         if self._nesting() is nesting_rule.Nesting.BLOCK:
             remote = self.remote.owns(name)
-            nested = self.remote.vm_show(name).nested if remote else self.core.vms.get(validate_name(name)).nested
+            nested = self.remote.driver.vm_show(name).nested if remote else self.core.vms.get(validate_name(name)).nested
             if nested:
                 self._check_nesting(name, nesting_rule.Action.START)
         if self.remote.owns(name):
-            return self.remote.vm_start(name)
+            return self.remote.driver.vm_start(name)
         return self._vms.start(name)
 
     @audited("vm.stop")
     def vm_stop(self, name: str, turn_off: bool = False, timeout: float = 30.0) -> StopResult:
         guests.check_timeout(timeout)
         if self.remote.owns(name):
-            return self.remote.vm_stop(name, turn_off, timeout)
+            return self.remote.driver.vm_stop(name, turn_off, timeout)
         return self._vms.stop(name, turn_off=turn_off, timeout=timeout)
 
     @audited("vm.remove")
     def vm_remove(self, name: str, force: bool = False) -> None:
         if self.remote.owns(name):
-            return self.remote.vm_remove(name, force)
+            return self.remote.driver.vm_remove(name, force)
         self._vms.remove(name, force=force)
 
     @audited("vm.set-processor")
@@ -176,10 +175,7 @@ class Service:
         if nested:
             self._check_nesting(name, nesting_rule.Action.ENABLE)
         if self.remote.owns(name):
-            if enlightenments is not None:
-                raise InvalidInput(f"vm '{name}' is on a libvirt host: nestor sets no enlightenments there",
-                                   hint="give them in the domain's <hyperv> block with virsh edit")
-            return self.remote.vm_set_processor(name, count, nested)
+            return self.remote.driver.vm_set_processor(name, count, nested, enlightenments)
         return self._vms.set_processor(name, count=count, nested=nested, enlightenments=enlightenments)
 
     @audited("vm.set-tpm")
@@ -190,13 +186,13 @@ class Service:
     @audited("vm.set-memory")
     def vm_set_memory(self, name: str, change: MemoryChange) -> MemoryResult:
         if self.remote.owns(name):
-            return self.remote.vm_set_memory(name, change)
+            return self.remote.driver.vm_set_memory(name, change)
         return memory.set_memory(self.core, name, change)
 
     @audited("vm.save")
     def vm_save(self, name: str) -> SaveResult:
         if self.remote.owns(name):
-            return self.remote.vm_save(name)
+            return self.remote.driver.vm_save(name)
         return memory.save(self.core, name, self._vms.stopped)
 
     @audited("vm.reset-disk")
@@ -216,7 +212,7 @@ class Service:
             self._vms.show(validate_name(name))  # an unknown name: NotFound
             raise InvalidInput(f"vm '{name}' runs on this machine: only VMs on libvirt hosts can move",
                                hint="nestor vm new NAME --host H makes a VM on a libvirt host")
-        return self.remote.vm_move(name, host, progress)
+        return self.remote.driver.vm_move(name, host, progress)
 
     def _local_only(self, name: str, what: str) -> None:
         if self.remote.owns(name):
@@ -226,17 +222,17 @@ class Service:
     # -- libvirt hosts (issue 12) -----------------------------------------------------------------
     @audited("host.add")
     def host_add(self, name: str, uri: str) -> HostInfo:
-        return self.remote.host_add(name, uri)
+        return self.remote.driver.host_add(name, uri)
 
     def host_list(self) -> list[HostInfo]:
-        return self.remote.host_list()
+        return self.remote.driver.host_list()
 
     def host_show(self, name: str) -> HostInfo:
-        return self.remote.host_show(name)
+        return self.remote.driver.host_show(name)
 
     @audited("host.remove")
     def host_remove(self, name: str) -> None:
-        self.remote.host_remove(name)
+        self.remote.driver.host_remove(name)
 
     # -- host policy (policy/nesting.py) and the audit log (service/audit.py) ----------------------
     def _nesting(self) -> nesting_rule.Nesting:
@@ -493,7 +489,7 @@ class Service:
             raise InvalidInput("a NAT needs either --switch (on this machine) or --host (a libvirt host)",
                                hint="nestor nat new NAME --switch SW --prefix CIDR, or --host H --prefix CIDR")
         if spec.host is not None:
-            return _remote_nat(self.remote.nats.new(spec.name, spec.host, spec.prefix, dhcp=spec.dhcp))
+            return self.remote.nats.nat_new(spec)
         assert spec.switch is not None
         if self.remote.owns_nat(spec.name):
             raise Conflict(f"nat '{spec.name}' already exists (on a libvirt host)", hint="choose another name")
@@ -504,12 +500,12 @@ class Service:
         """This machine's NATs, then those on libvirt hosts."""
         nats = self.core.network.nat_list()
         if self.remote.has_nats():
-            nats += [_remote_nat(row) for row in self.remote.nats.list()]
+            nats += self.remote.nats.nat_list()
         return nats
 
     def nat_show(self, name: str) -> NatInfo:
         if self.remote.owns_nat(name):
-            return next(n for n in self.nat_list() if n.name == name)
+            return self.remote.nats.nat_show(name)
         net = self.core.network
         net.store.nat(name)  # an unknown name: NotFound, before any reconcile
         return next(n for n in net.nat_list() if n.name == name)
@@ -517,7 +513,7 @@ class Service:
     @audited("nat.remove")
     def nat_remove(self, name: str) -> None:
         if self.remote.owns_nat(name):
-            self.remote.nats.remove(name)
+            self.remote.nats.nat_remove(name)
         else:
             self.core.network.nat_remove(name)
 
@@ -721,14 +717,6 @@ def _rotated(path: Path, fd: int) -> bool:
         return os.stat(path).st_ino != os.fstat(fd).st_ino
     except FileNotFoundError:
         return False
-
-
-def _remote_nat(row: dict[str, Any]) -> NatInfo:
-    """A libvirt NAT network (remote/nats.py's row) in the one NAT type."""
-    leases = [Lease(str(x["mac"]), str(x["ip"]), str(x["hostname"])) for x in row.get("leases", [])]
-    return NatInfo(name=row["name"], switch=None, prefix=row["prefix"], gateway=row.get("gateway"), netns=None,
-                   dhcp=bool(row["dhcp"]), leases=leases, host=row["host"], state=row.get("state"),
-                   bridge=row.get("bridge"))
 
 
 def _qemu_user_check(option: str | None) -> list[CheckResult]:
