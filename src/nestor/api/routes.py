@@ -74,6 +74,16 @@ class OperationOut(BaseModel):
     may_cancel: bool
 
 
+class RecentEventsOut(BaseModel):
+    """The ring of recent events (api/runtime.py): read again with after = the last `id` taken
+    (or `last` when there were none); a new `epoch` means the daemon started again (from 0)."""
+
+    epoch: str = Field(description="this daemon's run")
+    first: int | None = Field(description="the oldest number the ring still holds (null: empty)")
+    last: int = Field(description="the newest number given so far")
+    events: list[dict[str, Any]] = Field(description="as /v1/events sends them: id, type, time, and path, at, vm ...")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "invalid input"},
     401: {"model": ErrorEnvelope, "description": "no valid bearer token (TCP only)"},
@@ -162,6 +172,8 @@ def _model(model: Any) -> Any:
         return OperationOut
     if typing.get_origin(model) is list and typing.get_args(model) == (handlers.Operation,):
         return list[OperationOut]
+    if model is handlers.RecentEvents:
+        return RecentEventsOut
     return model
 
 
