@@ -61,6 +61,32 @@ def test_the_ring_read_calls_its_hook() -> None:
     assert reads == [1]
 
 
+def test_a_subscriber_with_at_gets_that_level_and_those_below() -> None:
+    import asyncio
+
+    async def follow(at: str | None, bus: EventBus, out: list[dict[str, Any]]) -> None:
+        async for text in bus.subscribe(at):
+            if text.startswith("data: ") or "\ndata: " in text:
+                out.append(json.loads(text.split("data: ", 1)[1]))
+
+    async def main() -> dict[str, list[str]]:
+        bus = EventBus()
+        got: dict[str | None, list[dict[str, Any]]] = {None: [], "l1": [], "l1/l2": []}
+        tasks = [asyncio.create_task(follow(at, bus, out)) for at, out in got.items()]
+        await asyncio.sleep(0.05)
+        bus.publish("vm", {"vm": "web", "state": "running"})
+        bus.publish("vm", {"vm": "l2", "path": "l1/l2", "at": "l1", "state": "off"})
+        bus.publish("vm", {"vm": "l3", "path": "l1/l2/l3", "at": "l1/l2", "state": "off"})
+        bus.publish("vm", {"vm": "x", "path": "l10/x", "at": "l10", "state": "off"})
+        await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        return {str(at): [e["path"] for e in out] for at, out in got.items()}
+
+    assert asyncio.run(main()) == {"None": ["web", "l1/l2", "l1/l2/l3", "l10/x"], "l1": ["l1/l2", "l1/l2/l3"],
+                                   "l1/l2": ["l1/l2/l3"]}
+
+
 # -- one read of a guest's ring --------------------------------------------------------------
 def test_first_contact_starts_from_where_the_ring_stands() -> None:
     taken = take(ring([vm_event(7)], last=7), "l1", Cursor())
@@ -212,6 +238,7 @@ def test_the_follower_runs_only_while_anyone_listens(monkeypatch: pytest.MonkeyP
     follower = Guests(bus, {"l1": {"epoch": "g", "first": None, "last": 0, "events": []}})
     stop = threading.Event()
     monkeypatch.setattr(events_follow, "INTERVAL", 0.01)
+    monkeypatch.setattr(events_follow, "QUIET_MAX", 0.0)
     ticks = []
     monkeypatch.setattr(stop, "wait", lambda t: ticks.append(t) or len(ticks) > 5)
     follower.run(stop)
@@ -237,3 +264,31 @@ def test_the_recent_route_is_answered_without_fastapi(tmp_path: Path) -> None:
     assert page["epoch"] == rt.events.epoch and [e["path"] for e in page["events"]] == ["l2"]
     too_many = dispatch(handlers.table, Ctx(settings, rt), "GET", "/v1/events/recent?limit=5000", {}, b"")
     assert too_many is None  # out of bounds: FastAPI's 400, like every invalid input
+
+
+def test_a_quiet_guest_is_asked_less_often_and_a_busy_one_again_soon(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Clock:
+        now = 1000.0
+
+        @classmethod
+        def monotonic(cls) -> float:
+            return cls.now
+
+    monkeypatch.setattr(events_follow, "time", Clock)
+    bus = EventBus()
+    news = [0]
+
+    def quiet(cursor: Cursor) -> dict[str, Any]:
+        return {"epoch": "g", "first": None, "last": 0, "events": []}
+
+    def lively(cursor: Cursor) -> dict[str, Any]:
+        news[0] += 1
+        return {"epoch": "g", "first": 1, "last": news[0], "events": [vm_event(news[0])]}
+
+    follower = Guests(bus, {"quiet": quiet, "lively": lively, "busy": Conflict("busy")})
+    for _ in range(20):  # 20 rounds, one a second
+        follower.round()
+        Clock.now += events_follow.INTERVAL
+    assert follower.asked.count("lively") == 20 and follower.asked.count("busy") == 20
+    assert 5 <= follower.asked.count("quiet") <= 9  # every QUIET_MAX s once it has been quiet a while
+    assert len([e for e in published(bus) if e.get("path") == "lively/l2"]) == 19  # the first: where it stood

@@ -3,7 +3,8 @@
 While anyone listens to this level's events (a subscriber of /v1/events, or the level above
 reading this level's ring: EventBus.listened), it reads, every INTERVAL seconds, the ring of
 each running nested-host guest through that guest's API channel: one short request
-(`GET /v1/events/recent?after=SEQ&limit=N`) under one deadline (ROUND_TIMEOUT). The channel
+(`GET /v1/events/recent?after=SEQ&limit=N`) under one deadline (ROUND_TIMEOUT); a guest with
+nothing new is asked less often (up to every QUIET_MAX seconds), one with more at once. The channel
 carries one command at a time: when another command holds it, that guest's round is skipped
 (its events wait in its ring, numbered, and come in a later round). What a guest answers is
 checked (api/events_below.py); a guest that fails or answers nonsense is marked with a `level`
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from .runtime import EventBus
 
 INTERVAL = 1.0  # seconds between rounds while anyone listens
+QUIET_MAX = 4.0  # a guest with nothing new is asked less often: twice the wait each time, up to this
 ROUND_TIMEOUT = 4.0  # one guest's round: connect, sync, the request and its whole answer
 SYNC_TIMEOUT = 2.0
 BACKOFF = 15.0  # seconds before a guest that failed is asked again
@@ -47,7 +49,8 @@ class Follower:
         self._core_factory = core
         self._core: Core | None = None
         self.cursors: dict[str, Cursor] = {}
-        self.failed: dict[str, float] = {}  # guest -> time.monotonic() when it may be asked again
+        self.due: dict[str, float] = {}  # guest -> time.monotonic() when it is asked next
+        self.quiet: dict[str, float] = {}  # guest -> its wait while nothing comes
         self.unreachable: set[str] = set()
 
     def run(self, stop: threading.Event) -> None:
@@ -80,11 +83,12 @@ class Follower:
         guests = self.guests()
         for gone in set(self.cursors) - set(guests):
             del self.cursors[gone]  # stopped: its daemon's next run is a new epoch anyway
-            self.failed.pop(gone, None)
+            self.due.pop(gone, None)
+            self.quiet.pop(gone, None)
             self.unreachable.discard(gone)
         now = time.monotonic()
         for name in guests:
-            if self.failed.get(name, 0.0) > now:
+            if self.due.get(name, 0.0) > now:
                 continue
             self.follow(name)
 
@@ -95,15 +99,19 @@ class Follower:
         cursor = self.cursors.get(name, Cursor())
         try:
             answer = self.read(name, cursor)
-            if answer is None:
-                return  # its channel is busy: next round
             taken = events_below.take(answer, name, cursor)
         except Conflict:
             return  # another command holds the channel
         except (NestorError, ValueError, OSError) as exc:
             self.fail(name, str(getattr(exc, "message", exc)))
             return
-        self.failed.pop(name, None)
+        if taken.events or taken.more or cursor.epoch is None:  # after first contact: read at once
+            self.quiet.pop(name, None)
+            self.due.pop(name, None)
+        else:
+            wait = min(QUIET_MAX, 2 * self.quiet.get(name, INTERVAL / 2))
+            self.quiet[name] = wait
+            self.due[name] = time.monotonic() + wait - INTERVAL / 2
         first = cursor.epoch is None
         self.cursors[name] = taken.cursor
         if first or name in self.unreachable or taken.restarted:
@@ -117,7 +125,7 @@ class Follower:
             self.bus.publish(kind, data)
 
     def read(self, name: str, cursor: Cursor) -> Any:
-        """The guest's answer (decoded JSON, bounded), None when another command holds its channel."""
+        """The guest's answer (decoded JSON, bounded); Conflict when another command holds its channel."""
         from ..service import channel
 
         limit = 0 if cursor.epoch is None else events_below.MAX_TAKEN
@@ -129,7 +137,8 @@ class Follower:
         return untrusted.loads(content, events_below.MAX_CONTAINERS)
 
     def fail(self, name: str, why: str) -> None:
-        self.failed[name] = time.monotonic() + BACKOFF
+        self.due[name] = time.monotonic() + BACKOFF
+        self.quiet.pop(name, None)
         if name not in self.unreachable:
             self.unreachable.add(name)
             self.bus.publish("level", {"at": name, "state": "unreachable", "error": why[:300]})

@@ -267,7 +267,7 @@ class Routes:
                                           responses=_responses(route.responses, documented))(endpoint(route))
         router.add_api_websocket_route("/vms/{name}/console", vm_console)
         router.get("/events", responses={200: {"content": {"text/event-stream": {}},
-                                               "description": "events: vm, operation, balancer"}})(events)
+                                               "description": "events: vm, operation, balancer, level"}})(events)
         return router
 
 
@@ -323,8 +323,10 @@ async def vm_console(websocket: WebSocket, name: str,
 async def events(request: Request,
                  at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096,
                                             pattern=api_rules.LEVEL)) -> StreamingResponse:
-    """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds)."""
-    stream = request.app.state.runtime.events.subscribe()
+    """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds), of this
+    level and of every level below (those with `at`, the level they come from, and `path`, the VM's
+    path from here). With `at`: only the events of that level and below it."""
+    stream = request.app.state.runtime.events.subscribe(at)
 
     async def gen() -> Any:
         try:

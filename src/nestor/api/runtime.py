@@ -45,7 +45,8 @@ RING_INTEREST = 30.0  # seconds after the last read of the ring that the level a
 
 class EventBus:
     def __init__(self) -> None:
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        # each subscriber's loop, queue, and the level below it follows (None: all of them, and this one)
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str], str | None]] = set()
         self._lock = threading.Lock()
         self._last_id = 0
         self._ring: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
@@ -63,15 +64,20 @@ class EventBus:
             self._ring.append(event)
             subscribers = list(self._subscribers)
         text = f"id: {event['id']}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
-        for loop, queue in subscribers:
+        at = event.get("at") if isinstance(event.get("at"), str) else ""
+        for loop, queue, level in subscribers:
+            if level is not None and not (at == level or at.startswith(level + "/")):
+                continue
             with contextlib.suppress(RuntimeError):  # that subscriber's loop has closed
                 loop.call_soon_threadsafe(_put, queue, text)
 
-    async def subscribe(self) -> AsyncIterator[str]:
+    async def subscribe(self, at: str | None = None) -> AsyncIterator[str]:
+        """This level's events as server-sent events; with `at` (a VM path), only those of that
+        level and the levels below it."""
         import asyncio  # only with a server running (an L1's channel path has none at first)
 
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
-        entry = (asyncio.get_running_loop(), queue)
+        entry = (asyncio.get_running_loop(), queue, at or None)
         with self._lock:
             self._subscribers.add(entry)
         try:
