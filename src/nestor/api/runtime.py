@@ -64,7 +64,8 @@ class EventBus:
             self._ring.append(event)
             subscribers = list(self._subscribers)
         text = f"id: {event['id']}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
-        at = event.get("at") if isinstance(event.get("at"), str) else ""
+        value = event.get("at")
+        at = value if isinstance(value, str) else ""
         for loop, queue, level in subscribers:
             if level is not None and not (at == level or at.startswith(level + "/")):
                 continue
