@@ -251,6 +251,12 @@ def test_events_of_l1s_vms_reach_l0s_stream_with_their_paths(l1_home: Path) -> N
             except queue.Empty:
                 pass
 
+    import os
+    import sys
+
+    # the CLI follows them too, only l1's and below (--at), one JSON object a line
+    cli = subprocess.Popen([sys.executable, "-m", "nestor", "--home", str(l1_home), "events", "--at", "l1", "-o", "json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         wait_for("following l1", lambda e: e["type"] == "level" and e.get("at") == "l1" and e["state"] == "following")
         nestor(l1_home, "vm", "new", "ev2", "--at", "l1", "--memory", "160M", timeout=180)
@@ -265,8 +271,14 @@ def test_events_of_l1s_vms_reach_l0s_stream_with_their_paths(l1_home: Path) -> N
         finally:
             nestor(l1_home, "vm", "remove", "l1/ev2", "--force", check=False, timeout=180)
         wait_for("l1/ev2 removed", lambda e: e.get("path") == "l1/ev2" and e.get("state") == "removed")
+        time.sleep(2)  # the CLI's copy of the last event is on its way too
     finally:
         done.set()
+        cli.terminate()
+        out, err = cli.communicate(timeout=30)
+    by_cli = [json.loads(text) for text in out.splitlines()]
+    assert {"running", "off", "removed"} <= {e.get("state") for e in by_cli if e.get("path") == "l1/ev2"}, (out, err)
+    assert by_cli and all(e.get("at", "").split("/")[0] == "l1" for e in by_cli), out  # --at l1: nothing of L0's own
     # ev2 is never one of L0's VMs: every event naming it came from below, with its level
     assert all(e.get("at") == "l1" for e in log if e.get("vm") == "ev2"), log
     assert not [e for e in log if e["type"] == "listener failed"], log

@@ -247,6 +247,15 @@ def test_the_follower_runs_only_while_anyone_listens(monkeypatch: pytest.MonkeyP
     ticks.clear()
     follower.run(stop)
     assert follower.asked == ["l1"] * 5
+    assert [e["state"] for e in published(bus) if e["type"] == "level"] == ["following"]
+    bus.last_read = None  # nobody listens any more: when someone does again, from then on
+    ticks.clear()
+    follower.run(stop)
+    assert follower.cursors == {} and follower.asked == ["l1"] * 5
+    bus.recent(0)
+    ticks.clear()
+    follower.run(stop)
+    assert [e["state"] for e in published(bus) if e["type"] == "level"] == ["following", "following"]
 
 
 def test_the_recent_route_is_answered_without_fastapi(tmp_path: Path) -> None:
@@ -292,3 +301,30 @@ def test_a_quiet_guest_is_asked_less_often_and_a_busy_one_again_soon(monkeypatch
     assert follower.asked.count("lively") == 20 and follower.asked.count("busy") == 20
     assert 5 <= follower.asked.count("quiet") <= 9  # every QUIET_MAX s once it has been quiet a while
     assert len([e for e in published(bus) if e.get("path") == "lively/l2"]) == 19  # the first: where it stood
+
+
+# -- nestor events ------------------------------------------------------------------------------
+def test_the_cli_line_names_the_path_and_escapes_what_a_guest_sent() -> None:
+    from nestor.cli.events import line
+
+    text = line({"id": 3, "type": "vm", "time": 0.0, "vm": "l2", "path": "l1/l2", "at": "l1", "state": "running",
+                 "was": "off"})
+    assert text.endswith("vm         l1/l2  running (was off)"), text
+    level = line({"type": "level", "time": 0.0, "at": "l1", "state": "unreachable", "error": "no\x1b[2J answer\nx"})
+    assert "l1  unreachable: no\\x1b[2J answer\\nx" in level and "\x1b" not in level and "\n" not in level
+
+
+@pytest.mark.parametrize(("argv", "wanted"), [
+    (["events", "--at", "l1//x"], "is not a VM path"),
+    (["events"], "no nestor daemon answers on"),
+])
+def test_the_cli_refuses_in_one_line(argv: list[str], wanted: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from nestor.cli.main import main
+
+    home = tmp_path / "home"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--home", str(home), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code != 0 and len(err) == 2 and wanted in err[0] and err[1].startswith("hint: "), err
+    assert not home.exists()  # a command that only reads made nothing

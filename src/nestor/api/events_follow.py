@@ -56,11 +56,18 @@ class Follower:
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(INTERVAL):
             if not self.bus.listened():
+                self.forget()  # what happened meanwhile reached no one: start from now when anyone listens again
                 continue
             try:
                 self.round()
             except Exception:  # a bug: logged, the daemon and the stream live on
                 log.exception("events of the levels below: round failed")
+
+    def forget(self) -> None:
+        self.cursors.clear()
+        self.due.clear()
+        self.quiet.clear()
+        self.unreachable.clear()
 
     def core(self) -> Core:
         if self._core is None:
