@@ -500,6 +500,20 @@ class Client:
         result: dict[str, Any] = self._request("DELETE", f"/operations/{op_id}")
         return result
 
+    def events_recent(self, after: int = 0, limit: int = 100) -> bytes:
+        """The level's ring of recent events numbered above `after` (GET /v1/events/recent), as
+        the bytes it sent: its reader bounds and checks them (api/events_below.py)."""
+        query: dict[str, Any] = {"after": after, "limit": limit}
+        if self.at:
+            query["at"] = self.at
+        try:
+            response = self._http.request("GET", "/v1/events/recent", params=query, timeout=self.timeout)
+        except httpx.HTTPError as exc:
+            raise EngineError(f"cannot reach the nestor API: {exc}", hint="is nestor serve running? (nestor serve)") from exc
+        if response.status_code >= 400:
+            raise self._level_error(response)
+        return response.content
+
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """The event stream (lifecycle, operations, balancer decisions), one dict per event."""
         params = {"at": self.at} if self.at else None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,6 +207,81 @@ def test_paths_drive_l2_from_l0(l1_home: Path) -> None:
     finally:
         nestor(l1_home, "vm", "remove", "l1/p2", "--force", check=False, timeout=180)
     assert "p2" not in [v["name"] for v in json.loads(in_l1(l1_home, "nestor", "vm", "list", "-o", "json"))]
+
+
+@pytest.mark.timeout(900)
+def test_events_of_l1s_vms_reach_l0s_stream_with_their_paths(l1_home: Path) -> None:
+    """Issue 16: L0's /v1/events (the daemon on the home's socket) carries the events of l1's VMs
+    with their paths, `l1/<name>`: l1's daemon keeps them in its ring, L0's reads it while it has
+    subscribers (and never holds l1's channel long: the commands below share it)."""
+    import queue
+    import threading
+
+    from nestor.client import Client
+
+    seen: queue.Queue[dict[str, Any]] = queue.Queue()
+    log: list[dict[str, Any]] = []
+
+    done = threading.Event()
+
+    def listen() -> None:
+        try:
+            with Client.local(l1_home, timeout=30) as api:
+                for event in api.events(timeout=60):
+                    if done.is_set():
+                        return
+                    seen.put(event)
+        except Exception as exc:  # the test's wait says so (once the test is over: the daemon ended)
+            if not done.is_set():
+                seen.put({"type": "listener failed", "error": repr(exc)})
+
+    threading.Thread(target=listen, name="events", daemon=True).start()
+
+    def wait_for(what: str, match: Callable[[dict[str, Any]], bool], timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in log:
+                if match(event):
+                    return event
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no event {what} within {timeout} s; seen: {log[-30:]}")
+            try:
+                log.append(seen.get(timeout=min(left, 5)))
+            except queue.Empty:
+                pass
+
+    import os
+    import sys
+
+    # the CLI follows them too, only l1's and below (--at), one JSON object a line
+    cli = subprocess.Popen([sys.executable, "-m", "nestor", "--home", str(l1_home), "events", "--at", "l1", "-o", "json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        wait_for("following l1", lambda e: e["type"] == "level" and e.get("at") == "l1" and e["state"] == "following")
+        nestor(l1_home, "vm", "new", "ev2", "--at", "l1", "--memory", "160M", timeout=180)
+        try:
+            created = wait_for("created l1/ev2", lambda e: e.get("path") == "l1/ev2" and e.get("action") == "created")
+            assert (created["type"], created["vm"], created["at"]) == ("vm", "ev2", "l1"), created
+            nestor(l1_home, "vm", "start", "l1/ev2", timeout=240)
+            wait_for("l1/ev2 running", lambda e: e.get("path") == "l1/ev2" and e.get("state") == "running")
+            nestor(l1_home, "vm", "stop", "l1/ev2", "--turn-off", timeout=180)
+            wait_for("l1/ev2 off", lambda e: e.get("path") == "l1/ev2" and e.get("state") == "off"
+                     and e.get("was") == "running")
+        finally:
+            nestor(l1_home, "vm", "remove", "l1/ev2", "--force", check=False, timeout=180)
+        wait_for("l1/ev2 removed", lambda e: e.get("path") == "l1/ev2" and e.get("state") == "removed")
+        time.sleep(2)  # the CLI's copy of the last event is on its way too
+    finally:
+        done.set()
+        cli.terminate()
+        out, err = cli.communicate(timeout=30)
+    by_cli = [json.loads(text) for text in out.splitlines()]
+    assert {"running", "off", "removed"} <= {e.get("state") for e in by_cli if e.get("path") == "l1/ev2"}, (out, err)
+    assert by_cli and all(e.get("at", "").split("/")[0] == "l1" for e in by_cli), out  # --at l1: nothing of L0's own
+    # ev2 is never one of L0's VMs: every event naming it came from below, with its level
+    assert all(e.get("at") == "l1" for e in log if e.get("vm") == "ev2"), log
+    assert not [e for e in log if e["type"] == "listener failed"], log
 
 
 HYPERV_LINE = "Hypervisor detected: Microsoft Hyper-V"

@@ -89,7 +89,8 @@ def test_every_route_answers_one_method_and_every_method_has_one_route() -> None
     for route in routes:
         assert route.does, f"{route.method.upper()} {route.path} declares no `does`"
         if route.does == RUNTIME:
-            assert route.path.startswith("/operations"), f"{route.path}: only the operations are the runtime's"
+            assert route.path.startswith(("/operations", "/events/")), \
+                f"{route.path}: only the operations and the events are the runtime's"
             continue
         assert route.does in methods, f"{route.method.upper()} {route.path}: {route.does} is not a Hypervisor method"
     served = Counter(route.does for route in routes if route.does != RUNTIME)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .table import Settings
 
 LEVEL_HEADER = "x-nestor-level"
+EVENTS = API_PREFIX + "/events"  # this level's stream, with the levels below (api/events_follow.py)
 STREAMS = ("/events", "/console")  # answered as a stream: not through a level's channel (yet)
 PASSED_HEADERS = ("content-type", "accept")
 DROPPED_ANSWER_HEADERS = ("content-length", "transfer-encoding", "connection", "content-encoding")
@@ -39,8 +40,10 @@ def split_at(query: str) -> tuple[str, str]:
 
 
 def wanted(path: str, query: str) -> bool:
-    """Does this request go to a level below (a /v1 path with a non-empty `at`)?"""
-    return (path == API_PREFIX or path.startswith(API_PREFIX + "/")) and "at=" in query and bool(_at_or_bad(query))
+    """Does this request go to a level below (a /v1 path with a non-empty `at`)? Not the event
+    stream: this level's carries the events of every level below, and `at` filters it."""
+    return (path == API_PREFIX or path.startswith(API_PREFIX + "/")) and path != EVENTS and "at=" in query \
+        and bool(_at_or_bad(query))
 
 
 def _at_or_bad(query: str) -> str:

@@ -53,6 +53,7 @@ from ..service.types import (
     to_json,
 )
 from . import rules
+from .runtime import RING_PAGE
 from .table import RUNTIME, UPLOADS, Answer, Body, Ctx, Query, Table, described, empty, json_answer
 
 
@@ -61,6 +62,11 @@ class Operation:
 
 
 OPERATION = Operation
+
+
+class RecentEvents:
+    """Documents the ring of recent events (GET /v1/events/recent): api/routes.py puts its model
+    RecentEventsOut here."""
 
 
 def _doc(model: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
@@ -705,3 +711,12 @@ def operation_show(ctx: Ctx, op_id: str, wait: float = 0.0) -> Answer:
 @table.delete("/operations/{op_id}", does=RUNTIME, status_code=202, responses=_doc(OPERATION, 202))
 def operation_cancel(ctx: Ctx, op_id: str) -> Answer:
     return json_answer(ctx.runtime.operations.cancel(op_id), 202)
+
+
+# -- events of this level and below, for the level above (api/runtime.py, api/events_follow.py) --
+@table.get("/events/recent", does=RUNTIME, responses=_doc(RecentEvents),
+           query={"after": (int, Query(0, ge=0)), "limit": (int, Query(RING_PAGE, ge=0, le=RING_PAGE))})
+def events_recent(ctx: Ctx, after: int = 0, limit: int = RING_PAGE) -> Answer:
+    """The recent events numbered above `after`, oldest first (at most `limit`): how the level
+    above follows this one in short requests (the stream, /v1/events, is this level's only)."""
+    return json_answer(ctx.runtime.events.recent(after, limit))

@@ -74,6 +74,16 @@ class OperationOut(BaseModel):
     may_cancel: bool
 
 
+class RecentEventsOut(BaseModel):
+    """The ring of recent events (api/runtime.py): read again with after = the last `id` taken
+    (or `last` when there were none); a new `epoch` means the daemon started again (from 0)."""
+
+    epoch: str = Field(description="this daemon's run")
+    first: int | None = Field(description="the oldest number the ring still holds (null: empty)")
+    last: int = Field(description="the newest number given so far")
+    events: list[dict[str, Any]] = Field(description="as /v1/events sends them: id, type, time, and path, at, vm ...")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "invalid input"},
     401: {"model": ErrorEnvelope, "description": "no valid bearer token (TCP only)"},
@@ -162,6 +172,8 @@ def _model(model: Any) -> Any:
         return OperationOut
     if typing.get_origin(model) is list and typing.get_args(model) == (handlers.Operation,):
         return list[OperationOut]
+    if model is handlers.RecentEvents:
+        return RecentEventsOut
     return model
 
 
@@ -255,7 +267,7 @@ class Routes:
                                           responses=_responses(route.responses, documented))(endpoint(route))
         router.add_api_websocket_route("/vms/{name}/console", vm_console)
         router.get("/events", responses={200: {"content": {"text/event-stream": {}},
-                                               "description": "events: vm, operation, balancer"}})(events)
+                                               "description": "events: vm, operation, balancer, level"}})(events)
         return router
 
 
@@ -311,8 +323,10 @@ async def vm_console(websocket: WebSocket, name: str,
 async def events(request: Request,
                  at: str | None = FastQuery(None, description=AT_DESCRIPTION, max_length=4096,
                                             pattern=api_rules.LEVEL)) -> StreamingResponse:
-    """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds)."""
-    stream = request.app.state.runtime.events.subscribe()
+    """Server-sent events: lifecycle, operation progress, balancer decisions (R7 holds), of this
+    level and of every level below (those with `at`, the level they come from, and `path`, the VM's
+    path from here). With `at`: only the events of that level and below it."""
+    stream = request.app.state.runtime.events.subscribe(at)
 
     async def gen() -> Any:
         try:

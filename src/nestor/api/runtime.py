@@ -7,17 +7,20 @@ sets a flag; work that reports progress stops at its next report (errors.Cancell
 
 Events are published from any thread and fanned out to every subscriber's asyncio queue as
 server-sent events; a subscriber that falls behind loses its oldest events, not the daemon's memory.
+The bus also keeps a bounded ring of its recent events, numbered (`id`), which the level above
+reads in short requests (`GET /v1/events/recent?after=SEQ`, api/events_below.py): so the events of
+every level reach L0's stream, each with its VM path (`path`; `at` names the level it came from).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
 import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,28 +38,47 @@ if TYPE_CHECKING:
 OPERATION_TTL = 600.0
 MAX_PROGRESS = 200  # lines kept per operation
 QUEUE_SIZE = 1000  # events buffered per subscriber
+RING_SIZE = 1000  # recent events kept for the level above (GET /v1/events/recent)
+RING_PAGE = 200  # at most this many in one answer of /v1/events/recent
+RING_INTEREST = 30.0  # seconds after the last read of the ring that the level above counts as listening
 
 
 class EventBus:
     def __init__(self) -> None:
-        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = set()
+        # each subscriber's loop, queue, and the level below it follows (None: all of them, and this one)
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[str], str | None]] = set()
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
+        self._last_id = 0
+        self._ring: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
+        self.epoch = uuid.uuid4().hex[:16]  # this bus's run: numbers start again when the daemon does
+        self.last_read: float | None = None  # time.monotonic() of the last read of the ring
+        self.on_read: Callable[[], None] | None = None  # called at every read of the ring (server.py)
 
     def publish(self, kind: str, data: dict[str, Any]) -> None:
-        event = {"id": next(self._ids), "type": kind, "time": time.time(), **data}
-        text = f"id: {event['id']}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
+        """An event of this level; one naming a VM (`vm`) gets its `path` from here (its name)."""
+        if isinstance(data.get("vm"), str) and "path" not in data:
+            data = {**data, "path": data["vm"]}
         with self._lock:
+            self._last_id += 1
+            event = {"id": self._last_id, "type": kind, "time": time.time(), **data}
+            self._ring.append(event)
             subscribers = list(self._subscribers)
-        for loop, queue in subscribers:
+        text = f"id: {event['id']}\nevent: {kind}\ndata: {json.dumps(event, default=str)}\n\n"
+        value = event.get("at")
+        at = value if isinstance(value, str) else ""
+        for loop, queue, level in subscribers:
+            if level is not None and not (at == level or at.startswith(level + "/")):
+                continue
             with contextlib.suppress(RuntimeError):  # that subscriber's loop has closed
                 loop.call_soon_threadsafe(_put, queue, text)
 
-    async def subscribe(self) -> AsyncIterator[str]:
+    async def subscribe(self, at: str | None = None) -> AsyncIterator[str]:
+        """This level's events as server-sent events; with `at` (a VM path), only those of that
+        level and the levels below it."""
         import asyncio  # only with a server running (an L1's channel path has none at first)
 
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
-        entry = (asyncio.get_running_loop(), queue)
+        entry = (asyncio.get_running_loop(), queue, at or None)
         with self._lock:
             self._subscribers.add(entry)
         try:
@@ -72,6 +94,24 @@ class EventBus:
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+    def recent(self, after: int = 0, limit: int = RING_PAGE) -> dict[str, Any]:
+        """The ring's events numbered above `after` (at most `limit`, oldest first), with the
+        bus's epoch and its last number: `after` of the next read is the last id taken, or
+        `last` at first contact (limit=0: only where the ring stands)."""
+        self.last_read = time.monotonic()
+        with self._lock:
+            events = [e for e in self._ring if e["id"] > after][:max(0, min(limit, RING_PAGE))]
+            first = self._ring[0]["id"] if self._ring else None
+            last = self._last_id
+        if self.on_read is not None:
+            self.on_read()
+        return {"epoch": self.epoch, "first": first, "last": last, "events": json.loads(json.dumps(events, default=str))}
+
+    def listened(self) -> bool:
+        """Does anyone want this level's events: a subscriber here, or the level above lately?"""
+        return self.subscribers > 0 or (self.last_read is not None
+                                        and time.monotonic() - self.last_read < RING_INTEREST)
 
 
 def _put(queue: asyncio.Queue[str], text: str) -> None:

@@ -6,6 +6,8 @@ It claims its home (one daemon per home), then runs until SIGTERM:
 - the cap on every VM's serial log (engine/seriallog.py: copytruncate past the cap, checked
   every CHECK_INTERVAL s), which is why `vm start` starts the daemon for every VM;
 - a state watcher that turns every VM state change into an event, whoever caused it;
+- a follower of the levels below (api/events_follow.py): while anyone listens, the events of
+  each nested-host guest reach this level's stream, with their VM paths;
 - in a nested-host guest, the channel to the host (service/channel.py): framed requests from
   its virtio-serial port, answered by the plain dispatcher over the route table (api/table.py)
   or forwarded to the local API. There FastAPI, pydantic and uvicorn are imported only when
@@ -393,8 +395,21 @@ def _serve(home: Path, sock_path: Path | None, netns: str | None, on_demand: boo
 
         threads.append(threading.Thread(target=run_balancer, name="balancer", daemon=True))
         # The state watcher feeds the event stream, which has no subscriber before FastAPI runs:
-        # on the lazy path it starts with FastAPI (an L1's first steps need its CPU).
+        # on the lazy path it starts with FastAPI (an L1's first steps need its CPU), or when the
+        # level above first reads this level's ring of events (api/events_follow.py), whichever
+        # comes first.
         watch = threading.Thread(target=watch_states, args=(home, netns, runtime, stop), name="watch", daemon=True)
+        watch_lock = threading.Lock()
+
+        def start_watch() -> None:
+            with watch_lock:
+                if not watch.is_alive() and watch.ident is None:
+                    watch.start()
+
+        runtime.events.on_read = start_watch
+        from . import events_follow
+
+        events_follow.start(runtime.events, home, netns, stop)  # idle until anyone listens
         if on_demand:
             def idle() -> None:
                 last_vm = started
@@ -414,7 +429,7 @@ def _serve(home: Path, sock_path: Path | None, netns: str | None, on_demand: boo
         for thread in threads:
             thread.start()
         if wanted.is_set():
-            watch.start()
+            start_watch()
         elif channel is not None:
             from .. import faults
 
@@ -425,7 +440,7 @@ def _serve(home: Path, sock_path: Path | None, netns: str | None, on_demand: boo
                      home, channel, uptime(), process_start())
             if not _wait_lazily(wanted, ended):
                 return 0
-            watch.start()
+            start_watch()
         servers += _servers(home, netns, settings, runtime, listener, address, sockets)
         log.info("nestor serve: home %s, socket %s (uptime %s s)", home, sock_path, uptime())
         if ended.is_set():

@@ -32,9 +32,10 @@ COMMANDS = {
     "audit": "audit:audit",
     "bugreport": "bugreport:bugreport",
     "lab": "lab:lab",
+    "events": "events:events",
 }
 # Commands that only make sense on this host: --remote with them is an error, not silently ignored.
-LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "bugreport", "lab"}
+LOCAL_ONLY = {"serve", "token", "remote", "quickstart", "ps", "bugreport", "lab", "events"}
 
 
 class LazyGroup(click.Group):

@@ -202,11 +202,12 @@ GUEST_TIMEOUT = 60.0  # Service.guest(): a request's default wait, and the wait 
 
 
 def open_client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT,
-                deadline: float | None = None) -> Client:
+                deadline: float | None = None, lock_wait: float | None = None) -> Client:
     """The typed API client (nestor.client.Client) of the nestor inside VM `name`, holding the
     channel (its lock) until it is closed. `timeout` bounds each exchange, `sync_timeout` the
     session's first (is the guest's end open at all?), `deadline` (time.monotonic()) the whole
-    session when given."""
+    session when given, `lock_wait` the wait for the channel when another command holds it
+    (Conflict after it; default: as long as an exchange)."""
     from ..client import Client
 
     files = core.running_files(name)
@@ -214,6 +215,8 @@ def open_client(core: Core, name: str, timeout: float, sync_timeout: float = SYN
         raise GuestError(f"vm '{name}' has no nestor API channel", hint="use the nested-host image, which runs nestor serve")
     lock = files.lock.with_name(f"api-{files.dir.name}.lock")
     wait = timeout if deadline is None else max(0.1, min(timeout, deadline - time.monotonic()))
+    if lock_wait is not None:
+        wait = min(wait, lock_wait)
     held = ExitStack()
     try:
         held.enter_context(file_lock(lock, f"vm '{name}': another command is using its nestor API channel",
@@ -229,11 +232,11 @@ def open_client(core: Core, name: str, timeout: float, sync_timeout: float = SYN
 
 @contextmanager
 def client(core: Core, name: str, timeout: float, sync_timeout: float = SYNC_TIMEOUT,
-           deadline: float | None = None) -> Iterator[Client]:
+           deadline: float | None = None, lock_wait: float | None = None) -> Iterator[Client]:
     """open_client as a context. An answer the client cannot read is a GuestError that names the VM."""
     from ..client import MalformedAnswer
 
-    with open_client(core, name, timeout, sync_timeout, deadline) as api:
+    with open_client(core, name, timeout, sync_timeout, deadline, lock_wait) as api:
         try:
             yield api
         except MalformedAnswer as exc:

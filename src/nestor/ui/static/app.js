@@ -273,7 +273,8 @@ pages.vms = () => {
     } catch (err) { showError(err); }
   };
   load();
-  onEvent(debounce(load, 300));
+  const reload = debounce(load, 300);
+  onEvent((event) => { if (!event.at) reload(); });  // this level's VMs (an event from below has `at`)
   setInterval(load, 10000);
 };
 
@@ -381,7 +382,7 @@ pages.images = () => {
     } catch (err) { showError(err); }
   };
   onEvent((event) => {
-    const card = event.operation && shown.get(event.operation);
+    const card = !event.at && event.operation && shown.get(event.operation);
     if (!card) return;
     if (event.progress) {
       const pre = card.querySelector(".progress");
@@ -617,9 +618,10 @@ pages.vm = () => {
   };
   $("log-refresh").addEventListener("click", loadLog);
 
+  const here = AT ? `${AT}/${name}` : name;  // this VM's path, as events name it (`path`) at any depth
   onEvent((event) => {
-    // lifecycle events and the end of this VM's operations (this level's; a level below has its own stream)
-    if (!AT && event.vm === name) {
+    // lifecycle events and the end of this VM's operations, whichever level it is on
+    if ((event.path || event.vm) === here) {
       refresh();
       loadAdapters();
       loadDisks();
