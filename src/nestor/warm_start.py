@@ -244,6 +244,8 @@ def run(args: list[str]) -> int | None:
         for line in error_lines(exc):
             print(line, file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        return 130  # as the CLI's; the daemon finishes the start (docs/decisions.md)
     if info.get("host"):
         print(f"vm '{name}' started on host '{info['host']}'")
     else:

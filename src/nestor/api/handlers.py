@@ -395,7 +395,7 @@ def _known(ctx: Ctx, name: str) -> None:
 
 @table.post("/vms/{name}/start", does="vm_start", status_code=202, responses=_doc(OPERATION, 202))
 def vm_start(ctx: Ctx, name: str) -> Answer:
-    if audit.current().via != "cli":
+    if not audit.cli_request():
         # The CLI's own `vm start` (nestor/warm_start.py) gets its refusal from the audited use
         # case, as in-process: an unknown VM is an audit row and a failed operation, not a 404.
         _known(ctx, name)
