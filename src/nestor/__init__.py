@@ -1,10 +1,9 @@
 """nestor: a virtualization host for Linux built around nested virtualization."""
 
-import logging
-
 from .errors import NestorError
 
 __all__ = ["NestorError", "__version__"]
 __version__ = "0.1.0"
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+# No `logging` here: `nestor vm start` through the warm daemon (warm_start.py) imports only what it
+# needs. Every module that logs gives its own logger a NullHandler (the library convention).

@@ -18,6 +18,6 @@ if len(sys.argv) == 6 and sys.argv[1] == "--home" and sys.argv[3:5] == ["serve",
 
     sys.exit(main_channel(sys.argv[2], sys.argv[5]))
 
-from .cli import main
+from .command import main
 
 main()

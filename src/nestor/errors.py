@@ -29,8 +29,11 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+
+TYPE_CHECKING = False  # typing's own costs an import on every command (nestor/warm_start.py imports this)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 MAX_TEXT = 1000  # characters of a message, hint or resource received from another nestor
 

@@ -38,6 +38,7 @@ from pydantic import (
 
 from ..errors import InvalidInput, NestorError
 from ..service.audit import CHANNEL, Actor, acting
+from ..warm_start import VIA_HEADER
 from . import handlers
 from . import rules as api_rules
 from .table import API_PREFIX, Answer, Body, Ctx, Route, body_fields
@@ -200,7 +201,12 @@ def actor_of(request: Request) -> Actor:
     if cred is None:
         return Actor("api")
     pid, uid, _gid = cred
-    return CHANNEL if pid == os.getpid() else Actor("unix", uid=uid, pid=pid)
+    if pid == os.getpid():
+        return CHANNEL
+    # `nestor vm start` through the warm daemon (nestor/warm_start.py) says it is the CLI: the
+    # audit row reads as the in-process CLI's would (uid and pid are still the kernel's).
+    via = "cli" if request.headers.get(VIA_HEADER) == "cli" else "unix"
+    return Actor(via, uid=uid, pid=pid)
 
 
 def endpoint(route: Route) -> Callable[..., Response]:

@@ -50,6 +50,7 @@ SLOW_REQUEST = 0.5  # a channel request taking longer is logged with its time
 SOCKET_GROUP = "nestor"
 
 log = logging.getLogger("nestor.serve")
+log.addHandler(logging.NullHandler())
 
 
 def bind_unix(path: Path) -> socket.socket:

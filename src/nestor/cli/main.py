@@ -11,6 +11,7 @@ import click
 
 from .. import paths
 from ..errors import InvalidInput, NestorError
+from ..escape import error_lines, one_line
 from ..model import validate_netns
 from .context import Ctx
 
@@ -67,15 +68,6 @@ def cli(ctx: click.Context, home: str | None, netns: str | None, debug: bool, re
     ctx.obj = Ctx(home=root, netns=None if netns is None else validate_netns(netns), debug=debug, remote=remote)
 
 
-
-def one_line(text: str) -> str:
-    """An error is one line whatever it quotes: control characters (a newline in a name, a
-    terminal escape) are shown escaped, never sent to the terminal."""
-    from .output import escape_controls
-
-    return escape_controls(text, keep="")
-
-
 def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -83,10 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     except NestorError as exc:
         if debug:
             traceback.print_exc()
-        where = "".join(f" ({k} {v})" for k, v in exc.context.items() if v not in exc.message)
-        click.echo(f"error: {one_line(exc.message + where)}", err=True)
-        if exc.hint:
-            click.echo(f"hint: {one_line(exc.hint)}", err=True)
+        for line in error_lines(exc):
+            click.echo(line, err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("error: aborted", err=True)

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import click
 
+from ..escape import escape_controls as escape_controls  # re-exported: the CLI imports it from here
+
 OUTPUT = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table",
                       help="output format")
 
@@ -65,18 +67,6 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     # Stored values may predate validation or come from a guest: never send a terminal escape.
     return escape_controls(str(value), keep="")
-
-
-def escape_controls(text: str, keep: str = "\n\t") -> str:
-    """`text` safe for a terminal: every character that is not printable (C0 and C1 controls such
-    as ESC and CSI, DEL, bidi overrides and other format characters) shown as its Python escape
-    (`\\x1b`, `\\u202e`), except those in `keep`. A CR before LF is dropped (the terminal shows the
-    same); a lone CR, which would let a line overwrite what came before it, is escaped."""
-    if text.isprintable():
-        return text
-    if "\n" in keep:
-        text = text.replace("\r\n", "\n")
-    return "".join(ch if ch.isprintable() or ch in keep else ch.encode("unicode_escape").decode() for ch in text)
 
 
 class GuestOutput:

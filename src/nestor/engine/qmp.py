@@ -28,6 +28,7 @@ AGENT_TIMEOUT = 10.0
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+log.addHandler(logging.NullHandler())
 
 REFUSED_RETRY = 1.0
 

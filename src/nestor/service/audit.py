@@ -77,6 +77,13 @@ def current() -> Actor:
     return _ACTOR.get() or Actor("cli", os.getuid(), os.getpid())
 
 
+def cli_request() -> bool:
+    """Is the current request a CLI command's, sent to the daemon (nestor/warm_start.py)? Not
+    the in-process default, which is `cli` too."""
+    actor = _ACTOR.get()
+    return actor is not None and actor.via == "cli"
+
+
 @contextlib.contextmanager
 def acting(actor: Actor) -> Iterator[None]:
     token = _ACTOR.set(actor)
