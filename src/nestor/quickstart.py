@@ -1,66 +1,48 @@
-"""The main job: L0 → l1 → … → lN (`--depth N`, default 2), each level driven by nestor, timed.
+"""The main job: L0 → l1 → … → lN (`--depth N`, default 2), as a lab shipped with nestor, timed.
 
-L0's service starts l1 (a nested host, nesting on) on an internal switch in a namespace named
-after the home. Every level below is made by the same step (`inside`), run through that level's
-Hypervisor handle (nestor.hypervisor.at: l1's API over its channel, l2's through l1's, …): a NAT
-switch with DHCP towards its parent, its child (a nested host, or at the bottom an appliance
-whose script pings L0 through every NAT), the child's boot line, and a nested child's API.
-`nestor quickstart --inside --depth N` runs that same chain from inside a level, on its own
-service. The levels' sizes come from policy/depth.py.
+The quickstart is the lab file nestor/labs/quickstart.yaml (quickstart-depthN.yaml for `--depth N`):
+l0's internal switch, l1 on it (a nested host, nesting on), and in every nested host a NAT switch
+with DHCP and its child; the deepest VM, an appliance, pings L0 through every NAT. `nestor
+quickstart` checks the host, builds the images, brings the lab up in a namespace named after the
+home (`lab up`: each level through its Hypervisor handle), waits for the deepest VM's proof, reads
+the tree and each nested host's "hypervisor running", and takes the lab down unless `--keep`.
+`nestor quickstart --inside --depth N` brings up the part of that lab below the level it runs on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import GuestError, HostError, NestorError, NotFound
-from .images.contract import APPLIANCE_BOOT_LINE, GUEST_HOME, NESTED_HOST_BOOT_LINE, cmdline_params
+from .lab import file as lab_file
 from .net.host import NETNS_DIR
 from .net.run import run
 from .policy import depth as depth_rules
-from .service import NatSpec, Service, SwitchSpec, SwitchType, VMSpec
-from .service.channel import wait_ready
+from .service import Service
 from .service.types import to_json
 
-if TYPE_CHECKING:
-    from .hypervisor import Hypervisor
-
+LAB_NAME = "quickstart"
 L1 = "l1"
 SWITCH = "qs0"
 L0_ADDRESS, L1_ADDRESS = "10.77.0.1", "10.77.0.2"
-L1_APPEND = " ".join(cmdline_params(ip=f"{L1_ADDRESS}/24", gw=L0_ADDRESS))
-NAT_SWITCH = "nat0"
-SCRIPT_NAME = "leaf-ping.sh"  # in the leaf's parent's files directory: an API caller may name only files there
-GUEST_SCRIPT = f"{GUEST_HOME}/uploads/{SCRIPT_NAME}"
-# Runs in the deepest level once it is up (after its DHCP lease): the proof that it reaches l0
-# through every level's NAT. One echo reply is the proof, so up to three tries of one ping each.
-LEAF_PING = f"""#!/bin/sh
-for _ in 1 2 3; do
-    if ping -c 1 -W 3 {L0_ADDRESS} >/dev/null; then echo "leaf-ping: ok"; exit 0; fi
-done
-echo "leaf-ping: failed"
-"""
-PING_MARK = "leaf-ping: "
-# Writes the script in a nested host (busybox sh: the fastest process there), from constants only.
-WRITE_SCRIPT = ["/bin/busybox", "sh", "-c", 'mkdir -p -m 0700 "${1%/*}" && printf %s "$2" > "$1"', "sh"]
-L1_BOOT_TIMEOUT = 300.0
-BOOT_TIMEOUT_PER_LEVEL = 300.0  # level k's boot may take k times this (each level emulates the next)
+PING_MARK = "leaf-ping: "  # the deepest VM's script prints it, then ok or failed
+PING_TIMEOUT = 180.0  # from the deepest VM's start to its proof (DHCP, then up to three pings)
 TREE_TIMEOUT = 120.0
 Progress = Callable[[str], None]
-# Kept for older callers (bench/quickstart_steps.py): the depth-2 names.
-L2 = "l2"
-L2_BOOT_LINE = APPLIANCE_BOOT_LINE
 
 
-def boot_timeout(level: int) -> float:
-    return BOOT_TIMEOUT_PER_LEVEL * level
+def lab_text(depth: int) -> str:
+    """The shipped lab file for `--depth N` (a bad depth is refused first)."""
+    depth_rules.levels(depth)
+    name = "quickstart.yaml" if depth == depth_rules.DEFAULT_DEPTH else f"quickstart-depth{depth}.yaml"
+    return resources.files("nestor").joinpath("labs", name).read_text()
 
 
 def netns_for(home: Path) -> str:
@@ -72,12 +54,14 @@ def netns_for(home: Path) -> str:
 class Result:
     ok: bool = False
     steps: list[tuple[str, float]] = field(default_factory=list)
+    marks: list[tuple[str, float]] = field(default_factory=list)  # lab up's progress, seconds after its start
     facts: dict[str, Any] = field(default_factory=dict)
     tree: dict[str, Any] | None = None
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "steps": [{"step": s, "seconds": round(t, 2)} for s, t in self.steps],
+                "marks": [{"mark": m, "seconds": round(t, 2)} for m, t in self.marks],
                 "facts": self.facts, "tree": self.tree, "error": self.error}
 
 
@@ -88,6 +72,7 @@ class Quickstart:
         self.progress = progress
         self.depth = depth
         self.chain = depth_rules.levels(depth)  # a bad depth is refused before anything is done
+        self.text = lab_text(depth)
         self.result = Result()
 
     @contextmanager
@@ -123,43 +108,60 @@ class Quickstart:
         return self.result
 
     def _run(self) -> None:
-        l1 = self.chain[0]
+        from .lab.levels import Levels
+        from .lab.session import Labs, failed
+
         with self.step("host check"):
             service = Service(self.home)
-            failed = [c for c in service.host_check().checks if not c.ok and c.name in ("qemu", "nested virtualization")]
-            if failed:
-                raise HostError(f"host check failed: {failed[0].name}: {failed[0].detail}", hint=failed[0].fix)
+            failed_checks = [c for c in service.host_check().checks
+                             if not c.ok and c.name in ("qemu", "nested virtualization")]
+            if failed_checks:
+                first = failed_checks[0]
+                raise HostError(f"host check failed: {first.name}: {first.detail}", hint=first.fix)
         with self.step("images"):
             service.image_build("nested-host", self.progress)
         with self.step("clean leftovers"):
             self.teardown()
         with self.step("namespace"):
             run(["ip", "netns", "add", self.netns])
-            service = Service(self.home, netns=self.netns)
-        with self.step("l0 switch"):
-            service.switch_new(SwitchSpec(SWITCH, SwitchType.INTERNAL))
-            service.switch_set_ip(SWITCH, f"{L0_ADDRESS}/24")
-        with self.step("l1 start"):
-            # MAC spoofing off on the adapter: the guard is on
-            service.vm_new(VMSpec(L1, vcpus=l1.vcpus, memory=l1.memory, nested=True, image="nested-host",
-                                  append=L1_APPEND, switches=(SWITCH,)))
-            service.vm_start(L1)
-        with self.step("l1 boot"):
-            deadline = time.monotonic() + L1_BOOT_TIMEOUT
-            for _ in service.vm_log(L1, until=NESTED_HOST_BOOT_LINE, timeout=L1_BOOT_TIMEOUT):
-                pass
-            wait_ready(service.core, L1, max(1.0, deadline - time.monotonic()))
-        self.result.facts["hypervisor running in l1 before l2"] = service.vm_show(L1).hypervisor_running
-
-        def write_script(level_path: str, text: str) -> None:
-            service.vm_exec(level_path, [*WRITE_SCRIPT, GUEST_SCRIPT, text], timeout=boot_timeout(self.depth))
-
-        below(service, self.chain, write_script, self.step, self.result.facts)
+        with self.step("lab up"):
+            outcome = Labs(self.home, self.netns).up_text(self.text, f"nestor/labs ({LAB_NAME}, depth {self.depth})",
+                                                          self._marking(time.monotonic()))[1]
+            if outcome is not None and outcome.failed:
+                raise failed(outcome, LAB_NAME, Path(f"quickstart --depth {self.depth}"))
+        levels = Levels(self.home, self.netns)
+        leaf = self.chain[-1]
+        parent = leaf.path.rpartition("/")[0]
+        with self.step(f"{leaf.name} pings l0 through every NAT"):
+            with levels.open(parent) as hv:
+                proof = leaf_proof(hv, leaf.name, leaf.path)
+            self.result.facts[f"{leaf.name} reached l0 through NAT"] = proof == "ok"
+            if proof != "ok":
+                raise GuestError(f"{leaf.path} could not ping {L0_ADDRESS} through the levels' NATs ({proof})",
+                                 hint=f"nestor quickstart --keep, then nestor vm log {leaf.path}")
+        for host, child in zip(self.chain, self.chain[1:], strict=False):
+            with levels.open(host.path.rpartition("/")[0]) as hv:
+                running = hv.vm_show(host.name).hypervisor_running
+            self.result.facts[f"hypervisor running in {host.name} with {child.name}"] = running
         with self.step("tree"):
-            self.result.tree = to_json(service.tree(timeout=TREE_TIMEOUT))
+            self.result.tree = to_json(levels.service().tree(timeout=TREE_TIMEOUT))
+
+    def _marking(self, start: float) -> Progress:
+        def mark(line: str) -> None:
+            self.result.marks.append((line, time.monotonic() - start))
+            self.progress(line)
+        return mark
 
     def teardown(self) -> None:
-        """Remove what a (kept) quickstart left: l1 (every level below dies with it), then the namespace."""
+        """Remove what a (kept) quickstart left: the lab (every level below l1 dies with it),
+        anything of an older quickstart's, then the namespace."""
+        from .lab.session import Labs
+
+        labs = Labs(self.home, self.netns)
+        try:
+            labs.down(LAB_NAME, self.progress)
+        except NotFound:
+            pass
         service = Service(self.home, netns=self.netns)
         try:
             service.vm_remove(L1, force=True)
@@ -173,117 +175,50 @@ class Quickstart:
             run(["ip", "netns", "delete", self.netns])
 
 
-Step = Callable[[str], Any]  # Quickstart.step: a context manager per timed step
+def leaf_proof(hv: Any, name: str, path: str, timeout: float = PING_TIMEOUT) -> str:
+    """The deepest VM's word after PING_MARK on its console: ok, failed, or missing."""
+    log_text = b"".join(hv.vm_log(name, until=PING_MARK, timeout=timeout)).decode(errors="replace")
+    if PING_MARK not in log_text:
+        raise GuestError(f"vm '{path}' gave no ping result within {timeout:.0f} s", hint=f"nestor vm log {path}")
+    ends = time.monotonic() + 10
+    # the marker may come in before its word (the console is read as it arrives): its line's end
+    while "\n" not in log_text.rpartition(PING_MARK)[2] and time.monotonic() < ends:
+        time.sleep(0.2)
+        log_text = b"".join(hv.vm_log(name, tail=4096)).decode(errors="replace")
+    words = log_text.rpartition(PING_MARK)[2].split()
+    return words[0] if words else "missing"
 
 
-def below(root: Hypervisor, chain: list[depth_rules.Level], write_script: Callable[[str, str], None],
-          step: Step, facts: dict[str, Any]) -> None:
-    """Every level of `chain` after its first (which runs, and answers on `root`'s side as
-    `chain[0].path` relative to `root`'s level, or is `root` itself when `root` is that level):
-    each made by `inside`, run on its parent's Hypervisor."""
-    from .hypervisor import at
+def inside_text(depth: int, level: int) -> str:
+    """The part of the depth-N lab below level `level` (this host), as a lab file of its own:
+    l{level}'s switches, NATs and VMs become its top level."""
+    import yaml
 
-    top = chain[0].level - 1  # root's own level
-
-    def relative(level: depth_rules.Level) -> str:
-        return "/".join(level.path.split("/")[top:])
-
-    for parent, child in itertools.pairwise(chain):
-        where = relative(parent)
-        if not child.nested_host:
-            # before the level's handle is open: the write goes through the same channels, which
-            # one command holds at a time ("another command is using its nestor API channel")
-            with step(f"{child.name} ping script ({parent.name})"):
-                write_script(where, LEAF_PING)
-
-        with at(root, where) as hv:
-            inside(hv, parent, child, lambda _text: None, step, facts)
-    # Every nested host now runs its child: each one's hypervisor as its own host sees it
-    for level, child in itertools.pairwise(chain):
-        above = relative(level).rpartition("/")[0]
-        if above:
-            with at(root, above) as hv:
-                running = hv.vm_show(level.name).hypervisor_running
-        else:
-            running = root.vm_show(level.name).hypervisor_running
-        facts[f"hypervisor running in {level.name} with {child.name}"] = running
+    depth_rules.levels(depth, first=level + 1)  # refuses a depth at or above this host's level
+    data = lab_file.load_yaml(lab_text(depth), "quickstart lab")
+    here = data
+    for k in range(1, level + 1):
+        here = here["vms"][f"l{k}"]
+    sub = {"name": LAB_NAME, **{key: here[key] for key in ("switches", "nats", "vms") if key in here}}
+    return str(yaml.safe_dump(sub, sort_keys=False))
 
 
-def inside(hv: Hypervisor, parent: depth_rules.Level, child: depth_rules.Level,
-           write_script: Callable[[str], None], step: Step, facts: dict[str, Any], script: str = GUEST_SCRIPT) -> None:
-    """The step each level runs for the level below, on that level's Hypervisor `hv`: a NAT
-    with DHCP, the child, its boot, and a nested child's API; the deepest child pings L0."""
-    where = f"{parent.name}'s API"
-    gateway, prefix = depth_rules.nat_subnet(parent.level)
-    with step(f"{parent.name} NAT network ({where})"):
-        hv.switch_new(SwitchSpec(NAT_SWITCH, SwitchType.INTERNAL))
-        hv.switch_set_ip(NAT_SWITCH, gateway)
-        hv.nat_new(NatSpec(NAT_SWITCH, NAT_SWITCH, prefix, dhcp=True))
-    if child.nested_host:
-        spec = VMSpec(child.name, vcpus=child.vcpus, memory=child.memory, nested=True, image="nested-host",
-                      append="nestor.dhcp=1", switches=(NAT_SWITCH,))
-    else:
-        write_script(LEAF_PING)  # below() writes it before it opens the level's handle
-        spec = VMSpec(child.name, vcpus=child.vcpus, memory=child.memory, switches=(NAT_SWITCH,),
-                      append="nestor.dhcp=1", run_script=script)
-    timeout = boot_timeout(child.level)
-    with step(f"{child.name} start ({where})"):
-        hv.vm_new(spec)
-        hv.vm_start(child.name)
-    with step(f"{child.name} boot"):
-        line = NESTED_HOST_BOOT_LINE if child.nested_host else APPLIANCE_BOOT_LINE
-        log = b"".join(hv.vm_log(child.name, until=line, timeout=timeout))
-        if line.encode() not in log:
-            raise GuestError(f"vm '{child.path}' did not boot within {timeout:.0f} s",
-                             hint=f"nestor vm log {child.path}")
-        if child.nested_host:
-            wait_api(hv, child.name, timeout)
-    if child.nested_host:
-        return
-    with step(f"{child.name} pings l0 through every NAT"):
-        log_text = b"".join(hv.vm_log(child.name, until=PING_MARK, timeout=120)).decode(errors="replace")
-        ends = time.monotonic() + 10
-        # the marker may come in before its word (the console is read as it arrives): its line's end
-        while "\n" not in log_text.rpartition(PING_MARK)[2] and time.monotonic() < ends:
-            time.sleep(0.2)
-            log_text = b"".join(hv.vm_log(child.name, tail=4096)).decode(errors="replace")
-        words = log_text.rpartition(PING_MARK)[2].split() if PING_MARK in log_text else []
-        result = words[0] if words else "missing"
-        facts[f"{child.name} reached l0 through NAT"] = result == "ok"
-        if result != "ok":
-            raise GuestError(f"{child.path} could not ping {L0_ADDRESS} through the levels' NATs",
-                             hint=f"nestor vm log {child.path}")
+def run_inside(home: Path, level: int, depth: int, step: Callable[[str], Any], result: Result,
+               progress: Progress) -> None:
+    """`nestor quickstart --inside --depth N` on a level-`level` host: the lab below it, and its proof."""
+    from .lab.levels import Levels
+    from .lab.session import Labs, failed
 
-
-def wait_api(hv: Hypervisor, name: str, timeout: float) -> None:
-    """Wait until the nestor inside VM `name` of `hv`'s level answers (it starts after boot)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with hv.guest(name) as inner:
-                inner.vm_list()
-            return
-        except NestorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-
-
-def run_inside(service: Service, level: int, depth: int, step: Step, facts: dict[str, Any]) -> None:
-    """`nestor quickstart --inside --depth N` on a level-`level` host: the chain below it."""
     chain = depth_rules.levels(depth, first=level + 1)
-    here = depth_rules.Level(f"l{level}", level, 0, 0, True)
-    uploads = service.core.home.root / "uploads"
-
-    def write_script(where: str, text: str) -> None:
-        if where:  # a level below: through its guest agent
-            service.vm_exec(where, [*WRITE_SCRIPT, GUEST_SCRIPT, text], timeout=boot_timeout(depth))
-            return
-        from .files import private_dir, write_private
-
-        private_dir(uploads)
-        write_private(uploads / SCRIPT_NAME, text)
-
-    inside(service, here, chain[0], lambda text: write_script("", text), step, facts, str(uploads / SCRIPT_NAME))
-    if len(chain) > 1:
-        below(service, chain, write_script, step, facts)
+    with step("lab up"):
+        outcome = Labs(home, None).up_text(inside_text(depth, level), f"quickstart below l{level}", progress)[1]
+        if outcome is not None and outcome.failed:
+            raise failed(outcome, LAB_NAME, Path(f"quickstart --inside --depth {depth}"))
+    leaf = chain[-1]
+    relative = "/".join(leaf.path.split("/")[level:])
+    with step(f"{leaf.name} pings l0 through every NAT"), Levels(home, None).open(relative.rpartition("/")[0]) as hv:
+        proof = leaf_proof(hv, leaf.name, relative)
+    result.facts[f"{leaf.name} reached l0 through NAT"] = proof == "ok"
+    if proof != "ok":
+        raise GuestError(f"{relative} could not ping {L0_ADDRESS} through the levels' NATs ({proof})",
+                         hint=f"nestor vm log {relative}")

@@ -1,5 +1,5 @@
 """Nested labs on real QEMU (issue 17), each in a test namespace:
-- examples/quickstart.lab.yaml: plan, up, up again, status, down (~30 s here);
+- the quickstart's lab (nestor/labs/quickstart.yaml): plan, up, up again, status, down (~30 s here);
 - `lab save` / `lab restore` of an L1 with a counting L2 inside (~1.5 min here);
 - examples/labs/two-hypervisors.yaml: two L1s up in parallel, each L2 reaches the other L1 (~40 s here);
 - on demand (`pytest -m ondemand`): examples/labs/depth3.yaml, with save and restore (it fails in
@@ -18,7 +18,7 @@ from tests.integration.test_network import NewNetns, netns_maker
 
 pytestmark = [pytest.mark.vm, pytest.mark.nested]
 
-LAB = Path(__file__).resolve().parents[2] / "examples" / "quickstart.lab.yaml"
+LAB = Path(__file__).resolve().parents[2] / "src" / "nestor" / "labs" / "quickstart.yaml"  # the shipped one
 
 
 @pytest.fixture
@@ -51,10 +51,10 @@ def test_the_quickstart_lab_up_again_status_down(nested_home: Path, netns: NewNe
     from nestor.lab.levels import Levels
 
     with Levels(home, ns).open("l1") as l1:
-        log = b"".join(l1.vm_log("l2", until="l2-ping: ", timeout=180)).decode(errors="replace")
-        assert "l2-ping: " in log
+        log = b"".join(l1.vm_log("l2", until="leaf-ping: ", timeout=180)).decode(errors="replace")
+        assert "leaf-ping: " in log
         log = b"".join(l1.vm_log("l2", tail=4096)).decode(errors="replace")
-    assert "l2-ping: ok" in log, log[-2000:]
+    assert "leaf-ping: ok" in log, log[-2000:]
 
     again = nestor(home, "lab", "up", str(LAB), netns=ns, timeout=300)
     assert "nothing to do" in again.stdout, again.stdout + again.stderr

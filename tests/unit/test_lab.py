@@ -216,14 +216,37 @@ def test_status_and_inventory_name_every_vm_with_its_address(tmp_path: Path) -> 
     json.dumps(inv)
 
 
-def test_the_shipped_quickstart_lab_passes_the_file_and_the_preflight() -> None:
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_the_shipped_quickstart_labs_follow_the_depth_rules_and_pass_the_preflight(depth: int) -> None:
+    """`nestor quickstart --depth N` brings up the lab nestor ships: its levels, sizes and NAT
+    prefixes are policy/depth.py's, and it passes the file's checks and the preflight."""
+    from nestor.lab.observe import Seen
+    from nestor.policy import depth as depth_rules
     from nestor.policy.lab import preflight
+    from nestor.quickstart import PING_MARK, lab_text
     from tests.unit.test_lab_preflight import TCG
 
-    lab = lab_file.read(ROOT / "examples" / "quickstart.lab.yaml")
-    assert [level.path for level in lab.levels()] == ["", "l1"]
-    assert lab.level("l1").vms["l2"].run is not None
-    from nestor.lab.observe import Seen
-
+    lab = lab_file.parse(lab_text(depth), "quickstart")
+    chain = depth_rules.levels(depth)
+    assert [level.path for level in lab.levels()] == ["", *[lv.path for lv in chain[:-1]]]
+    for lv in chain:
+        parent = lab.level(lv.path.rpartition("/")[0])
+        vm = parent.vms[lv.name]
+        assert (vm.cpus, vm.memory, vm.nested) == (lv.vcpus, lv.memory, lv.nested_host)
+        assert vm.image == ("nested-host" if lv.nested_host else "appliance")
+        if lv.nested_host:
+            gateway, prefix = depth_rules.nat_subnet(lv.level)
+            assert vm.inner is not None and vm.inner.switches["nat0"].address == gateway
+            assert vm.inner.nats["nat0"].prefix == prefix and vm.inner.nats["nat0"].dhcp
+        else:
+            assert vm.run is not None and PING_MARK in vm.run
     seen: dict[str, Seen | None] = {"": Seen()}
     assert preflight(lab, plan(lab, seen, set()), TCG, 8 << 30, seen) == []
+
+
+def test_quickstart_inside_is_the_lab_below_the_level() -> None:
+    from nestor.quickstart import inside_text
+
+    lab = lab_file.parse(inside_text(3, 1), "below l1")
+    assert list(lab.root.vms) == ["l2"] and list(lab.root.switches) == ["nat0"] and list(lab.root.nats) == ["nat0"]
+    assert list(lab.level("l2").vms) == ["l3"]

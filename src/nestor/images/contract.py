@@ -11,7 +11,8 @@ What is agreed:
 * the **boot lines** each init prints on the console when its guest is ready;
 * the **kernel parameters** (``nestor.KEY=VALUE``) the inits read from /proc/cmdline;
 * the **virtio-serial port names**: the guest agent's and the nested-host API channel's;
-* the **guest paths**: the run script, the nested host's init, library, payload and home.
+* the **guest paths**: the run script, the nested host's init, library, payload and home, and the
+  file that says it is still booting.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ GUEST_HOME = "/var/lib/nestor"  # the nested host's nestor home
 # copy-on-write overlays of it: nothing of the 850 MB is copied down the tree.
 GUEST_ROOTFS_DISK = "/dev/vdc"
 GUEST_API_LOG = "/var/log/nestor-serve.log"
+# There from the nested host's first init stage until its boot line: its nestor answers before
+# kvm and the network modules are loaded, and facts that need them wait while it is there.
+GUEST_BOOTING = "/run/nestor-booting"
 
 
 def param(key: str, value: str) -> str:
@@ -93,6 +97,7 @@ def shell_values() -> dict[str, str]:
         "PAYLOAD_DIR": GUEST_PAYLOAD,
         "NESTOR_HOME": GUEST_HOME,
         "API_LOG": GUEST_API_LOG,
+        "BOOTING_FILE": GUEST_BOOTING,
     }
 
 

@@ -113,6 +113,7 @@ setup_home() {
 
 stage_sysinit() {
     mount_api
+    : > "$BOOTING_FILE"  # until the boot line: this level's nestor waits for it before reading kvm
     read_cmdline
     echo "${CMDLINE_hostname:-nestor-l1}" > /proc/sys/kernel/hostname
     # The payload disk is there already (the initramfs loaded virtio_blk for the root disk), so
@@ -171,6 +172,7 @@ stage_ready() {
     agent_holds_port || log "warning: the guest agent is not running"
     read -r up _ < /proc/uptime
     log "up in $up s (kernel uptime)"
+    rm -f "$BOOTING_FILE"
     echo "$BOOT_LINE" > /dev/console
 }
 

@@ -80,12 +80,16 @@ class Labs:
                                    hint=f"pass --netns {record.netns}" if record.netns else "drop --netns")
 
     def up(self, path: Path, progress: Progress) -> tuple[Planned, Outcome | None]:
-        return self.up_text(lab_file.read_text(path), str(path.resolve()), progress, where=str(path))
+        text = lab_file.read_text(path)
+        return self._up(lab_file.parse(text, str(path)), text, str(path.resolve()), progress)  # errors name the file as given
 
     def up_text(self, text: str, source: str | None, progress: Progress,
                 where: str | None = None) -> tuple[Planned, Outcome | None]:
-        """`lab up` of a lab file's text; `source`: where it was read (recorded, shown by `lab list`)."""
-        lab = lab_file.parse(text, where or source or "lab file")
+        """`lab up` of a lab file's text; `source` is recorded (`lab list` shows it) and, without
+        `where`, names it in errors."""
+        return self._up(lab_file.parse(text, where or source or "lab file"), text, source, progress)
+
+    def _up(self, lab: Lab, text: str, source: str | None, progress: Progress) -> tuple[Planned, Outcome | None]:
         planned = self.plan(lab)
         if planned.problems:
             raise _refused(planned.problems)

@@ -134,13 +134,19 @@ class Up:
         mine = [a for a in actions if (a.kind == "vm" and a.name == vm.name)
                 or (a.kind == "adapter" and a.name.partition("/")[0] == vm.name)]
         op = next(a for a in mine if a.kind == "vm")
+        script = None
+        if op.op in (Op.CREATE, Op.REPLACE) and vm.run is not None:
+            # before the level's handle is open: below L1 the write goes through the same API
+            # channels, which the handle holds ("another command is using its nestor API channel")
+            script = self._script_path(level, vm)
+            self.levels.write_file(level.path, script, vm.run)
         with self.levels.open(level.path) as hv:
             if op.op is Op.REPLACE:
                 self.say(path, f"replacing ({op.reason})")
                 hv.vm_remove(vm.name, force=True)
                 self.owners.release_below(path)
             if op.op in (Op.CREATE, Op.REPLACE):
-                self._create(hv, level, vm)
+                self._create(hv, level, vm, script)
             else:
                 if op.op is Op.CHANGE:
                     self._change(hv, path, vm, seen.vms[vm.name].state)
@@ -155,14 +161,10 @@ class Up:
             self.levels.wait_ready(path, READY_TIMEOUT)
             self.level(vm.inner)
 
-    def _create(self, hv: Any, level: Level, vm: VMDef) -> None:
+    def _create(self, hv: Any, level: Level, vm: VMDef, script: str | None) -> None:
         path = level.vm_path(vm.name)
         self.say(path, "creating")
         self._claim(level, "vm", vm.name)
-        script = None
-        if vm.run is not None:
-            script = self._script_path(level, vm)
-            self.levels.write_file(level.path, script, vm.run)
         hv.vm_new(VMSpec(vm.name, vcpus=vm.cpus, memory=vm.memory, nested=vm.nested, image=vm.image,
                          append=" ".join(boot_params(level, vm)), run_script=script, host=vm.host))
         for adapter in vm.adapters:

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,8 @@ from ..errors import EngineError, HostError, NotFound, StateError
 from ..host import facts as host_facts
 from ..model import VMConfig, VMState, validate_name, validate_netns
 from ..state import db
+
+BOOT_SETTLE_TIMEOUT = 120.0  # a nested host's init, from its nestor's first answer to its boot line
 
 if TYPE_CHECKING:
     from .network import Network
@@ -68,6 +71,21 @@ class Core:
         if self._facts is None:
             self._facts = host_facts.probe(qemu=False)
         return self._facts
+
+    def settled_facts(self, timeout: float = BOOT_SETTLE_TIMEOUT) -> host_facts.HostFacts:
+        """The facts once this host has booted: a nested host's nestor answers while its init
+        still loads kvm (images/nested_host_init.sh keeps contract.GUEST_BOOTING until its boot
+        line), and a VM started in that window would get TCG, or a refusal of its nesting."""
+        from ..images.contract import GUEST_BOOTING
+
+        deadline = time.monotonic() + timeout
+        waited = False
+        while Path(GUEST_BOOTING).exists() and time.monotonic() < deadline:
+            waited = True
+            time.sleep(0.2)
+        if waited:
+            self._facts = None
+        return self.facts
 
     def ensure_daemon(self) -> None:
         """A VM runs, so the home's daemon must (the serial-log cap, the balancer): started if it
@@ -141,11 +159,36 @@ class Core:
         try:
             with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=5.0) as mon:
                 if launch.get("accel") == "kvm":
-                    return from_stats(mon.vcpu_stats())
+                    return kvm_hypervisor_running(mon)
                 bits = hypervisor_bits(mon.registers())
         except EngineError as exc:
             return None, f"unknown: {exc.message}"
         return any(bits), f"EFER.SVME/CR4.VMXE of {sum(bits)} of {len(bits)} vCPUs set"
+
+
+KVM_SAMPLES = 5  # readings, 0.1 s apart, before "no hypervisor runs inside" under KVM
+
+
+def kvm_hypervisor_running(mon: Monitor, samples: int = KVM_SAMPLES) -> tuple[bool | None, str]:
+    """Under KVM, a hypervisor runs inside when a vCPU is in its guest's mode (`guest_mode`), or,
+    when none is, when a vCPU's own EFER.SVME/CR4.VMXE is set (its KVM holds a live VM whose
+    vCPUs are halted: an idle L3 keeps its L2's vCPUs out of guest mode nearly all the time).
+    Both are instants, and a vCPU in guest mode shows its guest's registers, not its own: read
+    both a few times, and any positive reading answers."""
+    seen_stats = False
+    for sample in range(samples):
+        if sample:
+            time.sleep(0.1)
+        running, how = from_stats(mon.vcpu_stats())
+        if running:
+            return running, how
+        seen_stats = seen_stats or running is not None
+        bits = hypervisor_bits(mon.registers())
+        if any(bits):
+            return True, f"EFER.SVME/CR4.VMXE of {sum(bits)} of {len(bits)} vCPUs set (no vCPU in guest mode)"
+    if not seen_stats:
+        return None, "query-stats has no guest_mode"
+    return False, f"query-stats guest_mode = 0 and EFER.SVME/CR4.VMXE clear on every vCPU ({samples} readings)"
 
 
 def from_stats(stats: list[dict[str, Any]]) -> tuple[bool | None, str]:

@@ -175,7 +175,7 @@ class VMs:
                 contextlib.ExitStack() as closing:
             if process.live_pid(files.dir) is not None:
                 raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
-            accel = accel_policy.choose(core.facts)
+            accel = accel_policy.choose(core.settled_facts())
             if config.nested and not accel.nesting_available:
                 raise StateError(
                     f"vm '{name}' has nested virtualization on, but this host cannot offer it: "
