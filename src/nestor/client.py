@@ -77,6 +77,7 @@ from .service.types import (
 
 if TYPE_CHECKING:
     from .images.debian import DebianRequest
+    from .lab.types import LabDown, LabInfo, LabInventory, LabPlan, LabRestored, LabSaved, LabStatus, LabUp
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
@@ -490,6 +491,49 @@ class Client:
 
     def nat_remove(self, name: str) -> None:
         self._request("DELETE", f"/nats/{name}")
+
+    # -- labs ---------------------------------------------------------------------------------
+    def lab_plan(self, text: str, source: str | None = None) -> LabPlan:
+        """What `lab up` of the lab file's TEXT would do (the text travels: the server opens no file of the caller's)."""
+        from .lab.types import LabPlan
+
+        return _decode(LabPlan, self._request("POST", "/labs/plan", {"text": text, "source": source}))
+
+    def lab_up(self, text: str, progress: Progress = no_progress, source: str | None = None) -> LabUp:
+        from .lab.types import LabUp
+
+        op = self._request("POST", "/labs", {"text": text, "source": source})
+        return _decode(LabUp, self._operation(op, progress=progress))
+
+    def lab_list(self) -> list[LabInfo]:
+        from .lab.types import LabInfo
+
+        return _decode(list[LabInfo], self._request("GET", "/labs"))
+
+    def lab_status(self, name: str) -> LabStatus:
+        from .lab.types import LabStatus
+
+        return _decode(LabStatus, self._request("GET", f"/labs/{name}"))
+
+    def lab_inventory(self, name: str) -> LabInventory:
+        from .lab.types import LabInventory
+
+        return _decode(LabInventory, self._request("GET", f"/labs/{name}/inventory"))
+
+    def lab_down(self, name: str, progress: Progress = no_progress) -> LabDown:
+        from .lab.types import LabDown
+
+        return _decode(LabDown, self._operation(self._request("DELETE", f"/labs/{name}"), progress=progress))
+
+    def lab_save(self, name: str, progress: Progress = no_progress) -> LabSaved:
+        from .lab.types import LabSaved
+
+        return _decode(LabSaved, self._operation(self._request("POST", f"/labs/{name}/save"), progress=progress))
+
+    def lab_restore(self, name: str, progress: Progress = no_progress) -> LabRestored:
+        from .lab.types import LabRestored
+
+        return _decode(LabRestored, self._operation(self._request("POST", f"/labs/{name}/restore"), progress=progress))
 
     # -- operations and events ----------------------------------------------------------------
     def operations(self) -> list[dict[str, Any]]:

@@ -646,3 +646,47 @@ def test_audit_page_lists_changes_and_refusals(served: Served, api: httpx.Client
         shot(page, "audit")
     finally:
         api.patch("/v1/host/policy", json={"nesting": "allow"})
+
+
+def test_labs_page_shows_the_tree_and_saves_restores_and_brings_down(served: Served, api: httpx.Client,
+                                                                     page: Any) -> None:
+    """A lab made through the API (one appliance VM at L0 on an internal switch, in the test
+    namespace) shows on /ui/labs with its states; Save, Restore and Down run from the page."""
+    pytest.importorskip("yaml")
+    net = 16 + secrets.randbelow(200)
+    text = (f"name: uilab\nswitches:\n  labsw: {{type: internal, address: 10.{net}.0.1/24}}\n"
+            f"vms:\n  la:\n    memory: 128M\n    adapters: [{{switch: labsw, ip: 10.{net}.0.11/24}}]\n")
+    op = api.post("/v1/labs", json={"text": text, "source": "uilab.yaml"}).json()
+    done = api.get(f"/v1/operations/{op['id']}", params={"wait": 180}).json()
+    assert done["status"] == "success", done
+    try:
+        page.goto(f"{served.url}/ui/labs")
+        assert page.locator("nav a.active").inner_text() == "Labs"
+        card = page.locator("section.lab[data-lab=uilab]")
+        card.locator("li.node[data-path=la][data-state=running]").wait_for(timeout=30_000)
+        assert card.locator(".object[data-switch=labsw][data-state=present]").count() == 1
+        assert f"10.{net}.0.11" in card.inner_text() and "uilab.yaml" in card.inner_text()
+        assert card.locator("li.node a[href='/ui/vms/la']").count() == 1
+
+        card.locator("button[data-action=save]").click()
+        card.locator("li.node[data-path=la][data-state=saved]").wait_for(timeout=120_000)
+        page.wait_for_selector("section.lab[data-lab=uilab][data-done=save]", timeout=30_000)
+        assert "saved: la" in card.locator(".progress").inner_text()
+        assert api.get("/v1/vms/la").json()["state"] == "saved"
+        shot(page, "labs")
+
+        card.locator("button[data-action=restore]").click()
+        page.wait_for_selector("section.lab[data-lab=uilab][data-done=restore]", timeout=120_000)
+        card.locator("li.node[data-path=la][data-state=running]").wait_for(timeout=30_000)
+        assert "restored: la" in card.locator(".progress").inner_text()
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        card.locator("button[data-action=down]").click()
+        page.wait_for_selector("section.lab[data-lab=uilab][data-done=down]", timeout=120_000)
+        assert "removed 2 objects" in card.locator(".progress").inner_text()
+        assert api.get("/v1/labs").json() == []
+        assert api.get("/v1/vms/la").status_code == 404
+    finally:
+        if api.get("/v1/labs/uilab").status_code == 200:
+            op = api.delete("/v1/labs/uilab").json()
+            api.get(f"/v1/operations/{op['id']}", params={"wait": 120})

@@ -157,6 +157,8 @@ GAPS = {
     "POST /v1/images/{name}/build": "release, packages, size and image_name are for debian only",
     "POST /v1/switches": "uplink and move_addresses are for external switches only",
     "POST /v1/nats": "exactly one of switch and host",
+    "POST /v1/labs/plan": "the text is a lab file: YAML checked against docs/lab.schema.json, not the API's document",
+    "POST /v1/labs": "the text is a lab file: YAML checked against docs/lab.schema.json, not the API's document",
 }
 
 

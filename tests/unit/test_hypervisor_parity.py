@@ -22,10 +22,11 @@ def _names() -> dict[str, Any]:
     """What the annotations name, wherever each module imports it (some only for type checking)."""
     from nestor import client
     from nestor.images import debian
+    from nestor.lab import types as lab_types
     from nestor.service import facade
 
     names: dict[str, Any] = {}
-    for module in (hypervisor, client, facade):
+    for module in (hypervisor, client, facade, lab_types):  # lab types: imported only for type checking
         names.update(vars(module))
     names.update(DebianRequest=debian.DebianRequest, Hypervisor=Hypervisor, Client=Client)
     return names

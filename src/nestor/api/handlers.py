@@ -700,6 +700,123 @@ def nat_remove(ctx: Ctx, name: str) -> Answer:
     return empty()
 
 
+# -- labs (issue 17; docs/labs.md) ---------------------------------------------------------------
+class Later:
+    """A response model of nestor.lab.types, imported only when the OpenAPI document is made (an
+    L1's daemon imports this table on its way to its first answer, under TCG)."""
+
+    def __init__(self, name: str, many: bool = False) -> None:
+        self.name, self.many = name, many
+
+    def resolve(self) -> Any:
+        from ..lab import types as lab_types
+
+        model = getattr(lab_types, self.name)
+        return list[model] if self.many else model  # type: ignore[valid-type]
+
+
+class LabFile(Body):
+    """A lab file as its text: an API caller names no file of the server's (docs/decisions.md)."""
+
+    text: str = described(description="the lab file's YAML (docs/labs.md; its schema: docs/lab.schema.json)",
+                          max_length=rules.MAX_LAB)
+    source: str | None = described(None, "where the caller read it, for errors and `lab list` (never opened)",
+                                   pattern=rules.LABEL)
+
+
+def _lab_parsed(body: LabFile) -> str:
+    """The lab's name; a bad file is refused now (400, the CLI's one line and hint), not in an operation."""
+    from ..lab import file as lab_file
+    from ..lab.session import label
+
+    return lab_file.parse(body.text, label(body.source)).name
+
+
+def _lab_known(ctx: Ctx, name: str) -> None:
+    with ctx.settings.service() as s:
+        s._labs().owners.get(name)
+
+
+def _lab_operation(ctx: Ctx, name: str, action: str, call: Any) -> Answer:
+    """Long lab work as an operation; `lab` events on /v1/events: its start, each progress line, its end."""
+    events = ctx.runtime.events
+
+    def work(s: Any, op: Any) -> Any:
+        def progress(line: str) -> None:
+            op.progress(line)
+            events.publish("lab", {"lab": name, "action": action, "operation": op.id, "progress": line})
+
+        events.publish("lab", {"lab": name, "action": action, "operation": op.id, "status": "running"})
+        try:
+            result = call(s, progress)
+        except BaseException as exc:
+            events.publish("lab", {"lab": name, "action": action, "operation": op.id, "status": "failure",
+                                   "error": getattr(exc, "message", str(exc))[:500]})
+            raise
+        events.publish("lab", {"lab": name, "action": action, "operation": op.id, "status": "success"})
+        return result
+
+    return ctx.runtime.operations.submit(f"{action} lab '{name}'", work, kind=f"lab.{action}")
+
+
+@table.get("/labs", does="lab_list", responses=_doc(Later("LabInfo", many=True)))
+def lab_list(ctx: Ctx) -> Answer:
+    with ctx.settings.service() as s:
+        return _json(s.lab_list())
+
+
+@table.post("/labs/plan", does="lab_plan", responses=_doc(Later("LabPlan")))
+def lab_plan(ctx: Ctx, body: LabFile) -> Answer:
+    """What `lab up` of this file would do, level by level, and why, with the preflight's problems
+    (non-empty: `lab up` would refuse); changes nothing."""
+    with ctx.settings.service() as s:
+        return _json(s.lab_plan(body.text, body.source))
+
+
+@table.post("/labs", does="lab_up", status_code=202, responses=_doc(OPERATION, 202))
+def lab_up(ctx: Ctx, body: LabFile) -> Answer:
+    """Reconcile every level to the file (an operation; its result a LabUp). A malformed file is a
+    400 now; a refused preflight is the operation's error (kind policy, rule preflight)."""
+    name = _lab_parsed(body)
+    return _lab_operation(ctx, name, "up", lambda s, progress: s.lab_up(body.text, progress, body.source))
+
+
+@table.get("/labs/{name}", does="lab_status", responses=_doc(Later("LabStatus")))
+def lab_status(ctx: Ctx, name: str) -> Answer:
+    """The lab's tree, level by level, with each switch's, NAT's and VM's state."""
+    with ctx.settings.service() as s:
+        return _json(s.lab_status(name))
+
+
+@table.get("/labs/{name}/inventory", does="lab_inventory", responses=_doc(Later("LabInventory")))
+def lab_inventory(ctx: Ctx, name: str) -> Answer:
+    """The lab's VMs and addresses: plainly (hosts) and as Ansible's JSON inventory (ansible)."""
+    with ctx.settings.service() as s:
+        return _json(s.lab_inventory(name))
+
+
+@table.delete("/labs/{name}", does="lab_down", status_code=202, responses=_doc(OPERATION, 202))
+def lab_down(ctx: Ctx, name: str) -> Answer:
+    """Remove everything the lab made, at every level, and nothing else (an operation; its result a LabDown)."""
+    _lab_known(ctx, name)
+    return _lab_operation(ctx, name, "down", lambda s, progress: s.lab_down(name, progress))
+
+
+@table.post("/labs/{name}/save", does="lab_save", status_code=202, responses=_doc(OPERATION, 202))
+def lab_save(ctx: Ctx, name: str) -> Answer:
+    """Save every running VM of the lab, deepest first (refused before anything is saved if one
+    cannot be: kind policy, rule lab-save). An operation; its result a LabSaved."""
+    _lab_known(ctx, name)
+    return _lab_operation(ctx, name, "save", lambda s, progress: s.lab_save(name, progress))
+
+
+@table.post("/labs/{name}/restore", does="lab_restore", status_code=202, responses=_doc(OPERATION, 202))
+def lab_restore(ctx: Ctx, name: str) -> Answer:
+    """Resume the lab's saved VMs top down (an operation; its result a LabRestored)."""
+    _lab_known(ctx, name)
+    return _lab_operation(ctx, name, "restore", lambda s, progress: s.lab_restore(name, progress))
+
+
 # -- operations ----------------------------------------------------------------------------------
 @table.get("/operations", does=RUNTIME, responses=_doc(list[Operation]))
 def operation_list(ctx: Ctx) -> Answer:

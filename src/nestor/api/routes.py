@@ -169,6 +169,8 @@ def model_of(body: type[Body]) -> type[BaseModel]:
 
 
 def _model(model: Any) -> Any:
+    if isinstance(model, handlers.Later):
+        return model.resolve()
     if model is handlers.Operation:
         return OperationOut
     if typing.get_origin(model) is list and typing.get_args(model) == (handlers.Operation,):
@@ -273,7 +275,7 @@ class Routes:
                                           responses=_responses(route.responses, documented))(endpoint(route))
         router.add_api_websocket_route("/vms/{name}/console", vm_console)
         router.get("/events", responses={200: {"content": {"text/event-stream": {}},
-                                               "description": "events: vm, operation, balancer, level"}})(events)
+                                               "description": "events: vm, operation, lab, balancer, level"}})(events)
         return router
 
 

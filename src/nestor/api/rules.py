@@ -56,3 +56,5 @@ CIDR = anchored(rf"{_OCTET}(?:\.{_OCTET}){{3}}/(?:[0-9]|[12][0-9]|3[0-2])")
 BASE64 = anchored("(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 URI_EXAMPLES = "qemu+ssh://root@host-a/system, qemu+tls://host-b/system, test:///default"
 UNTIL = anchored(r"[\s\S]+")  # vm log --until: some text to wait for
+MAX_LAB = 1 << 20  # lab/file.MAX_FILE: a lab file's text
+LABEL = anchored("[^\x00-\x1f\x7f]{0,1024}")  # where a lab file was read (lab/session.label): no control characters

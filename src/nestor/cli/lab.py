@@ -10,16 +10,21 @@ import click
 
 from ..lab.plan import SYMBOL, Op
 from ..lab.spec import level_name
+from ..service.types import to_json
 from .context import Ctx, pass_ctx
 from .output import OUTPUT, emit_json, progress, rows_out
 
 LAB_FILE = click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 
 
-def _labs(ctx: Ctx) -> Any:
-    from ..lab.session import Labs
+def _text(file: Path) -> str:
+    """The lab file's text, checked here (errors name FILE as given); the service is sent the text
+    (through the API too: a server opens no file of the caller's naming)."""
+    from ..lab import file as lab_file
 
-    return Labs(ctx.home, ctx.netns)
+    text = lab_file.read_text(file)
+    lab_file.parse(text, str(file))
+    return text
 
 
 @click.group()
@@ -46,18 +51,19 @@ def _print_plan(data: dict[str, Any]) -> None:
 @pass_ctx
 def plan_cmd(ctx: Ctx, file: Path, output: str) -> None:
     """What `lab up FILE` would do, level by level, and why; changes nothing."""
-    from ..lab import file as lab_file
-    from ..lab.session import _refused
+    from ..lab.session import refused
 
-    planned = _labs(ctx).plan(lab_file.read(file))
+    text = _text(file)  # a bad file is the error, before any home is opened
+    planned = ctx.service.lab_plan(text, str(file))
+    data = to_json(planned)
     if output == "json":
-        emit_json(planned.to_json())
+        emit_json(data)
     else:
-        _print_plan(planned.to_json())
+        _print_plan(data)
         for problem in planned.problems:
-            click.echo(f"refused: {problem.line()}; fix: {problem.fix}")
+            click.echo(f"refused: {problem.subject}: {problem.message} [{problem.rule}]; fix: {problem.fix}")
     if planned.problems:
-        raise _refused(planned.problems)
+        raise refused(planned)
 
 
 @lab.command("up")
@@ -68,22 +74,20 @@ def up_cmd(ctx: Ctx, file: Path, output: str) -> None:
     """Reconcile every level to FILE (a second run has nothing to do)."""
     from ..lab.session import failed
 
-    labs = _labs(ctx)
     if not file.is_file():
         from ..errors import InvalidInput
 
         raise InvalidInput(f"no lab file {file}", hint="give the path of a lab file (docs/labs.md)")
-    planned, outcome = labs.up(file, progress)
-    done = [] if outcome is None else [a.to_json() for a in outcome.done]
+    text = _text(file)
+    result = ctx.service.lab_up(text, progress, source=str(file.resolve()))
     if output == "json":
-        emit_json({"lab": planned.lab.name, "changes": len(done), "done": done,
-                   "failed": [] if outcome is None else outcome.failed})
-    elif outcome is None:
-        click.echo(f"lab '{planned.lab.name}': nothing to do, every level is as in the file")
+        emit_json({k: v for k, v in to_json(result).items() if k != "up_to_date"})
+    elif result.up_to_date:
+        click.echo(f"lab '{result.lab}': nothing to do, every level is as in the file")
     else:
-        click.echo(f"lab '{planned.lab.name}': {len(done)} change{'s' if len(done) != 1 else ''} made")
-    if outcome is not None and outcome.failed:
-        raise failed(outcome, planned.lab.name, file)
+        click.echo(f"lab '{result.lab}': {result.changes} change{'s' if result.changes != 1 else ''} made")
+    if result.failed:
+        raise failed(result, result.lab, file)
 
 
 @lab.command("status")
@@ -92,9 +96,9 @@ def up_cmd(ctx: Ctx, file: Path, output: str) -> None:
 @pass_ctx
 def status_cmd(ctx: Ctx, name: str | None, output: str) -> None:
     """The lab's tree (every lab without NAME) with each object's state."""
-    labs = _labs(ctx)
-    names = [name] if name else [r["name"] for r in labs.records()]
-    data = [labs.status(n) for n in names]
+    hv = ctx.service
+    names = [name] if name else [r.name for r in hv.lab_list()]
+    data = [to_json(hv.lab_status(n)) for n in names]
     if output == "json":
         emit_json(data[0] if name else data)
         return
@@ -119,7 +123,7 @@ def status_cmd(ctx: Ctx, name: str | None, output: str) -> None:
 @pass_ctx
 def list_cmd(ctx: Ctx, output: str) -> None:
     """The labs of this home."""
-    rows_out(_labs(ctx).records(), output, ["name", "objects", "netns", "file"], empty="no labs")
+    rows_out(to_json(ctx.service.lab_list()), output, ["name", "objects", "netns", "file"], empty="no labs")
 
 
 @lab.command("down")
@@ -128,9 +132,9 @@ def list_cmd(ctx: Ctx, output: str) -> None:
 @pass_ctx
 def down_cmd(ctx: Ctx, name: str, output: str) -> None:
     """Remove everything lab NAME made, at every level, and nothing else."""
-    removed = _labs(ctx).down(name, progress)
+    removed = ctx.service.lab_down(name, progress).removed
     if output == "json":
-        emit_json({"lab": name, "removed": [{"level": lvl, "kind": k, "name": n} for lvl, k, n in removed]})
+        emit_json({"lab": name, "removed": to_json(removed)})
     else:
         click.echo(f"lab '{name}': removed {len(removed)} object{'s' if len(removed) != 1 else ''}")
 
@@ -141,12 +145,8 @@ def down_cmd(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def inventory_cmd(ctx: Ctx, name: str, output: str) -> None:
     """The lab's VMs and addresses: Ansible's JSON inventory, or plain JSON."""
-    data = _labs(ctx).inventory(name)
-    if output == "json":
-        hostvars = data["_meta"]["hostvars"]
-        emit_json([{"path": p, "addresses": v["nestor_addresses"], "image": v["nestor_image"]} for p, v in hostvars.items()])
-    else:
-        emit_json(data)
+    data = ctx.service.lab_inventory(name)
+    emit_json(to_json(data.hosts) if output == "json" else data.ansible)
     sys.stdout.flush()
 
 
@@ -156,9 +156,9 @@ def inventory_cmd(ctx: Ctx, name: str, output: str) -> None:
 @pass_ctx
 def save_cmd(ctx: Ctx, name: str, output: str) -> None:
     """Save every running VM of lab NAME, deepest first (refused before anything is saved if one cannot be)."""
-    saved = _labs(ctx).save(name, progress)
+    saved = ctx.service.lab_save(name, progress).saved
     if output == "json":
-        emit_json({"lab": name, "saved": [{"path": s.path, "size": s.size} for s in saved]})
+        emit_json({"lab": name, "saved": to_json(saved)})
     elif not saved:
         click.echo(f"lab '{name}': nothing running to save")
     else:
@@ -174,14 +174,14 @@ def restore_cmd(ctx: Ctx, name: str, output: str) -> None:
     """Resume the saved VMs of lab NAME, top down (each level once its nestor answers)."""
     from ..errors import StateError
 
-    done = _labs(ctx).restore(name, progress)
+    done = ctx.service.lab_restore(name, progress)
     if output == "json":
-        emit_json({"lab": name, "restored": done.paths, "failed": done.failed})
-    elif not done.paths and not done.failed:
+        emit_json({"lab": name, "restored": done.restored, "failed": done.failed})
+    elif not done.restored and not done.failed:
         click.echo(f"lab '{name}': nothing saved to restore")
     else:
-        click.echo(f"lab '{name}': restored {len(done.paths)} VM{'s' if len(done.paths) != 1 else ''}"
-                   + (f" ({', '.join(done.paths)})" if done.paths else ""))
+        click.echo(f"lab '{name}': restored {len(done.restored)} VM{'s' if len(done.restored) != 1 else ''}"
+                   + (f" ({', '.join(done.restored)})" if done.restored else ""))
     if done.failed:
         raise StateError(f"lab '{name}': {len(done.failed)} failed: " + "; ".join(done.failed),
                          hint=f"nestor lab status {name}; nestor lab restore {name} again resumes what is still saved")

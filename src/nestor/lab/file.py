@@ -20,6 +20,11 @@ MAX_DEPTH = 6  # L0 .. L6: deeper than anything TCG can boot in a day
 
 
 def read(path: Path) -> Lab:
+    return parse(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """The lab file's text (a caller of the API sends it; the API reads no file of the caller's naming)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -30,10 +35,12 @@ def read(path: Path) -> Lab:
         text = data.decode()
     except UnicodeDecodeError:
         raise InvalidInput(f"lab file {shown(str(path))} is not UTF-8 text", hint="save it as UTF-8") from None
-    return parse(text, str(path))
+    return text
 
 
 def parse(text: str, where: str = "lab file") -> Lab:
+    if len(text) > MAX_FILE:
+        raise InvalidInput(f"{where}: larger than {MAX_FILE >> 20} MiB", hint="is this a lab file?")
     return to_lab(load_yaml(text, where))
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from .. import paths
 from ..errors import InvalidInput, PolicyError, StateError
 from ..host import facts as host_facts
+from ..model import shown
 from ..policy.lab import Problem, preflight, refusal
+from ..service.types import from_json
 from . import file as lab_file
 from . import saving
 from .down import down
@@ -22,6 +24,19 @@ from .saving import Restored, Saved
 from .spec import Lab
 from .status import inventory, status
 from .survey import survey
+from .types import (
+    LabDown,
+    LabHost,
+    LabInfo,
+    LabInventory,
+    LabObject,
+    LabPlan,
+    LabRestored,
+    LabSaved,
+    LabSavedVM,
+    LabStatus,
+    LabUp,
+)
 from .up import Outcome, Up
 
 Progress = Callable[[str], None]
@@ -65,14 +80,16 @@ class Labs:
                                    hint=f"pass --netns {record.netns}" if record.netns else "drop --netns")
 
     def up(self, path: Path, progress: Progress) -> tuple[Planned, Outcome | None]:
-        lab = lab_file.read(path)  # its errors name the file as given
-        return self._up(lab, path.read_text(), str(path.resolve()), progress)
+        text = lab_file.read_text(path)
+        return self._up(lab_file.parse(text, str(path)), text, str(path.resolve()), progress)  # errors name the file as given
 
-    def up_text(self, text: str, source: str, progress: Progress) -> tuple[Planned, Outcome | None]:
-        """`lab up` of a lab file's text; `source` names it in errors and in the lab's record."""
-        return self._up(lab_file.parse(text, source), text, source, progress)
+    def up_text(self, text: str, source: str | None, progress: Progress,
+                where: str | None = None) -> tuple[Planned, Outcome | None]:
+        """`lab up` of a lab file's text; `source` is recorded (`lab list` shows it) and, without
+        `where`, names it in errors."""
+        return self._up(lab_file.parse(text, where or source or "lab file"), text, source, progress)
 
-    def _up(self, lab: Lab, text: str, source: str, progress: Progress) -> tuple[Planned, Outcome | None]:
+    def _up(self, lab: Lab, text: str, source: str | None, progress: Progress) -> tuple[Planned, Outcome | None]:
         planned = self.plan(lab)
         if planned.problems:
             raise _refused(planned.problems)
@@ -110,12 +127,64 @@ class Labs:
         return down(name, self._levels(record.netns), self.owners, progress)
 
 
+# -- the typed results (nestor.lab.types), as the Service and the Client answer them -----------
+def plan_text(labs: Labs, text: str, source: str | None) -> LabPlan:
+    planned = labs.plan(lab_file.parse(text, label(source)))
+    return from_json(LabPlan, planned.to_json())
+
+
+def up_text(labs: Labs, text: str, source: str | None, progress: Progress) -> LabUp:
+    planned, outcome = labs.up_text(text, source, progress, where=label(source))
+    done = [] if outcome is None else [a.to_json() for a in outcome.done]
+    return from_json(LabUp, {"lab": planned.lab.name, "changes": len(done), "done": done,
+                             "failed": [] if outcome is None else outcome.failed, "up_to_date": outcome is None})
+
+
+def label(source: str | None) -> str:
+    """How errors name a lab file given as text: where the caller read it, or 'lab file'."""
+    if not source:
+        return "lab file"
+    return source if source.isprintable() and len(source) <= 200 else shown(source, 200)
+
+
+def listed(labs: Labs) -> list[LabInfo]:
+    return [from_json(LabInfo, r) for r in labs.records()]
+
+
+def status_of(labs: Labs, name: str) -> LabStatus:
+    return from_json(LabStatus, labs.status(name))
+
+
+def inventory_of(labs: Labs, name: str) -> LabInventory:
+    data = labs.inventory(name)
+    hosts = [LabHost(p, v["nestor_addresses"], v["nestor_image"]) for p, v in data["_meta"]["hostvars"].items()]
+    return LabInventory(name, hosts, data)
+
+
+def down_of(labs: Labs, name: str, progress: Progress) -> LabDown:
+    return LabDown(name, [LabObject(lvl, kind, obj) for lvl, kind, obj in labs.down(name, progress)])
+
+
+def save_of(labs: Labs, name: str, progress: Progress) -> LabSaved:
+    return LabSaved(name, [LabSavedVM(s.path, s.size) for s in labs.save(name, progress)])
+
+
+def restore_of(labs: Labs, name: str, progress: Progress) -> LabRestored:
+    done = labs.restore(name, progress)
+    return LabRestored(name, list(done.paths), list(done.failed))
+
+
+def refused(plan: LabPlan) -> PolicyError:
+    """The refusal of a plan with problems (what `lab up` of it raises)."""
+    return _refused([Problem(p.subject, p.rule, p.message, p.fix) for p in plan.problems])
+
+
 def _refused(problems: list[Problem]) -> PolicyError:
     fixes = "; ".join(dict.fromkeys(p.fix for p in problems))
     return PolicyError(refusal(problems) + "; nothing was created", hint=fixes, rule="preflight")
 
 
-def failed(outcome: Outcome, name: str, path: Path) -> StateError:
+def failed(outcome: Outcome | LabUp, name: str, path: Path | str) -> StateError:
     return StateError(f"lab '{name}': {len(outcome.failed)} failed: " + "; ".join(outcome.failed)
                       + " (what was made is kept and recorded)",
                       hint=f"nestor lab up {path} again converges; nestor lab down {name} removes it")

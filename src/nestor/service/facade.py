@@ -70,6 +70,8 @@ from .vms import VMs
 if TYPE_CHECKING:
     from ..client import Client
     from ..images.debian import DebianRequest
+    from ..lab.session import Labs
+    from ..lab.types import LabDown, LabInfo, LabInventory, LabPlan, LabRestored, LabSaved, LabStatus, LabUp
 
 LOG_CHUNK = 65536
 LOG_POLL = 0.1
@@ -699,6 +701,68 @@ class Service:
         from . import diskvms
 
         return diskvms.set_address(self.core, vm, adapter, ip, gateway, dns, clear)
+
+
+    # -- labs (nestor.lab: a tree of levels from one YAML file, docs/labs.md) -----------------------
+    def _labs(self) -> Labs:
+        from ..lab.session import Labs
+
+        return Labs(self.home, self.core.netns)
+
+    def lab_plan(self, text: str, source: str | None = None) -> LabPlan:
+        """What `lab up` of the lab file's TEXT would do, level by level, and why; changes nothing.
+        `source`: where the caller read the text (errors name it)."""
+        from ..lab import session
+
+        return session.plan_text(self._labs(), text, source)
+
+    @audited("lab.up", lambda a: _lab_name(a["text"]))
+    def lab_up(self, text: str, progress: Progress = no_progress, source: str | None = None) -> LabUp:
+        """Reconcile every level to the lab file's TEXT (preflight first; a second run has nothing to do)."""
+        from ..lab import session
+
+        return session.up_text(self._labs(), text, source, progress)
+
+    def lab_list(self) -> list[LabInfo]:
+        from ..lab import session
+
+        return session.listed(self._labs())
+
+    def lab_status(self, name: str) -> LabStatus:
+        from ..lab import session
+
+        return session.status_of(self._labs(), name)
+
+    def lab_inventory(self, name: str) -> LabInventory:
+        from ..lab import session
+
+        return session.inventory_of(self._labs(), name)
+
+    @audited("lab.down")
+    def lab_down(self, name: str, progress: Progress = no_progress) -> LabDown:
+        from ..lab import session
+
+        return session.down_of(self._labs(), name, progress)
+
+    @audited("lab.save")
+    def lab_save(self, name: str, progress: Progress = no_progress) -> LabSaved:
+        from ..lab import session
+
+        return session.save_of(self._labs(), name, progress)
+
+    @audited("lab.restore")
+    def lab_restore(self, name: str, progress: Progress = no_progress) -> LabRestored:
+        from ..lab import session
+
+        return session.restore_of(self._labs(), name, progress)
+
+
+def _lab_name(text: str) -> str | None:
+    """The audit target of `lab up`: the lab's name, if the text says one."""
+    import re
+
+    found = re.search(r"^name:\s*['\"]?([a-z0-9][a-z0-9-]{0,62})['\"]?\s*$", text[:65536], re.MULTILINE)
+    return found[1] if found else None
 
 
 def _rest_of(older: Path, offset: int) -> bytes:

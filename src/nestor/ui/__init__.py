@@ -37,7 +37,8 @@ HERE = Path(__file__).parent
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 PAGES = [("overview", "Overview", f"{PREFIX}/"), ("vms", "VMs", f"{PREFIX}/vms"), ("new", "Create VM", f"{PREFIX}/vms/new"),
-         ("networks", "Networks", f"{PREFIX}/networks"), ("images", "Images", f"{PREFIX}/images"),
+         ("networks", "Networks", f"{PREFIX}/networks"), ("labs", "Labs", f"{PREFIX}/labs"),
+         ("images", "Images", f"{PREFIX}/images"),
          ("audit", "Audit", f"{PREFIX}/audit")]
 
 
@@ -112,6 +113,12 @@ def vm_detail(request: Request, path: str) -> HTMLResponse:
 @router.get("/networks", response_class=HTMLResponse)
 def networks(request: Request) -> HTMLResponse:
     return _page(request, "networks.html", "networks")
+
+
+@router.get("/labs", response_class=HTMLResponse)
+def labs(request: Request) -> HTMLResponse:
+    """The labs of this home: each one's tree with states, and its save, restore and down."""
+    return _page(request, "labs.html", "labs")
 
 
 @router.get("/images", response_class=HTMLResponse)

@@ -350,6 +350,111 @@ pages.audit = () => {
   setInterval(load, 5000);
 };
 
+// -- labs: each lab's tree of levels with states, and its save, restore and down (operations) ----
+function labObjects(level) {
+  const objects = [
+    ...level.switches.map((s) => el("span", { class: "object", "data-switch": s.name, "data-state": s.state },
+      `switch ${s.name} `, el("span", { class: "muted" }, s.type + (s.address ? ` ${s.address}` : "")), " ", stateBadge(s.state))),
+    ...level.nats.map((n) => el("span", { class: "object", "data-nat": n.name, "data-state": n.state },
+      `NAT ${n.name} `, el("span", { class: "muted" }, `${n.prefix}${n.dhcp ? " DHCP" : ""}`), " ", stateBadge(n.state))),
+  ];
+  return objects.length ? el("div", { class: "objects" }, objects) : null;
+}
+
+function labLevel(level, byPath) {
+  const where = level.level ? `inside ${level.level}` : "this host";
+  const badges = level.reachable ? [] : [el("span", { class: "badge warn", title: level.error || "" }, `not reachable: ${level.error || "?"}`)];
+  const vms = level.vms.map((vm) => {
+    const inner = byPath.get(vm.path);
+    return el("li", { class: "node", "data-path": vm.path, "data-state": vm.state },
+      el("div", { class: "row" }, vmLink(vm.path), stateBadge(vm.state),
+        el("span", { class: "muted" }, `${vm.image} · ${vm.cpus} vCPU · ${bytes(vm.memory)}`),
+        el("span", { class: `badge ${vm.nested ? "on" : "off"}` }, `nesting ${vm.nested ? "on" : "off"}`),
+        vm.addresses.length ? el("code", {}, vm.addresses.join(", ")) : null),
+      inner ? el("ul", {}, labLevel(inner, byPath)) : null);
+  });
+  return el("li", { class: "node host", "data-level": level.level_name },
+    el("div", { class: "row" }, el("span", { class: `level${level.reachable ? "" : " unreachable"}` }, level.level_name.split(" ")[0]),
+      el("strong", {}, where), ...badges),
+    el("ul", {}, labObjects(level) ? el("li", {}, labObjects(level)) : null, vms));
+}
+
+function labTree(status) {
+  const byPath = new Map(status.levels.map((l) => [l.level, l]));
+  const root = byPath.get("");
+  return el("ul", { class: "root" }, root ? labLevel(root, byPath) : null);
+}
+
+pages.labs = () => {
+  const box = document.getElementById("labs");
+  const cards = new Map();
+  const log = (card, text) => {
+    const pre = card.querySelector(".progress");
+    pre.hidden = false;
+    pre.textContent = text;
+    pre.scrollTop = pre.scrollHeight;
+  };
+  const shown = (card, what, op) => log(card, `${op.description}: ${op.status}\n${(op.progress || []).join("\n")}` +
+    (op.error ? `\nerror: ${op.error.message}\nhint: ${op.error.hint || ""}` : ""));
+  const run = (card, name, what, method, path) => async (e) => {
+    if (what === "down" && !window.confirm(`Remove everything lab '${name}' made, at every level?`)) return;
+    await act(e.target, async () => {
+      const op = await api(method, path);
+      card.dataset.operation = op.id;
+      const result = await operation(op, (o) => shown(card, what, o));
+      const done = what === "save" ? `saved: ${result.saved.map((s) => s.path).join(", ") || "nothing running"}`
+        : what === "restore" ? `restored: ${result.restored.join(", ") || "nothing saved"}${result.failed.length ? `; failed: ${result.failed.join("; ")}` : ""}`
+          : `removed ${result.removed.length} objects`;
+      card.querySelector(".progress").textContent += `\n${done}`;
+      card.dataset.done = what;
+      load();
+    });
+  };
+  const cardOf = (lab) => {
+    let card = cards.get(lab.name);
+    if (!card) {
+      const name = lab.name, at = encodeURIComponent(name);
+      card = el("section", { class: "card lab", "data-lab": name },
+        el("h2", {}, name, el("span", { class: "muted facts" }),
+          el("span", { class: "actions" },
+            el("button", { type: "button", "data-action": "save", title: "save every running VM, deepest first" }, "Save"),
+            el("button", { type: "button", "data-action": "restore", title: "resume the saved VMs, top down" }, "Restore"),
+            el("button", { type: "button", class: "danger", "data-action": "down", title: "remove everything the lab made" }, "Down"))),
+        el("div", { class: "tree" }, "loading…"), el("pre", { class: "log progress", hidden: true }));
+      card.querySelector("[data-action=save]").addEventListener("click", run(card, name, "save", "POST", `/labs/${at}/save`));
+      card.querySelector("[data-action=restore]").addEventListener("click", run(card, name, "restore", "POST", `/labs/${at}/restore`));
+      card.querySelector("[data-action=down]").addEventListener("click", run(card, name, "down", "DELETE", `/labs/${at}`));
+      cards.set(name, card);
+    }
+    card.querySelector(".facts").textContent = `${lab.objects} objects · ${lab.netns ? `namespace ${lab.netns}` : "root namespace"}` +
+      (lab.file ? ` · ${lab.file}` : "");
+    return card;
+  };
+  const load = async () => {
+    try {
+      const labs = await api("GET", "/labs");
+      const statuses = await Promise.all(labs.map((lab) => api("GET", `/labs/${encodeURIComponent(lab.name)}`).catch((err) => err)));
+      const list = labs.map((lab, i) => {
+        const card = cardOf(lab);
+        const status = statuses[i];
+        card.querySelector(".tree").replaceChildren(status instanceof Error
+          ? el("p", { class: "muted" }, `status: ${status.message}`) : labTree(status));
+        return card;
+      });
+      for (const [name, card] of cards) {
+        if (!labs.some((lab) => lab.name === name) && !card.dataset.operation) cards.delete(name);
+      }
+      const kept = [...cards.values()].filter((card) => !list.includes(card));  // a lab just brought down: its log stays
+      box.replaceChildren(...(list.length || kept.length ? [...list, ...kept]
+        : [el("p", { class: "muted" }, "No labs yet: nestor lab up FILE makes one.")]));
+      box.setAttribute("aria-busy", "false");
+    } catch (err) { showError(err); }
+  };
+  load();
+  onEvent(debounce(load, 500));
+  setInterval(load, 10000);
+};
+
 pages.images = () => {
   const tbody = document.querySelector("#images tbody");
   const builds = document.getElementById("builds");
