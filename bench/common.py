@@ -186,24 +186,13 @@ def new_netns(prefix: str = "nb") -> str:
 
 
 def reap(home: Path, namespaces: list[str]) -> list[int]:
-    """End every QEMU, dnsmasq and daemon of `home` by its pid (tests/helpers.reap_home), then
-    delete the namespaces (the bench's and the quickstart's own, if they are still there)."""
-    from nestor import paths
-    from nestor.engine import process
-    from nestor.net import dnsmasq
-    from nestor.service import daemon
+    """End every QEMU, swtpm, dnsmasq and daemon of `home` by its pid (tests/helpers.reap_home, the
+    suite's own), then delete the namespaces (the bench's and the quickstart's own, if still there)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.helpers import reap_home
 
-    killed: list[int] = []
-    daemon.stop(paths.Home(home), timeout=5)
-    for vm_dir in sorted((home / "vms").glob("*")):
-        pid = process.live_pid(vm_dir)
-        if pid is not None:
-            process.terminate(pid, timeout=3)
-            killed.append(pid)
-    for pidfile in sorted((home / "net").glob("dnsmasq-*.pid")):
-        pid = dnsmasq.live_pid(pidfile)
-        if pid is not None and dnsmasq.stop(pidfile):
-            killed.append(pid)
+    killed = reap_home(home)
     for name in namespaces:
         if Path("/run/netns", name).exists():
             subprocess.run(["ip", "netns", "delete", name], check=False)

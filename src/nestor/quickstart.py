@@ -109,7 +109,6 @@ class Quickstart:
 
     def _run(self) -> None:
         from .lab.levels import Levels
-        from .lab.session import Labs, failed
 
         with self.step("host check"):
             service = Service(self.home)
@@ -124,21 +123,9 @@ class Quickstart:
             self.teardown()
         with self.step("namespace"):
             run(["ip", "netns", "add", self.netns])
-        with self.step("lab up"):
-            outcome = Labs(self.home, self.netns).up_text(self.text, f"nestor/labs ({LAB_NAME}, depth {self.depth})",
-                                                          self._marking(time.monotonic()))[1]
-            if outcome is not None and outcome.failed:
-                raise failed(outcome, LAB_NAME, Path(f"quickstart --depth {self.depth}"))
+        up_and_prove(self.home, self.netns, self.text, f"nestor/labs ({LAB_NAME}, depth {self.depth})",
+                     self.chain[-1].path, self.step, self._marking(time.monotonic()), self.result.facts)
         levels = Levels(self.home, self.netns)
-        leaf = self.chain[-1]
-        parent = leaf.path.rpartition("/")[0]
-        with self.step(f"{leaf.name} pings l0 through every NAT"):
-            with levels.open(parent) as hv:
-                proof = leaf_proof(hv, leaf.name, leaf.path)
-            self.result.facts[f"{leaf.name} reached l0 through NAT"] = proof == "ok"
-            if proof != "ok":
-                raise GuestError(f"{leaf.path} could not ping {L0_ADDRESS} through the levels' NATs ({proof})",
-                                 hint=f"nestor quickstart --keep, then nestor vm log {leaf.path}")
         for host, child in zip(self.chain, self.chain[1:], strict=False):
             with levels.open(host.path.rpartition("/")[0]) as hv:
                 running = hv.vm_show(host.name).hypervisor_running
@@ -203,22 +190,29 @@ def inside_text(depth: int, level: int) -> str:
     return str(yaml.safe_dump(sub, sort_keys=False))
 
 
-def run_inside(home: Path, level: int, depth: int, step: Callable[[str], Any], result: Result,
-               progress: Progress) -> None:
-    """`nestor quickstart --inside --depth N` on a level-`level` host: the lab below it, and its proof."""
+def up_and_prove(home: Path, netns: str | None, text: str, source: str, leaf_path: str,
+                 step: Callable[[str], Any], progress: Progress, facts: dict[str, Any]) -> None:
+    """`lab up` of the quickstart lab `text` on this home's level, then the deepest VM's proof
+    (`leaf_path`, relative to this level) that it pinged L0 through every NAT."""
     from .lab.levels import Levels
     from .lab.session import Labs, failed
 
-    chain = depth_rules.levels(depth, first=level + 1)
     with step("lab up"):
-        outcome = Labs(home, None).up_text(inside_text(depth, level), f"quickstart below l{level}", progress)[1]
+        outcome = Labs(home, netns).up_text(text, source, progress)[1]
         if outcome is not None and outcome.failed:
-            raise failed(outcome, LAB_NAME, Path(f"quickstart --inside --depth {depth}"))
-    leaf = chain[-1]
-    relative = "/".join(leaf.path.split("/")[level:])
-    with step(f"{leaf.name} pings l0 through every NAT"), Levels(home, None).open(relative.rpartition("/")[0]) as hv:
-        proof = leaf_proof(hv, leaf.name, relative)
-    result.facts[f"{leaf.name} reached l0 through NAT"] = proof == "ok"
+            raise failed(outcome, LAB_NAME, Path(source))
+    parent, _, leaf = leaf_path.rpartition("/")
+    with step(f"{leaf} pings l0 through every NAT"), Levels(home, netns).open(parent) as hv:
+        proof = leaf_proof(hv, leaf, leaf_path)
+    facts[f"{leaf} reached l0 through NAT"] = proof == "ok"
     if proof != "ok":
-        raise GuestError(f"{relative} could not ping {L0_ADDRESS} through the levels' NATs ({proof})",
-                         hint=f"nestor vm log {relative}")
+        raise GuestError(f"{leaf_path} could not ping {L0_ADDRESS} through the levels' NATs ({proof})",
+                         hint=f"nestor quickstart --keep, then nestor vm log {leaf_path}")
+
+
+def run_inside(home: Path, level: int, depth: int, step: Callable[[str], Any], result: Result,
+               progress: Progress) -> None:
+    """`nestor quickstart --inside --depth N` on a level-`level` host: the lab below it, and its proof."""
+    leaf = depth_rules.levels(depth, first=level + 1)[-1]
+    up_and_prove(home, None, inside_text(depth, level), f"quickstart below l{level}",
+                 "/".join(leaf.path.split("/")[level:]), step, progress, result.facts)
