@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from nestor.api import tokens
+from nestor.api import rules, tokens
 from nestor.api.app import Settings, create_app
 from tests.helpers import LOCAL
 
@@ -231,3 +231,26 @@ def test_vm_new_no_network(api: TestClient, home: Path) -> None:
                                                "no_network": True, "switches": ["lan"]}), 400, "invalid_input")
     assert "--no-network excludes --switch" in error["message"]
     assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["quiet"]
+
+
+def test_more_than_the_host_allows_is_a_conflict(api: TestClient, home: Path) -> None:
+    """docs/decisions.md: memory above the host's, vCPUs above its accelerator's maximum: 409 (the
+    request is well formed; a bigger host takes it), the same for vm new, set-memory and set-processor."""
+    from nestor.host.facts import probe
+    from nestor.policy import accel
+
+    facts = probe()  # nestor's own host facts, as the service reads them
+    too_much = rules.MAX_MEMORY  # the document's bound: more than this machine has
+    assert facts.mem_total < too_much
+    new_vm(api, home, "c")
+    conflict = error_of(api.post("/v1/vms", json={"name": "big", "memory": too_much, "kernel": str(home.parent / "vmlinux")}),
+                        409, "conflict")
+    assert "more than the host has" in conflict["message"]
+    assert "more than the host has" in error_of(api.patch("/v1/vms/c/memory", json={"startup": too_much}), 409, "conflict")["message"]
+    error_of(api.post("/v1/vms", json={"name": "small", "memory": 16 << 20}), 400, "invalid_input")  # the request itself
+    limit = accel.choose(facts).max_vcpus
+    if limit < rules.MAX_VCPUS:  # this host's accelerator allows fewer than the document's bound
+        error_of(api.post("/v1/vms", json={"name": "wide", "vcpus": limit + 1, "memory": 256 << 20}), 409, "conflict")
+        error_of(api.patch("/v1/vms/c/processor", json={"count": limit + 1}), 409, "conflict")
+    assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["c"]
+    assert api.get("/v1/vms/c").json()["memory"] == 256 << 20
