@@ -246,7 +246,8 @@ def test_more_than_the_host_allows_is_a_conflict(api: TestClient, home: Path) ->
     conflict = error_of(api.post("/v1/vms", json={"name": "big", "memory": too_much, "kernel": str(home.parent / "vmlinux")}),
                         409, "conflict")
     assert "more than the host has" in conflict["message"]
-    assert "more than the host has" in error_of(api.patch("/v1/vms/c/memory", json={"startup": too_much}), 409, "conflict")["message"]
+    patched = error_of(api.patch("/v1/vms/c/memory", json={"startup": too_much}), 409, "conflict")
+    assert "more than the host has" in patched["message"]
     error_of(api.post("/v1/vms", json={"name": "small", "memory": 16 << 20}), 400, "invalid_input")  # the request itself
     limit = accel.choose(facts).max_vcpus
     if limit < rules.MAX_VCPUS:  # this host's accelerator allows fewer than the document's bound
