@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from nestor import paths
 from nestor.engine import process, swtpm
@@ -247,3 +248,22 @@ def leftover_processes(base: str) -> dict[int, str]:
         if (base in cmdline or cwd.startswith(base)) and state != "Z":
             found[int(entry.name)] = cmdline.strip()
     return found
+
+
+def no_debian_build(*args: Any, **kwargs: Any) -> Any:
+    from nestor.errors import InvalidInput
+
+    raise InvalidInput("(test) debian is not built here", hint="the API tests stub it")
+
+
+def operations_ended(client: Any, timeout: float = 120.0) -> list[dict[str, Any]]:
+    """Every operation of an in-process API (a TestClient), once all have ended: one still queued
+    when a test's stubs are taken away would run the real thing (a Debian build of minutes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ops = client.get("/v1/operations").json()
+        busy = [op for op in ops if op.get("status") in ("pending", "running")]
+        if not busy:
+            return ops
+        assert time.monotonic() < deadline, f"operations that did not end: {busy}"
+        time.sleep(0.2)

@@ -219,12 +219,18 @@ class Client:
                 raise EngineError(f"operation {op['id']} ({op.get('description')}) did not end in time",
                                   hint=f"GET /v1/operations/{op['id']}")
             wait = min(left, LEVEL_POLL if self.at else OPERATION_POLL)
-            op = _check_operation(self._request("GET", f"/operations/{op['id']}", timeout=wait + 10,
+            op = _check_operation(self._request("GET", f"/operations/{op['id']}", timeout=wait + self._poll_slack(),
                                                 params={"wait": round(wait, 1)}))
         if op["status"] != "success":
             error = op.get("error")
             raise NestorError.from_json(error if isinstance(error, dict) else {"message": f"operation {op['status']}"})
         return op.get("result")
+
+    def _poll_slack(self) -> float:
+        """How much longer than its wait one operation poll may take to answer. A level below answers
+        through every level above it, each busy with its own guests (an l2 booting an l3 under TCG
+        answers l1's forward in tens of seconds), so it gets this client's own timeout."""
+        return max(self.timeout, 10.0) if self.at else 10.0
 
     def _level_error(self, response: httpx.Response) -> NestorError:
         """The error of an answer; one about a level below (api/forward.py's header) names that

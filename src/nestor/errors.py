@@ -123,7 +123,8 @@ class Unauthorized(NestorError):
 
 
 class Forbidden(NestorError):
-    """The API refused a request from a foreign web page: its Host or Origin is not nestor's (api/guard.py)."""
+    """The API refused a request from a foreign web page (its Host or Origin is not nestor's, api/guard.py),
+    or one that names a file outside the server's files directory (api/handlers.api_file)."""
 
     exit_code = 12
     kind = "forbidden"

@@ -176,7 +176,6 @@ NO_ROUTE = {
     "close": "the handle's own", "__enter__": "the handle's own", "__exit__": "the handle's own",
     "vm_new": "POST /vms (vm_new_request takes every kind of VM)",
     "vm_new_guest": "POST /vms (vm_new_request takes every kind of VM)",
-    "image_build_debian": "POST /images/{name}/build with name debian",
 }
 
 

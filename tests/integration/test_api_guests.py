@@ -115,7 +115,7 @@ def test_image_import_and_the_debian_build_operation(api: Api, tmp_path: Path) -
     # Outside the files directory, a link, or a file that merely reads as raw: refused at once or by the operation.
     outside = tmp_path / "outside.raw"
     outside.write_bytes(raw_file.read_bytes())
-    envelope(api.raw.post("/v1/images/store", json={"path": str(outside), "format": "raw"}), 400, "invalid_input")
+    envelope(api.raw.post("/v1/images/store", json={"path": str(outside), "format": "raw"}), 403, "forbidden")
     (uploads / "shadow").symlink_to(uploads / "small.raw")
     op = follow(api.raw, api.raw.post("/v1/images/store", json={"path": str(uploads / "shadow"), "format": "raw"}))
     assert op["status"] == "failure" and "symbolic link" in op["error"]["message"], op

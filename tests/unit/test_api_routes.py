@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from nestor.api import tokens
+from nestor.api import rules, tokens
 from nestor.api.app import Settings, create_app
 from tests.helpers import LOCAL
 
@@ -204,15 +204,15 @@ def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -
         for body in ({"run_script": "/etc/shadow"}, {"kernel": "/etc/shadow"}, {"kernel": kernel, "initrd": "/etc/shadow"},
                      {"iso": "/etc/shadow"}, {"image": "x", "ssh_key": "/etc/shadow"},
                      {"image": "x", "cloud_init": "/etc/shadow"}, {"kernel": str(uploads / ".." / "nestor.db")},
-                     {"kernel": str(uploads / "up" / "nestor.db")},
-                     {"kernel": "vmlinux"}):
-            error = error_of(api.post("/v1/vms", json={"name": "x", **body}), 400, "invalid_input")
-            assert ("files directory" in error["message"] or "absolute" in error["message"]
-                    or "should match pattern" in error["message"]), (body, error)  # the document's FILE rule
+                     {"kernel": str(uploads / "up" / "nestor.db")}):
+            error = error_of(api.post("/v1/vms", json={"name": "x", **body}), 403, "forbidden")  # not this caller's
+            assert "files directory" in error["message"], (body, error)
             assert str(uploads) in error["hint"]
+        error = error_of(api.post("/v1/vms", json={"name": "x", "kernel": "vmlinux"}), 400, "invalid_input")
+        assert "should match pattern" in error["message"] and str(uploads) in error["hint"]  # the document's FILE rule
         error = error_of(api.post("/v1/vms", json={"name": "x", "kernel": str(uploads / "link")}), 400, "invalid_input")
         assert "symbolic link" in error["message"], error
-        error = error_of(api.post("/v1/images/store", json={"path": "/etc/shadow"}), 400, "invalid_input")
+        error = error_of(api.post("/v1/images/store", json={"path": "/etc/shadow"}), 403, "forbidden")
         assert "files directory" in error["message"]
         assert api.get("/v1/vms").json() == [] and api.get("/v1/operations").json() == []
         assert api.post("/v1/vms", json={"name": "ok", "memory": 256 << 20, "kernel": kernel}).status_code == 201
@@ -221,7 +221,7 @@ def test_an_api_caller_names_only_files_in_the_files_directory(tmp_path: Path) -
     (other / "vmlinux").write_bytes(b"not really a kernel")
     with TestClient(create_app(Settings(home, files=other)), base_url=LOCAL) as api:  # nestor serve --files DIR
         assert api.post("/v1/vms", json={"name": "ok2", "memory": 256 << 20, "kernel": str(other / "vmlinux")}).status_code == 201
-        error_of(api.post("/v1/vms", json={"name": "x", "kernel": kernel}), 400, "invalid_input")
+        error_of(api.post("/v1/vms", json={"name": "x", "kernel": kernel}), 403, "forbidden")
 
 
 def test_api_bodies_take_no_coerced_types(api: TestClient, home: Path) -> None:
@@ -244,3 +244,27 @@ def test_vm_new_no_network(api: TestClient, home: Path) -> None:
                                                "no_network": True, "switches": ["lan"]}), 400, "invalid_input")
     assert "--no-network excludes --switch" in error["message"]
     assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["quiet"]
+
+
+def test_more_than_the_host_allows_is_a_conflict(api: TestClient, home: Path) -> None:
+    """docs/decisions.md: memory above the host's, vCPUs above its accelerator's maximum: 409 (the
+    request is well formed; a bigger host takes it), the same for vm new, set-memory and set-processor."""
+    from nestor.host.facts import probe
+    from nestor.policy import accel
+
+    facts = probe()  # nestor's own host facts, as the service reads them
+    too_much = rules.MAX_MEMORY  # the document's bound: more than this machine has
+    assert facts.mem_total < too_much
+    new_vm(api, home, "c")
+    conflict = error_of(api.post("/v1/vms", json={"name": "big", "memory": too_much, "kernel": str(home.parent / "vmlinux")}),
+                        409, "conflict")
+    assert "more than the host has" in conflict["message"]
+    patched = error_of(api.patch("/v1/vms/c/memory", json={"startup": too_much}), 409, "conflict")
+    assert "more than the host has" in patched["message"]
+    error_of(api.post("/v1/vms", json={"name": "small", "memory": 16 << 20}), 400, "invalid_input")  # the request itself
+    limit = accel.choose(facts).max_vcpus
+    if limit < rules.MAX_VCPUS:  # this host's accelerator allows fewer than the document's bound
+        error_of(api.post("/v1/vms", json={"name": "wide", "vcpus": limit + 1, "memory": 256 << 20}), 409, "conflict")
+        error_of(api.patch("/v1/vms/c/processor", json={"count": limit + 1}), 409, "conflict")
+    assert [vm["name"] for vm in api.get("/v1/vms").json()] == ["c"]
+    assert api.get("/v1/vms/c").json()["memory"] == 256 << 20

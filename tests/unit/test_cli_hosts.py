@@ -97,7 +97,7 @@ def test_bad_input_changes_nothing(home: Path) -> None:
     nestor(home, "host", "add", "a", uri(home, "a"))
     nestor(home, "host", "add", "c", uri(home, "c"))
     assert refused(home, "host", "add", "x", "http://nope/system")[0] == 2
-    assert refused(home, "host", "add", "x", "test:///no/such.xml")[0] == 2
+    assert refused(home, "host", "add", "x", "test:///no/such.xml")[0] == 3  # not found (the API: 404)
     assert refused(home, "host", "add", "Bad Name", "test:///default")[0] == 2
     assert "already has the URI" in refused(home, "host", "add", "a2", uri(home, "a"))[1]
     assert refused(home, "host", "show", "nope")[0] == 3

@@ -10,7 +10,7 @@ import pytest
 
 from nestor import paths
 from nestor.engine.argv import LaunchSpec, build
-from nestor.errors import InvalidInput, PolicyError, StateError
+from nestor.errors import Conflict, InvalidInput, PolicyError, StateError
 from nestor.model import VMConfig, VMState
 from nestor.policy import memory as rules
 from nestor.service import memory
@@ -60,9 +60,10 @@ def test_static_startup_above_maximum_raises_the_room() -> None:
     ],
 )
 def test_validation_errors(changes: dict[str, object], match: str) -> None:
-    with pytest.raises(InvalidInput, match=match) as info:
+    with pytest.raises((InvalidInput, Conflict), match=match) as info:
         rules.validate(rules.change(cfg(), **changes), HOST)  # type: ignore[arg-type]
     assert info.value.hint
+    assert isinstance(info.value, Conflict) == ("more than the host has" in match)  # docs/decisions.md
 
 
 def test_valid_dynamic_config() -> None:

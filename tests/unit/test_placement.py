@@ -104,6 +104,11 @@ def test_progress_line() -> None:
     assert migration.progress_text(copied) == "migrating: 512/1024 MiB (50%)"
 
 
+def test_uri_of_a_missing_test_file_is_not_found() -> None:
+    with pytest.raises(NotFound, match="no such file"):
+        uri.validate("test:///no/such/file.xml")
+
+
 @pytest.mark.parametrize("good", ["qemu+ssh://root@host-a/system", "qemu+tcp://10.0.0.2/system",
                                   "qemu+tls://host-b.example/system", "test:///default", "qemu:///system",
                                   "qemu+ssh://admin@[fd00::2]:2222/system?no_tty=1&mode=legacy", "qemu+ssh://h:22/system"])
@@ -114,7 +119,7 @@ def test_uri_accepted(good: str) -> None:
 @pytest.mark.parametrize(("bad", "what"), [
     ("http://host/system", "unsupported"), ("qemu+ssh:///system", "no host name"),
     ("qemu+ssh://h/", "must end in /system"), ("test:///relative.txt", "absolute path to a .xml"),
-    ("test:///no/such/file.xml", "no such file"), ("test://h/default", "in-process"), ("", "unsupported"),
+    ("test://h/default", "in-process"), ("", "unsupported"),
     # issue 18: query keys that make libvirt (root, here) run a program, read a file or skip a check
     ("qemu+ssh://h/system?command=/tmp/x", "'command' is not allowed"), ("qemu+ssh://h/system?netcat=/tmp/x", "'netcat'"),
     ("qemu+ssh://h/system?keyfile=/etc/shadow", "'keyfile'"), ("qemu+tls://h/system?no_verify=1", "'no_verify'"),

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from nestor.errors import InvalidInput, PolicyError, StateError
+from nestor.errors import Conflict, InvalidInput, PolicyError, StateError
 from nestor.host.facts import HostFacts
 from nestor.model import VMState
 from nestor.policy import accel as accel_policy
@@ -76,16 +76,19 @@ def test_r6_vcpus() -> None:
     assert rules.check_vcpus(226, False, tcg) == []
     (warning,) = rules.check_vcpus(226, True, tcg)
     assert "225" in warning
-    for bad in (0, -1, 289, 10**9):
+    for bad in (0, -1):
         with pytest.raises(InvalidInput):
             rules.check_vcpus(bad, False, tcg)
+    for over in (289, 10**9):  # above what this host's accelerator allows: a conflict (409), not bad input
+        with pytest.raises(Conflict, match="allows"):
+            rules.check_vcpus(over, False, tcg)
 
 
 def test_memory_cap() -> None:
     from nestor.policy import memory as memory_rules
 
     memory_rules.check_size(1 << 30, "startup", 2 << 30)
-    with pytest.raises(InvalidInput, match="more than the host has"):
+    with pytest.raises(Conflict, match="more than the host has"):  # 409: this host's limit (docs/decisions.md)
         memory_rules.check_size(3 << 30, "startup", 2 << 30)
     for tiny in (1, 1 << 10, 1000 << 10, 31 << 20):  # `vm new --memory 1`, 1K, 1000K: too small, with the reason
         with pytest.raises(InvalidInput, match="too small"):

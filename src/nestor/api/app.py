@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import ui
-from ..errors import NestorError, Unauthorized
+from ..errors import InvalidInput, NestorError, Unauthorized
 from ..model import validate_name
 from . import routes, rules
 from .table import STATUS, Settings, bug_answer, error_body
@@ -69,6 +69,18 @@ def _named(path: str, loc: tuple[Any, ...]) -> str:
     return _KINDS[collections[-1]] if collections else "vm"
 
 
+def _own_words() -> dict[str, Any]:
+    """Patterns whose refusal the service words better than "should match pattern '…'"."""
+    from ..net import addresses
+    from ..remote import uri
+
+    return {rules.URI: uri.validate, rules.MAC: addresses.validate_mac, rules.CIDR: addresses.host_address,
+            rules.NAT_PREFIX: addresses.parse_prefix}
+
+
+_OWN_WORDS = _own_words()
+
+
 def create_app(settings: Settings, runtime: Any = None, documented: bool = False) -> FastAPI:
     """`runtime` is the daemon's shared state (operations, events); None in tests of routes alone.
 
@@ -96,6 +108,12 @@ def create_app(settings: Settings, runtime: Any = None, documented: bool = False
                 validate_name(first["input"], _named(request.url.path, first.get("loc", ())))
             except NestorError as exc:
                 return error_response(exc)
+        own = _OWN_WORDS.get(pattern) if isinstance(pattern, str) else None
+        if own is not None and isinstance(first.get("input"), str):  # the service's own words (a long pattern)
+            try:
+                own(first["input"])
+            except NestorError as exc:
+                return error_response(InvalidInput(exc.message, hint=exc.hint) if exc.kind != "invalid_input" else exc)
         if pattern == rules.FILE:  # a path: say where an API caller's files live
             hint = f"name an absolute path of a file in the server's files directory, {settings.files_dir}"
         body = error_body("invalid_input", f"invalid request: {where}: {first.get('msg', 'invalid')}", hint)

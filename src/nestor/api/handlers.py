@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import files
-from ..errors import InvalidInput
+from ..errors import Forbidden, InvalidInput
 from ..policy.nesting import Nesting
 from ..service import audit
 from ..service.guest_types import (
@@ -80,7 +80,33 @@ table = Table()
 
 
 # -- request bodies (FastAPI gets pydantic models of them, extra fields forbidden) ----------------
+_GUEST_FLAGS = rules.both(rules.kept("iso", "disk_size", "user", "ssh_key", "hostname", "cloud_init"),
+                          rules.kept("secure_boot", "no_ssh_key", "tpm", default=False),
+                          rules.among("generation", [1], default=1))
+_LIBVIRT_FIELDS = rules.kept("host", "maximum", "disk", "network")
+_APPLIANCE = rules.both(  # the appliance, the nested host or a kernel, on this machine (service/vms.new)
+    _LIBVIRT_FIELDS, _GUEST_FLAGS, rules.among("image", [None, *rules.BUILT_IN]),
+    rules.either(rules.kept("kernel"), rules.kept("image")),  # --image and --kernel exclude each other
+    rules.either(rules.kept("initrd"), rules.given("kernel")))  # --initrd needs --kernel
+_ON_LIBVIRT = rules.both(  # a VM on a libvirt host (remote/hosts.py)
+    rules.given("host"), _GUEST_FLAGS, rules.kept("image", "run_script", "config_version"),
+    rules.kept("switches", default=[]))
+_DISK_IMAGE = rules.both(  # a disk-image VM (service/diskvms.validate_request)
+    _LIBVIRT_FIELDS, rules.kept("kernel", "initrd", "run_script"), rules.kept("append", default=""),
+    rules.either(rules.given("image"), rules.given("iso")),
+    rules.either(rules.kept("secure_boot", default=False), rules.among("generation", [2], default=1)),
+    rules.either(rules.kept("cloud_init"), rules.kept("user", "ssh_key")),
+    rules.either(rules.kept("ssh_key"), rules.kept("no_ssh_key", default=False)),
+    rules.either(rules.given("image"), rules.kept("user", "ssh_key", "hostname", "cloud_init")))
+
+
 class VMNew(Body):
+    """One of three kinds: the appliance, the nested host or a kernel (image appliance or nested-host,
+    or kernel); a VM on a libvirt host (host, maximum, disk, network); a disk-image VM (a stored
+    image or iso, and the cloud-init fields). no_network and switches exclude each other."""
+
+    combined = (rules.either(_APPLIANCE, _ON_LIBVIRT, _DISK_IMAGE),
+                rules.either(rules.kept("no_network", default=False), rules.kept("switches", default=[])))
     name: str = described(pattern=rules.NAME)
     vcpus: int = described(1, "vCPUs (at most what the accelerator allows: 409 above it)", ge=1, le=rules.MAX_VCPUS)
     memory: int = described(512 << 20, "bytes, whole MiB (at most what the host has: 409 above it)",
@@ -117,14 +143,16 @@ class VMNew(Body):
 
 
 class PolicyChange(Body):
-    """What is not given stays as it is."""
+    """What is not given stays as it is; something must be given."""
+
+    combined = (rules.some("nesting"),)
 
     nesting: Nesting | None = described(None, "block: no VM may have nesting turned on or start with it; allow")
 
 
 class HostNew(Body):
     name: str = described(pattern=rules.NAME)
-    uri: str = described(description="a libvirt URI: " + rules.URI_EXAMPLES, max_length=4096)
+    uri: str = described(description="a libvirt URI: " + rules.URI_EXAMPLES, max_length=4096, pattern=rules.URI)
 
 
 class Move(Body):
@@ -137,9 +165,13 @@ class Stop(Body):
 
 
 class Processor(Body):
+    """What is not given stays as it is; something must be given."""
+
+    combined = (rules.some("count", "nested", "enlightenments"),)
     count: int | None = described(None, "vCPUs", ge=1, le=rules.MAX_VCPUS)
     nested: bool | None = None
-    enlightenments: str | None = described(None, "hyperv: the QEMU hv-* set Windows and Hyper-V use; off")
+    enlightenments: str | None = described(None, "hyperv: the QEMU hv-* set Windows and Hyper-V use; off",
+                                           enum=rules.ENLIGHTENMENTS)
 
 
 class Tpm(Body):
@@ -167,11 +199,15 @@ class Exec(Body):
 
 class ImageBuild(Body):
     force: bool = False
+
+
+class DebianBuild(Body):
+    force: bool = False
     release: str | None = described(None, "debian: the Debian release (default: bookworm)", enum=rules.RELEASES)
     packages: list[str] = described(factory=list, description="debian: more packages", max_items=rules.MAX_ITEMS,
                                     items={"pattern": rules.PACKAGE})
     size: int | None = described(None, "debian: the disk's size in bytes (default: 8 GiB)",
-                                 ge=rules.MIN_DEBIAN, le=rules.MAX_DISK)
+                                 ge=rules.MIN_DEBIAN, le=rules.MAX_DEBIAN)
     image_name: str | None = described(None, "debian: the image's name (default: debian-RELEASE)", pattern=rules.NAME)
 
 
@@ -198,6 +234,11 @@ class CheckpointNew(Body):
 
 
 class SwitchNew(Body):
+    """An external switch needs an uplink; the others take neither uplink nor move_addresses."""
+
+    combined = (rules.either(rules.both(rules.among("type", ["external"]), rules.given("uplink")),
+                             rules.both(rules.among("type", ["internal", "private"]), rules.kept("uplink"),
+                                        rules.kept("move_addresses", default=False))),)
     name: str = described(pattern=rules.NAME)
     type: SwitchType
     uplink: str | None = described(None, "external: the interface to enslave", pattern=rules.IFNAME)
@@ -215,7 +256,9 @@ class AdapterNew(Body):
 
 
 class AdapterSet(Body):
-    """What is not given stays as it is."""
+    """What is not given stays as it is; something must be given."""
+
+    combined = (rules.some("mac_spoofing", "router_guard", "dhcp_guard"),)
 
     mac_spoofing: bool | None = None
     router_guard: bool | None = None
@@ -223,8 +266,12 @@ class AdapterSet(Body):
 
 
 class NatNew(Body):
+    """On this machine's switch or on a libvirt host: exactly one of switch and host."""
+
+    combined = (rules.either(rules.both(rules.given("switch"), rules.kept("host")),
+                             rules.both(rules.given("host"), rules.kept("switch"))),)
     name: str = described(pattern=rules.NAME)
-    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24", pattern=rules.CIDR)
+    prefix: str = described(description="CIDR, e.g. 192.168.100.0/24", pattern=rules.NAT_PREFIX)
     switch: str | None = described(None, "this machine's internal switch with an address in the prefix", pattern=rules.NAME)
     host: str | None = described(None, "or a libvirt host: a libvirt NAT network there", pattern=rules.NAME)
     dhcp: bool = described(False, "serve DHCP and DNS on the switch (dnsmasq)")
@@ -352,7 +399,9 @@ def api_file(ctx: Ctx, value: str | None, field: str) -> Path | None:
         raise InvalidInput(f"{field} '{shown}' is not an absolute path", hint=hint)
     inside_home = files.within(path, ctx.settings.home) and not files.within(path, ctx.settings.home / UPLOADS)
     if not files.within(path, top) or inside_home:  # nestor's own files (the database, disks) never
-        raise InvalidInput(f"{field} '{shown}' is outside the files directory {top}: "
+        # 403: a well-formed request for a file this caller may not name (the document cannot say
+        # which directory a server was given; a path there that does not exist is a 404)
+        raise Forbidden(f"{field} '{shown}' is outside the files directory {top}: "
                            "an API caller may name only files in it", hint=hint)
     return path
 
@@ -487,26 +536,28 @@ def image_list(ctx: Ctx) -> Answer:
         return _json(s.image_list())
 
 
-@table.post("/images/{name}/build", does="image_build", status_code=202, responses=_doc(OPERATION, 202),
-            params={"name": {"enum": rules.BUILDS}})
-def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
-    """Build (or reuse) appliance, nested-host or debian; debian takes release, packages, size and
-    image_name (the operation's result is then the stored image)."""
-    build = body or ImageBuild()
-    force = build.force
-    if name == "debian":
-        from ..images.debian import DEFAULT_RELEASE, DEFAULT_SIZE, DebianRequest
+@table.post("/images/debian/build", does="image_build_debian", status_code=202, responses=_doc(OPERATION, 202))
+def image_build_debian(ctx: Ctx, body: DebianBuild | None = None) -> Answer:
+    """Build (or reuse) a Debian disk image: release, packages, size and image_name (the
+    operation's result is the stored image)."""
+    from ..images.debian import DEFAULT_RELEASE, DEFAULT_SIZE, DebianRequest
 
-        wanted = DebianRequest(release=build.release or DEFAULT_RELEASE, packages=tuple(build.packages),
-                               size=DEFAULT_SIZE if build.size is None else build.size, name=build.image_name)
-        with ctx.settings.service() as s:
-            debian = s.image_check_debian(wanted)
-        return ctx.runtime.operations.submit(
-            f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force),
-            kind="image.build")
-    if build.release or build.packages or build.size is not None or build.image_name:
-        raise InvalidInput("release, packages, size and image_name are for the debian image",
-                           hint=f"POST /v1/images/debian/build, or only force for '{name}'")
+    build = body or DebianBuild()
+    force = build.force
+    wanted = DebianRequest(release=build.release or DEFAULT_RELEASE, packages=tuple(build.packages),
+                           size=DEFAULT_SIZE if build.size is None else build.size, name=build.image_name)
+    with ctx.settings.service() as s:
+        debian = s.image_check_debian(wanted)
+    return ctx.runtime.operations.submit(
+        f"build image '{debian.image_name}'", lambda s, op: s.image_build_debian(debian, op.progress, force=force),
+        kind="image.build")
+
+
+@table.post("/images/{name}/build", does="image_build", status_code=202, responses=_doc(OPERATION, 202),
+            params={"name": {"enum": rules.BUILT_IN}})
+def image_build(ctx: Ctx, name: str, body: ImageBuild | None = None) -> Answer:
+    """Build (or reuse) appliance or nested-host (debian: POST /images/debian/build)."""
+    force = (body or ImageBuild()).force
     return ctx.runtime.operations.submit(
         f"build image '{name}'", lambda s, op: s.image_build(name, op.progress, force=force), kind="image.build")
 

@@ -88,6 +88,7 @@ class RecentEventsOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorEnvelope, "description": "invalid input"},
     401: {"model": ErrorEnvelope, "description": "no valid bearer token (TCP only)"},
+    403: {"model": ErrorEnvelope, "description": "a foreign Host or Origin, or a file outside the server's files directory"},
     404: {"model": ErrorEnvelope, "description": "not found"},
     409: {"model": ErrorEnvelope, "description": "wrong state or conflict"},
     422: {"model": ErrorEnvelope, "description": "refused by one of the seed's rules (error.rule names it)"},
@@ -163,7 +164,12 @@ def model_of(body: type[Body]) -> type[BaseModel]:
                 fields[f.name] = (kind, Field(default, description=f.description, **rules))
             else:
                 fields[f.name] = (kind, default)
-        _MODELS[body] = create_model(body.__name__, __base__=_Model, __doc__=body.__doc__, __module__=__name__,
+        base: type[_Model] = _Model
+        if body.combined:
+            base = typing.cast(type[_Model], type(f"{body.__name__}Rules", (_Model,), {
+                "model_config": ConfigDict(extra="forbid", json_schema_extra={"allOf": list(body.combined)}),
+                "__module__": __name__}))
+        _MODELS[body] = create_model(body.__name__, __base__=base, __doc__=body.__doc__, __module__=__name__,
                                      **fields)
     return _MODELS[body]
 

@@ -178,7 +178,13 @@ class Body:
     """Base of request bodies: the fields are the class's annotations, with their defaults
     (a value, or described(...)); FastAPI gets a pydantic model of each (extra fields
     forbidden, api/routes.py). Not dataclasses: an L1's daemon imports these on its way to its
-    first answer, and each dataclass costs an exec of generated code (~30 ms under TCG)."""
+    first answer, and each dataclass costs an exec of generated code (~30 ms under TCG).
+
+    `combined`: the rules that tie fields together (api/rules.py: one of, at least one, this only
+    with that), as JSON Schema; the OpenAPI document states them (allOf) and the service refuses
+    what breaks one (400 naming the fields); tests/unit/test_api_contract.py holds both to them."""
+
+    combined: tuple[dict[str, Any], ...] = ()
 
     def __init__(self, **values: Any) -> None:
         for f in body_fields(type(self)):
@@ -211,6 +217,8 @@ def body_fields(body: type[Body]) -> list[BodyField]:
     if body not in _FIELDS:
         fields = []
         for name, kind in typing.get_type_hints(body).items():
+            if name == "combined":
+                continue
             value = body.__dict__.get(name, _MISSING)
             if isinstance(value, Described):
                 fields.append(BodyField(name, kind, value.default, value.factory, value.description, value.rules))

@@ -8,17 +8,20 @@ import secrets
 from collections.abc import Iterable
 
 from ..errors import Conflict, InvalidInput
+from .grammar import MAX_NAT_PREFIXLEN, MIN_HOST_PREFIXLEN, RESERVED
 
-MAC_RE = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+MAC_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
+# The validators below accept exactly what net/patterns.py's MAC, CIDR and NAT_PREFIX match (the
+# OpenAPI document's patterns, built by net/grammar.py; tests/unit/test_net_grammar.py).
+_SYNTAX = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}/(?:[0-9]|[1-9][0-9])")  # ADDR/LEN as nestor takes it: no netmask form
 QEMU_OUI = "52:54:00"  # QEMU's locally administered prefix
 BRIDGE_OUI = "02:6e:73"  # locally administered, "ns": nestor's bridges' own MACs, never an adapter's
-MAX_NAT_PREFIXLEN = 30  # at least two usable hosts: the switch and one VM
 
 
 def validate_mac(text: str) -> str:
     """A well-formed unicast MAC that is not all zero, normalised to lower case with ':'."""
-    mac = text.strip().lower()
-    if not MAC_RE.match(mac):
+    mac = text.lower()
+    if not MAC_RE.fullmatch(mac):
         raise InvalidInput(f"invalid MAC address '{text}'", hint="use six hex bytes, e.g. 52:54:00:12:34:56")
     mac = mac.replace("-", ":")
     octets = [int(part, 16) for part in mac.split(":")]
@@ -47,11 +50,13 @@ def parse_interface(text: str) -> ipaddress.IPv4Interface:
     if "/" not in text:
         raise InvalidInput(f"address '{text}' lacks a /PREFIX", hint=hint)
     try:
-        iface = ipaddress.ip_interface(text.strip())
+        iface = ipaddress.ip_interface(text)
     except ValueError:
         raise InvalidInput(f"invalid address '{text}'", hint=hint) from None
     if not isinstance(iface, ipaddress.IPv4Interface):
         raise InvalidInput(f"address '{text}' is not IPv4", hint=hint)
+    if not _SYNTAX.fullmatch(text):
+        raise InvalidInput(f"invalid address '{text}'", hint=hint)
     net = iface.network
     if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
         raise InvalidInput(
@@ -68,12 +73,14 @@ def parse_prefix(text: str) -> ipaddress.IPv4Network:
     if "/" not in text:
         raise InvalidInput(f"prefix '{text}' lacks a /LENGTH", hint=hint)
     try:
-        net = ipaddress.ip_network(text.strip(), strict=False)
+        net = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise InvalidInput(f"invalid prefix '{text}'", hint=hint) from None
     if not isinstance(net, ipaddress.IPv4Network):
         raise InvalidInput(f"prefix '{text}' is not IPv4", hint=hint)
-    if str(net) != text.strip():
+    if not _SYNTAX.fullmatch(text):
+        raise InvalidInput(f"invalid prefix '{text}'", hint=hint)
+    if str(net) != text:
         raise InvalidInput(f"prefix '{text}' has host bits set", hint=f"did you mean {net}?")
     hint = f"use a length between /{MIN_HOST_PREFIXLEN} and /{MAX_NAT_PREFIXLEN}, e.g. /24"
     if net.prefixlen > MAX_NAT_PREFIXLEN:
@@ -121,16 +128,13 @@ def dhcp_range(prefix: ipaddress.IPv4Network,
     return (gateway + 1, last) if above >= below else (first, gateway - 1)
 
 
-# Networks a switch's host address must never be in or cover: each would take over traffic the
-# host relies on (loopback, link-local autoconfiguration, multicast) or is not a host address.
-RESERVED: tuple[tuple[ipaddress.IPv4Network, str], ...] = (
-    (ipaddress.IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8)"),
-    (ipaddress.IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8)"),
-    (ipaddress.IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16)"),
-    (ipaddress.IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4)"),
-    (ipaddress.IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4)"),
-)
-MIN_HOST_PREFIXLEN = 2  # /0 and /1 would claim (half) the whole IPv4 space
+
+
+def host_address(text: str) -> ipaddress.IPv4Interface:
+    """A switch's ADDR/PREFIX, every rule: what the OpenAPI document's CIDR pattern admits."""
+    iface = parse_interface(text)
+    check_host_address(iface)
+    return iface
 
 
 def check_host_address(iface: ipaddress.IPv4Interface) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..errors import InvalidInput, PolicyError, StateError
+from ..errors import Conflict, InvalidInput, PolicyError, StateError
 from ..model import VMConfig, format_size
 
 MiB = 1 << 20
@@ -95,8 +95,8 @@ def check_size(size: int, what: str, host_total: int, option: str | None = None)
     if size % MiB:
         raise InvalidInput(f"{what} memory {format_size(size)} is not a whole number of MiB",
                            hint=f"e.g. {option} 512M or 2G")
-    if host_total and size > host_total:
-        raise InvalidInput(
+    if host_total and size > host_total:  # a conflict with this host, not a bad request (docs/decisions.md)
+        raise Conflict(
             f"{what} memory {format_size(size)} is more than the host has ({host_total >> 20}M)",
             hint="give the VM less memory",
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidInput, PolicyError, StateError
+from ..errors import Conflict, InvalidInput, PolicyError, StateError
 from ..model import VMState, version_tuple
 from .accel import NESTED_VCPU_ADVICE, Accel
 
@@ -39,8 +39,8 @@ def check_vcpus(count: int, nested: bool, accel: Accel) -> list[str]:
     """R6: an error above the accelerator's maximum; a warning above 225 with nesting on."""
     if count < 1:
         raise InvalidInput(f"vCPU count must be at least 1, not {count}", hint="e.g. --vcpus 2")
-    if count > accel.max_vcpus:
-        raise InvalidInput(
+    if count > accel.max_vcpus:  # a conflict with this host's accelerator, not a bad request (docs/decisions.md)
+        raise Conflict(
             f"{count} vCPUs is more than {accel.name} allows ({accel.max_vcpus})",
             hint=f"use at most {accel.max_vcpus} vCPUs",
         )

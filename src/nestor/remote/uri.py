@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, NotFound
 
 REMOTE_SCHEMES = ("qemu+ssh", "qemu+tcp", "qemu+tls")
 EXAMPLES = "qemu+ssh://root@host-a/system, qemu+tls://host-b/system, test:///default or test:///ABSOLUTE/PATH.xml"
@@ -87,8 +87,27 @@ def _authority(uri: str, netloc: str, hostname: str | None) -> None:
 
 
 def validate(uri: str) -> str:
-    """The URI unchanged if nestor can use it; InvalidInput naming what is wrong otherwise."""
+    """The URI unchanged if nestor can use it; InvalidInput naming what is wrong otherwise (NotFound
+    for a test:///PATH.xml that does not exist)."""
+    checked = _validate(uri)
+    if not _GRAMMAR_RE.fullmatch(uri) and not _local_socket(uri):
+        raise InvalidInput(f"libvirt URI '{uri[:200]}' is not in the form nestor takes (no spaces or control "
+                           "characters, a lower-case scheme, a query of key=value pairs, no '#')",
+                           hint=f"use one of: {EXAMPLES}")
+    return checked
+
+
+def _local_socket(uri: str) -> bool:
     parts = urlsplit(uri)
+    return uri.startswith("qemu:///") and "socket=" in parts.query and uri.isascii() and uri.isprintable()
+
+
+def _validate(uri: str) -> str:
+    try:
+        parts = urlsplit(uri)
+        parts.hostname  # noqa: B018 (a bracketed host that is no IPv6 address raises here)
+    except ValueError as exc:
+        raise InvalidInput(f"libvirt URI '{uri[:200]}' is malformed: {exc}", hint=f"use one of: {EXAMPLES}") from None
     if parts.scheme == "test":
         if parts.netloc:
             raise InvalidInput(f"test URI '{uri}' names a machine; the test driver is in-process",
@@ -100,8 +119,12 @@ def validate(uri: str) -> str:
         if not parts.path.endswith(".xml") or not parts.path.startswith("/"):
             raise InvalidInput(f"test URI '{uri}' must be test:///default or an absolute path to a .xml file",
                                hint="e.g. test:///var/lib/nestor/sim/host-a.xml")
-        if not Path(parts.path).is_file():
-            raise InvalidInput(f"test URI '{uri}': no such file {parts.path}", hint="write the <node> XML first")
+        try:
+            found = Path(parts.path).is_file()
+        except OSError:  # a name too long for the file system names no file either
+            found = False
+        if not found:
+            raise NotFound(f"test URI '{uri}': no such file {parts.path}", hint="write the <node> XML first")
         return uri
     if parts.scheme in REMOTE_SCHEMES:
         if not parts.hostname:
@@ -124,3 +147,33 @@ def test_file(uri: str) -> Path | None:
     if parts.scheme == "test" and parts.path != "/default":
         return Path(parts.path)
     return None
+
+
+def _grammar() -> str:
+    """The URIs nestor takes, as one regular expression (the OpenAPI document's pattern for
+    `POST /v1/hosts`, api/rules.py): what `validate` accepts is exactly what this matches, except a
+    local socket= (an existing daemon socket), which the pattern leaves out. Written once from the
+    same tables as the checks above; a bracketed host is RFC 3986's IPv6address, form by form."""
+    import itertools
+
+    h16, octet = "[0-9A-Fa-f]{1,4}", "(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    ls32 = f"(?:{h16}:{h16}|{octet}(?:\\.{octet}){{3}})"
+    forms = [f"(?:{h16}:){{6}}{ls32}", f"::(?:{h16}:){{5}}{ls32}", f"(?:{h16})?::(?:{h16}:){{4}}{ls32}"]
+    forms += [f"(?:(?:{h16}:){{0,{i}}}{h16})?::(?:{h16}:){{{4 - i}}}{ls32}" for i in range(1, 4)]
+    forms += [f"(?:(?:{h16}:){{0,4}}{h16})?::{ls32}", f"(?:(?:{h16}:){{0,5}}{h16})?::{h16}", f"(?:(?:{h16}:){{0,6}}{h16})?::"]
+    ipv6 = f"\\[(?:{'|'.join(forms)})\\]"
+
+    pairs = [f"{key}=(?:{'|'.join(values)})" for key, values in QUERY_KEYS.items()]
+    queries = ["&".join(p) for n in range(1, len(pairs) + 1) for p in itertools.permutations(pairs, n)]
+    query = f"(?:\\?(?:{'|'.join(queries)}))?"
+    port = r"0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    schemes = "|".join(re.escape(s) for s in REMOTE_SCHEMES)
+    remote = (f"(?:{schemes})://(?:{_USER.pattern}@)?(?:[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?|{ipv6})"
+              f"(?::(?:{port})?)?/(?:system|session){query}")
+    local = f"qemu:///(?:system|session){query}"
+    test = r"test:///default|test:///[^?#\x00-\x20\x7f]*\.xml"
+    return f"{remote}|{local}|{test}"
+
+
+GRAMMAR = _grammar()
+_GRAMMAR_RE = re.compile(GRAMMAR)
