@@ -7,10 +7,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import CACHE, leftover_processes, reap_home
+
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
 
 # Network safety: no test makes the default switch (a bridge, a NAT, a dnsmasq) by accident, least
 # of all in the root network namespace. Every nestor of the run (in process, subprocesses, daemons)
@@ -131,3 +134,23 @@ def l1_home(tmp_path_factory: pytest.TempPathFactory, nested_store: Path) -> Ite
         yield home
     finally:
         reap_home(home)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Each phase's report on the test (item.stash[REPORTS]): a fixture's teardown can tell a failed test."""
+    report = yield
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
+
+
+@pytest.fixture
+def l1_state_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """On a failed test that uses the shared l1, what l1 was doing (tests/helpers.vm_state), in the
+    test's report ("Captured stdout teardown")."""
+    yield
+    call = request.node.stash.get(REPORTS, {}).get("call")
+    if call is not None and call.failed and "l1_home" in request.fixturenames:
+        from tests.helpers import vm_state
+
+        print(vm_state(request.getfixturevalue("l1_home"), "l1"))

@@ -125,11 +125,44 @@ def in_l1(home: Path, *argv: str, timeout: float = 180) -> str:
     try:
         return nestor(home, "vm", "exec", "--timeout", str(timeout), "l1", "--", *argv, timeout=timeout + 30).stdout
     except AssertionError as exc:
-        try:
-            tail = (vm_dir(home, "l1") / "serial.log").read_text(errors="replace").splitlines()[-40:]
-        except (OSError, AssertionError):
-            tail = ["(no serial.log)"]
-        raise AssertionError(f"{exc}\n--- l1 serial.log, last lines ---\n" + "\n".join(tail)) from None
+        raise AssertionError(f"{exc}\n{vm_state(home, 'l1')}") from None
+
+
+def vm_state(home: Path, name: str) -> str:
+    """What a VM of HOME is doing, for a test's failure message about a level that stopped answering:
+    the tail of its console, the QEMU process's CPU time over two seconds (spinning or idle), and
+    each vCPU's instruction pointer and mode at two readings a second apart (stuck or moving)."""
+    from nestor.engine.qmp import Monitor
+    from nestor.errors import NestorError
+
+    lines: list[str] = []
+    try:
+        directory = vm_dir(home, name)
+        lines += ["--- serial.log, last lines ---",
+                  *(directory / "serial.log").read_text(errors="replace").splitlines()[-40:]]
+        pid = process.live_pid(directory)
+        if pid is None:
+            return "\n".join([*lines, f"--- {name}: no QEMU runs ---"])
+
+        def cpu_ticks() -> int:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+
+        before = cpu_ticks()
+        readings = []
+        with Monitor(directory / paths.QMP_SOCK, name, timeout=10.0) as mon:
+            for _ in range(2):
+                status = mon.execute("query-status")
+                registers = mon.registers()
+                readings.append(f"status {status}; " + "; ".join(
+                    line.strip() for line in registers.splitlines()
+                    if line.lstrip().startswith(("CPU#", "RIP=", "EFER=", "CR0=")) or "HLT=" in line))
+                time.sleep(1.0)
+        used = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
+        lines += [f"--- {name}: QEMU pid {pid} used {used:.2f} s of CPU in ~2 s ---", *readings]
+    except (OSError, AssertionError, NestorError, ValueError, IndexError) as exc:
+        lines.append(f"--- {name}: state not read: {exc} ---")
+    return "\n".join(lines)
 
 
 class Daemon:

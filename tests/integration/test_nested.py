@@ -15,7 +15,7 @@ from nestor.images.appliance import BOOT_LINE as L2_BOOT_LINE
 from nestor.images.nested_host import BOOT_LINE as L1_BOOT_LINE
 from tests.helpers import in_l1, nestor, reap_home, show, vm_dir, wait_for_text
 
-pytestmark = [pytest.mark.vm, pytest.mark.nested]
+pytestmark = [pytest.mark.vm, pytest.mark.nested, pytest.mark.usefixtures("l1_state_on_failure")]
 
 
 
