@@ -164,8 +164,9 @@ def test_disk_image_vm_disks_and_checkpoints_while_off(api: Api) -> None:
     made = c.vm_new_guest("g1", GuestSpec(image=IMAGE, no_ssh_key=True, hostname="apiguest", switches=("natsw",)),
                           memory=1024 * MiB, nested=True)
     assert made.vm.name == "g1" and made.vm.nested
-    # Guest fields for a VM on a libvirt host or the appliance are refused (400, nothing made).
-    envelope(api.raw.post("/v1/vms", json={"name": "g2", "image": IMAGE, "kernel": "/x"}), 400, "invalid_input")
+    # Guest fields for a VM on a libvirt host or the appliance are refused (400, nothing made); a
+    # kernel outside the files directory is refused first, as any path there is (403).
+    envelope(api.raw.post("/v1/vms", json={"name": "g2", "image": IMAGE, "kernel": "/x"}), 403, "forbidden")
     envelope(api.raw.post("/v1/vms", json={"name": "g2", "image": IMAGE, "generation": 3}), 400, "invalid_input")
     assert "g2" not in {v.name for v in c.vm_list()}
 
