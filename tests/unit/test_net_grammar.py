@@ -1,7 +1,7 @@
-"""The document's MAC and CIDR patterns accept exactly what the server's validators accept (issue 18).
+"""The document's MAC, CIDR and libvirt URI patterns accept exactly what the server's validators accept (issue 18).
 
 The same examples go through the OpenAPI document's pattern (as FastAPI's pydantic and the plain dispatcher read it)
-and through net/addresses.py's validator; they must agree on each. Besides hand-picked edges
+and through net/addresses.py's (or remote/uri.py's) validator; they must agree on each. Besides hand-picked edges
 (case, separators, whitespace, leading zeros, netmask forms, reserved networks, network and
 broadcast addresses), random addresses of every length, many at a network's edges.
 """
@@ -17,6 +17,7 @@ from nestor.api import rules
 from nestor.api.table import obeys
 from nestor.errors import InvalidInput
 from nestor.net import addresses, grammar, patterns
+from nestor.remote import uri
 
 
 def _schema(pattern: str) -> Callable[[str], bool]:
@@ -108,3 +109,40 @@ def test_the_written_patterns_are_current() -> None:
     from pathlib import Path
 
     assert Path(patterns.__file__).read_text() == grammar.render()
+
+
+def _ipv6_shapes() -> list[str]:
+    """Every shape of an IPv6 literal: LEFT groups, '::' or ':', RIGHT groups, an IPv4 tail or not."""
+    shapes = []
+    for left in range(9):
+        for right in range(9):
+            for tail in ([], ["10.0.0.1"]):
+                for sep in ("::", ":"):
+                    if sep == ":" and not (left and right):
+                        continue
+                    shapes.append(":".join(["fd00"] * left) + sep + ":".join(["2"] * right + tail))
+    return shapes
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+URIS = ["qemu+ssh://root@host-a/system", "qemu+tls://host-b.example/system?mode=direct", "qemu:///system",
+        "test:///default", "qemu+ssh://admin@[fd00::2]:2222/system?no_tty=1&mode=legacy",
+        "qemu+ssh://[::ffff:10.0.0.1]/session", "qemu+ssh://-oProxyCommand=x/system", "qemu+ssh://h/system?command=id",
+        "qemu+ssh://[1::2::3]/system", "qemu+ssh://[10.0.0.1]/system", "qemu+ssh://h:65536/system",
+        "qemu+tcp://h/system#x", "QEMU:///system", "qemu+ssh://h/system?no_tty=1&no_tty=1", "qemu+ssh://u:pw@h/system"]
+
+
+def test_uri_pattern_is_the_host_uri_validator() -> None:
+    """Bracketed IPv6 hosts included: the pattern, the validator and ipaddress agree on every shape."""
+    shapes = _ipv6_shapes()
+    ipv6 = [f"qemu+ssh://root@[{shape}]:22/system" for shape in shapes]
+    assert not _agree(rules.URI, uri.validate, URIS + ipv6)
+    server = _server(uri.validate)
+    assert [shape for shape, text in zip(shapes, ipv6, strict=True) if server(text) != _is_ipv6(shape)] == []
