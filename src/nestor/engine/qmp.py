@@ -87,9 +87,22 @@ class _Session:
         try:
             self._connect()
         except BaseException:
-            self._loop.close()
+            self._close()
             raise
         return self
+
+    async def _open(self) -> None:
+        """qemu.qmp's connect(), without its race: it asserts the session is RUNNING when it
+        returns, but a QEMU that exits right after negotiation (a `vm show` during a stop) has
+        moved it to DISCONNECTING by then, and the bare AssertionError reached users."""
+        from qemu.qmp import Runstate
+
+        try:
+            await self._client.connect(str(self.sock))
+        except AssertionError:
+            if self._client.runstate == Runstate.RUNNING:
+                raise
+            raise ConnectionResetError("QEMU closed the connection as the session began") from None
 
     def _connect(self) -> None:
         """Connect; a refusal is retried for up to REFUSED_RETRY s: QEMU binds the socket (the
@@ -101,7 +114,7 @@ class _Session:
         deadline = time.monotonic() + REFUSED_RETRY
         while True:
             try:
-                self._run(self._client.connect(str(self.sock)))
+                self._run(self._open())
                 return
             except EngineError as exc:
                 cause = exc.__cause__
@@ -114,10 +127,18 @@ class _Session:
     def __exit__(
         self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        """Disconnect (which reaps qemu.qmp's reader and writer tasks, also after a failed or
+        half-made connect), then close the loop."""
         import asyncio
 
+        from qemu.qmp import Runstate
+
         try:
-            self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 2.0))
+            if self._client.runstate != Runstate.IDLE:
+                self._loop.run_until_complete(asyncio.wait_for(self._client.disconnect(), 2.0))
         except Exception:
             log.debug("disconnect from %s failed", self.sock, exc_info=True)
         finally:
