@@ -19,7 +19,7 @@ class Dead:
 
     closed = False
 
-    def isAlive(self) -> int:  # noqa: N802 (libvirt's name)
+    def isAlive(self) -> int:
         return 0
 
     def close(self) -> int:
@@ -67,7 +67,7 @@ def test_the_test_driver_has_no_keepalive_and_is_not_given_one() -> None:
 
 def test_alive_reads_a_failing_answer_as_dead() -> None:
     class Broken:
-        def isAlive(self) -> int:  # noqa: N802
+        def isAlive(self) -> int:
             raise libvirt.libvirtError("no connection")
 
     assert keepalive.alive(Broken()) is False and keepalive.alive(Dead()) is False
