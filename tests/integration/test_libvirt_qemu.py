@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -208,6 +209,66 @@ def test_nestor_vms_on_a_real_libvirtd(daemons: Daemons, tmp_path: Path) -> None
     hosts.vm_remove("plain", force=True)
     assert hosts.vm_list() == [] and hosts.engine(host).states() == {}
 
+
+
+WATCHDOG = 120.0  # seconds: far beyond keepalive's 2 s x (2 + 1) and the 5 s open of the test below
+
+
+def test_a_libvirtd_that_stops_answering_ends_calls_with_a_clear_error(
+        daemons: Daemons, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18: a host that accepted the connection and then froze (its libvirtd SIGSTOPped: it still
+    accepts on its socket and never answers) ends every call on the open connection through
+    keepalive, with an error naming the host; once it answers again, nestor connects again."""
+    from nestor.errors import EngineError
+    from nestor.remote import keepalive
+
+    # shorter than the defaults (5 s x 5, open 30 s) to keep the test short; the same mechanism
+    monkeypatch.setattr(keepalive, "INTERVAL", 2)
+    monkeypatch.setattr(keepalive, "COUNT", 2)
+    monkeypatch.setattr(libvirt_engine, "CONNECT_TIMEOUT", 5.0)
+    libvirt_engine.disconnect_all()
+    uri = daemons.start("frozen")
+    hosts = Hosts(db.connect(tmp_path / "nestor.db"))
+    hosts.host_add("frozen", uri)
+    hosts.vm_new(VMSpec("idle", host="frozen", memory=256 * M))
+    assert hosts.host_show("frozen").reachable and hosts.vm_show("idle").state is VMState.OFF
+
+    daemon = daemons.started[-1][0]  # this test's own libvirtd (the fixture execs down to it)
+    assert Path(f"/proc/{daemon.pid}/comm").read_text().strip() == "libvirtd"
+    # A call blocked in C is out of reach of pytest-timeout's signal: a watchdog continues the daemon
+    # after WATCHDOG s, which ends such a call, and the test then fails on `rescued`.
+    rescued = threading.Event()
+
+    def rescue() -> None:
+        rescued.set()
+        os.kill(daemon.pid, signal.SIGCONT)
+
+    watchdog = threading.Timer(WATCHDOG, rescue)
+    os.kill(daemon.pid, signal.SIGSTOP)
+    watchdog.start()
+    try:
+        shown = hosts.host_show("frozen")  # on the open connection: keepalive ends it
+        assert not rescued.is_set(), f"host show blocked on a stopped libvirtd until the {WATCHDOG} s watchdog"
+        assert not shown.reachable and shown.error, shown
+        assert shown.error.startswith(f"host 'frozen' ({uri}) stopped answering: cannot read capabilities: "), shown.error
+        assert shown.error.endswith("; check the host, then retry") and "keepalive" in shown.error, shown.error
+
+        with pytest.raises(EngineError) as caught:  # a new connection: the open's deadline
+            hosts.vm_start("idle")
+        assert caught.value.message == f"host 'frozen': cannot connect to {uri}: no answer within 5 s"
+        with pytest.raises(EngineError, match="has not been answered yet"):  # no second blocked open
+            hosts.vm_start("idle")
+        assert not rescued.is_set(), f"vm start blocked on a stopped libvirtd until the {WATCHDOG} s watchdog"
+    finally:
+        watchdog.cancel()
+        os.kill(daemon.pid, signal.SIGCONT)
+
+    deadline = time.monotonic() + 120  # the abandoned open finishes once libvirtd runs again
+    while not (shown := hosts.host_show("frozen")).reachable:
+        assert time.monotonic() < deadline, shown.error
+        time.sleep(0.5)
+    assert hosts.vm_show("idle").state is VMState.OFF
+    hosts.vm_remove("idle")
 
 COUNTER = 'i=0; while true; do echo "tick $i"; i=$((i+1)); sleep 0.2; done\n'
 

@@ -61,3 +61,15 @@ def test_the_deadline_is_what_ends_a_silent_rpc_peer(silent_port: int) -> None:
     uri = f"qemu+tcp://127.0.0.1:{silent_port}/system"
     with pytest.raises(EngineError, match="no answer within 2 s"):
         libvirt_engine.connect(uri, timeout=2)
+
+
+def test_a_second_open_does_not_wait_behind_one_still_blocked(silent_port: int) -> None:
+    """One abandoned open per URI at most: a frozen host polled again and again pins no more threads."""
+    uri = f"qemu+tcp://127.0.0.1:{silent_port}/system"
+    with pytest.raises(EngineError, match="no answer within 2 s"):
+        libvirt_engine.connect(uri, timeout=2)
+    before = sum(t.name == f"libvirt-open {uri}" for t in threading.enumerate())
+    with pytest.raises(EngineError, match="has not been answered yet") as caught:
+        libvirt_engine.connect(uri, timeout=2)
+    assert caught.value.hint
+    assert sum(t.name == f"libvirt-open {uri}" for t in threading.enumerate()) == before == 1

@@ -532,7 +532,7 @@ class Hosts:
         engine = self.engine(host)
         from .apichannel import StreamTransport
 
-        return StreamTransport(engine.conn, engine.domain(vm.uuid, name), name, timeout)
+        return StreamTransport(engine.conn, engine.domain(vm.uuid, name), name, timeout, engine)
 
     # -- tree ------------------------------------------------------------------------------------
     def host_trees(self, descend: Callable[[TreeNode], None] = lambda node: None) -> list[HostTree]:

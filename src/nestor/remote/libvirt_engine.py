@@ -27,7 +27,7 @@ from ..engine.qmp import hypervisor_bits
 from ..errors import Conflict, EngineError, NotFound
 from ..service.types import StopHow
 from . import caps as caps_mod
-from . import domxml, migration
+from . import domxml, keepalive, migration
 from .uri import test_file
 
 # libvirt prints every error to stderr by default; nestor reports them itself.
@@ -58,12 +58,22 @@ GUEST_MODE_GAP = 0.1  # seconds between them
 
 
 CONNECT_TIMEOUT = 30.0  # seconds: a host that accepts TCP and never answers must not hang nestor
+OPEN_HINT = "check that the host runs libvirtd and answers (for qemu+ssh: ssh HOST works)"
+_STUCK: dict[str, tuple[threading.Thread, float]] = {}  # URI: an abandoned open still blocked, and since when
 
 
 def _open(uri: str, timeout: float) -> Any:
-    """libvirt.open with a deadline. libvirt's open blocks in C with no timeout of its own (an ssh or
-    RPC peer that accepts and never answers hangs it for ever), so it runs in a daemon thread that is
-    abandoned at the deadline; should it connect later, that connection is closed."""
+    """libvirt.open with a deadline, and keepalive on (keepalive.py: later calls are bounded too).
+    libvirt's open blocks in C with no timeout of its own (an ssh or RPC peer that accepts and never
+    answers hangs it for ever), so it runs in a daemon thread that is abandoned at the deadline;
+    should it connect later, that connection is closed. While an abandoned open of a URI still
+    waits, no second one starts (a daemon asked again and again about a frozen host would otherwise
+    pile up one blocked thread per request)."""
+    keepalive.ensure_event_loop()  # before the first connection, as libvirt requires
+    stuck = _STUCK.get(uri)
+    if stuck is not None and stuck[0].is_alive():
+        raise EngineError(f"cannot connect to {uri}: the attempt of {time.monotonic() - stuck[1]:.0f} s ago "
+                          "has not been answered yet", hint=OPEN_HINT)
     result: dict[str, Any] = {}
     done = threading.Event()
     lock = threading.Lock()
@@ -72,6 +82,16 @@ def _open(uri: str, timeout: float) -> Any:
         try:
             conn = libvirt.open(uri)
         except libvirt.libvirtError as exc:
+            result["error"] = exc
+            done.set()
+            return
+        try:
+            keepalive.apply(conn)
+        except libvirt.libvirtError as exc:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
             result["error"] = exc
             done.set()
             return
@@ -85,13 +105,14 @@ def _open(uri: str, timeout: float) -> Any:
             result["conn"] = conn
             done.set()
 
-    threading.Thread(target=run, name=f"libvirt-open {uri}", daemon=True).start()
+    worker = threading.Thread(target=run, name=f"libvirt-open {uri}", daemon=True)
+    worker.start()
     done.wait(timeout)
     with lock:
         if not done.is_set():
             done.set()
-            raise EngineError(f"cannot connect to {uri}: no answer within {timeout:g} s",
-                              hint="check that the host runs libvirtd and answers (for qemu+ssh: ssh HOST works)")
+            _STUCK[uri] = (worker, time.monotonic() - timeout)
+            raise EngineError(f"cannot connect to {uri}: no answer within {timeout:g} s", hint=OPEN_HINT)
     if "error" in result:
         exc = result["error"]
         raise EngineError(f"cannot connect to {uri}: {exc.get_error_message()}",
@@ -100,10 +121,17 @@ def _open(uri: str, timeout: float) -> Any:
 
 
 def connect(uri: str, timeout: float | None = None) -> Any:
+    """The process's connection to `uri`; opened again when keepalive (or the peer) closed it."""
     with _LOCK:
         conn = _CONNECTIONS.get(uri)
         if conn is not None:
-            return conn
+            if keepalive.alive(conn):
+                return conn
+            del _CONNECTIONS[uri]
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
         conn = _open(uri, CONNECT_TIMEOUT if timeout is None else timeout)
         _CONNECTIONS[uri] = conn
         return conn
@@ -191,17 +219,32 @@ class MemoryReading:
         return None if used is None else -(-used // MiB) * MiB
 
 
-def _error(host: str, what: str, exc: Any) -> EngineError:
-    return EngineError(f"host '{host}': {what}: {exc.get_error_message()}")
-
-
 class LibvirtHost:
     def __init__(self, name: str, uri: str, detector: Detector = registers_detector) -> None:
         self.name = name
         self.uri = uri
         self.detector = detector
-        self.conn = connect(uri)
+        connect(uri)
         self._cpu: caps_mod.CpuCaps | None = None  # domain capabilities change only with the host's software
+
+    @property
+    def conn(self) -> Any:
+        """The open connection; a new one when keepalive closed the last (the host stopped answering)."""
+        try:
+            return connect(self.uri)
+        except EngineError as exc:
+            raise EngineError(f"host '{self.name}': {exc.message}", hint=exc.hint) from exc
+
+    def alive(self) -> bool:
+        """Is the connection of the last call still open? (no RPC)"""
+        conn = _CONNECTIONS.get(self.uri)
+        return conn is not None and keepalive.alive(conn)
+
+    def _error(self, what: str, exc: Any) -> EngineError:
+        """A failed call as nestor's error: a dead connection says so, with what to do."""
+        if not self.alive():
+            return keepalive.stopped_answering(self.name, self.uri, f"{what}: {exc.get_error_message()}")
+        return EngineError(f"host '{self.name}': {what}: {exc.get_error_message()}")
 
     # -- capabilities ---------------------------------------------------------------------------
     def cpu_caps(self, virt_type: str, arch: str) -> caps_mod.CpuCaps:
@@ -236,11 +279,12 @@ class LibvirtHost:
             hostname = self.conn.getHostname()
             version = self.conn.getLibVersion()
         except libvirt.libvirtError as exc:
-            raise _error(self.name, "cannot read capabilities", exc) from exc
+            raise self._error("cannot read capabilities", exc) from exc
         virt_type = caps_mod.best_virt_type(host["domain_types"])
-        if self._cpu is None:
-            self._cpu = self.cpu_caps(virt_type, "x86_64" if virt_type != "test" else host["arch"])
-        cpu = self._cpu
+        cpu = self._cpu or self.cpu_caps(virt_type, "x86_64" if virt_type != "test" else host["arch"])
+        if not self.alive():  # cpu_caps reads a failed call as "unknown": not one to keep
+            raise keepalive.stopped_answering(self.name, self.uri, f"cannot read capabilities: {cpu.nesting_reason}")
+        self._cpu = cpu
         if cpu.vendor is None and host["vendor"]:
             cpu = caps_mod.CpuCaps(cpu.virt_type, host["vendor"], cpu.model, cpu.modes, cpu.nesting,
                                    cpu.nesting_flag or caps_mod.NESTING_FLAGS.get(host["vendor"]), cpu.nesting_reason)
@@ -270,14 +314,14 @@ class LibvirtHost:
                                            int(mem) * KiB, int(_max) * KiB, int(vcpus), None))
             return result
         except libvirt.libvirtError as exc:
-            raise _error(self.name, "cannot list domains", exc) from exc
+            raise self._error("cannot list domains", exc) from exc
 
     def states(self) -> dict[str, str]:
         """Every domain's state by UUID, in one call (virConnectGetAllDomainStats, state group)."""
         try:
             records = self.conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
         except libvirt.libvirtError as exc:
-            raise _error(self.name, "cannot list domains", exc) from exc
+            raise self._error("cannot list domains", exc) from exc
         return {dom.UUIDString(): STATES.get(stats.get("state.state", 0), "unknown") for dom, stats in records}
 
     def _lookup(self, uuid: str) -> Any | None:
@@ -286,7 +330,7 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None
-            raise _error(self.name, "cannot look up the domain", exc) from exc
+            raise self._error("cannot look up the domain", exc) from exc
 
     def domain(self, uuid: str, name: str) -> Any:
         dom = self._lookup(uuid)
@@ -302,19 +346,19 @@ class LibvirtHost:
         try:
             return STATES.get(dom.state()[0], "unknown")
         except libvirt.libvirtError as exc:
-            raise _error(self.name, "cannot read the domain's state", exc) from exc
+            raise self._error("cannot read the domain's state", exc) from exc
 
     def define(self, spec: domxml.DomainSpec) -> None:
         try:
             self.conn.defineXML(domxml.render(spec))
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot define vm '{spec.name}'", exc) from exc
+            raise self._error(f"cannot define vm '{spec.name}'", exc) from exc
 
     def start(self, uuid: str, name: str) -> None:
         try:
             self.domain(uuid, name).create()
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot start vm '{name}'", exc) from exc
+            raise self._error(f"cannot start vm '{name}'", exc) from exc
 
     def stop(self, uuid: str, name: str, force: bool, timeout: float) -> StopHow:
         dom = self.domain(uuid, name)
@@ -330,7 +374,7 @@ class LibvirtHost:
                 dom.destroy()
             return StopHow.TURNED_OFF if force else StopHow.TIMED_OUT
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot stop vm '{name}'", exc) from exc
+            raise self._error(f"cannot stop vm '{name}'", exc) from exc
 
     def undefine(self, uuid: str, name: str) -> None:
         dom = self._lookup(uuid)
@@ -341,7 +385,7 @@ class LibvirtHost:
                 dom.destroy()
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)  # nestor makes no UEFI (NVRAM) domains
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot remove vm '{name}'", exc) from exc
+            raise self._error(f"cannot remove vm '{name}'", exc) from exc
 
     # -- memory and the seed's rules ------------------------------------------------------------
     def memory(self, uuid: str, name: str) -> MemoryReading:
@@ -350,7 +394,7 @@ class LibvirtHost:
             maximum = int(dom.maxMemory()) * KiB
             stats = dom.memoryStats() if dom.isActive() else {}
         except libvirt.libvirtError as exc:
-            raise _error(self.name, "cannot read balloon statistics", exc) from exc
+            raise self._error("cannot read balloon statistics", exc) from exc
 
         def kib(key: str) -> int | None:
             return int(stats[key]) * KiB if key in stats else None
@@ -365,13 +409,13 @@ class LibvirtHost:
                 dom.setMemoryFlags(size // KiB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             dom.setMemoryFlags(size // KiB, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot set the memory of vm '{name}'", exc) from exc
+            raise self._error(f"cannot set the memory of vm '{name}'", exc) from exc
 
     def save(self, uuid: str, name: str) -> None:
         try:
             self.domain(uuid, name).managedSave(0)
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot save vm '{name}'", exc) from exc
+            raise self._error(f"cannot save vm '{name}'", exc) from exc
 
     def has_saved_state(self, uuid: str) -> bool:
         dom = self._lookup(uuid)
@@ -397,7 +441,7 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
                 return None
-            raise _error(self.name, f"cannot look up network '{name}'", exc) from exc
+            raise self._error(f"cannot look up network '{name}'", exc) from exc
 
     def has_network(self, name: str) -> bool:
         return self._network(name) is not None
@@ -407,7 +451,7 @@ class LibvirtHost:
         try:
             net = self.conn.networkDefineXML(xml)
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot define network '{name}'", exc) from exc
+            raise self._error(f"cannot define network '{name}'", exc) from exc
         try:
             net.create()
             net.setAutostart(1)
@@ -418,7 +462,7 @@ class LibvirtHost:
                 net.undefine()
             except libvirt.libvirtError:
                 pass
-            raise _error(self.name, f"cannot start network '{name}'", exc) from exc
+            raise self._error(f"cannot start network '{name}'", exc) from exc
 
     def network_status(self, name: str) -> dict[str, Any]:
         """state (active | inactive | missing), bridge, DHCP leases."""
@@ -428,7 +472,7 @@ class LibvirtHost:
         try:
             active = bool(net.isActive())
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot read network '{name}'", exc) from exc
+            raise self._error(f"cannot read network '{name}'", exc) from exc
         bridge = None
         if active:
             try:
@@ -453,7 +497,7 @@ class LibvirtHost:
                 net.destroy()
             net.undefine()
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot remove network '{name}'", exc) from exc
+            raise self._error(f"cannot remove network '{name}'", exc) from exc
 
     # -- storage --------------------------------------------------------------------------------
     def has_volume(self, path: str) -> bool:
@@ -469,13 +513,13 @@ class LibvirtHost:
         except libvirt.libvirtError as exc:
             if exc.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_SUPPORT):
                 return False
-            raise _error(self.name, f"cannot look for {path}", exc) from exc
+            raise self._error(f"cannot look for {path}", exc) from exc
 
     def disk_capacity(self, uuid: str, name: str, path: str) -> int:
         try:
             return int(self.domain(uuid, name).blockInfo(path, 0)[0])
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot read the size of vm '{name}''s disk {path}", exc) from exc
+            raise self._error(f"cannot read the size of vm '{name}''s disk {path}", exc) from exc
 
     def create_volume(self, pool_name: str, name: str, capacity: int, fmt: str) -> str:
         """A new volume in one of this host's pools; its path."""
@@ -486,7 +530,7 @@ class LibvirtHost:
                 raise NotFound(f"host '{self.name}' has no storage pool '{pool_name}' to copy the disk into",
                                hint=f"define one there (virsh pool-define-as {pool_name} dir --target DIR; "
                                     f"pool-start {pool_name}), or put the disk on storage both hosts share") from exc
-            raise _error(self.name, f"cannot find storage pool '{pool_name}'", exc) from exc
+            raise self._error(f"cannot find storage pool '{pool_name}'", exc) from exc
         try:
             pool.refresh(0)
             try:
@@ -498,7 +542,7 @@ class LibvirtHost:
                                hint="remove it there, or rename the VM's disk")
             return str(pool.createXML(domxml.volume_xml(name, capacity, fmt), 0).path())
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot create volume '{name}' in pool '{pool_name}'", exc) from exc
+            raise self._error(f"cannot create volume '{name}' in pool '{pool_name}'", exc) from exc
 
     def delete_volume(self, path: str) -> None:
         try:
@@ -510,7 +554,7 @@ class LibvirtHost:
         try:
             return str(self.domain(uuid, name).XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
         except libvirt.libvirtError as exc:
-            raise _error(self.name, f"cannot read vm '{name}''s definition", exc) from exc
+            raise self._error(f"cannot read vm '{name}''s definition", exc) from exc
 
     # -- migration ------------------------------------------------------------------------------
     def migrate(self, uuid: str, name: str, dest: LibvirtHost, plan: migration.MigrationPlan,
@@ -539,6 +583,10 @@ class LibvirtHost:
         if failure:
             exc = failure[0]
             if isinstance(exc, libvirt.libvirtError):
+                for host in (self, dest):
+                    if not host.alive():
+                        raise keepalive.stopped_answering(host.name, host.uri,
+                                                          f"vm '{name}' was not moved: {exc.get_error_message()}") from exc
                 raise EngineError(f"vm '{name}' was not moved from '{self.name}' to '{dest.name}': "
                                   f"{exc.get_error_message()}",
                                   hint="the VM is still on its host; nestor host show shows both hosts") from exc
