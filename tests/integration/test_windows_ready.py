@@ -201,6 +201,26 @@ def test_a_running_checkpoint_gives_its_tpm_back(whome: Path, t1: str) -> None:
     assert "bare" not in checkpoints(whome, t1)
 
 
+def test_a_saved_vm_is_refused_a_checkpoints_other_tpm_setting(whome: Path, t1: str) -> None:
+    """A saved VM resumes with the devices it was saved with: applying a stopped checkpoint taken
+    without the TPM is refused (one line and a hint) and changes nothing."""
+    nestor(whome, "vm", "stop", t1, "--turn-off")
+    nestor(whome, "vm", "set-tpm", t1, "--off")
+    nestor(whome, "vm", "checkpoint", "new", t1, "off-bare")
+    assert checkpoints(whome, t1)["off-bare"] == {**checkpoints(whome, t1)["off-bare"], "memory": False, "tpm": False}
+    nestor(whome, "vm", "set-tpm", t1, "--on")
+    nestor(whome, "vm", "start", t1)
+    nestor(whome, "vm", "save", t1, timeout=600)
+    refused = nestor(whome, "vm", "checkpoint", "apply", t1, "off-bare", check=False)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 2 and "saved" in lines[0] and "--turn-off" in lines[1], refused.stderr
+    assert show(whome, t1)["state"] == "saved" and show(whome, t1)["tpm"] is True  # no change
+    nestor(whome, "vm", "checkpoint", "remove", t1, "off-bare")
+    nestor(whome, "vm", "start", t1, timeout=600)  # resumes, with its TPM
+    assert len(swtpms_under(whome)) == 1
+
+
 def test_swtpm_goes_when_qemu_is_killed(whome: Path, t1: str) -> None:
     """kill -9 of QEMU: swtpm ends by itself (--terminate), and one that could not (stopped here
     with SIGSTOP, so it cannot see its connection go) is ended by the next command's reconciler."""
