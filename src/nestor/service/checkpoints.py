@@ -109,6 +109,9 @@ def _check_apply(core: Core, config: VMConfig, name: str, running: bool) -> list
                          hint=f"nestor vm start {vm}, then apply it")
     if running:
         _guard(core, config, "applied")
+    restore = tpm_rules.on_apply(_recorded_tpm(core.vm_dir(config), name), config.tpm)
+    if restore is not None:
+        _check_tpm_restore(core, config, restore, running)
     return rows
 
 
@@ -149,8 +152,6 @@ def _take_or_apply(core: Core, vm: str, name: str, action: str) -> CheckpointRes
         running = process.live_pid(vm_dir) is not None
         rows = _CHECKS[action](core, config, name, running)
         restore = tpm_rules.on_apply(_recorded_tpm(vm_dir, name), config.tpm) if action == "apply" else None
-        if restore is not None:
-            _check_tpm_restore(core, config, restore, running)
         started = time.monotonic()
         if running:
             if restore is not None:
