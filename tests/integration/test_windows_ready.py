@@ -1,7 +1,8 @@
 """A Windows-ready VM (issue 19 item 2) with real QEMU: a virtual TPM 2.0 that a Debian guest
 sees and reads, whose state survives save/restore and comes back with a checkpoint, swtpm
 running as the QEMU user and gone with the VM (also when QEMU is killed); the TPM turned on
-and off on an existing VM; Hyper-V enlightenments refused where the accelerator (nestor's own
+and off on an existing VM, and given back by the checkpoints taken with it (also after the
+live state was deleted); Hyper-V enlightenments refused where the accelerator (nestor's own
 host facts) cannot give them.
 
 One Debian VM with a TPM ('t1') is booted once and shared by the TPM tests, in file order; the
@@ -149,6 +150,77 @@ def test_the_tpm_can_only_be_switched_while_off(whome: Path, t1: str) -> None:
     assert ps.returncode != 0 and "running" in ps.stderr
 
 
+def checkpoints(home: Path, vm: str) -> dict[str, dict[str, object]]:
+    listed = json.loads(nestor(home, "vm", "checkpoint", "list", vm, "-o", "json").stdout)
+    return {c["name"]: c for c in listed}
+
+
+def test_a_running_checkpoint_gives_its_tpm_back(whome: Path, t1: str) -> None:
+    """As Hyper-V restores a checkpoint's security settings: a checkpoint of the running VM taken
+    with its TPM on, applied after `set-tpm --off` (then after `--off --delete-state`), turns the
+    TPM on again and brings back the PCR of the checkpoint's moment, from the checkpoint's own
+    TPM state (the live one is gone the second time); one taken without the TPM turns it off."""
+    at_checkpoint = extend_pcr(whome, b"at the running checkpoint")
+    nestor(whome, "vm", "checkpoint", "new", t1, "live", timeout=900)
+    assert extend_pcr(whome, b"after it") != at_checkpoint
+    assert checkpoints(whome, t1)["live"]["memory"] is True and checkpoints(whome, t1)["live"]["tpm"] is True
+    d = vm_dir(whome, t1)
+    for how in (["--off"], ["--off", "--delete-state"]):
+        nestor(whome, "vm", "stop", t1, "--turn-off")
+        nestor(whome, "vm", "set-tpm", t1, *how)
+        assert show(whome, t1)["tpm"] is False
+        assert (d / "tpm").is_dir() is (how == ["--off"])
+        refused = nestor(whome, "vm", "checkpoint", "apply", t1, "live", check=False)  # its memory: a running VM
+        assert refused.returncode != 0 and "hint: nestor vm start t1" in refused.stderr, refused.stderr
+        assert show(whome, t1)["tpm"] is False  # no change
+        nestor(whome, "vm", "start", t1)  # without a TPM, which the checkpoint's memory holds
+        assert swtpms_under(whome) == []
+        if how != ["--off"]:
+            nestor(whome, "vm", "checkpoint", "new", t1, "bare", timeout=900)  # running, no TPM
+            assert checkpoints(whome, t1)["bare"]["tpm"] is False
+        if how == ["--off"]:
+            applied = json.loads(nestor(whome, "vm", "checkpoint", "apply", t1, "live", "-o", "json",
+                                        timeout=900).stdout)
+            assert applied["tpm_restored"] is True
+        else:
+            text = nestor(whome, "vm", "checkpoint", "apply", t1, "live", timeout=900).stdout
+            assert "TPM on again, as at the checkpoint" in text
+        assert show(whome, t1)["tpm"] is True
+        assert len(swtpms_under(whome)) == 1
+        assert read_pcr(whome) == at_checkpoint
+    bare = json.loads(nestor(whome, "vm", "checkpoint", "apply", t1, "bare", "-o", "json", timeout=900).stdout)
+    assert bare["tpm_restored"] is False  # the other way: restarted without the TPM
+    assert show(whome, t1)["tpm"] is False and swtpms_under(whome) == []
+    assert (d / "tpm").is_dir()  # turned off as `set-tpm --off` does: its state kept
+    nestor(whome, "vm", "checkpoint", "remove", t1, "bare", timeout=900)
+    for restored in (True, None):  # None: the same setting, applied in the running QEMU
+        applied = json.loads(nestor(whome, "vm", "checkpoint", "apply", t1, "live", "-o", "json",
+                                    timeout=900).stdout)
+        assert applied["tpm_restored"] is restored
+        assert read_pcr(whome) == at_checkpoint
+    assert "bare" not in checkpoints(whome, t1)
+
+
+def test_a_saved_vm_is_refused_a_checkpoints_other_tpm_setting(whome: Path, t1: str) -> None:
+    """A saved VM resumes with the devices it was saved with: applying a stopped checkpoint taken
+    without the TPM is refused (one line and a hint) and changes nothing."""
+    nestor(whome, "vm", "stop", t1, "--turn-off")
+    nestor(whome, "vm", "set-tpm", t1, "--off")
+    nestor(whome, "vm", "checkpoint", "new", t1, "off-bare")
+    assert checkpoints(whome, t1)["off-bare"] == {**checkpoints(whome, t1)["off-bare"], "memory": False, "tpm": False}
+    nestor(whome, "vm", "set-tpm", t1, "--on")
+    nestor(whome, "vm", "start", t1)
+    nestor(whome, "vm", "save", t1, timeout=600)
+    refused = nestor(whome, "vm", "checkpoint", "apply", t1, "off-bare", check=False)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 2 and "saved" in lines[0] and "--turn-off" in lines[1], refused.stderr
+    assert show(whome, t1)["state"] == "saved" and show(whome, t1)["tpm"] is True  # no change
+    nestor(whome, "vm", "checkpoint", "remove", t1, "off-bare")
+    nestor(whome, "vm", "start", t1, timeout=600)  # resumes, with its TPM
+    assert len(swtpms_under(whome)) == 1
+
+
 def test_swtpm_goes_when_qemu_is_killed(whome: Path, t1: str) -> None:
     """kill -9 of QEMU: swtpm ends by itself (--terminate), and one that could not (stopped here
     with SIGSTOP, so it cannot see its connection go) is ended by the next command's reconciler."""
@@ -172,8 +244,8 @@ def test_swtpm_goes_when_qemu_is_killed(whome: Path, t1: str) -> None:
     listed = {vm["name"]: vm for vm in json.loads(nestor(whome, "vm", "list", "-o", "json").stdout)}
     assert listed[t1]["state"] == "off"  # the next command: its reconciler ends the orphan (or the
     deadline = time.monotonic() + 60     # daemon's, which saw QEMU go, is at it: SIGTERM, then SIGKILL)
-    while swtpms_under(whome) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    while (swtpms_under(whome) or (d / "swtpm.pid").exists()) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the pidfile goes just after the process: the reconciler may be between the two
     assert swtpms_under(whome) == [], "an orphan swtpm was left running"
     assert not (d / "swtpm.pid").exists()
 
@@ -192,8 +264,24 @@ def test_tpm_on_and_off_on_an_existing_vm(whome: Path) -> None:
     security = json.loads(nestor(whome, "ps", "-c", "Get-VMSecurity -VMName t2", "-o", "json").stdout)
     assert security[0]["TpmEnabled"] is True
     assert (d / "tpm" / "tpm2-00.permall").read_bytes() == b"kept"  # the same TPM is back
+    nestor(whome, "vm", "checkpoint", "new", "t2", "with-tpm")  # stopped: a copy of tpm/ beside the disks'
+    assert checkpoints(whome, "t2")["with-tpm"]["tpm"] is True
     nestor(whome, "vm", "set-tpm", "t2", "--off", "--delete-state")
     assert show(whome, "t2")["tpm"] is False and not (d / "tpm").exists()
+    applied = json.loads(nestor(whome, "vm", "checkpoint", "apply", "t2", "with-tpm", "-o", "json").stdout)
+    assert applied["tpm_restored"] is True  # the checkpoint's setting and its own copy of the state
+    assert show(whome, "t2")["tpm"] is True and (d / "tpm" / "tpm2-00.permall").read_bytes() == b"kept"
+    nestor(whome, "vm", "set-tpm", "t2", "--off")
+    nestor(whome, "vm", "checkpoint", "new", "t2", "without")
+    nestor(whome, "vm", "set-tpm", "t2", "--on")
+    assert json.loads(nestor(whome, "vm", "checkpoint", "apply", "t2", "without", "-o", "json").stdout)[
+        "tpm_restored"] is False
+    assert show(whome, "t2")["tpm"] is False and (d / "tpm").is_dir()  # off, its state kept as with --off
+    nestor(whome, "vm", "checkpoint", "remove", "t2", "with-tpm")
+    assert not (d / "tpm-checkpoints" / "with-tpm").exists()
+    assert set(checkpoints(whome, "t2")) == {"without"}
+    nestor(whome, "vm", "set-tpm", "t2", "--off", "--delete-state")
+    assert not (d / "tpm").exists()
     bad = nestor(whome, "vm", "set-tpm", "t2", "--on", "--delete-state", check=False)
     assert bad.returncode != 0 and "hint:" in bad.stderr
 

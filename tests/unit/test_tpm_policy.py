@@ -8,7 +8,7 @@ import pytest
 
 from nestor.errors import InvalidInput, NestorError, PolicyError
 from nestor.model import VMState
-from nestor.policy.tpm import RULE, check_change
+from nestor.policy.tpm import RULE, check_change, on_apply
 
 
 @pytest.mark.parametrize("on", [True, False])
@@ -53,3 +53,11 @@ def test_bad_input_is_named_before_the_state() -> None:
     with pytest.raises(NestorError) as info:
         check_change("win", VMState.RUNNING, True, disk_image=True, delete_state=True)
     assert isinstance(info.value, InvalidInput)
+
+
+@pytest.mark.parametrize("now", [True, False])
+def test_applying_a_checkpoint_gives_back_its_tpm_setting(now: bool) -> None:
+    """Hyper-V restores a checkpoint's security settings: the TPM setting it was taken with."""
+    assert on_apply(not now, now) is (not now)
+    assert on_apply(now, now) is None  # the same: nothing to change
+    assert on_apply(None, now) is None  # a checkpoint from before nestor recorded it: as the VM is now

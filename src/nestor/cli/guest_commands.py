@@ -128,7 +128,7 @@ def checkpoint_list(ctx: Ctx, vm: str, output: str) -> None:
     with ctx.vm(vm, local=True) as (level, vm_name):
         checkpoints = level.vm_checkpoint_list(vm_name)
     rows_out([_checkpoint_row(c, output) for c in checkpoints], output,
-             ["name", "created", "memory", "memory_size"], empty="no checkpoints")
+             ["name", "created", "memory", "memory_size", "tpm"], empty="no checkpoints")
 
 
 @checkpoint.command("apply")
@@ -144,6 +144,8 @@ def checkpoint_apply(ctx: Ctx, vm: str, name: str, output: str) -> None:
         emit_json(to_json(result))
     else:
         click.echo(f"vm '{vm}' is back at checkpoint '{name}' ({result.seconds} s)")
+        if result.tpm_restored is not None:
+            click.echo(f"vm '{vm}': TPM {'on' if result.tpm_restored else 'off'} again, as at the checkpoint")
 
 
 @checkpoint.command("remove")

@@ -192,7 +192,8 @@ def set_tpm(ctx: Ctx, name: str, on: bool | None, delete_state: bool) -> None:
     if on:
         click.echo(f"vm '{name}': TPM on (from its next start)")
     else:
-        click.echo(f"vm '{name}': TPM off" + ("; its state deleted" if delete_state else "; its state kept"))
+        click.echo(f"vm '{name}': TPM off" + ("; its state deleted (its checkpoints keep theirs)" if delete_state
+                                                else "; its state kept"))
 
 
 @vm.command("upgrade")

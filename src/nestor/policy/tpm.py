@@ -1,5 +1,6 @@
 """Turning a VM's virtual TPM on or off (Hyper-V's Enable-VMTPM / Disable-VMTPM): when it may be
-done, and what it keeps. Pure: the VM's state and kind in, a refusal (or nothing) out."""
+done, what it keeps, and what applying a checkpoint does to it. Pure: the VM's state and kind in,
+a refusal (or nothing) out."""
 
 from __future__ import annotations
 
@@ -28,3 +29,16 @@ def check_change(name: str, state: VMState, on: bool, disk_image: bool, delete_s
     if on and not disk_image:
         raise InvalidInput(f"vm '{name}' boots a built-in image or a kernel: a TPM is for disk-image VMs",
                            hint="make a VM from a disk image: nestor vm new NAME --image debian-bookworm --tpm")
+
+
+def on_apply(at_checkpoint: bool | None, now: bool) -> bool | None:
+    """The TPM setting applying a checkpoint gives the VM, or None for no change.
+
+    Hyper-V restores a VM's configuration with a checkpoint, its security settings included, so
+    the VM gets the TPM setting it had when the checkpoint was taken (a running VM's checkpoint
+    cannot be loaded into a QEMU without the TPM its memory holds, nor one without it into a QEMU
+    with it). `at_checkpoint` None: a checkpoint from before nestor recorded it, taken to have the
+    VM's setting now."""
+    if at_checkpoint is None or at_checkpoint == now:
+        return None
+    return at_checkpoint

@@ -60,6 +60,8 @@ def restore_vmcheckpoint(s: Session, cmd: Command, obj: PSObject | None) -> list
     for vm, name in _pairs(s, cmd, obj):
         result = s.service.vm_checkpoint_apply(vm, name)
         s.note(f"vm '{vm}' is back at checkpoint '{name}' ({result.seconds} s)")
+        if result.tpm_restored is not None:
+            s.note(f"vm '{vm}': TPM {'on' if result.tpm_restored else 'off'} again, as at the checkpoint")
         if cmd.get("Passthru"):
             out += [ob.checkpoint(vm, c) for c in s.service.vm_checkpoint_list(vm) if c.name == name]
     return out

@@ -9,23 +9,34 @@ Restore-VMCheckpoint, Remove-VMCheckpoint) as qcow2 internal snapshots.
 A checkpoint with memory can only be applied to the running VM; one without memory (taken
 while off) only to the stopped VM. While a hypervisor runs inside the VM, checkpoints of the
 running VM are refused (R12-R14, :mod:`nestor.policy.checkpoints`).
+
+Each checkpoint records the VM's TPM setting (``VMDIR/checkpoint-settings/NAME.json``), and
+applying it gives the VM that setting back, as Hyper-V restores a checkpoint's security settings
+(:func:`nestor.policy.tpm.on_apply`). A running VM whose TPM setting differs from the checkpoint's
+is restarted with the checkpoint's devices before its memory is loaded. The TPM's own state goes
+with the checkpoint: inside the vmstate for a running VM's (QEMU's tpm-emulator migrates it), a
+copy beside the disks' snapshots for a stopped VM's (``VMDIR/tpm-checkpoints/NAME``).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..engine import process, swtpm
 from ..engine.qmp import Monitor
-from ..errors import Conflict, EngineError, InvalidInput, NotFound, StateError, error_context
-from ..model import VMConfig, validate_name
+from ..errors import Conflict, EngineError, HostError, InvalidInput, NotFound, StateError, error_context
+from ..files import private_dir, write_private
+from ..model import VMConfig, VMState, validate_name
+from ..policy import tpm as tpm_rules
 from ..policy.checkpoints import check_checkpoint
 from ..state.lock import vm_lock
-from . import disks
+from . import disks, memory
 from .guest_types import CheckpointInfo, CheckpointResult
 
 if TYPE_CHECKING:
@@ -49,13 +60,15 @@ def _root(rows: list[disks.DiskRow]) -> disks.DiskRow:
 def listing(core: Core, vm: str) -> list[CheckpointInfo]:
     config = core.vms.get(validate_name(vm))
     root = _root(_disks(core, config))
-    return [_row(snap) for snap in disks.info(root.file).get("snapshots", [])]
+    vm_dir = core.vm_dir(config)
+    return [_row(snap, vm_dir) for snap in disks.info(root.file).get("snapshots", [])]
 
 
-def _row(snap: dict[str, Any]) -> CheckpointInfo:
+def _row(snap: dict[str, Any], vm_dir: Path) -> CheckpointInfo:
     vmstate = int(snap.get("vm-state-size", 0))
-    return CheckpointInfo(name=str(snap.get("name")), created=float(snap.get("date-sec", 0)),
-                          memory=vmstate > 0, memory_size=vmstate)
+    name = str(snap.get("name"))
+    return CheckpointInfo(name=name, created=float(snap.get("date-sec", 0)),
+                          memory=vmstate > 0, memory_size=vmstate, tpm=_recorded_tpm(vm_dir, name))
 
 
 def _find(core: Core, config: VMConfig, name: str) -> dict[str, Any] | None:
@@ -96,6 +109,9 @@ def _check_apply(core: Core, config: VMConfig, name: str, running: bool) -> list
                          hint=f"nestor vm start {vm}, then apply it")
     if running:
         _guard(core, config, "applied")
+    restore = tpm_rules.on_apply(_recorded_tpm(core.vm_dir(config), name), config.tpm)
+    if restore is not None:
+        _check_tpm_restore(core, config, restore, running)
     return rows
 
 
@@ -132,19 +148,86 @@ def _take_or_apply(core: Core, vm: str, name: str, action: str) -> CheckpointRes
     validate_name(name, "checkpoint")
     config = core.vms.get(validate_name(vm))
     with error_context(vm=vm), vm_lock(core.files(config).lock, vm):
-        running = process.live_pid(core.vm_dir(config)) is not None
+        vm_dir = core.vm_dir(config)
+        running = process.live_pid(vm_dir) is not None
         rows = _CHECKS[action](core, config, name, running)
+        restore = tpm_rules.on_apply(_recorded_tpm(vm_dir, name), config.tpm) if action == "apply" else None
         started = time.monotonic()
         if running:
+            if restore is not None:
+                config = _restart(core, config, restore)  # the checkpoint's memory needs its devices
             _job(core, config, _ONLINE[action], {"tag": name, "vmstate": f"n-{_root(rows).drive_id}",
                                                  "devices": [f"n-{d.drive_id}" for d in rows]})
         else:
             flag, label = _OFFLINE[action]
             for d in rows:
                 disks.qemu_img(["snapshot", flag, name, str(d.file)], f"{label} '{d.name}'")
+            if restore is not None:
+                config = _set_tpm(core, config, restore)
             if config.tpm:
-                _tpm_copy(core.vm_dir(config), name, action)
-        return CheckpointResult(vm, name, round(time.monotonic() - started, 2))
+                _tpm_copy(vm_dir, name, action)
+        if action == "new":
+            _record(vm_dir, name, config)
+        return CheckpointResult(vm, name, round(time.monotonic() - started, 2), tpm_restored=restore)
+
+
+def _check_tpm_restore(core: Core, config: VMConfig, restore: bool, running: bool) -> None:
+    """Refuse, before anything changes, a TPM setting applying the checkpoint could not give back."""
+    if not running and memory.is_saved(core.files(config)):  # a saved VM resumes with its devices
+        tpm_rules.check_change(config.name, VMState.SAVED, restore, disk_image=True, delete_state=False)
+    if restore and shutil.which(swtpm.BINARY) is None:
+        raise HostError(f"vm '{config.name}' had a TPM at this checkpoint, and swtpm is not installed to give it back",
+                        hint="apt-get install swtpm swtpm-tools (scripts/setup)")
+
+
+def _set_tpm(core: Core, config: VMConfig, on: bool) -> VMConfig:
+    """The VM's TPM setting as the checkpoint's; turning it off keeps the live state (as `set-tpm --off`)."""
+    if on and not swtpm.state_dir(core.vm_dir(config)).is_dir():
+        swtpm.make_state(core.vm_dir(config), None)  # handed to the QEMU user at each start
+    new = replace(config, tpm=on)
+    core.vms.update(new)
+    return new
+
+
+def _restart(core: Core, config: VMConfig, tpm: bool) -> VMConfig:
+    """Turn the running VM off and start it with the checkpoint's TPM setting (the lock held): its
+    memory, about to be replaced by the checkpoint's, is lost either way. A start that fails leaves
+    the VM off with its setting as before."""
+    from .vms import VMs
+
+    vms = VMs(core)
+    pid = process.live_pid(core.vm_dir(config))
+    if pid is not None:
+        process.terminate(pid)
+    vms.stopped(config)
+    new = _set_tpm(core, config, tpm)
+    try:
+        vms.start_locked(new)
+    except BaseException:
+        core.vms.update(config)
+        raise
+    return new
+
+
+SETTINGS = "checkpoint-settings"
+
+
+def _settings_file(vm_dir: Path, name: str) -> Path:
+    return vm_dir / SETTINGS / f"{name}.json"
+
+
+def _record(vm_dir: Path, name: str, config: VMConfig) -> None:
+    """What applying the checkpoint gives back besides disks and memory: the TPM setting."""
+    private_dir(vm_dir / SETTINGS, parents=False)
+    write_private(_settings_file(vm_dir, name), json.dumps({"tpm": config.tpm}) + "\n")
+
+
+def _recorded_tpm(vm_dir: Path, name: str) -> bool | None:
+    try:
+        value = json.loads(_settings_file(vm_dir, name).read_text()).get("tpm")
+    except (OSError, ValueError, AttributeError):
+        return None  # a checkpoint from before nestor recorded it
+    return value if isinstance(value, bool) else None
 
 
 def remove(core: Core, vm: str, name: str) -> None:
@@ -158,9 +241,10 @@ def remove(core: Core, vm: str, name: str) -> None:
         if process.live_pid(vm_dir) is None:
             for d in rows:
                 disks.qemu_img(["snapshot", "-d", name, str(d.file)], f"removing from disk '{d.name}'")
-            shutil.rmtree(_tpm_saved(vm_dir, name), ignore_errors=True)
         else:
             _job(core, config, "snapshot-delete", {"tag": name, "devices": [f"n-{d.drive_id}" for d in rows]})
+        shutil.rmtree(_tpm_saved(vm_dir, name), ignore_errors=True)
+        _settings_file(vm_dir, name).unlink(missing_ok=True)
 
 
 TPM_CHECKPOINTS = "tpm-checkpoints"

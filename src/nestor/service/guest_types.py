@@ -62,6 +62,7 @@ class CheckpointInfo:
     created: float  # Unix time
     memory: bool  # taken while running: holds the VM's memory
     memory_size: int
+    tpm: bool | None = None  # the VM's TPM setting at the checkpoint (None: taken before nestor recorded it)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class CheckpointResult:
     vm: str
     checkpoint: str
     seconds: float
+    tpm_restored: bool | None = None  # applying turned the TPM on (True) or off (False), as at the checkpoint
 
 
 @dataclass(frozen=True)

@@ -174,10 +174,19 @@ class VMs:
         config = core.vms.get(validate_name(name))
         files = core.files(config)
         self.reconcile_vm(config)
-        with error_context(vm=name), vm_lock(files.lock, name), Reverter() as revert, \
-                contextlib.ExitStack() as closing:
+        with error_context(vm=name), vm_lock(files.lock, name):
             if process.live_pid(files.dir) is not None:
                 raise StateError(f"vm '{name}' is already running", hint=f"nestor vm show {name}")
+            self.start_locked(config)
+        return self.info(config)
+
+    def start_locked(self, config: VMConfig) -> None:
+        """Start the stopped VM, the caller holding its lock (`start`; applying a checkpoint that
+        restarts QEMU with the checkpoint's devices)."""
+        core = self.core
+        name = config.name
+        files = core.files(config)
+        with Reverter() as revert, contextlib.ExitStack() as closing:
             accel = accel_policy.choose(core.settled_facts())
             if config.nested and not accel.nesting_available:
                 raise StateError(
@@ -223,7 +232,6 @@ class VMs:
             memory.after_spawn(core, config, spec.memory, saved)
             core.ensure_daemon()  # the serial log's cap (and the balancer) run there
             revert.success()
-        return self.info(config)
 
     def _launch_spec(self, config: VMConfig, accel: accel_policy.Accel) -> qemu_argv.LaunchSpec:
         core = self.core
@@ -367,9 +375,9 @@ class VMs:
     def set_tpm(self, name: str, on: bool, delete_state: bool = False) -> VMInfo:
         """Enable-VMTPM / Disable-VMTPM, only while the VM is off. Turning it off keeps the TPM's
         state (its keys) in the VM's directory, so turning it on again gives the same TPM back;
-        `delete_state` deletes it (and the copies its checkpoints hold)."""
+        `delete_state` deletes it. Each checkpoint keeps the TPM it was taken with (in its vmstate,
+        or its copy in tpm-checkpoints/) until the checkpoint is removed: applying it gives it back."""
         from . import diskvms
-        from .checkpoints import TPM_CHECKPOINTS
 
         core = self.core
         config = core.vms.get(validate_name(name))
@@ -389,7 +397,6 @@ class VMs:
             if delete_state:
                 swtpm.stop(files.dir)  # none runs while the VM is off; an orphan would hold the state
                 shutil.rmtree(swtpm.state_dir(files.dir), ignore_errors=True)
-                shutil.rmtree(files.dir / TPM_CHECKPOINTS, ignore_errors=True)
         return self.info(new)
 
     def upgrade(self, name: str) -> VMInfo:
