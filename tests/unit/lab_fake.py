@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestor.errors import EngineError, NotFound
+from nestor.lab.types import LevelAdapter, LevelReport, LevelSwitch
 from nestor.service import AdapterInfo, AdapterSpec, GuardChange, MemoryChange, NatInfo, NatSpec, SwitchInfo, SwitchSpec
 from nestor.service.net_types import LinkState
 from nestor.service.types import HostPolicy, SaveResult, VMInfo, VMSpec, VMState
@@ -19,13 +20,21 @@ class FakeLevel:
         self.adapters: dict[str, list[AdapterInfo]] = {}
         self.switches: dict[str, SwitchInfo] = {}
         self.nats: dict[str, NatInfo] = {}
-        self.calls: list[str] = []
+        self.calls: list[str] = []  # what changed the level
+        self.asked: list[str] = []  # what read it
         self.fail_start: set[str] = set()
         self.nesting = "allow"
         self.inside: Any = lambda name: False  # FakeLevels: does a VM run inside VM `name` of this level?
 
     def vm_list(self) -> list[VMInfo]:
         return sorted(self.vms.values(), key=lambda v: v.name)
+
+    def level_report(self) -> LevelReport:
+        self.asked.append("level_report")
+        switches = [LevelSwitch(s.name, s.type.value, s.address) for s in self.switches.values()]
+        adapters = [LevelAdapter(vm, a.name, a.switch, a.mac, a.mac_spoofing)
+                    for vm in sorted(self.adapters) for a in self.adapters[vm]]
+        return LevelReport(self.vm_list(), switches, adapters, list(self.nats.values()))
 
     def vm_new(self, spec: VMSpec) -> Any:
         self.calls.append(f"vm_new {spec.name}")
