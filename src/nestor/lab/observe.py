@@ -40,6 +40,7 @@ class SeenNat:
     prefix: str
     dhcp: bool
     leases: tuple[tuple[str, str], ...] = ()  # (mac, ip)
+    dhcp_running: bool | None = None  # with dhcp on this machine's switch: does its dnsmasq run? None: not known
 
 
 @dataclass(frozen=True)
@@ -98,4 +99,5 @@ def _vm(vm: Any, adapters: tuple[SeenAdapter, ...]) -> SeenVM:
 
 
 def _nat(n: Any) -> SeenNat:
-    return SeenNat(n.name, n.switch, n.prefix, n.dhcp, tuple((lease.mac, lease.ip) for lease in n.leases))
+    running = None if not n.dhcp or n.switch is None else n.dnsmasq_pid is not None
+    return SeenNat(n.name, n.switch, n.prefix, n.dhcp, tuple((lease.mac, lease.ip) for lease in n.leases), running)
