@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
 
 def report(service: Service) -> LevelReport:
+    from ..service import nat_view
+
     vms = service.vm_list()
-    net = service.core.network
-    switches = [LevelSwitch(sw.name, sw.type, sw.address) for sw in net.store.switches()]
-    adapters = [LevelAdapter(a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for a in net.store.all_adapters()]
-    nats = [net.nat_info(nat) for nat in net.store.nats()]
+    store, files = nat_view.store_of(service.core.conn, service.core.home.root)  # not service/network.py: it reads only
+    switches = [LevelSwitch(sw.name, sw.type, sw.address) for sw in store.switches()]
+    adapters = [LevelAdapter(a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for a in store.all_adapters()]
+    nats = [nat_view.nat_info(store, files, nat) for nat in store.nats()]
     if service.remote.has_nats():
         nats += service.remote.nats.nat_list()
     return LevelReport(vms, switches, adapters, nats)
