@@ -77,7 +77,17 @@ from .service.types import (
 
 if TYPE_CHECKING:
     from .images.debian import DebianRequest
-    from .lab.types import LabDown, LabInfo, LabInventory, LabPlan, LabRestored, LabSaved, LabStatus, LabUp
+    from .lab.types import (
+        LabDown,
+        LabInfo,
+        LabInventory,
+        LabPlan,
+        LabRestored,
+        LabSaved,
+        LabStatus,
+        LabUp,
+        LevelReport,
+    )
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 60.0
@@ -499,6 +509,12 @@ class Client:
         self._request("DELETE", f"/nats/{name}")
 
     # -- labs ---------------------------------------------------------------------------------
+    def level_report(self) -> LevelReport:
+        """The level in one answer (GET /v1/level): what a lab's plan compares its file to."""
+        from .lab.types import LevelReport
+
+        return _decode(LevelReport, self._request("GET", "/level"))
+
     def lab_plan(self, text: str, source: str | None = None) -> LabPlan:
         """What `lab up` of the lab file's TEXT would do (the text travels: the server opens no file of the caller's)."""
         from .lab.types import LabPlan

@@ -71,7 +71,17 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from .images.debian import DebianRequest
-    from .lab.types import LabDown, LabInfo, LabInventory, LabPlan, LabRestored, LabSaved, LabStatus, LabUp
+    from .lab.types import (
+        LabDown,
+        LabInfo,
+        LabInventory,
+        LabPlan,
+        LabRestored,
+        LabSaved,
+        LabStatus,
+        LabUp,
+        LevelReport,
+    )
 
 __all__ = ["Hypervisor", "Progress", "at", "level_error", "no_progress", "split_levels", "split_path"]
 
@@ -159,6 +169,7 @@ class Hypervisor(Protocol):
     def image_remove(self, name: str) -> None: ...
 
     # -- labs (a lab file travels as its text: an API caller names no file of the server's) --
+    def level_report(self) -> LevelReport: ...
     def lab_plan(self, text: str, source: str | None = None) -> LabPlan: ...
     def lab_up(self, text: str, progress: Progress = no_progress, source: str | None = None) -> LabUp: ...
     def lab_list(self) -> list[LabInfo]: ...

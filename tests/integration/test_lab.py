@@ -5,12 +5,16 @@ inside a network namespace this test made (tests/integration/test_network.py's f
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nestor import paths
+from nestor.service import Service
 from tests.helpers import nestor, vm_dir, wait_for_text
 from tests.integration.test_network import NewNetns, netns_maker, subnet
 
@@ -49,6 +53,43 @@ vms:
 """
 
 
+def _the_report_is_the_lists(home: Path, ns: str) -> None:
+    """GET /v1/level's one answer (what the plan reads) says what the four lists say."""
+    with Service(home, ns) as s:
+        report = s.level_report()
+        assert [vm.name for vm in report.vms] == [vm.name for vm in s.vm_list()] == ["a", "b"]
+        assert {(w.name, w.type, w.address) for w in report.switches} == {
+            (w.name, w.type.value, w.address) for w in s.switch_list()}
+        assert [(a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for a in report.adapters] == [
+            (a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for vm in ("a", "b") for a in s.adapter_list(vm)]
+        listed = s.nat_list()
+        assert [(n.name, n.prefix, n.dhcp, n.dnsmasq_pid, n.leases) for n in report.nats] == [
+            (n.name, n.prefix, n.dhcp, n.dnsmasq_pid, n.leases) for n in listed]
+        assert listed[0].dnsmasq_pid is not None
+
+
+def _a_dead_dnsmasq_is_planned_then_started(home: Path, ns: str, lab: Path) -> None:
+    """The plan reports a NAT whose dnsmasq died and repairs nothing; `lab up` starts it again."""
+    with Service(home, ns) as s:
+        pid = s.nat_list()[0].dnsmasq_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # this test's own dnsmasq (made by its lab, in its namespace)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    planned = json.loads(nestor(home, "lab", "plan", str(lab), "-o", "json", netns=ns).stdout)
+    changes = [(a["kind"], a["name"], a["op"]) for a in planned["actions"] if a["op"] != "keep"]
+    assert changes == [("nat", "lan", "change")], planned
+    with Service(home, ns) as s:
+        assert s.level_report().nats[0].dnsmasq_pid is None  # the plan started nothing
+    up = nestor(home, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "1 change made" in up.stdout, up.stdout + up.stderr
+    with Service(home, ns) as s:
+        assert s.level_report().nats[0].dnsmasq_pid not in (None, pid)
+    again = nestor(home, "lab", "up", str(lab), netns=ns)
+    assert "nothing to do" in again.stdout, again.stdout + again.stderr
+
+
 def test_lab_plan_up_again_status_inventory_down(home: Path, netns: NewNetns, tmp_path: Path) -> None:
     ns = netns()
     net = subnet()
@@ -81,6 +122,8 @@ def test_lab_plan_up_again_status_inventory_down(home: Path, netns: NewNetns, tm
 
     again = nestor(home, "lab", "up", str(lab), netns=ns)
     assert "nothing to do" in again.stdout, again.stdout + again.stderr
+    _the_report_is_the_lists(home, ns)
+    _a_dead_dnsmasq_is_planned_then_started(home, ns, lab)
 
     status = json.loads(nestor(home, "lab", "status", "pair", "-o", "json").stdout)
     vms = {vm["name"]: vm for vm in status["levels"][0]["vms"]}

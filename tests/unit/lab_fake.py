@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nestor.errors import EngineError, NotFound
+from nestor.lab.types import LevelAdapter, LevelReport, LevelSwitch
 from nestor.service import AdapterInfo, AdapterSpec, GuardChange, MemoryChange, NatInfo, NatSpec, SwitchInfo, SwitchSpec
 from nestor.service.net_types import LinkState
 from nestor.service.types import HostPolicy, SaveResult, VMInfo, VMSpec, VMState
@@ -19,13 +20,23 @@ class FakeLevel:
         self.adapters: dict[str, list[AdapterInfo]] = {}
         self.switches: dict[str, SwitchInfo] = {}
         self.nats: dict[str, NatInfo] = {}
-        self.calls: list[str] = []
+        self.calls: list[str] = []  # what changed the level
+        self.asked: list[str] = []  # what read it
         self.fail_start: set[str] = set()
         self.nesting = "allow"
         self.inside: Any = lambda name: False  # FakeLevels: does a VM run inside VM `name` of this level?
 
     def vm_list(self) -> list[VMInfo]:
+        self.asked.append("vm_list")
         return sorted(self.vms.values(), key=lambda v: v.name)
+
+    def level_report(self) -> LevelReport:
+        self.asked.append("level_report")
+        switches = [LevelSwitch(s.name, s.type.value, s.address) for s in self.switches.values()]
+        adapters = [LevelAdapter(vm, a.name, a.switch, a.mac, a.mac_spoofing)
+                    for vm in sorted(self.adapters) for a in self.adapters[vm]]
+        vms = sorted(self.vms.values(), key=lambda v: v.name)
+        return LevelReport(vms, switches, adapters, list(self.nats.values()))
 
     def vm_new(self, spec: VMSpec) -> Any:
         self.calls.append(f"vm_new {spec.name}")
@@ -92,6 +103,7 @@ class FakeLevel:
                   **({"dynamic_memory": change.dynamic} if change.dynamic is not None else {}))
 
     def switch_list(self) -> list[SwitchInfo]:
+        self.asked.append("switch_list")
         return list(self.switches.values())
 
     def switch_new(self, spec: SwitchSpec) -> SwitchInfo:
@@ -113,12 +125,21 @@ class FakeLevel:
         del self.switches[name]
 
     def nat_list(self) -> list[NatInfo]:
+        """As the Service's: each NAT made real again first (a dnsmasq that died runs again)."""
+        from dataclasses import replace
+
+        self.asked.append("nat_list")
+        for name, nat in self.nats.items():
+            if nat.dhcp and nat.dnsmasq_pid is None:
+                self.calls.append(f"dnsmasq_start {name}")
+                self.nats[name] = replace(nat, dnsmasq_pid=4242)
         return list(self.nats.values())
 
     def nat_new(self, spec: NatSpec) -> NatInfo:
         self.calls.append(f"nat_new {spec.name}")
         assert spec.switch in self.switches and self.switches[spec.switch].address is not None
-        self.nats[spec.name] = NatInfo(spec.name, spec.switch, spec.prefix, None, None, spec.dhcp)
+        self.nats[spec.name] = NatInfo(spec.name, spec.switch, spec.prefix, None, None, spec.dhcp,
+                                       dnsmasq_pid=4242 if spec.dhcp else None)
         return self.nats[spec.name]
 
     def nat_remove(self, name: str) -> None:
@@ -128,6 +149,7 @@ class FakeLevel:
         del self.nats[name]
 
     def adapter_list(self, vm: str) -> list[AdapterInfo]:
+        self.asked.append(f"adapter_list {vm}")
         return list(self.adapters[vm])
 
     def adapter_add(self, vm: str, spec: AdapterSpec) -> AdapterInfo:

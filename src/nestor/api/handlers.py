@@ -810,6 +810,14 @@ def _lab_operation(ctx: Ctx, name: str, action: str, call: Any) -> Answer:
     return ctx.runtime.operations.submit(f"{action} lab '{name}'", work, kind=f"lab.{action}")
 
 
+@table.get("/level", does="level_report", responses=_doc(Later("LevelReport")))
+def level_report(ctx: Ctx) -> Answer:
+    """This level in one answer: its VMs, switches, adapters and NATs, what a lab's plan compares
+    its file to (one request per level instead of four lists); changes nothing."""
+    with ctx.settings.service() as s:
+        return _json(s.level_report())
+
+
 @table.get("/labs", does="lab_list", responses=_doc(Later("LabInfo", many=True)))
 def lab_list(ctx: Ctx) -> Answer:
     with ctx.settings.service() as s:

@@ -39,9 +39,20 @@ def read_text(path: Path) -> str:
 
 
 def parse(text: str, where: str = "lab file") -> Lab:
+    """The lab of a file's text. The last text read well is remembered: the CLI checks a file
+    before its home is opened, and the use case reads the same text again (a Lab does not depend
+    on `where`, which only errors name; a text with an error is read again each time)."""
+    global _last
+    if _last is not None and _last[0] == text:
+        return _last[1]
     if len(text) > MAX_FILE:
         raise InvalidInput(f"{where}: larger than {MAX_FILE >> 20} MiB", hint="is this a lab file?")
-    return to_lab(load_yaml(text, where))
+    lab = to_lab(load_yaml(text, where))
+    _last = (text, lab)
+    return lab
+
+
+_last: tuple[str, Lab] | None = None
 
 
 def _need(module: str) -> None:

@@ -123,6 +123,8 @@ def _diff(level: Level, seen: Seen, owned: Owned, actions: list[Action], foreign
         elif (got_nat.switch, got_nat.prefix, got_nat.dhcp) != (n.switch, n.prefix, n.dhcp):
             actions.append(Action(here, "nat", n.name, Op.REPLACE,
                                   f"{got_nat.switch} {got_nat.prefix} dhcp={got_nat.dhcp} → {n.switch} {n.prefix} dhcp={n.dhcp}"))
+        elif got_nat.dhcp_running is False:
+            actions.append(Action(here, "nat", n.name, Op.CHANGE, "its DHCP server (dnsmasq) is not running: started again"))
         else:
             actions.append(Action(here, "nat", n.name, Op.KEEP, "as in the file"))
     for vm in level.vms.values():

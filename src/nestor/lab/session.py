@@ -1,11 +1,15 @@
-"""The lab use cases over one home: plan, up, status, save, restore, down, inventory (the CLI's and, later, the API's)."""
+"""The lab use cases over one home: plan, up, status, save, restore, down, inventory (the CLI's and, later, the API's).
+
+What only `up`, `save`, `restore`, `down` and `status` run is imported when they run: `lab plan`
+(and `lab up` with nothing to do) pays for the plan's modules only.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import paths
 from ..errors import InvalidInput, PolicyError, StateError
@@ -14,15 +18,11 @@ from ..model import shown
 from ..policy.lab import Problem, preflight, refusal
 from ..service.types import from_json
 from . import file as lab_file
-from . import saving
-from .down import down
 from .levels import Levels
 from .observe import Seen
 from .owners import Owners
 from .plan import Plan, plan
-from .saving import Restored, Saved
 from .spec import Lab
-from .status import inventory, status
 from .survey import survey
 from .types import (
     LabDown,
@@ -37,7 +37,10 @@ from .types import (
     LabStatus,
     LabUp,
 )
-from .up import Outcome, Up
+
+if TYPE_CHECKING:
+    from .saving import Restored, Saved
+    from .up import Outcome
 
 Progress = Callable[[str], None]
 
@@ -95,6 +98,8 @@ class Labs:
             raise _refused(planned.problems)
         if not planned.plan.changes:
             return planned, None
+        from .up import Up
+
         self.owners.save(lab.name, source, self.netns, text)
         outcome = Up(lab, self._levels(self.netns), self.owners, progress).run()
         return planned, outcome
@@ -104,10 +109,14 @@ class Labs:
         return lab_file.parse(record.text, f"lab '{name}'"), self._levels(record.netns)
 
     def status(self, name: str) -> dict[str, Any]:
+        from .status import status
+
         lab, levels = self.stored(name)
         return status(lab, survey(lab, levels))
 
     def inventory(self, name: str) -> dict[str, Any]:
+        from .status import inventory
+
         lab, levels = self.stored(name)
         return inventory(lab, survey(lab, levels))
 
@@ -115,14 +124,20 @@ class Labs:
         return [{"name": r.name, "file": r.source, "netns": r.netns, "objects": r.objects} for r in self.owners.all()]
 
     def save(self, name: str, progress: Progress) -> list[Saved]:
+        from . import saving
+
         lab, levels = self.stored(name)
         return saving.save(lab, levels, progress)
 
     def restore(self, name: str, progress: Progress) -> Restored:
+        from . import saving
+
         lab, levels = self.stored(name)
         return saving.restore(lab, levels, progress)
 
     def down(self, name: str, progress: Progress) -> list[tuple[str, str, str]]:
+        from .down import down
+
         record = self.owners.get(name)
         return down(name, self._levels(record.netns), self.owners, progress)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..service.net_types import NatInfo
+from ..service.types import VMInfo
+
 
 @dataclass(frozen=True)
 class LabAction:
@@ -157,3 +160,35 @@ class LabRestored:
     lab: str
     restored: list[str]
     failed: list[str]  # "path: why" of each VM that did not resume
+
+
+@dataclass(frozen=True)
+class LevelSwitch:
+    """A switch of a level as stored (its bridge not looked at)."""
+
+    name: str
+    type: str  # external | internal | private
+    address: str | None
+
+
+@dataclass(frozen=True)
+class LevelAdapter:
+    """A VM's network adapter as stored (its guard's counters not read)."""
+
+    vm: str
+    name: str
+    switch: str
+    mac: str
+    mac_spoofing: bool
+
+
+@dataclass(frozen=True)
+class LevelReport:
+    """One level in one answer, what a lab's plan compares its file to: every VM (as `vm list`
+    shows it), switch and adapter as stored, every NAT with its dnsmasq and leases as they are;
+    nothing repaired (`nat list` makes a NAT real again first), no bridge or counter read."""
+
+    vms: list[VMInfo]
+    switches: list[LevelSwitch]
+    adapters: list[LevelAdapter]
+    nats: list[NatInfo]

@@ -119,6 +119,10 @@ class Up:
                 self._claim(level, "nat", n.name)
                 hv.nat_new(NatSpec(n.name, n.switch, n.prefix, dhcp=n.dhcp))
                 self.outcome.add(a)
+            elif a.op is Op.CHANGE:
+                self.say(level.path, f"nat {n.name}: {a.reason}")
+                hv.nat_list()  # `nat list` makes the level's NATs real again (each dnsmasq, the ruleset)
+                self.outcome.add(a)
 
     # -- one VM (a thread of its own) ------------------------------------------------------
     def _guarded(self, level: Level, vm: VMDef, seen: Seen, actions: list[Action]) -> None:

@@ -71,7 +71,17 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..images.debian import DebianRequest
     from ..lab.session import Labs
-    from ..lab.types import LabDown, LabInfo, LabInventory, LabPlan, LabRestored, LabSaved, LabStatus, LabUp
+    from ..lab.types import (
+        LabDown,
+        LabInfo,
+        LabInventory,
+        LabPlan,
+        LabRestored,
+        LabSaved,
+        LabStatus,
+        LabUp,
+        LevelReport,
+    )
 
 LOG_CHUNK = 65536
 LOG_POLL = 0.1
@@ -708,6 +718,13 @@ class Service:
         from ..lab.session import Labs
 
         return Labs(self.home, self.core.netns)
+
+    def level_report(self) -> LevelReport:
+        """This level in one answer: its VMs, switches, adapters and NATs (what a lab's plan
+        compares its file to); changes nothing, not even a NAT's repair (nestor/lab/level_report.py)."""
+        from ..lab import level_report
+
+        return level_report.report(self)
 
     def lab_plan(self, text: str, source: str | None = None) -> LabPlan:
         """What `lab up` of the lab file's TEXT would do, level by level, and why; changes nothing.

@@ -36,7 +36,6 @@ from .memory import is_saved, refuse_if_saved
 from .net_types import (
     AdapterInfo,
     GuardKind,
-    Lease,
     LinkState,
     MovedRoute,
     MovedUplink,
@@ -661,15 +660,9 @@ class Network:
 
     def nat_info(self, nat: Nat) -> NatInfo:
         """A stored NAT with its gateway, its dnsmasq and its leases as they are now."""
-        sw = self.store.switch(nat.switch)
-        leases = dnsmasq.leases(self.files.dnsmasq_leases(nat.id)) if nat.dhcp else []
-        return NatInfo(
-            name=nat.name, switch=nat.switch, prefix=nat.prefix,
-            gateway=str(ipaddress.IPv4Interface(sw.address).ip) if sw.address else None,
-            netns=nat.netns, dhcp=nat.dhcp,
-            dnsmasq_pid=dnsmasq.live_pid(self.files.dnsmasq_pid(nat.id)) if nat.dhcp else None,
-            leases=[Lease(mac=lease["mac"], ip=lease["ip"], hostname=lease["hostname"]) for lease in leases],
-        )
+        from .nat_view import nat_info
+
+        return nat_info(self.store, self.files, nat)
 
     def nat_remove(self, name: str) -> None:
         self.store.nat(name)
