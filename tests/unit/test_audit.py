@@ -26,7 +26,7 @@ READS = {
     "host_check", "vm_list", "vm_show", "host_list", "host_show", "host_policy", "audit_list", "vm_files",
     "vm_console_socket", "vm_log", "tree", "switch_list", "switch_show", "adapter_list", "nat_list", "nat_show",
     "image_list", "image_check_debian", "image_store_list", "vm_disk_list", "vm_checkpoint_list", "vm_ssh_argv",
-    "vm_address", "host_check_tree", "bugreport", "lab_plan", "lab_list", "lab_status", "lab_inventory",
+    "vm_address", "host_check_tree", "bugreport", "lab_plan", "lab_list", "lab_status", "lab_inventory", "level_report",
     "close", "guest",  # the last two: the handle's own
 }
 
