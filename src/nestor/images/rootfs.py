@@ -54,7 +54,10 @@ PACKAGES: tuple[str, ...] = (
     "busybox", "kmod", "iputils-ping", "e2fsprogs", "qemu-utils",
 )
 ROOTFS_LABEL = "nestor-root"
-ROOTFS_HEADROOM = 400 << 20  # free space for L2 disks, overlays, logs
+# Free space in a nested host for its VMs' overlays, logs and saved state: `vm save`/`lab save` of
+# the VMs inside writes their used memory here (400 MiB could not hold a 1 GiB l2's save, depth3.yaml).
+# The image is sparse (mkfs.ext4 -d into a truncated file): the headroom costs no disk until used.
+ROOTFS_HEADROOM = 2 << 30
 INITTAB = f"""\
 # nestor nested host: busybox init. `poweroff`, `reboot` and the ACPI power button end up here.
 ::sysinit:{GUEST_INIT} sysinit
