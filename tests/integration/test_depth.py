@@ -1,8 +1,8 @@
 """`nestor quickstart --depth 3` on real QEMU: L0 → l1 → l2 → l3 under nested TCG (issue 16).
 
 l1 and l2 are nested hosts (l2 a copy-on-write overlay of l1's read-only rootfs disk, its payload
-l1's own payload disk), l3 an appliance that pings L0 through l2's and l1's NATs. Slow: each level
-emulates the next (the run that passed took the time docs/performance.md records), so on demand.
+l1's own payload disk), l3 an appliance that pings L0 through l2's and l1's NATs. Each level
+emulates the next; the issue asks for it in CI (about a minute here).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_depth_out_of_range_is_refused_before_anything(tmp_path: Path) -> None:
     assert not (home / "vms").exists() or not list((home / "vms").iterdir())
 
 
-@pytest.mark.ondemand
+@pytest.mark.timeout(1800)
 def test_quickstart_depth_3(nested_store: Path, tmp_path: Path) -> None:
     home = tmp_path / "qs"
     home.mkdir()

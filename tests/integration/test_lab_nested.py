@@ -2,8 +2,7 @@
 - the quickstart's lab (nestor/labs/quickstart.yaml): plan, up, up again, status, down (~30 s here);
 - `lab save` / `lab restore` of an L1 with a counting L2 inside (~1.5 min here);
 - examples/labs/two-hypervisors.yaml: two L1s up in parallel, each L2 reaches the other L1 (~40 s here);
-- on demand (`pytest -m ondemand`): examples/labs/depth3.yaml, with save and restore (it fails in
-  this build: no nested-host image inside an L1, see the test)."""
+- examples/labs/depth3.yaml: l3 in l2 in l1, with save and restore of the whole tree (~2 min here)."""
 
 from __future__ import annotations
 
@@ -168,9 +167,6 @@ def test_the_two_hypervisors_example(nested_home: Path, netns: NewNetns) -> None
     assert json.loads(nestor(home, "vm", "list", "-o", "json").stdout) == []
 
 
-# On demand, and failing in this build: l2 (a nested host inside l1) is refused inside l1 with
-# "image 'nested-host' is not built": the L1 payload carries only the appliance image for its VMs.
-@pytest.mark.ondemand
 @pytest.mark.timeout(3600)
 def test_the_depth3_example_saves_and_restores(nested_home: Path, netns: NewNetns) -> None:
     """examples/labs/depth3.yaml: l3 inside l2 inside l1; its counter goes on after `lab save` and
