@@ -58,3 +58,27 @@ def test_nothing_inside_is_false_after_every_reading() -> None:
 
 def test_no_guest_mode_stat_and_clear_registers_is_unknown() -> None:
     assert kvm_hypervisor_running(Readings([[]], [CLEAR]))[0] is None  # type: ignore[arg-type]
+
+
+def test_a_vm_without_nesting_is_answered_without_qmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No VT-x/AMD-V in its CPU, so no hypervisor: `vm show` of a leaf asks QMP nothing for it (in a
+    TCG-run L1, that round trip was most of a `vm show l1/l2`). With nesting on, QMP is asked."""
+    from types import SimpleNamespace
+
+    from nestor.model import VMConfig
+    from nestor.service import core as core_module
+
+    asked: list[str] = []
+
+    class NoMonitor:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            asked.append("qmp")
+            raise core_module.EngineError("no QMP in this test")
+
+    monkeypatch.setattr(core_module.process, "live_pid", lambda vm_dir: 4242)
+    monkeypatch.setattr(core_module, "Monitor", NoMonitor)
+    fake: Any = SimpleNamespace(vm_dir=lambda config: tmp_path, launch=lambda config: {"accel": "tcg"})
+    assert core_module.Core.hypervisor_running(fake, VMConfig(name="leaf")) == (False, "nesting is off")
+    assert asked == []
+    running, how = core_module.Core.hypervisor_running(fake, VMConfig(name="hv", nested=True))
+    assert running is None and "no QMP in this test" in how and asked == ["qmp"]

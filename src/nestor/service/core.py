@@ -155,6 +155,10 @@ class Core:
         vm_dir = self.vm_dir(config)
         if process.live_pid(vm_dir) is None:
             return None, "vm is off"
+        if not config.nested:
+            # no VT-x/AMD-V in its CPU (nesting changes only while off): no QMP round trip, which
+            # in a TCG-run L1 was most of a `vm show` of its L2 (libvirt hosts answer the same)
+            return False, "nesting is off"
         launch = self.launch(config)
         try:
             with Monitor(vm_dir / paths.QMP_SOCK, config.name, timeout=5.0) as mon:
