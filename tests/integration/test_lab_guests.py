@@ -1,0 +1,100 @@
+"""Labs (issue 17) with a disk-image guest on real QEMU under TCG: a lab file's `image: debian-bookworm`
+VM with two `ssh_keys` (key pairs this test made) on an internal switch with NAT and DHCP, all in a
+network namespace this test made; `lab up` makes it through `vm_new_request` with the keys as its
+cloud-init user's authorized keys; `nestor vm ssh -i KEY` runs a command in it with either key;
+`lab up` again changes nothing; `lab down` removes it. The Debian image is the cached one that
+tests/integration/test_guests.py boots (the `debian_store` fixture)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import guest_home, nestor, reap_home
+from tests.integration.test_guests import BOOT_TIMEOUT
+from tests.integration.test_network import NewNetns, netns_maker, subnet
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture
+def dhome(tmp_path: Path, debian_store: Path) -> Iterator[Path]:
+    root = guest_home(tmp_path / "home", debian_store)
+    try:
+        yield root
+    finally:
+        reap_home(root)
+
+
+@pytest.fixture
+def netns(dhome: Path) -> Iterator[NewNetns]:
+    yield from netns_maker(dhome)
+
+
+def keypair(top: Path, name: str) -> Path:
+    made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"lab-{name}", "-f", str(top / name)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    return top / name
+
+
+@pytest.mark.timeout(BOOT_TIMEOUT + 900)  # a loaded 2-core host: boot, then up, down
+def test_a_debian_lab_vm_takes_the_files_ssh_keys(dhome: Path, netns: NewNetns, tmp_path: Path) -> None:
+    ns, net = netns(), subnet()
+    one, two = keypair(tmp_path, "one"), keypair(tmp_path, "two")
+    lab = tmp_path / "deb.lab.yaml"
+    lab.write_text(f"""\
+name: deb
+switches:
+  lan: {{type: internal, address: 10.{net}.0.1/24}}
+nats:
+  lan: {{switch: lan, prefix: 10.{net}.0.0/24, dhcp: true}}
+vms:
+  deb:
+    image: debian-bookworm
+    memory: 1G
+    adapters: [{{switch: lan}}]
+    ssh_keys:
+      - {one.with_suffix(".pub").read_text().strip()}
+      - {two.with_suffix(".pub").read_text().strip()}
+""")
+    planned = json.loads(nestor(dhome, "lab", "plan", str(lab), "-o", "json", netns=ns).stdout)
+    assert {(a["kind"], a["name"]): a["op"] for a in planned["actions"]} == {
+        ("switch", "lan"): "create", ("nat", "lan"): "create", ("vm", "deb"): "create"}
+    up = nestor(dhome, "lab", "up", str(lab), netns=ns, timeout=600)
+    assert "3 changes made" in up.stdout, up.stdout + up.stderr
+    shown = json.loads(nestor(dhome, "vm", "show", "deb", "-o", "json").stdout)
+    assert shown["image"] == "debian-bookworm" and shown["state"] == "running"
+    adapters = json.loads(nestor(dhome, "adapter", "list", "deb", "-o", "json").stdout)
+    assert [a["switch"] for a in adapters] == ["lan"]  # the file's adapter only (no default switch)
+
+    started = time.monotonic()
+    deadline = started + BOOT_TIMEOUT
+    while True:
+        result = nestor(dhome, "vm", "ssh", "-i", str(one), "deb", "--", "id -un; hostname", netns=ns,
+                        check=False, timeout=120)
+        if result.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"no ssh after {BOOT_TIMEOUT} s: {result.stderr[-500:]}"
+        time.sleep(5)
+    print(f"[measure] lab deb: boot to ssh {time.monotonic() - started:.1f} s", file=sys.stderr)
+    assert result.stdout.split() == ["debian", "deb"]  # cloud-init's default user, the VM's name as hostname
+    second = nestor(dhome, "vm", "ssh", "-i", str(two), "deb", "--", "cat ~/.ssh/authorized_keys", netns=ns,
+                    timeout=120)
+    assert "lab-one" in second.stdout and "lab-two" in second.stdout  # both keys of the file
+    stranger = keypair(tmp_path, "three")
+    refused = nestor(dhome, "vm", "ssh", "-i", str(stranger), "deb", "--", "true", netns=ns, check=False, timeout=120)
+    assert refused.returncode != 0  # a key that is not the file's does not log in
+
+    again = nestor(dhome, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "nothing to do" in again.stdout, again.stdout + again.stderr
+    down = nestor(dhome, "lab", "down", "deb", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert json.loads(nestor(dhome, "vm", "list", "-o", "json").stdout) == []
+    assert json.loads(nestor(dhome, "switch", "list", "-o", "json", netns=ns).stdout) == []
