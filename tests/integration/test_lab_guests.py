@@ -2,7 +2,8 @@
 VM with two `ssh_keys` (key pairs this test made) on an internal switch with NAT and DHCP, all in a
 network namespace this test made; `lab up` makes it through `vm_new_request` with the keys as its
 cloud-init user's authorized keys; `nestor vm ssh -i KEY` runs a command in it with either key;
-`lab up` again changes nothing; `lab down` removes it. The Debian image is the cached one that
+a second VM's `cloud_init` user-data is what cloud-init ran (a file it wrote, read back through the
+guest agent); `lab up` again changes nothing; `lab down` removes both. The Debian image is the cached one that
 tests/integration/test_guests.py boots (the `debian_store` fixture)."""
 
 from __future__ import annotations
@@ -63,12 +64,20 @@ vms:
     ssh_keys:
       - {one.with_suffix(".pub").read_text().strip()}
       - {two.with_suffix(".pub").read_text().strip()}
+  own:
+    image: debian-bookworm
+    memory: 512M
+    adapters: [{{switch: lan}}]
+    cloud_init: |
+      #cloud-config
+      write_files:
+        - {{path: /etc/lab-marker, content: "user-data of the lab file"}}
 """)
     planned = json.loads(nestor(dhome, "lab", "plan", str(lab), "-o", "json", netns=ns).stdout)
     assert {(a["kind"], a["name"]): a["op"] for a in planned["actions"]} == {
-        ("switch", "lan"): "create", ("nat", "lan"): "create", ("vm", "deb"): "create"}
+        ("switch", "lan"): "create", ("nat", "lan"): "create", ("vm", "deb"): "create", ("vm", "own"): "create"}
     up = nestor(dhome, "lab", "up", str(lab), netns=ns, timeout=600)
-    assert "3 changes made" in up.stdout, up.stdout + up.stderr
+    assert "4 changes made" in up.stdout, up.stdout + up.stderr
     shown = json.loads(nestor(dhome, "vm", "show", "deb", "-o", "json").stdout)
     assert shown["image"] == "debian-bookworm" and shown["state"] == "running"
     adapters = json.loads(nestor(dhome, "adapter", "list", "deb", "-o", "json").stdout)
@@ -88,6 +97,14 @@ vms:
     second = nestor(dhome, "vm", "ssh", "-i", str(two), "deb", "--", "cat ~/.ssh/authorized_keys", netns=ns,
                     timeout=120)
     assert "lab-one" in second.stdout and "lab-two" in second.stdout  # both keys of the file
+    # own: the file's user-data instead of the default user and keys (read through the guest agent)
+    while True:
+        marker = nestor(dhome, "vm", "exec", "own", "cat", "/etc/lab-marker", netns=ns, check=False, timeout=120)
+        if marker.returncode == 0:
+            break
+        assert time.monotonic() < deadline, f"no /etc/lab-marker in own: {marker.stdout[-300:]}{marker.stderr[-300:]}"
+        time.sleep(5)
+    assert marker.stdout == "user-data of the lab file"
     stranger = keypair(tmp_path, "three")
     refused = nestor(dhome, "vm", "ssh", "-i", str(stranger), "deb", "--", "true", netns=ns, check=False, timeout=120)
     assert refused.returncode != 0  # a key that is not the file's does not log in
