@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import guest_home, nestor, reap_home
+from tests.helpers import CACHE, guest_home, nestor, reap_home
+from tests.integration import libvirt_l1
 from tests.integration.test_guests import BOOT_TIMEOUT
 from tests.integration.test_network import NewNetns, netns_maker, subnet
 
 pytestmark = pytest.mark.vm
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "labs"
 
 
 @pytest.fixture
@@ -34,8 +36,26 @@ def dhome(tmp_path: Path, debian_store: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def netns(dhome: Path) -> Iterator[NewNetns]:
-    yield from netns_maker(dhome)
+def libvirt_home(tmp_path: Path) -> Iterator[Path]:
+    """A home with the debian-libvirt image (built once into the test cache: tests/integration/libvirt_l1.py)."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("VM tests need root and qemu-system-x86 (scripts/setup installs it)")
+    libvirt_l1.build_image(CACHE / "images")
+    root = guest_home(tmp_path / "lhome", CACHE / "images")
+    try:
+        yield root
+    finally:
+        reap_home(root)
+
+
+@pytest.fixture
+def netns(request: pytest.FixtureRequest) -> Iterator[NewNetns]:
+    """Namespaces for the home of the test (dhome, or libvirt_home)."""
+    home = request.getfixturevalue("libvirt_home" if "libvirt_home" in request.fixturenames else "dhome")
+    yield from netns_maker(home)
 
 
 def keypair(top: Path, name: str) -> Path:
@@ -115,3 +135,46 @@ vms:
     assert down.returncode == 0, down.stderr
     assert json.loads(nestor(dhome, "vm", "list", "-o", "json").stdout) == []
     assert json.loads(nestor(dhome, "switch", "list", "-o", "json", netns=ns).stdout) == []
+
+
+@pytest.mark.ondemand
+@pytest.mark.nested
+@pytest.mark.timeout(libvirt_l1.BOOT_TIMEOUT + 900)
+def test_the_libvirt_cluster_example_comes_up(tmp_path: Path, netns: NewNetns, libvirt_home: Path) -> None:
+    """examples/labs/libvirt-cluster.yaml, on demand (`pytest -m ondemand tests/integration/test_lab_guests.py`):
+    two Debian L1s of the debian-libvirt image with nesting on, made by `lab up` with this test's key
+    added as `ssh_keys`; in each, libvirtd runs and KVM is there (/dev/kvm: the nesting L0 gave it).
+    Two TCG L1s of 2 GiB with systemd and libvirtd: many minutes on a 2-core machine."""
+    import yaml
+
+    from nestor.host import facts
+    from nestor.policy import accel
+
+    chosen = accel.choose(facts.probe())
+    if not chosen.nesting_available:
+        pytest.skip(f"this host cannot offer nested virtualization: {chosen.nesting_reason}")
+    ns = netns()
+    key = keypair(tmp_path, "cluster")
+    data = yaml.safe_load(EXAMPLES.joinpath("libvirt-cluster.yaml").read_text())
+    for vm in data["vms"].values():
+        vm["ssh_keys"] = [key.with_suffix(".pub").read_text().strip()]
+    lab = tmp_path / "cluster.yaml"
+    lab.write_text(yaml.safe_dump(data))
+    up = nestor(libvirt_home, "lab", "up", str(lab), netns=ns, timeout=900)
+    assert "4 changes made" in up.stdout, up.stdout + up.stderr
+    started = time.monotonic()
+    for name in ("a", "b"):
+        while True:
+            result = nestor(libvirt_home, "vm", "ssh", "-i", str(key), name, "--",
+                            "systemctl is-active libvirtd && test -c /dev/kvm && sudo -n virsh -c qemu:///system list --name",
+                            netns=ns, check=False, timeout=180)
+            if result.returncode == 0:
+                break
+            assert time.monotonic() < started + libvirt_l1.BOOT_TIMEOUT, f"{name}: {result.stdout[-300:]}{result.stderr[-300:]}"
+            time.sleep(10)
+        assert result.stdout.split()[0] == "active", result.stdout
+        print(f"[measure] cluster lab {name}: libvirtd ready after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    again = nestor(libvirt_home, "lab", "up", str(lab), netns=ns, timeout=300)
+    assert "nothing to do" in again.stdout, again.stdout + again.stderr
+    nestor(libvirt_home, "lab", "down", "cluster", timeout=300)
+    assert json.loads(nestor(libvirt_home, "vm", "list", "-o", "json").stdout) == []
