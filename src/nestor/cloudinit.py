@@ -85,14 +85,25 @@ def validate_hostname(hostname: str) -> str:
 
 def read_public_key(path: Path) -> str:
     """The first key line of a public key file, checked."""
+    return read_public_keys(path)[0]
+
+
+def read_public_keys(path: Path) -> tuple[str, ...]:
+    """Every key line of a public key file (one key, or several as in authorized_keys), checked:
+    the guest user's authorized keys are all of them."""
     text = files.read_capped(path, MAX_KEY_FILE, "ssh key file",
                              hint="give a public key such as ~/.ssh/id_ed25519.pub").decode(errors="replace")
     if "PRIVATE KEY" in text:
         raise InvalidInput(f"'{path}' is a private key", hint=f"give the public key ({path}.pub)")
     keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    if not keys or not all(_KEY_RE.match(key) for key in keys):
+    if not keys or not all(is_public_key(key) for key in keys):
         raise InvalidInput(f"'{path}' is not an OpenSSH public key file", hint="e.g. ssh-keygen -t ed25519 makes one")
-    return keys[0]
+    return tuple(keys)
+
+
+def is_public_key(line: str) -> bool:
+    """One OpenSSH public key line (`ssh-ed25519 AAAA… comment`)? Pure."""
+    return "\n" not in line and "PRIVATE KEY" not in line and _KEY_RE.match(line) is not None
 
 
 def default_public_key(home: Path | None = None) -> Path | None:

@@ -10,6 +10,7 @@ from typing import Any
 from nestor.errors import EngineError, NotFound
 from nestor.lab.types import LevelAdapter, LevelReport, LevelSwitch
 from nestor.service import AdapterInfo, AdapterSpec, GuardChange, MemoryChange, NatInfo, NatSpec, SwitchInfo, SwitchSpec
+from nestor.service.guest_types import GuestSpec
 from nestor.service.net_types import LinkState
 from nestor.service.types import HostPolicy, SaveResult, VMInfo, VMSpec, VMState
 
@@ -23,6 +24,7 @@ class FakeLevel:
         self.calls: list[str] = []  # what changed the level
         self.asked: list[str] = []  # what read it
         self.fail_start: set[str] = set()
+        self.guests: dict[str, GuestSpec] = {}  # the GuestSpec of each disk-image guest made
         self.nesting = "allow"
         self.inside: Any = lambda name: False  # FakeLevels: does a VM run inside VM `name` of this level?
 
@@ -42,6 +44,17 @@ class FakeLevel:
         self.calls.append(f"vm_new {spec.name}")
         self.vms[spec.name] = VMInfo(spec.name, VMState.OFF, spec.vcpus, spec.memory, spec.nested, "10.0",
                                      spec.image or "appliance")
+        self.adapters[spec.name] = []
+        return self.vms[spec.name]
+
+    def vm_new_request(self, spec: VMSpec, guest: GuestSpec) -> Any:
+        """As the Service's: a stored image (not a built-in one) makes a disk-image guest."""
+        if spec.image in (None, "appliance", "nested-host"):
+            return self.vm_new(spec)
+        assert not spec.append and spec.run_script is None and spec.host is None  # what the Service refuses
+        self.calls.append(f"vm_new_guest {spec.name}")
+        self.guests[spec.name] = guest
+        self.vms[spec.name] = VMInfo(spec.name, VMState.OFF, spec.vcpus, spec.memory, spec.nested, "10.0", spec.image)
         self.adapters[spec.name] = []
         return self.vms[spec.name]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,14 +34,16 @@ def _checkpoint_row(cp: CheckpointInfo, output: str) -> dict[str, Any]:
 
 
 @click.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.option("-i", "--identity", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="the private key to log in with (default: the one beside the VM's public key, or ssh's own)")
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
-def ssh(ctx: Ctx, name: str, command: tuple[str, ...]) -> None:
+def ssh(ctx: Ctx, identity: Path | None, name: str, command: tuple[str, ...]) -> None:
     """Log in with ssh, or run `-- CMD` (as ssh does, the guest's login shell runs CMD).
 
     The address comes from the DHCP lease, the guest agent or `adapter set --ip`."""
-    argv = ctx.local.vm_ssh_argv(ctx.only_here(name, "ssh"), list(command))
+    argv = ctx.local.vm_ssh_argv(ctx.only_here(name, "ssh"), list(command), identity)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)

@@ -226,8 +226,45 @@ def _vm(name: str, data: dict[str, Any], path: str, where: str, switches: dict[s
             raise InvalidInput(f"{where}: image '{image}' cannot run a hypervisor, so it cannot hold switches, nats or vms",
                                hint="use image: nested-host for a VM with its own level")
         inner = _level(inner_data, child, where)
-    return VMDef(name, image, int(data.get("cpus", 1)), memory, bool(data.get("nested", False)), dynamic, adapters,
-                 run, tuple(data.get("ssh_keys") or ()), host, inner)
+    vm = VMDef(name, image, int(data.get("cpus", 1)), memory, bool(data.get("nested", False)), dynamic, adapters,
+               run, tuple(data.get("ssh_keys") or ()), host, inner, data.get("cloud_init"))
+    _guest(vm, data, where)
+    return vm
+
+
+def _guest(vm: VMDef, data: dict[str, Any], where: str) -> None:
+    """What only a disk-image guest takes (cloud-init: keys, user-data), and what it does not (a
+    kernel command line's static address, a libvirt host)."""
+    from .. import cloudinit
+
+    if not vm.disk_guest:
+        for key in ("ssh_keys", "cloud_init"):
+            if key in data:
+                raise InvalidInput(f"{where}.{key}: the {vm.image} image does not read cloud-init, so it takes no {key}",
+                                   hint=f"drop {key}: (nestor vm exec reaches it), or use a disk image such as "
+                                        "image: debian-bookworm")
+        return
+    for i, line in enumerate(vm.ssh_keys):
+        if "PRIVATE KEY" in line:
+            raise InvalidInput(f"{where}.ssh_keys.{i}: this is a private key", hint="give the public key: the .pub file's line")
+        if not cloudinit.is_public_key(line.strip()):
+            raise InvalidInput(f"{where}.ssh_keys.{i}: {shown(line, 40)} is not an OpenSSH public key line",
+                               hint="give a .pub file's line, such as 'ssh-ed25519 AAAA… you@host'")
+    if vm.cloud_init is not None:
+        if vm.ssh_keys:
+            raise InvalidInput(f"{where}.cloud_init: cloud_init excludes ssh_keys (your user-data makes the users)",
+                               hint="put the keys into the user-data (users: … ssh_authorized_keys:), or drop cloud_init:")
+        if not vm.cloud_init.startswith(cloudinit.USER_DATA_STARTS):
+            raise InvalidInput(f"{where}.cloud_init: user-data does not start with #cloud-config (or #!, #include)",
+                               hint="its first line names its type, e.g. cloud_init: |, then #cloud-config")
+    if vm.host is not None:
+        raise InvalidInput(f"{where}.host: a disk-image guest ({vm.image}) runs on this level's QEMU, not on a libvirt host",
+                           hint="drop host:, or use image: appliance")
+    for i, adapter in enumerate(vm.adapters):
+        if adapter.ip is not None:
+            raise InvalidInput(f"{where}.adapters.{i}.ip: a static address is for the appliance images "
+                               "(their kernel command line); a disk-image guest takes its address by DHCP",
+                               hint="drop ip:, and give the switch a NAT with dhcp: true")
 
 
 def _adapter(data: dict[str, Any], where: str, switches: dict[str, SwitchDef], index: int) -> AdapterDef:

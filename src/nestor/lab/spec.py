@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+BUILT_IN = ("appliance", "nested-host")  # images.store.BUILT_IN: kernel-booted, no cloud-init
+
 
 @dataclass(frozen=True)
 class SwitchDef:
@@ -49,9 +51,15 @@ class VMDef:
     dynamic: DynamicMemory | None = None
     adapters: tuple[AdapterDef, ...] = ()
     run: str | None = None  # appliance: the script's text
-    ssh_keys: tuple[str, ...] = ()
+    ssh_keys: tuple[str, ...] = ()  # disk-image guest: the cloud-init user's authorized keys (key lines)
     host: str | None = None  # a libvirt host (or auto); L0 only
     inner: Level | None = None  # the level inside this VM (its own switches, NATs and VMs)
+    cloud_init: str | None = None  # disk-image guest: its cloud-init user-data (text; replaces the default user and keys)
+
+    @property
+    def disk_guest(self) -> bool:
+        """Booted from a stored disk image (`vm new --image debian-…`), not a built-in image."""
+        return self.image not in BUILT_IN
 
     @property
     def is_hypervisor(self) -> bool:

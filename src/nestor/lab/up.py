@@ -14,12 +14,14 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import faults
 from ..errors import NestorError, NotFound
 from ..images.contract import GUEST_HOME, cmdline_params
 from ..service import AdapterSpec, GuardChange, MemoryChange, NatSpec, SwitchSpec, SwitchType, VMSpec
+from ..service.guest_types import GuestSpec
 from .levels import Levels
 from .observe import Seen, observe
 from .owners import Owners
@@ -139,18 +141,22 @@ class Up:
                 or (a.kind == "adapter" and a.name.partition("/")[0] == vm.name)]
         op = next(a for a in mine if a.kind == "vm")
         script = None
-        if op.op in (Op.CREATE, Op.REPLACE) and vm.run is not None:
+        guest = None
+        if op.op in (Op.CREATE, Op.REPLACE):
             # before the level's handle is open: below L1 the write goes through the same API
             # channels, which the handle holds ("another command is using its nestor API channel")
-            script = self._script_path(level, vm)
-            self.levels.write_file(level.path, script, vm.run)
+            if vm.run is not None:
+                script = self._file_path(level, vm, "sh")
+                self.levels.write_file(level.path, script, vm.run)
+            if vm.disk_guest:
+                guest = self._guest_files(level, vm)
         with self.levels.open(level.path) as hv:
             if op.op is Op.REPLACE:
                 self.say(path, f"replacing ({op.reason})")
                 hv.vm_remove(vm.name, force=True)
                 self.owners.release_below(path)
             if op.op in (Op.CREATE, Op.REPLACE):
-                self._create(hv, level, vm, script)
+                self._create(hv, level, vm, script, guest)
             else:
                 if op.op is Op.CHANGE:
                     self._change(hv, path, vm, seen.vms[vm.name].state)
@@ -165,12 +171,17 @@ class Up:
             self.levels.wait_ready(path, READY_TIMEOUT)
             self.level(vm.inner)
 
-    def _create(self, hv: Any, level: Level, vm: VMDef, script: str | None) -> None:
+    def _create(self, hv: Any, level: Level, vm: VMDef, script: str | None, guest: GuestSpec | None = None) -> None:
         path = level.vm_path(vm.name)
         self.say(path, "creating")
         self._claim(level, "vm", vm.name)
-        hv.vm_new(VMSpec(vm.name, vcpus=vm.cpus, memory=vm.memory, nested=vm.nested, image=vm.image,
-                         append=" ".join(boot_params(level, vm)), run_script=script, host=vm.host))
+        if guest is not None:
+            # a disk-image guest: its stored image, cloud-init; no adapter of `vm new`'s own (the
+            # default switch): the file's adapters are added below, as for every VM
+            hv.vm_new_request(VMSpec(vm.name, vcpus=vm.cpus, memory=vm.memory, nested=vm.nested, image=vm.image), guest)
+        else:
+            hv.vm_new(VMSpec(vm.name, vcpus=vm.cpus, memory=vm.memory, nested=vm.nested, image=vm.image,
+                             append=" ".join(boot_params(level, vm)), run_script=script, host=vm.host))
         for adapter in vm.adapters:
             info = hv.adapter_add(vm.name, AdapterSpec(adapter.switch, adapter.mac))
             if adapter.mac_spoofing:
@@ -179,11 +190,26 @@ class Up:
             hv.vm_set_memory(vm.name, MemoryChange(dynamic=True, minimum=vm.dynamic.minimum, maximum=vm.dynamic.maximum,
                                                    buffer=vm.dynamic.buffer))
 
-    def _script_path(self, level: Level, vm: VMDef) -> str:
+    def _file_path(self, level: Level, vm: VMDef, suffix: str) -> str:
+        """Where a file a VM is made with goes at its level (its run script, its keys, its user-data)."""
         if not level.path:
-            return str(self.levels.home / "labs" / self.lab.name / f"{vm.name}.sh")
+            return str(self.levels.home / "labs" / self.lab.name / f"{vm.name}.{suffix}")
         # the level's files directory (HOME/uploads): the only place an API caller may name a file in
-        return f"{GUEST_HOME}/uploads/labs/{self.lab.name}/{vm.name}.sh"
+        return f"{GUEST_HOME}/uploads/labs/{self.lab.name}/{vm.name}.{suffix}"
+
+    def _guest_files(self, level: Level, vm: VMDef) -> GuestSpec:
+        """A disk-image guest's cloud-init, as files at its level (the level reads its keys file again
+        at each start, so it stays): the file's keys, one a line, as its user's authorized keys; or
+        the file's user-data; or neither (the level's own default key, as `vm new --image`)."""
+        key_file = user_data = None
+        if vm.cloud_init is not None:
+            user_data = self._file_path(level, vm, "user-data")
+            self.levels.write_file(level.path, user_data, vm.cloud_init)
+        elif vm.ssh_keys:
+            key_file = self._file_path(level, vm, "keys.pub")
+            self.levels.write_file(level.path, key_file, "".join(f"{k.strip()}\n" for k in vm.ssh_keys))
+        return GuestSpec(ssh_key=Path(key_file) if key_file else None, cloud_init=Path(user_data) if user_data else None,
+                         no_network=True)
 
     def _change(self, hv: Any, path: str, vm: VMDef, state: str) -> None:
         if state != "off":

@@ -229,7 +229,7 @@ def seed_spec(core: Core, config: VMConfig, guest: GuestConfig) -> cloudinit.See
                  for a in core.network.store.adapters_of_vm(config.id))
     keys: tuple[str, ...] = ()
     if guest.ssh_key:
-        keys = (cloudinit.read_public_key(Path(guest.ssh_key)),)
+        keys = cloudinit.read_public_keys(Path(guest.ssh_key))
     return cloudinit.SeedSpec(
         instance_id=f"nestor-{config.id}-{config.name}", hostname=guest.hostname or config.name,
         user=guest.user, ssh_keys=keys, user_data=guest.user_data, nics=nics)

@@ -691,11 +691,15 @@ class Service:
 
         checkpoints.remove(self.core, vm, name)
 
-    def vm_ssh_argv(self, vm: str, command: list[str]) -> list[str]:
-        """OpenSSH's argv to reach the VM (an argv for exec, never a shell string)."""
+    def vm_ssh_argv(self, vm: str, command: list[str], identity: Path | None = None) -> list[str]:
+        """OpenSSH's argv to reach the VM (an argv for exec, never a shell string); `identity`: the
+        private key to log in with (a lab's VM has its keys from the lab file, with none beside)."""
         from . import ssh
 
-        return ssh.ssh_argv(ssh.target(self.core, vm), ssh.known_hosts(self.core), command)
+        target = ssh.target(self.core, vm)
+        if identity is not None:
+            target = replace(target, key=Path(os.path.abspath(identity)))
+        return ssh.ssh_argv(target, ssh.known_hosts(self.core), command)
 
     def vm_address(self, vm: str) -> VMAddress:
         """Where the running VM can be reached (`vm ssh`): the DHCP lease, the guest agent, or --ip."""
