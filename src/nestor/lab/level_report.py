@@ -23,7 +23,10 @@ def report(service: Service) -> LevelReport:
     vms = service.vm_list()
     store, files = nat_view.store_of(service.core.conn, service.core.home.root)  # not service/network.py: it reads only
     switches = [LevelSwitch(sw.name, sw.type, sw.address) for sw in store.switches()]
-    adapters = [LevelAdapter(a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for a in store.all_adapters()]
+    # by VM and name, as `adapter list` of each VM in turn shows them (the store's order is the order
+    # they were made, which a lab's parallel VMs make in any order)
+    adapters = sorted((LevelAdapter(a.vm, a.name, a.switch, a.mac, a.mac_spoofing) for a in store.all_adapters()),
+                      key=lambda a: (a.vm, a.name))
     nats = [nat_view.nat_info(store, files, nat) for nat in store.nats()]
     if service.remote.has_nats():
         nats += service.remote.nats.nat_list()
